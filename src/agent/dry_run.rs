@@ -1,0 +1,347 @@
+//! Guardrail dry-run (AGT-3): before a tenant saves a new guardrail configuration or threshold,
+//! evaluate it against the conversations of the last N days and show what would have been
+//! blocked, handed off, masked or flagged, next to what the current configuration did, with
+//! examples. Nothing is changed and nothing is sent.
+//!
+//! Customer messages are evaluated at the inbound stage and the agent's replies at the outbound
+//! stage, each conversation in order with its own vault and the contact's known details, as a
+//! run would. Stored replies hold real values (they were unmasked for the customer), so they
+//! are masked with the conversation's vault first, as the model's draft would have been.
+//! Examples show masked text only.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::guardrails::{
+    evaluate, mask_text, Action, Context, FindingKind, KnownEntities, Policy, Stage, TenantConfig,
+    Verdict,
+};
+use crate::http::{Access, Api, Json};
+use crate::rbac::Permission;
+
+/// Most messages one dry-run reads (newest first); the answer says when it stopped there.
+const MAX_MESSAGES: i64 = 20_000;
+const MAX_DAYS: i64 = 90;
+
+pub fn routes(api: Api) -> Api {
+    api.route(
+        Method::POST,
+        "/api/v1/agent/guardrails/dry-run",
+        Access::Requires(Permission::GuardrailsManage),
+        (
+            "agent",
+            "Evaluate a proposed guardrail configuration against recent conversations",
+        ),
+        dry_run,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunBody {
+    /// The proposed configuration (as for PUT /api/v1/agent/settings); the current one if absent.
+    guardrails: Option<Value>,
+    /// The proposed confidence threshold; the current one if absent.
+    confidence_threshold: Option<f32>,
+    #[serde(default = "default_days")]
+    days: i64,
+    #[serde(default = "default_examples")]
+    max_examples: usize,
+}
+
+fn default_days() -> i64 {
+    7
+}
+
+fn default_examples() -> usize {
+    20
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Tally {
+    pub blocked: u64,
+    pub handed_off: u64,
+    pub redacted: u64,
+    pub flagged: u64,
+    /// Messages in which PII would be masked.
+    pub masked: u64,
+    pub by_rule: BTreeMap<String, u64>,
+    pub by_pii_type: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, verdict: &Verdict) {
+        match verdict.action {
+            Action::Block => self.blocked += 1,
+            Action::Handoff => self.handed_off += 1,
+            Action::Redact => self.redacted += 1,
+            Action::Flag => self.flagged += 1,
+            Action::Allow => {}
+        }
+        let mut pii = false;
+        for f in &verdict.findings {
+            match f.kind {
+                FindingKind::Pii(t) => {
+                    pii = true;
+                    *self.by_pii_type.entry(t.label().to_string()).or_default() += 1;
+                }
+                _ => *self.by_rule.entry(f.rule_id.clone()).or_default() += 1,
+            }
+        }
+        if pii {
+            self.masked += 1;
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Example {
+    message_id: Uuid,
+    conversation_id: Uuid,
+    stage: &'static str,
+    current: Action,
+    proposed: Action,
+    rules: Vec<String>,
+    /// The message with PII masked, cut to 280 characters.
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Confidence {
+    executions: u64,
+    current_threshold: f32,
+    proposed_threshold: f32,
+    /// Runs whose confidence falls below the threshold: their drafts go to a person.
+    below_current: u64,
+    below_proposed: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    days: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+    inbound_messages: u64,
+    outbound_messages: u64,
+    truncated: bool,
+    current: Tally,
+    proposed: Tally,
+    /// Messages on which the two configurations decide differently.
+    changed: u64,
+    confidence: Confidence,
+    examples: Vec<Example>,
+}
+
+struct Row {
+    id: Uuid,
+    conversation_id: Uuid,
+    direction: String,
+    body: String,
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+}
+
+async fn dry_run(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<DryRunBody>,
+) -> Result<Json<Report>> {
+    if !(1..=MAX_DAYS).contains(&body.days) {
+        return Err(Error::bad_request(
+            "invalid_days",
+            format!("days must be 1 to {MAX_DAYS}"),
+        ));
+    }
+    if body.max_examples > 100 {
+        return Err(Error::bad_request(
+            "invalid_max_examples",
+            "max_examples must be 0 to 100",
+        ));
+    }
+    if let Some(t) = body.confidence_threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(Error::bad_request(
+                "invalid_threshold",
+                "confidence_threshold must be between 0 and 1",
+            ));
+        }
+    }
+    let mut tx = ctx.begin(&state).await?;
+    let settings = super::settings::load(&mut tx, ctx.tenant_id).await?;
+    let current = super::settings::policy(&state, ctx.tenant_id, &settings)?;
+    let proposed = match &body.guardrails {
+        None => current.clone(),
+        Some(config) => {
+            let config: TenantConfig = serde_json::from_value(config.clone())
+                .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?;
+            std::sync::Arc::new(
+                Policy::new(&config)
+                    .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?,
+            )
+        }
+    };
+    let since = OffsetDateTime::now_utc() - time::Duration::days(body.days);
+    // Newest first so a cut keeps the most recent; evaluated oldest first per conversation.
+    let mut rows = sqlx::query_as!(
+        Row,
+        r#"SELECT m.id, m.conversation_id, m.direction, m.body,
+                  p.name AS "name?", p.email AS "email?", p.phone AS "phone?"
+           FROM message m
+           JOIN conversation c ON c.id = m.conversation_id
+           JOIN contact p ON p.id = c.contact_id
+           WHERE m.tenant_id = current_tenant_id() AND m.created_at >= $1 AND NOT m.private
+             AND (m.direction = 'inbound' OR m.author_kind = 'ai') AND m.body <> ''
+           ORDER BY m.created_at DESC
+           LIMIT $2"#,
+        since,
+        MAX_MESSAGES + 1
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let runs = sqlx::query!(
+        "SELECT confidence FROM agent_execution
+         WHERE tenant_id = current_tenant_id() AND started_at >= $1 AND confidence IS NOT NULL",
+        since
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let truncated = rows.len() as i64 > MAX_MESSAGES;
+    rows.truncate(MAX_MESSAGES as usize);
+    rows.reverse();
+
+    let proposed_threshold = body
+        .confidence_threshold
+        .unwrap_or(settings.confidence_threshold);
+    let confidence = Confidence {
+        executions: runs.len() as u64,
+        current_threshold: settings.confidence_threshold,
+        proposed_threshold,
+        below_current: runs
+            .iter()
+            .filter(|r| {
+                r.confidence
+                    .is_some_and(|c| c < settings.confidence_threshold)
+            })
+            .count() as u64,
+        below_proposed: runs
+            .iter()
+            .filter(|r| r.confidence.is_some_and(|c| c < proposed_threshold))
+            .count() as u64,
+    };
+    let days = body.days;
+    let max_examples = body.max_examples;
+    // Pure CPU work: off the async threads.
+    let report = tokio::task::spawn_blocking(move || {
+        let mut report = Report {
+            days,
+            since,
+            inbound_messages: 0,
+            outbound_messages: 0,
+            truncated,
+            current: Tally::default(),
+            proposed: Tally::default(),
+            changed: 0,
+            confidence,
+            examples: Vec::new(),
+        };
+        let mut contexts: BTreeMap<Uuid, (Context, Context)> = BTreeMap::new();
+        let mut others = Vec::new();
+        for row in &rows {
+            let (now, next) = contexts.entry(row.conversation_id).or_insert_with(|| {
+                let known = known(row);
+                (
+                    Context::new(Default::default(), known.clone()),
+                    Context::new(Default::default(), known),
+                )
+            });
+            let inbound = row.direction == "inbound";
+            let (stage, label) = if inbound {
+                (Stage::Inbound, "inbound")
+            } else {
+                (Stage::Outbound, "outbound")
+            };
+            let judge = |ctx: &mut Context, policy: &Policy| {
+                if inbound {
+                    evaluate(stage, &row.body, ctx, policy)
+                } else {
+                    let known = ctx.known.clone();
+                    let draft = mask_text(&row.body, &known, &mut ctx.vault);
+                    evaluate(stage, &draft, ctx, policy)
+                }
+            };
+            let was = judge(now, &current);
+            let would = judge(next, &proposed);
+            if inbound {
+                report.inbound_messages += 1;
+            } else {
+                report.outbound_messages += 1;
+            }
+            report.current.add(&was);
+            report.proposed.add(&would);
+            let differs = was.action != would.action;
+            if differs {
+                report.changed += 1;
+            }
+            let example = || Example {
+                message_id: row.id,
+                conversation_id: row.conversation_id,
+                stage: label,
+                current: was.action,
+                proposed: would.action,
+                rules: would
+                    .findings
+                    .iter()
+                    .filter(|f| !matches!(f.kind, FindingKind::Pii(_)))
+                    .map(|f| f.rule_id.clone())
+                    .collect(),
+                // Both stages keep placeholders in the verdict's text: nothing real shows.
+                text: excerpt(&would.masked_text),
+            };
+            if differs && report.examples.len() < max_examples {
+                report.examples.push(example());
+            } else if !differs && would.action != Action::Allow && others.len() < max_examples {
+                others.push(example());
+            }
+        }
+        // Differences first; then what the proposal stops or flags anyway.
+        let room = max_examples.saturating_sub(report.examples.len());
+        report.examples.extend(others.into_iter().take(room));
+        report
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("the dry-run failed: {e}")))?;
+    Ok(Json(report))
+}
+
+fn known(row: &Row) -> KnownEntities {
+    let mut known = KnownEntities::new();
+    if let Some(v) = &row.name {
+        known = known.with_name(v);
+    }
+    if let Some(v) = &row.email {
+        known = known.with_email(v);
+    }
+    if let Some(v) = &row.phone {
+        known = known.with_phone(v);
+    }
+    known
+}
+
+fn excerpt(text: &str) -> String {
+    let mut out: String = text.chars().take(280).collect();
+    if text.chars().count() > 280 {
+        out.push('…');
+    }
+    out
+}

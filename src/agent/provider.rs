@@ -1,0 +1,1590 @@
+//! The model provider: one client for any OpenAI-compatible API (OpenAI, Ollama, vLLM,
+//! llama.cpp server), speaking the chat-completions and embeddings wire format.
+//!
+//! This is the wire layer only. It knows nothing of tenants, guardrails or prompts: the
+//! agent runtime calls it with messages that the guardrail pipeline has already masked
+//! (AGT-1, AGT-2), and records what comes back (AGT-8, AGT-10).
+//!
+//! # How the work is split with async-openai
+//!
+//! async-openai is the primary path: its `OpenAIConfig` holds the base URL and the key,
+//! its `Client` builds and sends every request, its request types are what goes on the
+//! wire and its response types parse what comes back. What it cannot do for us is done
+//! here, around it rather than instead of it:
+//!
+//! - **Retries (AGT-11).** Its default retry layer does not retry timeouts, sleeps for
+//!   whatever `Retry-After` says with no cap, and reports neither how many attempts were
+//!   made nor the status of a 4xx whose body is not OpenAI's error JSON. So the client is
+//!   given our own tower service (`Transport`, through `Client::with_http_service`):
+//!   it sends with reqwest, retries 408/429/5xx/transport failures with capped
+//!   exponential backoff (honouring `Retry-After` seconds, capped too), counts attempts,
+//!   and hands a final failure back as a [`ProviderError`] inside `OpenAIError::Boxed`.
+//! - **The raw response for the audit (AGT-8).** Calls go through the `*_byot` methods
+//!   with `serde_json::Value` as the response type, so the JSON is kept exactly as
+//!   received; it is then parsed into async-openai's typed response.
+//! - **Tolerant parsing.** Local servers often answer with a shape async-openai's strict
+//!   types reject (no `created` or `object`, `finish_reason: "eos"`, tool-call arguments
+//!   as an object, no tool-call id). When the typed parse fails, a lenient reader takes
+//!   the fields we need from the JSON; only a body that is not JSON at all, or that has
+//!   no message, is [`ProviderError::Malformed`].
+//!
+//! async-openai 0.43 is built on reqwest 0.13 (the rest of the platform is on 0.12), so
+//! the HTTP client here is `reqwest013`. Its TLS is rustls with the *ring* provider and
+//! the webpki roots, the same stack as the platform's reqwest 0.12: enabling
+//! async-openai's default `rustls` feature would compile aws-lc-rs as well.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_openai::config::OpenAIConfig;
+
+use super::pipeline::ModelAccess;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::HttpRequestFactory;
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionTools,
+    CreateChatCompletionRequest, CreateChatCompletionResponse, FunctionCall, FunctionObject,
+    ResponseFormat, ResponseFormatJsonSchema,
+};
+use async_openai::types::embeddings::{
+    CreateEmbeddingRequest, CreateEmbeddingResponse, EmbeddingInput,
+};
+use async_openai::Client;
+use reqwest013::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use reqwest013::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
+const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// How to reach one OpenAI-compatible provider, and how hard to try.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Up to and including the version segment: `https://api.openai.com/v1`,
+    /// `http://127.0.0.1:11434/v1` (Ollama), `http://host:8000/v1` (vLLM).
+    pub base_url: String,
+    /// `None` sends no `Authorization` header at all (local servers).
+    pub api_key: Option<SecretString>,
+    pub chat_model: String,
+    pub embedding_model: String,
+    pub temperature: f32,
+    /// Per attempt, for the whole request: connect, send, and read the response.
+    pub timeout: Duration,
+    /// Retries after the first attempt; the total is at most `max_retries + 1`.
+    pub max_retries: u32,
+    /// Sent as `dimensions` and checked on every returned vector.
+    pub embedding_dimensions: Option<u32>,
+}
+
+impl ProviderConfig {
+    /// A config with the defaults: temperature 0.2, 30 s timeout, 3 retries, no key.
+    pub fn new(
+        base_url: impl Into<String>,
+        chat_model: impl Into<String>,
+        embedding_model: impl Into<String>,
+    ) -> Self {
+        ProviderConfig {
+            base_url: base_url.into(),
+            api_key: None,
+            chat_model: chat_model.into(),
+            embedding_model: embedding_model.into(),
+            temperature: 0.2,
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            embedding_dimensions: None,
+        }
+    }
+}
+
+/// Why a provider call gave no usable answer. No variant ever holds the API key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// 429, 5xx, timeouts or connection failures, still failing after every retry.
+    /// The runtime hands the conversation to a human (AGT-11).
+    #[error("model provider unavailable after {attempts} attempt(s): {last}")]
+    Unavailable { attempts: u32, last: String },
+    /// A 4xx other than 408/429 (bad key, unknown model, invalid request), or a 429 for
+    /// exhausted quota: retrying would not help.
+    #[error("model provider rejected the request (HTTP {status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// A 2xx whose body could not be read as a completion or embeddings response.
+    #[error("model provider answered with a malformed response: {0}")]
+    Malformed(String),
+    /// The provider settings are unusable; nothing was sent.
+    #[error("model provider configuration is invalid: {0}")]
+    Config(String),
+}
+
+/// One message of the conversation sent to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatMessage {
+    System(String),
+    User(String),
+    Assistant {
+        content: Option<String>,
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        tool_call_id: String,
+        content: String,
+    },
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments object.
+    pub parameters: Value,
+}
+
+/// A function call the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Echoed back as `tool_call_id` in the tool message that answers it.
+    pub id: String,
+    pub name: String,
+    /// The model's raw JSON text: not parsed or validated here.
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<ToolSpec>,
+    /// `(name, JSON schema)` of the structured answer wanted.
+    pub response_schema: Option<(String, Value)>,
+    /// Ask for per-token log probabilities.
+    pub logprobs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// `None` when the model answered only with tool calls (an empty string counts as none).
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+    /// Log probability of each generated token, when asked for and returned.
+    pub logprobs: Option<Vec<f32>>,
+    pub usage: Option<Usage>,
+    /// The model that answered, as the provider named it.
+    pub model: String,
+    /// The response body exactly as received, for the execution audit.
+    pub raw: Value,
+    /// HTTP requests made for this call, retries and a response-format fallback included.
+    pub attempts: u32,
+    /// Wall time of the whole call, retries included.
+    pub latency: Duration,
+}
+
+/// A configured provider. Cheap to clone: clones share the HTTP connection pool and
+/// what was learned about the server (json_schema support).
+#[derive(Clone)]
+pub struct Provider {
+    inner: Arc<Inner>,
+    retry: RetryPolicy,
+}
+
+struct Inner {
+    openai: OpenAIConfig,
+    http: reqwest013::Client,
+    api_key: Option<SecretString>,
+    name: String,
+    base_url: String,
+    chat_model: String,
+    embedding_model: String,
+    temperature: f32,
+    embedding_dimensions: Option<u32>,
+    json_schema: AtomicBool,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.inner.name)
+            .field("base_url", &self.inner.base_url)
+            .field("chat_model", &self.inner.chat_model)
+            .field("embedding_model", &self.inner.embedding_model)
+            .field("has_api_key", &self.inner.api_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    pub fn new(config: ProviderConfig) -> Result<Self, ProviderError> {
+        let config_error = |message: &str| Err(ProviderError::Config(message.to_string()));
+        let base_url = config.base_url.trim().trim_end_matches('/').to_string();
+        // The URL is not quoted back: a mistyped one may hold a credential.
+        let url = reqwest013::Url::parse(&base_url)
+            .map_err(|e| ProviderError::Config(format!("base URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return config_error("base URL must be an http(s) URL with a host");
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            // It would be recorded as the provider (AGT-10) and shown in errors.
+            return config_error("base URL must not hold credentials; use the API key");
+        }
+        let name = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        if config.chat_model.trim().is_empty() || config.embedding_model.trim().is_empty() {
+            return config_error("chat and embedding models must be named");
+        }
+        if !(config.temperature.is_finite() && (0.0..=2.0).contains(&config.temperature)) {
+            return config_error("temperature must be between 0 and 2");
+        }
+        if config.timeout.is_zero() {
+            return config_error("timeout must be positive");
+        }
+        if config.embedding_dimensions == Some(0) {
+            return config_error("embedding dimensions must be positive");
+        }
+        // A stored-but-empty key means "no key": local servers need none.
+        let api_key = config
+            .api_key
+            .filter(|key| !key.expose_secret().trim().is_empty());
+        if let Some(key) = &api_key {
+            // async-openai unwraps the header it builds; refuse what would panic there.
+            // The message names no character of the key.
+            if !key.expose_secret().bytes().all(|b| b.is_ascii_graphic()) {
+                return config_error("API key contains characters not allowed in a header");
+            }
+        }
+
+        // Every field is set explicitly: `OpenAIConfig::new()` reads OPENAI_API_KEY,
+        // OPENAI_BASE_URL, OPENAI_ORG_ID and OPENAI_PROJECT_ID from the environment, and
+        // the platform's own key must never be sent to a tenant's server.
+        let openai = OpenAIConfig::new()
+            .with_api_base(base_url.clone())
+            .with_api_key(
+                api_key
+                    .as_ref()
+                    .map(|key| key.expose_secret().to_string())
+                    .unwrap_or_default(),
+            )
+            .with_org_id("")
+            .with_project_id("");
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProviderError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let http = reqwest013::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            // A provider API has no reason to redirect, and a redirect could carry the
+            // masked conversation somewhere the tenant did not configure.
+            .redirect(reqwest013::redirect::Policy::none())
+            .user_agent(concat!("custodian/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Config(format!("HTTP client: {e}")))?;
+
+        Ok(Provider {
+            inner: Arc::new(Inner {
+                openai,
+                http,
+                api_key,
+                name,
+                base_url,
+                chat_model: config.chat_model,
+                embedding_model: config.embedding_model,
+                temperature: config.temperature,
+                embedding_dimensions: config.embedding_dimensions,
+                json_schema: AtomicBool::new(true),
+            }),
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                base_delay: DEFAULT_RETRY_BASE_DELAY,
+                max_delay: DEFAULT_MAX_RETRY_DELAY,
+            },
+        })
+    }
+
+    /// Backoff starts at `base` and doubles per retry (with jitter); no single wait,
+    /// backoff or `Retry-After`, is longer than `max`. Defaults: 500 ms and 30 s.
+    pub fn with_retry_delays(mut self, base: Duration, max: Duration) -> Self {
+        self.retry.base_delay = base;
+        self.retry.max_delay = max;
+        self
+    }
+
+    /// Whether to ask for `response_format: json_schema` (the default) or go straight
+    /// to `json_object`, for a server known not to support structured outputs. Without
+    /// this, the first refusal switches it off for this provider and its clones.
+    pub fn with_json_schema(self, supported: bool) -> Self {
+        self.inner.json_schema.store(supported, Ordering::Relaxed);
+        self
+    }
+
+    /// Who processed the data (AGT-10): the host (and port, if given) of the base URL,
+    /// e.g. `api.openai.com` or `127.0.0.1:11434`.
+    pub fn provider_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    pub fn chat_model(&self) -> &str {
+        &self.inner.chat_model
+    }
+
+    pub fn embedding_model(&self) -> &str {
+        &self.inner.embedding_model
+    }
+
+    pub fn embedding_dimensions(&self) -> Option<u32> {
+        self.inner.embedding_dimensions
+    }
+
+    /// Whether a response schema will be sent as `json_schema` (false once the server
+    /// has refused it).
+    pub fn supports_json_schema(&self) -> bool {
+        self.inner.json_schema.load(Ordering::Relaxed)
+    }
+
+    /// One chat completion. 408, 429, 5xx, timeouts and connection failures are retried
+    /// with exponential backoff (honouring `Retry-After` seconds, capped) up to
+    /// `max_retries`, then [`ProviderError::Unavailable`]. A 400 that refuses the
+    /// `json_schema` response format is retried once with `json_object`, and the
+    /// provider remembers not to try `json_schema` again.
+    #[tracing::instrument(skip_all, fields(provider = %self.inner.name, model = %self.inner.chat_model))]
+    ///
+    /// Only the guardrail pipeline holds a [`ModelAccess`], so only it can call this (AGT-1).
+    pub async fn chat(
+        &self,
+        request: &ChatRequest,
+        _access: ModelAccess,
+    ) -> Result<ChatResponse, ProviderError> {
+        self.complete(request).await
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let started = Instant::now();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let json_schema = request.response_schema.is_some() && self.supports_json_schema();
+        let raw = match self.send_chat(request, json_schema, &attempts).await {
+            Err(ProviderError::Rejected { status, message })
+                if json_schema && refuses_json_schema(status, &message) =>
+            {
+                tracing::warn!(
+                    status,
+                    "provider refused the json_schema response format; using json_object"
+                );
+                self.inner.json_schema.store(false, Ordering::Relaxed);
+                self.send_chat(request, false, &attempts).await?
+            }
+            other => other?,
+        };
+        let mut response = parse_chat(raw, &self.inner.chat_model)?;
+        response.attempts = attempts.load(Ordering::Relaxed);
+        response.latency = started.elapsed();
+        Ok(response)
+    }
+
+    /// One embedding per input, in input order, through the embeddings endpoint (same
+    /// retry policy as [`Provider::chat`]). Every vector is checked against the
+    /// configured dimension.
+    #[tracing::instrument(skip_all, fields(provider = %self.inner.name, model = %self.inner.embedding_model, inputs = inputs.len()))]
+    pub async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = CreateEmbeddingRequest {
+            model: self.inner.embedding_model.clone(),
+            input: EmbeddingInput::StringArray(inputs.to_vec()),
+            dimensions: self.inner.embedding_dimensions,
+            ..Default::default()
+        };
+        let attempts = Arc::new(AtomicU32::new(0));
+        let raw: Value = self
+            .client(&attempts)
+            .embeddings()
+            .create_byot(&body)
+            .await
+            .map_err(|e| self.provider_error(e, &attempts))?;
+        let vectors = parse_embeddings(raw)?;
+        if vectors.len() != inputs.len() {
+            return Err(ProviderError::Malformed(format!(
+                "{} embeddings returned for {} inputs",
+                vectors.len(),
+                inputs.len()
+            )));
+        }
+        let expected = self
+            .inner
+            .embedding_dimensions
+            .map(|d| d as usize)
+            .unwrap_or(vectors[0].len());
+        if let Some(bad) = vectors.iter().find(|v| v.len() != expected || v.is_empty()) {
+            return Err(ProviderError::Malformed(format!(
+                "embedding of dimension {} where {expected} was expected",
+                bad.len()
+            )));
+        }
+        Ok(vectors)
+    }
+
+    async fn send_chat(
+        &self,
+        request: &ChatRequest,
+        json_schema: bool,
+        attempts: &Arc<AtomicU32>,
+    ) -> Result<Value, ProviderError> {
+        let body = self.chat_body(request, json_schema);
+        self.client(attempts)
+            .chat()
+            .create_byot(&body)
+            .await
+            .map_err(|e| self.provider_error(e, attempts))
+    }
+
+    fn chat_body(&self, request: &ChatRequest, json_schema: bool) -> CreateChatCompletionRequest {
+        let messages = request.messages.iter().map(wire_message).collect();
+        let tools = request
+            .tools
+            .iter()
+            .map(|tool| {
+                ChatCompletionTools::Function(ChatCompletionTool {
+                    function: FunctionObject {
+                        name: tool.name.clone(),
+                        description: Some(tool.description.clone()),
+                        parameters: Some(tool.parameters.clone()),
+                        strict: None,
+                    },
+                })
+            })
+            .collect::<Vec<_>>();
+        let response_format = request.response_schema.as_ref().map(|(name, schema)| {
+            if json_schema {
+                ResponseFormat::JsonSchema {
+                    json_schema: ResponseFormatJsonSchema {
+                        description: None,
+                        name: name.clone(),
+                        schema: schema.clone(),
+                        strict: Some(true),
+                    },
+                }
+            } else {
+                ResponseFormat::JsonObject
+            }
+        });
+        CreateChatCompletionRequest {
+            model: self.inner.chat_model.clone(),
+            messages,
+            temperature: Some(self.inner.temperature),
+            tools: (!tools.is_empty()).then_some(tools),
+            response_format,
+            logprobs: request.logprobs.then_some(true),
+            ..Default::default()
+        }
+    }
+
+    /// A client for one call. It is built per call so that its transport can count
+    /// this call's attempts; everything heavy (connection pool, TLS) is shared.
+    /// (`Client::with_config` is not used: it builds a default reqwest client, which
+    /// without async-openai's aws-lc-rs feature has no TLS provider and panics.)
+    fn client(&self, attempts: &Arc<AtomicU32>) -> Client<OpenAIConfig> {
+        Client::build(self.inner.http.clone(), self.inner.openai.clone()).with_http_service(
+            Transport {
+                http: self.inner.http.clone(),
+                retry: self.retry,
+                send_auth: self.inner.api_key.is_some(),
+                attempts: attempts.clone(),
+            },
+        )
+    }
+
+    fn provider_error(&self, error: OpenAIError, attempts: &AtomicU32) -> ProviderError {
+        let attempts = attempts.load(Ordering::Relaxed);
+        let error = match error {
+            OpenAIError::Boxed(boxed) => match boxed.downcast::<ProviderError>() {
+                Ok(ours) => *ours,
+                Err(other) => ProviderError::Unavailable {
+                    attempts,
+                    last: other.to_string(),
+                },
+            },
+            OpenAIError::JSONDeserialize(e, _) => {
+                ProviderError::Malformed(format!("response body is not JSON: {e}"))
+            }
+            // The transport turns every non-2xx into a ProviderError, so this is only
+            // reached if async-openai itself reports an HTTP status.
+            OpenAIError::ApiError(api) if is_retryable(api.status_code) => {
+                ProviderError::Unavailable {
+                    attempts,
+                    last: format!("HTTP {}: {}", api.status_code.as_u16(), api.api_error),
+                }
+            }
+            OpenAIError::ApiError(api) => ProviderError::Rejected {
+                status: api.status_code.as_u16(),
+                message: api.api_error.to_string(),
+            },
+            // Reading the body of a 2xx failed (e.g. the timeout struck mid-body).
+            OpenAIError::Reqwest(e) => ProviderError::Unavailable {
+                attempts,
+                last: describe_transport_error(&e),
+            },
+            OpenAIError::InvalidArgument(message) => ProviderError::Config(message),
+            other => ProviderError::Malformed(other.to_string()),
+        };
+        self.scrub(error)
+    }
+
+    /// Servers echo what they were sent (OpenAI's 401 quotes the key it got); make sure
+    /// none of that reaches an error string, a log or the audit.
+    fn scrub(&self, error: ProviderError) -> ProviderError {
+        let Some(key) = &self.inner.api_key else {
+            return error;
+        };
+        let key = key.expose_secret();
+        let clean = |text: String| text.replace(key, "[REDACTED]");
+        match error {
+            ProviderError::Unavailable { attempts, last } => ProviderError::Unavailable {
+                attempts,
+                last: clean(last),
+            },
+            ProviderError::Rejected { status, message } => ProviderError::Rejected {
+                status,
+                message: clean(message),
+            },
+            ProviderError::Malformed(message) => ProviderError::Malformed(clean(message)),
+            ProviderError::Config(message) => ProviderError::Config(clean(message)),
+        }
+    }
+}
+
+fn wire_message(message: &ChatMessage) -> ChatCompletionRequestMessage {
+    match message {
+        ChatMessage::System(content) => ChatCompletionRequestSystemMessage {
+            content: content.clone().into(),
+            name: None,
+        }
+        .into(),
+        ChatMessage::User(content) => ChatCompletionRequestUserMessage {
+            content: content.clone().into(),
+            name: None,
+        }
+        .into(),
+        ChatMessage::Assistant {
+            content,
+            tool_calls,
+        } => {
+            let tool_calls = tool_calls
+                .iter()
+                .map(|call| {
+                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                        id: call.id.clone(),
+                        function: FunctionCall {
+                            name: call.name.clone(),
+                            arguments: call.arguments.clone(),
+                        },
+                    })
+                })
+                .collect::<Vec<_>>();
+            ChatCompletionRequestAssistantMessage {
+                content: content.clone().map(Into::into),
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                ..Default::default()
+            }
+            .into()
+        }
+        ChatMessage::Tool {
+            tool_call_id,
+            content,
+        } => ChatCompletionRequestToolMessage {
+            content: content.clone().into(),
+            tool_call_id: tool_call_id.clone(),
+        }
+        .into(),
+    }
+}
+
+/// Local servers word it differently ("response_format is not supported", "unknown
+/// field json_schema"); they all name the field.
+fn refuses_json_schema(status: u16, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    matches!(status, 400 | 422)
+        && (message.contains("response_format") || message.contains("json_schema"))
+}
+
+fn parse_chat(raw: Value, configured_model: &str) -> Result<ChatResponse, ProviderError> {
+    let mut response = match serde_json::from_value::<CreateChatCompletionResponse>(raw.clone()) {
+        Ok(typed) => typed_chat(typed)?,
+        Err(e) => {
+            tracing::debug!(error = %e, "completion does not match the OpenAI types; reading it leniently");
+            lenient_chat(&raw)?
+        }
+    };
+    if response.model.is_empty() {
+        response.model = configured_model.to_string();
+    }
+    response.raw = raw;
+    Ok(response)
+}
+
+fn typed_chat(typed: CreateChatCompletionResponse) -> Result<ChatResponse, ProviderError> {
+    let choice = typed
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::Malformed("completion has no choices".into()))?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|call| match call {
+            ChatCompletionMessageToolCalls::Function(call) => ToolCall {
+                id: call.id,
+                name: call.function.name,
+                arguments: call.function.arguments,
+            },
+            ChatCompletionMessageToolCalls::Custom(call) => ToolCall {
+                id: call.id,
+                name: call.custom_tool.name,
+                arguments: call.custom_tool.input,
+            },
+        })
+        .collect();
+    let finish_reason = choice
+        .finish_reason
+        .and_then(|reason| serde_json::to_value(reason).ok())
+        .and_then(|reason| reason.as_str().map(str::to_owned));
+    Ok(ChatResponse {
+        content: choice.message.content.filter(|c| !c.is_empty()),
+        tool_calls,
+        finish_reason,
+        logprobs: choice
+            .logprobs
+            .and_then(|l| l.content)
+            .map(|tokens| tokens.iter().map(|t| t.logprob).collect()),
+        usage: typed.usage.map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }),
+        model: typed.model,
+        raw: Value::Null,
+        attempts: 0,
+        latency: Duration::ZERO,
+    })
+}
+
+fn lenient_chat(raw: &Value) -> Result<ChatResponse, ProviderError> {
+    let choice = raw
+        .pointer("/choices/0")
+        .ok_or_else(|| ProviderError::Malformed("completion has no choices".into()))?;
+    let message = choice
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| ProviderError::Malformed("completion choice has no message".into()))?;
+    let mut tool_calls = Vec::new();
+    for (i, call) in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let name = call
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::Malformed("tool call without a function name".into()))?;
+        let arguments = match call.pointer("/function/arguments") {
+            Some(Value::String(text)) => text.clone(),
+            None | Some(Value::Null) => "{}".to_string(),
+            Some(other) => other.to_string(),
+        };
+        tool_calls.push(ToolCall {
+            id: call
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map_or_else(|| format!("call_{i}"), str::to_owned),
+            name: name.to_string(),
+            arguments,
+        });
+    }
+    let logprobs = choice
+        .pointer("/logprobs/content")
+        .and_then(Value::as_array)
+        .map(|tokens| {
+            tokens
+                .iter()
+                .filter_map(|t| t.get("logprob").and_then(Value::as_f64))
+                .map(|l| l as f32)
+                .collect()
+        });
+    let count = |field: &str| {
+        raw.pointer(&format!("/usage/{field}"))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let usage = match (count("prompt_tokens"), count("completion_tokens")) {
+        (Some(prompt_tokens), Some(completion_tokens)) => Some(Usage {
+            prompt_tokens,
+            completion_tokens,
+        }),
+        _ => None,
+    };
+    Ok(ChatResponse {
+        content: message
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        tool_calls,
+        finish_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        logprobs,
+        usage,
+        model: raw
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        raw: Value::Null,
+        attempts: 0,
+        latency: Duration::ZERO,
+    })
+}
+
+fn parse_embeddings(raw: Value) -> Result<Vec<Vec<f32>>, ProviderError> {
+    if let Ok(typed) = serde_json::from_value::<CreateEmbeddingResponse>(raw.clone()) {
+        let mut data = typed.data;
+        data.sort_by_key(|e| e.index);
+        return Ok(data.into_iter().map(|e| e.embedding).collect());
+    }
+    // Lenient: some servers leave out `usage`, `object` or `index`.
+    let data = raw
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ProviderError::Malformed("embeddings response has no data".into()))?;
+    let mut indexed = Vec::with_capacity(data.len());
+    for (position, item) in data.iter().enumerate() {
+        let vector = item
+            .get("embedding")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ProviderError::Malformed("embedding is not an array".into()))?
+            .iter()
+            .map(|x| x.as_f64().map(|x| x as f32))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| ProviderError::Malformed("embedding has a non-number".into()))?;
+        let index = item
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(position as u64);
+        indexed.push((index, vector));
+    }
+    indexed.sort_by_key(|(index, _)| *index);
+    Ok(indexed.into_iter().map(|(_, v)| v).collect())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    max_retries: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// `retry` counts from 0 for the wait before the first retry.
+    fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.max_delay);
+        }
+        let exponential = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry))
+            .min(self.max_delay);
+        // Jitter keeps many conversations hit by one outage from retrying in lockstep.
+        exponential.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0))
+    }
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// The HTTP transport under async-openai's client: sends, retries, counts attempts,
+/// and classifies failures. Only 2xx responses are passed up to async-openai.
+#[derive(Clone)]
+struct Transport {
+    http: reqwest013::Client,
+    retry: RetryPolicy,
+    send_auth: bool,
+    attempts: Arc<AtomicU32>,
+}
+
+impl tower::Service<HttpRequestFactory> for Transport {
+    type Response = reqwest013::Response;
+    type Error = OpenAIError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
+        let transport = self.clone();
+        Box::pin(async move {
+            transport
+                .send(factory)
+                .await
+                .map_err(|e| OpenAIError::Boxed(Box::new(e)))
+        })
+    }
+}
+
+impl Transport {
+    async fn send(
+        self,
+        factory: HttpRequestFactory,
+    ) -> Result<reqwest013::Response, ProviderError> {
+        let mut retry = 0;
+        loop {
+            let mut request = factory
+                .build()
+                .await
+                .map_err(|e| ProviderError::Config(format!("building the request: {e}")))?;
+            if self.send_auth {
+                if let Some(value) = request.headers_mut().get_mut(AUTHORIZATION) {
+                    value.set_sensitive(true);
+                }
+            } else {
+                // async-openai always writes `Bearer <key>`; with no key that is an empty
+                // bearer, which some servers refuse.
+                request.headers_mut().remove(AUTHORIZATION);
+            }
+            let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let (failure, retry_after) = match self.http.execute(request).await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = retry_after(response.headers());
+                    let body = response.text().await.unwrap_or_default();
+                    let message = error_message(&body);
+                    if !is_retryable(status) || is_quota_exhausted(status, &body) {
+                        return Err(ProviderError::Rejected {
+                            status: status.as_u16(),
+                            message,
+                        });
+                    }
+                    (format!("HTTP {}: {message}", status.as_u16()), retry_after)
+                }
+                Err(e) if e.is_builder() => {
+                    return Err(ProviderError::Config(describe_transport_error(&e)))
+                }
+                Err(e) => (describe_transport_error(&e), None),
+            };
+            if retry >= self.retry.max_retries {
+                return Err(ProviderError::Unavailable {
+                    attempts: attempt,
+                    last: failure,
+                });
+            }
+            let delay = self.retry.delay(retry, retry_after);
+            tracing::warn!(attempt, ?delay, %failure, "model provider call failed; retrying");
+            tokio::time::sleep(delay).await;
+            retry += 1;
+        }
+    }
+}
+
+/// `Retry-After` in seconds; the HTTP-date form is ignored (backoff applies instead).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// OpenAI answers 429 both for rate limits (worth a retry) and for an exhausted quota
+/// (not until someone pays).
+fn is_quota_exhausted(status: StatusCode, body: &str) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS && body.contains("insufficient_quota")
+}
+
+/// The human part of an error body: OpenAI's `{"error": {"message"}}`, Ollama's
+/// `{"error": "..."}`, FastAPI's `{"detail"}`, or the text itself; never long.
+fn error_message(body: &str) -> String {
+    let json = serde_json::from_str::<Value>(body).ok();
+    let message = json
+        .as_ref()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("error"))
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("detail"))
+        })
+        .map(|m| match m {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| body.trim().to_string());
+    truncate(message, 300)
+}
+
+fn truncate(mut text: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max_chars) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// reqwest's Display names the URL (base URL and path, never the key); the kind is what
+/// a reader needs.
+fn describe_transport_error(error: &reqwest013::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "failed reading the response"
+    } else {
+        "request failed"
+    };
+    let mut text = format!("{kind}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    truncate(text, 300)
+}
+
+#[cfg(test)]
+#[path = "../../tests/it/fakes/openai.rs"]
+mod fake_openai;
+
+#[cfg(test)]
+mod tests {
+    use super::fake_openai::{FakeOpenAI, FakeReply};
+    use super::*;
+    use serde_json::json;
+
+    fn config(fake: &FakeOpenAI) -> ProviderConfig {
+        let mut config = ProviderConfig::new(&fake.base_url, "fake-chat", "fake-embed");
+        config.api_key = fake.api_key.clone().map(SecretString::from);
+        config.timeout = Duration::from_secs(5);
+        config
+    }
+
+    /// Short backoff so retry tests run fast; `Retry-After` waits up to 2 s.
+    fn build(config: ProviderConfig) -> Provider {
+        Provider::new(config)
+            .expect("valid provider config")
+            .with_retry_delays(Duration::from_millis(10), Duration::from_secs(2))
+    }
+
+    fn provider(fake: &FakeOpenAI) -> Provider {
+        build(config(fake))
+    }
+
+    fn ask(text: &str) -> ChatRequest {
+        ChatRequest {
+            messages: vec![
+                ChatMessage::System("You answer customers.".into()),
+                ChatMessage::User(text.into()),
+            ],
+            tools: Vec::new(),
+            response_schema: None,
+            logprobs: false,
+        }
+    }
+
+    /// The fake must answer in the exact OpenAI shape, so the typed (not the lenient)
+    /// parser is what these tests exercise.
+    fn assert_openai_shaped(raw: &Value) {
+        if let Err(e) = serde_json::from_value::<CreateChatCompletionResponse>(raw.clone()) {
+            panic!("the fake's reply is not a typed OpenAI completion: {e}\n{raw}");
+        }
+    }
+
+    fn decision_schema() -> (String, Value) {
+        (
+            "decision".to_string(),
+            json!({
+                "type": "object",
+                "properties": { "action": { "type": "string" }, "confidence": { "type": "number" } },
+                "required": ["action", "confidence"],
+                "additionalProperties": false
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_text_reply_comes_back_with_model_usage_and_the_raw_json() {
+        let fake = FakeOpenAI::start_with_key("sk-test-key").await;
+        fake.push(FakeReply::Text("Your order ships tomorrow.".into()));
+        let provider = provider(&fake);
+
+        let response = provider.complete(&ask("Where is my order?")).await.unwrap();
+
+        assert_eq!(
+            response.content.as_deref(),
+            Some("Your order ships tomorrow.")
+        );
+        assert!(response.tool_calls.is_empty());
+        assert_eq!(response.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(response.model, "fake-chat");
+        assert!(response.usage.is_some_and(|u| u.prompt_tokens > 0));
+        assert_eq!(
+            response.raw["choices"][0]["message"]["content"],
+            "Your order ships tomorrow."
+        );
+        assert_eq!(response.attempts, 1);
+        assert_openai_shaped(&response.raw);
+        assert_eq!(
+            provider.provider_name(),
+            fake.base_url[7..].split('/').next().unwrap()
+        );
+        assert_eq!(provider.chat_model(), "fake-chat");
+
+        let sent = &fake.requests()[0];
+        assert_eq!(sent.path, "/v1/chat/completions");
+        assert_eq!(sent.header("authorization"), Some("Bearer sk-test-key"));
+        assert_eq!(sent.body["model"], "fake-chat");
+        assert_eq!(sent.body["messages"][0]["role"], "system");
+        assert_eq!(sent.body["messages"][1]["content"], "Where is my order?");
+        assert!((sent.body["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+        assert!(sent.body.get("response_format").is_none());
+        assert!(fake.all_request_text().contains("Where is my order?"));
+    }
+
+    #[tokio::test]
+    async fn a_response_schema_is_sent_as_a_strict_json_schema_response_format() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::Json(
+            json!({ "action": "reply", "confidence": 0.9 }),
+        ));
+        let provider = provider(&fake);
+        let mut request = ask("Can I return this?");
+        request.response_schema = Some(decision_schema());
+
+        let response = provider.complete(&request).await.unwrap();
+
+        let decision: Value = serde_json::from_str(response.content.as_deref().unwrap()).unwrap();
+        assert_eq!(decision["action"], "reply");
+        let format = &fake.requests()[0].body["response_format"];
+        assert_eq!(format["type"], "json_schema");
+        assert_eq!(format["json_schema"]["name"], "decision");
+        assert_eq!(format["json_schema"]["strict"], true);
+        assert_eq!(format["json_schema"]["schema"], decision_schema().1);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_json_schema_gets_json_object_once_and_from_then_on() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::json_schema_unsupported());
+        fake.push(FakeReply::Json(
+            json!({ "action": "reply", "confidence": 0.8 }),
+        ));
+        fake.push(FakeReply::Json(
+            json!({ "action": "handoff", "confidence": 0.2 }),
+        ));
+        let provider = provider(&fake);
+        let mut request = ask("Hi");
+        request.response_schema = Some(decision_schema());
+
+        let first = provider.complete(&request).await.unwrap();
+        let second = provider.clone().complete(&request).await.unwrap();
+
+        assert_eq!(first.attempts, 2);
+        assert_eq!(second.attempts, 1);
+        assert!(!provider.supports_json_schema());
+        let formats: Vec<Value> = fake
+            .requests()
+            .iter()
+            .map(|r| r.body["response_format"]["type"].clone())
+            .collect();
+        assert_eq!(formats, ["json_schema", "json_object", "json_object"]);
+    }
+
+    #[tokio::test]
+    async fn a_provider_known_to_lack_json_schema_asks_for_json_object_directly() {
+        let fake = FakeOpenAI::start().await;
+        let provider = provider(&fake).with_json_schema(false);
+        let mut request = ask("Hi");
+        request.response_schema = Some(decision_schema());
+
+        let response = provider.complete(&request).await.unwrap();
+
+        assert_eq!(response.attempts, 1);
+        assert_eq!(
+            fake.requests()[0].body["response_format"],
+            json!({ "type": "json_object" })
+        );
+    }
+
+    #[tokio::test]
+    async fn tool_calls_are_parsed_and_a_tool_round_trip_sends_the_call_ids_back() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::ToolCalls(vec![(
+            "search_knowledge".into(),
+            json!({ "query": "return policy" }),
+        )]));
+        fake.push(FakeReply::Text("You can return it within 30 days.".into()));
+        let provider = provider(&fake);
+        let mut request = ask("Can I return this?");
+        request.tools = vec![ToolSpec {
+            name: "search_knowledge".into(),
+            description: "Search the knowledge base".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": { "query": { "type": "string" } },
+                "required": ["query"]
+            }),
+        }];
+
+        let first = provider.complete(&request).await.unwrap();
+
+        assert_eq!(first.content, None);
+        assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(first.tool_calls.len(), 1);
+        assert_openai_shaped(&first.raw);
+        let call = first.tool_calls[0].clone();
+        assert_eq!(call.name, "search_knowledge");
+        let arguments: Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(arguments, json!({ "query": "return policy" }));
+
+        request.messages.push(ChatMessage::Assistant {
+            content: None,
+            tool_calls: vec![call.clone()],
+        });
+        request.messages.push(ChatMessage::Tool {
+            tool_call_id: call.id.clone(),
+            content: "Returns are accepted within 30 days.".into(),
+        });
+        let second = provider.complete(&request).await.unwrap();
+
+        assert_eq!(
+            second.content.as_deref(),
+            Some("You can return it within 30 days.")
+        );
+        let requests = fake.requests();
+        assert_eq!(requests[0].body["tools"][0]["type"], "function");
+        assert_eq!(
+            requests[0].body["tools"][0]["function"]["name"],
+            "search_knowledge"
+        );
+        let sent = &requests[1].body["messages"];
+        assert_eq!(sent[2]["role"], "assistant");
+        assert_eq!(sent[2]["tool_calls"][0]["id"], call.id.as_str());
+        assert_eq!(sent[2]["tool_calls"][0]["type"], "function");
+        assert_eq!(
+            sent[2]["tool_calls"][0]["function"]["arguments"],
+            call.arguments.as_str()
+        );
+        assert_eq!(sent[3]["role"], "tool");
+        assert_eq!(sent[3]["tool_call_id"], call.id.as_str());
+        assert_eq!(sent[3]["content"], "Returns are accepted within 30 days.");
+    }
+
+    #[tokio::test]
+    async fn logprobs_are_asked_for_and_returned_per_token() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::WithLogprobs {
+            content: "Yes we can".into(),
+            logprobs: vec![-0.01, -0.2, -1.5],
+        });
+        let provider = provider(&fake);
+        let mut request = ask("Can you?");
+        request.logprobs = true;
+
+        let response = provider.complete(&request).await.unwrap();
+
+        assert_eq!(response.logprobs, Some(vec![-0.01, -0.2, -1.5]));
+        assert_openai_shaped(&response.raw);
+        assert_eq!(fake.requests()[0].body["logprobs"], true);
+        assert_eq!(
+            provider.complete(&ask("again")).await.unwrap().logprobs,
+            None,
+            "no logprobs unless asked and returned"
+        );
+    }
+
+    // proves: AGT-11 (retry with backoff, honouring Retry-After)
+    #[tokio::test]
+    async fn a_429_with_retry_after_is_retried_after_the_delay_and_then_succeeds() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::RateLimited {
+            retry_after_secs: Some(1),
+        });
+        fake.push(FakeReply::Text("Back again.".into()));
+        let provider = provider(&fake);
+
+        let response = provider.complete(&ask("Hello?")).await.unwrap();
+
+        assert_eq!(response.content.as_deref(), Some("Back again."));
+        assert_eq!(response.attempts, 2);
+        let requests = fake.requests();
+        let gap = requests[1].received_at - requests[0].received_at;
+        assert!(gap >= Duration::from_secs(1), "retried after only {gap:?}");
+        assert!(
+            gap < Duration::from_secs(2),
+            "waited {gap:?} for Retry-After: 1"
+        );
+        assert!(response.latency >= Duration::from_secs(1));
+    }
+
+    // proves: AGT-11 (a provider's Retry-After cannot hold a conversation for long)
+    #[tokio::test]
+    async fn a_huge_retry_after_is_capped_by_the_configured_maximum_delay() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::RateLimited {
+            retry_after_secs: Some(3600),
+        });
+        fake.push(FakeReply::Text("ok".into()));
+        let provider = Provider::new(config(&fake))
+            .unwrap()
+            .with_retry_delays(Duration::from_millis(10), Duration::from_millis(200));
+
+        let started = Instant::now();
+        provider.complete(&ask("Hello?")).await.unwrap();
+
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(fake.request_count(), 2);
+    }
+
+    // proves: AGT-11 (retries are bounded, then the caller is told the provider is down)
+    #[tokio::test]
+    async fn server_errors_exhaust_the_retries_to_unavailable_with_attempts_counted() {
+        let fake = FakeOpenAI::start().await;
+        for _ in 0..4 {
+            fake.push(FakeReply::ServerError);
+        }
+        let mut config = config(&fake);
+        config.max_retries = 3;
+        let provider = build(config);
+
+        let error = provider.complete(&ask("Hello?")).await.unwrap_err();
+
+        match &error {
+            ProviderError::Unavailable { attempts, last } => {
+                assert_eq!(*attempts, 4);
+                assert!(last.contains("500"), "{last}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert_eq!(fake.request_count(), 4);
+        assert_eq!(fake.pending_replies(), 0);
+    }
+
+    // proves: AGT-11 (a hanging provider is a timeout, retried, then Unavailable)
+    #[tokio::test]
+    async fn a_hanging_provider_times_out_and_counts_as_retryable() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::Hang);
+        fake.push(FakeReply::Hang);
+        let mut config = config(&fake);
+        config.timeout = Duration::from_millis(300);
+        config.max_retries = 1;
+        let provider = build(config);
+
+        let started = Instant::now();
+        let error = provider.complete(&ask("Hello?")).await.unwrap_err();
+
+        match &error {
+            ProviderError::Unavailable { attempts, last } => {
+                assert_eq!(*attempts, 2);
+                assert!(last.contains("timed out"), "{last}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_hang_then_an_answer_succeeds_on_the_retry() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::Hang);
+        fake.push(FakeReply::Text("Sorry for the wait.".into()));
+        let mut config = config(&fake);
+        config.timeout = Duration::from_millis(300);
+        let provider = build(config);
+
+        let response = provider.complete(&ask("Hello?")).await.unwrap();
+
+        assert_eq!(response.content.as_deref(), Some("Sorry for the wait."));
+        assert_eq!(response.attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_body_is_reported_as_malformed_without_a_retry() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::Malformed);
+        let provider = provider(&fake);
+
+        let error = provider.complete(&ask("Hello?")).await.unwrap_err();
+
+        assert!(matches!(error, ProviderError::Malformed(_)), "{error:?}");
+        assert_eq!(fake.request_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_local_server_reply_missing_openai_fields_is_read_leniently() {
+        let fake = FakeOpenAI::start().await;
+        // llama.cpp/Ollama-style: no id/object/created, an unknown finish reason, a tool
+        // call without id whose arguments are an object.
+        fake.push(FakeReply::Status(
+            200,
+            json!({
+                "model": "llama3",
+                "choices": [{
+                    "message": {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{ "function": { "name": "add_note", "arguments": { "text": "hi" } } }]
+                    },
+                    "finish_reason": "eos"
+                }]
+            })
+            .to_string(),
+        ));
+        let provider = provider(&fake);
+
+        let response = provider.complete(&ask("Hello?")).await.unwrap();
+
+        assert_eq!(response.content, None);
+        assert_eq!(response.finish_reason.as_deref(), Some("eos"));
+        assert_eq!(response.model, "llama3");
+        assert_eq!(
+            response.tool_calls,
+            vec![ToolCall {
+                id: "call_0".into(),
+                name: "add_note".into(),
+                arguments: r#"{"text":"hi"}"#.into(),
+            }]
+        );
+        assert_eq!(response.raw["choices"][0]["finish_reason"], "eos");
+    }
+
+    #[tokio::test]
+    async fn a_bad_key_is_rejected_with_401_without_a_retry() {
+        let fake = FakeOpenAI::start_with_key("sk-the-right-key").await;
+        let mut config = config(&fake);
+        config.api_key = Some(SecretString::from("sk-a-wrong-key"));
+        let provider = build(config);
+
+        let error = provider.complete(&ask("Hello?")).await.unwrap_err();
+
+        assert!(
+            matches!(&error, ProviderError::Rejected { status: 401, .. }),
+            "{error:?}"
+        );
+        assert_eq!(fake.request_count(), 1);
+        assert!(!fake.requests()[0].authorized);
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_quota_429_is_rejected_without_a_retry() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::Status(
+            429,
+            json!({ "error": { "message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "insufficient_quota" } }).to_string(),
+        ));
+        let provider = provider(&fake);
+
+        let error = provider.complete(&ask("Hello?")).await.unwrap_err();
+
+        assert_eq!(
+            error,
+            ProviderError::Rejected {
+                status: 429,
+                message: "You exceeded your current quota.".into()
+            }
+        );
+        assert_eq!(fake.request_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn no_authorization_header_is_sent_when_no_key_is_configured() {
+        let fake = FakeOpenAI::start().await;
+        let provider = provider(&fake);
+
+        provider.complete(&ask("Hello?")).await.unwrap();
+        provider.embed(&["text".to_string()]).await.unwrap();
+
+        assert!(fake
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization").is_none()));
+    }
+
+    #[tokio::test]
+    async fn embeddings_come_back_one_per_input_with_the_requested_dimension() {
+        let fake = FakeOpenAI::start_with_key("sk-test-key").await;
+        let mut config = config(&fake);
+        config.embedding_dimensions = Some(16);
+        let provider = build(config);
+        let inputs = vec![
+            "refund policy for damaged items".to_string(),
+            "shipping times to Portugal".to_string(),
+            "refund for a damaged item".to_string(),
+        ];
+
+        let vectors = provider.embed(&inputs).await.unwrap();
+
+        assert_eq!(vectors.len(), 3);
+        assert!(vectors.iter().all(|v| v.len() == 16));
+        let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        assert!(cosine(&vectors[0], &vectors[2]) > cosine(&vectors[0], &vectors[1]));
+        assert_eq!(
+            provider.embed(&inputs).await.unwrap(),
+            vectors,
+            "deterministic"
+        );
+        let sent = &fake.requests()[0];
+        assert_eq!(sent.path, "/v1/embeddings");
+        assert_eq!(sent.body["model"], "fake-embed");
+        assert_eq!(sent.body["dimensions"], 16);
+        assert_eq!(sent.body["input"][1], "shipping times to Portugal");
+        assert!(provider.embed(&[]).await.unwrap().is_empty());
+        assert_eq!(fake.request_count(), 2, "no request for no input");
+    }
+
+    #[tokio::test]
+    async fn embeddings_of_the_wrong_dimension_are_malformed() {
+        let fake = FakeOpenAI::start().await;
+        fake.push_embeddings(FakeReply::Embeddings(vec![vec![0.6, 0.8]]));
+        let mut config = config(&fake);
+        config.embedding_dimensions = Some(8);
+        let provider = build(config);
+
+        let error = provider.embed(&["text".to_string()]).await.unwrap_err();
+
+        assert!(matches!(error, ProviderError::Malformed(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn embeddings_are_retried_like_chat() {
+        let fake = FakeOpenAI::start().await;
+        fake.push_embeddings(FakeReply::ServerError);
+        let provider = provider(&fake);
+
+        let vectors = provider.embed(&["text".to_string()]).await.unwrap();
+
+        assert_eq!(vectors[0].len(), 8);
+        assert_eq!(fake.request_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_api_key_never_appears_in_debug_output_or_error_strings() {
+        let key = "sk-very-secret-4d2f9a";
+        let fake = FakeOpenAI::start().await;
+        let mut config = config(&fake);
+        config.api_key = Some(SecretString::from(key));
+        config.max_retries = 0;
+        let provider = build(config.clone());
+        // Servers quote what they were sent: OpenAI's 401 names the key it got.
+        fake.push(FakeReply::Status(
+            401,
+            json!({ "error": { "message": format!("Incorrect API key provided: {key}."), "code": "invalid_api_key" } }).to_string(),
+        ));
+        fake.push(FakeReply::Status(503, format!("upstream said {key}")));
+
+        let rejected = provider.complete(&ask("Hello?")).await.unwrap_err();
+        let unavailable = provider.complete(&ask("Hello?")).await.unwrap_err();
+
+        assert_eq!(
+            rejected,
+            ProviderError::Rejected {
+                status: 401,
+                message: "Incorrect API key provided: [REDACTED].".into()
+            }
+        );
+        assert!(matches!(unavailable, ProviderError::Unavailable { .. }));
+        for text in [
+            format!("{config:?}"),
+            format!("{provider:?}"),
+            format!("{rejected}"),
+            format!("{rejected:?}"),
+            format!("{unavailable}"),
+            format!("{unavailable:?}"),
+        ] {
+            assert!(!text.contains(key), "key leaked into: {text}");
+        }
+    }
+
+    #[test]
+    fn unusable_settings_are_refused_before_anything_is_sent() {
+        let good = || ProviderConfig::new("http://127.0.0.1:9/v1", "m", "e");
+        assert!(Provider::new(good()).is_ok());
+        for (what, config) in [
+            ("ftp scheme", ProviderConfig::new("ftp://host/v1", "m", "e")),
+            ("no URL", ProviderConfig::new("not a url", "m", "e")),
+            (
+                "credentials in the URL",
+                ProviderConfig::new("https://user:sk-abc@host/v1", "m", "e"),
+            ),
+            ("no model", ProviderConfig::new("http://h/v1", " ", "e")),
+            (
+                "temperature",
+                ProviderConfig {
+                    temperature: 3.0,
+                    ..good()
+                },
+            ),
+            (
+                "timeout",
+                ProviderConfig {
+                    timeout: Duration::ZERO,
+                    ..good()
+                },
+            ),
+            (
+                "key with a newline",
+                ProviderConfig {
+                    api_key: Some(SecretString::from("sk-abc\ndef")),
+                    ..good()
+                },
+            ),
+        ] {
+            match Provider::new(config) {
+                Err(ProviderError::Config(message)) => {
+                    assert!(!message.contains("sk-abc"), "{what}: {message}")
+                }
+                other => panic!("{what}: expected Config, got {other:?}"),
+            }
+        }
+        let provider =
+            Provider::new(ProviderConfig::new("https://api.openai.com/v1/", "m", "e")).unwrap();
+        assert_eq!(provider.provider_name(), "api.openai.com");
+        assert_eq!(provider.base_url(), "https://api.openai.com/v1");
+    }
+}

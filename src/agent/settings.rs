@@ -1,0 +1,396 @@
+//! Per-tenant agent settings: the provider (or the offline responder when none is set), the
+//! confidence threshold and its formula's weights, and the tenant's guardrail configuration,
+//! compiled into a policy cached per configuration version so a change takes effect on the
+//! next message without a restart (AGT-3).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::guardrails::{Policy, TenantConfig};
+use crate::http::{Access, Api, Json};
+use crate::knowledge::embed::{embed_local, LOCAL_DIMS, LOCAL_MODEL};
+use crate::rbac::Permission;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/agent/settings",
+        Requires(Permission::AgentConfigure),
+        (
+            "agent",
+            "The agent's provider, threshold and guardrail configuration",
+        ),
+        show,
+    )
+    .route(
+        Method::PUT,
+        "/api/v1/agent/settings",
+        Requires(Permission::AgentConfigure),
+        (
+            "agent",
+            "Change the agent's settings; guardrail changes apply to the next message",
+        ),
+        update,
+    )
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentSettings {
+    pub provider_base_url: Option<String>,
+    /// Whether an API key is stored; the key itself is never shown.
+    pub api_key_configured: bool,
+    pub chat_model: String,
+    pub embedding_model: String,
+    pub embedding_dims: i32,
+    pub temperature: f32,
+    pub timeout_ms: i32,
+    pub max_retries: i32,
+    pub confidence_threshold: f32,
+    pub weight_self: f32,
+    pub weight_logprob: f32,
+    pub weight_retrieval: f32,
+    pub guardrails: Value,
+    pub config_version: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
+    #[serde(skip)]
+    pub sealed_api_key: Option<Vec<u8>>,
+}
+
+impl AgentSettings {
+    /// No provider: the built-in offline responder answers from the knowledge base.
+    pub fn is_offline(&self) -> bool {
+        self.provider_base_url.is_none()
+    }
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            provider_base_url: None,
+            api_key_configured: false,
+            chat_model: "gpt-4o-mini".into(),
+            embedding_model: "text-embedding-3-small".into(),
+            embedding_dims: LOCAL_DIMS as i32,
+            temperature: 0.2,
+            timeout_ms: 20_000,
+            max_retries: 3,
+            confidence_threshold: 0.6,
+            weight_self: 0.4,
+            weight_logprob: 0.2,
+            weight_retrieval: 0.4,
+            guardrails: json!({}),
+            config_version: 0,
+            updated_at: None,
+            sealed_api_key: None,
+        }
+    }
+}
+
+pub async fn load(conn: &mut PgConnection, tenant_id: Uuid) -> Result<AgentSettings> {
+    let row = sqlx::query!(
+        "SELECT provider_base_url, provider_api_key, chat_model, embedding_model, embedding_dims, temperature,
+                timeout_ms, max_retries, confidence_threshold, weight_self, weight_logprob, weight_retrieval,
+                guardrails, config_version, updated_at
+         FROM agent_settings WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        None => AgentSettings::default(),
+        Some(r) => AgentSettings {
+            provider_base_url: r.provider_base_url,
+            api_key_configured: r.provider_api_key.is_some(),
+            chat_model: r.chat_model,
+            embedding_model: r.embedding_model,
+            embedding_dims: r.embedding_dims,
+            temperature: r.temperature,
+            timeout_ms: r.timeout_ms,
+            max_retries: r.max_retries,
+            confidence_threshold: r.confidence_threshold,
+            weight_self: r.weight_self,
+            weight_logprob: r.weight_logprob,
+            weight_retrieval: r.weight_retrieval,
+            guardrails: r.guardrails,
+            config_version: r.config_version,
+            updated_at: Some(r.updated_at),
+            sealed_api_key: r.provider_api_key,
+        },
+    })
+}
+
+fn key_context(tenant_id: Uuid) -> String {
+    format!("agent:{tenant_id}")
+}
+
+/// The tenant's compiled guardrail policy, from the cache while its version is current.
+pub fn policy(state: &AppState, tenant_id: Uuid, settings: &AgentSettings) -> Result<Arc<Policy>> {
+    let version = settings.config_version as u64;
+    state
+        .policies
+        .get_or_compile(&tenant_id.to_string(), version, || {
+            let config: TenantConfig = serde_json::from_value(settings.guardrails.clone())
+                .map_err(|e| format!("tenant configuration: {e}"))?;
+            Policy::new(&config).map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            Error::Internal(anyhow::anyhow!(
+                "the tenant's guardrail configuration does not compile: {e}"
+            ))
+        })
+}
+
+/// How a tenant's texts become vectors: its provider's embeddings API, or the built-in
+/// lexical embedder when it has no provider.
+pub enum Embedder {
+    Local,
+    Remote { provider: super::provider::Provider },
+}
+
+impl Embedder {
+    pub async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        match self {
+            Embedder::Local => Ok(texts.iter().map(|t| embed_local(t)).collect()),
+            Embedder::Remote { provider } => Ok(provider.embed(texts).await?),
+        }
+    }
+
+    pub fn model(&self) -> String {
+        match self {
+            Embedder::Local => LOCAL_MODEL.to_string(),
+            Embedder::Remote { provider } => provider.embedding_model().to_string(),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Embedder::Local)
+    }
+}
+
+/// The tenant's provider client, or None for the offline responder.
+pub fn provider(
+    state: &AppState,
+    tenant_id: Uuid,
+    settings: &AgentSettings,
+) -> Result<Option<super::provider::Provider>> {
+    let Some(base_url) = &settings.provider_base_url else {
+        return Ok(None);
+    };
+    if let Some(cached) = state.providers.get(tenant_id, settings.config_version) {
+        return Ok(Some(cached));
+    }
+    let api_key = match &settings.sealed_api_key {
+        Some(sealed) => Some(SecretString::from(
+            String::from_utf8(
+                state
+                    .sealer
+                    .open(sealed, &key_context(tenant_id))
+                    .map_err(|e| Error::Internal(anyhow::anyhow!("agent API key: {e}")))?,
+            )
+            .map_err(|_| Error::Internal(anyhow::anyhow!("agent API key is not text")))?,
+        )),
+        None => None,
+    };
+    let config = super::provider::ProviderConfig {
+        base_url: base_url.clone(),
+        api_key,
+        chat_model: settings.chat_model.clone(),
+        embedding_model: settings.embedding_model.clone(),
+        temperature: settings.temperature,
+        timeout: std::time::Duration::from_millis(settings.timeout_ms as u64),
+        max_retries: settings.max_retries as u32,
+        embedding_dimensions: Some(settings.embedding_dims as u32),
+    };
+    let provider = super::provider::Provider::new(config)
+        .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))?;
+    state
+        .providers
+        .put(tenant_id, settings.config_version, provider.clone());
+    Ok(Some(provider))
+}
+
+/// Provider clients by tenant, valid for one configuration version (every settings change,
+/// the API key included, bumps it, so a stale client is never used).
+#[derive(Default)]
+pub struct ProviderCache {
+    clients: std::sync::RwLock<std::collections::HashMap<Uuid, (i64, super::provider::Provider)>>,
+}
+
+impl ProviderCache {
+    fn get(&self, tenant_id: Uuid, version: i64) -> Option<super::provider::Provider> {
+        let clients = self
+            .clients
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .get(&tenant_id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn put(&self, tenant_id: Uuid, version: i64, provider: super::provider::Provider) {
+        self.clients
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tenant_id, (version, provider));
+    }
+}
+
+pub async fn embedder(
+    state: &AppState,
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Embedder> {
+    let settings = load(conn, tenant_id).await?;
+    Ok(match provider(state, tenant_id, &settings)? {
+        Some(provider) => Embedder::Remote { provider },
+        None => Embedder::Local,
+    })
+}
+
+async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Json<AgentSettings>> {
+    let mut tx = ctx.begin(&state).await?;
+    let settings = load(&mut tx, ctx.tenant_id).await?;
+    tx.commit().await?;
+    Ok(Json(settings))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSettings {
+    /// `null` switches back to the offline responder.
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    provider_base_url: Option<Option<String>>,
+    /// Write-only; `null` removes it.
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    api_key: Option<Option<SecretString>>,
+    chat_model: Option<String>,
+    embedding_model: Option<String>,
+    embedding_dims: Option<i32>,
+    temperature: Option<f32>,
+    timeout_ms: Option<i32>,
+    max_retries: Option<i32>,
+    confidence_threshold: Option<f32>,
+    weight_self: Option<f32>,
+    weight_logprob: Option<f32>,
+    weight_retrieval: Option<f32>,
+    guardrails: Option<Value>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<UpdateSettings>,
+) -> Result<Json<AgentSettings>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = load(&mut tx, ctx.tenant_id).await?;
+    let mut s = before.clone();
+    if let Some(url) = body.provider_base_url {
+        if let Some(u) = &url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(Error::bad_request(
+                    "invalid_provider",
+                    "provider_base_url must be an http(s) URL",
+                ));
+            }
+        }
+        s.provider_base_url = url.map(|u| u.trim_end_matches('/').to_string());
+    }
+    if let Some(key) = body.api_key {
+        s.sealed_api_key = key.map(|k| {
+            state
+                .sealer
+                .seal(k.expose_secret().as_bytes(), &key_context(ctx.tenant_id))
+        });
+        s.api_key_configured = s.sealed_api_key.is_some();
+    }
+    s.chat_model = body.chat_model.unwrap_or(s.chat_model);
+    s.embedding_model = body.embedding_model.unwrap_or(s.embedding_model);
+    s.embedding_dims = body.embedding_dims.unwrap_or(s.embedding_dims);
+    s.temperature = body.temperature.unwrap_or(s.temperature);
+    s.timeout_ms = body.timeout_ms.unwrap_or(s.timeout_ms);
+    s.max_retries = body.max_retries.unwrap_or(s.max_retries);
+    s.confidence_threshold = body.confidence_threshold.unwrap_or(s.confidence_threshold);
+    s.weight_self = body.weight_self.unwrap_or(s.weight_self);
+    s.weight_logprob = body.weight_logprob.unwrap_or(s.weight_logprob);
+    s.weight_retrieval = body.weight_retrieval.unwrap_or(s.weight_retrieval);
+    if [s.weight_self, s.weight_logprob, s.weight_retrieval]
+        .iter()
+        .any(|w| !(0.0..=1.0).contains(w))
+    {
+        return Err(Error::bad_request(
+            "invalid_weights",
+            "confidence weights must be between 0 and 1",
+        ));
+    }
+    if let Some(guardrails) = body.guardrails {
+        // A configuration that does not compile is refused here, never at the next message.
+        let config: TenantConfig = serde_json::from_value(guardrails.clone())
+            .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?;
+        Policy::new(&config)
+            .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?;
+        s.guardrails = guardrails;
+    }
+    if s.provider_base_url.is_some() {
+        provider(&state, ctx.tenant_id, &s)?;
+    }
+    let saved = sqlx::query_scalar!(
+        "INSERT INTO agent_settings (tenant_id, provider_base_url, provider_api_key, chat_model, embedding_model,
+             embedding_dims, temperature, timeout_ms, max_retries, confidence_threshold, weight_self, weight_logprob,
+             weight_retrieval, guardrails)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (tenant_id) DO UPDATE SET provider_base_url = $2, provider_api_key = $3, chat_model = $4,
+             embedding_model = $5, embedding_dims = $6, temperature = $7, timeout_ms = $8, max_retries = $9,
+             confidence_threshold = $10, weight_self = $11, weight_logprob = $12, weight_retrieval = $13,
+             guardrails = $14, config_version = agent_settings.config_version + 1, updated_at = now()
+         RETURNING config_version",
+        ctx.tenant_id,
+        s.provider_base_url,
+        s.sealed_api_key,
+        s.chat_model,
+        s.embedding_model,
+        s.embedding_dims,
+        s.temperature,
+        s.timeout_ms,
+        s.max_retries,
+        s.confidence_threshold,
+        s.weight_self,
+        s.weight_logprob,
+        s.weight_retrieval,
+        s.guardrails
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint().is_some_and(|c| c.starts_with("agent_settings_")) => {
+            Error::bad_request("invalid_settings", format!("out of range: {}", db.constraint().unwrap_or_default()))
+        }
+        _ => e.into(),
+    })?;
+    let after = load(&mut tx, ctx.tenant_id).await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("agent.settings_changed", "agent_settings", ctx.tenant_id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    state.policies.invalidate(&ctx.tenant_id.to_string());
+    tracing::info!(version = saved, "agent settings changed");
+    Ok(Json(after))
+}

@@ -1,0 +1,652 @@
+//! Tools the model may call: `search_knowledge`, `get_customer_profile` (masked),
+//! `create_ticket`, `add_note`, `handoff_to_human`, and the tenant's own HTTP actions.
+//! Arguments are validated against each tool's JSON schema; an invalid call is returned to the
+//! model once, then the conversation goes to a human. Results pass the inbound stage before the
+//! model sees them. A tenant action with material effect is never executed here: it becomes a
+//! pending review item (AGT-6).
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::pipeline::{constant, Guard, Screened};
+use super::provider::{ToolCall, ToolSpec};
+use super::runtime::Final;
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, AuditSource};
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Path};
+use crate::rbac::Permission;
+
+/// Built-in kinds of action with material effect: always reviewed, whatever the flag (AGT-6).
+pub const MATERIAL_KINDS: &[&str] = &["refund", "discount", "exchange", "escalation"];
+
+pub const PENDING_MESSAGE: &str =
+    "I've passed this to a colleague who needs to confirm it. You'll hear back from us shortly.";
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/agent/actions",
+        Requires(Permission::AgentConfigure),
+        ("agent", "List the tenant's HTTP actions"),
+        list,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/agent/actions",
+        Requires(Permission::AgentConfigure),
+        ("agent", "Define an HTTP action the agent may call"),
+        create,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/agent/actions/{action_id}",
+        Requires(Permission::AgentConfigure),
+        ("agent", "Remove an HTTP action"),
+        delete,
+    )
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantAction {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+    pub target_url: String,
+    pub requires_approval: bool,
+    pub kind: Option<String>,
+    pub amount_field: Option<String>,
+    #[serde(skip)]
+    pub secret: Vec<u8>,
+}
+
+impl TenantAction {
+    /// Refunds, discounts, exchanges and escalations always need approval, whatever the flag.
+    pub fn is_material(&self) -> bool {
+        self.requires_approval || self.kind.is_some()
+    }
+
+    pub fn amount(&self, arguments: &Value) -> Option<f64> {
+        let field = self.amount_field.as_deref()?;
+        let v = arguments.get(field)?;
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    }
+}
+
+pub async fn tenant_actions(conn: &mut PgConnection) -> Result<Vec<TenantAction>> {
+    Ok(sqlx::query_as!(
+        TenantAction,
+        "SELECT id, name, description, parameters, target_url, requires_approval, kind, amount_field, secret
+         FROM tenant_action WHERE tenant_id = current_tenant_id() ORDER BY name"
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        parameters,
+    }
+}
+
+pub fn specs(actions: &[TenantAction]) -> Vec<ToolSpec> {
+    let mut specs = vec![
+        spec(
+            "search_knowledge",
+            "Search the help center for passages about a question.",
+            json!({ "type": "object", "required": ["query"], "properties": { "query": { "type": "string" } }, "additionalProperties": false }),
+        ),
+        spec(
+            "get_customer_profile",
+            "The customer's profile (personal data appears as placeholders).",
+            json!({ "type": "object", "properties": {}, "additionalProperties": false }),
+        ),
+        spec(
+            "create_ticket",
+            "Open a support ticket for follow-up work.",
+            json!({ "type": "object", "required": ["subject"], "properties": {
+                 "subject": { "type": "string" }, "description": { "type": "string" },
+                 "priority": { "type": "string", "enum": ["low", "normal", "high", "urgent"] } }, "additionalProperties": false }),
+        ),
+        spec(
+            "add_note",
+            "Leave a private note for the human team.",
+            json!({ "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } }, "additionalProperties": false }),
+        ),
+        spec(
+            "handoff_to_human",
+            "Give the conversation to a human agent.",
+            json!({ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string" } }, "additionalProperties": false }),
+        ),
+    ];
+    specs.extend(
+        actions
+            .iter()
+            .map(|a| spec(&a.name, &a.description, a.parameters.clone())),
+    );
+    specs
+}
+
+/// What a tool call did to the run.
+pub enum ToolEffect {
+    Data,
+    Invalid,
+    Executed,
+    Handoff {
+        reason: String,
+    },
+    PendingReview {
+        action_id: Uuid,
+        name: String,
+        arguments: Value,
+        amount: Option<f64>,
+    },
+}
+
+impl ToolEffect {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ToolEffect::Data => "data",
+            ToolEffect::Invalid => "invalid",
+            ToolEffect::Executed => "executed",
+            ToolEffect::Handoff { .. } => "handoff",
+            ToolEffect::PendingReview { .. } => "pending_review",
+        }
+    }
+
+    pub(super) fn final_step(&self) -> Option<Final> {
+        match self {
+            ToolEffect::Handoff { reason } => Some(Final::Handoff {
+                reason: reason.clone(),
+                suggestion: None,
+                tell_customer: None,
+            }),
+            ToolEffect::PendingReview {
+                action_id,
+                name,
+                arguments,
+                amount,
+            } => Some(Final::PendingReview {
+                action_id: Some(*action_id),
+                name: name.clone(),
+                arguments: arguments.clone(),
+                amount: *amount,
+                tell_customer: PENDING_MESSAGE.into(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Checks arguments against a tool's JSON schema: an object, required properties present, no
+/// unknown ones when `additionalProperties` is false, and each property of its declared type
+/// and enum. (The subset of JSON Schema that tool definitions use.)
+pub fn validate(schema: &Value, args: &Value) -> std::result::Result<(), String> {
+    let object = args.as_object().ok_or("arguments must be a JSON object")?;
+    let properties = schema.get("properties").and_then(Value::as_object);
+    for required in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = required.as_str().unwrap_or_default();
+        if !object.contains_key(name) {
+            return Err(format!("missing required argument {name}"));
+        }
+    }
+    for (name, value) in object {
+        let Some(prop) = properties.and_then(|p| p.get(name)) else {
+            if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+                return Err(format!("unknown argument {name}"));
+            }
+            continue;
+        };
+        let ok = match prop.get("type").and_then(Value::as_str) {
+            Some("string") => value.is_string(),
+            Some("number") => value.is_number(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("boolean") => value.is_boolean(),
+            Some("object") => value.is_object(),
+            Some("array") => value.is_array(),
+            _ => true,
+        };
+        if !ok {
+            return Err(format!("argument {name} has the wrong type"));
+        }
+        if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
+            if !allowed.contains(value) {
+                return Err(format!("argument {name} is not one of the allowed values"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unmask_value(value: &Value, guard: &Guard<'_>) -> Value {
+    match value {
+        Value::String(s) => Value::String(guard.unmask(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| unmask_value(v, guard)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), unmask_value(v, guard)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn screened(guard: &mut Guard<'_>, source: &str, text: &str) -> Screened {
+    guard
+        .screen(source, text)
+        .unwrap_or_else(|_| constant("(this result was withheld by the guardrails)"))
+}
+
+/// Runs one tool call; returns what the model gets back (screened) and the call's effect.
+#[allow(clippy::too_many_arguments)]
+pub async fn call(
+    state: &AppState,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    contact_id: Uuid,
+    execution_id: Uuid,
+    actions: &[TenantAction],
+    call: &ToolCall,
+    guard: &mut Guard<'_>,
+) -> Result<(Screened, ToolEffect)> {
+    let source = format!("tool:{}", call.name);
+    let args: Value = match serde_json::from_str(&call.arguments) {
+        Ok(v) => v,
+        Err(_) => {
+            return Ok((
+                constant("error: the arguments are not valid JSON"),
+                ToolEffect::Invalid,
+            ))
+        }
+    };
+    let action = actions.iter().find(|a| a.name == call.name);
+    let schema = match action {
+        Some(a) => a.parameters.clone(),
+        None => match specs(&[]).into_iter().find(|s| s.name == call.name) {
+            Some(s) => s.parameters,
+            None => {
+                return Ok((
+                    constant("error: there is no such tool"),
+                    ToolEffect::Invalid,
+                ))
+            }
+        },
+    };
+    if let Err(problem) = validate(&schema, &args) {
+        let text = guard
+            .screen(&source, &format!("error: {problem}"))
+            .unwrap_or_else(|_| constant("error: invalid arguments"));
+        return Ok((text, ToolEffect::Invalid));
+    }
+    let agent = AuditSource {
+        tenant_id,
+        actor_type: "agent",
+        actor_id: Some(execution_id.to_string()),
+        meta: Default::default(),
+    };
+    match call.name.as_str() {
+        "search_knowledge" => {
+            let query = args["query"].as_str().unwrap_or_default().to_string();
+            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            let embedder = super::settings::embedder(state, &mut tx, tenant_id).await?;
+            tx.commit().await?;
+            let vector = embedder
+                .embed(&[query])
+                .await
+                .map_err(|e| anyhow::anyhow!("embedding: {e}"))?
+                .pop()
+                .unwrap_or_default();
+            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            let hits = crate::knowledge::search(&mut tx, tenant_id, vector, 3).await?;
+            tx.commit().await?;
+            let text = hits
+                .iter()
+                .map(|h| format!("[{}] {}: {}", h.chunk_id, h.title, h.content))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            Ok((
+                screened(
+                    guard,
+                    &source,
+                    if text.is_empty() {
+                        "no passages found"
+                    } else {
+                        &text
+                    },
+                ),
+                ToolEffect::Data,
+            ))
+        }
+        "get_customer_profile" => {
+            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            let contact = crate::crm::contacts::fetch(&mut tx, contact_id).await?;
+            tx.commit().await?;
+            let text = format!(
+                "name: {}\nemail: {}\nphone: {}\ncustomer since: {}",
+                contact.name.as_deref().unwrap_or("unknown"),
+                contact.email.as_deref().unwrap_or("unknown"),
+                contact.phone.as_deref().unwrap_or("unknown"),
+                contact.created_at.date()
+            );
+            Ok((screened(guard, &source, &text), ToolEffect::Data))
+        }
+        "create_ticket" => {
+            let args = unmask_value(&args, guard);
+            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            let id = Uuid::now_v7();
+            sqlx::query!(
+                "INSERT INTO ticket (id, tenant_id, contact_id, conversation_id, subject, description, priority, created_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                id,
+                tenant_id,
+                contact_id,
+                conversation_id,
+                args["subject"].as_str().unwrap_or("Support request").chars().take(300).collect::<String>(),
+                args["description"].as_str().unwrap_or_default(),
+                args["priority"].as_str().unwrap_or("normal"),
+                format!("agent:{execution_id}")
+            )
+            .execute(&mut *tx)
+            .await?;
+            audit::record(
+                &mut tx,
+                &agent,
+                AuditEvent::new("ticket.created", "ticket", id)
+                    .after(json!({ "subject": args["subject"], "via": "agent" })),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok((constant("ticket created"), ToolEffect::Executed))
+        }
+        "add_note" => {
+            let text = guard.unmask(args["text"].as_str().unwrap_or_default());
+            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            let inbox_id = sqlx::query_scalar!(
+                "SELECT inbox_id FROM conversation WHERE id = $1",
+                conversation_id
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = Uuid::now_v7();
+            sqlx::query!(
+                "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, content_type, body, private)
+                 VALUES ($1, $2, $3, $4, 'outbound', 'ai', 'note', $5, true)",
+                id,
+                tenant_id,
+                conversation_id,
+                inbox_id,
+                text
+            )
+            .execute(&mut *tx)
+            .await?;
+            audit::record(
+                &mut tx,
+                &agent,
+                AuditEvent::new("note.created", "message", id).after(json!({ "via": "agent" })),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok((constant("note added"), ToolEffect::Executed))
+        }
+        "handoff_to_human" => {
+            let reason = args["reason"]
+                .as_str()
+                .unwrap_or("model_requested")
+                .chars()
+                .take(200)
+                .collect::<String>();
+            Ok((
+                constant("a human will take over"),
+                ToolEffect::Handoff { reason },
+            ))
+        }
+        _ => {
+            let action = action.expect("tenant actions were matched above");
+            let arguments = unmask_value(&args, guard);
+            if action.is_material() {
+                return Ok((
+                    constant(
+                        "this action needs a person's approval; it has been submitted for review",
+                    ),
+                    ToolEffect::PendingReview {
+                        action_id: action.id,
+                        name: action.name.clone(),
+                        arguments: arguments.clone(),
+                        amount: action.amount(&arguments),
+                    },
+                ));
+            }
+            let result = invoke(
+                state,
+                action,
+                &arguments,
+                conversation_id,
+                &format!("{execution_id}:{}", call.id),
+            )
+            .await;
+            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            audit::record(
+                &mut tx,
+                &agent,
+                AuditEvent::new("action.executed", "tenant_action", action.id)
+                    .after(json!({ "name": action.name, "status": result.0 })),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok((
+                screened(guard, &source, &format!("HTTP {}: {}", result.0, result.1)),
+                ToolEffect::Executed,
+            ))
+        }
+    }
+}
+
+/// Calls a tenant's action endpoint: JSON body, HMAC-SHA256 signature of the body under the
+/// action's secret, and an idempotency key the endpoint can use to act once.
+pub async fn invoke(
+    state: &AppState,
+    action: &TenantAction,
+    arguments: &Value,
+    conversation_id: Uuid,
+    idempotency_key: &str,
+) -> (u16, String) {
+    if let Err(e) = super::egress::check_url(&action.target_url, state.config.actions_allow_private)
+    {
+        return (0, format!("refused: {e}"));
+    }
+    let Ok(secret) = state
+        .sealer
+        .open(&action.secret, &format!("action:{}", action.id))
+    else {
+        return (0, "the action's secret cannot be opened".into());
+    };
+    let body = json!({ "action": action.name, "arguments": arguments, "conversation_id": conversation_id, "idempotency_key": idempotency_key }).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let response = state
+        .http
+        .post(&action.target_url)
+        .header("content-type", "application/json")
+        .header("x-custodian-signature", signature)
+        .header("idempotency-key", idempotency_key)
+        .body(body)
+        .send()
+        .await;
+    match response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            (status, text.chars().take(2000).collect())
+        }
+        Err(e) => {
+            // reqwest's message names the URL only; the cause (a refused address, a timeout)
+            // is in its source chain.
+            let mut message = format!("the action endpoint did not answer: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            (0, message)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAction {
+    name: String,
+    description: String,
+    #[serde(default)]
+    parameters: Option<Value>,
+    target_url: String,
+    secret: SecretString,
+    #[serde(default = "yes")]
+    requires_approval: bool,
+    kind: Option<String>,
+    amount_field: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<TenantAction>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let actions = tenant_actions(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(actions))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreateAction>,
+) -> Result<(StatusCode, Json<TenantAction>)> {
+    let parameters = body
+        .parameters
+        .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
+    if parameters.get("type") != Some(&json!("object")) {
+        return Err(Error::bad_request(
+            "invalid_parameters",
+            "parameters must be a JSON schema of type object",
+        ));
+    }
+    super::egress::check_url(&body.target_url, state.config.actions_allow_private)
+        .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
+    if body
+        .kind
+        .as_deref()
+        .is_some_and(|k| !MATERIAL_KINDS.contains(&k))
+    {
+        return Err(Error::bad_request(
+            "invalid_kind",
+            "kind must be refund, discount, exchange or escalation",
+        ));
+    }
+    let id = Uuid::now_v7();
+    let secret = state.sealer.seal(
+        body.secret.expose_secret().as_bytes(),
+        &format!("action:{id}"),
+    );
+    let mut tx = ctx.begin(&state).await?;
+    let action = sqlx::query_as!(
+        TenantAction,
+        "INSERT INTO tenant_action (id, tenant_id, name, description, parameters, target_url, secret, requires_approval, kind, amount_field)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING id, name, description, parameters, target_url, requires_approval, kind, amount_field, secret",
+        id,
+        ctx.tenant_id,
+        body.name,
+        body.description,
+        parameters,
+        body.target_url,
+        secret,
+        body.requires_approval,
+        body.kind,
+        body.amount_field
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("tenant_action_name") => {
+            Error::bad_request("invalid_name", "name must be lowercase letters, digits and underscores")
+        }
+        sqlx::Error::Database(db) if db.constraint() == Some("tenant_action_name_key") => Error::conflict("name_taken", "an action with that name exists"),
+        _ => e.into(),
+    })?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("action.created", "tenant_action", id).after(&action),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(action)))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let name = sqlx::query_scalar!("DELETE FROM tenant_action WHERE id = $1 AND tenant_id = current_tenant_id() RETURNING name", id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("action.deleted", "tenant_action", id).before(json!({ "name": name })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_checked_against_the_tools_schema() {
+        let schema = json!({ "type": "object", "required": ["order_id", "amount"], "additionalProperties": false,
+            "properties": { "order_id": { "type": "string" }, "amount": { "type": "number" }, "reason": { "type": "string", "enum": ["damaged", "late"] } } });
+        assert!(validate(&schema, &json!({ "order_id": "A1", "amount": 20.5 })).is_ok());
+        assert!(validate(&schema, &json!({ "order_id": "A1" }))
+            .unwrap_err()
+            .contains("amount"));
+        assert!(validate(&schema, &json!({ "order_id": 7, "amount": 1 }))
+            .unwrap_err()
+            .contains("order_id"));
+        assert!(
+            validate(&schema, &json!({ "order_id": "A1", "amount": 1, "x": 1 }))
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(validate(
+            &schema,
+            &json!({ "order_id": "A1", "amount": 1, "reason": "bored" })
+        )
+        .is_err());
+        assert!(validate(&schema, &json!("not an object")).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! The application: shared state, the router every test also uses, and the server's life.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, Method, StatusCode};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::guard::Throttle;
+use crate::auth::token::Keys;
+use crate::channels::whatsapp::GraphClient;
+use crate::config::Config;
+use crate::crypto::Sealer;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::http::{middleware as mw, openapi, Access, Api, Json, RouteSpec};
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub keys: Arc<Keys>,
+    pub throttle: Arc<Throttle>,
+    /// Seals tenant secrets at rest (SEC-10).
+    pub sealer: Arc<Sealer>,
+    /// Live events, fed by the database's notifications.
+    pub bus: crate::events::Bus,
+    /// The WhatsApp Cloud API, at its configured base URL.
+    pub graph: Arc<GraphClient>,
+    /// Compiled guardrail policies, per tenant and configuration version.
+    pub policies: Arc<crate::guardrails::PolicyCache>,
+    /// Provider clients, per tenant and configuration version: a run reuses the client's
+    /// connections (and TLS sessions) instead of building a client each time.
+    pub providers: Arc<crate::agent::settings::ProviderCache>,
+    /// Outbound HTTP (tenants' action endpoints).
+    pub http: reqwest::Client,
+    /// Cancelled once on shutdown; the server and every worker watch it.
+    pub shutdown: CancellationToken,
+    routes: Arc<std::sync::OnceLock<Vec<RouteSpec>>>,
+}
+
+impl AppState {
+    pub fn new(config: Config, db: Db, keys: Keys, sealer: Sealer) -> anyhow::Result<Self> {
+        let throttle = Throttle::new(&config.limits);
+        let wa = &config.whatsapp;
+        let graph = GraphClient::new(&wa.graph_base_url, &wa.graph_version, wa.timeout)?;
+        // Only tenants' action endpoints are called with it: public addresses only.
+        let http = crate::agent::egress::client(config.actions_allow_private)?;
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            keys: Arc::new(keys),
+            throttle: Arc::new(throttle),
+            sealer: Arc::new(sealer),
+            bus: crate::events::Bus::default(),
+            graph: Arc::new(graph),
+            policies: Arc::new(crate::guardrails::PolicyCache::new()),
+            providers: Arc::default(),
+            http,
+            shutdown: CancellationToken::new(),
+            routes: Arc::default(),
+        })
+    }
+
+    /// Every route the router serves, with the access each one declared.
+    pub fn routes(&self) -> &[RouteSpec] {
+        self.routes.get().map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// All domain routes, registered with their access rules.
+fn api(state: AppState) -> Api {
+    use Access::Public;
+    let api = Api::new(state)
+        .route(
+            Method::GET,
+            "/healthz",
+            Public,
+            ("system", "Liveness"),
+            healthz,
+        )
+        .route(
+            Method::GET,
+            "/readyz",
+            Public,
+            ("system", "Readiness: the database answers"),
+            readyz,
+        )
+        .route(
+            Method::GET,
+            "/api/openapi.json",
+            Public,
+            ("system", "This API's OpenAPI 3.1 document"),
+            openapi_doc,
+        );
+    let api = crate::auth::routes::routes(api);
+    let api = crate::tenants::routes(api);
+    let api = crate::audit::routes::routes(api);
+    let api = crate::crm::routes(api);
+    let api = crate::channels::routes(api);
+    let api = crate::conversations::routes::routes(api);
+    let api = crate::knowledge::routes::routes(api);
+    let api = crate::agent::routes(api);
+    let api = crate::reviews::routes::routes(api);
+    let api = crate::retention::routes::routes(api);
+    crate::queue::routes::routes(api)
+}
+
+/// The complete router with every layer; `main` serves it and the tests drive it.
+pub fn router(state: AppState) -> Router {
+    let (routes, specs) = api(state.clone()).into_parts();
+    let _ = state.routes.set(specs);
+    let request_id = HeaderName::from_static("x-request-id");
+    routes
+        .fallback(mw::not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mw::request_meta,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(mw::panic_response))
+        .layer(axum::middleware::from_fn(mw::error_shape))
+        .layer(axum::middleware::from_fn(mw::security_headers))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id,
+                    tenant_id = tracing::field::Empty,
+                    member_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"")
+        .fetch_one(&state.db.app)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "database not ready");
+            Error::Unavailable("the database does not answer")
+        })?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(openapi::document(state.routes()))
+}
+
+/// Background work that lives as long as the server: the event listener, the job worker (unless
+/// disabled) and housekeeping. All stop when `state.shutdown` is cancelled.
+pub fn spawn_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![crate::events::spawn_listener(state.clone())];
+    if state.config.worker.enabled {
+        tasks.push(crate::queue::worker::spawn(state.clone()));
+    }
+    tasks.push(housekeeping(state));
+    tasks
+}
+
+fn housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.worker.sweep);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Retention (RET-1): first a minute after start, so frequent restarts cannot starve it.
+        let every = state.config.retention_interval;
+        let first = tokio::time::Instant::now() + every.min(Duration::from_secs(60));
+        let mut retention = tokio::time::interval_at(first, every);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    state.throttle.shrink();
+                    // Fail closed: a review that waited too long is rejected and the customer told.
+                    match crate::reviews::expire_due(&state).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(expired = n, "review items expired"),
+                        Err(e) => tracing::warn!(error = %e, "expiring review items failed"),
+                    }
+                }
+                _ = retention.tick() => crate::retention::run_all(&state).await,
+            }
+        }
+    })
+}

@@ -1,0 +1,553 @@
+//! Exports of the audit log (AUD-4): a member asks for the events matching a search as CSV or
+//! JSON; a job writes the file in batches into Postgres, with visible progress; the file can be
+//! downloaded until it expires (seven days at most, DSR-7), after which retention deletes the
+//! content and the download answers 410. Asking for and downloading an export are themselves
+//! audit events (AUD-2).
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::routes::{EventView, Filter};
+use super::AuditEvent;
+use crate::app::AppState;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::http::{Json, Path};
+use crate::queue::{self, Job, NewJob, Outcome};
+
+/// The job kind that writes an export.
+pub const JOB: &str = "audit.export";
+/// Rows per batch: one chunk of the file and one progress update each.
+pub const BATCH: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+impl Format {
+    fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Format> {
+        match raw {
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// `{"format": "csv"|"json", ...the search filters of GET /api/v1/audit/events}`.
+struct ExportRequest {
+    format: Format,
+    filter: Filter,
+}
+
+impl ExportRequest {
+    /// The filters sit beside `format` at the top level; anything unknown is refused.
+    fn parse(mut body: Map<String, Value>) -> Result<Self> {
+        let format = match body.remove("format") {
+            Some(Value::String(raw)) => Format::parse(&raw),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::bad_request("invalid_format", "format must be \"csv\" or \"json\"")
+        })?;
+        let filter: Filter = serde_json::from_value(Value::Object(body))
+            .map_err(|e| Error::bad_request("invalid_filter", e.to_string()))?;
+        filter.check()?;
+        Ok(ExportRequest { format, filter })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportView {
+    id: Uuid,
+    format: String,
+    filters: Value,
+    status: String,
+    rows_total: Option<i64>,
+    rows_done: i64,
+    bytes: i64,
+    error: Option<String>,
+    requested_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    purged_at: Option<OffsetDateTime>,
+}
+
+async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ExportView> {
+    sqlx::query_as!(
+        ExportView,
+        "SELECT id, format, filters, status, rows_total, rows_done, bytes, error, requested_by,
+                created_at, finished_at, expires_at, purged_at
+         FROM audit_export WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<Map<String, Value>>,
+) -> Result<(StatusCode, Json<ExportView>)> {
+    let request = ExportRequest::parse(body)?;
+    let filters = serde_json::to_value(&request.filter).map_err(anyhow::Error::from)?;
+    let mut tx = ctx.begin(&state).await?;
+    let days = crate::retention::policy(&mut tx, ctx.tenant_id)
+        .await?
+        .exports_days;
+    let id = Uuid::now_v7();
+    let source = ctx.audit_source();
+    let requested_by = format!(
+        "{}:{}",
+        source.actor_type,
+        source.actor_id.as_deref().unwrap_or_default()
+    );
+    // The export covers the chain as it stands now; the request's own audit event comes after.
+    sqlx::query!(
+        "INSERT INTO audit_export (id, tenant_id, requested_by, format, filters, through_seq, expires_at)
+         VALUES ($1, $2, $3, $4, $5,
+                 coalesce((SELECT seq FROM audit_chain_head WHERE tenant_id = $2), 0),
+                 now() + make_interval(days => $6))",
+        id,
+        ctx.tenant_id,
+        requested_by,
+        request.format.as_str(),
+        filters,
+        days
+    )
+    .execute(&mut *tx)
+    .await?;
+    queue::enqueue(
+        &mut tx,
+        ctx.tenant_id,
+        NewJob::new(
+            JOB,
+            format!("audit-export:{id}"),
+            json!({ "export_id": id }),
+        ),
+    )
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("audit.export_requested", "audit_export", id)
+            .after(json!({ "format": request.format, "filters": filters })),
+    )
+    .await?;
+    let view = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<ExportView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let rows = sqlx::query_as!(
+        ExportView,
+        "SELECT id, format, filters, status, rows_total, rows_done, bytes, error, requested_by,
+                created_at, finished_at, expires_at, purged_at
+         FROM audit_export WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 200",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ExportView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let view = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    let mut tx = ctx.begin(&state).await?;
+    let export = fetch(&mut tx, id).await?;
+    if export.purged_at.is_some() || export.expires_at <= OffsetDateTime::now_utc() {
+        return Err(Error::Gone(
+            "this export has expired and its content was deleted",
+        ));
+    }
+    match export.status.as_str() {
+        "done" => {}
+        "failed" => {
+            return Err(Error::conflict(
+                "export_failed",
+                "this export failed; ask for a new one",
+            ))
+        }
+        _ => {
+            return Err(Error::conflict(
+                "export_not_ready",
+                "this export is still being written; see its progress",
+            ))
+        }
+    }
+    let chunks = sqlx::query_scalar!(
+        "SELECT data FROM audit_export_chunk
+         WHERE export_id = $1 AND tenant_id = current_tenant_id() ORDER BY ordinal",
+        id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("audit.export_downloaded", "audit_export", id)
+            .after(json!({ "format": export.format, "rows": export.rows_done })),
+    )
+    .await?;
+    tx.commit().await?;
+
+    let format = Format::parse(&export.format).unwrap_or(Format::Json);
+    let body: Vec<u8> = chunks.concat();
+    let disposition = format!(
+        "attachment; filename=\"audit-export-{id}.{}\"",
+        format.as_str()
+    );
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(anyhow::Error::from)?,
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Writes one export, batch by batch. Each batch is one transaction that appends a chunk and
+/// moves the progress forward, so a retried job resumes after the last written event.
+pub async fn run_job(state: &AppState, job: &Job) -> Outcome {
+    let Some(export_id) = job
+        .payload
+        .get("export_id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+    else {
+        return Outcome::Fail {
+            error: "the job names no export".into(),
+        };
+    };
+    match write(state, job.tenant_id, export_id).await {
+        Ok(()) => Outcome::Done,
+        Err(e) => {
+            let error = format!("{e:#}");
+            if job.attempts >= job.max_attempts {
+                if let Err(e) = fail(state, job.tenant_id, export_id, &error).await {
+                    tracing::warn!(error = %e, "could not mark the export failed");
+                }
+            }
+            Outcome::Retry { error, after: None }
+        }
+    }
+}
+
+async fn fail(state: &AppState, tenant_id: Uuid, id: Uuid, error: &str) -> sqlx::Result<()> {
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    sqlx::query!(
+        "UPDATE audit_export SET status = 'failed', error = $2, finished_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id() AND status IN ('queued', 'running')",
+        id,
+        error
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, export_id = %id))]
+async fn write(state: &AppState, tenant_id: Uuid, id: Uuid) -> anyhow::Result<()> {
+    loop {
+        let mut tx = state.db.tenant_tx(tenant_id).await?;
+        let Some(export) = sqlx::query!(
+            r#"SELECT format, filters, status, through_seq, last_seq, rows_done, rows_total,
+                      (SELECT count(*) FROM audit_export_chunk c WHERE c.export_id = e.id) AS "chunks!"
+               FROM audit_export e WHERE id = $1 AND tenant_id = $2 FOR UPDATE"#,
+            id,
+            tenant_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(());
+        };
+        if !matches!(export.status.as_str(), "queued" | "running") {
+            return Ok(());
+        }
+        let format = Format::parse(&export.format)
+            .ok_or_else(|| anyhow::anyhow!("unknown format {}", export.format))?;
+        let filter: Filter = serde_json::from_value(export.filters)?;
+        if export.rows_total.is_none() {
+            let total = count(&mut tx, tenant_id, &filter, export.through_seq).await?;
+            sqlx::query!(
+                "UPDATE audit_export SET status = 'running', rows_total = $2 WHERE id = $1",
+                id,
+                total
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let after = export.last_seq.unwrap_or(0);
+        let events = batch(&mut tx, tenant_id, &filter, after, export.through_seq).await?;
+        let first = export.chunks == 0;
+        let last = (events.len() as i64) < BATCH;
+        let mut data = Vec::new();
+        match format {
+            Format::Csv => {
+                if first {
+                    data.extend_from_slice(csv_header().as_bytes());
+                }
+                for event in &events {
+                    data.extend_from_slice(csv_row(event).as_bytes());
+                }
+            }
+            Format::Json => {
+                if first {
+                    data.push(b'[');
+                }
+                for (i, event) in events.iter().enumerate() {
+                    if export.rows_done > 0 || i > 0 {
+                        data.push(b',');
+                    }
+                    data.push(b'\n');
+                    serde_json::to_writer(&mut data, event)?;
+                }
+                if last {
+                    data.extend_from_slice(b"\n]\n");
+                }
+            }
+        }
+        sqlx::query!(
+            "INSERT INTO audit_export_chunk (tenant_id, export_id, ordinal, data) VALUES ($1, $2, $3, $4)",
+            tenant_id,
+            id,
+            export.chunks as i32,
+            data
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE audit_export
+             SET rows_done = rows_done + $2, last_seq = coalesce($3, last_seq), bytes = bytes + $4,
+                 status = CASE WHEN $5 THEN 'done' ELSE 'running' END,
+                 finished_at = CASE WHEN $5 THEN now() END
+             WHERE id = $1",
+            id,
+            events.len() as i64,
+            events.last().map(|e| e.seq),
+            data.len() as i64,
+            last
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+// The WHERE clauses below are the listing's (routes.rs), bounded by the export's snapshot.
+
+async fn count(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    f: &Filter,
+    through_seq: i64,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM audit_search($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         WHERE seq <= $11"#,
+        tenant_id,
+        f.actor_type,
+        f.actor_id,
+        f.entity_type,
+        f.entity_id,
+        f.action,
+        f.action_prefix,
+        f.execution_id,
+        f.from,
+        f.to,
+        through_seq
+    )
+    .fetch_one(conn)
+    .await
+}
+
+async fn batch(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    f: &Filter,
+    after_seq: i64,
+    through_seq: i64,
+) -> sqlx::Result<Vec<EventView>> {
+    sqlx::query_as!(
+        EventView,
+        r#"SELECT seq AS "seq!", id AS "id!", occurred_at AS "occurred_at!", actor_type AS "actor_type!",
+                actor_id, action AS "action!", entity_type AS "entity_type!", entity_id,
+                before, after, ip, user_agent, request_id, execution_id
+         FROM audit_search($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         WHERE seq > $11 AND seq <= $12
+         ORDER BY seq
+         LIMIT $13"#,
+        tenant_id,
+        f.actor_type,
+        f.actor_id,
+        f.entity_type,
+        f.entity_id,
+        f.action,
+        f.action_prefix,
+        f.execution_id,
+        f.from,
+        f.to,
+        after_seq,
+        through_seq,
+        BATCH
+    )
+    .fetch_all(conn)
+    .await
+}
+
+const COLUMNS: [&str; 14] = [
+    "seq",
+    "id",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "entity_type",
+    "entity_id",
+    "before",
+    "after",
+    "ip",
+    "user_agent",
+    "request_id",
+    "execution_id",
+];
+
+fn csv_header() -> String {
+    csv_line(COLUMNS.iter().map(|c| c.to_string()))
+}
+
+fn csv_row(e: &EventView) -> String {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let json = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
+    let occurred_at = e
+        .occurred_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    csv_line([
+        e.seq.to_string(),
+        e.id.to_string(),
+        occurred_at,
+        e.actor_type.clone(),
+        text(&e.actor_id),
+        e.action.clone(),
+        e.entity_type.clone(),
+        text(&e.entity_id),
+        json(&e.before),
+        json(&e.after),
+        text(&e.ip),
+        text(&e.user_agent),
+        text(&e.request_id),
+        e.execution_id.map(|id| id.to_string()).unwrap_or_default(),
+    ])
+}
+
+/// One RFC 4180 record: every field quoted (inner quotes doubled), CRLF-terminated. Written by
+/// hand rather than with a CSV crate because quoting everything leaves nothing to decide.
+fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
+    let mut line = String::new();
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push('"');
+        line.push_str(&neutralise_formula(&field).replace('"', "\"\""));
+        line.push('"');
+    }
+    line.push_str("\r\n");
+    line
+}
+
+/// A spreadsheet would run a cell that starts with `=`, `+`, `-` or `@` (or a tab or carriage
+/// return in front of one) as a formula; a leading apostrophe makes it text (OWASP CSV
+/// injection). Audit rows carry attacker-chosen text (user agents, names), so every cell gets it.
+fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_quotes_are_doubled() {
+        let line = csv_line([
+            "=HYPERLINK(\"http://evil\")".to_string(),
+            "+1".into(),
+            "-2".into(),
+            "@SUM(A1)".into(),
+            "\t=1".into(),
+            "plain, with comma".into(),
+            String::new(),
+        ]);
+        assert_eq!(
+            line,
+            "\"'=HYPERLINK(\"\"http://evil\"\")\",\"'+1\",\"'-2\",\"'@SUM(A1)\",\"'\t=1\",\"plain, with comma\",\"\"\r\n"
+        );
+    }
+
+    #[test]
+    fn newlines_stay_inside_their_quoted_cell() {
+        assert_eq!(
+            csv_line(["a\nb".to_string()]),
+            "\"a\nb\"\r\n",
+            "a newline inside quotes is part of the cell"
+        );
+    }
+}

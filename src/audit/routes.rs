@@ -1,0 +1,238 @@
+//! Reading the audit log: chain verification (AUD-3), search by actor, entity, action, time
+//! and execution (AUD-4), and exports (`export.rs`).
+
+use axum::extract::State;
+use axum::http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Verification;
+use crate::app::AppState;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Query};
+use crate::rbac::Permission;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/audit/verify",
+        Requires(Permission::AuditRead),
+        ("audit", "Verify the tenant's audit hash chain"),
+        verify,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/audit/events",
+        Requires(Permission::AuditRead),
+        ("audit", "Search audit events, newest first"),
+        list,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/audit/exports",
+        Requires(Permission::AuditExport),
+        ("audit", "Export the (filtered) audit log as CSV or JSON"),
+        super::export::create,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/audit/exports",
+        Requires(Permission::AuditExport),
+        ("audit", "List audit exports and their progress"),
+        super::export::list,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/audit/exports/{export_id}",
+        Requires(Permission::AuditExport),
+        ("audit", "One audit export and its progress"),
+        super::export::show,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/audit/exports/{export_id}/download",
+        Requires(Permission::AuditExport),
+        ("audit", "Download a finished audit export"),
+        super::export::download,
+    )
+}
+
+async fn verify(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Verification>> {
+    let mut tx = ctx.begin(&state).await?;
+    let report = super::verify(&mut tx, ctx.tenant_id).await?;
+    tx.commit().await?;
+    Ok(Json(report))
+}
+
+/// What to look for in the audit log (AUD-4). Shared by the listing and exports, so an
+/// export holds exactly what the same search shows.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub actor_type: Option<String>,
+    pub actor_id: Option<String>,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    /// An exact action, e.g. `member.role_changed`.
+    pub action: Option<String>,
+    /// Every action starting with this, e.g. `review.` or `auth.login`.
+    pub action_prefix: Option<String>,
+    pub execution_id: Option<Uuid>,
+    /// Inclusive.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub from: Option<OffsetDateTime>,
+    /// Exclusive.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub to: Option<OffsetDateTime>,
+}
+
+impl Filter {
+    /// Refuses searches that cannot mean anything, with a clear error.
+    pub fn check(&self) -> Result<()> {
+        let texts = [
+            ("actor_type", &self.actor_type),
+            ("actor_id", &self.actor_id),
+            ("entity_type", &self.entity_type),
+            ("entity_id", &self.entity_id),
+            ("action", &self.action),
+            ("action_prefix", &self.action_prefix),
+        ];
+        for (name, value) in texts {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.is_empty() || v.len() > 200)
+            {
+                return Err(Error::bad_request(
+                    "invalid_filter",
+                    format!("{name} must be 1 to 200 characters"),
+                ));
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from >= to {
+                return Err(Error::bad_request(
+                    "invalid_range",
+                    "from must be before to",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The listing's query: the filter plus the cursor. Spelled out rather than flattened, because
+/// serde's flatten cannot refuse unknown fields nor parse numbers from a query string.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Search {
+    actor_type: Option<String>,
+    actor_id: Option<String>,
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+    action: Option<String>,
+    action_prefix: Option<String>,
+    execution_id: Option<Uuid>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    from: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    to: Option<OffsetDateTime>,
+    /// Return events with a sequence number below this (the `next_cursor` of a previous page).
+    before_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl Search {
+    fn split(self) -> (Filter, Option<i64>, Option<i64>) {
+        let filter = Filter {
+            actor_type: self.actor_type,
+            actor_id: self.actor_id,
+            entity_type: self.entity_type,
+            entity_id: self.entity_id,
+            action: self.action,
+            action_prefix: self.action_prefix,
+            execution_id: self.execution_id,
+            from: self.from,
+            to: self.to,
+        };
+        (filter, self.before_seq, self.limit)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: Option<String>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub execution_id: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    events: Vec<EventView>,
+    next_cursor: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(search): Query<Search>,
+) -> Result<Json<Page>> {
+    let (filter, before_seq, limit) = search.split();
+    filter.check()?;
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let mut tx = ctx.begin(&state).await?;
+    // The filter itself is `audit_search` (migration 0007), shared with the exports.
+    let events = sqlx::query_as!(
+        EventView,
+        r#"SELECT seq AS "seq!", id AS "id!", occurred_at AS "occurred_at!", actor_type AS "actor_type!",
+                actor_id, action AS "action!", entity_type AS "entity_type!", entity_id,
+                before, after, ip, user_agent, request_id, execution_id
+         FROM audit_search($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         WHERE ($11::bigint IS NULL OR seq < $11)
+         ORDER BY seq DESC
+         LIMIT $12"#,
+        ctx.tenant_id,
+        filter.actor_type,
+        filter.actor_id,
+        filter.entity_type,
+        filter.entity_id,
+        filter.action,
+        filter.action_prefix,
+        filter.execution_id,
+        filter.from,
+        filter.to,
+        before_seq,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_cursor = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(Page {
+        events,
+        next_cursor,
+    }))
+}

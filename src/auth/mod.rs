@@ -1,0 +1,9 @@
+//! Authentication: passwords, sessions, API tokens, throttles and the route guard.
+
+pub mod guard;
+pub mod password;
+pub mod routes;
+pub mod session;
+pub mod token;
+
+pub use guard::{Credential, Ctx};

@@ -1,0 +1,392 @@
+//! Login, logout, the caller's own account, password change and API tokens. Each of these is
+//! a security event in the audit log (AUD-2).
+
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode};
+use axum::response::IntoResponse;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::guard::{Credential, Ctx};
+use super::{password, session, token};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, AuditSource};
+use crate::error::{Error, Result};
+use crate::http::Rfc3339;
+use crate::http::{Access, Api, Json, Path, RequestMeta};
+use crate::rbac::{Permission, Role};
+use crate::tenants::members::MemberView;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::POST,
+        "/api/v1/auth/login",
+        Public,
+        ("auth", "Log in; sets the session cookie"),
+        login,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/auth/logout",
+        Authenticated,
+        ("auth", "End the current session"),
+        logout,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/auth/me",
+        Authenticated,
+        ("auth", "The caller, its tenant and permissions"),
+        me,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/auth/password",
+        Authenticated,
+        ("auth", "Change the caller's password"),
+        change_password,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/tokens",
+        Requires(Permission::TokensManage),
+        ("tokens", "List API tokens"),
+        list_tokens,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/tokens",
+        Requires(Permission::TokensManage),
+        ("tokens", "Create an API token (shown once)"),
+        create_token,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/tokens/{token_id}",
+        Requires(Permission::TokensManage),
+        ("tokens", "Revoke an API token"),
+        revoke_token,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    /// The tenant's slug: members belong to one tenant.
+    tenant: String,
+    email: String,
+    password: SecretString,
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    member: MemberView,
+    tenant_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    Json(body): Json<LoginBody>,
+) -> Result<impl IntoResponse> {
+    let account = format!("{}\n{}", body.tenant.trim(), body.email.trim());
+    state.throttle.check_login(&account, meta.ip)?;
+
+    let found = sqlx::query!(
+        r#"SELECT t.id AS tenant_id, m.id AS "member_id?", m.password_hash AS "password_hash?",
+                  m.status AS "status?"
+           FROM tenant t
+           LEFT JOIN member m ON m.tenant_id = t.id AND lower(m.email) = lower($2)
+           WHERE t.slug = $1"#,
+        body.tenant.trim(),
+        body.email.trim()
+    )
+    .fetch_optional(&state.db.system)
+    .await?;
+    let stored = found
+        .as_ref()
+        .filter(|f| f.status.as_deref() == Some("active"))
+        .and_then(|f| f.password_hash.clone());
+    let valid = password::verify(body.password, stored).await?;
+
+    let Some(found) = found else {
+        return Err(invalid_credentials());
+    };
+    let mut tx = state.db.tenant_tx(found.tenant_id).await?;
+    let source = AuditSource::anonymous(found.tenant_id, &meta);
+    match (valid, found.member_id) {
+        (true, Some(member_id)) => {
+            let new = session::create(&mut tx, &state, found.tenant_id, member_id, &meta).await?;
+            let source = AuditSource::member(found.tenant_id, member_id, &meta);
+            audit::record(
+                &mut tx,
+                &source,
+                AuditEvent::new("auth.login.succeeded", "session", new.id).after(
+                    json!({ "member_id": member_id, "expires_at": new.expires_at.rfc3339() }),
+                ),
+            )
+            .await?;
+            let member = crate::tenants::members::fetch(&mut tx, member_id).await?;
+            tx.commit().await?;
+            let view = SessionView {
+                member,
+                tenant_id: found.tenant_id,
+                expires_at: new.expires_at,
+            };
+            Ok(([(header::SET_COOKIE, new.cookie)], Json(view)))
+        }
+        _ => {
+            // The failure is recorded even though the login is refused.
+            audit::record(
+                &mut tx,
+                &source,
+                AuditEvent {
+                    action: "auth.login.failed",
+                    entity_type: "member",
+                    entity_id: found.member_id.map(|id| id.to_string()),
+                    before: None,
+                    after: Some(json!({ "email": body.email.trim() })),
+                    execution_id: None,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Err(invalid_credentials())
+        }
+    }
+}
+
+fn invalid_credentials() -> Error {
+    Error::InvalidCredentials
+}
+
+async fn logout(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResponse> {
+    let Credential::Session(session_id) = ctx.credential else {
+        return Err(Error::bad_request(
+            "not_a_session",
+            "API tokens are revoked with DELETE /api/v1/tokens/{token_id}",
+        ));
+    };
+    let mut tx = ctx.begin(&state).await?;
+    sqlx::query!(
+        "UPDATE session SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        session_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("auth.logout", "session", session_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session::clearing_cookie())],
+    ))
+}
+
+async fn me(State(state): State<AppState>, ctx: Ctx) -> Result<Json<serde_json::Value>> {
+    let mut tx = ctx.begin(&state).await?;
+    let member = crate::tenants::members::fetch(&mut tx, ctx.member_id).await?;
+    let tenant = crate::tenants::fetch(&mut tx).await?;
+    tx.commit().await?;
+    let permissions: Vec<&str> = ctx.role.permissions().iter().map(|p| p.as_str()).collect();
+    Ok(Json(json!({
+        "member": member,
+        "tenant": tenant,
+        "role": ctx.role,
+        "permissions": permissions,
+        "credential": match ctx.credential {
+            Credential::Session(_) => "session",
+            Credential::ApiToken(_) => "api_token",
+        },
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<PasswordBody>,
+) -> Result<StatusCode> {
+    let Credential::Session(session_id) = ctx.credential else {
+        return Err(Error::Forbidden(
+            "passwords are changed from a browser session",
+        ));
+    };
+    state
+        .throttle
+        .check_login(&ctx.member_id.to_string(), ctx.meta.ip)?;
+    let mut tx = ctx.begin(&state).await?;
+    let row = sqlx::query!(
+        "SELECT email, password_hash FROM member WHERE id = $1",
+        ctx.member_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !password::verify(body.current_password, Some(row.password_hash)).await? {
+        return Err(Error::bad_request(
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    password::check_policy(&body.new_password, &row.email)?;
+    let hash = password::hash(body.new_password).await?;
+    sqlx::query!(
+        "UPDATE member SET password_hash = $2, password_changed_at = now(), updated_at = now()
+         WHERE id = $1",
+        ctx.member_id,
+        hash
+    )
+    .execute(&mut *tx)
+    .await?;
+    // Anyone else holding a session of this member is logged out.
+    let revoked = session::revoke_all(&mut tx, ctx.member_id, Some(session_id)).await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("auth.password_changed", "member", ctx.member_id)
+            .after(json!({ "other_sessions_revoked": revoked })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    id: Uuid,
+    name: String,
+    role: String,
+    prefix: String,
+    created_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    revoked_at: Option<OffsetDateTime>,
+}
+
+async fn list_tokens(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<TokenView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let tokens = sqlx::query_as!(
+        TokenView,
+        "SELECT id, name, role, prefix, created_by, created_at, expires_at, last_used_at, revoked_at
+         FROM api_token WHERE tenant_id = $1 ORDER BY created_at DESC",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(tokens))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    role: Role,
+    /// Days until expiry; no expiry when absent.
+    expires_in_days: Option<u32>,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreateToken>,
+) -> Result<(StatusCode, Json<serde_json::Value>)> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::bad_request(
+            "invalid_name",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    if body.role == Role::Owner || !ctx.role.can_grant(body.role) {
+        return Err(Error::Forbidden(
+            "a token cannot hold a role above your own, nor ownership",
+        ));
+    }
+    if body.role == Role::Partner {
+        return Err(Error::bad_request(
+            "invalid_role",
+            "partner tokens are not supported",
+        ));
+    }
+    if body.expires_in_days.is_some_and(|d| d == 0 || d > 3650) {
+        return Err(Error::bad_request(
+            "invalid_expiry",
+            "expires_in_days must be 1 to 3650",
+        ));
+    }
+    let (secret, prefix) = token::new_api_token();
+    let mut tx = ctx.begin(&state).await?;
+    let row = sqlx::query!(
+        r#"INSERT INTO api_token (id, tenant_id, created_by, name, role, token_hash, prefix, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7,
+                   now() + make_interval(days => $8::int))
+           RETURNING id, created_at, expires_at"#,
+        Uuid::now_v7(),
+        ctx.tenant_id,
+        ctx.member_id,
+        name,
+        body.role.as_str(),
+        token::sha256(secret.as_bytes()),
+        prefix,
+        body.expires_in_days.map(|d| d as i32),
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(&mut tx, AuditEvent::new("token.created", "api_token", row.id)
+            .after(json!({ "name": name, "role": body.role, "prefix": prefix, "expires_at": row.expires_at.rfc3339() })))
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": row.id, "name": name, "role": body.role, "prefix": prefix,
+            "created_at": row.created_at.rfc3339(), "expires_at": row.expires_at.rfc3339(),
+            "token": secret,
+        })),
+    ))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(token_id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let revoked = sqlx::query!(
+        "UPDATE api_token SET revoked_at = now()
+         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING name",
+        token_id,
+        ctx.tenant_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("token.revoked", "api_token", token_id)
+            .before(json!({ "name": revoked.name })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

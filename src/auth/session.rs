@@ -1,0 +1,80 @@
+//! Browser sessions: a signed random token in an HttpOnly, Secure, SameSite=Strict cookie,
+//! stored hashed, expiring within 30 days, revocable at once (SEC-6).
+
+use axum::http::HeaderValue;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::Result;
+use crate::http::RequestMeta;
+
+pub const COOKIE: &str = "custodian_session";
+
+pub struct NewSession {
+    pub id: Uuid,
+    pub expires_at: OffsetDateTime,
+    /// The `Set-Cookie` value carrying the token; the only place the token ever appears.
+    pub cookie: HeaderValue,
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    state: &AppState,
+    tenant_id: Uuid,
+    member_id: Uuid,
+    meta: &RequestMeta,
+) -> Result<NewSession> {
+    let token = state.keys.new_session_token();
+    let hash = state
+        .keys
+        .session_token_hash(&token)
+        .expect("a fresh token verifies");
+    let ttl = state.config.session_ttl.as_secs();
+    let row = sqlx::query!(
+        r#"INSERT INTO session (id, tenant_id, member_id, token_hash, expires_at, ip, user_agent)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7)
+           RETURNING id, expires_at"#,
+        Uuid::now_v7(),
+        tenant_id,
+        member_id,
+        hash,
+        ttl as f64,
+        meta.ip.map(|ip| ip.to_string()),
+        meta.user_agent,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let cookie =
+        format!("{COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={ttl}");
+    Ok(NewSession {
+        id: row.id,
+        expires_at: row.expires_at,
+        cookie: HeaderValue::from_str(&cookie).expect("token is base64url"),
+    })
+}
+
+/// The `Set-Cookie` value that removes the session cookie from the browser.
+pub fn clearing_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "custodian_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+    )
+}
+
+/// Revokes every live session of a member except `keep`; returns how many.
+pub async fn revoke_all(
+    conn: &mut PgConnection,
+    member_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE session SET revoked_at = now()
+         WHERE member_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2",
+        member_id,
+        keep
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,491 @@
+//! Channels: the inboxes customers write to. A WhatsApp inbox is one business number; a web
+//! chat inbox is one embeddable widget. Channel secrets are sealed with AES-256-GCM before they
+//! reach the database, bound to their inbox, and never returned, logged or audited (SEC-10).
+
+pub mod webchat;
+pub mod whatsapp;
+pub mod whatsapp_webhook;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::Ctx;
+use crate::crypto::{secret_string, Sealer};
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Path};
+use crate::rbac::Permission;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    let api = api
+        .route(
+            Method::GET,
+            "/api/v1/inboxes",
+            Requires(Permission::ConversationsRead),
+            ("channels", "List inboxes"),
+            list,
+        )
+        .route(
+            Method::POST,
+            "/api/v1/inboxes",
+            Requires(Permission::ChannelsManage),
+            ("channels", "Create a WhatsApp or web chat inbox"),
+            create,
+        )
+        .route(
+            Method::GET,
+            "/api/v1/inboxes/{inbox_id}",
+            Requires(Permission::ConversationsRead),
+            ("channels", "Show an inbox (never its secrets)"),
+            show,
+        )
+        .route(
+            Method::PATCH,
+            "/api/v1/inboxes/{inbox_id}",
+            Requires(Permission::ChannelsManage),
+            ("channels", "Update an inbox or rotate its secrets"),
+            update,
+        )
+        .route(
+            Method::DELETE,
+            "/api/v1/inboxes/{inbox_id}",
+            Requires(Permission::ChannelsManage),
+            ("channels", "Delete an inbox and its conversations"),
+            delete,
+        );
+    webchat::routes(whatsapp_webhook::routes(api))
+}
+
+/// What a WhatsApp inbox needs to receive and send.
+#[derive(Serialize, Deserialize)]
+pub struct WhatsAppSecrets {
+    #[serde(with = "secret_string")]
+    pub verify_token: SecretString,
+    #[serde(with = "secret_string")]
+    pub app_secret: SecretString,
+    #[serde(with = "secret_string")]
+    pub access_token: SecretString,
+}
+
+/// Web chat: the key of the optional identity verification (HMAC of the tenant's user id).
+#[derive(Serialize, Deserialize, Default)]
+pub struct WebchatSecrets {
+    #[serde(default, with = "optional_secret")]
+    pub identity_secret: Option<SecretString>,
+}
+
+mod optional_secret {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(secret) => s.serialize_some(secret.expose_secret()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
+    }
+}
+
+/// The AAD a channel's sealed secrets are bound to.
+pub fn seal_context(inbox_id: Uuid) -> String {
+    format!("inbox:{inbox_id}")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxView {
+    pub id: Uuid,
+    pub name: String,
+    pub channel: String,
+    pub settings: Value,
+    /// Which secrets are configured, never their values.
+    pub secrets_configured: bool,
+    pub webhook_path: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+struct InboxRow {
+    id: Uuid,
+    name: String,
+    channel: String,
+    settings: Value,
+    secrets: Option<Vec<u8>>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl From<InboxRow> for InboxView {
+    fn from(row: InboxRow) -> Self {
+        InboxView {
+            webhook_path: (row.channel == "whatsapp")
+                .then(|| format!("/webhooks/whatsapp/{}", row.id)),
+            id: row.id,
+            name: row.name,
+            channel: row.channel,
+            settings: row.settings,
+            secrets_configured: row.secrets.is_some(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+async fn fetch_row(conn: &mut PgConnection, id: Uuid) -> Result<InboxRow> {
+    sqlx::query_as!(
+        InboxRow,
+        "SELECT id, name, channel, settings, secrets, created_at, updated_at
+         FROM inbox WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<InboxView> {
+    Ok(fetch_row(conn, id).await?.into())
+}
+
+/// An inbox as a channel endpoint sees it, before any tenant is known: looked up by id through
+/// the owner pool, the tenant then taken from the row.
+pub struct ChannelEndpoint {
+    pub inbox_id: Uuid,
+    pub tenant_id: Uuid,
+    pub channel: String,
+    pub settings: Value,
+    pub secrets: Option<Vec<u8>>,
+}
+
+impl ChannelEndpoint {
+    pub async fn load(system: &PgPool, inbox_id: Uuid) -> Result<Option<ChannelEndpoint>> {
+        Ok(sqlx::query_as!(
+            ChannelEndpoint,
+            r#"SELECT id AS "inbox_id", tenant_id, channel, settings, secrets FROM inbox WHERE id = $1"#,
+            inbox_id
+        )
+        .fetch_optional(system)
+        .await?)
+    }
+
+    pub fn open<T: serde::de::DeserializeOwned>(&self, sealer: &Sealer) -> Result<T> {
+        let sealed = self
+            .secrets
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("inbox {} has no secrets", self.inbox_id))?;
+        sealer
+            .open_json(sealed, &seal_context(self.inbox_id))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("inbox {} secrets: {e}", self.inbox_id)))
+    }
+
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).and_then(Value::as_str)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhatsAppInput {
+    phone_number_id: Option<String>,
+    business_account_id: Option<String>,
+    display_phone_number: Option<String>,
+    verify_token: Option<SecretString>,
+    app_secret: Option<SecretString>,
+    access_token: Option<SecretString>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebchatInput {
+    allowed_origins: Option<Vec<String>>,
+    identity_required: Option<bool>,
+    /// Set to rotate; `null` removes identity verification.
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    identity_secret: Option<Option<SecretString>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboxBody {
+    name: Option<String>,
+    channel: Option<String>,
+    whatsapp: Option<WhatsAppInput>,
+    webchat: Option<WebchatInput>,
+}
+
+fn required(value: Option<String>, field: &str) -> Result<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::bad_request("missing_field", format!("{field} is required")))
+}
+
+fn check_origins(origins: &[String]) -> Result<Vec<String>> {
+    origins
+        .iter()
+        .map(|o| {
+            let o = o.trim().trim_end_matches('/');
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o["https://".len().min(o.len())..].contains('/')
+                && o.len() <= 200;
+            if ok {
+                Ok(o.to_ascii_lowercase())
+            } else {
+                Err(Error::bad_request(
+                    "invalid_origin",
+                    format!("{o} is not an origin like https://shop.example"),
+                ))
+            }
+        })
+        .collect()
+}
+
+async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<InboxView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let rows = sqlx::query_as!(
+        InboxRow,
+        "SELECT id, name, channel, settings, secrets, created_at, updated_at
+         FROM inbox WHERE tenant_id = $1 ORDER BY name",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<InboxView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let inbox = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(inbox))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<InboxBody>,
+) -> Result<(StatusCode, Json<InboxView>)> {
+    let name = required(body.name, "name")?;
+    let id = Uuid::now_v7();
+    let context = seal_context(id);
+    let (channel, settings, secrets) = match body.channel.as_deref() {
+        Some("whatsapp") => {
+            let wa = body.whatsapp.ok_or_else(|| {
+                Error::bad_request("missing_field", "whatsapp settings are required")
+            })?;
+            let settings = json!({
+                "phone_number_id": required(wa.phone_number_id, "whatsapp.phone_number_id")?,
+                "business_account_id": required(wa.business_account_id, "whatsapp.business_account_id")?,
+                "display_phone_number": wa.display_phone_number,
+            });
+            let missing =
+                |f: &str| Error::bad_request("missing_field", format!("whatsapp.{f} is required"));
+            let secrets = WhatsAppSecrets {
+                verify_token: wa.verify_token.ok_or_else(|| missing("verify_token"))?,
+                app_secret: wa.app_secret.ok_or_else(|| missing("app_secret"))?,
+                access_token: wa.access_token.ok_or_else(|| missing("access_token"))?,
+            };
+            (
+                "whatsapp",
+                settings,
+                Some(state.sealer.seal_json(&secrets, &context)),
+            )
+        }
+        Some("webchat") => {
+            let wc = body.webchat.unwrap_or(WebchatInput {
+                allowed_origins: None,
+                identity_required: None,
+                identity_secret: None,
+            });
+            let origins = check_origins(&wc.allowed_origins.unwrap_or_default())?;
+            let identity_secret = wc.identity_secret.flatten();
+            let identity_required = wc.identity_required.unwrap_or(false);
+            if identity_required && identity_secret.is_none() {
+                return Err(Error::bad_request(
+                    "missing_field",
+                    "identity_required needs an identity_secret",
+                ));
+            }
+            let settings =
+                json!({ "allowed_origins": origins, "identity_required": identity_required });
+            let secrets = WebchatSecrets { identity_secret };
+            (
+                "webchat",
+                settings,
+                Some(state.sealer.seal_json(&secrets, &context)),
+            )
+        }
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_channel",
+                "channel must be whatsapp or webchat",
+            ))
+        }
+    };
+    let mut tx = ctx.begin(&state).await?;
+    let row = sqlx::query_as!(
+        InboxRow,
+        "INSERT INTO inbox (id, tenant_id, name, channel, settings, secrets) VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, name, channel, settings, secrets, created_at, updated_at",
+        id,
+        ctx.tenant_id,
+        name,
+        channel,
+        settings,
+        secrets
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("inbox_phone_number_key") => {
+            Error::conflict("phone_number_taken", "that WhatsApp number is already connected")
+        }
+        _ => e.into(),
+    })?;
+    let view: InboxView = row.into();
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("inbox.created", "inbox", id).after(&view),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<InboxBody>,
+) -> Result<Json<InboxView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before_row = fetch_row(&mut tx, id).await?;
+    let endpoint = ChannelEndpoint {
+        inbox_id: id,
+        tenant_id: ctx.tenant_id,
+        channel: before_row.channel.clone(),
+        settings: before_row.settings.clone(),
+        secrets: before_row.secrets.clone(),
+    };
+    if body
+        .channel
+        .as_deref()
+        .is_some_and(|c| c != before_row.channel)
+    {
+        return Err(Error::bad_request(
+            "invalid_channel",
+            "an inbox cannot change its channel",
+        ));
+    }
+    let name = match body.name {
+        Some(n) => required(Some(n), "name")?,
+        None => before_row.name.clone(),
+    };
+    let mut settings = before_row.settings.clone();
+    let context = seal_context(id);
+    let secrets = match before_row.channel.as_str() {
+        "whatsapp" => {
+            let mut secrets: WhatsAppSecrets = endpoint.open(&state.sealer)?;
+            if let Some(wa) = body.whatsapp {
+                for (key, value) in [
+                    ("phone_number_id", wa.phone_number_id),
+                    ("business_account_id", wa.business_account_id),
+                    ("display_phone_number", wa.display_phone_number),
+                ] {
+                    if let Some(v) = value {
+                        settings[key] = json!(v.trim());
+                    }
+                }
+                secrets.verify_token = wa.verify_token.unwrap_or(secrets.verify_token);
+                secrets.app_secret = wa.app_secret.unwrap_or(secrets.app_secret);
+                secrets.access_token = wa.access_token.unwrap_or(secrets.access_token);
+            }
+            state.sealer.seal_json(&secrets, &context)
+        }
+        _ => {
+            let mut secrets: WebchatSecrets = endpoint.open(&state.sealer)?;
+            if let Some(wc) = body.webchat {
+                if let Some(origins) = wc.allowed_origins {
+                    settings["allowed_origins"] = json!(check_origins(&origins)?);
+                }
+                if let Some(secret) = wc.identity_secret {
+                    secrets.identity_secret = secret;
+                }
+                if let Some(required) = wc.identity_required {
+                    settings["identity_required"] = json!(required);
+                }
+                if settings["identity_required"] == json!(true) && secrets.identity_secret.is_none()
+                {
+                    return Err(Error::bad_request(
+                        "missing_field",
+                        "identity_required needs an identity_secret",
+                    ));
+                }
+            }
+            state.sealer.seal_json(&secrets, &context)
+        }
+    };
+    let before: InboxView = before_row.into();
+    let after: InboxView = sqlx::query_as!(
+        InboxRow,
+        "UPDATE inbox SET name = $2, settings = $3, secrets = $4, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()
+         RETURNING id, name, channel, settings, secrets, created_at, updated_at",
+        id,
+        name,
+        settings,
+        secrets
+    )
+    .fetch_one(&mut *tx)
+    .await?
+    .into();
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("inbox.updated", "inbox", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    sqlx::query!(
+        "DELETE FROM inbox WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("inbox.deleted", "inbox", id).before(&before),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,590 @@
+//! The web chat: public endpoints per inbox for the embeddable widget. A visitor starts or
+//! resumes a session (optionally proving who they are with an HMAC of the tenant's own user id
+//! under the inbox's identity secret), sends messages, and receives replies as server-sent
+//! events. Browsers may call these endpoints only from the inbox's allowed origins.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response, Sse};
+use futures_util::{future, StreamExt};
+use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use tokio_stream::wrappers::BroadcastStream;
+use uuid::Uuid;
+
+use super::{ChannelEndpoint, WebchatSecrets};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::token;
+use crate::conversations::{self, Inbound, Ingested};
+use crate::crm::contacts::channel_source;
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Path, Query, RequestMeta};
+
+const SESSION_HEADER: &str = "x-webchat-session";
+const SESSION_DAYS: i32 = 30;
+const WIDGET_JS: &str = include_str!("widget.js");
+
+pub fn routes(api: Api) -> Api {
+    use Access::Public;
+    let doc = |summary| ("webchat", summary);
+    api.route(
+        Method::GET,
+        "/widget.js",
+        Public,
+        doc("The embeddable chat widget"),
+        widget,
+    )
+    .route(
+        Method::OPTIONS,
+        "/api/v1/webchat/{inbox_id}/sessions",
+        Public,
+        doc("CORS preflight"),
+        preflight,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/webchat/{inbox_id}/sessions",
+        Public,
+        doc("Start or resume a visitor session"),
+        start_session,
+    )
+    .route(
+        Method::OPTIONS,
+        "/api/v1/webchat/{inbox_id}/messages",
+        Public,
+        doc("CORS preflight"),
+        preflight,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/webchat/{inbox_id}/messages",
+        Public,
+        doc("The visitor's conversation (X-Webchat-Session)"),
+        history,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/webchat/{inbox_id}/messages",
+        Public,
+        doc("Send a visitor message (X-Webchat-Session)"),
+        send,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/webchat/{inbox_id}/events",
+        Public,
+        doc("Replies as server-sent events (?session=)"),
+        events,
+    )
+    .route(
+        Method::GET,
+        "/demo/chat/{inbox_id}",
+        Public,
+        doc("A demo page embedding the widget for this inbox"),
+        demo_page,
+    )
+}
+
+async fn widget() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            // Loaded by other sites' pages by design.
+            (
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                "cross-origin",
+            ),
+        ],
+        WIDGET_JS,
+    )
+        .into_response()
+}
+
+/// A page embedding the widget, for trying an inbox locally (the README's demo).
+async fn demo_page(State(state): State<AppState>, Path(inbox_id): Path<Uuid>) -> Result<Response> {
+    webchat_endpoint(&state, inbox_id).await?;
+    let html = include_str!("demo.html").replace("{{inbox_id}}", &inbox_id.to_string());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Own scripts and API only; the widget sets inline style attributes.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ],
+        html,
+    )
+        .into_response())
+}
+
+async fn webchat_endpoint(state: &AppState, inbox_id: Uuid) -> Result<ChannelEndpoint> {
+    ChannelEndpoint::load(&state.db.system, inbox_id)
+        .await?
+        .filter(|e| e.channel == "webchat")
+        .ok_or(Error::NotFound)
+}
+
+/// The origin to echo back when the request comes from an allowed browser origin; requests
+/// without an Origin (not from a browser page) get no CORS headers; others are refused.
+fn allowed_origin(endpoint: &ChannelEndpoint, headers: &HeaderMap) -> Result<Option<HeaderValue>> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(None);
+    };
+    let wanted = origin
+        .to_str()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    let allowed = endpoint
+        .settings
+        .get("allowed_origins")
+        .and_then(Value::as_array)
+        .is_some_and(|list| list.iter().any(|o| o.as_str() == Some(wanted.as_str())));
+    if allowed {
+        Ok(Some(origin.clone()))
+    } else {
+        Err(Error::Forbidden("this origin may not use this chat"))
+    }
+}
+
+fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+    }
+    response
+}
+
+async fn preflight(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let endpoint = webchat_endpoint(&state, inbox_id).await?;
+    let origin = allowed_origin(&endpoint, &headers)?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, x-webchat-session"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    Ok(with_cors(response, origin))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    /// A token from an earlier session in this browser, to resume it.
+    session_token: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    /// The tenant's own id for a logged-in user, with `user_hash` = hex HMAC-SHA256 of it
+    /// under the inbox's identity secret.
+    user_id: Option<String>,
+    user_hash: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    session_token: String,
+    contact_id: Uuid,
+    verified: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+fn identity_ok(secret: &str, user_id: &str, hash: &str) -> bool {
+    let Ok(expected) = hex::decode(hash.trim()) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(user_id.as_bytes());
+    mac.verify_slice(&expected).is_ok()
+}
+
+async fn start_session(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    headers: HeaderMap,
+    meta: RequestMeta,
+    Json(body): Json<SessionBody>,
+) -> Result<Response> {
+    let endpoint = webchat_endpoint(&state, inbox_id).await?;
+    let origin = allowed_origin(&endpoint, &headers)?;
+    state.throttle.check_ip(meta.ip)?;
+    let secrets: WebchatSecrets = endpoint.open(&state.sealer)?;
+    let tenant_id = endpoint.tenant_id;
+
+    // Who is this? A verified user id, or an anonymous visitor.
+    let verified_user = match (&body.user_id, &secrets.identity_secret) {
+        (Some(user_id), Some(secret)) => {
+            let hash = body.user_hash.as_deref().unwrap_or_default();
+            if user_id.is_empty()
+                || user_id.len() > 200
+                || !identity_ok(secret.expose_secret(), user_id, hash)
+            {
+                return Err(Error::BadSignature);
+            }
+            Some(user_id.clone())
+        }
+        (Some(_), None) => {
+            return Err(Error::bad_request(
+                "identity_not_enabled",
+                "this inbox does not verify user ids",
+            ))
+        }
+        (None, _) => None,
+    };
+    if endpoint.settings.get("identity_required") == Some(&json!(true)) && verified_user.is_none() {
+        return Err(Error::Unauthorized);
+    }
+    let name = body
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.chars().take(200).collect::<String>());
+
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    // Resume: the same browser, the same inbox, and (if verified) the same user.
+    if let Some(previous) = body.session_token.as_deref() {
+        let resumed = sqlx::query!(
+            "SELECT s.contact_id, s.verified, s.expires_at, c.external_id
+             FROM webchat_session s JOIN contact c ON c.id = s.contact_id
+             WHERE s.token_hash = $1 AND s.inbox_id = $2 AND s.expires_at > now()",
+            token::sha256(previous.as_bytes()),
+            inbox_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(found) =
+            resumed.filter(|r| verified_user.is_none() || r.external_id == verified_user)
+        {
+            tx.commit().await?;
+            let view = SessionView {
+                session_token: previous.to_string(),
+                contact_id: found.contact_id,
+                verified: found.verified,
+                expires_at: found.expires_at,
+            };
+            return Ok(with_cors(Json(view).into_response(), origin));
+        }
+    }
+
+    let source = channel_source(tenant_id, inbox_id);
+    let contact_id = match &verified_user {
+        Some(user_id) => {
+            let row = sqlx::query!(
+                r#"INSERT INTO contact (id, tenant_id, name, external_id) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL
+                   DO UPDATE SET name = COALESCE(contact.name, EXCLUDED.name)
+                   RETURNING id, (xmax = 0) AS "inserted!""#,
+                Uuid::now_v7(),
+                tenant_id,
+                name,
+                user_id
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if row.inserted {
+                audit::record(
+                    &mut tx,
+                    &source,
+                    AuditEvent::new("contact.created", "contact", row.id)
+                        .after(json!({ "external_id": user_id, "name": name })),
+                )
+                .await?;
+            }
+            row.id
+        }
+        None => {
+            // An unverified visitor's email is only a claim: it must not merge them into an
+            // existing customer's history.
+            let attributes = match body
+                .email
+                .as_deref()
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+            {
+                Some(email) => {
+                    json!({ "claimed_email": email.chars().take(254).collect::<String>() })
+                }
+                None => json!({}),
+            };
+            let id = sqlx::query_scalar!(
+                "INSERT INTO contact (id, tenant_id, name, attributes) VALUES ($1, $2, $3, $4) RETURNING id",
+                Uuid::now_v7(),
+                tenant_id,
+                name,
+                attributes
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            audit::record(
+                &mut tx,
+                &source,
+                AuditEvent::new("contact.created", "contact", id)
+                    .after(json!({ "name": name, "attributes": attributes })),
+            )
+            .await?;
+            id
+        }
+    };
+    let secret = token::new_opaque_token();
+    let expires_at = sqlx::query_scalar!(
+        "INSERT INTO webchat_session (id, tenant_id, inbox_id, contact_id, token_hash, verified, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(days => $7)) RETURNING expires_at",
+        Uuid::now_v7(),
+        tenant_id,
+        inbox_id,
+        contact_id,
+        token::sha256(secret.as_bytes()),
+        verified_user.is_some(),
+        SESSION_DAYS
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let view = SessionView {
+        session_token: secret,
+        contact_id,
+        verified: verified_user.is_some(),
+        expires_at,
+    };
+    Ok(with_cors(
+        (StatusCode::CREATED, Json(view)).into_response(),
+        origin,
+    ))
+}
+
+/// The visitor behind a session token, for one inbox.
+struct Visitor {
+    session_id: Uuid,
+    contact_id: Uuid,
+}
+
+async fn visitor(
+    state: &AppState,
+    endpoint: &ChannelEndpoint,
+    token: Option<&str>,
+) -> Result<Visitor> {
+    let token = token.filter(|t| !t.is_empty()).ok_or(Error::Unauthorized)?;
+    let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
+    let found = sqlx::query_as!(
+        Visitor,
+        r#"SELECT id AS "session_id", contact_id FROM webchat_session
+           WHERE token_hash = $1 AND inbox_id = $2 AND expires_at > now()"#,
+        token::sha256(token.as_bytes()),
+        endpoint.inbox_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let visitor = found.ok_or(Error::Unauthorized)?;
+    state.throttle.check_client(visitor.session_id)?;
+    Ok(visitor)
+}
+
+fn session_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+}
+
+#[derive(Debug, Serialize)]
+struct VisitorMessage {
+    id: Uuid,
+    direction: String,
+    author_kind: String,
+    body: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let endpoint = webchat_endpoint(&state, inbox_id).await?;
+    let origin = allowed_origin(&endpoint, &headers)?;
+    let visitor = visitor(&state, &endpoint, session_header(&headers)).await?;
+    let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
+    let messages = sqlx::query_as!(
+        VisitorMessage,
+        "SELECT m.id, m.direction, m.author_kind, m.body, m.created_at
+         FROM message m JOIN conversation c ON c.id = m.conversation_id
+         WHERE c.contact_id = $1 AND c.inbox_id = $2 AND NOT m.private
+         ORDER BY m.id DESC LIMIT 200",
+        visitor.contact_id,
+        inbox_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let messages: Vec<_> = messages.into_iter().rev().collect();
+    Ok(with_cors(
+        Json(json!({ "messages": messages })).into_response(),
+        origin,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    body: String,
+    /// The widget's own id for the message, so a retried send is stored once.
+    client_message_id: Option<Uuid>,
+}
+
+async fn send(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(body): Json<SendBody>,
+) -> Result<Response> {
+    let endpoint = webchat_endpoint(&state, inbox_id).await?;
+    let origin = allowed_origin(&endpoint, &headers)?;
+    let visitor = visitor(&state, &endpoint, session_header(&headers)).await?;
+    let text = body.body.trim();
+    if text.is_empty() || text.chars().count() > 4096 {
+        return Err(Error::bad_request(
+            "invalid_message",
+            "a message has 1 to 4096 characters",
+        ));
+    }
+    let provider_id = body
+        .client_message_id
+        .map(|id| format!("webchat:{}:{id}", visitor.session_id));
+    // Notifications go out after the commit, so concurrent senders commit in groups.
+    let outcome = crate::events::deferred(&state.db.system, async {
+        let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
+        let outcome = conversations::ingest(
+            &mut tx,
+            endpoint.tenant_id,
+            Inbound {
+                inbox_id,
+                contact_id: visitor.contact_id,
+                provider_message_id: provider_id.as_deref(),
+                content_type: "text",
+                body: text,
+                attachments: json!([]),
+                provider_timestamp: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, Error>(outcome)
+    })
+    .await?;
+    let (status, value) = match outcome {
+        Ingested::New {
+            conversation_id,
+            message_id,
+        } => (
+            StatusCode::CREATED,
+            json!({ "id": message_id, "conversation_id": conversation_id }),
+        ),
+        Ingested::Duplicate => (StatusCode::OK, json!({ "duplicate": true })),
+    };
+    Ok(with_cors((status, Json(value)).into_response(), origin))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// EventSource cannot send headers, so the session token comes in the query.
+    session: String,
+}
+
+/// Replies to the visitor as they are committed: members' and the AI's public messages in the
+/// visitor's own conversations, never notes, never anyone else's.
+async fn events(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response> {
+    let endpoint = webchat_endpoint(&state, inbox_id).await?;
+    let origin = allowed_origin(&endpoint, &headers)?;
+    let visitor = visitor(&state, &endpoint, Some(&query.session)).await?;
+    let tenant_id = endpoint.tenant_id;
+    let contact_id = visitor.contact_id;
+    let stop = state.shutdown.clone();
+    let lookup_state = state.clone();
+    let stream = BroadcastStream::new(state.bus.subscribe())
+        .filter_map(move |item| {
+            future::ready(item.ok().filter(|e| {
+                e.tenant_id == tenant_id
+                    && e.kind == "message.created"
+                    && e.data["direction"] == "outbound"
+                    && e.data["private"] != json!(true)
+            }))
+        })
+        .then(move |event| {
+            let state = lookup_state.clone();
+            async move {
+                visible_message(&state, tenant_id, contact_id, inbox_id, event.message_id?).await
+            }
+        })
+        .filter_map(future::ready)
+        .map(|message| {
+            Ok::<_, std::convert::Infallible>(
+                SseEvent::default()
+                    .event("message")
+                    .json_data(&message)
+                    .unwrap_or_default(),
+            )
+        })
+        .take_until(stop.cancelled_owned());
+    let sse = Sse::new(stream).keep_alive(
+        axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
+    );
+    Ok(with_cors(sse.into_response(), origin))
+}
+
+async fn visible_message(
+    state: &AppState,
+    tenant_id: Uuid,
+    contact_id: Uuid,
+    inbox_id: Uuid,
+    message_id: Uuid,
+) -> Option<VisitorMessage> {
+    let mut tx = state.db.tenant_tx(tenant_id).await.ok()?;
+    let message = sqlx::query_as!(
+        VisitorMessage,
+        "SELECT m.id, m.direction, m.author_kind, m.body, m.created_at
+         FROM message m JOIN conversation c ON c.id = m.conversation_id
+         WHERE m.id = $1 AND c.contact_id = $2 AND c.inbox_id = $3 AND NOT m.private",
+        message_id,
+        contact_id,
+        inbox_id
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .ok()?;
+    tx.commit().await.ok()?;
+    message
+}

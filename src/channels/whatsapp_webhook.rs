@@ -1,0 +1,229 @@
+//! The WhatsApp Cloud API webhook, one URL per inbox. The signature is checked over the raw
+//! bytes, in constant time, before anything is parsed (SEC-9); then every message and status
+//! of the delivery is stored in one transaction, and only after it commits does Meta get its
+//! 200 — so an acknowledged message survives a crash, and Meta's retries of one we did not
+//! acknowledge are welcome: redeliveries of a stored wamid are no-ops.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::whatsapp::{self, Content, Event};
+use super::{ChannelEndpoint, WhatsAppSecrets};
+use crate::app::AppState;
+use crate::conversations::{self, Inbound, Ingested};
+use crate::crm::contacts;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::http::{Access, Api, Path, Query};
+
+/// Meta sends at most a few MB per delivery.
+pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
+
+pub fn routes(api: Api) -> Api {
+    api.route(
+        Method::GET,
+        "/webhooks/whatsapp/{inbox_id}",
+        Access::Public,
+        ("webhooks", "WhatsApp verification handshake"),
+        handshake,
+    )
+    .route_with_body_limit(
+        Method::POST,
+        "/webhooks/whatsapp/{inbox_id}",
+        Access::Public,
+        (
+            "webhooks",
+            "WhatsApp Cloud API notifications (signed with X-Hub-Signature-256)",
+        ),
+        MAX_WEBHOOK_BYTES,
+        receive,
+    )
+}
+
+async fn whatsapp_endpoint(
+    state: &AppState,
+    inbox_id: Uuid,
+) -> Result<(ChannelEndpoint, WhatsAppSecrets)> {
+    let endpoint = ChannelEndpoint::load(&state.db.system, inbox_id)
+        .await?
+        .filter(|e| e.channel == "whatsapp")
+        .ok_or(Error::NotFound)?;
+    let secrets = endpoint.open(&state.sealer)?;
+    Ok((endpoint, secrets))
+}
+
+/// `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` answers the challenge as plain
+/// text when the token matches; anything else is refused.
+async fn handshake(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let (_, secrets) = whatsapp_endpoint(&state, inbox_id).await?;
+    let mode_ok = params.get("hub.mode").map(String::as_str) == Some("subscribe");
+    let token_ok = params.get("hub.verify_token").is_some_and(|t| {
+        bool::from(
+            t.as_bytes()
+                .ct_eq(secrets.verify_token.expose_secret().as_bytes()),
+        )
+    });
+    match params.get("hub.challenge") {
+        Some(challenge) if mode_ok && token_ok => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            challenge.clone(),
+        )
+            .into_response()),
+        _ => Err(Error::Forbidden("the verification token does not match")),
+    }
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(inbox_id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let (endpoint, secrets) = whatsapp_endpoint(&state, inbox_id).await?;
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !whatsapp::signature::verify(
+        secrets.app_secret.expose_secret().as_bytes(),
+        &body,
+        signature,
+    ) {
+        tracing::warn!(%inbox_id, "WhatsApp webhook with a missing or wrong signature refused");
+        return Err(Error::BadSignature);
+    }
+    let webhook =
+        whatsapp::parse(&body).map_err(|e| Error::bad_request(e.code(), e.to_string()))?;
+    for error in &webhook.errors {
+        tracing::warn!(%inbox_id, code = error.error.code, message = ?error.error.message, "WhatsApp reported an error");
+    }
+
+    let our_number = endpoint
+        .setting("phone_number_id")
+        .unwrap_or_default()
+        .to_string();
+    let tenant_id = endpoint.tenant_id;
+    // Notifications go out after the commit, so concurrent webhooks commit in groups.
+    let stored = events::deferred(
+        &state.db.system,
+        store(&state, tenant_id, inbox_id, &our_number, &webhook),
+    )
+    .await?;
+    tracing::debug!(%inbox_id, stored, events = webhook.events.len(), "WhatsApp webhook stored");
+    Ok(StatusCode::OK)
+}
+
+/// Stores every event of one webhook in one transaction.
+async fn store(
+    state: &AppState,
+    tenant_id: Uuid,
+    inbox_id: Uuid,
+    our_number: &str,
+    webhook: &whatsapp::Webhook,
+) -> Result<usize> {
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let mut stored = 0usize;
+    for event in &webhook.events {
+        match event {
+            Event::Message(msg) => {
+                if msg.phone_number_id != our_number {
+                    tracing::warn!(%inbox_id, to = %msg.phone_number_id, "message for another number ignored");
+                    continue;
+                }
+                let Some(identity) = msg.from_wa_id.as_deref().or(msg.from_user_id.as_deref())
+                else {
+                    continue;
+                };
+                let (contact_id, _) = contacts::upsert_whatsapp(
+                    &mut tx,
+                    tenant_id,
+                    inbox_id,
+                    identity,
+                    msg.profile_name.as_deref(),
+                )
+                .await?;
+                let attachments = match &msg.content {
+                    Content::Media { .. } => json!([msg.content.attachment()]),
+                    Content::Location {
+                        latitude,
+                        longitude,
+                        name,
+                        address,
+                    } => {
+                        json!([{ "kind": "location", "latitude": latitude, "longitude": longitude, "name": name, "address": address }])
+                    }
+                    Content::Contacts { contacts } => {
+                        json!([{ "kind": "contacts", "contacts": contacts }])
+                    }
+                    Content::Reaction { message_id, emoji } => {
+                        json!([{ "kind": "reaction", "message_id": message_id, "emoji": emoji }])
+                    }
+                    Content::Unsupported { raw, .. } => {
+                        json!([{ "kind": "unsupported", "raw": raw }])
+                    }
+                    _ => json!([]),
+                };
+                let content_type = match &msg.content {
+                    Content::Unsupported { .. } => "unsupported",
+                    Content::ButtonReply { .. } => "button_reply",
+                    Content::ListReply { .. } => "list_reply",
+                    other => other.message_type(),
+                };
+                let summary = msg.content.text_summary();
+                let outcome = conversations::ingest(
+                    &mut tx,
+                    tenant_id,
+                    Inbound {
+                        inbox_id,
+                        contact_id,
+                        provider_message_id: Some(&msg.provider_message_id),
+                        content_type,
+                        body: &summary,
+                        attachments,
+                        provider_timestamp: Some(msg.timestamp),
+                    },
+                )
+                .await?;
+                if let Ingested::New { .. } = outcome {
+                    stored += 1;
+                }
+            }
+            Event::Status(status) => {
+                let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
+                let name = match status.status.as_str() {
+                    "played" => "read",
+                    other => other,
+                };
+                if conversations::delivery_rank(name) < 0 {
+                    continue;
+                }
+                let known = conversations::apply_status(
+                    &mut tx,
+                    tenant_id,
+                    inbox_id,
+                    &status.provider_message_id,
+                    name,
+                    status.timestamp,
+                    error,
+                )
+                .await?;
+                if !known {
+                    tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = name, "status for an unknown message ignored");
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(stored)
+}

@@ -1,0 +1,327 @@
+//! Conversations and messages: the ingest path both channels share, the members' inbox API,
+//! and delivery of outbound messages through the durable queue.
+
+pub mod delivery;
+pub mod routes;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::events::{self, Event};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationView {
+    pub id: Uuid,
+    pub inbox_id: Uuid,
+    pub contact_id: Uuid,
+    pub channel: String,
+    pub status: String,
+    pub handler: String,
+    pub assignee_id: Option<Uuid>,
+    pub labels: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub snoozed_until: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_message_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_inbound_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub direction: String,
+    pub author_kind: String,
+    pub author_id: Option<Uuid>,
+    pub content_type: String,
+    pub body: String,
+    pub attachments: Value,
+    pub private: bool,
+    pub provider_message_id: Option<String>,
+    pub delivery_status: Option<String>,
+    pub delivery_error: Option<Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub provider_timestamp: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub delivered_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub read_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub failed_at: Option<OffsetDateTime>,
+}
+
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ConversationView> {
+    sqlx::query_as!(
+        ConversationView,
+        "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
+                c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
+         FROM conversation c JOIN inbox i ON i.id = c.inbox_id
+         WHERE c.id = $1 AND c.tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+pub async fn fetch_message(conn: &mut PgConnection, id: Uuid) -> Result<MessageView> {
+    sqlx::query_as!(
+        MessageView,
+        "SELECT id, conversation_id, direction, author_kind, author_id, content_type, body, attachments,
+                private, provider_message_id, delivery_status, delivery_error, provider_timestamp,
+                created_at, sent_at, delivered_at, read_at, failed_at
+         FROM message WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+/// A customer's message as a channel received it.
+#[derive(Debug, Clone)]
+pub struct Inbound<'a> {
+    pub inbox_id: Uuid,
+    pub contact_id: Uuid,
+    /// The provider's id (WhatsApp's wamid); redeliveries of the same id are no-ops.
+    pub provider_message_id: Option<&'a str>,
+    pub content_type: &'a str,
+    pub body: &'a str,
+    pub attachments: Value,
+    pub provider_timestamp: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    New {
+        conversation_id: Uuid,
+        message_id: Uuid,
+    },
+    Duplicate,
+}
+
+/// Stores an inbound message on the caller's tenant transaction: joins the contact's open
+/// conversation in that inbox (opening one if none), wakes a snoozed or pending one, and
+/// announces the message at commit.
+pub async fn ingest(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    msg: Inbound<'_>,
+) -> Result<Ingested> {
+    // One round trip: skip a redelivery before it touches the conversation (a replayed old
+    // message must not reopen it or move the service window), join or open the contact's
+    // conversation, and store the message; a concurrent redelivery loses on the unique index.
+    let row = sqlx::query!(
+        r#"WITH seen AS (
+               SELECT 1 FROM message
+               WHERE $5::text IS NOT NULL AND inbox_id = $3 AND provider_message_id = $5
+           ),
+           conv AS (
+               INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at)
+               SELECT $1, $2, $3, $4, now(), now() WHERE NOT EXISTS (SELECT 1 FROM seen)
+               ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
+               DO UPDATE SET last_message_at = now(), last_inbound_at = now(), updated_at = now(),
+                             status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
+                                           ELSE conversation.status END,
+                             snoozed_until = NULL
+               RETURNING id, handler
+           ),
+           msg AS (
+               INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
+                                    content_type, body, attachments, provider_message_id, provider_timestamp)
+               SELECT $6, $2, conv.id, $3, 'inbound', 'customer', $7, $8, $9, $5, $10 FROM conv
+               ON CONFLICT (inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL DO NOTHING
+               RETURNING id
+           )
+           SELECT conv.id AS "conversation_id!", conv.handler AS "handler!", msg.id AS "message_id?"
+           FROM conv LEFT JOIN msg ON true"#,
+        Uuid::now_v7(),
+        tenant_id,
+        msg.inbox_id,
+        msg.contact_id,
+        msg.provider_message_id,
+        Uuid::now_v7(),
+        msg.content_type,
+        msg.body,
+        msg.attachments,
+        msg.provider_timestamp
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Ingested::Duplicate);
+    };
+    let conversation_id = row.conversation_id;
+    let Some(message_id) = row.message_id else {
+        // A concurrent redelivery won the race.
+        return Ok(Ingested::Duplicate);
+    };
+    let conversation = row;
+    if conversation.handler == "ai" {
+        crate::agent::runtime::enqueue(conn, tenant_id, message_id).await?;
+    }
+    events::publish(
+        conn,
+        &Event {
+            tenant_id,
+            kind: "message.created".into(),
+            conversation_id: Some(conversation_id),
+            message_id: Some(message_id),
+            data: json!({ "direction": "inbound" }),
+        },
+    )
+    .await?;
+    Ok(Ingested::New {
+        conversation_id,
+        message_id,
+    })
+}
+
+/// Delivery states only move forward (`read` after `delivered` after `sent`), whatever order
+/// the provider's notifications arrive in; `failed` is final.
+pub fn delivery_rank(status: &str) -> i32 {
+    match status {
+        "queued" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        "failed" => 4,
+        _ => -1,
+    }
+}
+
+/// Applies a provider's status notification to the outbound message with that provider id.
+/// Returns false when no such message exists (the caller logs it and answers normally).
+pub async fn apply_status(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    inbox_id: Uuid,
+    provider_message_id: &str,
+    status: &str,
+    at: OffsetDateTime,
+    error: Option<Value>,
+) -> Result<bool> {
+    let updated = sqlx::query!(
+        "UPDATE message SET
+             delivery_status = CASE WHEN $4 > COALESCE(array_position(
+                     ARRAY['queued','sent','delivered','read','failed'], delivery_status) - 1, -1)
+                 THEN $3 ELSE delivery_status END,
+             sent_at = CASE WHEN $3 IN ('sent', 'delivered', 'read') THEN COALESCE(sent_at, $5) ELSE sent_at END,
+             delivered_at = CASE WHEN $3 IN ('delivered', 'read') THEN COALESCE(delivered_at, $5) ELSE delivered_at END,
+             read_at = CASE WHEN $3 = 'read' THEN COALESCE(read_at, $5) ELSE read_at END,
+             failed_at = CASE WHEN $3 = 'failed' THEN COALESCE(failed_at, $5) ELSE failed_at END,
+             delivery_error = CASE WHEN $3 = 'failed' THEN $6 ELSE delivery_error END
+         WHERE inbox_id = $1 AND provider_message_id = $2 AND direction = 'outbound'
+         RETURNING id, conversation_id, delivery_status",
+        inbox_id,
+        provider_message_id,
+        status,
+        delivery_rank(status),
+        at,
+        error
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = updated else { return Ok(false) };
+    events::publish(
+        conn,
+        &Event {
+            tenant_id,
+            kind: "message.updated".into(),
+            conversation_id: Some(row.conversation_id),
+            message_id: Some(row.id),
+            data: json!({ "delivery_status": row.delivery_status }),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Who writes an outbound message that is not a member's reply from the inbox.
+#[derive(Debug, Clone, Copy)]
+pub enum Author {
+    Ai,
+    System,
+    Member(Uuid),
+}
+
+/// Stores a message to the customer on the caller's tenant transaction, queues its delivery
+/// (web chat visitors receive it over their live stream instead) and announces it.
+pub async fn post_outbound(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    author: Author,
+    text: &str,
+) -> Result<Uuid> {
+    let conversation = fetch(&mut *conn, conversation_id).await?;
+    let (author_kind, author_id) = match author {
+        Author::Ai => ("ai", None),
+        Author::System => ("system", None),
+        Author::Member(id) => ("member", Some(id)),
+    };
+    let id = Uuid::now_v7();
+    let status = if conversation.channel == "webchat" {
+        "sent"
+    } else {
+        "queued"
+    };
+    sqlx::query!(
+        "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, author_id,
+                              content_type, body, delivery_status, sent_at)
+         VALUES ($1, $2, $3, $4, 'outbound', $5, $6, 'text', $7, $8, CASE WHEN $8 = 'sent' THEN now() END)",
+        id,
+        tenant_id,
+        conversation_id,
+        conversation.inbox_id,
+        author_kind,
+        author_id,
+        text,
+        status
+    )
+    .execute(&mut *conn)
+    .await?;
+    if status == "queued" {
+        crate::queue::enqueue(
+            conn,
+            tenant_id,
+            crate::queue::NewJob::new(
+                crate::queue::SEND_MESSAGE,
+                format!("send:{id}"),
+                json!({ "message_id": id }),
+            ),
+        )
+        .await?;
+    }
+    sqlx::query!(
+        "UPDATE conversation SET last_message_at = now(), updated_at = now() WHERE id = $1",
+        conversation_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    events::publish(
+        conn,
+        &Event {
+            tenant_id,
+            kind: "message.created".into(),
+            conversation_id: Some(conversation_id),
+            message_id: Some(id),
+            data: json!({ "direction": "outbound", "private": false, "author_kind": author_kind }),
+        },
+    )
+    .await?;
+    Ok(id)
+}

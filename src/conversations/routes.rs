@@ -1,0 +1,638 @@
+//! The members' inbox: list and filter conversations, read a thread, reply or note, assign,
+//! take over from the AI and hand back, snooze, resolve, reopen, label, and follow live
+//! updates. Every mutation is audited with before and after (AUD-1).
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{fetch, fetch_message, ConversationView, MessageView};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::Ctx;
+use crate::crm::accounts::like_pattern;
+use crate::crm::page_limit;
+use crate::db::Tx;
+use crate::error::{Error, Result};
+use crate::events::{self, Event};
+use crate::http::{Access, Api, Json, Path, Query};
+use crate::queue::{self, NewJob};
+use crate::rbac::Permission;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    use Permission::*;
+    api.route(
+        Method::GET,
+        "/api/v1/conversations",
+        Requires(ConversationsRead),
+        ("inbox", "List conversations with filters"),
+        list,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/conversations/{conversation_id}",
+        Requires(ConversationsRead),
+        ("inbox", "Show a conversation"),
+        show,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/conversations/{conversation_id}/messages",
+        Requires(ConversationsRead),
+        ("inbox", "Read a conversation's thread"),
+        thread,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/conversations/{conversation_id}/messages",
+        Requires(ConversationsReply),
+        ("inbox", "Reply through the channel, or add a private note"),
+        reply,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/conversations/{conversation_id}/assign",
+        Requires(ConversationsManage),
+        ("inbox", "Assign or unassign"),
+        assign,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/conversations/{conversation_id}/takeover",
+        Requires(ConversationsManage),
+        ("inbox", "Take the conversation over from the AI"),
+        takeover,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/conversations/{conversation_id}/handback",
+        Requires(ConversationsManage),
+        ("inbox", "Hand the conversation back to the AI"),
+        handback,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/conversations/{conversation_id}/status",
+        Requires(ConversationsManage),
+        ("inbox", "Open, mark pending, snooze or resolve"),
+        set_status,
+    )
+    .route(
+        Method::PUT,
+        "/api/v1/conversations/{conversation_id}/labels",
+        Requires(ConversationsManage),
+        ("inbox", "Replace the labels"),
+        set_labels,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/events",
+        Requires(ConversationsRead),
+        ("inbox", "Live updates (server-sent events)"),
+        live,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    /// A member id, `me`, or `none`.
+    assignee: Option<String>,
+    handler: Option<String>,
+    inbox_id: Option<Uuid>,
+    channel: Option<String>,
+    label: Option<String>,
+    /// Text in the contact's name, email or phone, or in a message.
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(serde::Serialize)]
+struct ConversationPage {
+    items: Vec<ConversationView>,
+    next_cursor: Option<String>,
+}
+
+fn encode_cursor(c: &ConversationView) -> String {
+    B64.encode(format!(
+        "{}|{}",
+        c.last_message_at.unix_timestamp_nanos(),
+        c.id
+    ))
+}
+
+fn decode_cursor(raw: &str) -> Result<(OffsetDateTime, Uuid)> {
+    let bad = || Error::bad_request("invalid_cursor", "the cursor is not one this API gave out");
+    let text = String::from_utf8(B64.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (nanos, id) = text.split_once('|').ok_or_else(bad)?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().map_err(|_| bad())?)
+        .map_err(|_| bad())?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<()> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(Error::bad_request(
+            "invalid_filter",
+            format!("{field} must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ConversationPage>> {
+    let limit = page_limit(q.limit)?;
+    one_of(
+        "status",
+        &q.status,
+        &["open", "pending", "snoozed", "resolved"],
+    )?;
+    one_of("handler", &q.handler, &["ai", "human"])?;
+    one_of("channel", &q.channel, &["whatsapp", "webchat"])?;
+    let (unassigned, assignee) = match q.assignee.as_deref() {
+        None => (false, None),
+        Some("none") => (true, None),
+        Some("me") => (false, Some(ctx.member_id)),
+        Some(id) => (
+            false,
+            Some(Uuid::parse_str(id).map_err(|_| {
+                Error::bad_request("invalid_filter", "assignee must be a member id, me or none")
+            })?),
+        ),
+    };
+    let (after_at, after_id) = match q.cursor.as_deref().map(decode_cursor).transpose()? {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    let pattern = q.q.as_deref().map(like_pattern);
+    let mut tx = ctx.begin(&state).await?;
+    let items = sqlx::query_as!(
+        ConversationView,
+        "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
+                c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
+         FROM conversation c
+         JOIN inbox i ON i.id = c.inbox_id
+         JOIN contact p ON p.id = c.contact_id
+         WHERE c.tenant_id = $1
+           AND ($2::text IS NULL OR c.status = $2)
+           AND (NOT $3 OR c.assignee_id IS NULL)
+           AND ($4::uuid IS NULL OR c.assignee_id = $4)
+           AND ($5::text IS NULL OR c.handler = $5)
+           AND ($6::uuid IS NULL OR c.inbox_id = $6)
+           AND ($7::text IS NULL OR i.channel = $7)
+           AND ($8::text IS NULL OR $8 = ANY (c.labels))
+           AND ($9::text IS NULL OR p.name ILIKE $9 OR p.email ILIKE $9 OR p.phone ILIKE $9
+                OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND m.body ILIKE $9))
+           AND ($10::timestamptz IS NULL OR (c.last_message_at, c.id) < ($10, $11))
+         ORDER BY c.last_message_at DESC, c.id DESC
+         LIMIT $12",
+        ctx.tenant_id,
+        q.status,
+        unassigned,
+        assignee,
+        q.handler,
+        q.inbox_id,
+        q.channel,
+        q.label,
+        pattern,
+        after_at,
+        after_id,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(encode_cursor))
+        .flatten();
+    Ok(Json(ConversationPage { items, next_cursor }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Value>> {
+    let mut tx = ctx.begin(&state).await?;
+    let conversation = fetch(&mut tx, id).await?;
+    let contact = crate::crm::contacts::fetch(&mut tx, conversation.contact_id).await?;
+    tx.commit().await?;
+    Ok(Json(
+        json!({ "conversation": conversation, "contact": contact }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThreadQuery {
+    /// The last message id of the previous page.
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+async fn thread(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ThreadQuery>,
+) -> Result<Json<Value>> {
+    let limit = page_limit(q.limit)?;
+    let mut tx = ctx.begin(&state).await?;
+    fetch(&mut tx, id).await?;
+    let items = sqlx::query_as!(
+        MessageView,
+        "SELECT id, conversation_id, direction, author_kind, author_id, content_type, body, attachments,
+                private, provider_message_id, delivery_status, delivery_error, provider_timestamp,
+                created_at, sent_at, delivered_at, read_at, failed_at
+         FROM message
+         WHERE conversation_id = $1 AND tenant_id = current_tenant_id() AND ($2::uuid IS NULL OR id > $2)
+         ORDER BY id LIMIT $3",
+        id,
+        q.after,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|m| m.id))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyBody {
+    body: Option<String>,
+    #[serde(default)]
+    private: bool,
+    /// A WhatsApp message template, the only thing that may go outside the 24-hour window.
+    template: Option<Template>,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    #[serde(default)]
+    pub components: Value,
+}
+
+/// WhatsApp lets a business answer freely only within 24 hours of the customer's last message.
+pub const SERVICE_WINDOW: time::Duration = time::Duration::hours(24);
+
+async fn reply(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ReplyBody>,
+) -> Result<(StatusCode, Json<MessageView>)> {
+    let text = body
+        .body
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    if body.template.is_some() && body.private {
+        return Err(Error::bad_request(
+            "invalid_message",
+            "a note cannot be a template",
+        ));
+    }
+    if text.is_empty() && body.template.is_none() {
+        return Err(Error::bad_request("invalid_message", "body is required"));
+    }
+    if text.chars().count() > 4096 {
+        return Err(Error::bad_request(
+            "invalid_message",
+            "body is limited to 4096 characters",
+        ));
+    }
+    let mut tx = ctx.begin(&state).await?;
+    let conversation = fetch(&mut tx, id).await?;
+    let outside_window = conversation
+        .last_inbound_at
+        .is_none_or(|at| OffsetDateTime::now_utc() - at > SERVICE_WINDOW);
+    if !body.private
+        && conversation.channel == "whatsapp"
+        && outside_window
+        && body.template.is_none()
+    {
+        return Err(Error::conflict(
+            "outside_service_window",
+            "the customer wrote more than 24 hours ago: only a WhatsApp template may be sent",
+        ));
+    }
+    let (content_type, attachments, status) =
+        match (&body.template, body.private, conversation.channel.as_str()) {
+            (_, true, _) => ("text", json!([]), None),
+            (Some(t), _, _) => ("template", json!([{ "template": t }]), Some("queued")),
+            // Web chat visitors receive replies over their live stream: nothing to hand off.
+            (None, _, "webchat") => ("text", json!([]), Some("sent")),
+            (None, _, _) => ("text", json!([]), Some("queued")),
+        };
+    let message_id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, author_id,
+                              content_type, body, attachments, private, delivery_status, sent_at)
+         VALUES ($1, $2, $3, $4, 'outbound', 'member', $5, $6, $7, $8, $9, $10,
+                 CASE WHEN $10 = 'sent' THEN now() END)",
+        message_id,
+        ctx.tenant_id,
+        id,
+        conversation.inbox_id,
+        ctx.member_id,
+        content_type,
+        text,
+        attachments,
+        body.private,
+        status
+    )
+    .execute(&mut *tx)
+    .await?;
+    if status == Some("queued") {
+        queue::enqueue(
+            &mut tx,
+            ctx.tenant_id,
+            NewJob::new(
+                queue::SEND_MESSAGE,
+                format!("send:{message_id}"),
+                json!({ "message_id": message_id }),
+            ),
+        )
+        .await?;
+    }
+    if !body.private {
+        sqlx::query!(
+            "UPDATE conversation SET last_message_at = now(), updated_at = now() WHERE id = $1",
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let message = fetch_message(&mut tx, message_id).await?;
+    let source = ctx.audit_source();
+    let action = if body.private {
+        "note.created"
+    } else {
+        "message.created"
+    };
+    audit::record(
+        &mut tx,
+        &source,
+        AuditEvent::new(action, "message", message_id).after(&message),
+    )
+    .await?;
+    // A member answering the customer takes the conversation over from the AI.
+    if !body.private && conversation.handler == "ai" {
+        set_handler(&mut tx, &ctx, &conversation, "human", "member replied").await?;
+    }
+    events::publish(
+        &mut tx,
+        &Event {
+            tenant_id: ctx.tenant_id,
+            kind: "message.created".into(),
+            conversation_id: Some(id),
+            message_id: Some(message_id),
+            data: json!({ "direction": "outbound", "private": body.private }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// Records a conversation change: audit with before and after, and a live event.
+async fn changed(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    action: &'static str,
+    before: &ConversationView,
+) -> Result<ConversationView> {
+    let after = fetch(tx, before.id).await?;
+    ctx.audit(
+        tx,
+        AuditEvent::new(action, "conversation", before.id)
+            .before(before)
+            .after(&after),
+    )
+    .await?;
+    events::publish(tx, &Event {
+        tenant_id: ctx.tenant_id,
+        kind: "conversation.updated".into(),
+        conversation_id: Some(before.id),
+        message_id: None,
+        data: json!({ "action": action, "status": after.status, "handler": after.handler, "assignee_id": after.assignee_id }),
+    })
+    .await?;
+    Ok(after)
+}
+
+async fn set_handler(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    before: &ConversationView,
+    handler: &str,
+    reason: &str,
+) -> Result<ConversationView> {
+    sqlx::query!(
+        "UPDATE conversation SET handler = $2, updated_at = now() WHERE id = $1 AND tenant_id = current_tenant_id()",
+        before.id,
+        handler
+    )
+    .execute(&mut **tx)
+    .await?;
+    let action = if handler == "human" {
+        "conversation.taken_over"
+    } else {
+        "conversation.handed_back"
+    };
+    let after = changed(tx, ctx, action, before).await?;
+    tracing::info!(conversation_id = %before.id, handler, reason, "conversation handler changed");
+    Ok(after)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    assignee_id: Option<Uuid>,
+}
+
+async fn assign(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AssignBody>,
+) -> Result<Json<ConversationView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    if let Some(assignee) = body.assignee_id {
+        let member = crate::tenants::members::fetch(&mut tx, assignee)
+            .await
+            .map_err(|_| Error::bad_request("unknown_member", "no such member"))?;
+        if member.status != "active" || member.role == "partner" {
+            return Err(Error::bad_request(
+                "invalid_assignee",
+                "only active staff can be assigned",
+            ));
+        }
+    }
+    sqlx::query!(
+        "UPDATE conversation SET assignee_id = $2, updated_at = now() WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id,
+        body.assignee_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let after = changed(&mut tx, &ctx, "conversation.assigned", &before).await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+async fn takeover(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    let after = set_handler(&mut tx, &ctx, &before, "human", "taken over").await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+async fn handback(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    let after = set_handler(&mut tx, &ctx, &before, "ai", "handed back").await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    snoozed_until: Option<OffsetDateTime>,
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<StatusBody>,
+) -> Result<Json<ConversationView>> {
+    let snoozed_until = match (body.status.as_str(), body.snoozed_until) {
+        ("snoozed", Some(until)) if until > OffsetDateTime::now_utc() => Some(until),
+        ("snoozed", _) => {
+            return Err(Error::bad_request(
+                "invalid_snooze",
+                "snoozing needs a snoozed_until in the future",
+            ))
+        }
+        ("open" | "pending" | "resolved", None) => None,
+        ("open" | "pending" | "resolved", Some(_)) => {
+            return Err(Error::bad_request(
+                "invalid_snooze",
+                "snoozed_until goes only with status snoozed",
+            ))
+        }
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_status",
+                "status must be open, pending, snoozed or resolved",
+            ))
+        }
+    };
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    sqlx::query!(
+        "UPDATE conversation SET status = $2, snoozed_until = $3, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id,
+        body.status,
+        snoozed_until
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("conversation_active_key") => {
+            Error::conflict(
+                "conversation_already_open",
+                "this contact already has an open conversation in this inbox",
+            )
+        }
+        _ => e.into(),
+    })?;
+    let after = changed(&mut tx, &ctx, "conversation.status_changed", &before).await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelsBody {
+    labels: Vec<String>,
+}
+
+async fn set_labels(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<LabelsBody>,
+) -> Result<Json<ConversationView>> {
+    let mut labels: Vec<String> = body
+        .labels
+        .iter()
+        .map(|l| l.trim().to_lowercase())
+        .collect();
+    labels.sort();
+    labels.dedup();
+    if labels.len() > 20
+        || labels
+            .iter()
+            .any(|l| l.is_empty() || l.chars().count() > 50)
+    {
+        return Err(Error::bad_request(
+            "invalid_labels",
+            "up to 20 labels of 1 to 50 characters",
+        ));
+    }
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    sqlx::query!(
+        "UPDATE conversation SET labels = $2, updated_at = now() WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id,
+        &labels
+    )
+    .execute(&mut *tx)
+    .await?;
+    let after = changed(&mut tx, &ctx, "conversation.labels_changed", &before).await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+/// The tenant's live updates: new messages, delivery states, status and assignment changes.
+async fn live(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
+    let tenant = ctx.tenant_id;
+    events::stream(&state, move |event| event.tenant_id == tenant)
+}

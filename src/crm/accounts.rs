@@ -1,0 +1,293 @@
+//! Accounts: the companies a tenant serves. An account may be shared with one partner
+//! organisation, whose partner members then see it and nothing else (SEC-2).
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{check_attributes, page_limit};
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Path, Query};
+use crate::rbac::{Permission, Role};
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/accounts",
+        Requires(Permission::ContactsRead),
+        ("crm", "List and search accounts"),
+        list,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/accounts",
+        Requires(Permission::ContactsWrite),
+        ("crm", "Create an account"),
+        create,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/accounts/{account_id}",
+        Requires(Permission::ContactsRead),
+        ("crm", "Show an account"),
+        show,
+    )
+    .route(
+        Method::PATCH,
+        "/api/v1/accounts/{account_id}",
+        Requires(Permission::ContactsWrite),
+        ("crm", "Update an account"),
+        update,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/accounts/{account_id}",
+        Requires(Permission::ContactsWrite),
+        ("crm", "Delete an account"),
+        delete,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/partner/accounts",
+        Requires(Permission::PartnerSharedRead),
+        (
+            "partner",
+            "Accounts shared with the caller's partner organisation",
+        ),
+        partner_list,
+    )
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub id: Uuid,
+    pub name: String,
+    pub domain: Option<String>,
+    pub attributes: Value,
+    pub partner_org_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<AccountView> {
+    sqlx::query_as!(
+        AccountView,
+        "SELECT id, name, domain, attributes, partner_org_id, created_at, updated_at
+         FROM account WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    q: Option<String>,
+    /// The last id of the previous page.
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<Uuid>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<AccountView>>> {
+    let limit = page_limit(query.limit)?;
+    let pattern = query.q.as_deref().map(like_pattern);
+    let mut tx = ctx.begin(&state).await?;
+    let items = sqlx::query_as!(
+        AccountView,
+        "SELECT id, name, domain, attributes, partner_org_id, created_at, updated_at
+         FROM account
+         WHERE tenant_id = $1
+           AND ($2::text IS NULL OR name ILIKE $2 OR domain ILIKE $2)
+           AND ($3::uuid IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4",
+        ctx.tenant_id,
+        pattern,
+        query.after,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|a| a.id))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// A case-insensitive substring pattern with the user's wildcards escaped.
+pub fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .trim()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBody {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    domain: Option<Option<String>>,
+    attributes: Option<Value>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    partner_org_id: Option<Option<Uuid>>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<AccountBody>,
+) -> Result<(StatusCode, Json<AccountView>)> {
+    let name = body.name.as_deref().map(str::trim).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Error::bad_request("invalid_name", "name is required"));
+    }
+    let attributes = body.attributes.unwrap_or_else(|| json!({}));
+    check_attributes(&attributes)?;
+    let mut tx = ctx.begin(&state).await?;
+    let account = sqlx::query_as!(
+        AccountView,
+        "INSERT INTO account (id, tenant_id, name, domain, attributes, partner_org_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, name, domain, attributes, partner_org_id, created_at, updated_at",
+        Uuid::now_v7(),
+        ctx.tenant_id,
+        name,
+        body.domain.flatten(),
+        attributes,
+        body.partner_org_id.flatten()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("account.created", "account", account.id).after(&account),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<AccountView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let account = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(account))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AccountBody>,
+) -> Result<Json<AccountView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    let name = match body.name.as_deref().map(str::trim) {
+        Some("") => return Err(Error::bad_request("invalid_name", "name cannot be empty")),
+        Some(name) => name.to_string(),
+        None => before.name.clone(),
+    };
+    let attributes = body.attributes.unwrap_or_else(|| before.attributes.clone());
+    check_attributes(&attributes)?;
+    let after = sqlx::query_as!(
+        AccountView,
+        "UPDATE account SET name = $2, domain = $3, attributes = $4, partner_org_id = $5, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()
+         RETURNING id, name, domain, attributes, partner_org_id, created_at, updated_at",
+        id,
+        name,
+        body.domain.unwrap_or(before.domain.clone()),
+        attributes,
+        body.partner_org_id.unwrap_or(before.partner_org_id)
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("account.updated", "account", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    sqlx::query!(
+        "DELETE FROM account WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("account.deleted", "account", id).before(&before),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Partners see exactly the accounts shared with their organisation; owners and admins see
+/// every shared account.
+async fn partner_list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<AccountView>>> {
+    let only_org = if ctx.role == Role::Partner {
+        Some(
+            ctx.partner_org_id
+                .ok_or(Error::Forbidden("a partner without a partner organisation"))?,
+        )
+    } else {
+        None
+    };
+    let mut tx = ctx.begin(&state).await?;
+    let items = sqlx::query_as!(
+        AccountView,
+        "SELECT id, name, domain, attributes, partner_org_id, created_at, updated_at
+         FROM account
+         WHERE tenant_id = $1 AND partner_org_id IS NOT NULL
+           AND ($2::uuid IS NULL OR partner_org_id = $2)
+         ORDER BY name",
+        ctx.tenant_id,
+        only_org
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(items))
+}

@@ -1,0 +1,425 @@
+//! Contacts: the end customers. Created by members or upserted from a channel identity (a
+//! WhatsApp id, a verified web-chat user id).
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::accounts::{like_pattern, Page};
+use super::{check_attributes, page_limit};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, AuditSource};
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Path, Query};
+use crate::rbac::Permission;
+use crate::tenants::members::Email;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/contacts",
+        Requires(Permission::ContactsRead),
+        ("crm", "List and search contacts"),
+        list,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/contacts",
+        Requires(Permission::ContactsWrite),
+        ("crm", "Create a contact"),
+        create,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/contacts/{contact_id}",
+        Requires(Permission::ContactsRead),
+        ("crm", "Show a contact"),
+        show,
+    )
+    .route(
+        Method::PATCH,
+        "/api/v1/contacts/{contact_id}",
+        Requires(Permission::ContactsWrite),
+        ("crm", "Correct a contact's fields"),
+        update,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/contacts/{contact_id}",
+        Requires(Permission::ContactsWrite),
+        ("crm", "Delete a contact"),
+        delete,
+    )
+}
+
+/// A phone number in E.164 (`+` and 7 to 15 digits); common separators are accepted on input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct E164(String);
+
+impl E164 {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let compact: String = raw
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect();
+        let digits = compact.strip_prefix('+').unwrap_or(&compact);
+        let valid = compact.starts_with('+')
+            && (7..=15).contains(&digits.len())
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && !digits.starts_with('0');
+        if valid {
+            Ok(E164(compact))
+        } else {
+            Err(Error::bad_request(
+                "invalid_phone",
+                "phone must be in E.164 form, e.g. +5511987654321",
+            ))
+        }
+    }
+
+    /// A WhatsApp id is the number's digits with the country code.
+    pub fn from_whatsapp_id(wa_id: &str) -> Option<Self> {
+        E164::parse(&format!("+{wa_id}")).ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactView {
+    pub id: Uuid,
+    pub account_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub whatsapp_id: Option<String>,
+    pub external_id: Option<String>,
+    pub attributes: Value,
+    pub restricted: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ContactView> {
+    sqlx::query_as!(
+        ContactView,
+        "SELECT id, account_id, name, email, phone, whatsapp_id, external_id, attributes, restricted,
+                created_at, updated_at
+         FROM contact WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    q: Option<String>,
+    account_id: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<ContactView>>> {
+    let limit = page_limit(query.limit)?;
+    let pattern = query.q.as_deref().map(like_pattern);
+    let mut tx = ctx.begin(&state).await?;
+    let items = sqlx::query_as!(
+        ContactView,
+        "SELECT id, account_id, name, email, phone, whatsapp_id, external_id, attributes, restricted,
+                created_at, updated_at
+         FROM contact
+         WHERE tenant_id = $1
+           AND ($2::text IS NULL OR name ILIKE $2 OR email ILIKE $2 OR phone ILIKE $2 OR external_id ILIKE $2)
+           AND ($3::uuid IS NULL OR account_id = $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5",
+        ctx.tenant_id,
+        pattern,
+        query.account_id,
+        query.after,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|c| c.id))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// Fields of a contact; on update, absent means unchanged and `null` clears.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ContactBody {
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    whatsapp_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    external_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    account_id: Option<Option<Uuid>>,
+    attributes: Option<Value>,
+}
+
+struct Fields {
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    whatsapp_id: Option<String>,
+    external_id: Option<String>,
+    account_id: Option<Uuid>,
+    attributes: Value,
+}
+
+fn merge(body: ContactBody, base: Option<&ContactView>) -> Result<Fields> {
+    let pick = |new: Option<Option<String>>, old: Option<&Option<String>>| -> Option<String> {
+        match new {
+            Some(value) => value
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
+            None => old.cloned().flatten(),
+        }
+    };
+    let email = pick(body.email, base.map(|b| &b.email))
+        .map(|e| Email::parse(&e).map(|e| e.as_str().to_string()))
+        .transpose()?;
+    let phone = pick(body.phone, base.map(|b| &b.phone))
+        .map(|p| E164::parse(&p).map(|p| p.0))
+        .transpose()?;
+    let whatsapp_id = pick(body.whatsapp_id, base.map(|b| &b.whatsapp_id));
+    if whatsapp_id
+        .as_deref()
+        .is_some_and(|w| !w.chars().all(|c| c.is_ascii_digit()) || w.len() > 20)
+    {
+        return Err(Error::bad_request(
+            "invalid_whatsapp_id",
+            "whatsapp_id is the number's digits",
+        ));
+    }
+    let attributes = body
+        .attributes
+        .or_else(|| base.map(|b| b.attributes.clone()))
+        .unwrap_or_else(|| json!({}));
+    check_attributes(&attributes)?;
+    Ok(Fields {
+        name: pick(body.name, base.map(|b| &b.name)),
+        email,
+        phone,
+        whatsapp_id,
+        external_id: pick(body.external_id, base.map(|b| &b.external_id)),
+        account_id: body.account_id.unwrap_or(base.and_then(|b| b.account_id)),
+        attributes,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<ContactBody>,
+) -> Result<(StatusCode, Json<ContactView>)> {
+    let f = merge(body, None)?;
+    if f.name.is_none()
+        && f.email.is_none()
+        && f.phone.is_none()
+        && f.whatsapp_id.is_none()
+        && f.external_id.is_none()
+    {
+        return Err(Error::bad_request(
+            "empty_contact",
+            "a contact needs a name, email, phone, whatsapp_id or external_id",
+        ));
+    }
+    let mut tx = ctx.begin(&state).await?;
+    let contact = sqlx::query_as!(
+        ContactView,
+        "INSERT INTO contact (id, tenant_id, account_id, name, email, phone, whatsapp_id, external_id, attributes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING id, account_id, name, email, phone, whatsapp_id, external_id, attributes, restricted,
+                   created_at, updated_at",
+        Uuid::now_v7(),
+        ctx.tenant_id,
+        f.account_id,
+        f.name,
+        f.email,
+        f.phone,
+        f.whatsapp_id,
+        f.external_id,
+        f.attributes
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("contact.created", "contact", contact.id).after(&contact),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(contact)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ContactView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let contact = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(contact))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ContactBody>,
+) -> Result<Json<ContactView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    let f = merge(body, Some(&before))?;
+    let after = sqlx::query_as!(
+        ContactView,
+        "UPDATE contact SET account_id = $2, name = $3, email = $4, phone = $5, whatsapp_id = $6,
+                external_id = $7, attributes = $8, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()
+         RETURNING id, account_id, name, email, phone, whatsapp_id, external_id, attributes, restricted,
+                   created_at, updated_at",
+        id,
+        f.account_id,
+        f.name,
+        f.email,
+        f.phone,
+        f.whatsapp_id,
+        f.external_id,
+        f.attributes
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("contact.updated", "contact", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    sqlx::query!(
+        "DELETE FROM contact WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("contact.deleted", "contact", id).before(&before),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Finds or creates the contact behind a WhatsApp id, on the caller's tenant transaction.
+/// A new contact is audited as created by the channel.
+pub async fn upsert_whatsapp(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    inbox_id: Uuid,
+    wa_id: &str,
+    profile_name: Option<&str>,
+) -> Result<(Uuid, bool)> {
+    let phone = E164::from_whatsapp_id(wa_id).map(|p| p.0);
+    let row = sqlx::query!(
+        r#"INSERT INTO contact (id, tenant_id, name, phone, whatsapp_id)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (tenant_id, whatsapp_id) WHERE whatsapp_id IS NOT NULL
+           DO UPDATE SET name = COALESCE(contact.name, EXCLUDED.name)
+           RETURNING id, (xmax = 0) AS "inserted!""#,
+        Uuid::now_v7(),
+        tenant_id,
+        profile_name.map(|n| n.chars().take(200).collect::<String>()),
+        phone,
+        wa_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if row.inserted {
+        let source = channel_source(tenant_id, inbox_id);
+        audit::record(
+            conn,
+            &source,
+            AuditEvent::new("contact.created", "contact", row.id)
+                .after(json!({ "whatsapp_id": wa_id, "name": profile_name, "phone": phone })),
+        )
+        .await?;
+    }
+    Ok((row.id, row.inserted))
+}
+
+/// The audit actor for changes a channel makes on a customer's behalf.
+pub fn channel_source(tenant_id: Uuid, inbox_id: Uuid) -> AuditSource {
+    AuditSource {
+        tenant_id,
+        actor_type: "channel",
+        actor_id: Some(inbox_id.to_string()),
+        meta: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_normalised_to_e164_or_refused() {
+        assert_eq!(
+            E164::parse("+55 (11) 98765-4321").unwrap().as_str(),
+            "+5511987654321"
+        );
+        assert_eq!(
+            E164::from_whatsapp_id("4915112345678").unwrap().as_str(),
+            "+4915112345678"
+        );
+        for bad in [
+            "11987654321",
+            "+0123456789",
+            "+12",
+            "+1234567890123456",
+            "+55 11 abc",
+        ] {
+            assert!(E164::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

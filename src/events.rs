@@ -1,0 +1,195 @@
+//! Live updates. Changes publish an event with `pg_notify` inside their own transaction (or, on
+//! the hot inbound paths, right after it: see [`deferred`]), so an event exists only if its
+//! change committed, and every server instance hears it. One listener
+//! per process fans events out to the SSE streams of the inbox and the web chat, each of which
+//! filters by tenant (and, for a visitor, by conversation).
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::{future, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::PgConnection;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use uuid::Uuid;
+
+use crate::app::AppState;
+
+const CHANNEL: &str = "custodian_events";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub tenant_id: Uuid,
+    /// `message.created`, `message.updated`, `conversation.updated`, …
+    pub kind: String,
+    pub conversation_id: Option<Uuid>,
+    pub message_id: Option<Uuid>,
+    /// Small, non-sensitive details; streams re-read anything large.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Publishes on the caller's transaction: delivered at commit, dropped on rollback.
+pub async fn publish(conn: &mut PgConnection, event: &Event) -> sqlx::Result<()> {
+    let payload = serde_json::to_string(event).expect("events serialise");
+    notify(conn, CHANNEL, payload).await
+}
+
+tokio::task_local! {
+    static DEFERRED: RefCell<Vec<(&'static str, String)>>;
+}
+
+/// `pg_notify` on the caller's transaction, or, inside [`deferred`], held back until after
+/// the commit.
+pub async fn notify(
+    conn: &mut PgConnection,
+    channel: &'static str,
+    payload: String,
+) -> sqlx::Result<()> {
+    let mut payload = Some(payload);
+    let held = DEFERRED
+        .try_with(|pending| {
+            let mut pending = pending.borrow_mut();
+            let payload = payload.take().unwrap_or_default();
+            // One wake-up per channel is as good as many when there is no payload.
+            if !(payload.is_empty() && pending.iter().any(|(c, p)| *c == channel && p.is_empty())) {
+                pending.push((channel, payload));
+            }
+        })
+        .is_ok();
+    if !held {
+        sqlx::query_scalar!(
+            "SELECT pg_notify($1, $2)",
+            channel,
+            payload.unwrap_or_default()
+        )
+        .fetch_one(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs `work`, which commits its own transaction, and sends the notifications it produced
+/// afterwards, in one statement outside any write transaction.
+///
+/// A transaction that notifies holds a database-wide lock from its commit record until the
+/// commit ends, so notifying writers commit one at a time and group commit cannot batch their
+/// WAL flushes: under load that caps ingestion at one commit per disk flush. Hot paths (inbound
+/// webhooks and chat messages) therefore notify after the commit. If that last step fails the
+/// change is still stored: live streams miss one event and the job worker finds the work on its
+/// next poll.
+pub async fn deferred<T, E>(
+    pool: &sqlx::PgPool,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let (result, pending) = DEFERRED
+        .scope(RefCell::new(Vec::new()), async {
+            let result = work.await;
+            (result, DEFERRED.with(|p| p.take()))
+        })
+        .await;
+    if result.is_ok() && !pending.is_empty() {
+        let (channels, payloads): (Vec<String>, Vec<String>) =
+            pending.into_iter().map(|(c, p)| (c.to_string(), p)).unzip();
+        if let Err(e) = sqlx::query!(
+            "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
+            &channels,
+            &payloads
+        )
+        .fetch_all(pool)
+        .await
+        {
+            tracing::warn!(error = %e, "sending notifications after a commit failed");
+        }
+    }
+    result
+}
+
+/// The in-process side of the bus.
+#[derive(Clone)]
+pub struct Bus {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            sender: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Bus {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+}
+
+/// Listens for notifications until shutdown, reconnecting if the connection drops.
+pub fn spawn_listener(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stop = state.shutdown.clone();
+        while !stop.is_cancelled() {
+            match listen(&state).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn listen(state: &AppState) -> sqlx::Result<()> {
+    let mut listener = PgListener::connect_with(&state.db.system).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return Ok(()),
+            notification = listener.recv() => {
+                let notification = notification?;
+                match serde_json::from_str::<Event>(notification.payload()) {
+                    // No subscribers is fine: nobody is watching.
+                    Ok(event) => { let _ = state.bus.sender.send(event); }
+                    Err(e) => tracing::warn!(error = %e, "malformed event notification"),
+                }
+            }
+        }
+    }
+}
+
+/// An SSE response of the events that `keep` accepts, ending at shutdown.
+pub fn stream(
+    state: &AppState,
+    keep: impl Fn(&Event) -> bool + Send + 'static,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stop = state.shutdown.clone();
+    let events = BroadcastStream::new(state.bus.subscribe())
+        .filter_map(move |item| {
+            future::ready(match item {
+                Ok(event) if keep(&event) => Some(event),
+                Ok(_) => None,
+                Err(lagged) => {
+                    tracing::warn!(?lagged, "an event stream fell behind");
+                    None
+                }
+            })
+        })
+        .map(|event| {
+            Ok(SseEvent::default()
+                .event(event.kind.clone())
+                .json_data(&event)
+                .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")))
+        })
+        .take_until(stop.cancelled_owned());
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,69 @@
+//! The guardrail engine: PII masking, topic blocklists, the prompt-injection
+//! screen and output checks, as pure functions over rule packs that are data.
+//!
+//! Every LLM call of the agent runtime goes through [`evaluate`]:
+//!
+//! * **inbound** (customer message, CRM fields, retrieved knowledge): rule
+//!   packs for the inbound stage, then PII replaced by typed placeholders
+//!   (`[EMAIL_1]`) issued by the conversation's [`Vault`] (AGT-2);
+//! * **outbound** (the model's draft): rule packs for the outbound stage,
+//!   tenant-forbidden commitments, maximum length, PII the vault never issued
+//!   and placeholders it cannot resolve; then [`unmask`] restores the real
+//!   values for the customer.
+//!
+//! A [`Verdict`] whose action is `block` or `handoff` stops the text (AGT-4).
+//! Rules live in `guardrails/*.toml` (built in) and in tenant configuration
+//! ([`TenantConfig`], JSON), compiled into a [`Policy`] and cached per tenant
+//! and version by [`PolicyCache`] (AGT-3).
+//!
+//! Nothing here does I/O (except [`RulePack::load_dir`] and [`scan_jsonl`],
+//! which take their reader/writer from the caller), nothing is async, and
+//! every scanner is linear in its input: hand-written byte scanners,
+//! Aho-Corasick and the `regex` crate, which does not backtrack.
+
+pub mod corpus;
+mod decode;
+mod evaluate;
+pub mod fold;
+pub mod pii;
+mod policy;
+mod rules;
+mod scan;
+mod vault;
+
+pub use evaluate::{
+    evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_MAX_LENGTH,
+    RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
+};
+pub use pii::{detect_all, KnownEntities, KnownEntitiesSpec, PiiSpan, PiiType};
+pub use policy::{
+    load_builtin_packs, PackSet, Policy, PolicyCache, TenantConfig, TenantOptions,
+    BUILTIN_PACK_FILES, COMMITMENT_RULE, KEY_COMMITMENT,
+};
+pub use rules::{
+    tenant_rules_from_json, validate_rules, Action, Encoding, Lang, Limits, Matcher, PackError,
+    Rule, RulePack, RuleSpec, RuleStage, SafeReply, Stage,
+};
+pub use scan::{scan_jsonl, ScanStats};
+pub use vault::{
+    mask, parse_placeholder, unmask, unresolved_placeholders, Label, Placeholder, Vault, REDACTED,
+};
+
+/// Loads and compiles everything that is otherwise built lazily (built-in
+/// packs, the default policy, phone numbering plans), so the first message
+/// does not pay for it and a broken built-in pack fails at start-up.
+pub fn warm_up() -> Result<(), PackError> {
+    load_builtin_packs()?;
+    Policy::builtin();
+    pii::warm_up();
+    Ok(())
+}
+
+/// Masks `text` for the model: detects PII (every type, plus the CRM values
+/// in `known`) and replaces it with placeholders from `vault`. Rule packs are
+/// not applied; use [`evaluate`] for the full inbound stage.
+pub fn mask_text(text: &str, known: &KnownEntities, vault: &mut Vault) -> String {
+    let folded = fold::Folded::new(text);
+    let spans = pii::detect(text, &folded, known, &[true; PiiType::ALL.len()]);
+    mask(text, &spans, vault)
+}

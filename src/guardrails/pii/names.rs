@@ -1,0 +1,1002 @@
+//! Names and other CRM-known values.
+//!
+//! Three sources, from most to least certain:
+//! 1. values the CRM already knows about this contact (name, first name alone,
+//!    company, e-mail, phone, address), matched case- and accent-insensitively;
+//! 2. self-introductions ("my name is", "meu nome é", "me llamo", "ich heiße"…);
+//! 3. sign-offs ("Obrigado,\nJoão", "Viele Grüße\nHans Müller").
+//!
+//! A capitalised word on its own is never a name: German capitalises every
+//! noun ("Meine Bestellung"), and sentence starts are capitalised everywhere.
+
+use memchr::memmem;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::LazyLock;
+
+use crate::guardrails::fold::{self, Folded};
+use crate::guardrails::pii::{Cue, CueMatch, PiiSpan, PiiType};
+
+/// What the CRM knows about the person in the conversation. Deserialises from
+/// `{"names": [...], "companies": [...], "emails": [...], "phones": [...],
+/// "addresses": [...]}`, every list optional.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(from = "KnownEntitiesSpec", into = "KnownEntitiesSpec")]
+pub struct KnownEntities {
+    spec: KnownEntitiesSpec,
+    needles: Vec<Needle>,
+    /// Known phones as digits without leading zeros.
+    phones: Vec<String>,
+}
+
+/// The serialised shape of [`KnownEntities`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnownEntitiesSpec {
+    pub names: Vec<String>,
+    pub companies: Vec<String>,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Needle {
+    finder: memmem::Finder<'static>,
+    kind: PiiType,
+    score: f32,
+}
+
+// Values are PII: Debug shows how many there are, never what they are.
+impl fmt::Debug for KnownEntities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KnownEntities")
+            .field("names", &self.spec.names.len())
+            .field("companies", &self.spec.companies.len())
+            .field("emails", &self.spec.emails.len())
+            .field("phones", &self.spec.phones.len())
+            .field("addresses", &self.spec.addresses.len())
+            .finish()
+    }
+}
+
+impl From<KnownEntitiesSpec> for KnownEntities {
+    fn from(spec: KnownEntitiesSpec) -> Self {
+        let mut k = KnownEntities::default();
+        for n in &spec.names {
+            k.add_name(n);
+        }
+        for c in &spec.companies {
+            k.add_company(c);
+        }
+        for e in &spec.emails {
+            k.push(e, PiiType::Email, 1.0);
+        }
+        for p in &spec.phones {
+            k.add_phone(p);
+        }
+        for a in &spec.addresses {
+            k.add_address(a);
+        }
+        k.spec = spec;
+        k
+    }
+}
+
+impl From<KnownEntities> for KnownEntitiesSpec {
+    fn from(k: KnownEntities) -> Self {
+        k.spec
+    }
+}
+
+const PARTICLES: &[&str] = &[
+    "da", "de", "do", "dos", "das", "di", "del", "della", "van", "von", "der", "den", "la", "le",
+    "y", "e", "du", "dei", "zu", "ter", "ten", "bin", "al", "el",
+];
+
+const LEGAL_SUFFIXES: &[&str] = &[
+    "ltda", "ltda.", "s.a.", "s.a", "sa", "s/a", "me", "eireli", "gmbh", "ag", "kg", "ug", "inc",
+    "inc.", "llc", "ltd", "ltd.", "plc", "corp", "corp.", "co", "co.", "sl", "s.l.", "slu", "sas",
+    "sarl", "srl", "spa", "s.p.a.", "lda", "lda.",
+];
+
+impl KnownEntities {
+    /// No known entities.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the contact's name: the full name, the first name alone, the
+    /// last name alone and first + last all become needles.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.spec.names.push(name.to_string());
+        self.add_name(name);
+        self
+    }
+
+    pub fn with_company(mut self, company: &str) -> Self {
+        self.spec.companies.push(company.to_string());
+        self.add_company(company);
+        self
+    }
+
+    pub fn with_email(mut self, email: &str) -> Self {
+        self.spec.emails.push(email.to_string());
+        self.push(email, PiiType::Email, 1.0);
+        self
+    }
+
+    pub fn with_phone(mut self, phone: &str) -> Self {
+        self.spec.phones.push(phone.to_string());
+        self.add_phone(phone);
+        self
+    }
+
+    pub fn with_address(mut self, address: &str) -> Self {
+        self.spec.addresses.push(address.to_string());
+        self.add_address(address);
+        self
+    }
+
+    /// The values as given.
+    pub fn spec(&self) -> &KnownEntitiesSpec {
+        &self.spec
+    }
+
+    fn push(&mut self, value: &str, kind: PiiType, score: f32) {
+        let folded = fold::fold_str(value.trim());
+        if folded.chars().filter(|c| c.is_alphanumeric()).count() < 2 {
+            return;
+        }
+        if self
+            .needles
+            .iter()
+            .any(|n| n.finder.needle() == folded.as_bytes())
+        {
+            return;
+        }
+        self.needles.push(Needle {
+            finder: memmem::Finder::new(folded.as_bytes()).into_owned(),
+            kind,
+            score,
+        });
+        // Longest first, so "Maria Souza" is found before "Maria".
+        self.needles
+            .sort_by_key(|n| std::cmp::Reverse(n.finder.needle().len()));
+    }
+
+    fn add_name(&mut self, name: &str) {
+        self.push(name, PiiType::Name, 1.0);
+        let parts: Vec<&str> = name
+            .split_whitespace()
+            .filter(|p| !PARTICLES.contains(&fold::fold_str(p).as_str()))
+            .collect();
+        if let (Some(first), Some(last)) = (parts.first(), parts.last()) {
+            self.push(first, PiiType::Name, 1.0);
+            if parts.len() > 1 {
+                self.push(last, PiiType::Name, 0.95);
+                self.push(&format!("{first} {last}"), PiiType::Name, 1.0);
+            }
+        }
+    }
+
+    fn add_company(&mut self, company: &str) {
+        self.push(company, PiiType::Company, 1.0);
+        let words: Vec<&str> = company.split_whitespace().collect();
+        if let Some((last, head)) = words.split_last() {
+            let last = fold::fold_str(last.trim_start_matches(','));
+            if !head.is_empty() && LEGAL_SUFFIXES.contains(&last.as_str()) {
+                let head = head.join(" ");
+                self.push(head.trim_end_matches(','), PiiType::Company, 0.95);
+            }
+        }
+    }
+
+    fn add_phone(&mut self, phone: &str) {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        let digits = digits.trim_start_matches('0').to_string();
+        if digits.len() >= 8 {
+            self.phones.push(digits);
+        }
+    }
+
+    fn add_address(&mut self, address: &str) {
+        self.push(address, PiiType::Address, 1.0);
+        if let Some((street, _)) = address.split_once(',') {
+            if street.split_whitespace().count() >= 2 && street.len() >= 8 {
+                self.push(street, PiiType::Address, 0.95);
+            }
+        }
+    }
+
+    /// Whether `digits` is one of the known phones, with or without country
+    /// code or trunk prefix.
+    pub(crate) fn is_known_phone(&self, digits: &str) -> bool {
+        let d = digits.trim_start_matches('0');
+        d.len() >= 8
+            && self.phones.iter().any(|p| {
+                let (short, long) = if p.len() <= d.len() {
+                    (p.as_str(), d)
+                } else {
+                    (d, p.as_str())
+                };
+                long.len() - short.len() <= 4 && long.ends_with(short)
+            })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty() && self.phones.is_empty()
+    }
+}
+
+pub(super) fn detect(
+    text: &str,
+    folded: &Folded<'_>,
+    cues: &[CueMatch],
+    known: &KnownEntities,
+    out: &mut Vec<PiiSpan>,
+) {
+    crm(folded, known, out);
+    introductions(text, folded, cues, out);
+    sign_offs(text, folded, cues, out);
+    closing_line(text, out);
+}
+
+fn crm(folded: &Folded<'_>, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
+    let f = folded.as_str();
+    for needle in &known.needles {
+        let len = needle.finder.needle().len();
+        for at in needle.finder.find_iter(f.as_bytes()) {
+            if f.is_char_boundary(at)
+                && f.is_char_boundary(at + len)
+                && fold::boundary_before(f, at)
+                && fold::boundary_after(f, at + len)
+            {
+                let (s, e) = folded.original_range(at, at + len);
+                out.push(PiiSpan::new(needle.kind, s, e, needle.score));
+            }
+        }
+    }
+}
+
+/// Introduction phrases; `true` marks the unambiguous ones after which even a
+/// lowercase word is taken as a name.
+pub(super) const INTRODUCTIONS: &[(&str, bool)] = &[
+    ("my name is", true),
+    ("my name's", true),
+    ("my full name is", true),
+    ("the name is", true),
+    ("call me", true),
+    ("you can call me", true),
+    ("i am", false),
+    ("i'm", false),
+    ("this is", false),
+    ("it's", false),
+    ("here is", false),
+    ("meu nome e", true),
+    ("meu nome completo e", true),
+    ("me chamo", true),
+    ("eu me chamo", true),
+    ("pode me chamar de", true),
+    ("sou o", false),
+    ("sou a", false),
+    ("eu sou o", false),
+    ("eu sou a", false),
+    ("eu sou", false),
+    ("sou", false),
+    ("aqui e o", false),
+    ("aqui e a", false),
+    ("aqui e", false),
+    ("quem fala e", false),
+    ("fala o", false),
+    ("fala a", false),
+    ("me llamo", true),
+    ("yo me llamo", true),
+    ("mi nombre es", true),
+    ("mi nombre completo es", true),
+    ("soy", false),
+    ("yo soy", false),
+    ("soy el", false),
+    ("soy la", false),
+    ("le habla", false),
+    ("te habla", false),
+    ("les habla", false),
+    ("ich heisse", true),
+    ("mein name ist", true),
+    ("mein name lautet", true),
+    ("mein vollstandiger name ist", true),
+    ("ich bin", false),
+    ("ich bin der", false),
+    ("ich bin die", false),
+    ("hier ist", false),
+    ("hier spricht", false),
+    ("hier schreibt", false),
+];
+
+/// Sign-off words after which a name on its own (to the end of the line) is
+/// taken as the writer's.
+pub(super) const SIGN_OFFS: &[&str] = &[
+    "thanks",
+    "thank you",
+    "many thanks",
+    "thanks a lot",
+    "thx",
+    "regards",
+    "best regards",
+    "kind regards",
+    "warm regards",
+    "best",
+    "cheers",
+    "sincerely",
+    "yours",
+    "yours truly",
+    "all the best",
+    "br",
+    "obrigado",
+    "obrigada",
+    "muito obrigado",
+    "muito obrigada",
+    "grato",
+    "grata",
+    "abracos",
+    "abraco",
+    "um abraco",
+    "att",
+    "att.",
+    "atenciosamente",
+    "cordialmente",
+    "saudacoes",
+    "valeu",
+    "beijos",
+    "bjs",
+    "gracias",
+    "muchas gracias",
+    "saludos",
+    "un saludo",
+    "saludos cordiales",
+    "atentamente",
+    "un abrazo",
+    "besos",
+    "danke",
+    "vielen dank",
+    "danke schon",
+    "gruss",
+    "grusse",
+    "viele grusse",
+    "liebe grusse",
+    "beste grusse",
+    "herzliche grusse",
+    "schone grusse",
+    "freundliche grusse",
+    "mit freundlichen grussen",
+    "mit besten grussen",
+    "lg",
+    "vg",
+    "mfg",
+];
+
+/// Words that follow "I am", "ich bin", "soy"… capitalised without being a
+/// name: nationalities, roles, states, and German nouns.
+const NOT_NAMES: &[&str] = &[
+    // English
+    "i",
+    "a",
+    "an",
+    "the",
+    "not",
+    "very",
+    "so",
+    "really",
+    "just",
+    "still",
+    "also",
+    "here",
+    "there",
+    "on",
+    "in",
+    "at",
+    "from",
+    "with",
+    "your",
+    "my",
+    "our",
+    "writing",
+    "trying",
+    "calling",
+    "contacting",
+    "reaching",
+    "looking",
+    "sorry",
+    "happy",
+    "sad",
+    "angry",
+    "upset",
+    "frustrated",
+    "disappointed",
+    "interested",
+    "unable",
+    "able",
+    "going",
+    "having",
+    "getting",
+    "waiting",
+    "done",
+    "fine",
+    "ok",
+    "okay",
+    "good",
+    "glad",
+    "sure",
+    "afraid",
+    "customer",
+    "client",
+    "member",
+    "owner",
+    "user",
+    "admin",
+    "manager",
+    "new",
+    "old",
+    "urgent",
+    "important",
+    "again",
+    "back",
+    "now",
+    "today",
+    "tomorrow",
+    "yesterday",
+    "please",
+    "hello",
+    "hi",
+    "hey",
+    "dear",
+    "thanks",
+    "thank",
+    "regarding",
+    "about",
+    "re",
+    "fw",
+    "fwd",
+    "english",
+    "american",
+    "british",
+    "brazilian",
+    "german",
+    "spanish",
+    "portuguese",
+    "french",
+    "italian",
+    "canadian",
+    "mexican",
+    "argentinian",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "order",
+    "support",
+    "team",
+    "ceo",
+    "cto",
+    "it",
+    "is",
+    "was",
+    "who",
+    "what",
+    "why",
+    "how",
+    // Portuguese
+    "eu",
+    "o",
+    "um",
+    "uma",
+    "cliente",
+    "nao",
+    "muito",
+    "bem",
+    "mal",
+    "do",
+    "da",
+    "de",
+    "dono",
+    "dona",
+    "responsavel",
+    "gerente",
+    "brasileiro",
+    "brasileira",
+    "portugues",
+    "portuguesa",
+    "novo",
+    "nova",
+    "assinante",
+    "usuario",
+    "usuaria",
+    "obrigado",
+    "obrigada",
+    "ola",
+    "oi",
+    "bom",
+    "boa",
+    "segunda",
+    "terca",
+    "quarta",
+    "quinta",
+    "sexta",
+    "sabado",
+    "domingo",
+    "pedido",
+    "compra",
+    "suporte",
+    "equipe",
+    "que",
+    "quem",
+    "como",
+    "sim",
+    "aqui",
+    "estou",
+    "esta",
+    "isso",
+    "isto",
+    "meu",
+    "minha",
+    "seu",
+    "sua",
+    // Spanish
+    "yo",
+    "el",
+    "la",
+    "los",
+    "las",
+    "un",
+    "una",
+    "no",
+    "muy",
+    "socio",
+    "socia",
+    "espanol",
+    "espanola",
+    "mexicano",
+    "mexicana",
+    "argentino",
+    "argentina",
+    "nuevo",
+    "nueva",
+    "hola",
+    "buenos",
+    "buenas",
+    "lunes",
+    "martes",
+    "miercoles",
+    "jueves",
+    "viernes",
+    "domingo",
+    "gracias",
+    "usted",
+    "aca",
+    "alli",
+    "pedido",
+    "soporte",
+    "equipo",
+    "mi",
+    "tu",
+    "su",
+    // German
+    "ich",
+    "der",
+    "die",
+    "das",
+    "ein",
+    "eine",
+    "einer",
+    "nicht",
+    "sehr",
+    "kunde",
+    "kundin",
+    "neukunde",
+    "neukundin",
+    "stammkunde",
+    "stammkundin",
+    "mitglied",
+    "inhaber",
+    "inhaberin",
+    "besitzer",
+    "besitzerin",
+    "abonnent",
+    "abonnentin",
+    "student",
+    "studentin",
+    "rentner",
+    "rentnerin",
+    "deutscher",
+    "deutsche",
+    "sauer",
+    "enttauscht",
+    "verargert",
+    "froh",
+    "leider",
+    "gerade",
+    "jetzt",
+    "heute",
+    "morgen",
+    "gestern",
+    "hallo",
+    "guten",
+    "liebe",
+    "lieber",
+    "sehr",
+    "meine",
+    "mein",
+    "ihre",
+    "ihr",
+    "unsere",
+    "bestellung",
+    "lieferung",
+    "rechnung",
+    "frage",
+    "problem",
+    "anfrage",
+    "beschwerde",
+    "montag",
+    "dienstag",
+    "mittwoch",
+    "donnerstag",
+    "freitag",
+    "samstag",
+    "sonntag",
+    "schon",
+    "noch",
+    "immer",
+    "wieder",
+    "auch",
+    "hier",
+    "da",
+    "dort",
+    "im",
+    "am",
+    "zu",
+    "mit",
+    "seit",
+    "fur",
+    "uber",
+    "und",
+    "oder",
+    "aber",
+    "wer",
+    "was",
+    "wie",
+    // Verbs and connectors that follow a lowercase name in chat.
+    "and",
+    "but",
+    "or",
+    "from",
+    "need",
+    "want",
+    "have",
+    "would",
+    "like",
+    "will",
+    "can",
+    "live",
+    "bought",
+    "ordered",
+    "bye",
+    "e",
+    "ou",
+    "mas",
+    "preciso",
+    "quero",
+    "gostaria",
+    "tenho",
+    "sou",
+    "moro",
+    "comprei",
+    "fiz",
+    "tchau",
+    "y",
+    "pero",
+    "necesito",
+    "quiero",
+    "tengo",
+    "estoy",
+    "compre",
+    "adios",
+    "brauche",
+    "mochte",
+    "habe",
+    "wohne",
+    "kaufte",
+    "bestellt",
+    "tschuss",
+    "ciao",
+];
+
+/// Endings of German nouns that are never given names.
+const NOUN_SUFFIXES: &[&str] = &[
+    "ung", "heit", "keit", "schaft", "tion", "tat", "nis", "nummer", "kunde", "ment", "ismus",
+];
+
+fn is_capitalised(word: &str) -> bool {
+    let mut chars = word.chars();
+    chars.next().is_some_and(char::is_uppercase) && chars.clone().any(char::is_lowercase)
+        || (word.chars().count() >= 2
+            && word.chars().all(char::is_uppercase)
+            && word.chars().count() <= 12)
+}
+
+/// Reads a word of letters (with inner `'`/`-`) starting at `at`.
+fn word_at(text: &str, at: usize) -> Option<&str> {
+    let rest = &text[at..];
+    let mut end = 0;
+    for (i, c) in rest.char_indices() {
+        let inner = (c == '\'' || c == '-' || c == '’') && i > 0;
+        if c.is_alphabetic() || inner {
+            end = i + c.len_utf8();
+        } else {
+            break;
+        }
+    }
+    let word = rest[..end].trim_end_matches(['\'', '-', '’']);
+    (word.chars().filter(|c| c.is_alphabetic()).count() >= 2).then_some(word)
+}
+
+static NOT_NAMES_SORTED: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| super::numeric::sorted(NOT_NAMES));
+
+fn not_a_name(folded: &str) -> bool {
+    super::numeric::contains(&NOT_NAMES_SORTED, folded)
+}
+
+fn acceptable_first(word: &str, strong: bool) -> bool {
+    let mut buf = [0u8; 48];
+    let Some(f) = fold::fold_small(word, &mut buf) else {
+        return false;
+    };
+    if not_a_name(f) {
+        return false;
+    }
+    if is_capitalised(word) {
+        return strong || !NOUN_SUFFIXES.iter().any(|s| f.ends_with(s));
+    }
+    strong
+}
+
+/// Reads a name (up to four words, particles allowed between name words)
+/// starting at `at`; returns its byte range and whether its first word was
+/// capitalised. A capitalised name continues with capitalised words; a
+/// lowercase one (accepted only after an unambiguous introduction) with at
+/// most two more lowercase words.
+fn read_name(text: &str, at: usize, strong: bool) -> Option<(usize, usize, bool)> {
+    let first = word_at(text, at)?;
+    if !acceptable_first(first, strong) {
+        return None;
+    }
+    let capitalised = is_capitalised(first);
+    let max_words = if capitalised { 4 } else { 3 };
+    // After a capitalised first name only a few words stop the name ("Paz
+    // Will Souza" is one person); after a lowercase one, any common word does.
+    let name_word = |w: &str| {
+        let mut buf = [0u8; 48];
+        let Some(f) = fold::fold_small(w, &mut buf) else {
+            return false;
+        };
+        if PARTICLES.contains(&f) {
+            return false;
+        }
+        if capitalised {
+            is_capitalised(w)
+                && !["i", "the", "and", "und", "y", "e", "ich", "eu", "yo"].contains(&f)
+        } else {
+            !not_a_name(f) && w.chars().all(char::is_lowercase)
+        }
+    };
+    let is_particle = |w: &str| {
+        let mut buf = [0u8; 48];
+        fold::fold_small(w, &mut buf).is_some_and(|f| PARTICLES.contains(&f))
+    };
+    let mut end = at + first.len();
+    let mut words = 1;
+    while words < max_words {
+        let Some(next_at) = text[end..].strip_prefix(' ').map(|_| end + 1) else {
+            break;
+        };
+        let Some(w) = word_at(text, next_at) else {
+            break;
+        };
+        if name_word(w) {
+            end = next_at + w.len();
+            words += 1;
+        } else if is_particle(w) {
+            // "Maria da Silva": a particle counts only before another name word.
+            let after = next_at + w.len();
+            match text[after..]
+                .strip_prefix(' ')
+                .and_then(|_| word_at(text, after + 1))
+            {
+                Some(w2) if name_word(w2) => {
+                    end = after + 1 + w2.len();
+                    words += 2;
+                }
+                _ => break,
+            }
+        } else {
+            break;
+        }
+    }
+    Some((at, end, capitalised))
+}
+
+fn introductions(text: &str, folded: &Folded<'_>, cues: &[CueMatch], out: &mut Vec<PiiSpan>) {
+    for m in cues {
+        let Cue::Intro { strong } = m.cue else {
+            continue;
+        };
+        let (_, orig_end) = folded.original_range(m.start, m.end);
+        let rest = &text[orig_end..];
+        let skipped = rest.len() - rest.trim_start_matches([' ', ':', ',']).len();
+        if skipped == 0 || skipped > 3 {
+            continue;
+        }
+        if let Some((s, e, capitalised)) = read_name(text, orig_end + skipped, strong) {
+            let score = match (strong, capitalised) {
+                (true, true) => 0.9,
+                (true, false) => 0.75,
+                _ => 0.7,
+            };
+            out.push(PiiSpan::new(PiiType::Name, s, e, score));
+        }
+    }
+}
+
+/// Whether only closing punctuation and spaces remain before the end of the
+/// line (or text) at `at`.
+fn ends_line(text: &str, at: usize) -> bool {
+    text[at..]
+        .chars()
+        .take_while(|&c| c != '\n' && c != '\r')
+        .all(|c| c == ' ' || c == '.' || c == '!' || c == '\t')
+}
+
+/// Whether only closing punctuation and whitespace remain in the text.
+fn ends_text(text: &str, at: usize) -> bool {
+    text[at..]
+        .chars()
+        .all(|c| c.is_whitespace() || matches!(c, '.' | '!' | ':' | ')'))
+}
+
+fn sign_offs(text: &str, folded: &Folded<'_>, cues: &[CueMatch], out: &mut Vec<PiiSpan>) {
+    for m in cues {
+        if m.cue != Cue::SignOff {
+            continue;
+        }
+        let (_, orig_end) = folded.original_range(m.start, m.end);
+        let rest = &text[orig_end..];
+        let after_punct = rest.trim_start_matches([',', '!', '.', ' ', ':']);
+        let after_space = after_punct.trim_start_matches(|c: char| c.is_whitespace());
+        // At most one line break between the sign-off and the name.
+        let gap = &rest[..rest.len() - after_space.len()];
+        if gap.is_empty() || gap.matches('\n').count() > 1 {
+            continue;
+        }
+        let after_dash = after_space.trim_start_matches(['-', '–', '—', ' ']);
+        let at = text.len() - after_dash.len();
+        if let Some((s, e, true)) = read_name(text, at, false) {
+            if ends_line(text, e) {
+                out.push(PiiSpan::new(PiiType::Name, s, e, 0.8));
+                continue;
+            }
+        }
+        // A lowercase name counts only when it closes the whole message.
+        if let Some((s, e, false)) = read_name(text, at, true) {
+            if ends_text(text, e) {
+                out.push(PiiSpan::new(PiiType::Name, s, e, 0.6));
+            }
+        }
+    }
+}
+
+/// "…thanks for your help!\n— Maria Souza": a last line made only of a name,
+/// under a line that closes with a comma or a sign-off word.
+fn closing_line(text: &str, out: &mut Vec<PiiSpan>) {
+    let trimmed = text.trim_end();
+    let Some(nl) = trimmed.rfind('\n') else {
+        return;
+    };
+    let last = &trimmed[nl + 1..];
+    let prev = trimmed[..nl].trim_end();
+    let prev_folded = fold::fold_str(prev.rsplit('\n').next().unwrap_or(prev));
+    let closes = prev.ends_with(',')
+        || SIGN_OFFS
+            .iter()
+            .any(|s| prev_folded.trim_end_matches(['!', '.']).ends_with(s));
+    if !closes {
+        return;
+    }
+    let lead = last.len() - last.trim_start_matches(['-', '–', '—', ' ']).len();
+    let at = nl + 1 + lead;
+    if let Some((s, e, true)) = read_name(text, at, false) {
+        if ends_line(text, e) {
+            out.push(PiiSpan::new(PiiType::Name, s, e, 0.7));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names<'a>(text: &'a str, known: &KnownEntities) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let folded = Folded::new(text);
+        detect(
+            text,
+            &folded,
+            &crate::guardrails::pii::cue_matches(&folded),
+            known,
+            &mut out,
+        );
+        crate::guardrails::pii::resolve_overlaps(out)
+            .iter()
+            .map(|s| &text[s.start..s.end])
+            .collect()
+    }
+
+    #[test]
+    fn introductions_in_four_languages_find_the_name() {
+        let none = KnownEntities::default();
+        assert_eq!(
+            names("Hi, my name is John Smith and I need help", &none),
+            vec!["John Smith"]
+        );
+        assert_eq!(
+            names("Olá, meu nome é Ana Paula da Silva.", &none),
+            vec!["Ana Paula da Silva"]
+        );
+        assert_eq!(names("Hola, me llamo Lucía", &none), vec!["Lucía"]);
+        assert_eq!(
+            names("Hallo, ich heiße Jürgen Müller", &none),
+            vec!["Jürgen Müller"]
+        );
+    }
+
+    #[test]
+    fn capitalised_nouns_are_not_names() {
+        let none = KnownEntities::default();
+        assert!(names("Meine Bestellung ist nicht angekommen", &none).is_empty());
+        assert!(names("Ich bin Kunde seit 2019", &none).is_empty());
+        assert!(names("I am Brazilian and I am Not happy", &none).is_empty());
+    }
+
+    #[test]
+    fn crm_names_match_without_case_or_accents() {
+        let known = KnownEntities::new().with_name("João Araújo");
+        assert_eq!(
+            names("falei com JOAO ontem, o joão araujo disse", &known),
+            vec!["JOAO", "joão araujo"]
+        );
+    }
+
+    #[test]
+    fn sign_offs_take_the_name_at_the_end_of_the_line() {
+        let none = KnownEntities::default();
+        assert_eq!(
+            names("Help please.\nObrigado,\nMarcos", &none),
+            vec!["Marcos"]
+        );
+        assert_eq!(names("Danke, das hilft", &none), Vec::<&str>::new());
+    }
+}

@@ -1,0 +1,771 @@
+//! Numbers written with digits and separators: payment cards, phones, US SSN,
+//! CPF, numeric CNPJ and IPv4.
+//!
+//! The scanner cuts the text into *runs*: digit groups joined by short
+//! separators (`4111 1111 1111 1111`, `+55 (11) 98765-4321`,
+//! `123.456.789-09`). A run never crosses a line break or a letter, which is
+//! the boundary check that keeps `BR123456789BR` and `5kg` out. Within a run,
+//! windows of consecutive groups are classified from the left, longest valid
+//! window first, so a card followed by its expiry date or two phones in a row
+//! come out as separate values.
+//!
+//! What keeps order numbers, dates and amounts out: formats that no PII uses
+//! (decimal commas, thousands grouping, `dd/mm/yyyy`), a currency sign before
+//! the number, and an order/tracking/invoice word right before a bare number.
+
+use std::sync::LazyLock;
+
+use crate::guardrails::pii::checks::{
+    card_brand_matches, cnpj_is_valid, cpf_is_valid, luhn_is_valid, ssn_is_valid,
+};
+use crate::guardrails::pii::names::KnownEntities;
+use crate::guardrails::pii::{phone, PiiSpan, PiiType};
+
+/// A window never spans more groups or digits than the longest value we look
+/// for; this bound keeps the scan linear however long a run gets.
+const MAX_WINDOW_GROUPS: usize = 8;
+const MAX_WINDOW_DIGITS: usize = 19;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sep {
+    Space,
+    Dash,
+    Dot,
+    Slash,
+    Comma,
+    /// Contains a parenthesis, e.g. `) ` in `(11) 9…`.
+    Paren,
+    /// A `/` or `-` with spaces around it: lists ("… / …"), never inside a value.
+    Loose,
+}
+
+impl Sep {
+    fn parse(bytes: &[u8]) -> Option<Sep> {
+        let spaces = bytes.iter().filter(|&&b| b == b' ').count();
+        let punct: Vec<u8> = bytes.iter().copied().filter(|&b| b != b' ').collect();
+        if punct.iter().any(|&b| b == b'(' || b == b')') {
+            return punct
+                .iter()
+                .all(|&b| matches!(b, b'(' | b')' | b'-' | b'.'))
+                .then_some(Sep::Paren);
+        }
+        // ". " and ", " end a sentence or a list item: they end the run too.
+        match (punct.as_slice(), spaces) {
+            ([], 1) => Some(Sep::Space),
+            ([b'-'], 0) => Some(Sep::Dash),
+            ([b'.'], 0) => Some(Sep::Dot),
+            ([b'/'], 0) => Some(Sep::Slash),
+            ([b','], 0) => Some(Sep::Comma),
+            ([b'-' | b'/'], 2) => Some(Sep::Loose),
+            _ => None,
+        }
+    }
+
+    /// Whether this separator outside a window glues it to more digits.
+    fn is_tight(self) -> bool {
+        matches!(self, Sep::Dash | Sep::Dot | Sep::Slash | Sep::Comma)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: usize,
+    end: usize,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    groups: Vec<Group>,
+    /// `seps[k]` sits between `groups[k]` and `groups[k + 1]`.
+    seps: Vec<Sep>,
+    /// Start of the first group including a leading `+` or `(`.
+    lead_start: usize,
+    plus: bool,
+    paren_lead: bool,
+}
+
+pub(super) fn detect(text: &str, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut run = Run::default();
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !b.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        if glued_before(text, i) {
+            i = skip_token(bytes, i);
+            continue;
+        }
+        i = scan_run(text, i, &mut run);
+        classify_run(text, &run, known, out);
+    }
+}
+
+/// Whether the digit at `i` continues a word (letter or digit before it, or a
+/// decimal point/comma after a digit).
+fn glued_before(text: &str, i: usize) -> bool {
+    let bytes = text.as_bytes();
+    match text[..i].chars().next_back() {
+        None => false,
+        Some(c) if c.is_alphanumeric() || c == '_' => true,
+        Some('.' | ',') => i >= 2 && bytes[i - 2].is_ascii_digit(),
+        Some(_) => false,
+    }
+}
+
+/// Skips the rest of an alphanumeric token.
+fn skip_token(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+        i += 1;
+    }
+    i.max(1)
+}
+
+/// Reads one run starting at the digit at `start`; returns where scanning
+/// resumes.
+fn scan_run(text: &str, start: usize, run: &mut Run) -> usize {
+    let bytes = text.as_bytes();
+    run.groups.clear();
+    run.seps.clear();
+    run.plus = false;
+    run.paren_lead = false;
+    run.lead_start = start;
+    // A leading "+" or "(" (or "+(") belongs to the value.
+    let mut lead = start;
+    if lead > 0 && bytes[lead - 1] == b'(' {
+        lead -= 1;
+        run.paren_lead = true;
+    }
+    if lead > 0 && bytes[lead - 1] == b'+' {
+        lead -= 1;
+        run.plus = true;
+    }
+    if lead > 0 && (bytes[lead - 1].is_ascii_alphanumeric()) {
+        // "x+1": not a leading sign.
+        run.plus = false;
+        run.paren_lead = false;
+        lead = start;
+    }
+    run.lead_start = lead;
+    let mut i = start;
+    loop {
+        let g_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let group = Group {
+            start: g_start,
+            end: i,
+        };
+        // A letter right after the digits ("5kg", "3x") makes the group part
+        // of a word: it ends the run and is not a candidate itself.
+        if i < bytes.len()
+            && text[i..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+        {
+            return skip_token(bytes, i);
+        }
+        run.groups.push(group);
+        // Look for a separator followed by another digit group.
+        let mut j = i;
+        while j < bytes.len()
+            && j - i < 3
+            && matches!(bytes[j], b' ' | b'-' | b'.' | b'/' | b',' | b'(' | b')')
+        {
+            j += 1;
+        }
+        let Some(sep) = (j > i && j < bytes.len() && bytes[j].is_ascii_digit())
+            .then(|| Sep::parse(&bytes[i..j]))
+            .flatten()
+        else {
+            return i.max(start + 1);
+        };
+        run.seps.push(sep);
+        i = j;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    last: usize,
+    kind: PiiType,
+    score: f32,
+}
+
+fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
+    let n = run.groups.len();
+    let total_digits: usize = run.groups.iter().map(Group::len).sum();
+    // Nothing we look for has fewer than four digits (IPv4 "1.2.3.4").
+    if total_digits < 4 {
+        return;
+    }
+    let context = Context::before(text, run.lead_start);
+    // Where the last value ended: a phone must start the run or follow a
+    // value, never begin in the middle of an unexplained longer number
+    // ("DE89 3704 0044 0532 0130 01" holds no phone).
+    let mut resume = 0;
+    let mut i = 0;
+    let mut digits = String::with_capacity(MAX_WINDOW_DIGITS + 8);
+    // ends[k]: length of `digits` after the k-th group of the window.
+    let mut ends: Vec<usize> = Vec::with_capacity(MAX_WINDOW_GROUPS);
+    while i < n {
+        digits.clear();
+        ends.clear();
+        for g in &run.groups[i..n.min(i + MAX_WINDOW_GROUPS)] {
+            if digits.len() + g.len() > MAX_WINDOW_DIGITS + 2 {
+                break;
+            }
+            digits.push_str(&text[g.start..g.end]);
+            ends.push(digits.len());
+        }
+        // Longest window first: the first valid one is the one we keep, and
+        // shorter windows need no validation at all.
+        let mut best: Option<Candidate> = None;
+        for (k, &end) in ends.iter().enumerate().rev() {
+            let window = Window {
+                run,
+                first: i,
+                last: i + k,
+                digits: &digits[..end],
+            };
+            if let Some((kind, score)) = window.classify(&context, known) {
+                if kind != PiiType::Phone || i == resume || score >= 1.0 {
+                    best = Some(Candidate {
+                        last: i + k,
+                        kind,
+                        score,
+                    });
+                    break;
+                }
+            }
+        }
+        match best {
+            Some(c) => {
+                let start = if i == 0 {
+                    run.lead_start
+                } else {
+                    run.groups[i].start
+                };
+                let mut end = run.groups[c.last].end;
+                // "(11)" closes after the digits when the window starts inside it.
+                if end < text.len()
+                    && text.as_bytes()[end] == b')'
+                    && run.paren_lead
+                    && i == 0
+                    && c.last == 0
+                {
+                    end += 1;
+                }
+                out.push(PiiSpan::new(c.kind, start, end, c.score));
+                i = c.last + 1;
+                resume = i;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// What precedes a run on its line.
+struct Context {
+    /// An order/tracking/invoice/ticket word (or `#`) right before the number.
+    reference: bool,
+    /// A currency sign or code right before the number.
+    amount: bool,
+    ssn: bool,
+    phone: bool,
+    cpf: bool,
+}
+
+impl Context {
+    fn before(text: &str, at: usize) -> Context {
+        let start = floor_char_boundary(text, at.saturating_sub(48));
+        let window = &text[start..at];
+        let window = window.rsplit(['\n', '\r']).next().unwrap_or(window);
+        let trimmed = window.trim_end();
+        let lower_ends = |suffix: &str| {
+            trimmed.len() >= suffix.len()
+                && trimmed.is_char_boundary(trimmed.len() - suffix.len())
+                && trimmed[trimmed.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        };
+        let amount = [
+            "$", "€", "£", "r$", "us$", "eur", "usd", "brl", "gbp", "chf",
+        ]
+        .iter()
+        .any(|c| lower_ends(c));
+        let mut ctx = Context {
+            reference: trimmed.ends_with('#')
+                || lower_ends("n.")
+                || lower_ends("no.")
+                || trimmed.ends_with("nº"),
+            amount,
+            ssn: false,
+            phone: false,
+            cpf: false,
+        };
+        // Walk back over the last few words; filler words ("number", "nº",
+        // "is", "my") do not break the link between keyword and number.
+        let mut buf = [0u8; 48];
+        let words = trimmed
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .rev()
+            .take(5);
+        for w in words {
+            let Some(w) = crate::guardrails::fold::fold_small(w, &mut buf) else {
+                break;
+            };
+            if contains(&REFERENCE_WORDS_SORTED, w) {
+                ctx.reference = true;
+                break;
+            }
+            if ["ssn", "security", "social"].contains(&w) {
+                ctx.ssn = true;
+                break;
+            }
+            if contains(&PHONE_WORDS_SORTED, w) {
+                ctx.phone = true;
+                break;
+            }
+            if w == "cpf" {
+                ctx.cpf = true;
+                break;
+            }
+            if !contains(&FILLER_WORDS_SORTED, w) && w != "n" && w != "o" {
+                break;
+            }
+        }
+        ctx
+    }
+}
+
+pub(super) fn sorted(words: &'static [&'static str]) -> Vec<&'static str> {
+    let mut v = words.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+pub(super) fn contains(sorted: &[&str], word: &str) -> bool {
+    sorted.binary_search(&word).is_ok()
+}
+
+static REFERENCE_WORDS_SORTED: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| sorted(REFERENCE_WORDS));
+static PHONE_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(PHONE_WORDS));
+static FILLER_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(FILLER_WORDS));
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Words that introduce a reference number rather than personal data.
+const REFERENCE_WORDS: &[&str] = &[
+    "order",
+    "orders",
+    "pedido",
+    "pedidos",
+    "encomenda",
+    "compra",
+    "bestellung",
+    "bestellnummer",
+    "auftrag",
+    "auftragsnummer",
+    "commande",
+    "ordine",
+    "ticket",
+    "chamado",
+    "protocolo",
+    "protocol",
+    "invoice",
+    "fatura",
+    "factura",
+    "rechnung",
+    "rechnungsnummer",
+    "nota",
+    "nf",
+    "nfe",
+    "tracking",
+    "rastreio",
+    "rastreamento",
+    "seguimiento",
+    "envio",
+    "envío",
+    "sendung",
+    "sendungsnummer",
+    "sendungsverfolgung",
+    "verfolgung",
+    "seguimento",
+    "trackingnummer",
+    "paket",
+    "paketnummer",
+    "package",
+    "parcel",
+    "shipment",
+    "remessa",
+    "ref",
+    "reference",
+    "referencia",
+    "referenz",
+    "sku",
+    "item",
+    "artikel",
+    "artikelnummer",
+    "produto",
+    "product",
+    "producto",
+    "case",
+    "caso",
+    "vorgang",
+    "vorgangsnummer",
+    "kundennummer",
+    "customer",
+    "cliente",
+    "contrato",
+    "contract",
+    "vertrag",
+    "vertragsnummer",
+    "serial",
+    "serie",
+    "seriennummer",
+    "lote",
+    "batch",
+    "code",
+    "codigo",
+    "boleto",
+    "voucher",
+    "cupom",
+    "cupon",
+    "gutschein",
+    "localizador",
+    "reserva",
+    "booking",
+    "buchung",
+    "buchungsnummer",
+    "transaction",
+    "transacao",
+    "transaccion",
+    "transaktion",
+];
+
+const PHONE_WORDS: &[&str] = &[
+    "phone",
+    "tel",
+    "telephone",
+    "mobile",
+    "cell",
+    "cellphone",
+    "call",
+    "whatsapp",
+    "whats",
+    "zap",
+    "wpp",
+    "telefone",
+    "fone",
+    "celular",
+    "cel",
+    "ligar",
+    "ligue",
+    "contato",
+    "telefono",
+    "movil",
+    "llamar",
+    "llama",
+    "llamame",
+    "telefon",
+    "handy",
+    "mobil",
+    "handynummer",
+    "telefonnummer",
+    "rufnummer",
+    "anrufen",
+    "sms",
+    "fax",
+];
+
+const FILLER_WORDS: &[&str] = &[
+    "number", "no", "nr", "nro", "num", "numero", "nummer", "n", "o", "is", "e", "es", "ist", "my",
+    "your", "the", "a", "an", "meu", "minha", "mi", "su", "seu", "sua", "mein", "meine", "ihre",
+    "die", "der", "das", "do", "da", "de", "del", "of", "for", "para", "fur", "on", "at", "me",
+    "em", "en", "na", "unter", "under", "am", "im", "um", "here", "aqui", "hier", "was", "foi",
+    "fue", "war", "with", "com", "con", "mit",
+];
+
+struct Window<'a> {
+    run: &'a Run,
+    first: usize,
+    last: usize,
+    digits: &'a str,
+}
+
+impl Window<'_> {
+    fn groups(&self) -> &[Group] {
+        &self.run.groups[self.first..=self.last]
+    }
+
+    fn inner_seps(&self) -> &[Sep] {
+        &self.run.seps[self.first..self.last]
+    }
+
+    fn sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.groups().iter().map(Group::len)
+    }
+
+    fn sizes_are(&self, expected: &[usize]) -> bool {
+        self.groups().len() == expected.len() && self.sizes().zip(expected).all(|(a, &b)| a == b)
+    }
+
+    fn seps_are(&self, expected: &[Sep]) -> bool {
+        self.inner_seps() == expected
+    }
+
+    fn compact(&self) -> bool {
+        self.first == self.last
+    }
+
+    fn uniform_sep(&self) -> Option<Sep> {
+        let seps = self.inner_seps();
+        let first = *seps.first()?;
+        seps.iter().all(|&s| s == first).then_some(first)
+    }
+
+    fn starts_run(&self) -> bool {
+        self.first == 0
+    }
+
+    /// Separators just outside the window; a tight one means the window is a
+    /// slice of a longer number.
+    fn glued_outside(&self) -> bool {
+        let before = (self.first > 0).then(|| self.run.seps[self.first - 1]);
+        let after = self.run.seps.get(self.last).copied();
+        before.is_some_and(Sep::is_tight) || after.is_some_and(Sep::is_tight)
+    }
+
+    fn classify(&self, ctx: &Context, known: &KnownEntities) -> Option<(PiiType, f32)> {
+        let n = self.digits.len();
+        if known.is_known_phone(self.digits) {
+            return Some((PiiType::Phone, 1.0));
+        }
+        if self.glued_outside() || self.inner_seps().contains(&Sep::Comma) || ctx.amount {
+            return None;
+        }
+        // A bare number right after "order", "pedido", "Sendungsnummer"… is a
+        // reference, whatever checksum it happens to pass.
+        let bare = self.compact() && !self.run.plus && !self.run.paren_lead;
+        if bare && ctx.reference {
+            return None;
+        }
+        // A leading "+" announces a phone number, whatever checksum the
+        // digits happen to pass. ("00" does not: CPFs start with 00 too.)
+        if self.starts_run() && self.run.plus {
+            return self.phone(ctx);
+        }
+        use Sep::*;
+        if n == 14 && cnpj_is_valid(self.digits) {
+            let formatted =
+                self.sizes_are(&[2, 3, 3, 4, 2]) && self.seps_are(&[Dot, Dot, Slash, Dash]);
+            let partly = (self.sizes_are(&[8, 4, 2]) && self.seps_are(&[Slash, Dash]))
+                || (self.sizes_are(&[12, 2]) && self.seps_are(&[Dash]));
+            if formatted || partly || self.compact() {
+                return Some((PiiType::Cnpj, if formatted { 0.99 } else { 0.9 }));
+            }
+        }
+        if n == 11 && cpf_is_valid(self.digits) {
+            let formatted = self.sizes_are(&[3, 3, 3, 2]) && self.seps_are(&[Dot, Dot, Dash]);
+            if formatted {
+                return Some((PiiType::Cpf, 0.99));
+            }
+            let partly = self.sizes_are(&[9, 2]) && self.seps_are(&[Dash]);
+            // An 11-digit string passing both the CPF check and a Brazilian
+            // mobile plan is more often a CPF (1 in 100 numbers pass the check
+            // digits, about 1 in 15 look like a mobile), unless the words
+            // around it say phone.
+            if (partly || self.compact()) && !(ctx.phone && phone::national(self.digits)) {
+                return Some((PiiType::Cpf, if self.compact() { 0.9 } else { 0.95 }));
+            }
+        }
+        if (13..=19).contains(&n)
+            && self.card_grouping()
+            && luhn_is_valid(self.digits)
+            && card_brand_matches(self.digits)
+        {
+            return Some((PiiType::Card, if self.compact() { 0.93 } else { 0.97 }));
+        }
+        if n == 9
+            && (self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Dash) || ctx.ssn)
+            && !ssn_is_valid(self.digits)
+        {
+            // SSN-shaped but invalid: not a phone either.
+            return None;
+        }
+        if n == 9 {
+            let formatted =
+                self.sizes_are(&[3, 2, 4]) && matches!(self.uniform_sep(), Some(Dash | Space));
+            if (formatted || (self.compact() && ctx.ssn)) && ssn_is_valid(self.digits) {
+                // "123 45 6789" without an SSN word could as well be a phone.
+                if formatted && (self.uniform_sep() == Some(Dash) || ctx.ssn) {
+                    return Some((PiiType::Ssn, 0.95));
+                }
+                if ctx.ssn {
+                    return Some((PiiType::Ssn, 0.85));
+                }
+            }
+        }
+        if self.groups().len() == 4 && self.uniform_sep() == Some(Dot) && self.is_ipv4() {
+            return Some((PiiType::Ip, 0.9));
+        }
+        self.phone(ctx)
+    }
+
+    fn card_grouping(&self) -> bool {
+        if self.compact() {
+            return true;
+        }
+        if !matches!(self.uniform_sep(), Some(Sep::Space | Sep::Dash)) {
+            return false;
+        }
+        let groups = self.groups();
+        let (last, head) = groups
+            .split_last()
+            .map_or((0, &[][..]), |(l, h)| (l.len(), h));
+        (head.iter().all(|g| g.len() == 4) && (1..=4).contains(&last))
+            || self.sizes_are(&[4, 6, 5])
+            || self.sizes_are(&[4, 6, 4])
+    }
+
+    fn is_ipv4(&self) -> bool {
+        let mut at = 0;
+        self.groups().iter().all(|g| {
+            let s = &self.digits[at..at + g.len()];
+            at += g.len();
+            s.len() <= 3
+                && !(s.len() > 1 && s.starts_with('0'))
+                && s.parse::<u16>().is_ok_and(|v| v <= 255)
+        })
+    }
+
+    fn looks_like_date(&self) -> bool {
+        if !matches!(self.uniform_sep(), Some(Sep::Dot | Sep::Slash | Sep::Dash)) {
+            return false;
+        }
+        const DATES: &[&[usize]] = &[
+            &[2, 2, 4],
+            &[4, 2, 2],
+            &[2, 2, 2],
+            &[1, 2, 4],
+            &[2, 1, 4],
+            &[1, 1, 4],
+            &[1, 1, 2],
+            &[2, 2],
+            &[1, 2],
+            &[2, 1],
+        ];
+        DATES.iter().any(|d| self.sizes_are(d))
+    }
+
+    /// "1.234.567" and "12 345 678" style thousands grouping.
+    fn looks_like_thousands(&self) -> bool {
+        let groups = self.groups();
+        groups.len() >= 2
+            && (1..=3).contains(&groups[0].len())
+            && groups[1..].iter().all(|g| g.len() == 3)
+            && matches!(self.uniform_sep(), Some(Sep::Dot | Sep::Comma))
+    }
+
+    fn phone(&self, ctx: &Context) -> Option<(PiiType, f32)> {
+        let seps = self.inner_seps();
+        if seps.iter().any(|s| matches!(s, Sep::Loose | Sep::Comma))
+            || self.looks_like_date()
+            || self.looks_like_thousands()
+        {
+            return None;
+        }
+        if self.starts_run() && self.run.plus {
+            return phone::international(self.digits).map(|s| (PiiType::Phone, s));
+        }
+        if let Some(rest) = self.digits.strip_prefix("00") {
+            if let Some(score) = phone::international(rest) {
+                return Some((PiiType::Phone, score - 0.05));
+            }
+        }
+        if !phone::national(self.digits) {
+            return None;
+        }
+        let formatted = !self.compact() || (self.starts_run() && self.run.paren_lead);
+        if !formatted && ctx.reference {
+            return None;
+        }
+        let score = match (formatted, ctx.phone) {
+            (_, true) => 0.95,
+            (true, false) => 0.85,
+            (false, false) => 0.75,
+        };
+        Some((PiiType::Phone, score))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(PiiType, &str)> {
+        let mut out = Vec::new();
+        detect(text, &KnownEntities::default(), &mut out);
+        out.iter()
+            .map(|s| (s.kind, &text[s.start..s.end]))
+            .collect()
+    }
+
+    #[test]
+    fn formatted_cpf_and_card_are_found() {
+        assert_eq!(
+            kinds("CPF 529.982.247-25 ok"),
+            vec![(PiiType::Cpf, "529.982.247-25")]
+        );
+        assert_eq!(
+            kinds("card 4111 1111 1111 1111 12/27"),
+            vec![(PiiType::Card, "4111 1111 1111 1111")]
+        );
+    }
+
+    #[test]
+    fn phones_in_several_national_formats_are_found() {
+        for p in [
+            "+55 11 98765-4321",
+            "(11) 98765-4321",
+            "+1 415-555-0132",
+            "030 12345678",
+            "06 12 34 56 78",
+            "+44 20 7946 0958",
+        ] {
+            let text = format!("ring me at {p} please");
+            assert_eq!(kinds(&text), vec![(PiiType::Phone, p)], "{p}");
+        }
+    }
+
+    #[test]
+    fn dates_amounts_and_order_numbers_are_not_pii() {
+        for t in [
+            "on 12/03/2024",
+            "R$ 1.234,56",
+            "order #4155550132",
+            "pedido 11987654321",
+            "BR123456789BR",
+            "2024-03-12",
+        ] {
+            assert_eq!(kinds(t), vec![], "{t}");
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! Policies: built-in packs + a tenant's rules and options, compiled once and
+//! cached per tenant and configuration version.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::guardrails::fold::Folded;
+use crate::guardrails::pii::PiiType;
+use crate::guardrails::rules::{
+    check_unique_ids, validate_rules, Action, CompiledRules, Hit, Lang, Limits, Matcher, PackError,
+    Rule, RuleMeta, RulePack, RuleStage, SafeReply, Stage,
+};
+
+/// The built-in packs, compiled into the binary. A test fails if
+/// `guardrails/` holds a `.toml` that is not listed here.
+pub const BUILTIN_PACK_FILES: &[(&str, &str)] = &[
+    (
+        "abusive_language.toml",
+        include_str!("../../guardrails/abusive_language.toml"),
+    ),
+    (
+        "competitors.toml",
+        include_str!("../../guardrails/competitors.toml"),
+    ),
+    (
+        "financial_guarantees.toml",
+        include_str!("../../guardrails/financial_guarantees.toml"),
+    ),
+    (
+        "human_review.toml",
+        include_str!("../../guardrails/human_review.toml"),
+    ),
+    (
+        "legal_advice.toml",
+        include_str!("../../guardrails/legal_advice.toml"),
+    ),
+    (
+        "medical_advice.toml",
+        include_str!("../../guardrails/medical_advice.toml"),
+    ),
+    (
+        "prompt_injection.toml",
+        include_str!("../../guardrails/prompt_injection.toml"),
+    ),
+    (
+        "self_harm.toml",
+        include_str!("../../guardrails/self_harm.toml"),
+    ),
+];
+
+/// Parses and validates the built-in packs (every example of every rule is
+/// checked). Call at start-up so a bad pack fails loudly there.
+pub fn load_builtin_packs() -> Result<Vec<RulePack>, PackError> {
+    let packs = BUILTIN_PACK_FILES
+        .iter()
+        .map(|(file, src)| RulePack::from_toml(&format!("guardrails/{file}"), src))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_unique_ids(&packs)?;
+    Ok(packs)
+}
+
+/// Compiled rules of a set of packs, shared by every tenant policy built on them.
+#[derive(Debug)]
+pub struct PackSet {
+    packs: Vec<RulePack>,
+    rules: CompiledRules,
+    /// Index into `packs` for each compiled rule.
+    rule_pack: Vec<usize>,
+    safe_replies: HashMap<String, SafeReply>,
+}
+
+impl PackSet {
+    /// Compiles already validated packs (see [`RulePack::from_toml`]).
+    pub fn new(packs: Vec<RulePack>) -> Result<PackSet, PackError> {
+        check_unique_ids(&packs)?;
+        let all: Vec<Rule> = packs.iter().flat_map(|p| p.rules.iter().cloned()).collect();
+        let rule_pack = packs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| std::iter::repeat_n(i, p.rules.len()))
+            .collect();
+        let rules = CompiledRules::compile(&all, Limits::BUILTIN).map_err(|reason| PackError {
+            source_name: "packs".into(),
+            rule: None,
+            reason,
+        })?;
+        let safe_replies = packs.iter().flat_map(|p| p.safe_replies.clone()).collect();
+        Ok(PackSet {
+            packs,
+            rules,
+            rule_pack,
+            safe_replies,
+        })
+    }
+
+    /// The built-in packs, loaded and compiled on first use.
+    ///
+    /// # Panics
+    /// If a built-in pack is invalid. The test suite loads every built-in
+    /// pack, so this cannot ship; call [`load_builtin_packs`] at start-up to
+    /// fail with a message instead.
+    pub fn builtin() -> Arc<PackSet> {
+        static BUILTIN: LazyLock<Arc<PackSet>> = LazyLock::new(|| {
+            let packs =
+                load_builtin_packs().unwrap_or_else(|e| panic!("invalid built-in rule pack: {e}"));
+            Arc::new(
+                PackSet::new(packs).unwrap_or_else(|e| panic!("invalid built-in rule pack: {e}")),
+            )
+        });
+        BUILTIN.clone()
+    }
+
+    pub fn packs(&self) -> &[RulePack] {
+        &self.packs
+    }
+}
+
+fn default_unissued_action() -> Action {
+    Action::Handoff
+}
+
+/// What a tenant can tune without code (AGT-3). Stored as JSON by the
+/// configuration API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantOptions {
+    /// PII types to mask; `None` masks every type.
+    pub pii_types: Option<BTreeSet<PiiType>>,
+    /// Built-in packs to apply; `None` applies every pack except templates.
+    pub packs: Option<Vec<String>>,
+    /// Longest draft (in characters) that may go out.
+    pub max_output_chars: Option<usize>,
+    /// Phrases a draft must never contain ("guaranteed refund").
+    pub forbidden_commitments: Vec<String>,
+    /// The tenant's own wording of safe replies, by key.
+    pub safe_replies: BTreeMap<String, String>,
+    /// Public values of the tenant itself (support e-mail, hotline) that are
+    /// neither masked nor treated as invented PII in drafts.
+    pub public_values: Vec<String>,
+    /// What to do when a draft holds PII the vault never issued.
+    #[serde(default = "default_unissued_action")]
+    pub unissued_pii_action: Action,
+}
+
+impl Default for TenantOptions {
+    fn default() -> Self {
+        TenantOptions {
+            pii_types: None,
+            packs: None,
+            max_output_chars: None,
+            forbidden_commitments: Vec::new(),
+            safe_replies: BTreeMap::new(),
+            public_values: Vec::new(),
+            unissued_pii_action: default_unissued_action(),
+        }
+    }
+}
+
+/// A tenant's whole guardrail configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    pub rules: Vec<Rule>,
+    pub options: TenantOptions,
+}
+
+/// Rule id of the synthesised forbidden-commitment rule.
+pub const COMMITMENT_RULE: &str = "tenant.forbidden-commitment";
+/// Safe-reply keys of the engine's own checks.
+pub const KEY_COMMITMENT: &str = "forbidden_commitment";
+
+/// Default wording of the replies the engine's own checks ask for.
+fn engine_reply(key: &str, lang: Lang) -> Option<&'static str> {
+    let texts: [&str; 4] = match key {
+        "handoff" | KEY_COMMITMENT => [
+            "Thanks for your patience: a colleague will pick up this conversation shortly.",
+            "Obrigado pela paciência: um colega vai continuar este atendimento em instantes.",
+            "Gracias por tu paciencia: un compañero continuará esta conversación en breve.",
+            "Danke für Ihre Geduld: Eine Kollegin oder ein Kollege übernimmt das Gespräch in Kürze.",
+        ],
+        _ => return None,
+    };
+    Some(match lang {
+        Lang::En => texts[0],
+        Lang::Pt => texts[1],
+        Lang::Es => texts[2],
+        Lang::De => texts[3],
+    })
+}
+
+/// A compiled policy: what [`crate::guardrails::evaluate`] applies.
+#[derive(Debug)]
+pub struct Policy {
+    packs: Arc<PackSet>,
+    pack_enabled: Vec<bool>,
+    /// Whether any enabled pack rule applies at [Inbound, Outbound]: lets a
+    /// policy without packs for a stage skip the scan entirely.
+    packs_apply: [bool; 2],
+    tenant: CompiledRules,
+    pii_enabled: [bool; PiiType::ALL.len()],
+    /// `public_values` reduced to lowercase alphanumerics.
+    public: BTreeSet<String>,
+    options: TenantOptions,
+}
+
+/// Lowercase alphanumerics only: how public values are compared.
+pub(crate) fn public_key(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl Policy {
+    /// The built-in packs with default options, compiled once.
+    pub fn builtin() -> Arc<Policy> {
+        static DEFAULT: LazyLock<Arc<Policy>> = LazyLock::new(|| {
+            Arc::new(
+                Policy::new(&TenantConfig::default())
+                    .unwrap_or_else(|e| panic!("default policy: {e}")),
+            )
+        });
+        DEFAULT.clone()
+    }
+
+    /// Built-in packs plus a tenant's configuration.
+    pub fn new(config: &TenantConfig) -> Result<Policy, PackError> {
+        Policy::with_packs(PackSet::builtin(), config)
+    }
+
+    /// A given pack set (e.g. loaded from a directory) plus a tenant's
+    /// configuration. Tenant rules are validated with the tenant limits and
+    /// their examples checked; their ids must not clash with pack rules.
+    pub fn with_packs(packs: Arc<PackSet>, config: &TenantConfig) -> Result<Policy, PackError> {
+        let err = |rule: Option<&str>, reason: String| PackError {
+            source_name: "tenant".into(),
+            rule: rule.map(str::to_string),
+            reason,
+        };
+        let options = &config.options;
+        let pack_enabled: Vec<bool> = match &options.packs {
+            None => packs.packs.iter().map(|p| !p.template).collect(),
+            Some(names) => {
+                if let Some(unknown) = names
+                    .iter()
+                    .find(|n| !packs.packs.iter().any(|p| &p.name == *n))
+                {
+                    return Err(err(None, format!("unknown pack `{unknown}`")));
+                }
+                packs
+                    .packs
+                    .iter()
+                    .map(|p| names.contains(&p.name))
+                    .collect()
+            }
+        };
+        validate_rules("tenant", &config.rules, Limits::TENANT)?;
+        for rule in &config.rules {
+            if packs.rules.rules.iter().any(|r| r.id == rule.id) || rule.id == COMMITMENT_RULE {
+                return Err(err(
+                    Some(&rule.id),
+                    "id is already used by a built-in rule".into(),
+                ));
+            }
+            if let Some(key) = &rule.safe_reply {
+                if !options.safe_replies.contains_key(key) && !packs.safe_replies.contains_key(key)
+                {
+                    return Err(err(
+                        Some(&rule.id),
+                        format!("safe_reply `{key}` is not defined"),
+                    ));
+                }
+            }
+        }
+        let mut rules = config.rules.clone();
+        let commitments: Vec<String> = options
+            .forbidden_commitments
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+            .cloned()
+            .collect();
+        if !commitments.is_empty() {
+            rules.push(Rule {
+                id: COMMITMENT_RULE.into(),
+                description: Some("tenant-forbidden commitments in drafts".into()),
+                stage: RuleStage::Outbound,
+                matcher: Matcher::Phrases(commitments),
+                decode: Vec::new(),
+                action: Action::Handoff,
+                safe_reply: Some(KEY_COMMITMENT.into()),
+                must_match: Vec::new(),
+                must_not_match: Vec::new(),
+            });
+        }
+        let tenant =
+            CompiledRules::compile(&rules, Limits::TENANT).map_err(|reason| err(None, reason))?;
+        let mut pii_enabled = [true; PiiType::ALL.len()];
+        if let Some(types) = &options.pii_types {
+            for t in PiiType::ALL {
+                pii_enabled[t.index()] = types.contains(&t);
+            }
+        }
+        let packs_apply = [Stage::Inbound, Stage::Outbound].map(|stage| {
+            packs
+                .rules
+                .rules
+                .iter()
+                .zip(&packs.rule_pack)
+                .any(|(rule, &pack)| pack_enabled[pack] && rule.stage.applies_to(stage))
+        });
+        Ok(Policy {
+            packs,
+            pack_enabled,
+            packs_apply,
+            tenant,
+            pii_enabled,
+            public: options
+                .public_values
+                .iter()
+                .map(|v| public_key(v))
+                .filter(|k| !k.is_empty())
+                .collect(),
+            options: options.clone(),
+        })
+    }
+
+    pub fn options(&self) -> &TenantOptions {
+        &self.options
+    }
+
+    pub(crate) fn pii_enabled(&self) -> &[bool; PiiType::ALL.len()] {
+        &self.pii_enabled
+    }
+
+    /// Whether `value` is one of the tenant's own public values.
+    pub(crate) fn is_public(&self, value: &str) -> bool {
+        if self.public.is_empty() {
+            return false;
+        }
+        let key = public_key(value);
+        if self.public.contains(&key) {
+            return true;
+        }
+        // Phones are written with or without country code and trunk prefix.
+        let digits = |k: &str| k.len() >= 8 && k.bytes().all(|b| b.is_ascii_digit());
+        digits(&key)
+            && self.public.iter().any(|p| {
+                let (short, long) = if p.len() <= key.len() {
+                    (p.as_str(), key.as_str())
+                } else {
+                    (key.as_str(), p.as_str())
+                };
+                digits(p)
+                    && long.len() - short.len() <= 4
+                    && long
+                        .trim_start_matches('0')
+                        .ends_with(short.trim_start_matches('0'))
+            })
+    }
+
+    /// Rule matches for `stage`, in original offsets.
+    pub(crate) fn rule_hits(
+        &self,
+        folded: &Folded<'_>,
+        stage: Stage,
+    ) -> Vec<(&RuleMeta, usize, usize)> {
+        let mut hits: Vec<Hit> = Vec::new();
+        let packs = &self.packs;
+        if self.packs_apply[stage as usize] {
+            packs.rules.find(
+                folded,
+                &|r| {
+                    let i = r as usize;
+                    self.pack_enabled[packs.rule_pack[i]]
+                        && packs.rules.rules[i].stage.applies_to(stage)
+                },
+                &mut hits,
+            );
+        }
+        let builtin = hits.len();
+        if !self.tenant.rules.is_empty() {
+            self.tenant.find(
+                folded,
+                &|r| self.tenant.rules[r as usize].stage.applies_to(stage),
+                &mut hits,
+            );
+        }
+        hits.iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let meta = if i < builtin {
+                    &packs.rules.rules[h.rule as usize]
+                } else {
+                    &self.tenant.rules[h.rule as usize]
+                };
+                (meta, h.start, h.end)
+            })
+            .collect()
+    }
+
+    /// The reply for `key`: the tenant's wording, else the pack default in
+    /// `lang`.
+    pub fn safe_reply(&self, key: &str, lang: Lang) -> Option<String> {
+        self.options
+            .safe_replies
+            .get(key)
+            .cloned()
+            .or_else(|| {
+                self.packs
+                    .safe_replies
+                    .get(key)
+                    .map(|r| r.get(lang).to_string())
+            })
+            .or_else(|| engine_reply(key, lang).map(str::to_string))
+    }
+}
+
+/// Compiled policies per tenant, keyed by tenant id and configuration
+/// version: asking with a newer version recompiles, so a configuration change
+/// takes effect on the next message without a restart (AGT-3).
+#[derive(Debug)]
+pub struct PolicyCache<K = String> {
+    inner: RwLock<HashMap<K, (u64, Arc<Policy>)>>,
+}
+
+impl<K> Default for PolicyCache<K> {
+    fn default() -> Self {
+        PolicyCache {
+            inner: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> PolicyCache<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cached policy for this tenant at exactly this version.
+    pub fn get(&self, tenant: &K, version: u64) -> Option<Arc<Policy>> {
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(tenant)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// The cached policy, or `compile()`'s result cached under this version.
+    /// Compilation runs outside the lock; two threads racing on a new version
+    /// may both compile, and one result wins.
+    pub fn get_or_compile<E>(
+        &self,
+        tenant: &K,
+        version: u64,
+        compile: impl FnOnce() -> Result<Policy, E>,
+    ) -> Result<Arc<Policy>, E> {
+        if let Some(p) = self.get(tenant, version) {
+            return Ok(p);
+        }
+        let policy = Arc::new(compile()?);
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        map.insert(tenant.clone(), (version, policy.clone()));
+        Ok(policy)
+    }
+
+    /// Drops a tenant's entry (e.g. tenant deleted).
+    pub fn invalidate(&self, tenant: &K) {
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(tenant);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

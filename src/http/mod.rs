@@ -1,0 +1,174 @@
+//! HTTP plumbing shared by every domain: extractors that answer in our error shape, request
+//! metadata, the route registry (where each route declares its access), middleware, OpenAPI.
+
+pub mod api;
+pub mod middleware;
+pub mod openapi;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::Error;
+
+pub use api::{Access, Api, RouteSpec};
+
+/// JSON in and out. Malformed input is refused with our error shape, never axum's plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Error {
+    match rejection {
+        JsonRejection::JsonDataError(e) => Error::bad_request("invalid_body", e.body_text()),
+        JsonRejection::JsonSyntaxError(_) => {
+            Error::bad_request("malformed_json", "the request body is not valid JSON")
+        }
+        JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+        other => Error::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters; a malformed id is a clear 400, not a framework message.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e: PathRejection| Error::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// Query string parameters.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e: QueryRejection| Error::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Where a request came from, for audit rows and throttles. Filled in by middleware for
+/// every request, authenticated or not.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn from_parts(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> Self {
+        let forwarded = trust_proxy
+            .then(|| headers.get("x-forwarded-for"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        let text = |name: &str, max: usize| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(max).collect::<String>())
+        };
+        RequestMeta {
+            ip: forwarded.or(peer.map(|p| p.ip())),
+            user_agent: text("user-agent", 512),
+            request_id: text("x-request-id", 128),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestMeta>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// The peer address when the server was started with connect info (tests may not be).
+pub fn peer_addr(parts: &axum::http::Extensions) -> Option<SocketAddr> {
+    parts.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// For `Option<Option<T>>` fields of update bodies: absent stays `None` (unchanged, with
+/// `#[serde(default)]`), while an explicit `null` becomes `Some(None)` (clear).
+pub fn explicit_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// Timestamps in hand-built JSON (`json!`) as RFC 3339 strings, like every typed response;
+/// `time`'s own serialisation would give a tuple of numbers.
+pub trait Rfc3339 {
+    fn rfc3339(&self) -> serde_json::Value;
+}
+
+impl Rfc3339 for time::OffsetDateTime {
+    fn rfc3339(&self) -> serde_json::Value {
+        self.format(&time::format_description::well_known::Rfc3339)
+            .map(serde_json::Value::String)
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Rfc3339 for Option<time::OffsetDateTime> {
+    fn rfc3339(&self) -> serde_json::Value {
+        self.as_ref()
+            .map_or(serde_json::Value::Null, Rfc3339::rfc3339)
+    }
+}

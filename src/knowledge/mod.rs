@@ -1,0 +1,211 @@
+//! The knowledge base: articles, split into passages and embedded into pgvector, searched by
+//! cosine similarity within the tenant. Embedding runs on the job queue (`knowledge.embed`),
+//! so large imports proceed in the background with their progress visible; an edit bumps the
+//! article's revision so a stale job cannot overwrite newer passages, and a deleted or
+//! unpublished article's vectors are removed.
+
+pub mod chunk;
+pub mod embed;
+pub mod routes;
+
+use pgvector::Vector;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::Result;
+use crate::queue::{self, Job, NewJob, Outcome};
+
+pub const EMBED_JOB: &str = "knowledge.embed";
+
+/// Embedding sizes with an HNSW index (see migration 0003).
+pub const SUPPORTED_DIMS: [usize; 4] = [384, 768, 1024, 1536];
+
+/// One passage found by a search.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Hit {
+    pub chunk_id: Uuid,
+    pub article_id: Uuid,
+    pub title: String,
+    pub content: String,
+    /// Cosine similarity, 1 = identical direction.
+    pub score: f64,
+}
+
+/// The passages nearest to `query`, in the transaction's tenant only. pgvector's iterative
+/// index scan keeps going past filtered-out rows, so the tenant filter cannot starve the result;
+/// a tenant with few passages is ranked exactly from its own rows instead.
+pub async fn search(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    query: Vec<f32>,
+    limit: i64,
+) -> Result<Vec<Hit>> {
+    let dims = query.len();
+    if !SUPPORTED_DIMS.contains(&dims) {
+        return Err(anyhow::anyhow!("unsupported embedding size {dims}").into());
+    }
+    // Transaction-local settings, in one round trip. A plan per call: whether the HNSW scan
+    // (large tenant) or the tenant index and an exact sort (small tenant, migration 0006) is
+    // cheaper depends on the tenant, which a cached generic plan cannot see.
+    sqlx::query(
+        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                set_config('hnsw.ef_search', '100', true),
+                set_config('plan_cache_mode', 'force_custom_plan', true)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    // `dims` comes from the fixed list above: the typed cast must match the index expression.
+    let sql = format!(
+        "SELECT c.id AS chunk_id, c.article_id, a.title, c.content, c.score
+         FROM (SELECT id, article_id, content,
+                      1 - (embedding::vector({dims}) <=> $1::vector({dims})) AS score
+               FROM knowledge_chunk
+               WHERE tenant_id = $2 AND dims = {dims}
+               ORDER BY embedding::vector({dims}) <=> $1::vector({dims})
+               LIMIT $3) c
+         JOIN knowledge_article a ON a.id = c.article_id
+         ORDER BY c.score DESC"
+    );
+    let hits = sqlx::query_as::<_, Hit>(sqlx::AssertSqlSafe(sql))
+        .bind(Vector::from(query))
+        .bind(tenant_id)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(hits)
+}
+
+/// Marks an article for (re-)embedding and enqueues the work, on the caller's transaction.
+pub async fn schedule_embedding(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    article_id: Uuid,
+    revision: i32,
+) -> Result<()> {
+    queue::enqueue(
+        conn,
+        tenant_id,
+        NewJob::new(
+            EMBED_JOB,
+            format!("embed:{article_id}:{revision}"),
+            json!({ "article_id": article_id, "revision": revision }),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `knowledge.embed` job.
+pub async fn run_embed_job(state: &AppState, job: &Job) -> Outcome {
+    match embed_article(state, job).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Retry {
+            error: e.to_string(),
+            after: None,
+        },
+    }
+}
+
+async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
+    let (Some(article_id), Some(revision)) = (
+        job.payload
+            .get("article_id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| Uuid::parse_str(s).ok()),
+        job.payload.get("revision").and_then(|v| v.as_i64()),
+    ) else {
+        return Ok(Outcome::Fail {
+            error: "the job names no article".into(),
+        });
+    };
+    let mut tx = state.db.tenant_tx(job.tenant_id).await?;
+    let article = sqlx::query!(
+        "SELECT title, body, status, revision FROM knowledge_article WHERE id = $1 AND tenant_id = current_tenant_id()",
+        article_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let embedder = crate::agent::settings::embedder(state, &mut tx, job.tenant_id).await?;
+    tx.commit().await?;
+    let Some(article) = article else {
+        return Ok(Outcome::Done);
+    };
+    if i64::from(article.revision) != revision {
+        return Ok(Outcome::Done); // a newer revision has its own job
+    }
+    let passages = if article.status == "published" {
+        chunk::chunk(&article.title, &article.body)
+    } else {
+        Vec::new()
+    };
+    let vectors = match embedder.embed(&passages).await {
+        Ok(v) => v,
+        Err(e) if job.attempts < job.max_attempts => {
+            return Ok(Outcome::Retry {
+                error: e.to_string(),
+                after: None,
+            })
+        }
+        Err(e) => {
+            let mut tx = state.db.tenant_tx(job.tenant_id).await?;
+            sqlx::query!(
+                "UPDATE knowledge_article SET embedding_status = 'failed', embedding_error = $3
+                 WHERE id = $1 AND revision = $2",
+                article_id,
+                revision as i32,
+                e.to_string()
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Outcome::Fail {
+                error: e.to_string(),
+            });
+        }
+    };
+
+    let mut tx = state.db.tenant_tx(job.tenant_id).await?;
+    // Only the current revision may replace the passages.
+    let current = sqlx::query_scalar!(
+        "SELECT revision FROM knowledge_article WHERE id = $1 FOR UPDATE",
+        article_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if current != Some(revision as i32) {
+        return Ok(Outcome::Done);
+    }
+    sqlx::query!(
+        "DELETE FROM knowledge_chunk WHERE article_id = $1",
+        article_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    for (ordinal, (content, vector)) in passages.iter().zip(vectors).enumerate() {
+        sqlx::query(
+            "INSERT INTO knowledge_chunk (id, tenant_id, article_id, ordinal, content, dims, embedding, model)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(job.tenant_id)
+        .bind(article_id)
+        .bind(ordinal as i32)
+        .bind(content)
+        .bind(vector.len() as i32)
+        .bind(Vector::from(vector))
+        .bind(embedder.model())
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query!(
+        "UPDATE knowledge_article SET embedding_status = 'ready', embedding_error = NULL WHERE id = $1",
+        article_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::Done)
+}

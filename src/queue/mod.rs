@@ -1,0 +1,231 @@
+//! The durable work queue, in PostgreSQL. Outbound sends and agent runs are jobs, enqueued in
+//! the same transaction as the change that asks for them, so work is never promised and then
+//! lost. Delivery is at-least-once: a worker claims due jobs with `FOR UPDATE SKIP LOCKED`
+//! under a lease; a job whose worker dies comes back when its lease runs out. Failures retry
+//! with exponential backoff and end in a visible dead-letter state.
+
+pub mod routes;
+pub mod worker;
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Workers listen here for new work.
+pub const JOBS_CHANNEL: &str = "custodian_jobs";
+
+/// Kinds of work the worker knows.
+pub const SEND_MESSAGE: &str = "message.send";
+
+pub struct NewJob {
+    pub kind: &'static str,
+    pub payload: Value,
+    /// Enqueueing the same key twice is a no-op.
+    pub idempotency_key: String,
+    pub max_attempts: i32,
+}
+
+impl NewJob {
+    pub fn new(kind: &'static str, idempotency_key: impl Into<String>, payload: Value) -> Self {
+        NewJob {
+            kind,
+            payload,
+            idempotency_key: idempotency_key.into(),
+            max_attempts: 8,
+        }
+    }
+}
+
+/// Enqueues on the caller's (tenant-pinned) transaction; returns the job id, or `None` when a
+/// job with that idempotency key already exists. Workers are woken at commit.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    job: NewJob,
+) -> sqlx::Result<Option<Uuid>> {
+    let id = sqlx::query_scalar!(
+        "INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING id",
+        Uuid::now_v7(),
+        tenant_id,
+        job.kind,
+        job.payload,
+        job.idempotency_key,
+        job.max_attempts
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if id.is_some() {
+        crate::events::notify(conn, JOBS_CHANNEL, String::new()).await?;
+    }
+    Ok(id)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// Claims up to `limit` due jobs (and jobs whose lease expired) for this worker. Runs as the
+/// schema owner: the queue is shared by all tenants, and each job then works inside its own
+/// tenant's transaction.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as!(
+        Job,
+        "UPDATE job SET status = 'running', attempts = attempts + 1, locked_by = $1,
+                locked_until = now() + make_interval(secs => $2), updated_at = now()
+         WHERE id IN (
+             SELECT id FROM job
+             WHERE (status = 'queued' AND run_at <= now())
+                OR (status = 'running' AND locked_until < now())
+             ORDER BY run_at
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, tenant_id, kind, payload, attempts, max_attempts",
+        worker,
+        lease.as_secs_f64(),
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What running a job came to.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    /// Try again later (after `after` when the far side said so).
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Will never succeed: straight to the dead letters.
+    Fail {
+        error: String,
+    },
+}
+
+/// Records the outcome of a claimed job. Only the worker holding the claim may settle it.
+pub async fn settle(
+    pool: &PgPool,
+    job: &Job,
+    worker: &str,
+    outcome: &Outcome,
+    backoff: (Duration, Duration),
+) -> sqlx::Result<()> {
+    match outcome {
+        Outcome::Done => {
+            sqlx::query!(
+                "UPDATE job SET status = 'done', finished_at = now(), updated_at = now(),
+                        locked_until = NULL, last_error = NULL
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                job.id,
+                worker
+            )
+            .execute(pool)
+            .await?;
+        }
+        Outcome::Retry { error, after } if job.attempts < job.max_attempts => {
+            let delay = after.unwrap_or_else(|| backoff_delay(job.attempts, backoff.0, backoff.1));
+            sqlx::query!(
+                "UPDATE job SET status = 'queued', run_at = now() + make_interval(secs => $3),
+                        last_error = $4, locked_until = NULL, locked_by = NULL, updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                job.id,
+                worker,
+                delay.as_secs_f64(),
+                error
+            )
+            .execute(pool)
+            .await?;
+        }
+        Outcome::Retry { error, .. } | Outcome::Fail { error } => {
+            tracing::warn!(job_id = %job.id, kind = %job.kind, %error, "job moved to the dead letters");
+            sqlx::query!(
+                "UPDATE job SET status = 'dead', finished_at = now(), last_error = $3,
+                        locked_until = NULL, updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                job.id,
+                worker,
+                error
+            )
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives a claimed job back untouched (on shutdown), without spending an attempt.
+pub async fn release(pool: &PgPool, job: &Job, worker: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE job SET status = 'queued', attempts = greatest(attempts - 1, 0), locked_until = NULL,
+                locked_by = NULL, updated_at = now()
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        job.id,
+        worker
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Exponential backoff with jitter: base · 2^(attempt-1), capped, ±20 %.
+pub fn backoff_delay(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let exp = 2f64.powi((attempt - 1).clamp(0, 30));
+    let raw = (base.as_secs_f64() * exp).min(max.as_secs_f64());
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    Duration::from_secs_f64(raw * jitter)
+}
+
+/// A job as members see it in the dead-letter view.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub payload: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub run_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_stops_at_the_cap() {
+        let base = Duration::from_secs(2);
+        let max = Duration::from_secs(60);
+        let d1 = backoff_delay(1, base, max).as_secs_f64();
+        let d3 = backoff_delay(3, base, max).as_secs_f64();
+        let d20 = backoff_delay(20, base, max).as_secs_f64();
+        assert!((1.6..=2.4).contains(&d1), "{d1}");
+        assert!((6.4..=9.6).contains(&d3), "{d3}");
+        assert!((48.0..=72.0).contains(&d20), "{d20}");
+    }
+}

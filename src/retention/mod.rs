@@ -1,0 +1,531 @@
+//! Retention (RET-1, AGT-9, DSR-7): a policy per tenant and data class, enforced by a purge that
+//! housekeeping runs for every tenant and that records each purge in the audit log. Legal
+//! holds on a contact or a conversation keep their data out of every purge until released.
+//!
+//! The purge runs on the owner pool, pinned to the tenant: the application role may not delete
+//! agent executions, jobs or audit rows at all, and the audit log only loses rows through
+//! `audit_purge`, which keeps the hash chain verifiable (a prefix goes, the anchor moves).
+
+pub mod routes;
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgConnection;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, AuditSource};
+
+/// Rows per DELETE statement.
+pub const BATCH: i64 = 1000;
+/// Batches per class and run: bounds one run's transaction; the next run continues.
+pub const MAX_BATCHES: i64 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Agent execution records (AGT-8), 180 days, may only be raised (AGT-9).
+    AgentExecutions,
+    /// The whole audit chain, security and authentication events included: at least 365 days.
+    AuditLog,
+    /// Messages (and the PII vault) of conversations resolved more than N days ago.
+    ClosedConversations,
+    /// Audit exports: seven days at most (DSR-7).
+    Exports,
+    /// Finished (done or dead) job rows. They are this platform's request log: every outbound
+    /// send and agent run leaves one, with its payload and last error. 30 days at most.
+    FinishedJobs,
+}
+
+impl Class {
+    pub const ALL: [Class; 5] = [
+        Class::AgentExecutions,
+        Class::AuditLog,
+        Class::ClosedConversations,
+        Class::Exports,
+        Class::FinishedJobs,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::AgentExecutions => "agent_executions",
+            Class::AuditLog => "audit_log",
+            Class::ClosedConversations => "closed_conversations",
+            Class::Exports => "exports",
+            Class::FinishedJobs => "finished_jobs",
+        }
+    }
+
+    /// (minimum, maximum, default) in days. The minimums and maximums are promises; the
+    /// database holds the same bounds as CHECK constraints.
+    pub fn bounds(self) -> Bounds {
+        let (min, max, default) = match self {
+            Class::AgentExecutions => (180, 3650, Some(180)),
+            Class::AuditLog => (365, 3650, Some(365)),
+            Class::ClosedConversations => (1, 3650, None),
+            Class::Exports => (1, 7, Some(7)),
+            Class::FinishedJobs => (1, 30, Some(30)),
+        };
+        Bounds { min, max, default }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Bounds {
+    pub min: i32,
+    pub max: i32,
+    /// `None`: kept until the tenant sets a period.
+    pub default: Option<i32>,
+}
+
+/// A tenant's retention periods, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub agent_executions_days: i32,
+    pub audit_log_days: i32,
+    pub closed_conversations_days: Option<i32>,
+    pub exports_days: i32,
+    pub finished_jobs_days: i32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            agent_executions_days: 180,
+            audit_log_days: 365,
+            closed_conversations_days: None,
+            exports_days: 7,
+            finished_jobs_days: 30,
+        }
+    }
+}
+
+impl Policy {
+    pub fn days(&self, class: Class) -> Option<i32> {
+        match class {
+            Class::AgentExecutions => Some(self.agent_executions_days),
+            Class::AuditLog => Some(self.audit_log_days),
+            Class::ClosedConversations => self.closed_conversations_days,
+            Class::Exports => Some(self.exports_days),
+            Class::FinishedJobs => Some(self.finished_jobs_days),
+        }
+    }
+}
+
+/// The tenant's policy, or the defaults when it never changed one.
+pub async fn policy(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Policy> {
+    let row = sqlx::query_as!(
+        Policy,
+        "SELECT agent_executions_days, audit_log_days, closed_conversations_days, exports_days,
+                finished_jobs_days
+         FROM retention_policy WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.unwrap_or_default())
+}
+
+/// One class's purge, or what it would be.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassReport {
+    pub class: Class,
+    /// `None` when the class is kept (closed conversations without a period).
+    pub days: Option<i32>,
+    /// Rows older than this go.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cutoff: Option<OffsetDateTime>,
+    /// Rows deleted (run) or that would be deleted now (preview).
+    pub count: i64,
+    /// Rows past the cutoff that legal holds keep.
+    pub held: i64,
+    /// False when the run stopped at its batch limit and the next run continues.
+    pub complete: bool,
+}
+
+/// Purges every class of one tenant. Each class is one transaction on the owner pool: its
+/// batched deletes and the `retention.purged` audit event commit together, so no purge goes
+/// unrecorded. A class with nothing to purge writes nothing.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id))]
+pub async fn run(state: &AppState, tenant_id: Uuid) -> anyhow::Result<Vec<ClassReport>> {
+    let mut reports = Vec::new();
+    for class in Class::ALL {
+        let mut tx = state.db.system.begin().await?;
+        crate::db::set_tenant(&mut tx, tenant_id).await?;
+        // Several servers may run housekeeping at once: one purge per tenant and class at a
+        // time, the others skip it until their next run.
+        let key = format!("retention:{tenant_id}:{}", class.as_str());
+        let mine = sqlx::query_scalar!(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+            key
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if mine != Some(true) {
+            reports.push(ClassReport {
+                complete: false,
+                ..kept(class)
+            });
+            continue;
+        }
+        let policy = policy(&mut tx, tenant_id).await?;
+        let report = purge(&mut tx, tenant_id, class, &policy).await?;
+        if report.count > 0 {
+            audit::record(
+                &mut tx,
+                &AuditSource::system(tenant_id),
+                AuditEvent::new("retention.purged", "retention_class", class.as_str()).after(
+                    json!({
+                        "class": class,
+                        "count": report.count,
+                        "cutoff": report.cutoff.map(rfc3339),
+                        "days": report.days,
+                        "held": report.held,
+                        "complete": report.complete,
+                    }),
+                ),
+            )
+            .await?;
+            tracing::info!(
+                class = class.as_str(),
+                count = report.count,
+                "retention purged"
+            );
+        }
+        tx.commit().await?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Runs the purge for every tenant, one after the other (housekeeping). A failing tenant is
+/// logged and does not stop the others.
+pub async fn run_all(state: &AppState) {
+    let tenants = match sqlx::query_scalar!("SELECT id FROM tenant ORDER BY id")
+        .fetch_all(&state.db.system)
+        .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "retention: cannot list tenants");
+            return;
+        }
+    };
+    for tenant_id in tenants {
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = run(state, tenant_id).await {
+            tracing::warn!(%tenant_id, error = ?e, "retention run failed");
+        }
+    }
+}
+
+/// What a run would do now, deleting nothing. Runs on any connection pinned to the tenant.
+pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Vec<ClassReport>> {
+    let policy = policy(conn, tenant_id).await?;
+    let mut reports = Vec::new();
+    for class in Class::ALL {
+        let days = policy.days(class);
+        let Some(cutoff) = days.map(cutoff_for) else {
+            reports.push(kept(class));
+            continue;
+        };
+        let (count, held) = match class {
+            Class::AgentExecutions => {
+                let r = sqlx::query!(
+                    r#"SELECT count(*) FILTER (WHERE NOT held) AS "count!", count(*) FILTER (WHERE held) AS "held!"
+                       FROM (SELECT legal_hold_covers(x.tenant_id, x.contact_id, x.conversation_id) AS held
+                             FROM agent_execution x WHERE x.tenant_id = $1 AND x.started_at < $2) s"#,
+                    tenant_id,
+                    cutoff
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                (r.count, r.held)
+            }
+            Class::ClosedConversations => {
+                let r = sqlx::query!(
+                    r#"SELECT count(*) FILTER (WHERE NOT held) AS "count!", count(*) FILTER (WHERE held) AS "held!"
+                       FROM (SELECT legal_hold_covers(c.tenant_id, c.contact_id, c.id) AS held
+                             FROM message m JOIN conversation c ON c.id = m.conversation_id AND c.tenant_id = m.tenant_id
+                             WHERE m.tenant_id = $1 AND c.status = 'resolved' AND c.resolved_at < $2) s"#,
+                    tenant_id,
+                    cutoff
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                (r.count, r.held)
+            }
+            Class::AuditLog => {
+                let floor = audit_cutoff(conn, tenant_id, cutoff).await?;
+                let r = sqlx::query!(
+                    r#"SELECT count(*) FILTER (WHERE occurred_at < $3) AS "count!", count(*) FILTER (WHERE occurred_at >= $3) AS "held!"
+                       FROM audit_event WHERE tenant_id = $1 AND occurred_at < $2"#,
+                    tenant_id,
+                    cutoff,
+                    floor
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                (r.count, r.held)
+            }
+            Class::Exports => {
+                let n = sqlx::query_scalar!(
+                    r#"SELECT count(*) AS "n!" FROM audit_export
+                       WHERE tenant_id = $1 AND purged_at IS NULL AND (created_at < $2 OR expires_at <= now())"#,
+                    tenant_id,
+                    cutoff
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                (n, 0)
+            }
+            Class::FinishedJobs => {
+                let n = sqlx::query_scalar!(
+                    r#"SELECT count(*) AS "n!" FROM job
+                       WHERE tenant_id = $1 AND status IN ('done', 'dead') AND finished_at < $2"#,
+                    tenant_id,
+                    cutoff
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                (n, 0)
+            }
+        };
+        reports.push(ClassReport {
+            class,
+            days,
+            cutoff: Some(cutoff),
+            count,
+            held,
+            complete: true,
+        });
+    }
+    Ok(reports)
+}
+
+fn kept(class: Class) -> ClassReport {
+    ClassReport {
+        class,
+        days: None,
+        cutoff: None,
+        count: 0,
+        held: 0,
+        complete: true,
+    }
+}
+
+fn cutoff_for(days: i32) -> OffsetDateTime {
+    OffsetDateTime::now_utc() - Duration::days(days.into())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The audit chain may only lose a prefix, so the cutoff stops before the oldest event about a
+/// held contact, or a held conversation, or a conversation of a held contact.
+async fn audit_cutoff(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    cutoff: OffsetDateTime,
+) -> sqlx::Result<OffsetDateTime> {
+    // From the (few) active holds to their events through the entity index, rather than
+    // testing every old event against the holds.
+    let oldest_held = sqlx::query_scalar!(
+        r#"WITH held (entity_type, entity_id) AS (
+               SELECT h.entity_type, h.entity_id::text FROM legal_hold h
+               WHERE h.tenant_id = $1 AND h.released_at IS NULL
+               UNION
+               SELECT 'conversation', c.id::text FROM legal_hold h
+               JOIN conversation c ON c.tenant_id = h.tenant_id AND c.contact_id = h.entity_id
+               WHERE h.tenant_id = $1 AND h.released_at IS NULL AND h.entity_type = 'contact')
+           SELECT min(e.occurred_at) FROM held
+           JOIN audit_event e ON e.tenant_id = $1 AND e.entity_type = held.entity_type
+                             AND e.entity_id = held.entity_id
+           WHERE e.occurred_at < $2"#,
+        tenant_id,
+        cutoff
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(oldest_held.map_or(cutoff, |held| held.min(cutoff)))
+}
+
+async fn purge(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    class: Class,
+    policy: &Policy,
+) -> sqlx::Result<ClassReport> {
+    let days = policy.days(class);
+    let Some(cutoff) = days.map(cutoff_for) else {
+        return Ok(kept(class));
+    };
+    let mut count = 0;
+    let mut complete = false;
+    let mut effective_cutoff = cutoff;
+    if class == Class::AuditLog {
+        effective_cutoff = audit_cutoff(conn, tenant_id, cutoff).await?;
+        let limit = i32::try_from(BATCH * MAX_BATCHES).unwrap_or(i32::MAX);
+        count = sqlx::query_scalar!(
+            "SELECT audit_purge($1, $2, $3)",
+            tenant_id,
+            effective_cutoff,
+            limit
+        )
+        .fetch_one(&mut *conn)
+        .await?
+        .unwrap_or(0);
+        complete = count < i64::from(limit);
+    } else {
+        for _ in 0..MAX_BATCHES {
+            let n = purge_batch(conn, tenant_id, class, cutoff).await?;
+            count += n;
+            if n < BATCH {
+                complete = true;
+                break;
+            }
+        }
+    }
+    let held = held_count(conn, tenant_id, class, cutoff, effective_cutoff).await?;
+    Ok(ClassReport {
+        class,
+        days,
+        cutoff: Some(effective_cutoff),
+        count,
+        held,
+        complete,
+    })
+}
+
+async fn purge_batch(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    class: Class,
+    cutoff: OffsetDateTime,
+) -> sqlx::Result<i64> {
+    let deleted = match class {
+        Class::AgentExecutions => sqlx::query!(
+            "DELETE FROM agent_execution WHERE id IN (
+                 SELECT x.id FROM agent_execution x
+                 WHERE x.tenant_id = $1 AND x.started_at < $2
+                   AND NOT legal_hold_covers(x.tenant_id, x.contact_id, x.conversation_id)
+                 ORDER BY x.started_at LIMIT $3)",
+            tenant_id,
+            cutoff,
+            BATCH
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        Class::ClosedConversations => {
+            let n = sqlx::query!(
+                "DELETE FROM message WHERE id IN (
+                     SELECT m.id FROM message m
+                     JOIN conversation c ON c.id = m.conversation_id AND c.tenant_id = m.tenant_id
+                     WHERE m.tenant_id = $1 AND c.status = 'resolved' AND c.resolved_at < $2
+                       AND NOT legal_hold_covers(c.tenant_id, c.contact_id, c.id)
+                     LIMIT $3)",
+                tenant_id,
+                cutoff,
+                BATCH
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            // The PII vault of a conversation whose messages are gone holds nothing to restore.
+            sqlx::query!(
+                "DELETE FROM conversation_vault v USING conversation c
+                 WHERE v.tenant_id = $1 AND c.id = v.conversation_id AND c.tenant_id = v.tenant_id
+                   AND c.status = 'resolved' AND c.resolved_at < $2
+                   AND NOT EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id)",
+                tenant_id,
+                cutoff
+            )
+            .execute(&mut *conn)
+            .await?;
+            n
+        }
+        Class::Exports => {
+            // The record stays (who exported what, when) so a late download answers 410; the
+            // content goes.
+            let ids = sqlx::query_scalar!(
+                "UPDATE audit_export SET purged_at = now(), status = 'expired'
+                 WHERE id IN (SELECT id FROM audit_export
+                              WHERE tenant_id = $1 AND purged_at IS NULL
+                                AND (created_at < $2 OR expires_at <= now())
+                              LIMIT $3)
+                 RETURNING id",
+                tenant_id,
+                cutoff,
+                BATCH
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            sqlx::query!(
+                "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
+                tenant_id,
+                &ids
+            )
+            .execute(&mut *conn)
+            .await?;
+            ids.len() as u64
+        }
+        Class::FinishedJobs => sqlx::query!(
+            "DELETE FROM job WHERE id IN (
+                 SELECT id FROM job
+                 WHERE tenant_id = $1 AND status IN ('done', 'dead') AND finished_at < $2
+                 LIMIT $3)",
+            tenant_id,
+            cutoff,
+            BATCH
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        Class::AuditLog => 0,
+    };
+    Ok(deleted as i64)
+}
+
+/// Rows past the policy's cutoff that holds kept, after a purge.
+async fn held_count(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    class: Class,
+    cutoff: OffsetDateTime,
+    effective_cutoff: OffsetDateTime,
+) -> sqlx::Result<i64> {
+    Ok(match class {
+        Class::AgentExecutions => sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM agent_execution WHERE tenant_id = $1 AND started_at < $2"#,
+            tenant_id,
+            cutoff
+        )
+        .fetch_one(conn)
+        .await?,
+        Class::ClosedConversations => sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM message m
+               JOIN conversation c ON c.id = m.conversation_id AND c.tenant_id = m.tenant_id
+               WHERE m.tenant_id = $1 AND c.status = 'resolved' AND c.resolved_at < $2"#,
+            tenant_id,
+            cutoff
+        )
+        .fetch_one(conn)
+        .await?,
+        Class::AuditLog if effective_cutoff < cutoff => sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM audit_event
+               WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3"#,
+            tenant_id,
+            effective_cutoff,
+            cutoff
+        )
+        .fetch_one(conn)
+        .await?,
+        _ => 0,
+    })
+}

@@ -1,0 +1,377 @@
+//! The retention policy, a preview and an on-demand run of the purge, and legal holds.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Class, ClassReport, Policy};
+use crate::app::AppState;
+use crate::audit::AuditEvent;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::http::{explicit_null, Access, Api, Json, Path};
+use crate::rbac::Permission;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    use Permission::RetentionManage;
+    api.route(
+        Method::GET,
+        "/api/v1/retention/policy",
+        Requires(RetentionManage),
+        (
+            "retention",
+            "The tenant's retention periods, with their bounds",
+        ),
+        show_policy,
+    )
+    .route(
+        Method::PUT,
+        "/api/v1/retention/policy",
+        Requires(RetentionManage),
+        ("retention", "Change retention periods within their bounds"),
+        update_policy,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/retention/preview",
+        Requires(RetentionManage),
+        (
+            "retention",
+            "What a purge would delete now, and what legal holds keep",
+        ),
+        preview,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/retention/run",
+        Requires(RetentionManage),
+        ("retention", "Run the retention purge now"),
+        run_now,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/legal-holds",
+        Requires(RetentionManage),
+        (
+            "retention",
+            "Place a legal hold on a contact or conversation",
+        ),
+        create_hold,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/legal-holds",
+        Requires(RetentionManage),
+        ("retention", "Legal holds, active and released"),
+        list_holds,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/legal-holds/{hold_id}",
+        Requires(RetentionManage),
+        ("retention", "Release a legal hold (kept as history)"),
+        release_hold,
+    )
+}
+
+#[derive(Serialize)]
+struct PolicyView {
+    #[serde(flatten)]
+    policy: Policy,
+    bounds: Value,
+}
+
+fn view(policy: Policy) -> PolicyView {
+    let bounds = Class::ALL
+        .iter()
+        .map(|c| (c.as_str().to_string(), json!(c.bounds())))
+        .collect::<serde_json::Map<_, _>>();
+    PolicyView {
+        policy,
+        bounds: Value::Object(bounds),
+    }
+}
+
+async fn show_policy(State(state): State<AppState>, ctx: Ctx) -> Result<Json<PolicyView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let policy = super::policy(&mut tx, ctx.tenant_id).await?;
+    tx.commit().await?;
+    Ok(Json(view(policy)))
+}
+
+/// Absent fields stay as they are; `closed_conversations_days: null` keeps that content.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyChange {
+    agent_executions_days: Option<i32>,
+    audit_log_days: Option<i32>,
+    #[serde(default, deserialize_with = "explicit_null")]
+    closed_conversations_days: Option<Option<i32>>,
+    exports_days: Option<i32>,
+    finished_jobs_days: Option<i32>,
+}
+
+/// Refuses a period outside its class's bounds, naming the promise it would break.
+fn check(class: Class, days: i32) -> Result<()> {
+    let b = class.bounds();
+    let name = class.as_str();
+    if days < b.min {
+        let message = match class {
+            Class::AgentExecutions => format!(
+                "agent executions are kept at least {} days (AGT-9); the period can only be raised",
+                b.min
+            ),
+            Class::AuditLog => format!(
+                "the audit log, security events included, is kept at least {} days (RET-1)",
+                b.min
+            ),
+            _ => format!("{name} must be kept at least {} day(s)", b.min),
+        };
+        return Err(Error::bad_request("retention_too_short", message));
+    }
+    if days > b.max {
+        let message = match class {
+            Class::Exports => format!(
+                "exports are kept at most {} days (DSR-7); the period can only be lowered",
+                b.max
+            ),
+            Class::FinishedJobs => format!(
+                "finished jobs (the request log) are kept at most {} days (RET-1)",
+                b.max
+            ),
+            _ => format!("{name} can be kept at most {} days", b.max),
+        };
+        return Err(Error::bad_request("retention_too_long", message));
+    }
+    Ok(())
+}
+
+async fn update_policy(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(change): Json<PolicyChange>,
+) -> Result<Json<PolicyView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let before = super::policy(&mut tx, ctx.tenant_id).await?;
+    let after = Policy {
+        agent_executions_days: change
+            .agent_executions_days
+            .unwrap_or(before.agent_executions_days),
+        audit_log_days: change.audit_log_days.unwrap_or(before.audit_log_days),
+        closed_conversations_days: change
+            .closed_conversations_days
+            .unwrap_or(before.closed_conversations_days),
+        exports_days: change.exports_days.unwrap_or(before.exports_days),
+        finished_jobs_days: change
+            .finished_jobs_days
+            .unwrap_or(before.finished_jobs_days),
+    };
+    for class in Class::ALL {
+        if let Some(days) = after.days(class) {
+            check(class, days)?;
+        }
+    }
+    if after != before {
+        sqlx::query!(
+            "INSERT INTO retention_policy (tenant_id, agent_executions_days, audit_log_days,
+                                           closed_conversations_days, exports_days, finished_jobs_days)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id) DO UPDATE SET
+                 agent_executions_days = EXCLUDED.agent_executions_days,
+                 audit_log_days = EXCLUDED.audit_log_days,
+                 closed_conversations_days = EXCLUDED.closed_conversations_days,
+                 exports_days = EXCLUDED.exports_days,
+                 finished_jobs_days = EXCLUDED.finished_jobs_days,
+                 updated_at = now()",
+            ctx.tenant_id,
+            after.agent_executions_days,
+            after.audit_log_days,
+            after.closed_conversations_days,
+            after.exports_days,
+            after.finished_jobs_days
+        )
+        .execute(&mut *tx)
+        .await?;
+        ctx.audit(
+            &mut tx,
+            AuditEvent::new(
+                "retention.policy_changed",
+                "retention_policy",
+                ctx.tenant_id,
+            )
+            .before(before)
+            .after(after),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(view(after)))
+}
+
+#[derive(Serialize)]
+struct Reports {
+    classes: Vec<ClassReport>,
+}
+
+async fn preview(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Reports>> {
+    let mut tx = ctx.begin(&state).await?;
+    let classes = super::preview(&mut tx, ctx.tenant_id).await?;
+    tx.commit().await?;
+    Ok(Json(Reports { classes }))
+}
+
+async fn run_now(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Reports>> {
+    let classes = super::run(&state, ctx.tenant_id).await?;
+    // Who asked for it; each class's purge is recorded by the run itself.
+    let mut tx = ctx.begin(&state).await?;
+    let counts: serde_json::Map<String, Value> = classes
+        .iter()
+        .map(|r| (r.class.as_str().to_string(), json!(r.count)))
+        .collect();
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("retention.run_requested", "tenant", ctx.tenant_id).after(counts),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(Reports { classes }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewHold {
+    entity_type: String,
+    entity_id: Uuid,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct HoldView {
+    id: Uuid,
+    entity_type: String,
+    entity_id: Uuid,
+    reason: String,
+    created_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    released_at: Option<OffsetDateTime>,
+    released_by: Option<Uuid>,
+}
+
+async fn create_hold(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(hold): Json<NewHold>,
+) -> Result<(StatusCode, Json<HoldView>)> {
+    let reason = hold.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(Error::bad_request(
+            "invalid_reason",
+            "reason must be 1 to 2000 characters",
+        ));
+    }
+    let mut tx = ctx.begin(&state).await?;
+    // The entity must be the caller's: another tenant's id is simply not found.
+    match hold.entity_type.as_str() {
+        "contact" => {
+            crate::crm::contacts::fetch(&mut tx, hold.entity_id).await?;
+        }
+        "conversation" => {
+            crate::conversations::fetch(&mut tx, hold.entity_id).await?;
+        }
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_entity_type",
+                "entity_type must be contact or conversation",
+            ))
+        }
+    }
+    let view = sqlx::query_as!(
+        HoldView,
+        "INSERT INTO legal_hold (id, tenant_id, entity_type, entity_id, reason, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id, entity_type, entity_id, reason, created_by, created_at, released_at, released_by",
+        Uuid::now_v7(),
+        ctx.tenant_id,
+        hold.entity_type,
+        hold.entity_id,
+        reason,
+        ctx.member_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("legal_hold.placed", "legal_hold", view.id).after(json!({
+            "entity_type": view.entity_type, "entity_id": view.entity_id, "reason": view.reason,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list_holds(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<HoldView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let holds = sqlx::query_as!(
+        HoldView,
+        "SELECT id, entity_type, entity_id, reason, created_by, created_at, released_at, released_by
+         FROM legal_hold WHERE tenant_id = $1
+         ORDER BY released_at IS NOT NULL, created_at DESC",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(holds))
+}
+
+async fn release_hold(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<HoldView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let current = sqlx::query_scalar!(
+        "SELECT released_at FROM legal_hold WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+        id,
+        ctx.tenant_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    if current.is_some() {
+        return Err(Error::conflict(
+            "hold_already_released",
+            "this legal hold was already released",
+        ));
+    }
+    let view = sqlx::query_as!(
+        HoldView,
+        "UPDATE legal_hold SET released_at = now(), released_by = $3
+         WHERE id = $1 AND tenant_id = $2
+         RETURNING id, entity_type, entity_id, reason, created_by, created_at, released_at, released_by",
+        id,
+        ctx.tenant_id,
+        ctx.member_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("legal_hold.released", "legal_hold", id)
+            .before(json!({ "released_at": null }))
+            .after(json!({
+                "entity_type": view.entity_type, "entity_id": view.entity_id,
+                "released_at": view.released_at.map(super::rfc3339),
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}

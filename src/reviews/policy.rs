@@ -1,0 +1,341 @@
+//! A tenant's approval policy: which proposals need which role and how many approvals, how long
+//! an item may wait before it expires (fail closed: expired means rejected), the SLA after which
+//! a waiting item is flagged, and the words the customer hears. Pure code: the routes store it
+//! as JSON in `agent_settings.review_policy`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rbac::Role;
+
+pub const DEFAULT_SLA_MINUTES: u32 = 240;
+pub const DEFAULT_EXPIRY_MINUTES: u32 = 24 * 60;
+const MAX_MINUTES: u32 = 30 * 24 * 60;
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+pub const DEFAULT_REJECTION_MESSAGE: &str =
+    "A colleague reviewed your request and could not approve it. If you have questions, just reply here.";
+pub const DEFAULT_EXPIRY_MESSAGE: &str =
+    "We could not confirm your request in time, so it was not carried out. Please reply here if you still need it.";
+pub const DEFAULT_APPROVAL_MESSAGE: &str = "Good news: a colleague approved your request.";
+
+/// The least role that may approve, in rank order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredRole {
+    Reviewer,
+    Admin,
+    Owner,
+}
+
+impl RequiredRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequiredRole::Reviewer => "reviewer",
+            RequiredRole::Admin => "admin",
+            RequiredRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<RequiredRole> {
+        match raw {
+            "reviewer" => Some(RequiredRole::Reviewer),
+            "admin" => Some(RequiredRole::Admin),
+            "owner" => Some(RequiredRole::Owner),
+            _ => None,
+        }
+    }
+
+    /// Whether a member of `role` ranks high enough. Roles that cannot decide reviews at all
+    /// are refused earlier, by the permission table.
+    pub fn allows(self, role: Role) -> bool {
+        let rank = match role {
+            Role::Owner => RequiredRole::Owner,
+            Role::Admin => RequiredRole::Admin,
+            Role::Reviewer => RequiredRole::Reviewer,
+            _ => return false,
+        };
+        rank >= self
+    }
+}
+
+/// One rule: when it matches a proposal, its demands apply (the strictest of all matching rules
+/// wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// Built-in action kind: refund, discount, exchange_approval, escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A tenant action's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Applies only when the amount is above this. A proposal without an amount is treated as
+    /// above it (fail closed: what cannot be shown to be small is not waved through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RequiredRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_minutes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewPolicy {
+    /// A pending item older than this is flagged as breaching the SLA.
+    pub sla_minutes: Option<u32>,
+    /// A pending item older than this is rejected as expired and the customer is told.
+    pub expiry_minutes: Option<u32>,
+    pub rejection_message: Option<String>,
+    pub expiry_message: Option<String>,
+    pub approval_message: Option<String>,
+    pub rules: Vec<ApprovalRule>,
+}
+
+/// What a proposal needs, worked out when its item is opened and kept with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Requirement {
+    pub role: RequiredRole,
+    pub approvals: i32,
+    #[serde(skip)]
+    pub expires_in: Duration,
+    #[serde(skip)]
+    pub sla: Duration,
+    /// Indexes of the rules that matched.
+    pub matched_rules: Vec<usize>,
+}
+
+/// What a proposal is, for matching rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    pub kind: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub amount: Option<f64>,
+}
+
+impl ReviewPolicy {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, minutes) in [
+            ("sla_minutes", self.sla_minutes),
+            ("expiry_minutes", self.expiry_minutes),
+        ] {
+            if let Some(m) = minutes {
+                if m == 0 || m > MAX_MINUTES {
+                    return Err(format!("{name} must be 1 to {MAX_MINUTES}"));
+                }
+            }
+        }
+        for (name, text) in [
+            ("rejection_message", &self.rejection_message),
+            ("expiry_message", &self.expiry_message),
+            ("approval_message", &self.approval_message),
+        ] {
+            if let Some(t) = text {
+                if t.trim().is_empty() || t.chars().count() > MAX_MESSAGE_CHARS {
+                    return Err(format!(
+                        "{name} must be 1 to {MAX_MESSAGE_CHARS} characters"
+                    ));
+                }
+            }
+        }
+        if self.rules.len() > 100 {
+            return Err("at most 100 rules".into());
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if let Some(kind) = &rule.kind {
+                if !crate::agent::tools::MATERIAL_KINDS.contains(&kind.as_str()) {
+                    return Err(format!(
+                        "{at}.kind must be one of {}",
+                        crate::agent::tools::MATERIAL_KINDS.join(", ")
+                    ));
+                }
+            }
+            if let Some(action) = &rule.action {
+                if action.trim().is_empty() || action.len() > 64 {
+                    return Err(format!("{at}.action must be 1 to 64 characters"));
+                }
+            }
+            if let Some(above) = rule.above {
+                if !above.is_finite() || above < 0.0 {
+                    return Err(format!("{at}.above must be a number of at least 0"));
+                }
+            }
+            if let Some(n) = rule.approvals {
+                if !(1..=5).contains(&n) {
+                    return Err(format!("{at}.approvals must be 1 to 5"));
+                }
+            }
+            if let Some(m) = rule.expiry_minutes {
+                if m == 0 || m > MAX_MINUTES {
+                    return Err(format!("{at}.expiry_minutes must be 1 to {MAX_MINUTES}"));
+                }
+            }
+            if rule.role.is_none() && rule.approvals.is_none() && rule.expiry_minutes.is_none() {
+                return Err(format!(
+                    "{at} demands nothing: give role, approvals or expiry_minutes"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The strictest demands of every matching rule over the defaults.
+    pub fn requirement(&self, subject: Subject<'_>) -> Requirement {
+        let mut req = Requirement {
+            role: RequiredRole::Reviewer,
+            approvals: 1,
+            expires_in: minutes(self.expiry_minutes.unwrap_or(DEFAULT_EXPIRY_MINUTES)),
+            sla: minutes(self.sla_minutes.unwrap_or(DEFAULT_SLA_MINUTES)),
+            matched_rules: Vec::new(),
+        };
+        for (i, rule) in self.rules.iter().enumerate() {
+            let kind_ok = rule.kind.as_deref().is_none_or(|k| subject.kind == Some(k));
+            let action_ok = rule
+                .action
+                .as_deref()
+                .is_none_or(|a| subject.action == Some(a));
+            let amount_ok = match (rule.above, subject.amount) {
+                (None, _) => true,
+                (Some(limit), Some(amount)) => amount > limit,
+                (Some(_), None) => true,
+            };
+            if !(kind_ok && action_ok && amount_ok) {
+                continue;
+            }
+            req.matched_rules.push(i);
+            if let Some(role) = rule.role {
+                req.role = req.role.max(role);
+            }
+            if let Some(n) = rule.approvals {
+                req.approvals = req.approvals.max(i32::from(n));
+            }
+            if let Some(m) = rule.expiry_minutes {
+                req.expires_in = req.expires_in.min(minutes(m));
+            }
+        }
+        req
+    }
+
+    pub fn rejection_message(&self) -> &str {
+        self.rejection_message
+            .as_deref()
+            .unwrap_or(DEFAULT_REJECTION_MESSAGE)
+    }
+
+    pub fn expiry_message(&self) -> &str {
+        self.expiry_message
+            .as_deref()
+            .unwrap_or(DEFAULT_EXPIRY_MESSAGE)
+    }
+
+    pub fn approval_message(&self) -> &str {
+        self.approval_message
+            .as_deref()
+            .unwrap_or(DEFAULT_APPROVAL_MESSAGE)
+    }
+}
+
+fn minutes(m: u32) -> Duration {
+    Duration::from_secs(u64::from(m) * 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> ReviewPolicy {
+        serde_json::from_value(serde_json::json!({
+            "rules": [
+                { "kind": "refund", "above": 50, "role": "admin" },
+                { "kind": "discount", "above": 15, "approvals": 2 },
+                { "action": "cancel_contract", "expiry_minutes": 30 }
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_small_refund_needs_one_reviewer_and_a_large_one_an_admin() {
+        let p = policy();
+        let small = p.requirement(Subject {
+            kind: Some("refund"),
+            action: Some("issue_refund"),
+            amount: Some(20.0),
+        });
+        assert_eq!((small.role, small.approvals), (RequiredRole::Reviewer, 1));
+        let large = p.requirement(Subject {
+            kind: Some("refund"),
+            action: Some("issue_refund"),
+            amount: Some(50.01),
+        });
+        assert_eq!(large.role, RequiredRole::Admin);
+        assert_eq!(large.matched_rules, vec![0]);
+    }
+
+    #[test]
+    fn a_proposal_without_an_amount_meets_the_strictest_threshold() {
+        let r = policy().requirement(Subject {
+            kind: Some("discount"),
+            action: None,
+            amount: None,
+        });
+        assert_eq!(r.approvals, 2);
+    }
+
+    #[test]
+    fn matching_rules_combine_to_the_strictest_demands() {
+        let mut p = policy();
+        p.rules.push(ApprovalRule {
+            kind: Some("discount".into()),
+            action: None,
+            above: None,
+            role: Some(RequiredRole::Owner),
+            approvals: Some(1),
+            expiry_minutes: Some(600),
+        });
+        let r = p.requirement(Subject {
+            kind: Some("discount"),
+            action: Some("cancel_contract"),
+            amount: Some(20.0),
+        });
+        assert_eq!(r.role, RequiredRole::Owner);
+        assert_eq!(r.approvals, 2);
+        assert_eq!(r.expires_in, Duration::from_secs(30 * 60));
+    }
+
+    #[test]
+    fn an_admin_may_approve_what_needs_a_reviewer_but_not_what_needs_an_owner() {
+        assert!(RequiredRole::Reviewer.allows(Role::Admin));
+        assert!(RequiredRole::Admin.allows(Role::Owner));
+        assert!(!RequiredRole::Admin.allows(Role::Reviewer));
+        assert!(!RequiredRole::Owner.allows(Role::Admin));
+        assert!(!RequiredRole::Reviewer.allows(Role::Agent));
+    }
+
+    #[test]
+    fn rules_that_demand_nothing_or_name_unknown_kinds_are_refused() {
+        let bad = |v: serde_json::Value| {
+            serde_json::from_value::<ReviewPolicy>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate())
+                .unwrap_err()
+        };
+        assert!(
+            bad(serde_json::json!({ "rules": [{ "kind": "refund" }] })).contains("demands nothing")
+        );
+        assert!(
+            bad(serde_json::json!({ "rules": [{ "kind": "gift", "role": "admin" }] }))
+                .contains("kind")
+        );
+        assert!(bad(serde_json::json!({ "rules": [{ "approvals": 9 }] })).contains("approvals"));
+        assert!(bad(serde_json::json!({ "expiry_minutes": 0 })).contains("expiry_minutes"));
+        assert!(bad(serde_json::json!({ "rules": [{ "role": "king" }] }))
+            .contains("unknown variant `king`"));
+        assert!(policy().validate().is_ok());
+    }
+}

@@ -1,0 +1,287 @@
+//! Running the platform: start-up, the demo tenant, graceful shutdown, and the small
+//! administrative commands (`migrate`, `audit verify`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::app::{self, AppState};
+use crate::auth::token::{self, Keys};
+use crate::config::Config;
+use crate::db::{self, Database};
+use crate::http::RequestMeta;
+use crate::tenants::{self, SignupBody};
+
+pub const DEMO_SLUG: &str = "demo";
+pub const DEMO_OWNER_EMAIL: &str = "owner@demo.example";
+
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Serves until SIGINT/SIGTERM, then drains requests, stops workers and the embedded database.
+pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let Database { db, embedded } = db::open(&config).await?;
+    let keys = load_keys(&config)?;
+    let sealer = load_sealer(&config)?;
+    let state = AppState::new(config, db, keys, sealer)?;
+    let router = app::router(state.clone());
+    let listener = tokio::net::TcpListener::bind(state.config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", state.config.bind))?;
+    let addr = listener.local_addr()?;
+    let workers = app::spawn_workers(&state);
+
+    if demo {
+        ensure_demo_tenant(&state, addr).await?;
+    }
+    tracing::info!(%addr, embedded_db = embedded.is_some(), "custodian is listening");
+    println!("custodian listening on http://{addr}  (readiness: http://{addr}/readyz)");
+
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    let stop = state.shutdown.clone();
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await?;
+
+    for worker in workers {
+        let _ = worker.await;
+    }
+    state.db.app.close().await;
+    state.db.system.close().await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The session-signing key: SECRET_KEY, or one generated once into the data directory so
+/// sessions survive restarts.
+pub fn load_keys(config: &Config) -> anyhow::Result<Keys> {
+    let key = key_bytes(
+        config.secret_key.as_ref(),
+        config,
+        "secret.key",
+        "SECRET_KEY",
+    )?;
+    Ok(Keys::new(key))
+}
+
+/// The key tenant secrets are sealed with: ENCRYPTION_KEY, or one generated once into the
+/// data directory (the embedded default). Losing it makes stored channel secrets unreadable.
+pub fn load_sealer(config: &Config) -> anyhow::Result<crate::crypto::Sealer> {
+    let key = key_bytes(
+        config.encryption_key.as_ref(),
+        config,
+        "encryption.key",
+        "ENCRYPTION_KEY",
+    )?;
+    Ok(crate::crypto::Sealer::new(key))
+}
+
+fn key_bytes(
+    configured: Option<&SecretString>,
+    config: &Config,
+    file: &str,
+    variable: &str,
+) -> anyhow::Result<[u8; 32]> {
+    let encoded = match configured {
+        Some(key) => key.clone(),
+        None => read_or_create_key_file(&config.data_dir.join(file))?,
+    };
+    let bytes = B64
+        .decode(encoded.expose_secret().trim())
+        .with_context(|| format!("{variable} is not base64"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{variable} must be 32 bytes (base64)"))
+}
+
+fn read_or_create_key_file(path: &Path) -> anyhow::Result<SecretString> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return Ok(existing.into());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let encoded = B64.encode(token::random_bytes());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(encoded.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated a new key");
+    Ok(encoded.into())
+}
+
+/// Creates the demo tenant on first start and prints its owner's credentials, once.
+async fn ensure_demo_tenant(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+    let exists = sqlx::query_scalar!("SELECT id FROM tenant WHERE slug = $1", DEMO_SLUG)
+        .fetch_optional(&state.db.system)
+        .await?;
+    if exists.is_some() {
+        println!(
+            "demo tenant '{DEMO_SLUG}' already exists; its owner ({DEMO_OWNER_EMAIL}) password was \
+             printed when it was created"
+        );
+        return Ok(());
+    }
+    let password = token::new_opaque_token();
+    let body = SignupBody {
+        tenant_name: "Demo Company".into(),
+        tenant_slug: DEMO_SLUG.into(),
+        email: DEMO_OWNER_EMAIL.into(),
+        display_name: "Demo Owner".into(),
+        password: password.clone().into(),
+    };
+    let (created, _) = tenants::create_tenant(state, body, &RequestMeta::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the demo tenant failed: {e}"))?;
+    let inbox_id = seed_demo(state, created.tenant.id, addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the demo tenant failed: {e}"))?;
+    println!(
+        "\nDemo tenant created. Log in with POST http://{addr}/api/v1/auth/login\n  \
+         tenant:   {DEMO_SLUG}\n  email:    {DEMO_OWNER_EMAIL}\n  password: {password}\n  \
+         (shown this once; only its Argon2id hash is stored)\n\n\
+         Web chat (offline responder, answering from the demo knowledge base):\n  \
+         open http://{addr}/demo/chat/{inbox_id} and ask e.g. \"How long do I have to return an item?\"\n"
+    );
+    Ok(())
+}
+
+const DEMO_ARTICLES: &[(&str, &str)] = &[
+    ("Returns and refunds", "You can return any item within 30 days of delivery for a full refund. Start a return from the Orders page; refunds reach your original payment method within 5 business days."),
+    ("Shipping times", "Orders leave our warehouse within 2 business days. Standard delivery takes 3 to 5 business days; express delivery arrives the next business day."),
+    ("Changing your password", "To change your password, open Settings, choose Security and select Change password. You will need your current password."),
+];
+
+/// The demo tenant's web chat inbox (open to the local demo page) and knowledge base.
+async fn seed_demo(
+    state: &AppState,
+    tenant_id: Uuid,
+    addr: SocketAddr,
+) -> crate::error::Result<Uuid> {
+    let inbox_id = Uuid::now_v7();
+    let origins = serde_json::json!([
+        format!("http://{addr}"),
+        format!("http://localhost:{}", addr.port())
+    ]);
+    let secrets = state.sealer.seal_json(
+        &crate::channels::WebchatSecrets::default(),
+        &crate::channels::seal_context(inbox_id),
+    );
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    sqlx::query!(
+        "INSERT INTO inbox (id, tenant_id, name, channel, settings, secrets) VALUES ($1, $2, 'Demo web chat', 'webchat', $3, $4)",
+        inbox_id,
+        tenant_id,
+        serde_json::json!({ "allowed_origins": origins, "identity_required": false }),
+        secrets
+    )
+    .execute(&mut *tx)
+    .await?;
+    for (title, body) in DEMO_ARTICLES {
+        let id = Uuid::now_v7();
+        sqlx::query!(
+            "INSERT INTO knowledge_article (id, tenant_id, title, body) VALUES ($1, $2, $3, $4)",
+            id,
+            tenant_id,
+            title,
+            body
+        )
+        .execute(&mut *tx)
+        .await?;
+        crate::knowledge::schedule_embedding(&mut tx, tenant_id, id, 1).await?;
+    }
+    crate::audit::record(
+        &mut tx,
+        &crate::audit::AuditSource::system(tenant_id),
+        crate::audit::AuditEvent::new("demo.seeded", "tenant", tenant_id)
+            .after(serde_json::json!({ "inbox_id": inbox_id, "articles": DEMO_ARTICLES.len() })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(inbox_id)
+}
+
+/// `custodian audit verify --tenant <id|slug>`: true when the chain holds.
+pub async fn audit_verify(config: Config, tenant: &str) -> anyhow::Result<bool> {
+    let Database { db, embedded } = db::open(&config).await?;
+    let tenant_id = match Uuid::parse_str(tenant) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            sqlx::query_scalar!("SELECT id FROM tenant WHERE slug = $1", tenant)
+                .fetch_optional(&db.system)
+                .await?
+        }
+    };
+    let result = async {
+        let tenant_id = tenant_id.with_context(|| format!("no tenant {tenant}"))?;
+        let mut tx = db.system.begin().await?;
+        db::set_tenant(&mut tx, tenant_id).await?;
+        let report = crate::audit::verify(&mut tx, tenant_id).await?;
+        tx.commit().await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        anyhow::Ok(report.valid)
+    }
+    .await;
+    db.system.close().await;
+    db.app.close().await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+    }
+    result
+}
+
+/// `custodian migrate`: applies migrations and exits.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let Database { db, embedded } = db::open(&config).await?;
+    println!("migrations applied");
+    db.system.close().await;
+    db.app.close().await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Invitations: owners and admins invite members with a role; the invitee accepts with the
+//! single-use token (sent by the inviter out of band) and chooses a password.
+
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode};
+use axum::response::IntoResponse;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::members::{self, DisplayName, Email};
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent, AuditSource};
+use crate::auth::{password, session, token, Ctx};
+use crate::error::{Error, Result};
+use crate::http::Rfc3339;
+use crate::http::{Access, Api, Json, Path, RequestMeta};
+use crate::rbac::{Permission, Role};
+
+/// How long an invitation stays valid.
+const INVITATION_DAYS: i32 = 7;
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/invitations",
+        Requires(Permission::MembersRead),
+        ("members", "List pending invitations"),
+        list,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/invitations",
+        Requires(Permission::MembersManage),
+        ("members", "Invite a member with a role"),
+        create,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/invitations/{invitation_id}",
+        Requires(Permission::MembersManage),
+        ("members", "Withdraw an invitation"),
+        revoke,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/invitations/accept",
+        Public,
+        ("members", "Accept an invitation; sets the session cookie"),
+        accept,
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct InvitationView {
+    id: Uuid,
+    email: String,
+    role: String,
+    partner_org_id: Option<Uuid>,
+    invited_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<InvitationView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let rows = sqlx::query_as!(
+        InvitationView,
+        "SELECT id, email, role, partner_org_id, invited_by, created_at, expires_at
+         FROM invitation
+         WHERE tenant_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+         ORDER BY created_at DESC",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInvitation {
+    email: String,
+    role: Role,
+    partner_org_id: Option<Uuid>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreateInvitation>,
+) -> Result<(StatusCode, Json<serde_json::Value>)> {
+    let email = Email::parse(&body.email)?;
+    if !ctx.role.can_grant(body.role) {
+        return Err(Error::Forbidden(
+            "you cannot invite someone with a role above your own",
+        ));
+    }
+    let secret = token::new_opaque_token();
+    let mut tx = ctx.begin(&state).await?;
+    let taken = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM member WHERE tenant_id = $1 AND lower(email) = lower($2)) AS "taken!""#,
+        ctx.tenant_id,
+        email.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if taken {
+        return Err(Error::conflict(
+            "email_taken",
+            "a member with that email already exists",
+        ));
+    }
+    let invitation = sqlx::query_as!(
+        InvitationView,
+        "INSERT INTO invitation (id, tenant_id, email, role, partner_org_id, token_hash, invited_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(days => $8))
+         RETURNING id, email, role, partner_org_id, invited_by, created_at, expires_at",
+        Uuid::now_v7(),
+        ctx.tenant_id,
+        email.as_str(),
+        body.role.as_str(),
+        body.partner_org_id,
+        token::sha256(secret.as_bytes()),
+        ctx.member_id,
+        INVITATION_DAYS
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("invitation.created", "invitation", invitation.id).after(&invitation),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut view = serde_json::to_value(&invitation).map_err(anyhow::Error::from)?;
+    view["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(invitation_id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let email = sqlx::query_scalar!(
+        "UPDATE invitation SET revoked_at = now()
+         WHERE id = $1 AND tenant_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
+         RETURNING email",
+        invitation_id,
+        ctx.tenant_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("invitation.revoked", "invitation", invitation_id)
+            .before(json!({ "email": email })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptInvitation {
+    token: String,
+    display_name: String,
+    password: SecretString,
+}
+
+async fn accept(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    Json(body): Json<AcceptInvitation>,
+) -> Result<impl IntoResponse> {
+    state.throttle.check_ip(meta.ip)?;
+    let hash = token::sha256(body.token.trim().as_bytes());
+    // The token names the tenant: look it up before any tenant is known.
+    let found = sqlx::query!(
+        "SELECT id, tenant_id, email FROM invitation
+         WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now()",
+        hash
+    )
+    .fetch_optional(&state.db.system)
+    .await?
+    .ok_or_else(|| Error::bad_request("invalid_invitation", "the invitation is unknown, used or expired"))?;
+    let display_name = DisplayName::parse(&body.display_name)?;
+    password::check_policy(&body.password, &found.email)?;
+    let password_hash = password::hash(body.password).await?;
+
+    let mut tx = state.db.tenant_tx(found.tenant_id).await?;
+    // Claim the invitation; a concurrent acceptance of the same token finds nothing to claim.
+    let invitation = sqlx::query!(
+        "UPDATE invitation SET accepted_at = now()
+         WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL
+         RETURNING email, role, partner_org_id",
+        found.id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| {
+        Error::bad_request(
+            "invalid_invitation",
+            "the invitation is unknown, used or expired",
+        )
+    })?;
+    let role =
+        Role::parse(&invitation.role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?;
+    let email = Email::parse(&invitation.email)?;
+    let member_id = Uuid::now_v7();
+    let member = members::insert(
+        &mut tx,
+        member_id,
+        &email,
+        &display_name,
+        &password_hash,
+        role,
+        invitation.partner_org_id,
+    )
+    .await?;
+    let source = AuditSource::member(found.tenant_id, member_id, &meta);
+    audit::record(
+        &mut tx,
+        &source,
+        AuditEvent::new("member.joined", "member", member_id)
+            .after(json!({ "member": &member, "invitation_id": found.id })),
+    )
+    .await?;
+    let new_session = session::create(&mut tx, &state, found.tenant_id, member_id, &meta).await?;
+    audit::record(
+        &mut tx,
+        &source,
+        AuditEvent::new("auth.login.succeeded", "session", new_session.id)
+            .after(json!({ "member_id": member_id, "via": "invitation" })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, new_session.cookie)],
+        Json(
+            json!({ "member": member, "tenant_id": found.tenant_id, "expires_at": new_session.expires_at.rfc3339() }),
+        ),
+    ))
+}

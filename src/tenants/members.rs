@@ -1,0 +1,377 @@
+//! Members of a tenant, their roles, and partner organisations. Role changes and disabling
+//! are security events (AUD-2); the last active owner can never be removed.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::audit::{self, AuditEvent};
+use crate::auth::{session, Ctx};
+use crate::error::{Error, Result};
+use crate::http::{Access, Api, Json, Path};
+use crate::rbac::{Permission, Role};
+
+pub fn routes(api: Api) -> Api {
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/members",
+        Requires(Permission::MembersRead),
+        ("members", "List members"),
+        list,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/members/{member_id}",
+        Requires(Permission::MembersRead),
+        ("members", "Show a member"),
+        show,
+    )
+    .route(
+        Method::PATCH,
+        "/api/v1/members/{member_id}",
+        Requires(Permission::MembersManage),
+        ("members", "Change a member's role or status"),
+        update,
+    )
+    .route(
+        Method::GET,
+        "/api/v1/partner-orgs",
+        Requires(Permission::MembersRead),
+        ("members", "List partner organisations"),
+        list_partner_orgs,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/partner-orgs",
+        Requires(Permission::MembersManage),
+        ("members", "Create a partner organisation"),
+        create_partner_org,
+    )
+}
+
+/// An email address, trimmed; compared case-insensitively by the database.
+#[derive(Debug, Clone)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let email = raw.trim();
+        let valid = email.len() <= 254
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+            });
+        if valid {
+            Ok(Email(email.to_string()))
+        } else {
+            Err(Error::bad_request(
+                "invalid_email",
+                "that is not a valid email address",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let name = raw.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::bad_request(
+                "invalid_display_name",
+                "display_name must be 1 to 100 characters",
+            ));
+        }
+        Ok(DisplayName(name.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub partner_org_id: Option<Uuid>,
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    email: &Email,
+    display_name: &DisplayName,
+    password_hash: &str,
+    role: Role,
+    partner_org_id: Option<Uuid>,
+) -> Result<MemberView> {
+    Ok(sqlx::query_as!(
+        MemberView,
+        "INSERT INTO member (id, tenant_id, email, display_name, password_hash, role, partner_org_id)
+         VALUES ($1, current_tenant_id(), $2, $3, $4, $5, $6)
+         RETURNING id, email, display_name, role, partner_org_id, status, created_at",
+        id,
+        email.0,
+        display_name.0,
+        password_hash,
+        role.as_str(),
+        partner_org_id
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// One member of the transaction's tenant; another tenant's id is simply not found.
+pub async fn fetch(conn: &mut PgConnection, member_id: Uuid) -> Result<MemberView> {
+    sqlx::query_as!(
+        MemberView,
+        "SELECT id, email, display_name, role, partner_org_id, status, created_at
+         FROM member WHERE id = $1 AND tenant_id = current_tenant_id()",
+        member_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<MemberView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let members = sqlx::query_as!(
+        MemberView,
+        "SELECT id, email, display_name, role, partner_org_id, status, created_at
+         FROM member WHERE tenant_id = $1 ORDER BY created_at",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(members))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(member_id): Path<Uuid>,
+) -> Result<Json<MemberView>> {
+    let mut tx = ctx.begin(&state).await?;
+    let member = fetch(&mut tx, member_id).await?;
+    tx.commit().await?;
+    Ok(Json(member))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMember {
+    role: Option<Role>,
+    /// `active` or `disabled`.
+    status: Option<String>,
+    partner_org_id: Option<Uuid>,
+    display_name: Option<String>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(member_id): Path<Uuid>,
+    Json(body): Json<UpdateMember>,
+) -> Result<Json<MemberView>> {
+    let mut tx = ctx.begin(&state).await?;
+    // Lock the tenant's owners first: two concurrent demotions must not both see "another
+    // owner remains".
+    sqlx::query!(
+        "SELECT id FROM member WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let before = fetch(&mut tx, member_id).await?;
+    let old_role =
+        Role::parse(&before.role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?;
+    let new_role = body.role.unwrap_or(old_role);
+    let new_status = body.status.clone().unwrap_or_else(|| before.status.clone());
+    if !matches!(new_status.as_str(), "active" | "disabled") {
+        return Err(Error::bad_request(
+            "invalid_status",
+            "status must be active or disabled",
+        ));
+    }
+    // Nobody manages a member who outranks them, nor hands out a role above their own.
+    if !ctx.role.can_grant(old_role) || !ctx.role.can_grant(new_role) {
+        return Err(Error::Forbidden(
+            "you cannot manage a member or grant a role above your own",
+        ));
+    }
+    let partner_org_id = match new_role {
+        Role::Partner => body.partner_org_id.or(before.partner_org_id),
+        _ => None,
+    };
+    let loses_ownership = old_role == Role::Owner
+        && before.status == "active"
+        && (new_role != Role::Owner || new_status != "active");
+    if loses_ownership {
+        let others = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM member
+               WHERE tenant_id = $1 AND role = 'owner' AND status = 'active' AND id <> $2"#,
+            ctx.tenant_id,
+            member_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if others == 0 {
+            return Err(Error::conflict(
+                "last_owner",
+                "the tenant must keep at least one active owner",
+            ));
+        }
+    }
+    let display_name = match &body.display_name {
+        Some(raw) => DisplayName::parse(raw)?.0,
+        None => before.display_name.clone(),
+    };
+    let after = sqlx::query_as!(
+        MemberView,
+        "UPDATE member SET role = $2, status = $3, partner_org_id = $4, display_name = $5, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()
+         RETURNING id, email, display_name, role, partner_org_id, status, created_at",
+        member_id,
+        new_role.as_str(),
+        new_status,
+        partner_org_id,
+        display_name
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let source = ctx.audit_source();
+    if old_role != new_role {
+        audit::record(
+            &mut tx,
+            &source,
+            AuditEvent::new("member.role_changed", "member", member_id)
+                .before(json!({ "role": old_role }))
+                .after(json!({ "role": new_role })),
+        )
+        .await?;
+    }
+    if before.status != after.status
+        || before.display_name != after.display_name
+        || before.partner_org_id != after.partner_org_id
+    {
+        audit::record(
+            &mut tx,
+            &source,
+            AuditEvent::new("member.updated", "member", member_id)
+                .before(&before)
+                .after(&after),
+        )
+        .await?;
+    }
+    // A disabled member's sessions end now, and a demoted member's tokens may not outrank them.
+    if after.status == "disabled" {
+        session::revoke_all(&mut tx, member_id, None).await?;
+        sqlx::query!(
+            "UPDATE api_token SET revoked_at = now() WHERE created_by = $1 AND revoked_at IS NULL",
+            member_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+#[derive(Debug, Serialize)]
+struct PartnerOrgView {
+    id: Uuid,
+    name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+async fn list_partner_orgs(
+    State(state): State<AppState>,
+    ctx: Ctx,
+) -> Result<Json<Vec<PartnerOrgView>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let orgs = sqlx::query_as!(
+        PartnerOrgView,
+        "SELECT id, name, created_at FROM partner_org WHERE tenant_id = $1 ORDER BY name",
+        ctx.tenant_id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(orgs))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePartnerOrg {
+    name: String,
+}
+
+async fn create_partner_org(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Json(body): Json<CreatePartnerOrg>,
+) -> Result<(StatusCode, Json<PartnerOrgView>)> {
+    let mut tx = ctx.begin(&state).await?;
+    let org = sqlx::query_as!(
+        PartnerOrgView,
+        "INSERT INTO partner_org (id, tenant_id, name) VALUES ($1, $2, $3) RETURNING id, name, created_at",
+        Uuid::now_v7(),
+        ctx.tenant_id,
+        body.name.trim()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("partner_org.created", "partner_org", org.id).after(&org),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(org)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_checked() {
+        assert_eq!(
+            Email::parse("  ana@example.com ").unwrap().as_str(),
+            "ana@example.com"
+        );
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@example.com",
+            "ana@example",
+            "a b@example.com",
+            "ana@.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

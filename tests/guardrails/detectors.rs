@@ -1,0 +1,355 @@
+//! Detector behaviour per type, in the four languages, with the distractors
+//! that must stay untouched.
+
+use custodian::guardrails::{
+    detect_all, evaluate, Context, FindingKind, KnownEntities, PiiType, Policy, Stage,
+};
+
+fn found(text: &str) -> Vec<(PiiType, String)> {
+    detect_all(text)
+        .into_iter()
+        .map(|s| (s.kind, text[s.start..s.end].to_string()))
+        .collect()
+}
+
+fn assert_finds(kind: PiiType, cases: &[(&str, &str)]) {
+    for (text, value) in cases {
+        assert_eq!(found(text), vec![(kind, value.to_string())], "in {text:?}");
+    }
+}
+
+fn assert_clean(cases: &[&str]) {
+    for text in cases {
+        assert_eq!(found(text), vec![], "in {text:?}");
+    }
+}
+
+#[test]
+fn emails_are_found_in_running_text() {
+    assert_finds(
+        PiiType::Email,
+        &[
+            (
+                "write to ana.souza+loja@empresa.com.br.",
+                "ana.souza+loja@empresa.com.br",
+            ),
+            ("Meine E-Mail: JUERGEN@WEB.DE", "JUERGEN@WEB.DE"),
+            ("correo: lucía@correo.es, gracias", "lucía@correo.es"),
+        ],
+    );
+    assert_clean(&["@home later", "user@localhost", "a@b.c"]);
+}
+
+#[test]
+fn phones_of_our_eight_countries_and_e164_are_found() {
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("meu whatsapp é (11) 98765-4321", "(11) 98765-4321"),
+            ("liga 11 9 8765-4321", "11 9 8765-4321"),
+            ("call +1 (415) 555-2671 now", "+1 (415) 555-2671"),
+            ("or 415.555.2671", "415.555.2671"),
+            ("Handy 0151 23456789", "0151 23456789"),
+            ("Tel. +49 (0)30 1234567", "+49 (0)30 1234567"),
+            ("appelez le 06 12 34 56 78", "06 12 34 56 78"),
+            ("llámame al 612 34 56 78", "612 34 56 78"),
+            ("ligue 912 345 678", "912 345 678"),
+            ("chiama il 347 123 4567", "347 123 4567"),
+            ("ring 07911 123456", "07911 123456"),
+            ("ring +44 (0)20 7946 0958", "+44 (0)20 7946 0958"),
+            ("E.164 +819012345678 ok", "+819012345678"),
+        ],
+    );
+}
+
+#[test]
+fn numbers_that_only_look_like_phones_stay_untouched() {
+    assert_clean(&[
+        "order #4155552671",
+        "pedido 11987654321 atrasado",
+        "Bestellnummer 0301234567",
+        "Sendungsnummer 015123456789",
+        "tracking 1Z999AA10123456784",
+        "rastreio BR123456789BR",
+        "on 12/03/2024 at 14:30",
+        "am 12.03.2024",
+        "R$ 1.234.567,89",
+        "$1,234,567.89",
+        "1.234,56 €",
+        "CEP 01310-100",
+        "PLZ 10115",
+        "version 1.2.3",
+        "3x 250ml",
+    ]);
+}
+
+#[test]
+fn cards_of_every_brand_pass_luhn_in_any_grouping() {
+    assert_finds(
+        PiiType::Card,
+        &[
+            ("visa 4111 1111 1111 1111", "4111 1111 1111 1111"),
+            ("mc 5500-0000-0000-0004", "5500-0000-0000-0004"),
+            ("mc2 2223003122003222", "2223003122003222"),
+            ("amex 3782 822463 10005", "3782 822463 10005"),
+            ("elo 6362 9700 0045 7013", "6362 9700 0045 7013"),
+            ("discover 6011111111111117", "6011111111111117"),
+            ("jcb 3530 1113 3330 0000", "3530 1113 3330 0000"),
+        ],
+    );
+    // A Luhn failure or a non-card prefix is no card.
+    assert_clean(&["card 4111 1111 1111 1112", "id 9111 1111 1111 1116"]);
+}
+
+#[test]
+fn ibans_need_their_country_length_and_mod_97() {
+    assert_finds(
+        PiiType::Iban,
+        &[
+            (
+                "IBAN DE89 3704 0044 0532 0130 00.",
+                "DE89 3704 0044 0532 0130 00",
+            ),
+            ("iban GB82WEST12345698765432", "GB82WEST12345698765432"),
+            (
+                "conta PT50000201231234567890154",
+                "PT50000201231234567890154",
+            ),
+        ],
+    );
+    assert_clean(&[
+        "DE89 3704 0044 0532 0130 01",
+        "DE89 3704 0044 0532 0130 0012",
+        "XDE89370400440532013000",
+        "DE8937040044053201300",
+    ]);
+}
+
+#[test]
+fn ssns_with_invalid_area_group_or_serial_are_refused() {
+    assert_finds(
+        PiiType::Ssn,
+        &[
+            ("SSN 123-45-6789", "123-45-6789"),
+            ("my SSN is 123456789", "123456789"),
+        ],
+    );
+    assert_clean(&[
+        "SSN 000-12-3456",
+        "SSN 666-12-3456",
+        "SSN 901-12-3456",
+        "SSN 123-00-4567",
+        "SSN 123-45-0000",
+    ]);
+}
+
+#[test]
+fn cpf_and_cnpj_need_their_check_digits_including_the_alphanumeric_cnpj() {
+    assert_finds(
+        PiiType::Cpf,
+        &[
+            ("CPF 529.982.247-25", "529.982.247-25"),
+            ("cpf 52998224725", "52998224725"),
+        ],
+    );
+    assert_finds(
+        PiiType::Cnpj,
+        &[
+            ("CNPJ 11.222.333/0001-81", "11.222.333/0001-81"),
+            ("cnpj 11222333000181", "11222333000181"),
+            ("novo CNPJ 12.ABC.345/01DE-35", "12.ABC.345/01DE-35"),
+            ("compacto 12ABC34501DE35", "12ABC34501DE35"),
+        ],
+    );
+    assert_clean(&[
+        "CPF 529.982.247-24",
+        "CPF 111.111.111-11",
+        "CNPJ 12.ABC.345/01DE-36",
+    ]);
+}
+
+#[test]
+fn ip_addresses_v4_and_v6_are_found() {
+    assert_finds(
+        PiiType::Ip,
+        &[
+            ("server 192.168.0.12 down", "192.168.0.12"),
+            ("from 2001:db8::8a2e:370:7334.", "2001:db8::8a2e:370:7334"),
+            (
+                "link-local fe80::1ff:fe23:4567:890a",
+                "fe80::1ff:fe23:4567:890a",
+            ),
+        ],
+    );
+    assert_clean(&[
+        "at 10:30:15",
+        "version 1.2.3.4.5",
+        "256.1.1.1",
+        "std::io::Result",
+    ]);
+}
+
+#[test]
+fn secrets_are_found_by_prefix_keyword_and_entropy() {
+    assert_finds(
+        PiiType::Secret,
+        &[
+            (
+                "key sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            ),
+            (
+                "token ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5",
+                "ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5",
+            ),
+            ("AKIAIOSFODNN7EXAMPLE leaked", "AKIAIOSFODNN7EXAMPLE"),
+            ("minha senha: batata123", "batata123"),
+            ("mein Passwort ist Sommer2024!", "Sommer2024!"),
+            (
+                "here: 9fKx2LmQ8vRt4ZpW7sYb3NcH6dJe1Ga",
+                "9fKx2LmQ8vRt4ZpW7sYb3NcH6dJe1Ga",
+            ),
+        ],
+    );
+    assert_clean(&[
+        "my password is wrong",
+        "the token expired",
+        "uuid 123e4567-e89b-12d3-a456-426614174000",
+        "Donaudampfschifffahrtsgesellschaftskapitän",
+    ]);
+}
+
+#[test]
+fn urls_are_masked_only_when_they_carry_credentials_or_tokens() {
+    assert_finds(
+        PiiType::Url,
+        &[
+            (
+                "reset: https://shop.example/reset?token=abc123def456.",
+                "https://shop.example/reset?token=abc123def456",
+            ),
+            (
+                "db postgres://app:s3cr3t@db.internal:5432/main",
+                "postgres://app:s3cr3t@db.internal:5432/main",
+            ),
+        ],
+    );
+    assert_clean(&[
+        "see https://shop.example/help/returns?lang=pt",
+        "https://example.com/orders/12345",
+    ]);
+}
+
+#[test]
+fn crm_names_match_in_any_case_and_without_accents() {
+    let known = KnownEntities::new()
+        .with_name("Jürgen Müller")
+        .with_company("Müller & Söhne GmbH")
+        .with_address("Hauptstraße 5, 10115 Berlin")
+        .with_phone("+49 151 23456789")
+        .with_email("jm@web.de");
+    let text = "JURGEN here. Herr mueller? No: Jürgen Muller of Müller & Söhne, Hauptstrasse 5. Call 0151 23456789 or JM@WEB.DE";
+    let mut ctx = Context::new(Default::default(), known);
+    let v = evaluate(Stage::Inbound, text, &mut ctx, &Policy::builtin());
+    assert_eq!(
+        v.masked_text,
+        "[NAME_1] here. Herr mueller? No: [NAME_2] of [COMPANY_1], [ADDRESS_1]. Call [PHONE_1] or [EMAIL_1]"
+    );
+}
+
+#[test]
+fn self_introductions_in_four_languages_are_names() {
+    assert_finds(
+        PiiType::Name,
+        &[
+            (
+                "Hi, my name is Sarah Connor and my order is late",
+                "Sarah Connor",
+            ),
+            ("hello, my name is sarah connor, order late", "sarah connor"),
+            ("I'm Tom from the bakery", "Tom"),
+            (
+                "Olá, meu nome é Ana Paula dos Santos.",
+                "Ana Paula dos Santos",
+            ),
+            ("me chamo joão", "joão"),
+            ("Hola, me llamo José Luis", "José Luis"),
+            ("mi nombre es María", "María"),
+            ("Guten Tag, ich heiße Jürgen.", "Jürgen"),
+            ("Mein Name ist Anna-Lena Groß", "Anna-Lena Groß"),
+            ("Hier ist Klaus", "Klaus"),
+        ],
+    );
+}
+
+#[test]
+fn sign_offs_in_four_languages_are_names() {
+    assert_finds(
+        PiiType::Name,
+        &[
+            ("Where is it?\nThanks,\nEmily", "Emily"),
+            ("Cadê?\nObrigado,\nMarcos Vinícius", "Marcos Vinícius"),
+            ("¿Dónde está?\nSaludos,\nLucía", "Lucía"),
+            ("Wo bleibt es?\nViele Grüße\nHans Müller", "Hans Müller"),
+            ("Wo bleibt es?\nMit freundlichen Grüßen,\nHans", "Hans"),
+            ("help pls\nthanks\nmaria", "maria"),
+        ],
+    );
+}
+
+#[test]
+fn capitalised_ordinary_words_are_not_names() {
+    assert_clean(&[
+        "Meine Bestellung ist nicht angekommen.",
+        "Ich bin Kunde seit 2019 und Ich bin Enttäuscht.",
+        "Hier ist Bestellung 4711",
+        "This is Urgent!",
+        "I am Brazilian.",
+        "Thanks, that helped a lot!",
+        "Obrigado, Atendimento Excelente pela Ajuda",
+        "Danke, die Lieferung kam",
+    ]);
+}
+
+#[test]
+fn every_finding_reports_the_pii_type_in_json_as_its_label() {
+    let v = evaluate(
+        Stage::Inbound,
+        "a@b.io",
+        &mut Context::default(),
+        &Policy::builtin(),
+    );
+    assert_eq!(v.findings[0].kind, FindingKind::Pii(PiiType::Email));
+    assert_eq!(
+        serde_json::to_value(&v.findings[0]).unwrap()["type"],
+        "EMAIL"
+    );
+}
+
+#[test]
+fn phone_numbers_of_the_generated_corpus_are_valid_for_libphonenumber_itself() {
+    // The corpus draws phones through libphonenumber's full validator; this
+    // checks our fast validator agrees on every one of them.
+    let samples = custodian::guardrails::corpus::generate(7, 4000);
+    let mut checked = 0;
+    for s in &samples {
+        for span in s
+            .spans
+            .iter()
+            .filter(|l| l.category == custodian::guardrails::corpus::Category::Phone)
+        {
+            let value = &s.text[span.start..span.end];
+            let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+            let ours = if value.starts_with('+') {
+                custodian::guardrails::pii::phone_is_valid(&digits, true)
+            } else if let Some(rest) = digits.strip_prefix("00") {
+                custodian::guardrails::pii::phone_is_valid(rest, true)
+            } else {
+                custodian::guardrails::pii::phone_is_valid(&digits, false)
+            };
+            assert!(ours, "libphonenumber accepts {value:?}, we do not");
+            checked += 1;
+        }
+    }
+    assert!(checked > 500);
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the guardrail engine: one test binary, one module
+//! per concern. Tests that prove a platform promise say so in a
+//! `// proves:` comment (see shared/PROMISES.md).
+
+mod detectors;
+mod linear;
+mod masking;
+mod packs;
+mod policy;
+mod properties;
+mod quality;
+mod regressions;
+mod scan;
+mod verdicts;

@@ -1,0 +1,249 @@
+//! The HTTP contract: one error shape for every failure, nothing changed by bad input,
+//! security headers on every response (SEC-8), request ids, health, and the OpenAPI document.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{Req, Resp, TestApp};
+
+async fn tenant_names(app: &TestApp) -> Vec<String> {
+    let mut conn = app.superuser().await;
+    sqlx::query_scalar("SELECT name FROM tenant ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
+    let app = TestApp::spawn_with(|c| c.max_body_bytes = 4096).await;
+    let owner = app.signup("acme").await;
+    let cases: Vec<(Req, StatusCode, &str)> = vec![
+        (
+            Req::patch("/api/v1/tenant").raw("application/json", "{\"name\": "),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            Req::patch("/api/v1/tenant").json(json!({ "name": 42 })),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Req::patch("/api/v1/tenant").json(json!({ "name": "x", "extra": true })),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Req::patch("/api/v1/tenant").raw("text/plain", "name=x"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            Req::patch("/api/v1/tenant").json(json!({ "name": "x".repeat(10_000) })),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            Req::patch("/api/v1/tenant").json(json!({ "name": "" })),
+            StatusCode::CONFLICT,
+            "invalid_name",
+        ),
+        (
+            Req::patch("/api/v1/members/not-a-uuid").json(json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+        ),
+        (
+            Req::get("/api/v1/audit/events?limit=lots"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Req::get("/api/v1/no-such-route"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Req::new(Method::PUT, "/api/v1/tenant"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let resp = app.send(req.by(&owner)).await;
+        assert_eq!(resp.status, status, "{}", resp.body);
+        assert_eq!(resp.error_code(), code);
+        assert_has_security_headers(&resp);
+    }
+    assert_eq!(tenant_names(&app).await, vec!["acme Inc".to_string()]);
+}
+
+#[tokio::test]
+async fn a_sign_up_with_a_taken_slug_or_bad_email_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    app.signup("acme").await;
+    let signup = |slug: &str, email: &str| {
+        Req::post("/api/v1/auth/signup").json(json!({
+            "tenant_name": "Other", "tenant_slug": slug, "email": email,
+            "display_name": "X", "password": crate::common::PASSWORD,
+        }))
+    };
+    let taken = app.send(signup("acme", "x@other.example")).await;
+    assert_eq!(
+        (taken.status, taken.error_code()),
+        (StatusCode::CONFLICT, "slug_taken")
+    );
+    let bad_slug = app.send(signup("Not A Slug!", "x@other.example")).await;
+    assert_eq!(
+        (bad_slug.status, bad_slug.error_code()),
+        (StatusCode::CONFLICT, "invalid_slug")
+    );
+    let bad_email = app.send(signup("other", "not-an-email")).await;
+    assert_eq!(
+        (bad_email.status, bad_email.error_code()),
+        (StatusCode::BAD_REQUEST, "invalid_email")
+    );
+    assert_eq!(tenant_names(&app).await, vec!["acme Inc".to_string()]);
+}
+
+fn assert_has_security_headers(resp: &Resp) {
+    for (name, expected) in [
+        ("strict-transport-security", "max-age="),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("content-security-policy", "frame-ancestors 'none'"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        let value = resp
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing ({})", resp.status));
+        assert!(
+            value.to_str().unwrap().contains(expected),
+            "{name}: {value:?}"
+        );
+    }
+}
+
+// proves: SEC-8
+#[tokio::test]
+async fn every_kind_of_response_carries_the_security_headers() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let responses = vec![
+        app.send(Req::get("/healthz")).await,
+        app.send(Req::get("/readyz")).await,
+        app.send(Req::get("/api/openapi.json")).await,
+        app.send(Req::get("/api/v1/tenant").by(&owner)).await,
+        app.send(Req::get("/api/v1/tenant")).await,
+        app.send(Req::get("/api/v1/nothing-here")).await,
+        app.send(Req::new(Method::DELETE, "/healthz")).await,
+        app.send(Req::post("/api/v1/auth/login").raw("application/json", "nope"))
+            .await,
+    ];
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 401, 404, 405, 400]);
+    for resp in &responses {
+        assert_has_security_headers(resp);
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_the_callers() {
+    let app = TestApp::spawn().await;
+    let fresh = app.send(Req::get("/healthz")).await;
+    assert!(fresh.headers.get("x-request-id").is_some());
+    let kept = app
+        .send(Req::get("/healthz").header("x-request-id", "trace-me-42"))
+        .await;
+    assert_eq!(kept.headers["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn readiness_reports_the_database() {
+    let app = TestApp::spawn().await;
+    let resp = app.send(Req::get("/readyz")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    app.state.db.app.close().await;
+    let down = app.send(Req::get("/readyz")).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.error_code(), "unavailable");
+    assert_eq!(app.send(Req::get("/healthz")).await.status, StatusCode::OK);
+}
+
+// proves: SEC-1
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_with_its_access_rule() {
+    let app = TestApp::spawn().await;
+    let doc = app.send(Req::get("/api/openapi.json")).await.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    for spec in app.state.routes() {
+        let op = &doc["paths"][spec.path][spec.method.as_str().to_ascii_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing from the document",
+            spec.method,
+            spec.path
+        );
+        match spec.access {
+            custodian::http::Access::Public => assert_eq!(op["security"], json!([])),
+            custodian::http::Access::Authenticated => assert!(op["x-permission"].is_null()),
+            custodian::http::Access::Requires(p) => assert_eq!(op["x-permission"], p.as_str()),
+        }
+        for param in spec.params() {
+            assert!(op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == param));
+        }
+    }
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(ids.len(), unique.len(), "operation ids repeat");
+}
+
+#[tokio::test]
+async fn timestamps_in_responses_are_rfc3339_strings() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (_, conversation) = app.visitor_writes(inbox, "Hello").await;
+    let token = app
+        .send(
+            Req::post("/api/v1/tokens")
+                .by(&owner)
+                .json(json!({ "name": "ci", "role": "agent", "expires_in_days": 30 })),
+        )
+        .await;
+    let shown = app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&owner))
+        .await;
+    let audit = app
+        .send(Req::get("/api/v1/audit/events?limit=1").by(&owner))
+        .await;
+    for (what, value) in [
+        ("token created_at", &token.body["created_at"]),
+        ("token expires_at", &token.body["expires_at"]),
+        (
+            "conversation created_at",
+            &shown.body["conversation"]["created_at"],
+        ),
+        ("audit occurred_at", &audit.body["events"][0]["occurred_at"]),
+    ] {
+        let text = value
+            .as_str()
+            .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{what} = {text}: {e}"));
+    }
+}

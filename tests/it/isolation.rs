@@ -1,0 +1,367 @@
+//! Tenant isolation (SEC-3): the tenant comes from the credential, every query is filtered by
+//! it, row-level security backs the filter, and another tenant's id answers 404.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use custodian::http::Access;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::common::{Req, TestApp};
+
+// proves: SEC-3
+#[tokio::test]
+async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
+    let app = TestApp::spawn().await;
+    let a = app.signup("alpha").await;
+    let b = app.signup("bravo").await;
+    let b_agent = app.join(&b, "agent").await;
+    let (b_token, b_secret) = app.token(&b, "agent").await;
+    let b_invitation = app
+        .send(
+            Req::post("/api/v1/invitations")
+                .by(&b)
+                .json(json!({ "email": "new@bravo.example", "role": "agent" })),
+        )
+        .await
+        .uuid("/id");
+    let b_account = app
+        .send(
+            Req::post("/api/v1/accounts")
+                .by(&b)
+                .json(json!({ "name": "Bravo Customer Ltd" })),
+        )
+        .await
+        .uuid("/id");
+    let b_contact = app
+        .send(
+            Req::post("/api/v1/contacts")
+                .by(&b)
+                .json(json!({ "name": "Bruna", "email": "bruna@customer.example" })),
+        )
+        .await
+        .uuid("/id");
+    let b_inbox = app.webchat_inbox(&b, "https://bravo.example").await;
+    let (_, b_conversation) = app.visitor_writes(b_inbox, "hello from B's visitor").await;
+    let b_article = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&b)
+                .json(json!({ "title": "B's secret playbook", "body": "internal" })),
+        )
+        .await
+        .uuid("/id");
+    let b_action = app
+        .send(Req::post("/api/v1/agent/actions").by(&b).json(json!({ "name": "b_refund", "description": "x", "target_url": "https://b.example/r", "secret": "s" })))
+        .await
+        .uuid("/id");
+    let b_review = app
+        .send(Req::post("/api/v1/reviews").by(&b).json(json!({
+            "kind": "human_review", "conversation_id": b_conversation, "note": "B's customer disputes a refusal"
+        })))
+        .await
+        .uuid("/id");
+    let b_export = app
+        .send(
+            Req::post("/api/v1/audit/exports")
+                .by(&b)
+                .json(json!({ "format": "csv" })),
+        )
+        .await
+        .uuid("/id");
+    let b_hold = app
+        .send(Req::post("/api/v1/legal-holds").by(&b).json(
+            json!({ "entity_type": "contact", "entity_id": b_contact, "reason": "litigation" }),
+        ))
+        .await
+        .uuid("/id");
+    let b_execution = uuid::Uuid::new_v4();
+    let b_job = uuid::Uuid::new_v4();
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, provider, model, offline, outcome)
+         SELECT $1, tenant_id, id, contact_id, 'offline', 'offline', true, 'replied' FROM conversation WHERE id = $2",
+    )
+    .bind(b_execution)
+    .bind(b_conversation)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO job (id, tenant_id, kind, idempotency_key, status) VALUES ($1, $2, 'message.send', $3, 'dead')")
+        .bind(b_job)
+        .bind(b.tenant_id)
+        .bind(format!("test:{b_job}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    // Every path parameter any route takes, mapped to an object of tenant B. A new route with
+    // a parameter not listed here fails this test until its foreign-id case is covered.
+    let foreign: HashMap<&str, Uuid> = HashMap::from([
+        ("member_id", b_agent.member_id),
+        ("token_id", b_token),
+        ("invitation_id", b_invitation),
+        ("account_id", b_account),
+        ("contact_id", b_contact),
+        ("inbox_id", b_inbox),
+        ("conversation_id", b_conversation),
+        ("job_id", b_job),
+        ("article_id", b_article),
+        ("action_id", b_action),
+        ("execution_id", b_execution),
+        ("review_id", b_review),
+        ("export_id", b_export),
+        ("hold_id", b_hold),
+    ]);
+
+    let mut checked = 0;
+    for spec in app.state.routes().to_vec() {
+        if spec.access == Access::Public || spec.params().next().is_none() {
+            continue;
+        }
+        let path = spec
+            .path
+            .split('/')
+            .map(
+                |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => foreign
+                        .get(name)
+                        .unwrap_or_else(|| {
+                            panic!("{} takes {{{name}}}: add tenant B's id for it", spec.path)
+                        })
+                        .to_string(),
+                    None => seg.to_string(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/");
+        // A's owner holds every permission and each route gets a body it would accept, so
+        // nothing but isolation can stop the request.
+        let body = valid_body(spec.method.as_str(), spec.path);
+        let resp = app
+            .send(spec_req(&spec.method, &path).by(&a).json(body))
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::NOT_FOUND,
+            "{} {path}: {}",
+            spec.method,
+            resp.body
+        );
+        assert_eq!(resp.error_code(), "not_found");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} routes with ids were checked");
+
+    // Nothing of B changed: its agent still works, its token still works, its invitation stands.
+    let me = app.send(Req::get("/api/v1/auth/me").by(&b_agent)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["role"], "agent");
+    assert_eq!(
+        app.send(Req::get("/api/v1/auth/me").bearer(&b_secret))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let invitations = app.send(Req::get("/api/v1/invitations").by(&b)).await;
+    assert_eq!(invitations.body.as_array().unwrap().len(), 1);
+    let review = app
+        .send(Req::get(format!("/api/v1/reviews/{b_review}")).by(&b))
+        .await;
+    assert_eq!(review.body["status"], "pending", "B's review was decided");
+    assert_eq!(review.body["approvals"], 0);
+    assert_eq!(review.body["assignee_id"], Value::Null);
+    for path in [
+        format!("/api/v1/accounts/{b_account}"),
+        format!("/api/v1/contacts/{b_contact}"),
+        format!("/api/v1/inboxes/{b_inbox}"),
+        format!("/api/v1/conversations/{b_conversation}"),
+    ] {
+        assert_eq!(
+            app.send(Req::get(&path).by(&b)).await.status,
+            StatusCode::OK,
+            "{path} was harmed"
+        );
+    }
+    let conversation = app
+        .send(Req::get(format!("/api/v1/conversations/{b_conversation}")).by(&b))
+        .await;
+    assert_eq!(conversation.body["conversation"]["status"], "open");
+    assert_eq!(conversation.body["conversation"]["labels"], json!([]));
+    let thread = app
+        .send(Req::get(format!("/api/v1/conversations/{b_conversation}/messages")).by(&b))
+        .await;
+    assert_eq!(
+        thread.body["items"].as_array().unwrap().len(),
+        1,
+        "a message was added to B's thread"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM job WHERE id = '{b_job}' AND status = 'dead'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM legal_hold WHERE id = '{b_hold}' AND released_at IS NULL"
+        ))
+        .await,
+        1,
+        "B's legal hold was released by A"
+    );
+}
+
+/// A body each route would accept, so a missing tenant check would show as a change.
+fn valid_body(method: &str, path: &str) -> serde_json::Value {
+    match (method, path.rsplit('/').next().unwrap_or_default()) {
+        ("POST", "messages") => json!({ "body": "written by another tenant" }),
+        ("POST", "status") => json!({ "status": "resolved" }),
+        ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
+        ("PUT", "labels") => json!({ "labels": ["hijacked"] }),
+        ("POST", "assign") => json!({ "assignee_id": null }),
+        ("PATCH", "{member_id}") => json!({ "status": "disabled" }),
+        ("PATCH", "{article_id}") => json!({ "title": "hijacked" }),
+        ("PATCH", _) => json!({ "name": "hijacked" }),
+        _ => json!({}),
+    }
+}
+
+fn spec_req(method: &axum::http::Method, path: &str) -> Req {
+    Req::new(method.clone(), path.to_string())
+}
+
+// proves: SEC-3
+#[tokio::test]
+async fn lists_show_only_the_callers_tenant() {
+    let app = TestApp::spawn().await;
+    let a = app.signup("alpha").await;
+    let b = app.signup("bravo").await;
+    app.join(&b, "agent").await;
+    app.token(&b, "agent").await;
+
+    let members = app.send(Req::get("/api/v1/members").by(&a)).await;
+    let emails: Vec<&str> = members
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, vec!["owner@alpha.example"]);
+    let tokens = app.send(Req::get("/api/v1/tokens").by(&a)).await;
+    assert_eq!(tokens.body, json!([]));
+    let events = app.send(Req::get("/api/v1/audit/events").by(&a)).await;
+    for event in events.body["events"].as_array().unwrap() {
+        assert_ne!(event["entity_id"], json!(b.member_id.to_string()));
+        assert_ne!(event["entity_id"], json!(b.tenant_id.to_string()));
+    }
+    let tenant = app.send(Req::get("/api/v1/tenant").by(&a)).await;
+    assert_eq!(tenant.body["slug"], "alpha");
+}
+
+// proves: SEC-3
+#[tokio::test]
+async fn row_level_security_hides_other_tenants_rows_from_the_app_role_even_without_a_filter() {
+    let app = TestApp::spawn().await;
+    let a = app.signup("alpha").await;
+    let b = app.signup("bravo").await;
+    let pool = &app.state.db.app;
+
+    // No tenant pinned: nothing at all is visible.
+    let unpinned: i64 = sqlx::query_scalar("SELECT count(*) FROM member")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(unpinned, 0);
+
+    // Pinned to A: an unfiltered query sees A alone.
+    let mut tx = app.state.db.tenant_tx(a.tenant_id).await.unwrap();
+    let visible: Vec<Uuid> = sqlx::query_scalar("SELECT tenant_id FROM member")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(visible, vec![a.tenant_id]);
+    // Writing into B from A's transaction is refused by the policy.
+    let err = sqlx::query("UPDATE member SET display_name = 'x' WHERE tenant_id = $1")
+        .bind(b.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(err.rows_affected(), 0);
+    let insert = sqlx::query("INSERT INTO partner_org (id, tenant_id, name) VALUES ($1, $2, 'x')")
+        .bind(Uuid::new_v4())
+        .bind(b.tenant_id)
+        .execute(&mut *tx)
+        .await;
+    assert!(insert.is_err(), "inserted a row into another tenant");
+}
+
+// proves: SEC-3
+#[tokio::test]
+async fn every_table_holding_tenant_data_forces_row_level_security_and_the_app_role_cannot_bypass_it(
+) {
+    let app = TestApp::spawn().await;
+    let mut conn = app.superuser().await;
+    let unprotected: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+         WHERE c.relkind = 'r'
+           AND (c.relname = 'tenant' OR EXISTS (
+                SELECT 1 FROM pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+           AND NOT (c.relrowsecurity AND c.relforcerowsecurity
+                    AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        unprotected.is_empty(),
+        "tables without forced row-level security: {unprotected:?}"
+    );
+
+    let (superuser, bypass): (bool, bool) = sqlx::query_as(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'custodian_app'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(!superuser && !bypass);
+    let mut app_conn = PgConnection::connect_with(&app.admin.clone().username("custodian_app"))
+        .await
+        .unwrap();
+    let who: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut app_conn)
+        .await
+        .unwrap();
+    assert_eq!(who, "custodian_app");
+}
+
+// proves: SEC-3
+#[tokio::test]
+async fn the_tenant_comes_from_the_credential_not_from_the_request() {
+    let app = TestApp::spawn().await;
+    let a = app.signup("alpha").await;
+    let b = app.signup("bravo").await;
+    // Naming B in headers or the query string changes nothing.
+    let resp = app
+        .send(
+            Req::get(format!("/api/v1/members?tenant_id={}", b.tenant_id))
+                .by(&a)
+                .header("x-tenant-id", b.tenant_id.to_string()),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let emails: Vec<&str> = resp
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, vec![a.email.as_str()]);
+}

@@ -1,0 +1,22 @@
+//! Integration tests: the real router against real PostgreSQL, one fresh database per test.
+//! Tests that prove a promise of PROMISES.md say so with `// proves: ID`.
+
+mod access;
+mod agent;
+mod audit_api;
+mod audit_chain;
+mod auth;
+mod common;
+mod egress;
+mod embedded_pg;
+mod fakes;
+mod guardrail_config;
+mod http_basics;
+mod inbox;
+mod isolation;
+mod queue;
+mod retention;
+mod reviews;
+mod run_command;
+mod webchat;
+mod whatsapp;

@@ -1,0 +1,779 @@
+//! The review queue: four-eyes approval, approval policies, exactly-once execution of approved
+//! actions against a tenant's endpoint over real HTTP, rejection and expiry that tell the
+//! customer, human-review requests, and live updates.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::common::{eventually, fast_worker, Member, Req, Resp, TestApp};
+use crate::fakes::openai::{FakeOpenAI, FakeReply};
+
+/// One call a tenant's action endpoint received.
+#[derive(Debug, Clone)]
+struct Call {
+    body: Value,
+    idempotency_key: String,
+}
+
+struct World {
+    app: TestApp,
+    owner: Member,
+    admin: Member,
+    reviewer: Member,
+    second_reviewer: Member,
+    agent: Member,
+    conversation: Uuid,
+    refund: Uuid,
+    discount: Uuid,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+/// A tenant's action endpoint that records every call and answers slowly enough for
+/// concurrent approvals to overlap with the execution.
+async fn action_endpoint() -> (String, Arc<Mutex<Vec<Call>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let app = axum::Router::new().route(
+        "/actions",
+        axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| {
+            let recorded = recorded.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                recorded.lock().unwrap().push(Call {
+                    body: body.0,
+                    idempotency_key: headers["idempotency-key"].to_str().unwrap().to_string(),
+                });
+                axum::Json(json!({ "ok": true }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/actions", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+async fn world() -> World {
+    let app = TestApp::spawn_with(|c| {
+        fast_worker(c, "http://127.0.0.1:9");
+        c.worker.sweep = Duration::from_millis(100);
+    })
+    .await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    let admin = app.join(&owner, "admin").await;
+    let reviewer = app.join(&owner, "reviewer").await;
+    let second_reviewer = app.join(&owner, "reviewer").await;
+    let agent = app.join(&owner, "agent").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (_, conversation) = app
+        .visitor_writes(inbox, "Hello, my parcel arrived broken")
+        .await;
+    let (url, calls) = action_endpoint().await;
+    let mut ids = Vec::new();
+    for (name, kind, field) in [
+        ("issue_refund", "refund", "amount"),
+        ("grant_discount", "discount", "percent"),
+    ] {
+        let created = app
+            .send(Req::post("/api/v1/agent/actions").by(&owner).json(json!({
+                "name": name, "description": format!("{kind} for an order"), "target_url": url,
+                "secret": "action-secret", "kind": kind, "amount_field": field,
+                "parameters": { "type": "object", "required": ["order_id", field], "additionalProperties": false,
+                    "properties": { "order_id": { "type": "string" }, field: { "type": "number" } } }
+            })))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        ids.push(created.uuid("/id"));
+    }
+    World {
+        app,
+        owner,
+        admin,
+        reviewer,
+        second_reviewer,
+        agent,
+        conversation,
+        refund: ids[0],
+        discount: ids[1],
+        calls,
+    }
+}
+
+impl World {
+    /// A member proposes an action for the customer; returns the review item.
+    async fn propose(&self, by: &Member, action: Uuid, arguments: Value) -> Uuid {
+        let resp = self
+            .app
+            .send(Req::post("/api/v1/reviews").by(by).json(json!({
+                "kind": "action", "conversation_id": self.conversation, "action_id": action,
+                "arguments": arguments, "note": "customer asked on the phone"
+            })))
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+        assert_eq!(resp.body["status"], "pending");
+        resp.uuid("/id")
+    }
+
+    async fn refund(&self, by: &Member, amount: f64) -> Uuid {
+        self.propose(
+            by,
+            self.refund,
+            json!({ "order_id": "A-1001", "amount": amount }),
+        )
+        .await
+    }
+
+    async fn approve(&self, by: &Member, item: Uuid, body: Value) -> Resp {
+        self.app
+            .send(
+                Req::post(format!("/api/v1/reviews/{item}/approve"))
+                    .by(by)
+                    .json(body),
+            )
+            .await
+    }
+
+    async fn item(&self, item: Uuid) -> Value {
+        let resp = self
+            .app
+            .send(Req::get(format!("/api/v1/reviews/{item}")).by(&self.owner))
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+        resp.body
+    }
+
+    async fn wait_for(&self, item: Uuid, status: &str) -> Value {
+        eventually(30, "the review item's status", || async {
+            let shown = self.item(item).await;
+            (shown["status"] == status).then_some(shown)
+        })
+        .await
+    }
+
+    /// Waits for the first review item of `kind` in a conversation.
+    async fn first_item(&self, kind: &str, conversation: Uuid) -> Value {
+        eventually(30, "the review item", || async {
+            let list = self
+                .app
+                .send(
+                    Req::get(format!(
+                        "/api/v1/reviews?kind={kind}&conversation_id={conversation}"
+                    ))
+                    .by(&self.reviewer),
+                )
+                .await;
+            list.body["items"].as_array().unwrap().first().cloned()
+        })
+        .await
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Outbound messages to the customer (not notes) whose body contains `text`.
+    async fn told(&self, text: &str) -> i64 {
+        self.app
+            .count(&format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{}' AND direction = 'outbound'
+                 AND NOT private AND body LIKE '%{}%'",
+                self.conversation,
+                text.replace('\'', "''")
+            ))
+            .await
+    }
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn a_requester_who_tries_to_approve_their_own_item_is_refused() {
+    let w = world().await;
+    let item = w.refund(&w.reviewer, 20.0).await;
+    let own = w.approve(&w.reviewer, item, json!({})).await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    assert!(own.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("four eyes"));
+    let unchanged = w.item(item).await;
+    assert_eq!(unchanged["status"], "pending");
+    assert_eq!(unchanged["approvals"], 0);
+
+    let other = w.approve(&w.second_reviewer, item, json!({})).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    let done = w.wait_for(item, "executed").await;
+    assert_eq!(done["decided_by"], w.second_reviewer.member_id.to_string());
+    assert_eq!(done["result"]["status"], 200);
+    let calls = w.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body["action"], "issue_refund");
+    assert_eq!(calls[0].body["arguments"]["amount"], 20.0);
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn two_reviewers_approving_at_the_same_moment_execute_the_action_once() {
+    let w = world().await;
+    let item = w.refund(&w.agent, 35.0).await;
+    let (a, b) = tokio::join!(
+        w.approve(&w.reviewer, item, json!({ "note": "ok" })),
+        w.approve(&w.second_reviewer, item, json!({ "note": "fine" })),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{} / {}",
+        a.body,
+        b.body
+    );
+    let loser = if a.status == StatusCode::CONFLICT {
+        &a
+    } else {
+        &b
+    };
+    assert_eq!(loser.error_code(), "already_decided");
+    w.wait_for(item, "executed").await;
+    // Give a duplicate execution every chance to show itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = w.calls();
+    assert_eq!(calls.len(), 1, "the action ran {} times", calls.len());
+    let mut conn = w.app.superuser().await;
+    let key: String = sqlx::query_scalar("SELECT idempotency_key FROM review_item WHERE id = $1")
+        .bind(item)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(calls[0].idempotency_key, key);
+    assert_eq!(calls[0].body["idempotency_key"], key);
+    for action in ["review.approved", "review.executed"] {
+        assert_eq!(
+            w.app
+                .count(&format!(
+                    "SELECT count(*) FROM audit_event WHERE action = '{action}' AND entity_id = '{item}'"
+                ))
+                .await,
+            1,
+            "{action}"
+        );
+    }
+    assert_eq!(w.told("approved your request").await, 1);
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn approval_policies_demand_an_admin_above_a_threshold_and_two_approvals_for_large_discounts()
+{
+    let w = world().await;
+    let policy = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.owner)
+                .json(json!({ "rules": [
+                    { "kind": "refund", "above": 50, "role": "admin" },
+                    { "kind": "discount", "above": 15, "approvals": 2 }
+                ] })),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.body);
+
+    let small = w.refund(&w.agent, 20.0).await;
+    assert_eq!(w.item(small).await["required_role"], "reviewer");
+    assert_eq!(
+        w.approve(&w.reviewer, small, json!({})).await.status,
+        StatusCode::OK
+    );
+
+    let large = w.refund(&w.agent, 80.0).await;
+    assert_eq!(w.item(large).await["required_role"], "admin");
+    let refused = w.approve(&w.reviewer, large, json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    assert_eq!(w.item(large).await["approvals"], 0);
+    assert_eq!(
+        w.approve(&w.admin, large, json!({})).await.status,
+        StatusCode::OK
+    );
+
+    // Editing a small refund into a large one raises what the item needs.
+    let edited = w.refund(&w.agent, 10.0).await;
+    let raised = w
+        .approve(
+            &w.reviewer,
+            edited,
+            json!({ "edit": { "arguments": { "order_id": "A-1001", "amount": 500 } } }),
+        )
+        .await;
+    assert_eq!(raised.status, StatusCode::FORBIDDEN, "{}", raised.body);
+    assert_eq!(w.item(edited).await["approvals"], 0);
+
+    let discount = w
+        .propose(
+            &w.agent,
+            w.discount,
+            json!({ "order_id": "A-1001", "percent": 20 }),
+        )
+        .await;
+    assert_eq!(w.item(discount).await["approvals_required"], 2);
+    let first = w.approve(&w.reviewer, discount, json!({})).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body["status"], "pending");
+    assert_eq!(first.body["approvals"], 1);
+    let again = w.approve(&w.reviewer, discount, json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.error_code(), "already_approved");
+    let second = w.approve(&w.second_reviewer, discount, json!({})).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+
+    for item in [small, large, discount] {
+        w.wait_for(item, "executed").await;
+    }
+    let calls = w.calls();
+    assert_eq!(calls.len(), 3);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.body["action"] == "grant_discount")
+            .count(),
+        1
+    );
+    assert_eq!(w.item(edited).await["status"], "pending");
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn an_edited_action_executes_with_the_reviewers_arguments() {
+    let w = world().await;
+    let item = w.refund(&w.agent, 45.0).await;
+    let approved = w
+        .approve(
+            &w.reviewer,
+            item,
+            json!({ "edit": { "arguments": { "order_id": "A-1001", "amount": 30 } }, "note": "partial refund" }),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    let done = w.wait_for(item, "executed").await;
+    assert_eq!(done["proposal"]["arguments"]["amount"], 45.0);
+    assert_eq!(done["approved_proposal"]["arguments"]["amount"], 30);
+    assert_eq!(done["approvals_given"][0]["note"], "partial refund");
+    assert_eq!(w.calls()[0].body["arguments"]["amount"], 30);
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn a_rejection_needs_a_reason_is_final_and_the_customer_is_told() {
+    let w = world().await;
+    let item = w.refund(&w.agent, 25.0).await;
+    for body in [json!({ "reason": "   " }), json!({})] {
+        let refused = w
+            .app
+            .send(
+                Req::post(format!("/api/v1/reviews/{item}/reject"))
+                    .by(&w.reviewer)
+                    .json(body),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    }
+    assert_eq!(w.item(item).await["status"], "pending");
+
+    let rejected = w
+        .app
+        .send(
+            Req::post(format!("/api/v1/reviews/{item}/reject"))
+                .by(&w.reviewer)
+                .json(json!({ "reason": "order was already refunded in the shop" })),
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+    assert_eq!(rejected.body["status"], "rejected");
+    assert_eq!(
+        rejected.body["decision_reason"],
+        "order was already refunded in the shop"
+    );
+    let late = w.approve(&w.second_reviewer, item, json!({})).await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+    assert_eq!(late.error_code(), "already_decided");
+    assert_eq!(w.told("could not approve it").await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.calls().is_empty(), "a rejected action ran");
+    let audit = w
+        .app
+        .audit_events(w.owner.tenant_id, "review.rejected")
+        .await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        audit[0]["after"]["reason"],
+        "order was already refunded in the shop"
+    );
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn an_expired_item_is_rejected_and_the_customer_is_told() {
+    let w = world().await;
+    let policy = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.owner)
+                .json(json!({ "expiry_minutes": 60, "expiry_message": "Sorry, we could not confirm your refund in time." })),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.body);
+    let item = w.refund(&w.agent, 25.0).await;
+    let shown = w.item(item).await;
+    assert!(shown["expires_at"].is_string());
+    let mut conn = w.app.superuser().await;
+    sqlx::query("UPDATE review_item SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(item)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // Fail closed: whether or not the sweep got there first, the approval is refused.
+    let late = w.approve(&w.reviewer, item, json!({})).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
+
+    let expired = w.wait_for(item, "rejected").await;
+    assert_eq!(expired["expired"], true);
+    assert_eq!(expired["decision_reason"], "expired");
+    assert_eq!(w.told("could not confirm your refund in time").await, 1);
+    assert_eq!(
+        w.app
+            .audit_events(w.owner.tenant_id, "review.expired")
+            .await
+            .len(),
+        1
+    );
+    assert!(w.calls().is_empty(), "an expired action ran");
+}
+
+// proves: AGT-7
+#[tokio::test]
+async fn a_customer_asking_for_a_person_to_review_a_decision_lands_in_the_queue_in_four_languages()
+{
+    let w = world().await;
+    let inbox: Uuid = {
+        let mut conn = w.app.superuser().await;
+        sqlx::query_scalar("SELECT inbox_id FROM conversation WHERE id = $1")
+            .bind(w.conversation)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    for text in [
+        "That is wrong, I want a human to review this decision.",
+        "Isso está errado, quero que uma pessoa revise essa decisão.",
+        "Esto no es justo, quiero que una persona revise esta decisión.",
+        "Das ist falsch, ich möchte eine menschliche Überprüfung.",
+    ] {
+        let (_, conversation) = w.app.visitor_writes(inbox, text).await;
+        let item = w.first_item("human_review", conversation).await;
+        assert_eq!(item["requested_by"], "customer", "{text}");
+        assert_eq!(item["request_note"], text);
+        assert_eq!(item["status"], "pending");
+        let shown = w
+            .app
+            .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&w.owner))
+            .await;
+        assert_eq!(shown.body["conversation"]["handler"], "human", "{text}");
+    }
+    // Asking to review an order is not asking to review a decision.
+    let (_, plain) = w
+        .app
+        .visitor_writes(inbox, "Please review my order, it has two items.")
+        .await;
+    eventually(30, "the plain message's run", || async {
+        (w.app
+            .count(&format!(
+                "SELECT count(*) FROM agent_execution WHERE conversation_id = '{plain}' AND outcome <> 'running'"
+            ))
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.app
+            .count(&format!(
+                "SELECT count(*) FROM review_item WHERE conversation_id = '{plain}' AND kind = 'human_review'"
+            ))
+            .await,
+        0
+    );
+}
+
+// proves: AGT-7
+#[tokio::test]
+async fn a_member_can_ask_for_human_review_on_a_customers_behalf() {
+    let w = world().await;
+    let opened = w
+        .app
+        .send(Req::post("/api/v1/reviews").by(&w.agent).json(json!({
+            "kind": "human_review", "conversation_id": w.conversation,
+            "note": "The customer says the bot refused a valid warranty claim"
+        })))
+        .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    assert_eq!(opened.body["requested_by"], "member");
+    assert_eq!(
+        opened.body["requested_by_member"],
+        w.agent.member_id.to_string()
+    );
+    let item = opened.uuid("/id");
+    let shown = w.item(item).await;
+    assert!(
+        !shown["context"].as_array().unwrap().is_empty(),
+        "the item shows the conversation"
+    );
+    // An agent may ask but not decide; a note is required.
+    assert_eq!(
+        w.approve(&w.agent, item, json!({})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let silent = w
+        .app
+        .send(Req::post("/api/v1/reviews").by(&w.agent).json(json!({
+            "kind": "human_review", "conversation_id": w.conversation
+        })))
+        .await;
+    assert_eq!(silent.status, StatusCode::BAD_REQUEST);
+    assert_eq!(silent.error_code(), "note_required");
+    // Another tenant's conversation is not found.
+    let other = w.app.signup("globex").await;
+    let foreign = w
+        .app
+        .send(Req::post("/api/v1/reviews").by(&other).json(json!({
+            "kind": "human_review", "conversation_id": w.conversation, "note": "hijack"
+        })))
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        w.app.count("SELECT count(*) FROM review_item").await,
+        1,
+        "a refused request opened an item"
+    );
+}
+
+#[tokio::test]
+async fn reviewers_follow_the_queue_live_with_counts_and_sla_breaches() {
+    let w = world().await;
+    let (status, _, mut stream) = w
+        .app
+        .open_stream(Req::get("/api/v1/events").by(&w.reviewer))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let item = w.refund(&w.agent, 12.0).await;
+    loop {
+        let event = stream.next_event("review.updated", 10).await;
+        if event["data"]["review_id"] == item.to_string() {
+            assert_eq!(event["data"]["status"], "pending");
+            break;
+        }
+    }
+    let second = w.refund(&w.agent, 13.0).await;
+    let mut conn = w.app.superuser().await;
+    sqlx::query("UPDATE review_item SET due_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(second)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let counts = w
+        .app
+        .send(Req::get("/api/v1/reviews/counts").by(&w.reviewer))
+        .await;
+    assert_eq!(counts.status, StatusCode::OK);
+    assert_eq!(counts.body["by_status"]["pending"], 2);
+    assert_eq!(counts.body["pending_by_kind"]["action"], 2);
+    assert_eq!(counts.body["sla_breached"], 1);
+    let breached = w
+        .app
+        .send(Req::get("/api/v1/reviews?sla_breached=true").by(&w.reviewer))
+        .await;
+    let items = breached.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], second.to_string());
+    assert_eq!(items[0]["sla_breached"], true);
+
+    // Reassigning: to a reviewer yes, to someone who cannot decide no.
+    let assigned = w
+        .app
+        .send(
+            Req::post(format!("/api/v1/reviews/{item}/assign"))
+                .by(&w.reviewer)
+                .json(json!({ "assignee_id": w.second_reviewer.member_id })),
+        )
+        .await;
+    assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.body);
+    assert_eq!(
+        assigned.body["assignee_id"],
+        w.second_reviewer.member_id.to_string()
+    );
+    let to_agent = w
+        .app
+        .send(
+            Req::post(format!("/api/v1/reviews/{item}/assign"))
+                .by(&w.reviewer)
+                .json(json!({ "assignee_id": w.agent.member_id })),
+        )
+        .await;
+    assert_eq!(to_agent.status, StatusCode::BAD_REQUEST);
+    assert_eq!(to_agent.error_code(), "invalid_assignee");
+    let mine = w
+        .app
+        .send(
+            Req::get(format!(
+                "/api/v1/reviews?assignee_id={}",
+                w.second_reviewer.member_id
+            ))
+            .by(&w.reviewer),
+        )
+        .await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_approval_policy_that_makes_no_sense_is_refused_and_changes_are_audited() {
+    let w = world().await;
+    for bad in [
+        json!({ "rules": [{ "kind": "refund" }] }),
+        json!({ "rules": [{ "kind": "gift", "role": "admin" }] }),
+        json!({ "rules": [{ "approvals": 7 }] }),
+        json!({ "expiry_minutes": 0 }),
+        json!({ "unknown": true }),
+    ] {
+        let resp = w
+            .app
+            .send(
+                Req::new(Method::PUT, "/api/v1/reviews/policy")
+                    .by(&w.owner)
+                    .json(bad.clone()),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(resp.error_code(), "invalid_policy");
+    }
+    let good =
+        json!({ "sla_minutes": 30, "rules": [{ "action": "issue_refund", "approvals": 2 }] });
+    let reviewer_try = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.reviewer)
+                .json(good.clone()),
+        )
+        .await;
+    assert_eq!(reviewer_try.status, StatusCode::FORBIDDEN);
+    let changed = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.admin)
+                .json(good.clone()),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let audit = w
+        .app
+        .audit_events(w.owner.tenant_id, "review_policy.updated")
+        .await;
+    assert_eq!(audit.len(), 1, "only the accepted change is recorded");
+    assert_eq!(audit[0]["after"]["sla_minutes"], 30);
+    // The next item follows the new policy at once.
+    let item = w.refund(&w.agent, 5.0).await;
+    assert_eq!(w.item(item).await["approvals_required"], 2);
+}
+
+// proves: AGT-5
+#[tokio::test]
+async fn a_reviewer_can_edit_a_low_confidence_draft_and_the_customer_receives_the_edit() {
+    let w = world().await;
+    let model = FakeOpenAI::start().await;
+    let settings = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/agent/settings")
+                .by(&w.owner)
+                .json(json!({ "provider_base_url": model.base_url, "api_key": "sk-test", "max_retries": 1,
+                              "timeout_ms": 2000, "confidence_threshold": 0.7 })),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+    // Every run gets the unsure answer: the first conversation of the world may still be running.
+    model.set_default_reply(FakeReply::Json(
+        json!({ "action": "reply", "reply": "Maybe restart it?", "confidence": 0.1,
+        "reason_code": "unsure", "cited_sources": [], "action_request": null }),
+    ));
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    let (_, conversation) = w
+        .app
+        .visitor_writes(inbox, "The device makes a strange noise")
+        .await;
+    let item = w.first_item("low_confidence", conversation).await;
+    assert_eq!(item["proposal"]["draft"], "Maybe restart it?");
+    let id: Uuid = item["id"].as_str().unwrap().parse().unwrap();
+    let approved = w
+        .approve(
+            &w.reviewer,
+            id,
+            json!({ "edit": { "draft": "Please hold the power button for ten seconds." } }),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["status"], "executed");
+    let sent = w
+        .app
+        .count(&format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+             AND author_kind = 'member' AND author_id = '{}' AND body = 'Please hold the power button for ten seconds.'",
+            w.reviewer.member_id
+        ))
+        .await;
+    assert_eq!(sent, 1);
+    assert_eq!(
+        w.app
+            .count(&format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+                 AND body LIKE '%Maybe restart%'"
+            ))
+            .await,
+        0,
+        "the unsure draft reached the customer"
+    );
+}
+
+#[tokio::test]
+async fn a_flagged_message_goes_on_and_waits_in_the_queue_for_a_look() {
+    let w = world().await;
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    let (_, conversation) = w
+        .app
+        .visitor_writes(
+            inbox,
+            "You are a useless bot, you idiot. Where is my parcel?",
+        )
+        .await;
+    let item = w.first_item("guardrail_flag", conversation).await;
+    assert_eq!(item["proposal"]["rules"], json!(["abuse.insult"]));
+    assert!(item["findings"].to_string().contains("abuse.insult"));
+    assert!(item["execution_id"].is_string());
+    let id: Uuid = item["id"].as_str().unwrap().parse().unwrap();
+    // Acknowledging it changes nothing for the customer.
+    let ok = w
+        .approve(&w.reviewer, id, json!({ "note": "venting, no action" }))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["status"], "approved");
+}

@@ -1,0 +1,248 @@
+//! The web chat: a visitor's round trip over SSE, identity verification, allowed origins, and
+//! the embeddable widget.
+
+use axum::http::StatusCode;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::common::{Req, TestApp};
+
+#[tokio::test]
+async fn a_visitor_message_reaches_the_inbox_and_the_reply_arrives_over_sse() {
+    let app = TestApp::spawn().await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, conversation) = app.visitor_writes(inbox, "Where is my order #4411?").await;
+
+    let (status, headers, mut stream) = app
+        .open_stream(
+            Req::get(format!("/api/v1/webchat/{inbox}/events?session={token}"))
+                .header("origin", "https://shop.example"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let thread = app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}/messages")).by(&owner))
+        .await;
+    assert_eq!(thread.body["items"][0]["body"], "Where is my order #4411?");
+    // A note first: it must never reach the visitor.
+    app.send(
+        Req::post(format!("/api/v1/conversations/{conversation}/messages"))
+            .by(&owner)
+            .json(json!({ "body": "internal: check the warehouse", "private": true })),
+    )
+    .await;
+    let reply = app
+        .send(
+            Req::post(format!("/api/v1/conversations/{conversation}/messages"))
+                .by(&owner)
+                .json(json!({ "body": "It ships tomorrow." })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let received = stream.next_event("message", 10).await;
+    assert_eq!(received["body"], "It ships tomorrow.");
+    assert_eq!(received["author_kind"], "member");
+
+    // Resuming with the token continues the same conversation.
+    let resumed = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/sessions"))
+                .json(json!({ "session_token": token })),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    let history = app
+        .send(
+            Req::get(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token.clone()),
+        )
+        .await;
+    let bodies: Vec<&str> = history.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec!["Where is my order #4411?", "It ships tomorrow."]
+    );
+}
+
+#[tokio::test]
+async fn a_visitor_message_retried_with_the_same_client_id_is_stored_once() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, _) = app.visitor_writes(inbox, "first").await;
+    let id = uuid::Uuid::new_v4();
+    for expected in [StatusCode::CREATED, StatusCode::OK, StatusCode::OK] {
+        let resp = app
+            .send(
+                Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                    .header("x-webchat-session", token.clone())
+                    .json(json!({ "body": "retry me", "client_message_id": id })),
+            )
+            .await;
+        assert_eq!(resp.status, expected);
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM message WHERE body = 'retry me'")
+            .await,
+        1
+    );
+    let no_session = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .json(json!({ "body": "who am I" })),
+        )
+        .await;
+    assert_eq!(no_session.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn browsers_may_use_the_chat_only_from_the_inboxs_allowed_origins() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let preflight = app
+        .send(
+            Req::new(
+                axum::http::Method::OPTIONS,
+                format!("/api/v1/webchat/{inbox}/messages"),
+            )
+            .header("origin", "https://shop.example"),
+        )
+        .await;
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        preflight.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(preflight.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-webchat-session"));
+
+    let evil = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/sessions"))
+                .header("origin", "https://evil.example")
+                .json(json!({})),
+        )
+        .await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    assert!(evil.headers.get("access-control-allow-origin").is_none());
+    let evil_preflight = app
+        .send(
+            Req::new(
+                axum::http::Method::OPTIONS,
+                format!("/api/v1/webchat/{inbox}/sessions"),
+            )
+            .header("origin", "https://evil.example"),
+        )
+        .await;
+    assert_eq!(evil_preflight.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.count("SELECT count(*) FROM webchat_session").await, 0);
+    let unknown = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{}/sessions", uuid::Uuid::new_v4())).json(json!({})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+fn user_hash(secret: &str, user_id: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(user_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+// proves: SEC-9
+#[tokio::test]
+async fn identity_verification_accepts_only_the_tenants_own_hmac_of_the_user_id() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let resp = app
+        .send(Req::post("/api/v1/inboxes").by(&owner).json(json!({
+            "name": "Logged-in chat", "channel": "webchat",
+            "webchat": { "allowed_origins": ["https://app.acme.example"], "identity_required": true, "identity_secret": "tenant-identity-secret" }
+        })))
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+    let inbox = resp.uuid("/id");
+    let path = format!("/api/v1/webchat/{inbox}/sessions");
+
+    let anonymous = app
+        .send(Req::post(&path).json(json!({ "name": "Anon" })))
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let forged = app
+        .send(
+            Req::post(&path)
+                .json(json!({ "user_id": "42", "user_hash": user_hash("guessed-secret", "42") })),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let swapped = app
+        .send(Req::post(&path).json(
+            json!({ "user_id": "43", "user_hash": user_hash("tenant-identity-secret", "42") }),
+        ))
+        .await;
+    assert_eq!(swapped.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.count("SELECT count(*) FROM contact").await, 0);
+
+    let verified = app.send(Req::post(&path).json(json!({ "user_id": "42", "user_hash": user_hash("tenant-identity-secret", "42"), "name": "Ana" }))).await;
+    assert_eq!(verified.status, StatusCode::CREATED, "{}", verified.body);
+    assert_eq!(verified.body["verified"], true);
+    let again = app
+        .send(Req::post(&path).json(
+            json!({ "user_id": "42", "user_hash": user_hash("tenant-identity-secret", "42") }),
+        ))
+        .await;
+    assert_eq!(
+        again.body["contact_id"], verified.body["contact_id"],
+        "the same user became two contacts"
+    );
+    let contact = app
+        .send(
+            Req::get(format!(
+                "/api/v1/contacts/{}",
+                verified.body["contact_id"].as_str().unwrap()
+            ))
+            .by(&owner),
+        )
+        .await;
+    assert_eq!(contact.body["external_id"], "42");
+}
+
+#[tokio::test]
+async fn the_widget_script_is_served_for_any_page_to_embed() {
+    let app = TestApp::spawn().await;
+    let resp = app.send(Req::get("/widget.js")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/javascript"));
+    assert_eq!(resp.headers["cross-origin-resource-policy"], "cross-origin");
+    let script = resp.body.as_str().unwrap();
+    for needle in [
+        "/api/v1/webchat/",
+        "EventSource",
+        "x-webchat-session",
+        "data-inbox",
+        "client_message_id",
+    ] {
+        assert!(script.contains(needle), "the widget does not use {needle}");
+    }
+}
