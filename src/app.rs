@@ -39,6 +39,12 @@ pub struct AppState {
     /// Provider clients, per tenant and configuration version: a run reuses the client's
     /// connections (and TLS sessions) instead of building a client each time.
     pub providers: Arc<crate::agent::settings::ProviderCache>,
+    /// Sends the notifications of the hot inbound paths after their commits.
+    pub notifier: Arc<crate::events::Notifier>,
+    /// Stores verified WhatsApp deliveries, many to a transaction under load.
+    pub webhooks: Arc<crate::channels::webhook_writer::WebhookWriter>,
+    /// Inbox rows as the channel endpoints read them on every inbound request.
+    pub endpoints: Arc<crate::channels::EndpointCache>,
     /// Outbound HTTP (tenants' action endpoints).
     pub http: reqwest::Client,
     /// Cancelled once on shutdown; the server and every worker watch it.
@@ -53,6 +59,11 @@ impl AppState {
         let graph = GraphClient::new(&wa.graph_base_url, &wa.graph_version, wa.timeout)?;
         // Only tenants' action endpoints are called with it: public addresses only.
         let http = crate::agent::egress::client(config.actions_allow_private)?;
+        let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
+        let webhooks = Arc::new(crate::channels::webhook_writer::WebhookWriter::new(
+            db.clone(),
+            notifier.clone(),
+        ));
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -63,6 +74,9 @@ impl AppState {
             graph: Arc::new(graph),
             policies: Arc::new(crate::guardrails::PolicyCache::new()),
             providers: Arc::default(),
+            endpoints: Arc::default(),
+            webhooks,
+            notifier,
             http,
             shutdown: CancellationToken::new(),
             routes: Arc::default(),

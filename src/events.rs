@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgConnection;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
@@ -74,8 +74,8 @@ pub async fn notify(
     Ok(())
 }
 
-/// Runs `work`, which commits its own transaction, and sends the notifications it produced
-/// afterwards, in one statement outside any write transaction.
+/// Runs `work`, which commits its own transaction, and hands the notifications it produced to
+/// the [`Notifier`], which sends them outside any write transaction.
 ///
 /// A transaction that notifies holds a database-wide lock from its commit record until the
 /// commit ends, so notifying writers commit one at a time and group commit cannot batch their
@@ -84,7 +84,7 @@ pub async fn notify(
 /// change is still stored: live streams miss one event and the job worker finds the work on its
 /// next poll.
 pub async fn deferred<T, E>(
-    pool: &sqlx::PgPool,
+    notifier: &Notifier,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     let (result, pending) = DEFERRED
@@ -93,21 +93,68 @@ pub async fn deferred<T, E>(
             (result, DEFERRED.with(|p| p.take()))
         })
         .await;
-    if result.is_ok() && !pending.is_empty() {
-        let (channels, payloads): (Vec<String>, Vec<String>) =
-            pending.into_iter().map(|(c, p)| (c.to_string(), p)).unzip();
-        if let Err(e) = sqlx::query!(
-            "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
-            &channels,
-            &payloads
-        )
-        .fetch_all(pool)
-        .await
-        {
-            tracing::warn!(error = %e, "sending notifications after a commit failed");
+    if result.is_ok() {
+        for notification in pending {
+            notifier.send(notification);
         }
     }
     result
+}
+
+type Notification = (&'static str, String);
+
+/// Sends notifications after their transactions committed, from one task that takes whatever
+/// has queued up since its last statement and sends it in one: under load, one statement for
+/// many requests, and no request waits for its notification to go out.
+pub struct Notifier {
+    queue: mpsc::UnboundedSender<Notification>,
+    /// The sending task starts on first use, inside the runtime.
+    idle: std::sync::Mutex<Option<(mpsc::UnboundedReceiver<Notification>, sqlx::PgPool)>>,
+}
+
+/// At most this many notifications per statement.
+const NOTIFY_BATCH: usize = 256;
+
+impl Notifier {
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        Notifier {
+            queue,
+            idle: std::sync::Mutex::new(Some((receiver, pool))),
+        }
+    }
+
+    fn send(&self, notification: Notification) {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some((receiver, pool)) = idle {
+            tokio::spawn(Self::run(receiver, pool));
+        }
+        // Fails only when the task is gone, at shutdown: the change itself is stored.
+        let _ = self.queue.send(notification);
+    }
+
+    async fn run(mut receiver: mpsc::UnboundedReceiver<Notification>, pool: sqlx::PgPool) {
+        let mut batch = Vec::with_capacity(NOTIFY_BATCH);
+        // Ends when every sender (every copy of the state) is gone.
+        while receiver.recv_many(&mut batch, NOTIFY_BATCH).await > 0 {
+            let (channels, payloads): (Vec<String>, Vec<String>) =
+                batch.drain(..).map(|(c, p)| (c.to_string(), p)).unzip();
+            if let Err(e) = sqlx::query!(
+                "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
+                &channels,
+                &payloads
+            )
+            .fetch_all(&pool)
+            .await
+            {
+                tracing::warn!(error = %e, count = channels.len(), "sending notifications after their commits failed");
+            }
+        }
+    }
 }
 
 /// The in-process side of the bus.
@@ -159,7 +206,14 @@ async fn listen(state: &AppState) -> sqlx::Result<()> {
                 let notification = notification?;
                 match serde_json::from_str::<Event>(notification.payload()) {
                     // No subscribers is fine: nobody is watching.
-                    Ok(event) => { let _ = state.bus.sender.send(event); }
+                    Ok(event) => {
+                        if event.kind == crate::channels::INBOX_CHANGED {
+                            if let Some(inbox) = event.data.get("inbox_id").and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok()) {
+                                state.endpoints.forget(inbox);
+                            }
+                        }
+                        let _ = state.bus.sender.send(event);
+                    }
                     Err(e) => tracing::warn!(error = %e, "malformed event notification"),
                 }
             }

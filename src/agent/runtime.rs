@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::events::{self, Event};
 use crate::guardrails::{Context, KnownEntities, Vault, Verdict};
 use crate::knowledge::{self, Hit};
-use crate::queue::{self, Job, NewJob, Outcome};
+use crate::queue::{Job, NewJob, Outcome};
 use crate::reviews;
 
 pub const RUN_JOB: &str = "agent.run";
@@ -32,23 +32,14 @@ const OFFLINE_MIN_SCORE: f64 = 0.12;
 const MAX_TOOL_ROUNDS: usize = 4;
 const HISTORY: i64 = 12;
 
-/// Enqueues a run for a customer message, on the ingesting transaction.
-pub async fn enqueue(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    message_id: Uuid,
-) -> Result<()> {
-    queue::enqueue(
-        conn,
-        tenant_id,
-        NewJob::new(
-            RUN_JOB,
-            format!("agent:{message_id}"),
-            json!({ "message_id": message_id }),
-        ),
+/// The agent run a customer's message asks for. The ingest statement enqueues it together with
+/// the message, so a stored message on an AI-handled conversation always has its run.
+pub fn run_for(message_id: Uuid) -> NewJob {
+    NewJob::new(
+        RUN_JOB,
+        format!("agent:{message_id}"),
+        json!({ "message_id": message_id }),
     )
-    .await?;
-    Ok(())
 }
 
 pub async fn run_job(state: &AppState, job: &Job) -> Outcome {

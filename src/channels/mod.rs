@@ -3,8 +3,13 @@
 //! reach the database, bound to their inbox, and never returned, logged or audited (SEC-10).
 
 pub mod webchat;
+pub mod webhook_writer;
 pub mod whatsapp;
 pub mod whatsapp_webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -20,6 +25,7 @@ use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::crypto::{secret_string, Sealer};
 use crate::error::{Error, Result};
+use crate::events;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
 
@@ -169,6 +175,80 @@ pub struct ChannelEndpoint {
     pub settings: Value,
     pub secrets: Option<Vec<u8>>,
 }
+
+/// How long an inbox row read by a channel endpoint is reused. A change to the inbox drops it
+/// at once in every process (see [`EndpointCache::forget`]); this bounds how long a lost
+/// notification could leave a process on the old settings.
+const ENDPOINT_TTL: Duration = Duration::from_secs(10);
+/// Unknown ids are never cached, so the map only holds real inboxes; past this many it starts
+/// over rather than grow.
+const ENDPOINT_CACHE_MAX: usize = 10_000;
+
+/// Inbox rows as channel endpoints read them on every inbound request (each webhook and chat
+/// message), so the hot path does not go to the database for a row that rarely changes.
+#[derive(Default)]
+pub struct EndpointCache {
+    entries: Mutex<HashMap<Uuid, (Instant, Arc<ChannelEndpoint>)>>,
+}
+
+impl EndpointCache {
+    /// The inbox with this id, from the cache while fresh, otherwise from the database.
+    pub async fn get(
+        &self,
+        system: &PgPool,
+        inbox_id: Uuid,
+    ) -> Result<Option<Arc<ChannelEndpoint>>> {
+        if let Some(endpoint) = self.fresh(inbox_id) {
+            return Ok(Some(endpoint));
+        }
+        let Some(endpoint) = ChannelEndpoint::load(system, inbox_id).await? else {
+            return Ok(None);
+        };
+        let endpoint = Arc::new(endpoint);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= ENDPOINT_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(inbox_id, (Instant::now(), endpoint.clone()));
+        Ok(Some(endpoint))
+    }
+
+    fn fresh(&self, inbox_id: Uuid) -> Option<Arc<ChannelEndpoint>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(&inbox_id)
+            .filter(|(at, _)| at.elapsed() < ENDPOINT_TTL)
+            .map(|(_, endpoint)| endpoint.clone())
+    }
+
+    /// Drops the inbox, so the next request reads it again. Called in the process that changed
+    /// it and, through the `inbox.changed` notification, in every other.
+    pub fn forget(&self, inbox_id: Uuid) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&inbox_id);
+    }
+}
+
+/// Tells every process that an inbox changed (at commit), so cached copies are dropped.
+async fn announce_change(conn: &mut PgConnection, tenant_id: Uuid, inbox_id: Uuid) -> Result<()> {
+    events::publish(
+        conn,
+        &events::Event {
+            tenant_id,
+            kind: INBOX_CHANGED.into(),
+            conversation_id: None,
+            message_id: None,
+            data: json!({ "inbox_id": inbox_id }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The event that says an inbox's settings or secrets changed, or that it is gone.
+pub const INBOX_CHANGED: &str = "inbox.changed";
 
 impl ChannelEndpoint {
     pub async fn load(system: &PgPool, inbox_id: Uuid) -> Result<Option<ChannelEndpoint>> {
@@ -464,7 +544,9 @@ async fn update(
             .after(&after),
     )
     .await?;
+    announce_change(&mut tx, ctx.tenant_id, id).await?;
     tx.commit().await?;
+    state.endpoints.forget(id);
     Ok(Json(after))
 }
 
@@ -486,6 +568,8 @@ async fn delete(
         AuditEvent::new("inbox.deleted", "inbox", id).before(&before),
     )
     .await?;
+    announce_change(&mut tx, ctx.tenant_id, id).await?;
     tx.commit().await?;
+    state.endpoints.forget(id);
     Ok(StatusCode::NO_CONTENT)
 }

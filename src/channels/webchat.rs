@@ -3,6 +3,8 @@
 //! under the inbox's identity secret), sends messages, and receives replies as server-sent
 //! events. Browsers may call these endpoints only from the inbox's allowed origins.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::Event as SseEvent;
@@ -128,8 +130,10 @@ async fn demo_page(State(state): State<AppState>, Path(inbox_id): Path<Uuid>) ->
         .into_response())
 }
 
-async fn webchat_endpoint(state: &AppState, inbox_id: Uuid) -> Result<ChannelEndpoint> {
-    ChannelEndpoint::load(&state.db.system, inbox_id)
+async fn webchat_endpoint(state: &AppState, inbox_id: Uuid) -> Result<Arc<ChannelEndpoint>> {
+    state
+        .endpoints
+        .get(&state.db.system, inbox_id)
         .await?
         .filter(|e| e.channel == "webchat")
         .ok_or(Error::NotFound)
@@ -479,7 +483,7 @@ async fn send(
         .client_message_id
         .map(|id| format!("webchat:{}:{id}", visitor.session_id));
     // Notifications go out after the commit, so concurrent senders commit in groups.
-    let outcome = crate::events::deferred(&state.db.system, async {
+    let outcome = crate::events::deferred(&state.notifier, async {
         let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
         let outcome = conversations::ingest(
             &mut tx,

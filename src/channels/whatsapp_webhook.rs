@@ -5,6 +5,7 @@
 //! acknowledge are welcome: redeliveries of a stored wamid are no-ops.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,16 +13,17 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
+use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use super::webhook_writer::Delivery;
 use super::whatsapp::{self, Content, Event};
 use super::{ChannelEndpoint, WhatsAppSecrets};
 use crate::app::AppState;
 use crate::conversations::{self, Inbound, Ingested};
 use crate::crm::contacts;
 use crate::error::{Error, Result};
-use crate::events;
 use crate::http::{Access, Api, Path, Query};
 
 /// Meta sends at most a few MB per delivery.
@@ -51,8 +53,10 @@ pub fn routes(api: Api) -> Api {
 async fn whatsapp_endpoint(
     state: &AppState,
     inbox_id: Uuid,
-) -> Result<(ChannelEndpoint, WhatsAppSecrets)> {
-    let endpoint = ChannelEndpoint::load(&state.db.system, inbox_id)
+) -> Result<(Arc<ChannelEndpoint>, WhatsAppSecrets)> {
+    let endpoint = state
+        .endpoints
+        .get(&state.db.system, inbox_id)
         .await?
         .filter(|e| e.channel == "whatsapp")
         .ok_or(Error::NotFound)?;
@@ -113,31 +117,35 @@ async fn receive(
         .setting("phone_number_id")
         .unwrap_or_default()
         .to_string();
-    let tenant_id = endpoint.tenant_id;
-    // Notifications go out after the commit, so concurrent webhooks commit in groups.
-    let stored = events::deferred(
-        &state.db.system,
-        store(&state, tenant_id, inbox_id, &our_number, &webhook),
-    )
-    .await?;
-    tracing::debug!(%inbox_id, stored, events = webhook.events.len(), "WhatsApp webhook stored");
+    let events = webhook.events.len();
+    let stored = state
+        .webhooks
+        .write(Delivery {
+            tenant_id: endpoint.tenant_id,
+            inbox_id,
+            our_number,
+            webhook,
+        })
+        .await?;
+    tracing::debug!(%inbox_id, stored, events, "WhatsApp webhook stored");
     Ok(StatusCode::OK)
 }
 
-/// Stores every event of one webhook in one transaction.
-async fn store(
-    state: &AppState,
-    tenant_id: Uuid,
-    inbox_id: Uuid,
-    our_number: &str,
-    webhook: &whatsapp::Webhook,
-) -> Result<usize> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+/// Stores every event of one delivery on the caller's tenant transaction; returns how many
+/// messages were new.
+pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> Result<usize> {
+    let Delivery {
+        tenant_id,
+        inbox_id,
+        our_number,
+        webhook,
+    } = delivery;
+    let (tenant_id, inbox_id) = (*tenant_id, *inbox_id);
     let mut stored = 0usize;
     for event in &webhook.events {
         match event {
             Event::Message(msg) => {
-                if msg.phone_number_id != our_number {
+                if msg.phone_number_id != *our_number {
                     tracing::warn!(%inbox_id, to = %msg.phone_number_id, "message for another number ignored");
                     continue;
                 }
@@ -146,7 +154,7 @@ async fn store(
                     continue;
                 };
                 let (contact_id, _) = contacts::upsert_whatsapp(
-                    &mut tx,
+                    &mut *tx,
                     tenant_id,
                     inbox_id,
                     identity,
@@ -182,7 +190,7 @@ async fn store(
                 };
                 let summary = msg.content.text_summary();
                 let outcome = conversations::ingest(
-                    &mut tx,
+                    &mut *tx,
                     tenant_id,
                     Inbound {
                         inbox_id,
@@ -209,7 +217,7 @@ async fn store(
                     continue;
                 }
                 let known = conversations::apply_status(
-                    &mut tx,
+                    &mut *tx,
                     tenant_id,
                     inbox_id,
                     &status.provider_message_id,
@@ -224,6 +232,5 @@ async fn store(
             }
         }
     }
-    tx.commit().await?;
     Ok(stored)
 }

@@ -114,8 +114,8 @@ pub enum Ingested {
 }
 
 /// Stores an inbound message on the caller's tenant transaction: joins the contact's open
-/// conversation in that inbox (opening one if none), wakes a snoozed or pending one, and
-/// announces the message at commit.
+/// conversation in that inbox (opening one if none), wakes a snoozed or pending one, enqueues
+/// the agent's run when the AI handles the conversation, and announces the message at commit.
 pub async fn ingest(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -123,11 +123,14 @@ pub async fn ingest(
 ) -> Result<Ingested> {
     // One round trip: skip a redelivery before it touches the conversation (a replayed old
     // message must not reopen it or move the service window), join or open the contact's
-    // conversation, and store the message; a concurrent redelivery loses on the unique index.
+    // conversation, store the message (a concurrent redelivery loses on the unique index) and,
+    // when the AI handles the conversation, enqueue the agent's run for it.
+    let message_id = Uuid::now_v7();
+    let run = crate::agent::runtime::run_for(message_id);
     let row = sqlx::query!(
         r#"WITH seen AS (
                SELECT 1 FROM message
-               WHERE $5::text IS NOT NULL AND inbox_id = $3 AND provider_message_id = $5
+               WHERE $5::text IS NOT NULL AND tenant_id = $2 AND inbox_id = $3 AND provider_message_id = $5
            ),
            conv AS (
                INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at)
@@ -143,21 +146,34 @@ pub async fn ingest(
                INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
                                     content_type, body, attachments, provider_message_id, provider_timestamp)
                SELECT $6, $2, conv.id, $3, 'inbound', 'customer', $7, $8, $9, $5, $10 FROM conv
-               ON CONFLICT (inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL DO NOTHING
+               ON CONFLICT (tenant_id, inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL
+               DO NOTHING
+               RETURNING id
+           ),
+           run AS (
+               INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
+               SELECT $11, $2, $12, $13, $14, $15 FROM conv JOIN msg ON true WHERE conv.handler = 'ai'
+               ON CONFLICT (idempotency_key) DO NOTHING
                RETURNING id
            )
-           SELECT conv.id AS "conversation_id!", conv.handler AS "handler!", msg.id AS "message_id?"
+           SELECT conv.id AS "conversation_id!", msg.id AS "message_id?",
+                  EXISTS (SELECT 1 FROM run) AS "run_queued!"
            FROM conv LEFT JOIN msg ON true"#,
         Uuid::now_v7(),
         tenant_id,
         msg.inbox_id,
         msg.contact_id,
         msg.provider_message_id,
-        Uuid::now_v7(),
+        message_id,
         msg.content_type,
         msg.body,
         msg.attachments,
-        msg.provider_timestamp
+        msg.provider_timestamp,
+        Uuid::now_v7(),
+        run.kind,
+        run.payload,
+        run.idempotency_key,
+        run.max_attempts
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -169,9 +185,8 @@ pub async fn ingest(
         // A concurrent redelivery won the race.
         return Ok(Ingested::Duplicate);
     };
-    let conversation = row;
-    if conversation.handler == "ai" {
-        crate::agent::runtime::enqueue(conn, tenant_id, message_id).await?;
+    if row.run_queued {
+        events::notify(conn, crate::queue::JOBS_CHANNEL, String::new()).await?;
     }
     events::publish(
         conn,
@@ -224,14 +239,15 @@ pub async fn apply_status(
              read_at = CASE WHEN $3 = 'read' THEN COALESCE(read_at, $5) ELSE read_at END,
              failed_at = CASE WHEN $3 = 'failed' THEN COALESCE(failed_at, $5) ELSE failed_at END,
              delivery_error = CASE WHEN $3 = 'failed' THEN $6 ELSE delivery_error END
-         WHERE inbox_id = $1 AND provider_message_id = $2 AND direction = 'outbound'
+         WHERE tenant_id = $7 AND inbox_id = $1 AND provider_message_id = $2 AND direction = 'outbound'
          RETURNING id, conversation_id, delivery_status",
         inbox_id,
         provider_message_id,
         status,
         delivery_rank(status),
         at,
-        error
+        error,
+        tenant_id
     )
     .fetch_optional(&mut *conn)
     .await?;

@@ -179,6 +179,8 @@ async fn list(
     };
     let pattern = q.q.as_deref().map(like_pattern);
     let mut tx = ctx.begin(&state).await?;
+    // Newest activity first. The index holds the activity time in ten-second steps (see
+    // migration 0008); ordering by step, then exact time, is ordering by exact time.
     let items = sqlx::query_as!(
         ConversationView,
         "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
@@ -196,8 +198,9 @@ async fn list(
            AND ($8::text IS NULL OR $8 = ANY (c.labels))
            AND ($9::text IS NULL OR p.name ILIKE $9 OR p.email ILIKE $9 OR p.phone ILIKE $9
                 OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND m.body ILIKE $9))
-           AND ($10::timestamptz IS NULL OR (c.last_message_at, c.id) < ($10, $11))
-         ORDER BY c.last_message_at DESC, c.id DESC
+           AND ($10::timestamptz IS NULL
+                OR (c.activity_step <= activity_step($10) AND (c.last_message_at, c.id) < ($10, $11)))
+         ORDER BY c.activity_step DESC, c.last_message_at DESC, c.id DESC
          LIMIT $12",
         ctx.tenant_id,
         q.status,
