@@ -7,6 +7,8 @@
 //! cargo run --release -- serve                     # in one shell (any database)
 //! cargo bench --bench webhook_load -- --url http://127.0.0.1:8080 --seconds 20 --concurrency 32
 //! ```
+//! `--warmup N` sends for N seconds before measuring, so the figures are the steady state of
+//! known senders rather than the first contact with each.
 //! It signs up a fresh tenant with a WhatsApp inbox through the API, so it needs nothing else.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +23,9 @@ struct Args {
     seconds: u64,
     concurrency: usize,
     senders: u64,
+    /// Requests started in the first `warmup` seconds (while the senders' contacts and
+    /// conversations are first created) are sent but not counted.
+    warmup: u64,
 }
 
 fn args() -> Args {
@@ -29,6 +34,7 @@ fn args() -> Args {
         seconds: 20,
         concurrency: 32,
         senders: 1000,
+        warmup: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,6 +44,7 @@ fn args() -> Args {
             "--seconds" => args.seconds = value().parse().expect("--seconds"),
             "--concurrency" => args.concurrency = value().parse().expect("--concurrency"),
             "--senders" => args.senders = value().parse().expect("--senders"),
+            "--warmup" => args.warmup = value().parse().expect("--warmup"),
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }
@@ -124,6 +131,7 @@ async fn main() {
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let warmup = Duration::from_secs(args.warmup);
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (client, target, stop, next, failures) = (
@@ -146,6 +154,7 @@ async fn main() {
                 let body = webhook(&phone_number_id, n % senders, &format!("wamid.{run}.{n}"));
                 let sig = signature::sign(app_secret.as_bytes(), &body);
                 let t = Instant::now();
+                let counted = t.duration_since(started) >= warmup;
                 let ok = client
                     .post(&target)
                     .header("content-type", "application/json")
@@ -155,21 +164,23 @@ async fn main() {
                     .await
                     .map(|r| r.status() == 200)
                     .unwrap_or(false);
-                latencies.push(t.elapsed());
-                if !ok {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                if counted {
+                    latencies.push(t.elapsed());
+                    if !ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             latencies
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    tokio::time::sleep(warmup + Duration::from_secs(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut latencies: Vec<Duration> = Vec::new();
     for w in workers {
         latencies.extend(w.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = (started.elapsed() - warmup).as_secs_f64();
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let failed = failures.load(Ordering::Relaxed);
