@@ -117,17 +117,8 @@ async fn write_together(db: &Db, notifier: &Notifier, tenant_id: Uuid, mut pendi
         // Writers lock conversations in the same order (by sender), so two shared transactions
         // do not wait on each other's rows.
         pending.sort_by(|(a, _), (b, _)| a.sender().cmp(&b.sender()));
-        let together = events::deferred(notifier, async {
-            let mut tx = db.tenant_tx(tenant_id).await?;
-            let mut stored = Vec::with_capacity(pending.len());
-            for (delivery, _) in &pending {
-                stored.push(store_events(&mut tx, delivery).await?);
-            }
-            tx.commit().await?;
-            Ok::<_, Error>(stored)
-        })
-        .await;
-        match together {
+        let deliveries: Vec<&Delivery> = pending.iter().map(|(d, _)| d).collect();
+        match store(db, notifier, tenant_id, &deliveries).await {
             Ok(stored) => {
                 for ((_, done), count) in pending.into_iter().zip(stored) {
                     // The request may have gone (client timeout): its delivery is stored anyway.
@@ -141,13 +132,29 @@ async fn write_together(db: &Db, notifier: &Notifier, tenant_id: Uuid, mut pendi
         }
     }
     for (delivery, done) in pending {
-        let alone = events::deferred(notifier, async {
-            let mut tx = db.tenant_tx(tenant_id).await?;
-            let stored = store_events(&mut tx, &delivery).await?;
-            tx.commit().await?;
-            Ok::<_, Error>(stored)
-        })
-        .await;
+        let alone = store(db, notifier, tenant_id, &[&delivery])
+            .await
+            .map(|stored| stored[0]);
         let _ = done.send(alone);
     }
+}
+
+/// Stores the deliveries in one transaction; returns how many new messages each held. Their
+/// notifications go out after the commit.
+async fn store(
+    db: &Db,
+    notifier: &Notifier,
+    tenant_id: Uuid,
+    deliveries: &[&Delivery],
+) -> Result<Vec<usize>> {
+    events::deferred(notifier, async {
+        let mut tx = db.tenant_tx(tenant_id).await?;
+        let mut stored = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            stored.push(store_events(&mut tx, delivery).await?);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    })
+    .await
 }
