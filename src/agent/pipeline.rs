@@ -25,7 +25,51 @@ impl Screened {
     }
 }
 
-/// The capability to call the model. Its field is private: only this module constructs it.
+/// The capability to call the model. Its field is private: only this module constructs it, in
+/// [`call_model`], after the request was built from screened parts.
+///
+/// Code that holds a `ModelAccess` may call the provider, and anyone may call the model
+/// through [`call_model`] with a request made of screened parts:
+///
+/// ```no_run
+/// use custodian::agent::pipeline::{call_model, constant, GuardedRequest, ModelAccess, Part};
+/// use custodian::agent::provider::{ChatRequest, Provider};
+///
+/// async fn send(provider: &Provider, request: &ChatRequest, access: ModelAccess) {
+///     let _ = provider.chat(request, access).await;
+/// }
+///
+/// async fn ask(provider: &Provider) {
+///     let request = GuardedRequest::new(vec![Part::User(constant("hello"))], vec![], None, false);
+///     let _ = call_model(provider, &request).await;
+/// }
+/// ```
+///
+/// Code anywhere else cannot make a `ModelAccess` or pass raw text off as screened, so a path
+/// to the model that skips the guardrails does not compile. Each example below differs from
+/// its twin above only where the capability or the text comes from (rustdoc on stable does
+/// not check the error code, so the twins are what shows the failure is the intended one):
+///
+/// ```compile_fail,E0423
+/// // proves: AGT-1 (a `ModelAccess` cannot be made outside the pipeline)
+/// use custodian::agent::pipeline::ModelAccess;
+/// use custodian::agent::provider::{ChatRequest, Provider};
+///
+/// async fn send(provider: &Provider, request: &ChatRequest) {
+///     let _ = provider.chat(request, ModelAccess(())).await;
+/// }
+/// ```
+///
+/// ```compile_fail,E0423
+/// // proves: AGT-1 (raw text cannot pose as screened text to reach the model)
+/// use custodian::agent::pipeline::{call_model, GuardedRequest, Part, Screened};
+/// use custodian::agent::provider::Provider;
+///
+/// async fn send(provider: &Provider, customer_text: String) {
+///     let request = GuardedRequest::new(vec![Part::User(Screened(customer_text))], vec![], None, false);
+///     let _ = call_model(provider, &request).await;
+/// }
+/// ```
 pub struct ModelAccess(());
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,15 +166,27 @@ pub fn constant(text: &'static str) -> Screened {
 pub enum Part {
     System(Screened),
     User(Screened),
-    /// The model's own earlier turn (it only ever saw screened text).
+    /// The model's own earlier turn (it only ever saw screened text): an agent message of the
+    /// history, screened like the rest, or [`Part::model_turn`].
     Assistant {
-        content: Option<String>,
+        content: Option<Screened>,
         tool_calls: Vec<ToolCall>,
     },
     Tool {
         call_id: String,
         content: Screened,
     },
+}
+
+impl Part {
+    /// What the model answered, to send back with the tool results. It holds only placeholders
+    /// the model was given (the outbound stage checks the final draft before anyone sees it).
+    pub fn model_turn(answer: &ChatResponse) -> Part {
+        Part::Assistant {
+            content: answer.content.clone().map(Screened),
+            tool_calls: answer.tool_calls.clone(),
+        }
+    }
 }
 
 pub struct GuardedRequest(ChatRequest);
@@ -151,7 +207,7 @@ impl GuardedRequest {
                     content,
                     tool_calls,
                 } => ChatMessage::Assistant {
-                    content,
+                    content: content.map(|c| c.0),
                     tool_calls,
                 },
                 Part::Tool { call_id, content } => ChatMessage::Tool {
@@ -188,7 +244,7 @@ pub fn reopen(request: GuardedRequest) -> Vec<Part> {
                 content,
                 tool_calls,
             } => Part::Assistant {
-                content,
+                content: content.map(Screened),
                 tool_calls,
             },
             ChatMessage::Tool {

@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::Result;
 use crate::events::{self, Event};
-use crate::guardrails::{Context, KnownEntities, Vault, Verdict};
+use crate::guardrails::{Context, KnownEntities, Lang, Vault, Verdict};
 use crate::knowledge::{self, Hit};
 use crate::queue::{Job, NewJob, Outcome};
 use crate::reviews;
@@ -119,6 +119,8 @@ struct Facts {
     email: Option<String>,
     phone: Option<String>,
     company: Option<String>,
+    /// The conversation's language code, once known.
+    language: Option<String>,
 }
 
 async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
@@ -128,7 +130,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         Facts,
         r#"SELECT m.conversation_id, c.contact_id, c.handler, m.body, p.restricted,
                   t.name AS tenant_name, p.name AS "name?", p.email AS "email?", p.phone AS "phone?",
-                  a.name AS "company?"
+                  a.name AS "company?", c.language AS "language?"
            FROM message m
            JOIN conversation c ON c.id = m.conversation_id
            JOIN contact p ON p.id = c.contact_id
@@ -217,7 +219,13 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
             known = add(known, v);
         }
     }
-    let mut guard = Guard::new(&policy, Context::new(vault, known));
+    let mut context = Context::new(vault, known);
+    context.language = facts
+        .language
+        .as_deref()
+        .and_then(Lang::from_code)
+        .unwrap_or_default();
+    let mut guard = Guard::new(&policy, context);
     let decided = decide(
         state,
         tenant_id,
@@ -437,7 +445,7 @@ async fn decide(
             Part::User(text)
         } else {
             Part::Assistant {
-                content: Some(text.as_str().to_string()),
+                content: Some(text),
                 tool_calls: vec![],
             }
         });
@@ -469,10 +477,7 @@ async fn decide(
             response = Some(answer);
             break;
         }
-        parts.push(Part::Assistant {
-            content: answer.content.clone(),
-            tool_calls: answer.tool_calls.clone(),
-        });
+        parts.push(Part::model_turn(&answer));
         for call in &answer.tool_calls {
             let (result, effect) = tools::call(
                 state,
@@ -502,7 +507,10 @@ async fn decide(
                 tell_customer: None,
             });
         }
-        if let Some(f) = effects.iter().find_map(ToolEffect::final_step) {
+        if let Some(f) = effects
+            .iter()
+            .find_map(|e| e.final_step(guard.ctx.language))
+        {
             return Ok(f);
         }
     }
@@ -578,7 +586,7 @@ fn decide_on(
                 },
                 arguments,
                 tell_customer: if reply.trim().is_empty() {
-                    tools::PENDING_MESSAGE.into()
+                    tools::pending_message(guard.ctx.language).into()
                 } else {
                     reply
                 },

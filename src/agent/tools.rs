@@ -22,14 +22,22 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
+use crate::guardrails::Lang;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
 
 /// Built-in kinds of action with material effect: always reviewed, whatever the flag (AGT-6).
 pub const MATERIAL_KINDS: &[&str] = &["refund", "discount", "exchange", "escalation"];
 
-pub const PENDING_MESSAGE: &str =
-    "I've passed this to a colleague who needs to confirm it. You'll hear back from us shortly.";
+/// What the customer is told while a material action waits for a reviewer, in their language.
+pub fn pending_message(lang: Lang) -> &'static str {
+    lang.pick([
+        "I've passed this to a colleague who needs to confirm it. You'll hear back from us shortly.",
+        "Encaminhei isto a um colega que precisa confirmar. Você receberá uma resposta em breve.",
+        "He pasado esto a un compañero que debe confirmarlo. Te responderemos en breve.",
+        "Ich habe das an eine Kollegin oder einen Kollegen weitergegeben, die oder der es bestätigen muss. Sie hören in Kürze von uns.",
+    ])
+}
 
 pub fn routes(api: Api) -> Api {
     use Access::*;
@@ -167,7 +175,7 @@ impl ToolEffect {
         }
     }
 
-    pub(super) fn final_step(&self) -> Option<Final> {
+    pub(super) fn final_step(&self, lang: Lang) -> Option<Final> {
         match self {
             ToolEffect::Handoff { reason } => Some(Final::Handoff {
                 reason: reason.clone(),
@@ -184,7 +192,7 @@ impl ToolEffect {
                 name: name.clone(),
                 arguments: arguments.clone(),
                 amount: *amount,
-                tell_customer: PENDING_MESSAGE.into(),
+                tell_customer: pending_message(lang).into(),
             }),
             _ => None,
         }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
+use crate::guardrails::Lang;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConversationView {
@@ -23,6 +24,10 @@ pub struct ConversationView {
     pub handler: String,
     pub assignee_id: Option<Uuid>,
     pub labels: Vec<String>,
+    /// The customer's language (`en`, `pt`, `es`, `de`), once known.
+    pub language: Option<String>,
+    /// Whether a member set the language (detection no longer changes it).
+    pub language_set_by_member: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub snoozed_until: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
@@ -67,7 +72,7 @@ pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ConversationView
     sqlx::query_as!(
         ConversationView,
         "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
-                c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
+                c.language, c.language_set_by_member, c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
          FROM conversation c JOIN inbox i ON i.id = c.inbox_id
          WHERE c.id = $1 AND c.tenant_id = current_tenant_id()",
         id
@@ -133,10 +138,12 @@ pub async fn ingest(
                WHERE $5::text IS NOT NULL AND tenant_id = $2 AND inbox_id = $3 AND provider_message_id = $5
            ),
            conv AS (
-               INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at)
-               SELECT $1, $2, $3, $4, now(), now() WHERE NOT EXISTS (SELECT 1 FROM seen)
+               INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at, language)
+               SELECT $1, $2, $3, $4, now(), now(), $16 WHERE NOT EXISTS (SELECT 1 FROM seen)
                ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
                DO UPDATE SET last_message_at = now(), last_inbound_at = now(), updated_at = now(),
+                             language = CASE WHEN conversation.language_set_by_member THEN conversation.language
+                                             ELSE coalesce($16, conversation.language) END,
                              status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
                                            ELSE conversation.status END,
                              snoozed_until = NULL
@@ -173,7 +180,8 @@ pub async fn ingest(
         run.kind,
         run.payload,
         run.idempotency_key,
-        run.max_attempts
+        run.max_attempts,
+        crate::guardrails::language::detect(msg.body).map(|l| l.code())
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -203,6 +211,21 @@ pub async fn ingest(
         conversation_id,
         message_id,
     })
+}
+
+/// The language to write to the customer in: the conversation's, else English.
+pub async fn language(conn: &mut PgConnection, conversation_id: Uuid) -> Result<Lang> {
+    let code = sqlx::query_scalar!(
+        "SELECT language FROM conversation WHERE id = $1 AND tenant_id = current_tenant_id()",
+        conversation_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .flatten();
+    Ok(code
+        .as_deref()
+        .and_then(Lang::from_code)
+        .unwrap_or_default())
 }
 
 /// Delivery states only move forward (`read` after `delivered` after `sent`), whatever order

@@ -21,6 +21,7 @@ use crate::crm::page_limit;
 use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
+use crate::guardrails::Lang;
 use crate::http::{Access, Api, Json, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
@@ -90,6 +91,16 @@ pub fn routes(api: Api) -> Api {
         Requires(ConversationsManage),
         ("inbox", "Replace the labels"),
         set_labels,
+    )
+    .route(
+        Method::PUT,
+        "/api/v1/conversations/{conversation_id}/language",
+        Requires(ConversationsManage),
+        (
+            "inbox",
+            "Set the customer's language, or null to detect it again",
+        ),
+        set_language,
     )
     .route(
         Method::GET,
@@ -184,7 +195,7 @@ async fn list(
     let items = sqlx::query_as!(
         ConversationView,
         "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
-                c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
+                c.language, c.language_set_by_member, c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
          FROM conversation c
          JOIN inbox i ON i.id = c.inbox_id
          JOIN contact p ON p.id = c.contact_id
@@ -630,6 +641,49 @@ async fn set_labels(
     .execute(&mut *tx)
     .await?;
     let after = changed(&mut tx, &ctx, "conversation.labels_changed", &before).await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LanguageBody {
+    /// `en`, `pt`, `es` or `de` (regional variants such as `pt-BR` accepted), or null.
+    language: Value,
+}
+
+async fn set_language(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Json(body): Json<LanguageBody>,
+) -> Result<Json<ConversationView>> {
+    let invalid = || {
+        Error::bad_request(
+            "invalid_language",
+            "language is one of en, pt, es, de, or null to detect it from the customer's messages",
+        )
+    };
+    let language = match &body.language {
+        Value::Null => None,
+        Value::String(code) => Some(Lang::from_code(code).ok_or_else(invalid)?),
+        _ => return Err(invalid()),
+    };
+    let mut tx = ctx.begin(&state).await?;
+    let before = fetch(&mut tx, id).await?;
+    // Null hands the language back to detection; the current value stays until a message says
+    // otherwise.
+    sqlx::query!(
+        "UPDATE conversation SET language = coalesce($2, language), language_set_by_member = $3,
+                updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id,
+        language.map(Lang::code),
+        language.is_some()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let after = changed(&mut tx, &ctx, "conversation.language_set", &before).await?;
     tx.commit().await?;
     Ok(Json(after))
 }

@@ -25,6 +25,7 @@ pub mod corpus;
 mod decode;
 mod evaluate;
 pub mod fold;
+pub mod language;
 pub mod pii;
 mod policy;
 mod rules;

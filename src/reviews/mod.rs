@@ -201,13 +201,14 @@ pub async fn expire_due(state: &AppState) -> Result<usize> {
         let mut told = None;
         if let (true, Some(conversation_id)) = (customer_waits(&item.kind), item.conversation_id) {
             let policy = load_policy(&mut tx).await?;
+            let lang = conversations::language(&mut tx, conversation_id).await?;
             told = Some(
                 conversations::post_outbound(
                     &mut tx,
                     row.tenant_id,
                     conversation_id,
                     Author::System,
-                    policy.expiry_message(),
+                    policy.expiry_message(lang),
                 )
                 .await?,
             );
@@ -333,13 +334,14 @@ async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> 
     if let Some(conversation_id) = item.conversation_id {
         if success {
             let policy = load_policy(&mut tx).await?;
+            let lang = conversations::language(&mut tx, conversation_id).await?;
             let author = item.decided_by.map_or(Author::System, Author::Member);
             conversations::post_outbound(
                 &mut tx,
                 tenant_id,
                 conversation_id,
                 author,
-                policy.approval_message(),
+                policy.approval_message(lang),
             )
             .await?;
         } else {

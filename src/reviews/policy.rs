@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guardrails::Lang;
 use crate::rbac::Role;
 
 pub const DEFAULT_SLA_MINUTES: u32 = 240;
@@ -14,11 +15,35 @@ pub const DEFAULT_EXPIRY_MINUTES: u32 = 24 * 60;
 const MAX_MINUTES: u32 = 30 * 24 * 60;
 const MAX_MESSAGE_CHARS: usize = 1000;
 
-pub const DEFAULT_REJECTION_MESSAGE: &str =
-    "A colleague reviewed your request and could not approve it. If you have questions, just reply here.";
-pub const DEFAULT_EXPIRY_MESSAGE: &str =
-    "We could not confirm your request in time, so it was not carried out. Please reply here if you still need it.";
-pub const DEFAULT_APPROVAL_MESSAGE: &str = "Good news: a colleague approved your request.";
+/// What the customer is told when a reviewer rejects their request, by default.
+pub fn default_rejection_message(lang: Lang) -> &'static str {
+    lang.pick([
+        "A colleague reviewed your request and could not approve it. If you have questions, just reply here.",
+        "Um colega analisou o seu pedido e não pôde aprová-lo. Se tiver dúvidas, é só responder aqui.",
+        "Un compañero revisó tu solicitud y no pudo aprobarla. Si tienes preguntas, responde aquí.",
+        "Eine Kollegin oder ein Kollege hat Ihre Anfrage geprüft und konnte sie nicht genehmigen. Bei Fragen antworten Sie einfach hier.",
+    ])
+}
+
+/// What the customer is told when nobody decided in time (expired means rejected), by default.
+pub fn default_expiry_message(lang: Lang) -> &'static str {
+    lang.pick([
+        "We could not confirm your request in time, so it was not carried out. Please reply here if you still need it.",
+        "Não conseguimos confirmar o seu pedido a tempo, por isso ele não foi realizado. Responda aqui se ainda precisar.",
+        "No pudimos confirmar tu solicitud a tiempo, así que no se llevó a cabo. Responde aquí si todavía la necesitas.",
+        "Wir konnten Ihre Anfrage nicht rechtzeitig bestätigen, daher wurde sie nicht ausgeführt. Antworten Sie hier, wenn Sie sie noch benötigen.",
+    ])
+}
+
+/// What the customer is told when the approved action was carried out, by default.
+pub fn default_approval_message(lang: Lang) -> &'static str {
+    lang.pick([
+        "Good news: a colleague approved your request.",
+        "Boa notícia: um colega aprovou o seu pedido.",
+        "Buenas noticias: un compañero aprobó tu solicitud.",
+        "Gute Nachricht: Ihre Anfrage wurde genehmigt.",
+    ])
+}
 
 /// The least role that may approve, in rank order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -221,22 +246,23 @@ impl ReviewPolicy {
         req
     }
 
-    pub fn rejection_message(&self) -> &str {
+    /// The tenant's wording, else the default in the customer's language.
+    pub fn rejection_message(&self, lang: Lang) -> &str {
         self.rejection_message
             .as_deref()
-            .unwrap_or(DEFAULT_REJECTION_MESSAGE)
+            .unwrap_or(default_rejection_message(lang))
     }
 
-    pub fn expiry_message(&self) -> &str {
+    pub fn expiry_message(&self, lang: Lang) -> &str {
         self.expiry_message
             .as_deref()
-            .unwrap_or(DEFAULT_EXPIRY_MESSAGE)
+            .unwrap_or(default_expiry_message(lang))
     }
 
-    pub fn approval_message(&self) -> &str {
+    pub fn approval_message(&self, lang: Lang) -> &str {
         self.approval_message
             .as_deref()
-            .unwrap_or(DEFAULT_APPROVAL_MESSAGE)
+            .unwrap_or(default_approval_message(lang))
     }
 }
 

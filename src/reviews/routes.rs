@@ -794,13 +794,14 @@ async fn reject(
     let mut told = None;
     if let (true, Some(conversation_id)) = (customer_waits(&before.kind), before.conversation_id) {
         let policy = load_policy(&mut tx).await?;
+        let lang = conversations::language(&mut tx, conversation_id).await?;
         told = Some(
             conversations::post_outbound(
                 &mut tx,
                 ctx.tenant_id,
                 conversation_id,
                 Author::Member(ctx.member_id),
-                policy.rejection_message(),
+                policy.rejection_message(lang),
             )
             .await?,
         );

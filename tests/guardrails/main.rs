@@ -3,6 +3,7 @@
 //! `// proves:` comment (see shared/PROMISES.md).
 
 mod detectors;
+mod language;
 mod linear;
 mod masking;
 mod packs;

@@ -575,3 +575,223 @@ async fn the_offline_responder_answers_a_web_chat_question_from_the_knowledge_ba
     assert_eq!(run["provider"], "offline");
     assert_eq!(run["record"]["decision"]["reason_code"], "offline_quote");
 }
+
+// --- The customer's language -------------------------------------------------------------
+
+async fn conversation_of(app: &TestApp) -> Uuid {
+    let mut conn = app.superuser().await;
+    sqlx::query_scalar("SELECT id FROM conversation ORDER BY created_at DESC LIMIT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn nth_sent_text(graph: &FakeGraph, n: usize) -> String {
+    eventually(20, "a message to the customer", || async {
+        graph.requests().into_iter().nth(n)
+    })
+    .await
+    .body["text"]["body"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_portuguese_customer_gets_the_safe_reply_in_portuguese() {
+    let w = world(json!({})).await;
+    let said = w
+        .app
+        .webhook(
+            w.inbox,
+            &customer_says(
+                "Olá, posso processar vocês por causa deste atraso? Quero um advogado.",
+                "wamid.LEGAL-PT",
+            ),
+            &w.secret,
+        )
+        .await;
+    assert_eq!(said.status, StatusCode::OK);
+    let run = execution(&w.app).await;
+    assert_eq!(run["outcome"], "blocked", "{run}");
+    let key = run["record"]["guardrails"][0]["verdict"]["safe_reply_key"]
+        .as_str()
+        .expect("a blocked verdict names its safe reply")
+        .to_string();
+    let expected = custodian::guardrails::Policy::builtin()
+        .safe_reply(&key, custodian::guardrails::Lang::Pt)
+        .unwrap();
+    assert_ne!(
+        expected,
+        custodian::guardrails::Policy::builtin()
+            .safe_reply(&key, custodian::guardrails::Lang::En)
+            .unwrap()
+    );
+    assert_eq!(nth_sent_text(&w.graph, 0).await, expected);
+    let shown = w
+        .app
+        .send(
+            Req::get(format!(
+                "/api/v1/conversations/{}",
+                conversation_of(&w.app).await
+            ))
+            .by(&w.owner),
+        )
+        .await;
+    assert_eq!(
+        shown.body["conversation"]["language"], "pt",
+        "{}",
+        shown.body
+    );
+    assert_eq!(shown.body["conversation"]["language_set_by_member"], false);
+}
+
+#[tokio::test]
+async fn a_spanish_customer_is_told_in_spanish_that_a_person_will_confirm_and_then_that_it_was_rejected(
+) {
+    use custodian::guardrails::Lang;
+    let w = world(json!({})).await;
+    let (url, calls) = action_endpoint().await;
+    let action = w
+        .app
+        .send(Req::post("/api/v1/agent/actions").by(&w.owner).json(json!({
+            "name": "issue_refund", "description": "Refund an order", "target_url": url, "secret": "action-secret",
+            "kind": "refund", "requires_approval": false, "amount_field": "amount",
+            "parameters": { "type": "object", "required": ["order_id", "amount"], "properties": { "order_id": { "type": "string" }, "amount": { "type": "number" } } }
+        })))
+        .await;
+    assert_eq!(action.status, StatusCode::CREATED, "{}", action.body);
+    w.model.push(FakeReply::ToolCalls(vec![(
+        "issue_refund".into(),
+        json!({ "order_id": "A-1001", "amount": 79.9 }),
+    )]));
+    let said = w
+        .app
+        .webhook(
+            w.inbox,
+            &customer_says(
+                "Hola, quiero el reembolso del pedido A-1001, llegó roto",
+                "wamid.REFUND-ES",
+            ),
+            &w.secret,
+        )
+        .await;
+    assert_eq!(said.status, StatusCode::OK);
+    assert_eq!(execution(&w.app).await["outcome"], "pending_review");
+    assert_eq!(
+        nth_sent_text(&w.graph, 0).await,
+        custodian::agent::tools::pending_message(Lang::Es)
+    );
+
+    let mut conn = w.app.superuser().await;
+    let item: Uuid = sqlx::query_scalar("SELECT id FROM review_item WHERE kind = 'action'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let reviewer = w.app.join(&w.owner, "reviewer").await;
+    let rejected = w
+        .app
+        .send(
+            Req::post(format!("/api/v1/reviews/{item}/reject"))
+                .by(&reviewer)
+                .json(json!({ "reason": "already refunded" })),
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+    assert_eq!(
+        nth_sent_text(&w.graph, 1).await,
+        custodian::reviews::policy::default_rejection_message(Lang::Es)
+    );
+    assert!(calls.lock().unwrap().is_empty(), "a rejected refund ran");
+}
+
+#[tokio::test]
+async fn a_language_set_by_a_member_holds_until_handed_back_to_detection() {
+    let w = world(json!({})).await;
+    w.model.push(decision("reply", "Hello!", 0.9));
+    w.app
+        .webhook(
+            w.inbox,
+            &customer_says("Hi, where is my order?", "wamid.L1"),
+            &w.secret,
+        )
+        .await;
+    execution(&w.app).await;
+    let conversation = conversation_of(&w.app).await;
+    let path = format!("/api/v1/conversations/{conversation}/language");
+    let put = |body: Value| {
+        w.app.send(
+            Req::new(axum::http::Method::PUT, path.clone())
+                .by(&w.owner)
+                .json(body),
+        )
+    };
+
+    for bad in [
+        json!({ "language": "fr" }),
+        json!({ "language": 7 }),
+        json!({}),
+    ] {
+        let refused = put(bad.clone()).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            refused.body
+        );
+    }
+    let show = format!("/api/v1/conversations/{conversation}");
+    let shown = || async {
+        w.app.send(Req::get(show.clone()).by(&w.owner)).await.body["conversation"].clone()
+    };
+    assert_eq!(shown().await["language"], "en");
+
+    let set = put(json!({ "language": "de-AT" })).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(set.body["language"], "de");
+    assert_eq!(set.body["language_set_by_member"], true);
+    let audit = w
+        .app
+        .audit_events(w.owner.tenant_id, "conversation.language_set")
+        .await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["before"]["language"], "en");
+    assert_eq!(audit[0]["after"]["language"], "de");
+
+    // An English message does not override the member's choice…
+    w.model.push(decision("reply", "Sure.", 0.9));
+    w.app
+        .webhook(
+            w.inbox,
+            &customer_says("Thanks, and when will it arrive?", "wamid.L2"),
+            &w.secret,
+        )
+        .await;
+    eventually(20, "the second message to be stored", || async {
+        let mut conn = w.app.superuser().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM message WHERE direction = 'inbound'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (n == 2).then_some(())
+    })
+    .await;
+    assert_eq!(shown().await["language"], "de");
+
+    // …until the member hands it back to detection, and the next clear message decides.
+    let back = put(json!({ "language": null })).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert_eq!(back.body["language_set_by_member"], false);
+    w.model.push(decision("reply", "Claro.", 0.9));
+    w.app
+        .webhook(
+            w.inbox,
+            &customer_says("Hola, ¿dónde está mi pedido?", "wamid.L3"),
+            &w.secret,
+        )
+        .await;
+    eventually(20, "the language to follow the customer again", || async {
+        (shown().await["language"] == "es").then_some(())
+    })
+    .await;
+}

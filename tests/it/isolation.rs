@@ -222,6 +222,7 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
         ("POST", "status") => json!({ "status": "resolved" }),
         ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
         ("PUT", "labels") => json!({ "labels": ["hijacked"] }),
+        ("PUT", "language") => json!({ "language": "de" }),
         ("POST", "assign") => json!({ "assignee_id": null }),
         ("PATCH", "{member_id}") => json!({ "status": "disabled" }),
         ("PATCH", "{article_id}") => json!({ "title": "hijacked" }),

@@ -1,0 +1,352 @@
+//! Which of our four languages a customer writes in, so that the replies the platform writes
+//! itself (safe replies, "a colleague will confirm", a reviewer's decision) come in the
+//! customer's language.
+//!
+//! Short support messages defeat statistical detectors, so this one counts evidence that is
+//! hard to mistake: common function words of each language and letters only one of them uses
+//! (`ã`, `ñ`, `ß`…). It answers only when one language leads clearly; "ok", "👍" or an order
+//! number give `None`, and the conversation keeps the language it had.
+
+use crate::guardrails::rules::Lang;
+
+const LANGS: [Lang; 4] = [Lang::En, Lang::Pt, Lang::Es, Lang::De];
+
+/// Words (lowercase, with their accents) that point to one language. A word common to two
+/// languages is listed under both, so it cancels out between them.
+const WORDS: [&[&str]; 4] = [
+    // English
+    &[
+        "the", "is", "are", "was", "were", "i", "i'm", "my", "you", "your", "to", "of", "and",
+        "in", "it", "this", "that", "for", "with", "have", "has", "had", "not", "can", "can't",
+        "please", "hi", "hello", "thanks", "thank", "want", "need", "help", "me", "we", "our",
+        "what", "when", "where", "how", "why", "do", "does", "did", "don't", "be", "on", "at",
+        "from", "would", "could", "will", "there", "still", "yet", "just", "get", "got", "if",
+        "an", "order", "refund", "account", "name", "call", "tomorrow", "today", "yes", "who",
+        "which", "they", "been", "about", "should", "any", "some", "money", "back", "know",
+    ],
+    // Portuguese
+    &[
+        "de",
+        "que",
+        "o",
+        "os",
+        "as",
+        "um",
+        "uma",
+        "é",
+        "em",
+        "no",
+        "na",
+        "nos",
+        "nas",
+        "do",
+        "da",
+        "dos",
+        "das",
+        "com",
+        "não",
+        "nao",
+        "eu",
+        "meu",
+        "minha",
+        "você",
+        "voce",
+        "vocês",
+        "obrigado",
+        "obrigada",
+        "olá",
+        "ola",
+        "oi",
+        "bom",
+        "boa",
+        "dia",
+        "tarde",
+        "quero",
+        "preciso",
+        "tenho",
+        "isso",
+        "este",
+        "esta",
+        "está",
+        "estou",
+        "muito",
+        "ainda",
+        "já",
+        "quando",
+        "onde",
+        "também",
+        "tambem",
+        "para",
+        "pra",
+        "por",
+        "favor",
+        "mas",
+        "meus",
+        "ajuda",
+        "pedido",
+        "conta",
+        "seu",
+        "sua",
+        "ele",
+        "ela",
+        "foi",
+        "ser",
+        "ter",
+        "pelo",
+        "pela",
+        "nome",
+        "aqui",
+        "agora",
+        "hoje",
+        "amanhã",
+        "sim",
+        "porque",
+        "qual",
+        "fazer",
+        "posso",
+        "pode",
+        "gostaria",
+        "dinheiro",
+        "reembolso",
+    ],
+    // Spanish
+    &[
+        "de",
+        "que",
+        "el",
+        "la",
+        "los",
+        "las",
+        "un",
+        "una",
+        "es",
+        "en",
+        "del",
+        "al",
+        "con",
+        "no",
+        "yo",
+        "mi",
+        "mis",
+        "tu",
+        "usted",
+        "gracias",
+        "hola",
+        "buenos",
+        "buenas",
+        "días",
+        "dias",
+        "quiero",
+        "necesito",
+        "tengo",
+        "eso",
+        "esto",
+        "este",
+        "esta",
+        "está",
+        "estoy",
+        "muy",
+        "mucho",
+        "todavía",
+        "todavia",
+        "ya",
+        "cuando",
+        "dónde",
+        "donde",
+        "también",
+        "para",
+        "por",
+        "favor",
+        "pero",
+        "ayuda",
+        "pedido",
+        "cuenta",
+        "su",
+        "sus",
+        "fue",
+        "ser",
+        "tener",
+        "nombre",
+        "aquí",
+        "aqui",
+        "ahora",
+        "hoy",
+        "mañana",
+        "sí",
+        "porque",
+        "cuál",
+        "cual",
+        "hacer",
+        "puedo",
+        "puede",
+        "gustaría",
+        "dinero",
+        "reembolso",
+        "llamo",
+        "me",
+        "se",
+        "lo",
+        "le",
+        "hay",
+    ],
+    // German
+    &[
+        "der",
+        "die",
+        "das",
+        "den",
+        "dem",
+        "des",
+        "ich",
+        "ist",
+        "nicht",
+        "und",
+        "mein",
+        "meine",
+        "meiner",
+        "meinen",
+        "sie",
+        "ihr",
+        "ihre",
+        "ein",
+        "eine",
+        "einen",
+        "mit",
+        "für",
+        "bitte",
+        "danke",
+        "hallo",
+        "wo",
+        "was",
+        "wie",
+        "warum",
+        "wann",
+        "habe",
+        "haben",
+        "hat",
+        "kann",
+        "können",
+        "auf",
+        "zu",
+        "von",
+        "noch",
+        "schon",
+        "mir",
+        "mich",
+        "es",
+        "in",
+        "im",
+        "um",
+        "guten",
+        "tag",
+        "möchte",
+        "brauche",
+        "hilfe",
+        "bestellung",
+        "konto",
+        "heiße",
+        "heisse",
+        "name",
+        "geld",
+        "zurück",
+        "heute",
+        "morgen",
+        "ja",
+        "nein",
+        "wer",
+        "welche",
+        "sind",
+        "wir",
+        "aber",
+        "auch",
+        "oder",
+        "wurde",
+        "bin",
+        "keine",
+        "kein",
+        "erstattung",
+        "rückerstattung",
+    ],
+];
+
+/// Letters that only one of the four languages uses, worth two words each.
+fn marker(c: char) -> Option<usize> {
+    match c {
+        'ã' | 'õ' | 'ç' | 'â' | 'ê' | 'ô' | 'à' => Some(1),
+        'ñ' | '¿' | '¡' => Some(2),
+        'ß' | 'ä' | 'ö' | 'ü' => Some(3),
+        _ => None,
+    }
+}
+
+/// The language `text` is written in, when the evidence for one clearly outweighs the others:
+/// at least two points, and two more than the runner-up.
+pub fn detect(text: &str) -> Option<Lang> {
+    let mut score = [0u32; 4];
+    // Addresses, URLs and host names say nothing about the language ("example.com.br").
+    let prose = text.split_whitespace().filter(|chunk| {
+        let chunk = chunk.trim_end_matches(|c: char| !c.is_alphanumeric());
+        !(chunk.contains('@')
+            || chunk.contains('/')
+            || chunk
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0] == b'.' && w[1].is_ascii_alphanumeric()))
+    });
+    for word in prose
+        .flat_map(|chunk| chunk.split(|c: char| !(c.is_alphanumeric() || c == '\'')))
+        .filter(|w| !w.is_empty())
+    {
+        let lower = word.to_lowercase();
+        let lower = lower.trim_matches('\'');
+        for (i, list) in WORDS.iter().enumerate() {
+            if list.contains(&lower) {
+                score[i] += 1;
+            }
+        }
+    }
+    for c in text.chars().flat_map(char::to_lowercase) {
+        if let Some(i) = marker(c) {
+            score[i] += 2;
+        }
+    }
+    let mut order = [0usize, 1, 2, 3];
+    order.sort_by(|&a, &b| score[b].cmp(&score[a]));
+    let (best, second) = (score[order[0]], score[order[1]]);
+    (best >= 2 && best >= second + 2).then(|| LANGS[order[0]])
+}
+
+impl Lang {
+    /// The ISO 639-1 code, as stored and shown.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Pt => "pt",
+            Lang::Es => "es",
+            Lang::De => "de",
+        }
+    }
+
+    /// A code as stored or sent by a member (`pt-BR` counts as `pt`).
+    pub fn from_code(code: &str) -> Option<Lang> {
+        let base = code.split(['-', '_']).next()?.to_ascii_lowercase();
+        match base.as_str() {
+            "en" => Some(Lang::En),
+            "pt" => Some(Lang::Pt),
+            "es" => Some(Lang::Es),
+            "de" => Some(Lang::De),
+            _ => None,
+        }
+    }
+
+    /// Picks this language's text out of `[en, pt, es, de]`.
+    pub fn pick<T>(self, texts: [T; 4]) -> T {
+        let [en, pt, es, de] = texts;
+        match self {
+            Lang::En => en,
+            Lang::Pt => pt,
+            Lang::Es => es,
+            Lang::De => de,
+        }
+    }
+}
