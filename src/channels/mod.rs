@@ -186,12 +186,26 @@ const ENDPOINT_CACHE_MAX: usize = 10_000;
 
 /// Inbox rows as channel endpoints read them on every inbound request (each webhook and chat
 /// message), so the hot path does not go to the database for a row that rarely changes.
-#[derive(Default)]
 pub struct EndpointCache {
     entries: Mutex<HashMap<Uuid, (Instant, Arc<ChannelEndpoint>)>>,
+    ttl: Duration,
+}
+
+impl Default for EndpointCache {
+    fn default() -> Self {
+        Self::with_ttl(ENDPOINT_TTL)
+    }
 }
 
 impl EndpointCache {
+    /// A cache that keeps rows for `ttl` unless told of a change sooner.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        EndpointCache {
+            entries: Mutex::default(),
+            ttl,
+        }
+    }
+
     /// The inbox with this id, from the cache while fresh, otherwise from the database.
     pub async fn get(
         &self,
@@ -217,7 +231,7 @@ impl EndpointCache {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .get(&inbox_id)
-            .filter(|(at, _)| at.elapsed() < ENDPOINT_TTL)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, endpoint)| endpoint.clone())
     }
 

@@ -8,6 +8,7 @@
 //! transaction fails, each of its deliveries is stored again on its own, so only the bad one
 //! fails.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +54,8 @@ pub struct WebhookWriter {
     queue: mpsc::Sender<Pending>,
     /// The writer tasks start on first use, inside the runtime.
     idle: Mutex<Option<(Shared, Db, Arc<Notifier>)>>,
+    /// Shared transactions that failed, so that their deliveries were stored one by one.
+    shared_failures: Arc<AtomicU64>,
 }
 
 impl WebhookWriter {
@@ -65,7 +68,14 @@ impl WebhookWriter {
                 db,
                 notifier,
             ))),
+            shared_failures: Arc::default(),
         }
+    }
+
+    /// How many shared transactions failed since start (each then stored its deliveries one
+    /// by one). Anything above zero deserves a look at the warnings in the log.
+    pub fn shared_failures(&self) -> u64 {
+        self.shared_failures.load(Ordering::Relaxed)
     }
 
     /// Stores the delivery and returns how many new messages it held, once they are durable.
@@ -77,7 +87,12 @@ impl WebhookWriter {
             .take();
         if let Some((receiver, db, notifier)) = idle {
             for _ in 0..WRITERS {
-                tokio::spawn(run(receiver.clone(), db.clone(), notifier.clone()));
+                tokio::spawn(run(
+                    receiver.clone(),
+                    db.clone(),
+                    notifier.clone(),
+                    self.shared_failures.clone(),
+                ));
             }
         }
         let (done, answer) = oneshot::channel();
@@ -93,7 +108,7 @@ impl WebhookWriter {
 
 /// A writer: takes whatever is waiting (at most [`BATCH`]) and stores it, until every sender is
 /// gone.
-async fn run(receiver: Shared, db: Db, notifier: Arc<Notifier>) {
+async fn run(receiver: Shared, db: Db, notifier: Arc<Notifier>, failures: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let received = receiver.lock().await.recv_many(&mut batch, BATCH).await;
@@ -106,13 +121,19 @@ async fn run(receiver: Shared, db: Db, notifier: Arc<Notifier>) {
             let (same, rest): (Vec<Pending>, Vec<Pending>) =
                 batch.drain(..).partition(|(d, _)| d.tenant_id == tenant_id);
             batch = rest;
-            write_together(&db, &notifier, tenant_id, same).await;
+            write_together(&db, &notifier, tenant_id, same, &failures).await;
         }
     }
 }
 
 /// Stores one tenant's deliveries in one transaction; if that fails, each on its own.
-async fn write_together(db: &Db, notifier: &Notifier, tenant_id: Uuid, mut pending: Vec<Pending>) {
+async fn write_together(
+    db: &Db,
+    notifier: &Notifier,
+    tenant_id: Uuid,
+    mut pending: Vec<Pending>,
+    failures: &AtomicU64,
+) {
     if pending.len() > 1 {
         // Writers lock conversations in the same order (by sender), so two shared transactions
         // do not wait on each other's rows.
@@ -127,6 +148,7 @@ async fn write_together(db: &Db, notifier: &Notifier, tenant_id: Uuid, mut pendi
                 return;
             }
             Err(e) => {
+                failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, count = pending.len(), "a shared webhook transaction failed; storing its deliveries one by one");
             }
         }

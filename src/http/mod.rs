@@ -31,11 +31,68 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|m| {
+                m.strip_prefix("application/")
+                    .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge
+                } else {
+                    Error::bad_request("invalid_body", rejection.body_text())
+                }
+            })?;
+        // PostgreSQL's text and jsonb cannot hold U+0000: refuse it here, clearly, rather than
+        // fail in the database.
+        if nul_escapes(&bytes).next().is_some() {
+            return Err(Error::bad_request(
+                "invalid_text",
+                "text may not contain the NUL character (\\u0000)",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// Where a JSON text holds the escape `\u0000` (a NUL character in a string), by byte offset.
+/// An escaped backslash followed by `u0000` is ordinary text and does not count.
+pub fn nul_escapes(json: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < json.len() {
+            if json[i] != b'\\' {
+                i += 1;
+                continue;
+            }
+            let at = i;
+            if json[i + 1..].starts_with(b"u0000") {
+                i += 6;
+                return Some(at);
+            }
+            // Any other escape: skip the backslash and the escaped character.
+            i += 2;
+        }
+        None
+    })
 }
 
 fn json_rejection(rejection: JsonRejection) -> Error {

@@ -598,3 +598,175 @@ async fn creating_and_changing_an_inbox_is_audited_without_its_secrets() {
     assert_eq!(updated[0]["before"]["name"], "WhatsApp support");
     assert_eq!(updated[0]["after"]["name"], "Support line");
 }
+
+fn text_from(wa_id: &str, wamid: &str, text: &str) -> Vec<u8> {
+    json!({"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{
+        "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+        "contacts":[{"profile":{"name":"A customer"},"wa_id":wa_id}],
+        "messages":[{"from":wa_id,"id":wamid,"timestamp":"1750263773","type":"text","text":{"body":text}}]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn one_delivery_that_cannot_be_stored_costs_no_other_delivery_in_its_shared_transaction() {
+    let (app, _fake, _owner, inbox, secret) = setup().await;
+    // A real database fault, for one message only: the kind of failure a shared transaction
+    // must not spread to the deliveries that happen to share it.
+    let mut conn = app.superuser().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.body = 'poison' THEN RAISE EXCEPTION 'a poisoned message'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let mut good = 0;
+    for round in 0..10 {
+        // Many senders at once, so the writers find them waiting together; one is poisoned.
+        let bodies: Vec<(bool, Vec<u8>)> = (0..24)
+            .map(|i| {
+                let poisoned = i == 11;
+                let text = if poisoned { "poison" } else { "hello" };
+                let body = text_from(
+                    &format!("165055{round:02}{i:03}"),
+                    &format!("wamid.R{round}-{i}"),
+                    text,
+                );
+                (poisoned, body)
+            })
+            .collect();
+        let answers = futures_util::future::join_all(
+            bodies
+                .iter()
+                .map(|(_, body)| app.webhook(inbox, body, &secret)),
+        )
+        .await;
+        for ((poisoned, _), answer) in bodies.iter().zip(answers) {
+            if *poisoned {
+                assert!(answer.status.is_server_error(), "{}", answer.status);
+            } else {
+                assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+                good += 1;
+            }
+        }
+        if app.state.webhooks.shared_failures() > 0 {
+            break;
+        }
+    }
+    assert!(
+        app.state.webhooks.shared_failures() > 0,
+        "the poisoned delivery never shared a transaction, so the fallback was not exercised"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM message WHERE body = 'hello'")
+            .await,
+        good
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM message WHERE body = 'poison'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_inbox_change_made_in_one_process_reaches_another_processs_cache_at_once() {
+    let (a, _fake, owner, inbox, secret) = setup().await;
+    // The second process keeps inbox rows for an hour: only the change notification can make
+    // it read the inbox again.
+    let b = a
+        .another_process(|state| {
+            state.endpoints = std::sync::Arc::new(custodian::channels::EndpointCache::with_ttl(
+                std::time::Duration::from_secs(3600),
+            ))
+        })
+        .await;
+    let mut bus = b.state.bus.subscribe();
+    custodian::events::spawn_listener(b.state.clone());
+    // Wait until it listens: a notification sent now must reach it.
+    let mut conn = a.superuser().await;
+    let probe = json!({ "tenant_id": owner.tenant_id, "kind": "test.probe", "conversation_id": null, "message_id": null, "data": {} }).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        sqlx::query("SELECT pg_notify('custodian_events', $1)")
+            .bind(&probe)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let heard = tokio::time::timeout(std::time::Duration::from_millis(200), bus.recv()).await;
+        if matches!(heard, Ok(Ok(ref e)) if e.kind == "test.probe") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second process never listened"
+        );
+    }
+
+    let first = text_from("16505551234", "wamid.CACHE-1", "hello");
+    assert_eq!(
+        b.webhook(inbox, &first, &secret).await.status,
+        StatusCode::OK
+    );
+
+    // The first process rotates the app secret.
+    let rotated = a
+        .send(
+            Req::patch(format!("/api/v1/inboxes/{inbox}"))
+                .by(&owner)
+                .json(json!({ "whatsapp": { "app_secret": "the-rotated-app-secret" } })),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+
+    let second = text_from("16505551234", "wamid.CACHE-2", "hello again");
+    eventually(
+        10,
+        "the second process to accept the new secret",
+        || async {
+            (b.webhook(inbox, &second, "the-rotated-app-secret")
+                .await
+                .status
+                == StatusCode::OK)
+                .then_some(())
+        },
+    )
+    .await;
+    let third = text_from("16505551234", "wamid.CACHE-3", "old secret");
+    assert_eq!(
+        b.webhook(inbox, &third, &secret).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(a.count("SELECT count(*) FROM message").await, 2);
+}
+
+#[tokio::test]
+async fn a_nul_character_is_stored_as_a_replacement_from_meta_and_refused_from_the_api() {
+    let (app, _fake, owner, inbox, secret) = setup().await;
+    // Meta would retry a refused delivery for a week: the NUL becomes U+FFFD and it is stored.
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"Nul\u0000Name"},"wa_id":"16505551234"}],"messages":[{"from":"16505551234","id":"wamid.NUL","timestamp":"1750263773","type":"text","text":{"body":"a\u0000b and a literal \\u0000"}}]}}]}]}"#;
+    let stored = app.webhook(inbox, body, &secret).await;
+    assert_eq!(stored.status, StatusCode::OK, "{}", stored.body);
+    let all = messages(&app).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["body"], "a\u{fffd}b and a literal \\u0000");
+
+    // A member's API call gets a clear 400 and changes nothing.
+    let refused = app
+        .send(
+            Req::post("/api/v1/contacts")
+                .by(&owner)
+                .json(json!({ "name": "Bad\u{0}Name" })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.error_code(), "invalid_text");
+    assert_eq!(
+        app.count("SELECT count(*) FROM contact WHERE name LIKE 'Bad%'")
+            .await,
+        0
+    );
+}

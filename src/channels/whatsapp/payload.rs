@@ -251,6 +251,18 @@ impl PayloadError {
 
 /// Parses a webhook body (the raw bytes whose signature was checked) into events.
 pub fn parse(body: &[u8]) -> Result<Webhook, PayloadError> {
+    // PostgreSQL cannot store U+0000, and refusing the delivery would only make Meta retry it
+    // for a week: a NUL in any string becomes U+FFFD (the escapes have the same length).
+    let mut cleaned;
+    let mut body = body;
+    let nuls: Vec<usize> = crate::http::nul_escapes(body).collect();
+    if !nuls.is_empty() {
+        cleaned = body.to_vec();
+        for at in nuls {
+            cleaned[at..at + 6].copy_from_slice(b"\\ufffd");
+        }
+        body = &cleaned;
+    }
     let envelope: RawEnvelope = serde_json::from_slice(body).map_err(json_error)?;
     match envelope.object.as_deref() {
         None => return Err(missing("object")),

@@ -142,6 +142,36 @@ impl TestApp {
         }
     }
 
+    /// A second server process on the same database: its own pools, caches, listener and
+    /// session keys, and the same key for channel secrets (as every replica shares it).
+    pub async fn another_process(&self, tweak: impl FnOnce(&mut AppState)) -> TestApp {
+        let app = self.admin.clone().username(APP_ROLE);
+        let db = Db::connect(self.admin.clone(), app)
+            .await
+            .expect("connect the second process");
+        use base64::Engine;
+        let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(&self.encryption_key)
+            .expect("the key is base64")
+            .try_into()
+            .expect("the key has 32 bytes");
+        let mut state = AppState::new(
+            (*self.state.config).clone(),
+            db,
+            Keys::random(),
+            custodian::crypto::Sealer::new(key),
+        )
+        .expect("state");
+        tweak(&mut state);
+        TestApp {
+            router: custodian::router(state.clone()),
+            state,
+            db_name: self.db_name.clone(),
+            admin: self.admin.clone(),
+            encryption_key: self.encryption_key.clone(),
+        }
+    }
+
     /// Starts the event listener and the job worker, as the server does.
     pub fn start_workers(&self) {
         custodian::app::spawn_workers(&self.state);
