@@ -23,7 +23,7 @@ use super::{ChannelEndpoint, WebchatSecrets};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::token;
-use crate::conversations::{self, Inbound, Ingested};
+use crate::conversations::{self, Inbound, Ingested, Sender};
 use crate::crm::contacts::channel_source;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path, Query, RequestMeta};
@@ -490,7 +490,7 @@ async fn send(
             endpoint.tenant_id,
             Inbound {
                 inbox_id,
-                contact_id: visitor.contact_id,
+                from: Sender::Contact(visitor.contact_id),
                 provider_message_id: provider_id.as_deref(),
                 content_type: "text",
                 body: text,

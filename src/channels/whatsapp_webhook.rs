@@ -21,8 +21,7 @@ use super::webhook_writer::Delivery;
 use super::whatsapp::{self, Content, Event};
 use super::{ChannelEndpoint, WhatsAppSecrets};
 use crate::app::AppState;
-use crate::conversations::{self, Inbound, Ingested};
-use crate::crm::contacts;
+use crate::conversations::{self, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Path, Query};
 
@@ -153,14 +152,6 @@ pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> 
                 else {
                     continue;
                 };
-                let (contact_id, _) = contacts::upsert_whatsapp(
-                    &mut *tx,
-                    tenant_id,
-                    inbox_id,
-                    identity,
-                    msg.profile_name.as_deref(),
-                )
-                .await?;
                 let attachments = match &msg.content {
                     Content::Media { .. } => json!([msg.content.attachment()]),
                     Content::Location {
@@ -194,7 +185,10 @@ pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> 
                     tenant_id,
                     Inbound {
                         inbox_id,
-                        contact_id,
+                        from: Sender::WhatsApp {
+                            wa_id: identity,
+                            profile_name: msg.profile_name.as_deref(),
+                        },
                         provider_message_id: Some(&msg.provider_message_id),
                         content_type,
                         body: &summary,

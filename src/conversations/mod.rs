@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::{self, AuditEvent};
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::guardrails::Lang;
@@ -96,11 +97,24 @@ pub async fn fetch_message(conn: &mut PgConnection, id: Uuid) -> Result<MessageV
     .ok_or(Error::NotFound)
 }
 
+/// Who wrote an inbound message.
+#[derive(Debug, Clone)]
+pub enum Sender<'a> {
+    /// A contact the channel already knows (a web-chat visitor's).
+    Contact(Uuid),
+    /// A WhatsApp identity: its contact is found, or created on first contact, by the same
+    /// statement that stores the message.
+    WhatsApp {
+        wa_id: &'a str,
+        profile_name: Option<&'a str>,
+    },
+}
+
 /// A customer's message as a channel received it.
 #[derive(Debug, Clone)]
 pub struct Inbound<'a> {
     pub inbox_id: Uuid,
-    pub contact_id: Uuid,
+    pub from: Sender<'a>,
     /// The provider's id (WhatsApp's wamid); redeliveries of the same id are no-ops.
     pub provider_message_id: Option<&'a str>,
     pub content_type: &'a str,
@@ -118,78 +132,152 @@ pub enum Ingested {
     Duplicate,
 }
 
-/// Stores an inbound message on the caller's tenant transaction: joins the contact's open
-/// conversation in that inbox (opening one if none), wakes a snoozed or pending one, enqueues
-/// the agent's run when the AI handles the conversation, and announces the message at commit.
+/// Stores an inbound message on the caller's tenant transaction: finds (or, for a new WhatsApp
+/// number, creates) the contact, joins the contact's open conversation in that inbox (opening
+/// one if none), wakes a snoozed or pending one, enqueues the agent's run when the AI handles
+/// the conversation, and announces the message at commit.
 pub async fn ingest(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     msg: Inbound<'_>,
 ) -> Result<Ingested> {
-    // One round trip: skip a redelivery before it touches the conversation (a replayed old
-    // message must not reopen it or move the service window), join or open the contact's
-    // conversation, store the message (a concurrent redelivery loses on the unique index) and,
-    // when the AI handles the conversation, enqueue the agent's run for it.
-    let message_id = Uuid::now_v7();
-    let run = crate::agent::runtime::run_for(message_id);
-    let row = sqlx::query!(
-        r#"WITH seen AS (
-               SELECT 1 FROM message
-               WHERE $5::text IS NOT NULL AND tenant_id = $2 AND inbox_id = $3 AND provider_message_id = $5
-           ),
-           conv AS (
-               INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at, language)
-               SELECT $1, $2, $3, $4, now(), now(), $16 WHERE NOT EXISTS (SELECT 1 FROM seen)
-               ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
-               DO UPDATE SET last_message_at = now(), last_inbound_at = now(), updated_at = now(),
-                             language = CASE WHEN conversation.language_set_by_member THEN conversation.language
-                                             ELSE coalesce($16, conversation.language) END,
-                             status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
-                                           ELSE conversation.status END,
-                             snoozed_until = NULL
-               RETURNING id, handler
-           ),
-           msg AS (
-               INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
-                                    content_type, body, attachments, provider_message_id, provider_timestamp)
-               SELECT $6, $2, conv.id, $3, 'inbound', 'customer', $7, $8, $9, $5, $10 FROM conv
-               ON CONFLICT (tenant_id, inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL
-               DO NOTHING
-               RETURNING id
-           ),
-           run AS (
-               INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
-               SELECT $11, $2, $12, $13, $14, $15 FROM conv JOIN msg ON true WHERE conv.handler = 'ai'
-               ON CONFLICT (idempotency_key) DO NOTHING
-               RETURNING id
-           )
-           SELECT conv.id AS "conversation_id!", msg.id AS "message_id?",
-                  EXISTS (SELECT 1 FROM run) AS "run_queued!"
-           FROM conv LEFT JOIN msg ON true"#,
-        Uuid::now_v7(),
-        tenant_id,
-        msg.inbox_id,
-        msg.contact_id,
-        msg.provider_message_id,
-        message_id,
-        msg.content_type,
-        msg.body,
-        msg.attachments,
-        msg.provider_timestamp,
-        Uuid::now_v7(),
-        run.kind,
-        run.payload,
-        run.idempotency_key,
-        run.max_attempts,
-        crate::guardrails::language::detect(msg.body).map(|l| l.code())
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(Ingested::Duplicate);
+    let (known, wa_id, profile_name) = match &msg.from {
+        Sender::Contact(id) => (Some(*id), None, None),
+        Sender::WhatsApp {
+            wa_id,
+            profile_name,
+        } => (
+            None,
+            Some(*wa_id),
+            profile_name.map(|n| n.chars().take(200).collect::<String>()),
+        ),
     };
-    let conversation_id = row.conversation_id;
-    let Some(message_id) = row.message_id else {
+    let phone = wa_id
+        .and_then(crate::crm::contacts::E164::from_whatsapp_id)
+        .map(|p| p.as_str().to_string());
+    let language = crate::guardrails::language::detect(msg.body).map(|l| l.code());
+    // One round trip per message. Skip a redelivery before it touches anything (a replayed old
+    // message must not reopen the conversation or move the service window). Find the contact
+    // without writing a new row version (nearly every message comes from a known one), fill in
+    // a name it lacks, create it on first contact. Join or open its conversation, store the
+    // message (a concurrent redelivery loses on the unique index) and, when the AI handles the
+    // conversation, enqueue the agent's run for it. A concurrent first message from the same
+    // number makes the contact insert a no-op this statement cannot see: it then does nothing,
+    // and the second attempt, with a new snapshot, finds that contact.
+    let mut attempts = 0;
+    let row = loop {
+        attempts += 1;
+        let message_id = Uuid::now_v7();
+        let run = crate::agent::runtime::run_for(message_id);
+        let row = sqlx::query!(
+            r#"WITH seen AS (
+                   SELECT 1 FROM message
+                   WHERE $5::text IS NOT NULL AND tenant_id = $2 AND inbox_id = $3 AND provider_message_id = $5
+               ),
+               found AS (
+                   SELECT id, name FROM contact WHERE $4::uuid IS NOT NULL AND tenant_id = $2 AND id = $4
+                   UNION ALL
+                   SELECT id, name FROM contact WHERE $17::text IS NOT NULL AND tenant_id = $2 AND whatsapp_id = $17
+               ),
+               named AS (
+                   UPDATE contact SET name = $18, updated_at = now()
+                   FROM found
+                   WHERE contact.id = found.id AND found.name IS NULL AND $18::text IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM seen)
+               ),
+               created AS (
+                   INSERT INTO contact (id, tenant_id, name, phone, whatsapp_id)
+                   SELECT $19, $2, $18, $20, $17
+                   WHERE $17::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM found)
+                     AND NOT EXISTS (SELECT 1 FROM seen)
+                   ON CONFLICT (tenant_id, whatsapp_id) WHERE whatsapp_id IS NOT NULL DO NOTHING
+                   RETURNING id
+               ),
+               who AS (
+                   SELECT id FROM created UNION ALL SELECT id FROM found LIMIT 1
+               ),
+               conv AS (
+                   INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at, language)
+                   SELECT $1, $2, $3, who.id, now(), now(), $16 FROM who WHERE NOT EXISTS (SELECT 1 FROM seen)
+                   ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
+                   DO UPDATE SET last_message_at = now(), last_inbound_at = now(), updated_at = now(),
+                                 language = CASE WHEN conversation.language_set_by_member THEN conversation.language
+                                                 ELSE coalesce($16, conversation.language) END,
+                                 status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
+                                               ELSE conversation.status END,
+                                 snoozed_until = NULL
+                   RETURNING id, handler
+               ),
+               msg AS (
+                   INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
+                                        content_type, body, attachments, provider_message_id, provider_timestamp)
+                   SELECT $6, $2, conv.id, $3, 'inbound', 'customer', $7, $8, $9, $5, $10 FROM conv
+                   ON CONFLICT (tenant_id, inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL
+                   DO NOTHING
+                   RETURNING id
+               ),
+               run AS (
+                   INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
+                   SELECT $11, $2, $12, $13, $14, $15 FROM conv JOIN msg ON true WHERE conv.handler = 'ai'
+                   ON CONFLICT (idempotency_key) DO NOTHING
+                   RETURNING id
+               )
+               SELECT EXISTS (SELECT 1 FROM seen) AS "seen!",
+                      (SELECT id FROM who) AS "contact_id?",
+                      EXISTS (SELECT 1 FROM created) AS "contact_created!",
+                      (SELECT id FROM conv) AS "conversation_id?",
+                      (SELECT id FROM msg) AS "message_id?",
+                      EXISTS (SELECT 1 FROM run) AS "run_queued!""#,
+            Uuid::now_v7(),
+            tenant_id,
+            msg.inbox_id,
+            known,
+            msg.provider_message_id,
+            message_id,
+            msg.content_type,
+            msg.body,
+            msg.attachments,
+            msg.provider_timestamp,
+            Uuid::now_v7(),
+            run.kind,
+            run.payload,
+            run.idempotency_key,
+            run.max_attempts,
+            language,
+            wa_id,
+            profile_name,
+            Uuid::now_v7(),
+            phone
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if row.seen || row.contact_id.is_some() {
+            break row;
+        }
+        if known.is_some() {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "the sender's contact does not exist"
+            )));
+        }
+        if attempts >= 2 {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "contact for a WhatsApp id neither found nor created"
+            )));
+        }
+    };
+    if row.seen {
+        return Ok(Ingested::Duplicate);
+    }
+    if let (true, Some(contact_id), Some(wa_id)) = (row.contact_created, row.contact_id, wa_id) {
+        audit::record(
+            &mut *conn,
+            &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
+            AuditEvent::new("contact.created", "contact", contact_id)
+                .after(json!({ "whatsapp_id": wa_id, "name": profile_name, "phone": phone })),
+        )
+        .await?;
+    }
+    let (Some(conversation_id), Some(message_id)) = (row.conversation_id, row.message_id) else {
         // A concurrent redelivery won the race.
         return Ok(Ingested::Duplicate);
     };

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::accounts::{like_pattern, Page};
 use super::{check_attributes, page_limit};
 use crate::app::AppState;
-use crate::audit::{self, AuditEvent, AuditSource};
+use crate::audit::{AuditEvent, AuditSource};
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path, Query};
@@ -349,73 +349,6 @@ async fn delete(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Finds or creates the contact behind a WhatsApp id, on the caller's tenant transaction.
-/// A new contact is audited as created by the channel.
-pub async fn upsert_whatsapp(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    inbox_id: Uuid,
-    wa_id: &str,
-    profile_name: Option<&str>,
-) -> Result<(Uuid, bool)> {
-    let phone = E164::from_whatsapp_id(wa_id).map(|p| p.0);
-    let name = profile_name.map(|n| n.chars().take(200).collect::<String>());
-    // Nearly every message comes from a known contact: find it without writing (an upsert
-    // would write a new row version each time), fill in a name it lacks, and insert only a
-    // new one. A concurrent first message from the same number makes the insert a no-op the
-    // statement cannot see; the second attempt, with a new snapshot, finds that contact.
-    let mut attempts = 0;
-    let row = loop {
-        attempts += 1;
-        let row = sqlx::query!(
-            r#"WITH found AS (
-                   SELECT id, name FROM contact WHERE tenant_id = $2 AND whatsapp_id = $5
-               ),
-               named AS (
-                   UPDATE contact SET name = $3, updated_at = now()
-                   FROM found
-                   WHERE contact.id = found.id AND found.name IS NULL AND $3::text IS NOT NULL
-               ),
-               created AS (
-                   INSERT INTO contact (id, tenant_id, name, phone, whatsapp_id)
-                   SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM found)
-                   ON CONFLICT (tenant_id, whatsapp_id) WHERE whatsapp_id IS NOT NULL DO NOTHING
-                   RETURNING id
-               )
-               SELECT id AS "id!", true AS "inserted!" FROM created
-               UNION ALL
-               SELECT id AS "id!", false AS "inserted!" FROM found"#,
-            Uuid::now_v7(),
-            tenant_id,
-            name,
-            phone,
-            wa_id
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        match row {
-            Some(row) => break row,
-            None if attempts < 2 => continue,
-            None => {
-                return Err(Error::Internal(anyhow::anyhow!(
-                    "contact for WhatsApp id {wa_id} neither found nor created"
-                )))
-            }
-        }
-    };
-    if row.inserted {
-        let source = channel_source(tenant_id, inbox_id);
-        audit::record(
-            conn,
-            &source,
-            AuditEvent::new("contact.created", "contact", row.id)
-                .after(json!({ "whatsapp_id": wa_id, "name": profile_name, "phone": phone })),
-        )
-        .await?;
-    }
-    Ok((row.id, row.inserted))
 }
 
 /// The audit actor for changes a channel makes on a customer's behalf.
