@@ -342,10 +342,9 @@ async fn action_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value
     (url, calls)
 }
 
-// proves: AGT-6
-#[tokio::test]
-async fn a_refund_waits_for_a_reviewer_and_runs_once_after_approval() {
-    let w = world(json!({})).await;
+/// Registers a refund action (a material kind) at a local endpoint and scripts the model to
+/// call it for order A-1001; returns what the endpoint receives.
+async fn refund_action_requested(w: &World) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
     let (url, calls) = action_endpoint().await;
     let action = w
         .app
@@ -360,6 +359,14 @@ async fn a_refund_waits_for_a_reviewer_and_runs_once_after_approval() {
         "issue_refund".into(),
         json!({ "order_id": "A-1001", "amount": 79.9 }),
     )]));
+    calls
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn a_refund_waits_for_a_reviewer_and_runs_once_after_approval() {
+    let w = world(json!({})).await;
+    let calls = refund_action_requested(&w).await;
     assert_eq!(
         w.app
             .webhook(
@@ -651,20 +658,7 @@ async fn a_spanish_customer_is_told_in_spanish_that_a_person_will_confirm_and_th
 ) {
     use custodian::guardrails::Lang;
     let w = world(json!({})).await;
-    let (url, calls) = action_endpoint().await;
-    let action = w
-        .app
-        .send(Req::post("/api/v1/agent/actions").by(&w.owner).json(json!({
-            "name": "issue_refund", "description": "Refund an order", "target_url": url, "secret": "action-secret",
-            "kind": "refund", "requires_approval": false, "amount_field": "amount",
-            "parameters": { "type": "object", "required": ["order_id", "amount"], "properties": { "order_id": { "type": "string" }, "amount": { "type": "number" } } }
-        })))
-        .await;
-    assert_eq!(action.status, StatusCode::CREATED, "{}", action.body);
-    w.model.push(FakeReply::ToolCalls(vec![(
-        "issue_refund".into(),
-        json!({ "order_id": "A-1001", "amount": 79.9 }),
-    )]));
+    let calls = refund_action_requested(&w).await;
     let said = w
         .app
         .webhook(
