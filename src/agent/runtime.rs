@@ -121,6 +121,8 @@ struct Facts {
     company: Option<String>,
     /// The conversation's language code, once known.
     language: Option<String>,
+    /// Whether a run for this message already finished.
+    done: bool,
 }
 
 async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
@@ -130,7 +132,10 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         Facts,
         r#"SELECT m.conversation_id, c.contact_id, c.handler, m.body, p.restricted,
                   t.name AS tenant_name, p.name AS "name?", p.email AS "email?", p.phone AS "phone?",
-                  a.name AS "company?", c.language AS "language?"
+                  a.name AS "company?", c.language AS "language?",
+                  EXISTS (SELECT 1 FROM agent_execution x
+                          WHERE x.tenant_id = m.tenant_id AND x.conversation_id = m.conversation_id
+                            AND x.trigger_message_id = m.id AND x.outcome <> 'running') AS "done!"
            FROM message m
            JOIN conversation c ON c.id = m.conversation_id
            JOIN contact p ON p.id = c.contact_id
@@ -142,14 +147,8 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     .fetch_optional(&mut *tx)
     .await?;
     let Some(facts) = facts else { return Ok(()) };
-    let done = sqlx::query_scalar!(
-        "SELECT EXISTS (SELECT 1 FROM agent_execution WHERE trigger_message_id = $1 AND outcome <> 'running')",
-        message_id
-    )
-    .fetch_one(&mut *tx)
-    .await?
-    .unwrap_or(false);
-    if done || facts.handler != "ai" {
+    // A run that already finished (the job ran again after a crash) is not repeated.
+    if facts.done || facts.handler != "ai" {
         return Ok(());
     }
     if facts.restricted {
@@ -724,12 +723,11 @@ async fn start_execution(
     // The "running" marker need not wait for the disk: if the server dies before the flush the
     // marker is lost with the run, and the job, still leased, runs again with a new one. The
     // finished record is written with a full, synchronous commit.
-    sqlx::query!("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
+    // `set_config(…, true)` is `SET LOCAL`, in the same round trip as the insert.
     sqlx::query!(
         "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, trigger_message_id, provider, model, offline, record)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+         FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit",
         record.execution_id,
         tenant_id,
         facts.conversation_id,

@@ -789,3 +789,52 @@ async fn a_language_set_by_a_member_holds_until_handed_back_to_detection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_agent_run_whose_job_runs_again_after_it_finished_does_nothing_twice() {
+    let w = world(json!({})).await;
+    w.model
+        .push(decision("reply", "Your order ships today.", 0.9));
+    let said = w
+        .app
+        .webhook(
+            w.inbox,
+            &customer_says("Where is my order?", "wamid.AGAIN"),
+            &w.secret,
+        )
+        .await;
+    assert_eq!(said.status, StatusCode::OK);
+    assert_eq!(execution(&w.app).await["outcome"], "replied");
+    nth_sent_text(&w.graph, 0).await;
+    w.app
+        .settled(
+            "SELECT count(*) FROM job WHERE kind = 'agent.run' AND status = 'done'",
+            1,
+        )
+        .await;
+
+    // At-least-once delivery: the same job runs again, as after a crash before its settle.
+    let mut conn = w.app.superuser().await;
+    sqlx::query("UPDATE job SET status = 'queued', run_at = now(), finished_at = NULL WHERE kind = 'agent.run'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    w.app
+        .settled(
+            "SELECT count(*) FROM job WHERE kind = 'agent.run' AND status = 'done' AND finished_at IS NOT NULL",
+            1,
+        )
+        .await;
+    assert_eq!(w.app.count("SELECT count(*) FROM agent_execution").await, 1);
+    assert_eq!(
+        w.model.chat_requests().len(),
+        1,
+        "the model was asked twice"
+    );
+    assert_eq!(
+        w.app
+            .count("SELECT count(*) FROM message WHERE direction = 'outbound'")
+            .await,
+        1
+    );
+}
