@@ -224,11 +224,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         }
     }
     let mut context = Context::new(vault, known);
-    context.language = facts
-        .language
-        .as_deref()
-        .and_then(Lang::from_code)
-        .unwrap_or_default();
+    context.language = Lang::from_stored(facts.language.as_deref());
     let mut guard = Guard::new(&policy, context);
     let decided = decide(
         state,

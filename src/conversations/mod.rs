@@ -310,10 +310,7 @@ pub async fn language(conn: &mut PgConnection, conversation_id: Uuid) -> Result<
     .fetch_optional(conn)
     .await?
     .flatten();
-    Ok(code
-        .as_deref()
-        .and_then(Lang::from_code)
-        .unwrap_or_default())
+    Ok(Lang::from_stored(code.as_deref()))
 }
 
 /// Delivery states only move forward (`read` after `delivered` after `sent`), whatever order

@@ -339,6 +339,11 @@ impl Lang {
         }
     }
 
+    /// A stored code, or English when there is none (or it is not one of ours).
+    pub fn from_stored(code: Option<&str>) -> Lang {
+        code.and_then(Lang::from_code).unwrap_or_default()
+    }
+
     /// Picks this language's text out of `[en, pt, es, de]`.
     pub fn pick<T>(self, texts: [T; 4]) -> T {
         let [en, pt, es, de] = texts;

@@ -183,12 +183,7 @@ fn engine_reply(key: &str, lang: Lang) -> Option<&'static str> {
         ],
         _ => return None,
     };
-    Some(match lang {
-        Lang::En => texts[0],
-        Lang::Pt => texts[1],
-        Lang::Es => texts[2],
-        Lang::De => texts[3],
-    })
+    Some(lang.pick(texts))
 }
 
 /// A compiled policy: what [`crate::guardrails::evaluate`] applies.

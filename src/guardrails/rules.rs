@@ -259,12 +259,7 @@ pub enum Lang {
 
 impl SafeReply {
     pub fn get(&self, lang: Lang) -> &str {
-        match lang {
-            Lang::En => &self.en,
-            Lang::Pt => &self.pt,
-            Lang::Es => &self.es,
-            Lang::De => &self.de,
-        }
+        lang.pick([&self.en, &self.pt, &self.es, &self.de])
     }
 }
 

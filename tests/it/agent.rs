@@ -761,15 +761,12 @@ async fn a_language_set_by_a_member_holds_until_handed_back_to_detection() {
             &w.secret,
         )
         .await;
-    eventually(20, "the second message to be stored", || async {
-        let mut conn = w.app.superuser().await;
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM message WHERE direction = 'inbound'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        (n == 2).then_some(())
-    })
-    .await;
+    w.app
+        .settled(
+            "SELECT count(*) FROM message WHERE direction = 'inbound'",
+            2,
+        )
+        .await;
     assert_eq!(shown().await["language"], "de");
 
     // …until the member hands it back to detection, and the next clear message decides.
