@@ -21,20 +21,36 @@ apt_install() {
   $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# The highest PostgreSQL version whose server binaries are installed. A directory under
+# /usr/lib/postgresql can hold the client alone (psql, pg_config), which is not enough.
 pg_version() {
-  ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1
+  local v
+  for v in $(ls /usr/lib/postgresql 2>/dev/null | sort -V -r); do
+    if [ -x "/usr/lib/postgresql/$v/bin/initdb" ]; then echo "$v"; return; fi
+  done
 }
 
 # 1. Server binaries.
-if [ -z "$(pg_version)" ] || [ ! -x "/usr/lib/postgresql/$(pg_version)/bin/initdb" ]; then
+if [ -z "$(pg_version)" ]; then
   echo "install-postgres: installing the PostgreSQL server"
   apt_install postgresql postgresql-contrib
 fi
 PGVER="$(pg_version)"
+[ -n "$PGVER" ] || { echo "install-postgres: no PostgreSQL server after install" >&2; exit 1; }
 PG_CONFIG="/usr/lib/postgresql/$PGVER/bin/pg_config"
-[ -x "$PG_CONFIG" ] || { apt_install "postgresql-server-dev-$PGVER"; }
 
-# 2. pgvector.
+# 2. Server headers. pg_config comes with the client package, so its presence says nothing
+# about them: look for postgres.h where pg_config says the server headers live.
+have_headers() {
+  [ -x "$PG_CONFIG" ] && [ -f "$("$PG_CONFIG" --includedir-server)/postgres.h" ]
+}
+if ! have_headers; then
+  echo "install-postgres: installing the PostgreSQL $PGVER server headers"
+  apt_install "postgresql-server-dev-$PGVER"
+  have_headers || { echo "install-postgres: server headers still missing after install" >&2; exit 1; }
+fi
+
+# 3. pgvector.
 have_vector() {
   [ -f "$("$PG_CONFIG" --sharedir)/extension/vector.control" ] &&
     [ -f "$("$PG_CONFIG" --pkglibdir)/vector.so" ]
