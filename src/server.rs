@@ -258,10 +258,7 @@ pub async fn audit_verify(config: Config, tenant: &str) -> anyhow::Result<bool> 
     };
     let result = async {
         let tenant_id = tenant_id.with_context(|| format!("no tenant {tenant}"))?;
-        let mut tx = db.system.begin().await?;
-        db::set_tenant(&mut tx, tenant_id).await?;
-        let report = crate::audit::verify(&mut tx, tenant_id).await?;
-        tx.commit().await?;
+        let report = crate::audit::verify(&db.system, tenant_id).await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         anyhow::Ok(report.valid)
     }

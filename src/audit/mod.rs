@@ -9,7 +9,7 @@ pub mod routes;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::http::RequestMeta;
@@ -134,13 +134,33 @@ pub struct BrokenLink {
 }
 
 const GENESIS: [u8; 32] = [0; 32];
+/// Rows read per round trip while walking a chain.
 const PAGE: i64 = 1000;
 
 /// Recomputes every hash of a tenant's chain, from the retention anchor (or genesis) to the
 /// head, and names the first link that does not hold: an edited row (hash mismatch), a
 /// removed row (gap in sequence), a re-linked row (prev_hash mismatch) or a cut tail.
-/// Runs on a connection already pinned to the tenant.
-pub async fn verify(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Verification> {
+///
+/// The walk takes many round trips while appends go on, so it reads one snapshot: in a
+/// read-only REPEATABLE READ transaction the anchor, every page and the head are all as of
+/// one instant, and a row appended meanwhile can never make the head look ahead of the rows
+/// (a false break). Runs on `pool`, pinned to the tenant: the app pool for the API (row-level
+/// security applies), the owner pool for the command line.
+pub async fn verify(pool: &PgPool, tenant_id: Uuid) -> sqlx::Result<Verification> {
+    verify_paged(pool, tenant_id, PAGE, async |_| {}).await
+}
+
+/// [`verify`], reading `page` rows per round trip and awaiting `after_page` with the number
+/// of rows after each read, the last (empty) one included (tests append there, between the
+/// reads of one walk).
+pub async fn verify_paged(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: i64,
+    mut after_page: impl AsyncFnMut(usize),
+) -> sqlx::Result<Verification> {
+    let mut tx = crate::db::snapshot_tx(pool, tenant_id).await?;
+    let conn = &mut *tx;
     let anchor = sqlx::query!(
         "SELECT first_seq, prev_hash FROM audit_chain_anchor WHERE tenant_id = $1",
         tenant_id
@@ -172,10 +192,11 @@ pub async fn verify(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Ve
                ORDER BY seq LIMIT $3"#,
             tenant_id,
             after_seq,
-            PAGE
+            page.max(1)
         )
         .fetch_all(&mut *conn)
         .await?;
+        after_page(rows.len()).await;
         if rows.is_empty() {
             break;
         }
@@ -237,5 +258,6 @@ pub async fn verify(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Ve
             }
         }
     }
+    tx.commit().await?;
     Ok(report)
 }

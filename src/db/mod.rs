@@ -88,6 +88,20 @@ impl Db {
     }
 }
 
+/// Begins a read-only transaction pinned to one tenant that reads a single snapshot: every
+/// statement sees the database as of its first one (REPEATABLE READ), so a read spread over
+/// many statements is consistent while others keep writing. On the app pool row-level
+/// security applies as in [`Db::tenant_tx`]; on the owner pool the pin only serves queries
+/// that read the setting.
+pub async fn snapshot_tx(pool: &PgPool, tenant_id: Uuid) -> sqlx::Result<Tx> {
+    // The isolation level must be set before the first query, so it opens the transaction.
+    pool.begin_with(sqlx::AssertSqlSafe(format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SELECT set_config('app.tenant_id', '{tenant_id}', true)"
+    )))
+    .await
+}
+
 /// Pins the current transaction to a tenant (transaction-local, so it dies with the transaction
 /// and never leaks to the next user of the pooled connection).
 pub async fn set_tenant(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> sqlx::Result<()> {

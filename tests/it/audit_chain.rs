@@ -277,3 +277,98 @@ async fn a_refused_change_leaves_no_audit_row_and_the_chain_intact() {
     );
     assert_eq!(verify(&app, &owner).await["valid"], true);
 }
+
+/// Appends one event to `tenant`'s chain in its own committed transaction.
+async fn append(db: &custodian::db::Db, tenant: uuid::Uuid) {
+    use custodian::audit::{record, AuditEvent, AuditSource};
+    let mut tx = db.tenant_tx(tenant).await.unwrap();
+    record(
+        &mut tx,
+        &AuditSource::system(tenant),
+        AuditEvent::new("test.appended", "tenant", tenant),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+// proves: AUD-3
+#[tokio::test]
+async fn appends_committed_between_the_pages_of_a_verification_never_look_like_a_break() {
+    let app = TestApp::spawn().await;
+    let owner = busy_tenant(&app).await;
+    let db = app.state.db.clone();
+    let tenant = owner.tenant_id;
+    let before = app
+        .count(&format!(
+            "SELECT count(*) FROM audit_event WHERE tenant_id = '{tenant}'"
+        ))
+        .await as u64;
+
+    // Two rows a page, a committed append after each of the first reads (the head moves on
+    // while the walk is under way) and one after the last, empty read, just before the head
+    // is read.
+    let mut appended = 0u64;
+    let report = custodian::audit::verify_paged(&db.app, tenant, 2, async |rows| {
+        if rows == 0 || appended < 3 {
+            append(&db, tenant).await;
+            appended += 1;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(report.valid, "{report:?}");
+    assert_eq!(
+        report.checked, before,
+        "the walk read one snapshot, as of its start"
+    );
+    assert_eq!(
+        appended, 4,
+        "appends ran between the pages and before the head"
+    );
+
+    let report = verify(&app, &owner).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["checked"], before + appended);
+}
+
+// proves: AUD-3
+#[tokio::test]
+async fn verification_holds_while_appends_run_concurrently() {
+    let app = TestApp::spawn().await;
+    let owner = busy_tenant(&app).await;
+    let db = app.state.db.clone();
+    let tenant = owner.tenant_id;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.is_cancelled() {
+                    append(&db, tenant).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        let report = custodian::audit::verify_paged(&db.app, tenant, 1, async |_| {
+            tokio::task::yield_now().await;
+        })
+        .await
+        .unwrap();
+        assert!(report.valid, "{report:?}");
+        // The command line reads through the owner's pool; it holds just the same.
+        let report = custodian::audit::verify(&db.system, tenant).await.unwrap();
+        assert!(report.valid, "{report:?}");
+    }
+    stop.cancel();
+    let mut appended = 0;
+    for writer in writers {
+        appended += writer.await.unwrap();
+    }
+    assert!(appended > 0);
+    assert_eq!(verify(&app, &owner).await["valid"], true);
+}
