@@ -104,6 +104,7 @@ async fn create(
     }
     let secret = token::new_opaque_token();
     let mut tx = ctx.begin(&state).await?;
+    members::check_partner_org(&mut tx, ctx.tenant_id, body.partner_org_id).await?;
     let taken = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM member WHERE tenant_id = $1 AND lower(email) = lower($2)) AS "taken!""#,
         ctx.tenant_id,

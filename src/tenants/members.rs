@@ -152,6 +152,27 @@ pub async fn fetch(conn: &mut PgConnection, member_id: Uuid) -> Result<MemberVie
     .ok_or(Error::NotFound)
 }
 
+/// A partner organisation named in a request must be the caller tenant's: another tenant's
+/// id answers 404 like a missing one (SEC-3), checked before the id reaches a constraint.
+pub async fn check_partner_org(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    partner_org_id: Option<Uuid>,
+) -> Result<()> {
+    let Some(id) = partner_org_id else {
+        return Ok(());
+    };
+    sqlx::query_scalar!(
+        "SELECT id FROM partner_org WHERE id = $1 AND tenant_id = $2",
+        id,
+        tenant_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+    .map(drop)
+}
+
 async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<MemberView>>> {
     let mut tx = ctx.begin(&state).await?;
     let members = sqlx::query_as!(
@@ -203,6 +224,7 @@ async fn update(
     .fetch_all(&mut *tx)
     .await?;
     let before = fetch(&mut tx, member_id).await?;
+    check_partner_org(&mut tx, ctx.tenant_id, body.partner_org_id).await?;
     let old_role =
         Role::parse(&before.role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?;
     let new_role = body.role.unwrap_or(old_role);
