@@ -3,8 +3,11 @@
 //! per-tenant and per-client rate limits, and only then lets the handler run. The tenant comes
 //! from the credential alone, never from the path or the body (SEC-3).
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -13,6 +16,9 @@ use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
@@ -212,11 +218,11 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-/// In-process throttles (SEC-5). Failed-login throttles count every attempt against both the
-/// account and the client address; API limits count requests per tenant and per credential.
+/// In-process throttles (SEC-5). Failed logins are budgeted per account and per client
+/// address (see [`LoginAttempt`]); API limits count requests per tenant and per credential.
 pub struct Throttle {
-    login_account: DefaultKeyedRateLimiter<String>,
-    login_ip: DefaultKeyedRateLimiter<IpAddr>,
+    login_account: FailureBudget<String>,
+    login_ip: FailureBudget<IpAddr>,
     api_tenant: DefaultKeyedRateLimiter<Uuid>,
     api_client: DefaultKeyedRateLimiter<Uuid>,
 }
@@ -230,11 +236,11 @@ impl Throttle {
                 .allow_burst(burst(n))
         };
         Throttle {
-            login_account: RateLimiter::keyed(per(
+            login_account: FailureBudget::new(per(
                 limits.login_per_account_period,
                 limits.login_per_account_burst,
             )),
-            login_ip: RateLimiter::keyed(per(
+            login_ip: FailureBudget::new(per(
                 limits.login_per_ip_period,
                 limits.login_per_ip_burst,
             )),
@@ -249,18 +255,34 @@ impl Throttle {
         }
     }
 
-    /// Counts one attempt to authenticate as `account` from `ip`.
-    pub fn check_login(&self, account: &str, ip: Option<IpAddr>) -> Result<()> {
+    /// Starts an attempt to authenticate as `account` from `ip`, before any password is
+    /// checked: an account or address whose failure budget is spent is refused here, whatever
+    /// the password, so a throttled answer never tells a right password from a wrong one.
+    /// The attempt holds one cell of each budget, so concurrent guesses cannot slip past it;
+    /// [`LoginAttempt::succeeded`] gives them back, and anything else counts as a failure.
+    pub fn login_attempt(&self, account: &str, ip: Option<IpAddr>) -> Result<LoginAttempt<'_>> {
         if let Some(ip) = ip {
-            check(&self.login_ip, &ip)?;
+            self.login_ip.take(&ip)?;
         }
-        check(&self.login_account, &account.to_lowercase())
+        let account = account.to_lowercase();
+        if let Err(throttled) = self.login_account.take(&account) {
+            // Refused before any password was looked at: no guess was made from the address.
+            if let Some(ip) = ip {
+                self.login_ip.give_back(&ip);
+            }
+            return Err(throttled);
+        }
+        Ok(LoginAttempt {
+            throttle: self,
+            account,
+            ip,
+        })
     }
 
     /// Counts an anonymous action (sign-up, invitation acceptance) against the client address.
     pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<()> {
         match ip {
-            Some(ip) => check(&self.login_ip, &ip),
+            Some(ip) => self.login_ip.take(&ip),
             None => Ok(()),
         }
     }
@@ -280,16 +302,17 @@ impl Throttle {
 
     /// Forgets keys whose limits have fully recovered, so memory stays bounded.
     pub fn shrink(&self) {
-        self.login_account.retain_recent();
-        self.login_ip.retain_recent();
+        self.login_account.limiter.retain_recent();
+        self.login_ip.limiter.retain_recent();
         self.api_tenant.retain_recent();
         self.api_client.retain_recent();
     }
 }
 
-fn check<K>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<()>
+fn check<K, S>(limiter: &RateLimiter<K, S, DefaultClock>, key: &K) -> Result<()>
 where
-    K: Clone + Eq + std::hash::Hash,
+    K: Clone + Eq + Hash,
+    S: StateStore<Key = K>,
 {
     limiter
         .check_key(key)
@@ -299,4 +322,98 @@ where
                 .as_secs()
                 + 1,
         })
+}
+
+/// One login (or password check) under way; see [`Throttle::login_attempt`].
+#[must_use = "an attempt counts as failed unless it is marked as succeeded"]
+pub struct LoginAttempt<'a> {
+    throttle: &'a Throttle,
+    account: String,
+    ip: Option<IpAddr>,
+}
+
+impl LoginAttempt<'_> {
+    /// The password was right: the attempt costs nothing, so any number of successful logins
+    /// pass while failures alone spend the budgets.
+    pub fn succeeded(self) {
+        self.throttle.login_account.give_back(&self.account);
+        if let Some(ip) = self.ip {
+            self.throttle.login_ip.give_back(&ip);
+        }
+    }
+}
+
+/// A failed-login budget: governor's GCRA limiter over a state store that can also return a
+/// cell. A cell is taken before the password is checked (so a spent budget refuses the
+/// attempt unseen, and parallel attempts each hold one) and given back when it was right.
+struct FailureBudget<K: Hash + Eq + Clone> {
+    limiter: RateLimiter<K, RefundableStore<K>, DefaultClock>,
+    store: RefundableStore<K>,
+    cell: Nanos,
+}
+
+impl<K: Hash + Eq + Clone> FailureBudget<K> {
+    fn new(quota: Quota) -> Self {
+        let store = RefundableStore(Arc::new(Mutex::new(HashMap::new())));
+        FailureBudget {
+            limiter: RateLimiter::new(quota, store.clone(), DefaultClock::default()),
+            store,
+            cell: quota
+                .replenish_interval()
+                .max(Duration::from_nanos(1))
+                .into(),
+        }
+    }
+
+    fn take(&self, key: &K) -> Result<()> {
+        check(&self.limiter, key)
+    }
+
+    /// Undoes one `take`: the key's theoretical arrival time moves back by one cell.
+    fn give_back(&self, key: &K) {
+        let mut map = self.store.lock();
+        if let Some(tat) = map.get_mut(key) {
+            *tat = tat.saturating_sub(self.cell);
+        }
+    }
+}
+
+/// Per-key GCRA state (the theoretical arrival time governor computes) in a map behind a
+/// mutex, shared between the limiter and its [`FailureBudget`].
+#[derive(Clone)]
+struct RefundableStore<K>(Arc<Mutex<HashMap<K, Nanos>>>);
+
+impl<K> RefundableStore<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Nanos>> {
+        // The map holds plain numbers, always consistent: a panic elsewhere cannot spoil it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<K: Hash + Eq + Clone> StateStore for RefundableStore<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> std::result::Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> std::result::Result<(T, Nanos), E>,
+    {
+        let mut map = self.lock();
+        let (outcome, tat) = f(map.get(key).copied())?;
+        map.insert(key.clone(), tat);
+        Ok(outcome)
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for RefundableStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.lock().retain(|_, tat| *tat > drop_below);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
 }

@@ -96,7 +96,8 @@ async fn login(
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse> {
     let account = format!("{}\n{}", body.tenant.trim(), body.email.trim());
-    state.throttle.check_login(&account, meta.ip)?;
+    // Refused here, before the password is looked at, when the account or address is throttled.
+    let attempt = state.throttle.login_attempt(&account, meta.ip)?;
 
     let found = sqlx::query!(
         r#"SELECT t.id AS tenant_id, m.id AS "member_id?", m.password_hash AS "password_hash?",
@@ -114,6 +115,10 @@ async fn login(
         .filter(|f| f.status.as_deref() == Some("active"))
         .and_then(|f| f.password_hash.clone());
     let valid = password::verify(body.password, stored).await?;
+    if valid {
+        // Only failures spend the budgets: a member may log in as often as they like.
+        attempt.succeeded();
+    }
 
     let Some(found) = found else {
         return Err(invalid_credentials());
@@ -227,13 +232,15 @@ async fn change_password(
             "passwords are changed from a browser session",
         ));
     };
-    state
+    // Guessing the current password through a stolen session is throttled like a login.
+    let attempt = state
         .throttle
-        .check_login(&ctx.member_id.to_string(), ctx.meta.ip)?;
+        .login_attempt(&ctx.member_id.to_string(), ctx.meta.ip)?;
     let mut tx = ctx.begin(&state).await?;
     let row = sqlx::query!(
-        "SELECT email, password_hash FROM member WHERE id = $1",
-        ctx.member_id
+        "SELECT email, password_hash FROM member WHERE id = $1 AND tenant_id = $2",
+        ctx.member_id,
+        ctx.tenant_id
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -243,6 +250,7 @@ async fn change_password(
             "the current password is wrong",
         ));
     }
+    attempt.succeeded();
     password::check_policy(&body.new_password, &row.email)?;
     let hash = password::hash(body.new_password).await?;
     sqlx::query!(

@@ -477,3 +477,110 @@ async fn a_login_to_an_unknown_account_fails_like_a_wrong_password() {
         assert_eq!(resp.body, wrong.body);
     }
 }
+
+// proves: SEC-5
+#[tokio::test]
+async fn successful_logins_never_spend_the_failed_login_budgets() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.login_per_account_burst = 2;
+        c.limits.login_per_ip_burst = 3;
+    })
+    .await;
+    let owner = app.signup("acme").await;
+    // Six in a row, from one address, well past both budgets.
+    for i in 0..6 {
+        let resp = app
+            .send(
+                Req::post("/api/v1/auth/login")
+                    .client_ip("192.0.2.10")
+                    .json(json!({ "tenant": "acme", "email": owner.email, "password": PASSWORD })),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "login {i}: {}", resp.body);
+    }
+    // Failures still count in full: the account's two are spent, then it is refused, even
+    // with the right password, before the password is looked at.
+    for _ in 0..2 {
+        let resp = app
+            .send(Req::post("/api/v1/auth/login").client_ip("192.0.2.11").json(
+                json!({ "tenant": "acme", "email": owner.email, "password": "not the password" }),
+            ))
+            .await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    }
+    let refused = app
+        .send(
+            Req::post("/api/v1/auth/login")
+                .client_ip("192.0.2.12")
+                .json(json!({ "tenant": "acme", "email": owner.email, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.error_code(), "rate_limited");
+}
+
+// proves: SEC-5
+#[tokio::test]
+async fn a_throttled_login_answers_the_same_whether_the_password_is_right_or_wrong() {
+    let app = TestApp::spawn_with(|c| c.limits.login_per_account_burst = 1).await;
+    let owner = app.signup("acme").await;
+    let attempt = |password: &str, ip: &str| {
+        Req::post("/api/v1/auth/login")
+            .client_ip(ip)
+            .json(json!({ "tenant": "acme", "email": owner.email, "password": password }))
+    };
+    assert_eq!(
+        app.send(attempt("a wrong password", "192.0.2.20"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let right = app.send(attempt(PASSWORD, "192.0.2.21")).await;
+    let wrong = app.send(attempt("another wrong one", "192.0.2.22")).await;
+    assert_eq!(
+        (right.status, right.body.clone()),
+        (wrong.status, wrong.body.clone())
+    );
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.session_cookie().is_none());
+    // Only the first failure was ever checked, and recorded.
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "auth.login.failed")
+            .await
+            .len(),
+        1
+    );
+}
+
+// proves: SEC-5
+#[tokio::test]
+async fn failed_password_checks_when_changing_a_password_are_throttled_but_successes_are_not() {
+    let app = TestApp::spawn_with(|c| c.limits.login_per_account_burst = 2).await;
+    let owner = app.signup("acme").await;
+    let change = |current: &str, new: &str| {
+        Req::post("/api/v1/auth/password")
+            .by(&owner)
+            .json(json!({ "current_password": current, "new_password": new }))
+    };
+    // Three successful changes, more than the budget of two.
+    let passwords = [
+        PASSWORD,
+        "first replacement passphrase",
+        "second replacement passphrase",
+        "third replacement passphrase",
+    ];
+    for pair in passwords.windows(2) {
+        let resp = app.send(change(pair[0], pair[1])).await;
+        assert_eq!(resp.status, StatusCode::NO_CONTENT, "{}", resp.body);
+    }
+    for _ in 0..2 {
+        let resp = app
+            .send(change("a wrong guess", "fourth replacement passphrase"))
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    }
+    let resp = app
+        .send(change(passwords[3], "fourth replacement passphrase"))
+        .await;
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS);
+}
