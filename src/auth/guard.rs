@@ -155,8 +155,10 @@ pub async fn authenticate(
         }
         sqlx::query!(
             "UPDATE api_token SET last_used_at = now()
-             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-            row.id
+             WHERE id = $1 AND tenant_id = $2
+               AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+            row.id,
+            row.tenant_id
         )
         .execute(&state.db.system)
         .await?;

@@ -180,8 +180,10 @@ async fn logout(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResp
     };
     let mut tx = ctx.begin(&state).await?;
     sqlx::query!(
-        "UPDATE session SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-        session_id
+        "UPDATE session SET revoked_at = now()
+         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+        session_id,
+        ctx.tenant_id
     )
     .execute(&mut *tx)
     .await?;
@@ -254,15 +256,17 @@ async fn change_password(
     password::check_policy(&body.new_password, &row.email)?;
     let hash = password::hash(body.new_password).await?;
     sqlx::query!(
-        "UPDATE member SET password_hash = $2, password_changed_at = now(), updated_at = now()
-         WHERE id = $1",
+        "UPDATE member SET password_hash = $3, password_changed_at = now(), updated_at = now()
+         WHERE id = $1 AND tenant_id = $2",
         ctx.member_id,
+        ctx.tenant_id,
         hash
     )
     .execute(&mut *tx)
     .await?;
     // Anyone else holding a session of this member is logged out.
-    let revoked = session::revoke_all(&mut tx, ctx.member_id, Some(session_id)).await?;
+    let revoked =
+        session::revoke_all(&mut tx, ctx.tenant_id, ctx.member_id, Some(session_id)).await?;
     ctx.audit(
         &mut tx,
         AuditEvent::new("auth.password_changed", "member", ctx.member_id)

@@ -65,12 +65,15 @@ pub fn clearing_cookie() -> HeaderValue {
 /// Revokes every live session of a member except `keep`; returns how many.
 pub async fn revoke_all(
     conn: &mut PgConnection,
+    tenant_id: Uuid,
     member_id: Uuid,
     keep: Option<Uuid>,
 ) -> Result<u64> {
     let done = sqlx::query!(
         "UPDATE session SET revoked_at = now()
-         WHERE member_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2",
+         WHERE tenant_id = $1 AND member_id = $2 AND revoked_at IS NULL
+           AND id IS DISTINCT FROM $3",
+        tenant_id,
         member_id,
         keep
     )

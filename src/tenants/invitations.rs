@@ -203,9 +203,10 @@ async fn accept(
     // Claim the invitation; a concurrent acceptance of the same token finds nothing to claim.
     let invitation = sqlx::query!(
         "UPDATE invitation SET accepted_at = now()
-         WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL
+         WHERE id = $1 AND tenant_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
          RETURNING email, role, partner_org_id",
-        found.id
+        found.id,
+        found.tenant_id
     )
     .fetch_optional(&mut *tx)
     .await?

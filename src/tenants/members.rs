@@ -271,13 +271,14 @@ async fn update(
     let after = sqlx::query_as!(
         MemberView,
         "UPDATE member SET role = $2, status = $3, partner_org_id = $4, display_name = $5, updated_at = now()
-         WHERE id = $1 AND tenant_id = current_tenant_id()
+         WHERE id = $1 AND tenant_id = $6
          RETURNING id, email, display_name, role, partner_org_id, status, created_at",
         member_id,
         new_role.as_str(),
         new_status,
         partner_org_id,
-        display_name
+        display_name,
+        ctx.tenant_id
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -308,9 +309,11 @@ async fn update(
     }
     // A disabled member's sessions end now, and a demoted member's tokens may not outrank them.
     if after.status == "disabled" {
-        session::revoke_all(&mut tx, member_id, None).await?;
+        session::revoke_all(&mut tx, ctx.tenant_id, member_id, None).await?;
         sqlx::query!(
-            "UPDATE api_token SET revoked_at = now() WHERE created_by = $1 AND revoked_at IS NULL",
+            "UPDATE api_token SET revoked_at = now()
+             WHERE tenant_id = $1 AND created_by = $2 AND revoked_at IS NULL",
+            ctx.tenant_id,
             member_id
         )
         .execute(&mut *tx)
