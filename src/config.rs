@@ -17,6 +17,9 @@ pub struct Config {
     /// Where the embedded database and the generated secret key live.
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
+    /// Where the embedded database's PostgreSQL server binaries are; found on the system
+    /// (`pg_config --bindir`, `/usr/lib/postgresql/*/bin`) when absent.
+    pub pg_bin_dir: Option<PathBuf>,
     /// Base64 of 32 bytes; signs session tokens. Generated into the data dir when absent.
     pub secret_key: Option<SecretString>,
     /// Base64 of 32 bytes; AES-256-GCM key for tenant secrets at rest (SEC-10). Generated into
@@ -149,6 +152,7 @@ impl Config {
             bind: parse_or(&get, "BIND_ADDR", "127.0.0.1:8080".parse()?)?,
             data_dir,
             database,
+            pg_bin_dir: get("CUSTODIAN_PG_BINDIR").map(PathBuf::from),
             secret_key: get("SECRET_KEY").map(Into::into),
             encryption_key: get("ENCRYPTION_KEY").map(Into::into),
             worker: WorkerConfig {

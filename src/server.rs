@@ -34,6 +34,8 @@ pub fn init_tracing(json: bool) {
 
 /// Serves until SIGINT/SIGTERM, then drains requests, stops workers and the embedded database.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // `embedded` stops a cluster we own on every way out of this function, early returns
+    // included (a port already taken, a failed demo tenant), not only after a clean shutdown.
     let Database { db, embedded } = db::open(&config).await?;
     let keys = load_keys(&config)?;
     let sealer = load_sealer(&config)?;
@@ -44,6 +46,8 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", state.config.bind))?;
     let addr = listener.local_addr()?;
     let workers = app::spawn_workers(&state);
+    // Workers stop too when start-up fails from here on.
+    let _stop_workers = state.shutdown.clone().drop_guard();
 
     if demo {
         ensure_demo_tenant(&state, addr).await?;

@@ -14,7 +14,10 @@
 //!
 //! The postmaster outlives this process (`pg_ctl` puts it in its own session). A later
 //! start, or a second process, finds it through `postmaster.pid` and reuses it; only the
-//! handle that actually started the server stops it.
+//! handle that owns the server stops it. The owner is the handle that started it, recorded
+//! in `custodian.owner` with the server's pid; when that process is gone (it crashed, or was
+//! killed) the next start takes the server over and stops it in its turn, so a server left
+//! behind does not run on forever. [`StopOnDrop`] makes every exit of an owner stop it.
 
 use std::ffi::OsStr;
 use std::io;
@@ -38,6 +41,8 @@ const PORT: u16 = 5432;
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const SOCKET_PATH_MAX: usize = 107;
 const MANAGED_CONF: &str = "custodian.conf";
+/// Which custodian process owns (and will stop) the running server; see the module docs.
+const OWNER_FILE: &str = "custodian.owner";
 const INCLUDE_LINE: &str = "include_if_exists = 'custodian.conf'";
 const INSTALL_SCRIPT: &str = "scripts/install-postgres.sh";
 /// Crash recovery after an unclean stop can take a while on a big cluster.
@@ -64,9 +69,11 @@ pub enum EmbeddedError {
 
     #[error(
         "the embedded database runs as the `{user}` user (custodian is running as root), and \
-         that user cannot enter {blocked}, so it cannot reach the data directory {data_dir}. \
-         Choose a data directory every user can reach, e.g. `--data-dir /var/lib/custodian/pg` \
-         or `PG_DATA_DIR=/var/lib/custodian/pg`, or allow it with `chmod o+x {blocked}`"
+         that user cannot enter {blocked}, so it cannot reach the database directory \
+         {data_dir}. Choose a data directory that user can reach, e.g. \
+         `--data-dir /var/lib/custodian` or `CUSTODIAN_DATA_DIR=/var/lib/custodian` (the \
+         database goes into its `pg` subdirectory), or let it through with \
+         `chmod o+x {blocked}`"
     )]
     DataDirUnreachable {
         user: String,
@@ -77,7 +84,8 @@ pub enum EmbeddedError {
     #[error(
         "the data directory path {path} is too long ({len} bytes): PostgreSQL puts its Unix \
          socket inside it and socket paths are limited to {SOCKET_PATH_MAX} bytes, so the \
-         directory path can be at most {max} bytes. Choose a shorter `--data-dir` / `PG_DATA_DIR`"
+         directory path can be at most {max} bytes. Choose a shorter `--data-dir` / \
+         `CUSTODIAN_DATA_DIR` (the database goes into its `pg` subdirectory)"
     )]
     DataDirPathTooLong {
         path: PathBuf,
@@ -87,21 +95,22 @@ pub enum EmbeddedError {
 
     #[error(
         "the data directory path {path} is not valid UTF-8; choose another `--data-dir` / \
-         `PG_DATA_DIR`"
+         `CUSTODIAN_DATA_DIR`"
     )]
     DataDirNotUtf8 { path: PathBuf },
 
     #[error(
-        "the data directory {path} is not empty but holds no PostgreSQL cluster (no PG_VERSION \
-         file). Point `--data-dir` / `PG_DATA_DIR` at a missing or empty directory (a new \
-         subdirectory works), or at a cluster custodian created before"
+        "the database directory {path} is not empty but holds no PostgreSQL cluster (no \
+         PG_VERSION file). Move its contents away, or choose another `--data-dir` / \
+         `CUSTODIAN_DATA_DIR` (the database goes into its `pg` subdirectory, which must be \
+         missing, empty, or a cluster custodian created before)"
     )]
     NotACluster { path: PathBuf },
 
     #[error(
         "the cluster in {data_dir} was created by PostgreSQL {cluster}, but the installed server \
          is PostgreSQL {installed}. Upgrade the cluster with pg_upgrade, or use another \
-         `--data-dir` / `PG_DATA_DIR` (a new cluster starts empty)"
+         `--data-dir` / `CUSTODIAN_DATA_DIR` (a new cluster starts empty)"
     )]
     VersionMismatch {
         data_dir: PathBuf,
@@ -163,15 +172,27 @@ pub struct EmbeddedPostgres {
     socket_dir: PathBuf,
     port: u16,
     started_here: bool,
+    /// Whether `stop` stops the server: this handle started it, or took it over from a
+    /// process of ours that ended without stopping it.
+    owned: bool,
     runner: Runner,
 }
 
 impl EmbeddedPostgres {
     /// Creates the cluster on first use, then starts it, or reuses the server already
-    /// running on `data_dir`.
-    #[tracing::instrument(skip_all, fields(data_dir = %data_dir.display()))]
+    /// running on `data_dir`. The server binaries are found through `pg_config --bindir`
+    /// or `/usr/lib/postgresql/*/bin`.
     pub async fn start(data_dir: &Path) -> Result<Self, EmbeddedError> {
-        let installation = Installation::find().await?;
+        Self::start_with(data_dir, None).await
+    }
+
+    /// [`start`](Self::start), with the server binaries taken from `bin_dir` alone when given.
+    #[tracing::instrument(skip_all, fields(data_dir = %data_dir.display()))]
+    pub async fn start_with(
+        data_dir: &Path,
+        bin_dir: Option<&Path>,
+    ) -> Result<Self, EmbeddedError> {
+        let installation = Installation::find(bin_dir).await?;
         let runner = Runner::new().await?;
         // Held until start returns: two processes starting on one directory at once
         // would otherwise both run initdb, or both pg_ctl start.
@@ -196,6 +217,7 @@ impl EmbeddedPostgres {
             socket_dir: PathBuf::new(),
             port: PORT,
             started_here: false,
+            owned: false,
             runner,
         };
         cluster.started_here = cluster.ensure_running().await?;
@@ -213,6 +235,24 @@ impl EmbeddedPostgres {
         })?;
         cluster.socket_dir = cluster.data_dir.join(socket_dir);
         cluster.port = pid_file.port.unwrap_or(PORT);
+
+        cluster.owned = cluster.started_here || {
+            let orphan = Owner::read(&cluster.data_dir)
+                .is_some_and(|owner| owner.postmaster == pid_file.pid && !owner.is_alive());
+            if orphan {
+                tracing::info!(
+                    pid = pid_file.pid,
+                    "taking over the PostgreSQL server left running by a custodian process \
+                     that ended without stopping it; it stops when we stop"
+                );
+            }
+            orphan
+        };
+        if cluster.owned {
+            Owner::this_process(pid_file.pid)
+                .write(&cluster.data_dir, &cluster.runner)
+                .await?;
+        }
         Ok(cluster)
     }
 
@@ -249,40 +289,77 @@ impl EmbeddedPostgres {
         self.started_here
     }
 
-    /// Stops the server with a fast shutdown, but only if this handle started it: a
-    /// server that was already running belongs to whoever started it.
+    /// Whether [`stop`](Self::stop) stops the server: this handle started it, or took it
+    /// over because the custodian process that started it is gone.
+    pub fn owns_server(&self) -> bool {
+        self.owned
+    }
+
+    /// Stops the server with a fast shutdown, but only if this handle owns it: a server
+    /// that another live process started belongs to that process.
     #[tracing::instrument(skip_all, fields(data_dir = %self.data_dir.display()))]
     pub async fn stop(&self) -> Result<(), EmbeddedError> {
-        if !self.started_here {
-            tracing::info!("leaving PostgreSQL running: it was already running when we started");
+        if !self.owned {
+            tracing::info!("leaving PostgreSQL running: another process started it");
             return Ok(());
         }
-        if read_pid_file(&self.data_dir).await?.is_none() {
+        // Not while another process is starting on this directory and may be taking it over.
+        let _lock = DirLock::acquire(&self.data_dir).await?;
+        if Owner::taken_by_another(&self.data_dir) {
+            tracing::info!("leaving PostgreSQL running: another process owns it now");
             return Ok(());
         }
-        tracing::info!("stopping PostgreSQL");
+        if read_pid_file(&self.data_dir).await?.is_some() {
+            tracing::info!("stopping PostgreSQL");
+            let args = self.stop_args();
+            let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            let result = self.runner.run(&self.bin_dir.join("pg_ctl"), &args).await;
+            match result {
+                // Someone else stopped it in the meantime: the goal is reached.
+                Err(_) if read_pid_file(&self.data_dir).await?.is_none() => {}
+                other => other.map(drop)?,
+            }
+        }
+        Owner::remove(&self.data_dir);
+        Ok(())
+    }
+
+    /// [`stop`](Self::stop) for places that cannot await (a drop); failures are logged.
+    fn stop_blocking(&self) {
+        if !self.owned {
+            return;
+        }
+        let _lock = DirLock::acquire_blocking(&self.data_dir);
+        if Owner::taken_by_another(&self.data_dir) {
+            return;
+        }
+        if self.data_dir.join("postmaster.pid").exists() {
+            tracing::info!(data_dir = %self.data_dir.display(), "stopping PostgreSQL");
+            let output = self
+                .runner
+                .std_command(self.bin_dir.join("pg_ctl"))
+                .args(self.stop_args())
+                .output();
+            match output {
+                Ok(output) if output.status.success() => {}
+                Ok(output) => tracing::error!(
+                    status = %output.status,
+                    stderr = %String::from_utf8_lossy(&output.stderr).trim(),
+                    "pg_ctl stop failed"
+                ),
+                Err(error) => tracing::error!(%error, "could not run pg_ctl stop"),
+            }
+        }
+        Owner::remove(&self.data_dir);
+    }
+
+    fn stop_args(&self) -> Vec<std::ffi::OsString> {
         let timeout = STOP_TIMEOUT.as_secs().to_string();
-        let result = self
-            .runner
-            .run(
-                &self.bin_dir.join("pg_ctl"),
-                &[
-                    "stop".as_ref(),
-                    "-w".as_ref(),
-                    "-t".as_ref(),
-                    timeout.as_ref(),
-                    "-m".as_ref(),
-                    "fast".as_ref(),
-                    "-D".as_ref(),
-                    self.data_dir.as_os_str(),
-                ],
-            )
-            .await;
-        match result {
-            // Someone else stopped it in the meantime: the goal is reached.
-            Err(_) if read_pid_file(&self.data_dir).await?.is_none() => Ok(()),
-            other => other.map(drop),
-        }
+        ["stop", "-w", "-t", &timeout, "-m", "fast", "-D"]
+            .into_iter()
+            .map(Into::into)
+            .chain([self.data_dir.clone().into_os_string()])
+            .collect()
     }
 
     fn log_path(&self) -> PathBuf {
@@ -403,26 +480,41 @@ struct Installation {
 }
 
 impl Installation {
-    async fn find() -> Result<Self, EmbeddedError> {
-        let path_pg_config = pg_config(Path::new("pg_config"), &["--bindir"]).await;
-        let from_pg_config = path_pg_config
-            .as_ref()
-            .and_then(|lines| lines.first())
-            .map(PathBuf::from);
+    async fn find(chosen: Option<&Path>) -> Result<Self, EmbeddedError> {
+        let candidates = match chosen {
+            Some(dir) => vec![dir.to_path_buf()],
+            None => {
+                let path_pg_config = pg_config(Path::new("pg_config"), &["--bindir"]).await;
+                let from_pg_config = path_pg_config
+                    .as_ref()
+                    .and_then(|lines| lines.first())
+                    .map(PathBuf::from);
+                from_pg_config
+                    .into_iter()
+                    .chain(debian_bin_dirs())
+                    .collect()
+            }
+        };
         // Debian's /usr/bin/pg_config can belong to libpq-dev alone and then names
         // /usr/bin, which has no initdb: only a directory with the server binaries counts.
-        let bin_dir = from_pg_config
+        let bin_dir = candidates
             .into_iter()
-            .chain(debian_bin_dirs())
             .find(|dir| {
                 ["initdb", "pg_ctl", "postgres"]
                     .iter()
                     .all(|b| dir.join(b).is_file())
             })
             .ok_or_else(|| EmbeddedError::NotInstalled {
-                missing: "no PostgreSQL server binaries (initdb, pg_ctl, postgres) were found \
-                          (looked in `pg_config --bindir` and /usr/lib/postgresql/*/bin)"
-                    .into(),
+                missing: match chosen {
+                    Some(dir) => format!(
+                        "the PostgreSQL server binaries (initdb, pg_ctl, postgres) are not in {} \
+                         (CUSTODIAN_PG_BINDIR)",
+                        dir.display()
+                    ),
+                    None => "no PostgreSQL server binaries (initdb, pg_ctl, postgres) were found \
+                             (looked in `pg_config --bindir` and /usr/lib/postgresql/*/bin)"
+                        .into(),
+                },
             })?;
 
         let version = Command::new(bin_dir.join("postgres"))
@@ -617,7 +709,12 @@ impl Runner {
     }
 
     fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new(program);
+        Command::from(self.std_command(program))
+    }
+
+    fn std_command(&self, program: impl AsRef<OsStr>) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(program);
         // Inherited locale settings name locales that minimal machines lack, and initdb
         // fails on them; PG* variables (PGDATA, PGPORT...) would override our arguments.
         for (key, _) in std::env::vars_os() {
@@ -774,17 +871,26 @@ struct DirLock {
 impl DirLock {
     async fn acquire(data_dir: &Path) -> Result<Self, EmbeddedError> {
         let dir = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&dir)?;
-            if file.try_lock().is_err() {
-                tracing::info!("waiting for another process that is starting this database");
-                file.lock()?;
-            }
-            Ok(Self { _file: file })
-        })
-        .await
-        .expect("lock task panicked")
-        .map_err(io_error("lock the data directory", data_dir))
+        tokio::task::spawn_blocking(move || Self::lock(&dir))
+            .await
+            .expect("lock task panicked")
+            .map_err(io_error("lock the data directory", data_dir))
+    }
+
+    /// Best effort, for a drop: without the lock the stop goes ahead all the same.
+    fn acquire_blocking(data_dir: &Path) -> Option<Self> {
+        Self::lock(data_dir).ok()
+    }
+
+    fn lock(dir: &Path) -> io::Result<Self> {
+        let file = std::fs::File::open(dir)?;
+        if file.try_lock().is_err() {
+            tracing::info!(
+                "waiting for another process that is starting or stopping this database"
+            );
+            file.lock()?;
+        }
+        Ok(Self { _file: file })
     }
 }
 
@@ -981,6 +1087,121 @@ fn is_live_postgres(pid: i32) -> bool {
     let comm = &stat[open + 1..close];
     let state = stat[close + 1..].trim_start().chars().next();
     comm == "postgres" && !matches!(state, Some('Z' | 'X'))
+}
+
+/// The custodian process that owns the running server, as recorded in `custodian.owner`:
+/// its pid and start time (so a recycled pid is not mistaken for it) and the server's pid.
+struct Owner {
+    pid: i32,
+    start_time: Option<u64>,
+    postmaster: i32,
+}
+
+impl Owner {
+    fn this_process(postmaster: i32) -> Self {
+        let pid = std::process::id() as i32;
+        Owner {
+            pid,
+            start_time: process_start_time(pid),
+            postmaster,
+        }
+    }
+
+    fn read(data_dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(data_dir.join(OWNER_FILE)).ok()?;
+        let mut numbers = text.split_whitespace();
+        let pid = numbers.next()?.parse().ok()?;
+        let start_time = match numbers.next()? {
+            "-" => None,
+            t => Some(t.parse().ok()?),
+        };
+        let postmaster = numbers.next()?.parse().ok()?;
+        Some(Owner {
+            pid,
+            start_time,
+            postmaster,
+        })
+    }
+
+    async fn write(&self, data_dir: &Path, runner: &Runner) -> Result<(), EmbeddedError> {
+        let path = data_dir.join(OWNER_FILE);
+        let start = self
+            .start_time
+            .map_or_else(|| "-".to_string(), |t| t.to_string());
+        tokio::fs::write(&path, format!("{} {start} {}\n", self.pid, self.postmaster))
+            .await
+            .map_err(io_error("write", &path))?;
+        // Everything in the data directory belongs to the server's user.
+        if let Some(user) = &runner.run_as {
+            std::os::unix::fs::chown(&path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .map_err(io_error("give to the postgres user", &path))?;
+        }
+        Ok(())
+    }
+
+    fn remove(data_dir: &Path) {
+        let _ = std::fs::remove_file(data_dir.join(OWNER_FILE));
+    }
+
+    /// Whether another process has become the owner since we did: the server we started
+    /// stopped, and that process started a new one, which is not ours to stop.
+    fn taken_by_another(data_dir: &Path) -> bool {
+        Owner::read(data_dir).is_some_and(|owner| owner.pid != std::process::id() as i32)
+    }
+
+    fn is_alive(&self) -> bool {
+        match kill(Pid::from_raw(self.pid), None) {
+            Ok(()) | Err(Errno::EPERM) => {}
+            Err(_) => return false,
+        }
+        // A live pid with another start time is some later process that got the number.
+        match (self.start_time, process_start_time(self.pid)) {
+            (Some(recorded), Some(now)) => recorded == now,
+            _ => true,
+        }
+    }
+}
+
+/// When a process started, in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// An embedded server that stops when this guard is dropped, if its handle owns it: every
+/// way out of the code that started it (an early `?` after start-up, a panic) stops the
+/// server, not only the orderly end. [`StopOnDrop::stop`] stops it and reports how it went.
+pub struct StopOnDrop(Option<EmbeddedPostgres>);
+
+impl StopOnDrop {
+    pub fn new(pg: EmbeddedPostgres) -> Self {
+        StopOnDrop(Some(pg))
+    }
+
+    pub async fn stop(mut self) -> Result<(), EmbeddedError> {
+        match self.0.take() {
+            Some(pg) => pg.stop().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for StopOnDrop {
+    type Target = EmbeddedPostgres;
+
+    fn deref(&self) -> &EmbeddedPostgres {
+        self.0.as_ref().expect("present until stopped or dropped")
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(pg) = self.0.take() {
+            pg.stop_blocking();
+        }
+    }
 }
 
 fn log_tail(log: &Path) -> String {

@@ -19,7 +19,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::config::{Config, DatabaseConfig};
-use embedded::EmbeddedPostgres;
+use embedded::{EmbeddedPostgres, StopOnDrop};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -36,10 +36,11 @@ pub struct Db {
     pub system: PgPool,
 }
 
-/// A running database: the pools plus the embedded cluster when we started one.
+/// A running database: the pools plus the embedded cluster when it is the embedded default.
+/// Dropping it stops a cluster this process owns, so no way out of start-up leaves one behind.
 pub struct Database {
     pub db: Db,
-    pub embedded: Option<EmbeddedPostgres>,
+    pub embedded: Option<StopOnDrop>,
 }
 
 impl Db {
@@ -131,7 +132,13 @@ pub async fn open(config: &Config) -> anyhow::Result<Database> {
             })
         }
         DatabaseConfig::Embedded => {
-            let pg = EmbeddedPostgres::start(&config.data_dir.join("pg")).await?;
+            let pg = EmbeddedPostgres::start_with(
+                &config.data_dir.join("pg"),
+                config.pg_bin_dir.as_deref(),
+            )
+            .await?;
+            // From here on, a failure (a migration, say) stops the server on its way out.
+            let pg = StopOnDrop::new(pg);
             ensure_database(&pg.connect_options("postgres"), EMBEDDED_DATABASE).await?;
             let admin = pg.connect_options(EMBEDDED_DATABASE);
             let app = admin.clone().username(APP_ROLE);

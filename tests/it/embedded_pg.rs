@@ -3,7 +3,9 @@
 //! directory under /tmp.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use custodian::db::embedded::{EmbeddedError, EmbeddedPostgres};
 use sqlx::{Connection, PgConnection};
@@ -257,7 +259,11 @@ async fn a_data_dir_path_too_long_for_a_unix_socket_is_refused_with_a_clear_erro
         matches!(error, EmbeddedError::DataDirPathTooLong { .. }),
         "{error:?}"
     );
-    assert!(error.to_string().contains("PG_DATA_DIR"), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("CUSTODIAN_DATA_DIR") && !message.contains("PG_DATA_DIR"),
+        "{message}"
+    );
     assert!(!long.exists(), "nothing was created");
 }
 
@@ -299,7 +305,167 @@ async fn as_root_a_data_dir_the_postgres_user_cannot_reach_is_refused_with_a_cle
     }
     let message = error.to_string();
     assert!(
-        message.contains("--data-dir") && message.contains("PG_DATA_DIR"),
+        message.contains("--data-dir /var/lib/custodian`")
+            && message.contains("CUSTODIAN_DATA_DIR=/var/lib/custodian`")
+            && message.contains(&format!("chmod o+x {}", locked.display())),
         "{message}"
+    );
+}
+
+/// The script the "not installed" message must name.
+const INSTALL_SCRIPT: &str = "scripts/install-postgres.sh";
+
+/// The real binary, on the embedded default (no DATABASE_URL) in `data_dir`.
+fn custodian(data_dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_custodian"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("SECRET_KEY")
+        .env_remove("CUSTODIAN_PG_BINDIR")
+        .env("CUSTODIAN_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z ") && !stat.contains(") X "))
+}
+
+#[tokio::test]
+async fn missing_server_binaries_give_one_message_naming_the_install_script() {
+    let scratch = Scratch::new();
+    let empty = scratch.dir.path().join("no-binaries-here");
+    std::fs::create_dir(&empty).unwrap();
+
+    let error = EmbeddedPostgres::start_with(&scratch.data_dir(), Some(&empty))
+        .await
+        .expect_err("no binaries");
+    assert!(
+        matches!(error, EmbeddedError::NotInstalled { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(INSTALL_SCRIPT), "{error}");
+    assert!(!scratch.data_dir().exists(), "nothing was created");
+
+    // The binary says the same, once, and fails.
+    let output = custodian(scratch.dir.path())
+        .arg("migrate")
+        .env("CUSTODIAN_PG_BINDIR", &empty)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches(INSTALL_SCRIPT).count(), 1, "{stderr}");
+    assert!(!scratch.data_dir().exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_server_without_pgvector_gives_one_message_naming_the_install_script() {
+    // A PostgreSQL "99" laid out like a plain install, with plpgsql but no pgvector.
+    let scratch = Scratch::new();
+    let prefix = scratch.dir.path().join("pg99");
+    for dir in ["bin", "share/extension", "lib"] {
+        std::fs::create_dir_all(prefix.join(dir)).unwrap();
+    }
+    let postgres = prefix.join("bin/postgres");
+    std::fs::write(&postgres, "#!/bin/sh\necho 'postgres (PostgreSQL) 99.0'\n").unwrap();
+    std::fs::set_permissions(&postgres, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in [
+        "bin/initdb",
+        "bin/pg_ctl",
+        "share/extension/plpgsql.control",
+        "lib/plpgsql.so",
+    ] {
+        std::fs::write(prefix.join(file), "").unwrap();
+    }
+
+    let error = EmbeddedPostgres::start_with(&scratch.data_dir(), Some(&prefix.join("bin")))
+        .await
+        .expect_err("no pgvector");
+    let message = error.to_string();
+    assert!(
+        matches!(error, EmbeddedError::NotInstalled { .. }),
+        "{error:?}"
+    );
+    assert!(
+        message.contains("pgvector") && message.contains("vector.control"),
+        "{message}"
+    );
+    assert!(message.contains(INSTALL_SCRIPT), "{message}");
+    assert!(!scratch.data_dir().exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_start_up_that_fails_after_the_database_started_stops_it() {
+    let scratch = Scratch::new();
+    // The port is taken, so binding fails once the database is up and migrated.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = custodian(scratch.dir.path())
+        .args(["serve", "--bind", &taken.local_addr().unwrap().to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(
+        scratch.data_dir().join("PG_VERSION").is_file(),
+        "the database was created: {stderr}"
+    );
+    assert!(
+        scratch.postmaster_pid().is_none(),
+        "the database outlived the failed start"
+    );
+}
+
+#[tokio::test]
+async fn a_server_left_by_a_crashed_run_is_taken_over_and_stopped_by_the_next_one() {
+    let scratch = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = custodian(scratch.dir.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(serve.stdout.take().unwrap()));
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("custodian listening") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the server started");
+    let postmaster = scratch.postmaster_pid().expect("the database runs");
+
+    // While the server lives, the database is its own: another start only borrows it.
+    let borrowed = EmbeddedPostgres::start(&scratch.data_dir()).await.unwrap();
+    assert!(!borrowed.owns_server());
+    borrowed.stop().await.unwrap();
+    assert!(is_running(postmaster), "a borrower stopped the database");
+
+    // The server dies without a chance to stop its database.
+    serve.kill().await.unwrap();
+    assert!(is_running(postmaster), "the database outlives a crash");
+
+    let next = EmbeddedPostgres::start(&scratch.data_dir()).await.unwrap();
+    assert!(!next.started_here(), "the running database was reused");
+    assert!(next.owns_server(), "and taken over from the dead owner");
+    assert_eq!(scratch.postmaster_pid(), Some(postmaster));
+    next.stop().await.unwrap();
+    assert!(
+        scratch.postmaster_pid().is_none(),
+        "the next run stopped it"
     );
 }
