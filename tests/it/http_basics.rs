@@ -247,3 +247,117 @@ async fn timestamps_in_responses_are_rfc3339_strings() {
             .unwrap_or_else(|e| panic!("{what} = {text}: {e}"));
     }
 }
+
+// proves: SEC-8
+#[tokio::test]
+async fn a_request_that_takes_too_long_answers_408_in_our_shape_and_changes_nothing() {
+    let app =
+        TestApp::spawn_with(|c| c.request_timeout = std::time::Duration::from_millis(300)).await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    // A member update first locks the tenant's owners; hold that lock so it cannot finish.
+    let mut conn = app.superuser().await;
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT id FROM member WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE")
+        .bind(owner.tenant_id)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+
+    let resp = app
+        .send(
+            Req::patch(format!("/api/v1/members/{}", agent.member_id))
+                .by(&owner)
+                .json(json!({ "display_name": "Renamed while locked" })),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::REQUEST_TIMEOUT, "{}", resp.body);
+    assert_eq!(resp.error_code(), "timeout");
+    assert_has_security_headers(&resp);
+    tx.rollback().await.unwrap();
+
+    let member = app
+        .send(Req::get(format!("/api/v1/members/{}", agent.member_id)).by(&owner))
+        .await;
+    assert_eq!(member.body["display_name"], "agent");
+}
+
+// proves: SEC-5, SEC-8
+#[tokio::test]
+async fn api_requests_are_rate_limited_per_tenant_across_its_clients_in_our_shape() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.api_per_tenant_per_sec = 1;
+        c.limits.api_per_client_per_sec = 1000;
+    })
+    .await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let other = app.signup("other").await;
+    // Two clients of one tenant take turns, so only the tenant's own limit can bite.
+    let mut limited = None;
+    for i in 0..40 {
+        let member = if i % 2 == 0 { &owner } else { &agent };
+        let resp = app.send(Req::get("/api/v1/auth/me").by(member)).await;
+        if resp.status != StatusCode::OK {
+            limited = Some(resp);
+            break;
+        }
+    }
+    let resp = limited.expect("40 rapid requests of one tenant were never limited");
+    assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS, "{}", resp.body);
+    assert_eq!(resp.error_code(), "rate_limited");
+    let retry: u64 = resp.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert_has_security_headers(&resp);
+    // Another tenant has its own allowance.
+    assert_eq!(
+        app.send(Req::get("/api/v1/auth/me").by(&other))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+// proves: SEC-8
+#[tokio::test]
+async fn a_server_error_answers_500_in_our_shape_without_its_cause() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    // The database stops accepting the application role on this tenant's database: new
+    // connections are refused and the open ones are cut, as in an outage.
+    let mut conn = app.superuser().await;
+    for sql in [
+        format!(
+            "REVOKE CONNECT ON DATABASE {} FROM PUBLIC, custodian_app",
+            app.db_name
+        ),
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{}' AND usename = 'custodian_app'",
+            app.db_name
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    let resp = app.send(Req::get("/api/v1/tenant").by(&owner)).await;
+    assert_eq!(
+        resp.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        resp.body
+    );
+    assert_eq!(resp.error_code(), "internal");
+    assert_eq!(
+        resp.body["error"]["message"], "an internal error occurred",
+        "the cause stays in the log"
+    );
+    assert_has_security_headers(&resp);
+}

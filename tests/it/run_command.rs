@@ -204,3 +204,68 @@ async fn the_run_command_provisions_its_own_database_and_serves_a_demo_tenant() 
     );
     stop(child).await;
 }
+
+#[tokio::test]
+async fn the_migrate_command_applies_every_migration_and_exits_0() {
+    use sqlx::Connection;
+    // An empty database on the test server: nothing applied yet.
+    let server = crate::common::server().await;
+    let name = format!("m_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect_with(&server).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let host = match server.get_socket() {
+        Some(dir) => dir.display().to_string().replace('/', "%2F"),
+        None => server.get_host().to_string(),
+    };
+    let url = format!(
+        "postgres://{}@{host}:{}/{name}",
+        server.get_username(),
+        server.get_port()
+    );
+
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_custodian"))
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let first = run().await.unwrap();
+    let second = run().await.unwrap();
+
+    let mut db = sqlx::PgConnection::connect_with(&server.clone().database(&name))
+        .await
+        .unwrap();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    let has_vector: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    db.close().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    for output in [&first, &second] {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    }
+    let expected: Vec<i64> = custodian::db::MIGRATOR.iter().map(|m| m.version).collect();
+    assert_eq!(applied, expected, "every migration, once");
+    assert!(has_vector);
+}
