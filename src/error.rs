@@ -147,6 +147,11 @@ fn constraint_error(constraint: &str) -> Option<Error> {
         "member_partner_org_fkey" | "invitation_partner_org_fkey" => {
             return Some(Error::bad_request("unknown_partner_org", "no such partner organisation"))
         }
+        // Tenant-scoped references (`(tenant_id, x)` foreign keys): a value that names nothing
+        // in the caller's tenant, another tenant's id included, is not found (SEC-3).
+        "account_partner_org_fkey" | "contact_account_fkey" | "conversation_assignee_fkey" => {
+            return Some(Error::NotFound)
+        }
         "member_partner_org_required" | "invitation_partner_org_required" => {
             return Some(Error::bad_request(
                 "partner_org_required",

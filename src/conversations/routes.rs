@@ -495,9 +495,8 @@ async fn assign(
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
     if let Some(assignee) = body.assignee_id {
-        let member = crate::tenants::members::fetch(&mut tx, assignee)
-            .await
-            .map_err(|_| Error::bad_request("unknown_member", "no such member"))?;
+        // Another tenant's member answers 404, like any foreign id (SEC-3).
+        let member = crate::tenants::members::fetch(&mut tx, assignee).await?;
         if member.status != "active" || member.role == "partner" {
             return Err(Error::bad_request(
                 "invalid_assignee",
