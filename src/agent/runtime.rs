@@ -153,7 +153,16 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     .await?;
     let Some(facts) = facts else { return Ok(()) };
     // A run that already finished (the job ran again after a crash) is not repeated.
-    if facts.done || facts.handler != "ai" {
+    if facts.done {
+        return Ok(());
+    }
+    if facts.handler != "ai" {
+        // People handle the conversation: no model runs. A customer asking for a person to
+        // review a decision is still heard (AGT-7): the ingest queued this run for that alone.
+        if reviews::asks_for_human_review(&facts.body) {
+            human_review_without_run(state, &mut tx, tenant_id, &facts, message_id).await?;
+            tx.commit().await?;
+        }
         return Ok(());
     }
     if facts.restricted {
@@ -860,6 +869,54 @@ async fn previous_decision(
             json!({ "execution_id": r.id, "outcome": r.outcome, "reason": r.reason, "decision": r.decision }),
         )
     }))
+}
+
+/// A customer's request for human review on a conversation people handle: the item lands in
+/// the queue (once per message, by its idempotency key) about the agent's last decision, and
+/// the customer is told, in the tenant's wording of the pack's reply, that a person will look.
+async fn human_review_without_run(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    facts: &Facts,
+    message_id: Uuid,
+) -> Result<()> {
+    let (reviewed, decision) =
+        previous_decision(&mut *tx, facts.conversation_id, Uuid::nil()).await?;
+    let opened = reviews::open(
+        &mut *tx,
+        &AuditSource::system(tenant_id),
+        reviews::NewItem {
+            kind: "human_review",
+            conversation_id: Some(facts.conversation_id),
+            execution_id: reviewed,
+            action: None,
+            proposal: json!({ "request": facts.body, "decision": decision }),
+            amount: None,
+            confidence: None,
+            findings: json!([]),
+            requester: reviews::Requester::Customer,
+            note: Some(facts.body.chars().take(4000).collect()),
+            idempotency_key: format!("human-review:{message_id}"),
+        },
+    )
+    .await?;
+    if opened.is_some() {
+        let settings = settings::load(&mut *tx, tenant_id).await?;
+        let policy = settings::policy(state, tenant_id, &settings)?;
+        let lang = Lang::from_stored(facts.language.as_deref());
+        if let Some(text) = policy.safe_reply("human_review", lang) {
+            crate::conversations::post_outbound(
+                &mut *tx,
+                tenant_id,
+                facts.conversation_id,
+                crate::conversations::Author::System,
+                &text,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The guardrail verdicts of a run that found something, for a review item.
