@@ -235,18 +235,34 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     let mut context = Context::new(vault, known);
     context.language = Lang::from_stored(facts.language.as_deref());
     let mut guard = Guard::new(&policy, context);
-    let decided = decide(
-        state,
-        tenant_id,
-        &facts,
-        &settings,
-        provider.as_ref(),
-        &mut guard,
-        &mut record,
-        &history,
-        &actions,
-    )
-    .await;
+    // AGT-7 whatever the stored configuration: one saved before the settings API refused to
+    // turn the human_review pack off may lack it, and the request is still heard.
+    let pack_off = policy
+        .options()
+        .packs
+        .as_ref()
+        .is_some_and(|packs| !packs.iter().any(|p| p == settings::REQUIRED_PACK));
+    let decided = if pack_off && reviews::asks_for_human_review(&facts.body) {
+        record.reason = reviews::HUMAN_REVIEW_RULE.into();
+        Ok(Final::Handoff {
+            reason: HUMAN_REVIEW_REASON.into(),
+            suggestion: None,
+            tell_customer: policy.safe_reply("human_review", guard.ctx.language),
+        })
+    } else {
+        decide(
+            state,
+            tenant_id,
+            &facts,
+            &settings,
+            provider.as_ref(),
+            &mut guard,
+            &mut record,
+            &history,
+            &actions,
+        )
+        .await
+    };
     let final_step = match decided {
         Ok(f) => f,
         Err(Stop::Provider(e)) => {

@@ -9,12 +9,14 @@
 //! UNNEST`) through the owner pool, since a batch spans tenants. When the channel is full the
 //! entry is dropped and counted, with a warning, rather than slowing requests down. On
 //! shutdown the task keeps writing until the requests still running have finished (bounded),
-//! then stops.
+//! then stops. A request dropped before it had an answer (the timeout, or a client that went
+//! away) is logged with status 499 once the guard had let it in. Requests the throttle refuses
+//! (429) are not logged: that would add work exactly when a client floods.
 //!
 //! Admins and auditors read it through `GET /api/v1/request-log`; retention's `request_log`
 //! class deletes rows older than the tenant's period (30 days at most).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -69,6 +71,7 @@ pub struct RequestLog {
     queue: mpsc::Sender<Msg>,
     /// The writer starts with the workers, or on first use (tests drive the router alone).
     idle: Mutex<Option<mpsc::Receiver<Msg>>>,
+    started: AtomicBool,
     pool: PgPool,
     shutdown: CancellationToken,
     in_flight: Arc<AtomicUsize>,
@@ -82,6 +85,7 @@ impl RequestLog {
         RequestLog {
             queue,
             idle: Mutex::new(Some(receiver)),
+            started: AtomicBool::new(false),
             pool,
             shutdown,
             in_flight: Arc::default(),
@@ -92,12 +96,17 @@ impl RequestLog {
 
     /// Starts the writer unless it runs already; the handle ends after the shutdown flush.
     pub fn start(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.started.load(Ordering::Acquire) {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let receiver = self
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        Some(tokio::spawn(write_loop(
+        self.started.store(true, Ordering::Release);
+        Some(runtime.spawn(write_loop(
             receiver,
             self.pool.clone(),
             self.shutdown.clone(),
@@ -314,20 +323,75 @@ pub async fn note_caller(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// A request being served. If it never finishes (the timeout layer or a client that went away
+/// dropped it) it is still logged when dropped, as status 499, once the guard had let it in.
+struct Pending {
+    log: Arc<RequestLog>,
+    slot: CallerSlot,
+    started: Instant,
+    at: OffsetDateTime,
+    method: String,
+    route: &'static str,
+    meta: RequestMeta,
+    finished: bool,
+}
+
+/// The status logged for a request dropped before it had an answer (nginx's "client closed").
+const UNFINISHED: u16 = 499;
+
+impl Pending {
+    fn record(&self, caller: Caller, status: u16) {
+        self.log.record(Entry {
+            id: Uuid::now_v7(),
+            tenant_id: caller.tenant_id,
+            member_id: caller.member_id,
+            api_token_id: caller.api_token_id,
+            method: self.method.clone(),
+            route: self.route,
+            status,
+            duration_ms: (self.started.elapsed().as_secs_f64() * 1000.0) as f32,
+            ip: self.meta.ip.map(|ip| ip.to_string()),
+            user_agent: self.meta.user_agent.clone(),
+            request_id: self.meta.request_id.clone(),
+            at: self.at,
+        });
+    }
+
+    fn caller(&self) -> Option<Caller> {
+        *self.slot.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Some(caller) = self.caller() {
+            self.record(caller, UNFINISHED);
+        }
+    }
+}
+
 /// Runs around the guard of every non-public route: times the request and logs it once the
 /// response is ready (a streamed body counts until its headers).
 pub async fn log(State(layer): State<LogRoute>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let at = OffsetDateTime::now_utc();
     let _running = InFlight::new(&layer.state.request_log.in_flight);
-    let slot = CallerSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let meta = req
-        .extensions()
-        .get::<RequestMeta>()
-        .cloned()
-        .unwrap_or_default();
-    let method = req.method().as_str().to_string();
+    let mut pending = Pending {
+        log: layer.state.request_log.clone(),
+        slot: CallerSlot::default(),
+        started: Instant::now(),
+        at: OffsetDateTime::now_utc(),
+        method: req.method().as_str().to_string(),
+        route: layer.route,
+        meta: req
+            .extensions()
+            .get::<RequestMeta>()
+            .cloned()
+            .unwrap_or_default(),
+        finished: false,
+    };
+    req.extensions_mut().insert(pending.slot.clone());
     // Only the credential headers, to name a caller the guard refused for lack of permission.
     let mut credentials = HeaderMap::new();
     for name in [header::AUTHORIZATION, header::COOKIE] {
@@ -337,13 +401,12 @@ pub async fn log(State(layer): State<LogRoute>, mut req: Request, next: Next) ->
     }
     let response = next.run(req).await;
     let status = response.status();
-    let noted = *slot.0.lock().unwrap_or_else(PoisonError::into_inner);
-    let caller = match noted {
+    let caller = match pending.caller() {
         Some(caller) => Some(caller),
         // An authenticated member refused by the permission table is worth a line: who tried
         // what. Unauthenticated refusals (401) have no tenant to belong to and are not logged.
         None if status == StatusCode::FORBIDDEN => {
-            crate::auth::guard::authenticate(&layer.state, &credentials, meta.clone())
+            crate::auth::guard::authenticate(&layer.state, &credentials, pending.meta.clone())
                 .await
                 .ok()
                 .flatten()
@@ -352,21 +415,9 @@ pub async fn log(State(layer): State<LogRoute>, mut req: Request, next: Next) ->
         None => None,
     };
     if let Some(caller) = caller {
-        layer.state.request_log.record(Entry {
-            id: Uuid::now_v7(),
-            tenant_id: caller.tenant_id,
-            member_id: caller.member_id,
-            api_token_id: caller.api_token_id,
-            method,
-            route: layer.route,
-            status: status.as_u16(),
-            duration_ms: (started.elapsed().as_secs_f64() * 1000.0) as f32,
-            ip: meta.ip.map(|ip| ip.to_string()),
-            user_agent: meta.user_agent,
-            request_id: meta.request_id,
-            at,
-        });
+        pending.record(caller, status.as_u16());
     }
+    pending.finished = true;
     response
 }
 

@@ -718,3 +718,46 @@ async fn an_export_is_seen_running_with_partial_progress_before_it_is_done() {
     .await;
     assert_eq!(done["rows_done"], 2345);
 }
+
+// proves: RET-1
+#[tokio::test]
+async fn a_request_dropped_by_the_timeout_is_still_logged_as_unfinished() {
+    let app = TestApp::spawn_with(|c| c.request_timeout = std::time::Duration::from_secs(2)).await;
+    let owner = app.signup("acme").await;
+    let reviewer = app.join(&owner, "reviewer").await;
+    let inbox = app.webchat_inbox(&owner, "https://acme.example").await;
+    let (_, conversation) = app.visitor_writes(inbox, "hello").await;
+    let item = app
+        .send(Req::post("/api/v1/reviews").by(&owner).json(json!({
+            "kind": "human_review", "conversation_id": conversation, "note": "please look"
+        })))
+        .await
+        .uuid("/id");
+    // The item is locked elsewhere: the approval waits past the request timeout.
+    let mut conn = app.superuser().await;
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT id FROM review_item WHERE id = $1 FOR UPDATE")
+        .bind(item)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let timed_out = app
+        .send(
+            Req::post(format!("/api/v1/reviews/{item}/approve"))
+                .by(&reviewer)
+                .json(json!({ "outcome": "upheld" })),
+        )
+        .await;
+    assert_eq!(timed_out.status, StatusCode::REQUEST_TIMEOUT);
+    tx.rollback().await.unwrap();
+    let log = request_log(
+        &app,
+        &owner,
+        &format!("route={}", q("/api/v1/reviews/{review_id}/approve")),
+    )
+    .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{log}");
+    assert_eq!(items[0]["status"], 499);
+    assert_eq!(items[0]["member_id"], reviewer.member_id.to_string());
+}

@@ -1340,3 +1340,35 @@ async fn a_customer_can_ask_for_review_on_a_conversation_people_handle_and_no_mo
         1
     );
 }
+
+// proves: AGT-7
+#[tokio::test]
+async fn a_configuration_stored_without_the_human_review_pack_still_hears_the_request() {
+    let w = world().await;
+    // Saved before the settings API refused it: only the legal pack.
+    let mut conn = w.app.superuser().await;
+    sqlx::query(
+        "INSERT INTO agent_settings (tenant_id, guardrails) VALUES ($1, '{\"options\": {\"packs\": [\"legal_advice\"]}}')
+         ON CONFLICT (tenant_id) DO UPDATE SET guardrails = EXCLUDED.guardrails,
+             config_version = agent_settings.config_version + 1",
+    )
+    .bind(w.owner.tenant_id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    let text = "I'd like to appeal this decision.";
+    let (_, conversation) = w.app.visitor_writes(inbox, text).await;
+    let item = w.first_item("human_review", conversation).await;
+    assert_eq!(item["requested_by"], "customer");
+    assert_eq!(item["request_note"], text);
+    w.app
+        .settled(
+            &format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+                 AND body LIKE '%will review this decision%'"
+            ),
+            1,
+        )
+        .await;
+}
