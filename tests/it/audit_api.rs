@@ -761,3 +761,26 @@ async fn a_request_dropped_by_the_timeout_is_still_logged_as_unfinished() {
     assert_eq!(items[0]["status"], 499);
     assert_eq!(items[0]["member_id"], reviewer.member_id.to_string());
 }
+
+// proves: RET-1
+#[tokio::test]
+async fn on_shutdown_the_request_log_writer_writes_what_was_queued_and_stops() {
+    let app = TestApp::spawn().await;
+    let writer = app
+        .state
+        .request_log
+        .start()
+        .expect("the writer was not running yet");
+    let owner = app.signup("acme").await;
+    for _ in 0..3 {
+        app.send(Req::get("/api/v1/contacts").by(&owner)).await;
+    }
+    app.state.shutdown.cancel();
+    writer.await.expect("the writer ends cleanly");
+    assert_eq!(
+        app.count("SELECT count(*) FROM request_log WHERE route = '/api/v1/contacts'")
+            .await,
+        3
+    );
+    assert_eq!(app.state.request_log.dropped(), 0);
+}
