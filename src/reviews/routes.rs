@@ -92,7 +92,7 @@ pub fn routes(api: Api) -> Api {
         Requires(Permission::ReviewsDecide),
         (
             "reviews",
-            "Approve an item (optionally edited); the last needed approval carries it out",
+            "Approve an item (optionally edited), or resolve a human review with an outcome; the last needed approval carries it out",
         ),
         approve,
     )
@@ -152,6 +152,9 @@ pub struct ReviewView {
     pub decided_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub executed_at: Option<OffsetDateTime>,
+    /// When retention blanked the item's content; what was decided stays.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub content_purged_at: Option<OffsetDateTime>,
 }
 
 async fn fetch(conn: &mut sqlx::PgConnection, id: Uuid, lock: bool) -> Result<ReviewView> {
@@ -174,7 +177,8 @@ async fn fetch(conn: &mut sqlx::PgConnection, id: Uuid, lock: bool) -> Result<Re
                   (SELECT count(*) FROM review_approval a WHERE a.review_item_id = r.id) AS "approvals!",
                   r.policy, r.decided_by, r.decision_reason, r.result,
                   (r.status = 'pending' AND r.due_at < now()) AS "sla_breached!",
-                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at
+                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at,
+                  r.content_purged_at
            FROM review_item r WHERE r.id = $1 AND r.tenant_id = current_tenant_id()"#,
         id
     )
@@ -249,7 +253,8 @@ async fn list(
                   (SELECT count(*) FROM review_approval a WHERE a.review_item_id = r.id) AS "approvals!",
                   r.policy, r.decided_by, r.decision_reason, r.result,
                   (r.status = 'pending' AND r.due_at < now()) AS "sla_breached!",
-                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at
+                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at,
+                  r.content_purged_at
            FROM review_item r
            WHERE r.tenant_id = current_tenant_id()
              AND ($1::text IS NULL OR r.status = $1)

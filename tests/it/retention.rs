@@ -818,6 +818,16 @@ async fn decided_review_items_lose_their_content_with_their_conversation_unless_
     assert_eq!(blanked["kind"], "human_review");
     assert_eq!(blanked["decision_reason"], "not a decision");
     assert_eq!(blanked["decided_by"], owner.member_id.to_string());
+    let shown = app
+        .send(Req::get(format!("/api/v1/reviews/{gone}")).by(&owner))
+        .await;
+    assert!(
+        shown.body["content_purged_at"].is_string(),
+        "{}",
+        shown.body
+    );
+    assert!(shown.body["request_note"].is_null());
+    assert_eq!(shown.body["status"], "rejected");
     let kept = review_row(&app, held).await;
     assert_eq!(kept["request_note"], "Customer says: call me");
     assert!(kept["content_purged_at"].is_null());
