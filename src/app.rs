@@ -47,6 +47,8 @@ pub struct AppState {
     pub endpoints: Arc<crate::channels::EndpointCache>,
     /// Outbound HTTP (tenants' action endpoints).
     pub http: reqwest::Client,
+    /// Authenticated API requests, written in batches off the request path.
+    pub request_log: Arc<crate::http::request_log::RequestLog>,
     /// Cancelled once on shutdown; the server and every worker watch it.
     pub shutdown: CancellationToken,
     routes: Arc<std::sync::OnceLock<Vec<RouteSpec>>>,
@@ -64,6 +66,11 @@ impl AppState {
             db.clone(),
             notifier.clone(),
         ));
+        let shutdown = CancellationToken::new();
+        let request_log = Arc::new(crate::http::request_log::RequestLog::new(
+            db.system.clone(),
+            shutdown.clone(),
+        ));
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -78,7 +85,8 @@ impl AppState {
             webhooks,
             notifier,
             http,
-            shutdown: CancellationToken::new(),
+            request_log,
+            shutdown,
             routes: Arc::default(),
         })
     }
@@ -124,6 +132,7 @@ fn api(state: AppState) -> Api {
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);
     let api = crate::retention::routes::routes(api);
+    let api = crate::http::request_log::routes(api);
     crate::queue::routes::routes(api)
 }
 
@@ -188,9 +197,11 @@ async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Background work that lives as long as the server: the event listener, the job worker (unless
-/// disabled) and housekeeping. All stop when `state.shutdown` is cancelled.
+/// disabled), housekeeping and the request log's writer. All stop when `state.shutdown` is
+/// cancelled (the request log's writer once the requests still running are logged).
 pub fn spawn_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![crate::events::spawn_listener(state.clone())];
+    tasks.extend(state.request_log.start());
     if state.config.worker.enabled {
         tasks.push(crate::queue::worker::spawn(state.clone()));
     }

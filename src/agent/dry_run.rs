@@ -8,13 +8,18 @@
 //! run would. Stored replies hold real values (they were unmasked for the customer), so they
 //! are masked with the conversation's vault first, as the model's draft would have been.
 //! Examples show masked text only.
+//!
+//! A proposed confidence threshold is tried on the recorded runs: which answers would have gone
+//! to a person instead (or no longer), with examples (the recorded draft, masked as the model
+//! wrote it). A proposed approval policy is tried on the review items still pending and those
+//! opened in the window: which would need a different role or number of approvals.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -27,6 +32,7 @@ use crate::guardrails::{
 };
 use crate::http::{Access, Api, Json};
 use crate::rbac::Permission;
+use crate::reviews::{RequiredRole, ReviewPolicy, Subject};
 
 /// Most messages one dry-run reads (newest first); the answer says when it stopped there.
 const MAX_MESSAGES: i64 = 20_000;
@@ -56,6 +62,8 @@ struct DryRunBody {
     days: i64,
     #[serde(default = "default_examples")]
     max_examples: usize,
+    /// A proposed approval policy (as for PUT /api/v1/reviews/policy).
+    review_policy: Option<Value>,
 }
 
 fn default_days() -> i64 {
@@ -123,6 +131,44 @@ struct Confidence {
     /// Runs whose confidence falls below the threshold: their drafts go to a person.
     below_current: u64,
     below_proposed: u64,
+    /// Answers (runs that decided to reply) the proposed threshold would hand to a person that
+    /// the current one let through, and the other way round.
+    newly_handed_off: u64,
+    no_longer_handed_off: u64,
+    /// Those runs, newest first.
+    examples: Vec<ThresholdExample>,
+}
+
+#[derive(Debug, Serialize)]
+struct ThresholdExample {
+    execution_id: Uuid,
+    conversation_id: Uuid,
+    confidence: f32,
+    /// What the run did.
+    outcome: String,
+    /// What it would do under the proposed threshold: `handed_off` or `replied`.
+    proposed: &'static str,
+    /// The draft as the model wrote it (placeholders, not real values), cut to 280 characters.
+    draft: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReviewChange {
+    review_id: Uuid,
+    kind: String,
+    status: String,
+    action: Option<String>,
+    amount: Option<f64>,
+    current: Value,
+    proposed: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct ReviewPolicyReport {
+    /// Items pending now or opened in the window.
+    checked: u64,
+    /// Those whose demands would differ under the proposed policy.
+    changed: Vec<ReviewChange>,
 }
 
 #[derive(Debug, Serialize)]
@@ -139,6 +185,9 @@ struct Report {
     changed: u64,
     confidence: Confidence,
     examples: Vec<Example>,
+    /// Present when a review policy was proposed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review_policy: Option<ReviewPolicyReport>,
 }
 
 struct Row {
@@ -176,6 +225,17 @@ async fn dry_run(
             ));
         }
     }
+    let review_policy = match &body.review_policy {
+        None => None,
+        Some(v) => {
+            let policy: ReviewPolicy = serde_json::from_value(v.clone())
+                .map_err(|e| Error::bad_request("invalid_policy", e.to_string()))?;
+            policy
+                .validate()
+                .map_err(|e| Error::bad_request("invalid_policy", e))?;
+            Some(policy.normalized())
+        }
+    };
     let mut tx = ctx.begin(&state).await?;
     let settings = super::settings::load(&mut tx, ctx.tenant_id).await?;
     let current = super::settings::policy(&state, ctx.tenant_id, &settings)?;
@@ -184,10 +244,7 @@ async fn dry_run(
         Some(config) => {
             let config: TenantConfig = serde_json::from_value(config.clone())
                 .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?;
-            std::sync::Arc::new(
-                Policy::new(&config)
-                    .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?,
-            )
+            std::sync::Arc::new(super::settings::check_guardrails(&config)?)
         }
     };
     let since = OffsetDateTime::now_utc() - time::Duration::days(body.days);
@@ -209,13 +266,63 @@ async fn dry_run(
     .fetch_all(&mut *tx)
     .await?;
     let runs = sqlx::query!(
-        "SELECT confidence FROM agent_execution
-         WHERE tenant_id = current_tenant_id() AND started_at >= $1 AND confidence IS NOT NULL",
+        r#"SELECT id, conversation_id, confidence AS "confidence!", outcome,
+                  record->'decision'->>'action' AS "action?", record->'decision'->>'reply' AS "draft?"
+           FROM agent_execution
+           WHERE tenant_id = current_tenant_id() AND started_at >= $1 AND confidence IS NOT NULL
+           ORDER BY started_at DESC"#,
         since
     )
     .fetch_all(&mut *tx)
     .await?;
+    let items = match &review_policy {
+        None => Vec::new(),
+        Some(_) => {
+            sqlx::query!(
+                r#"SELECT id, kind, status, required_role, approvals_required,
+                          policy->>'action_kind' AS "action_kind?", proposal->>'action' AS "action?",
+                          (policy->>'amount')::float8 AS "amount?"
+                   FROM review_item
+                   WHERE tenant_id = current_tenant_id() AND (status = 'pending' OR created_at >= $1)
+                   ORDER BY created_at DESC
+                   LIMIT 5000"#,
+                since
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
     tx.commit().await?;
+    let review_policy = review_policy.map(|policy| {
+        let changed = items
+            .iter()
+            .filter_map(|item| {
+                let is_action = item.kind == "action";
+                let needs = policy.requirement(Subject {
+                    kind: item.action_kind.as_deref().filter(|_| is_action),
+                    action: item.action.as_deref().filter(|_| is_action),
+                    amount: item.amount,
+                });
+                let now = RequiredRole::parse(&item.required_role);
+                (now != Some(needs.role) || item.approvals_required != needs.approvals).then(|| {
+                    ReviewChange {
+                        review_id: item.id,
+                        kind: item.kind.clone(),
+                        status: item.status.clone(),
+                        action: item.action.clone().filter(|_| is_action),
+                        amount: item.amount,
+                        current: json!({ "role": item.required_role, "approvals": item.approvals_required }),
+                        proposed: json!({ "role": needs.role, "approvals": needs.approvals,
+                                          "matched_rules": needs.matched_rules }),
+                    }
+                })
+            })
+            .collect();
+        ReviewPolicyReport {
+            checked: items.len() as u64,
+            changed,
+        }
+    });
     let truncated = rows.len() as i64 > MAX_MESSAGES;
     rows.truncate(MAX_MESSAGES as usize);
     rows.reverse();
@@ -223,20 +330,45 @@ async fn dry_run(
     let proposed_threshold = body
         .confidence_threshold
         .unwrap_or(settings.confidence_threshold);
+    // Only an answer meets the threshold (a hand-off or an action goes to a person anyway).
+    let current_threshold = settings.confidence_threshold;
+    let newly = |c: f32| c < proposed_threshold && c >= current_threshold;
+    let no_longer = |c: f32| c >= proposed_threshold && c < current_threshold;
+    let answers: Vec<_> = runs
+        .iter()
+        .filter(|r| r.action.as_deref() == Some("reply"))
+        .collect();
+    let threshold_examples = answers
+        .iter()
+        .filter(|r| newly(r.confidence) || no_longer(r.confidence))
+        .take(body.max_examples)
+        .map(|r| ThresholdExample {
+            execution_id: r.id,
+            conversation_id: r.conversation_id,
+            confidence: r.confidence,
+            outcome: r.outcome.clone(),
+            proposed: if r.confidence < proposed_threshold {
+                "handed_off"
+            } else {
+                "replied"
+            },
+            draft: r.draft.as_deref().map(excerpt),
+        })
+        .collect();
     let confidence = Confidence {
+        newly_handed_off: answers.iter().filter(|r| newly(r.confidence)).count() as u64,
+        no_longer_handed_off: answers.iter().filter(|r| no_longer(r.confidence)).count() as u64,
+        examples: threshold_examples,
         executions: runs.len() as u64,
         current_threshold: settings.confidence_threshold,
         proposed_threshold,
         below_current: runs
             .iter()
-            .filter(|r| {
-                r.confidence
-                    .is_some_and(|c| c < settings.confidence_threshold)
-            })
+            .filter(|r| r.confidence < settings.confidence_threshold)
             .count() as u64,
         below_proposed: runs
             .iter()
-            .filter(|r| r.confidence.is_some_and(|c| c < proposed_threshold))
+            .filter(|r| r.confidence < proposed_threshold)
             .count() as u64,
     };
     let days = body.days;
@@ -254,6 +386,7 @@ async fn dry_run(
             changed: 0,
             confidence,
             examples: Vec::new(),
+            review_policy,
         };
         let mut contexts: BTreeMap<Uuid, (Context, Context)> = BTreeMap::new();
         let mut others = Vec::new();

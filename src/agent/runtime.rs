@@ -153,7 +153,16 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     .await?;
     let Some(facts) = facts else { return Ok(()) };
     // A run that already finished (the job ran again after a crash) is not repeated.
-    if facts.done || facts.handler != "ai" {
+    if facts.done {
+        return Ok(());
+    }
+    if facts.handler != "ai" {
+        // People handle the conversation: no model runs. A customer asking for a person to
+        // review a decision is still heard (AGT-7): the ingest queued this run for that alone.
+        if reviews::asks_for_human_review(&facts.body) {
+            human_review_without_run(state, &mut tx, tenant_id, &facts, message_id).await?;
+            tx.commit().await?;
+        }
         return Ok(());
     }
     if facts.restricted {
@@ -226,18 +235,34 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     let mut context = Context::new(vault, known);
     context.language = Lang::from_stored(facts.language.as_deref());
     let mut guard = Guard::new(&policy, context);
-    let decided = decide(
-        state,
-        tenant_id,
-        &facts,
-        &settings,
-        provider.as_ref(),
-        &mut guard,
-        &mut record,
-        &history,
-        &actions,
-    )
-    .await;
+    // AGT-7 whatever the stored configuration: one saved before the settings API refused to
+    // turn the human_review pack off may lack it, and the request is still heard.
+    let pack_off = policy
+        .options()
+        .packs
+        .as_ref()
+        .is_some_and(|packs| !packs.iter().any(|p| p == settings::REQUIRED_PACK));
+    let decided = if pack_off && reviews::asks_for_human_review(&facts.body) {
+        record.reason = reviews::HUMAN_REVIEW_RULE.into();
+        Ok(Final::Handoff {
+            reason: HUMAN_REVIEW_REASON.into(),
+            suggestion: None,
+            tell_customer: policy.safe_reply("human_review", guard.ctx.language),
+        })
+    } else {
+        decide(
+            state,
+            tenant_id,
+            &facts,
+            &settings,
+            provider.as_ref(),
+            &mut guard,
+            &mut record,
+            &history,
+            &actions,
+        )
+        .await
+    };
     let final_step = match decided {
         Ok(f) => f,
         Err(Stop::Provider(e)) => {
@@ -860,6 +885,54 @@ async fn previous_decision(
             json!({ "execution_id": r.id, "outcome": r.outcome, "reason": r.reason, "decision": r.decision }),
         )
     }))
+}
+
+/// A customer's request for human review on a conversation people handle: the item lands in
+/// the queue (once per message, by its idempotency key) about the agent's last decision, and
+/// the customer is told, in the tenant's wording of the pack's reply, that a person will look.
+async fn human_review_without_run(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    facts: &Facts,
+    message_id: Uuid,
+) -> Result<()> {
+    let (reviewed, decision) =
+        previous_decision(&mut *tx, facts.conversation_id, Uuid::nil()).await?;
+    let opened = reviews::open(
+        &mut *tx,
+        &AuditSource::system(tenant_id),
+        reviews::NewItem {
+            kind: "human_review",
+            conversation_id: Some(facts.conversation_id),
+            execution_id: reviewed,
+            action: None,
+            proposal: json!({ "request": facts.body, "decision": decision }),
+            amount: None,
+            confidence: None,
+            findings: json!([]),
+            requester: reviews::Requester::Customer,
+            note: Some(facts.body.chars().take(4000).collect()),
+            idempotency_key: format!("human-review:{message_id}"),
+        },
+    )
+    .await?;
+    if opened.is_some() {
+        let settings = settings::load(&mut *tx, tenant_id).await?;
+        let policy = settings::policy(state, tenant_id, &settings)?;
+        let lang = Lang::from_stored(facts.language.as_deref());
+        if let Some(text) = policy.safe_reply("human_review", lang) {
+            crate::conversations::post_outbound(
+                &mut *tx,
+                tenant_id,
+                facts.conversation_id,
+                crate::conversations::Author::System,
+                &text,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The guardrail verdicts of a run that found something, for a review item.

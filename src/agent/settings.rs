@@ -154,6 +154,27 @@ pub fn policy(state: &AppState, tenant_id: Uuid, settings: &AgentSettings) -> Re
         })
 }
 
+/// The built-in pack a tenant cannot turn off: it hears customers asking for a person to
+/// review a decision, which is their right (AGT-7), not a tenant option.
+pub const REQUIRED_PACK: &str = "human_review";
+
+/// Refuses a guardrail configuration that does not compile, or that leaves out a pack no tenant
+/// may turn off. Every configuration a tenant saves or dry-runs passes here.
+pub fn check_guardrails(config: &TenantConfig) -> Result<Policy> {
+    if let Some(packs) = &config.options.packs {
+        if !packs.iter().any(|p| p == REQUIRED_PACK) {
+            return Err(Error::bad_request(
+                "required_pack",
+                format!(
+                    "options.packs must include `{REQUIRED_PACK}`: customers can always ask for a \
+                     person to review a decision (AGT-7)"
+                ),
+            ));
+        }
+    }
+    Policy::new(config).map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))
+}
+
 /// How a tenant's texts become vectors: its provider's embeddings API, or the built-in
 /// lexical embedder when it has no provider.
 pub enum Embedder {
@@ -341,8 +362,7 @@ async fn update(
         // A configuration that does not compile is refused here, never at the next message.
         let config: TenantConfig = serde_json::from_value(guardrails.clone())
             .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?;
-        Policy::new(&config)
-            .map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))?;
+        check_guardrails(&config)?;
         s.guardrails = guardrails;
     }
     if s.provider_base_url.is_some() {

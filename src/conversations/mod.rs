@@ -135,7 +135,8 @@ pub enum Ingested {
 /// Stores an inbound message on the caller's tenant transaction: finds (or, for a new WhatsApp
 /// number, creates) the contact, joins the contact's open conversation in that inbox (opening
 /// one if none), wakes a snoozed or pending one, enqueues the agent's run when the AI handles
-/// the conversation, and announces the message at commit.
+/// the conversation (or when the message asks for human review, AGT-7), and announces the
+/// message at commit.
 pub async fn ingest(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -156,6 +157,10 @@ pub async fn ingest(
         .and_then(crate::crm::contacts::E164::from_whatsapp_id)
         .map(|p| p.as_str().to_string());
     let language = crate::guardrails::language::detect(msg.body).map(|l| l.code());
+    // AGT-7: a customer may ask for a person to review a decision whoever handles the
+    // conversation; on one that people handle, only such a message gets a run (which opens the
+    // review item and calls no model). One pack's phrases: cheap enough for every message.
+    let asks_for_review = crate::reviews::asks_for_human_review(msg.body);
     // One round trip per message. Skip a redelivery before it touches anything (a replayed old
     // message must not reopen the conversation or move the service window). Find the contact
     // without writing a new row version (nearly every message comes from a known one), fill in
@@ -218,7 +223,7 @@ pub async fn ingest(
                ),
                run AS (
                    INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
-                   SELECT $11, $2, $12, $13, $14, $15 FROM conv JOIN msg ON true WHERE conv.handler = 'ai'
+                   SELECT $11, $2, $12, $13, $14, $15 FROM conv JOIN msg ON true WHERE conv.handler = 'ai' OR $21
                    ON CONFLICT (idempotency_key) DO NOTHING
                    RETURNING id
                )
@@ -247,7 +252,8 @@ pub async fn ingest(
             wa_id,
             profile_name,
             Uuid::now_v7(),
-            phone
+            phone,
+            asks_for_review
         )
         .fetch_one(&mut *conn)
         .await?;

@@ -7,6 +7,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
 
+use super::request_log;
 use crate::app::AppState;
 use crate::auth::guard::{require, RouteGuard};
 use crate::rbac::Permission;
@@ -98,15 +99,26 @@ impl Api {
         if let Some(limit) = body_limit {
             method_router = method_router.layer(axum::extract::DefaultBodyLimit::max(limit));
         }
+        // Guarded routes are logged (the request log): the log layer wraps the guard, and a
+        // layer inside the guard tells it who the guard let through. Public routes are not.
         let method_router = match access {
             Access::Public => method_router,
-            guarded => method_router.route_layer(axum::middleware::from_fn_with_state(
-                RouteGuard {
-                    state: self.state.clone(),
-                    access: guarded,
-                },
-                require,
-            )),
+            guarded => method_router
+                .route_layer(axum::middleware::from_fn(request_log::note_caller))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    RouteGuard {
+                        state: self.state.clone(),
+                        access: guarded,
+                    },
+                    require,
+                ))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    request_log::LogRoute {
+                        state: self.state.clone(),
+                        route: path,
+                    },
+                    request_log::log,
+                )),
         };
         self.router = self.router.route(path, method_router);
         self.specs.push(RouteSpec {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod middleware;
 pub mod openapi;
+pub mod request_log;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -2,6 +2,13 @@
 //! housekeeping runs for every tenant and that records each purge in the audit log. Legal
 //! holds on a contact or a conversation keep their data out of every purge until released.
 //!
+//! Review items carry conversation content too (the customer's words in a human-review
+//! request, the unmasked draft of a low-confidence answer, an action's arguments and its
+//! endpoint's answer). A decided item's content goes with what it came from: when its
+//! conversation's content goes (closed conversations) or when it is older than the agent
+//! executions' period, whichever comes first. The fact stays: kind, status, who decided, when
+//! and why, the policy it was held under (`content_purged_at` says it happened).
+//!
 //! The purge runs on the owner pool, pinned to the tenant: the application role may not delete
 //! agent executions, jobs or audit rows at all, and the audit log only loses rows through
 //! `audit_purge`, which keeps the hash chain verifiable (a prefix goes, the anchor moves).
@@ -33,18 +40,21 @@ pub enum Class {
     ClosedConversations,
     /// Audit exports: seven days at most (DSR-7).
     Exports,
-    /// Finished (done or dead) job rows. They are this platform's request log: every outbound
-    /// send and agent run leaves one, with its payload and last error. 30 days at most.
+    /// Finished (done or dead) job rows: every outbound send and agent run leaves one, with
+    /// its payload and last error. 30 days at most.
     FinishedJobs,
+    /// The request log: one row per authenticated API request. 30 days at most (RET-1).
+    RequestLog,
 }
 
 impl Class {
-    pub const ALL: [Class; 5] = [
+    pub const ALL: [Class; 6] = [
         Class::AgentExecutions,
         Class::AuditLog,
         Class::ClosedConversations,
         Class::Exports,
         Class::FinishedJobs,
+        Class::RequestLog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +64,7 @@ impl Class {
             Class::ClosedConversations => "closed_conversations",
             Class::Exports => "exports",
             Class::FinishedJobs => "finished_jobs",
+            Class::RequestLog => "request_log",
         }
     }
 
@@ -66,6 +77,7 @@ impl Class {
             Class::ClosedConversations => (1, 3650, None),
             Class::Exports => (1, 7, Some(7)),
             Class::FinishedJobs => (1, 30, Some(30)),
+            Class::RequestLog => (1, 30, Some(30)),
         };
         Bounds { min, max, default }
     }
@@ -87,6 +99,7 @@ pub struct Policy {
     pub closed_conversations_days: Option<i32>,
     pub exports_days: i32,
     pub finished_jobs_days: i32,
+    pub request_log_days: i32,
 }
 
 impl Default for Policy {
@@ -97,6 +110,7 @@ impl Default for Policy {
             closed_conversations_days: None,
             exports_days: 7,
             finished_jobs_days: 30,
+            request_log_days: 30,
         }
     }
 }
@@ -109,6 +123,7 @@ impl Policy {
             Class::ClosedConversations => self.closed_conversations_days,
             Class::Exports => Some(self.exports_days),
             Class::FinishedJobs => Some(self.finished_jobs_days),
+            Class::RequestLog => Some(self.request_log_days),
         }
     }
 }
@@ -118,7 +133,7 @@ pub async fn policy(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Po
     let row = sqlx::query_as!(
         Policy,
         "SELECT agent_executions_days, audit_log_days, closed_conversations_days, exports_days,
-                finished_jobs_days
+                finished_jobs_days, request_log_days
          FROM retention_policy WHERE tenant_id = $1",
         tenant_id
     )
@@ -140,6 +155,9 @@ pub struct ClassReport {
     pub count: i64,
     /// Rows past the cutoff that legal holds keep.
     pub held: i64,
+    /// Decided review items whose content was blanked (run) or would be (preview), with the
+    /// content of closed conversations or past the agent executions' period.
+    pub review_items: i64,
     /// False when the run stopped at its batch limit and the next run continues.
     pub complete: bool,
 }
@@ -171,7 +189,7 @@ pub async fn run(state: &AppState, tenant_id: Uuid) -> anyhow::Result<Vec<ClassR
         }
         let policy = policy(&mut tx, tenant_id).await?;
         let report = purge(&mut tx, tenant_id, class, &policy).await?;
-        if report.count > 0 {
+        if report.count > 0 || report.review_items > 0 {
             audit::record(
                 &mut tx,
                 &AuditSource::system(tenant_id),
@@ -182,6 +200,7 @@ pub async fn run(state: &AppState, tenant_id: Uuid) -> anyhow::Result<Vec<ClassR
                         "cutoff": report.cutoff.map(rfc3339),
                         "days": report.days,
                         "held": report.held,
+                        "review_items": report.review_items,
                         "complete": report.complete,
                     }),
                 ),
@@ -190,6 +209,7 @@ pub async fn run(state: &AppState, tenant_id: Uuid) -> anyhow::Result<Vec<ClassR
             tracing::info!(
                 class = class.as_str(),
                 count = report.count,
+                review_items = report.review_items,
                 "retention purged"
             );
         }
@@ -232,6 +252,7 @@ pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<V
             reports.push(kept(class));
             continue;
         };
+        let review_items = review_items_due(conn, tenant_id, class, cutoff).await?;
         let (count, held) = match class {
             Class::AgentExecutions => {
                 let r = sqlx::query!(
@@ -293,6 +314,16 @@ pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<V
                 .await?;
                 (n, 0)
             }
+            Class::RequestLog => {
+                let n = sqlx::query_scalar!(
+                    r#"SELECT count(*) AS "n!" FROM request_log WHERE tenant_id = $1 AND occurred_at < $2"#,
+                    tenant_id,
+                    cutoff
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                (n, 0)
+            }
         };
         reports.push(ClassReport {
             class,
@@ -300,6 +331,7 @@ pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<V
             cutoff: Some(cutoff),
             count,
             held,
+            review_items,
             complete: true,
         });
     }
@@ -313,6 +345,7 @@ fn kept(class: Class) -> ClassReport {
         cutoff: None,
         count: 0,
         held: 0,
+        review_items: 0,
         complete: true,
     }
 }
@@ -391,6 +424,20 @@ async fn purge(
             }
         }
     }
+    // The review items' content that goes with this class's data, in batches of its own.
+    let mut review_items = 0;
+    if matches!(class, Class::AgentExecutions | Class::ClosedConversations) {
+        let mut done = false;
+        for _ in 0..MAX_BATCHES {
+            let n = blank_review_items(conn, tenant_id, class, cutoff).await?;
+            review_items += n;
+            if n < BATCH {
+                done = true;
+                break;
+            }
+        }
+        complete &= done;
+    }
     let held = held_count(conn, tenant_id, class, cutoff, effective_cutoff).await?;
     Ok(ClassReport {
         class,
@@ -398,6 +445,7 @@ async fn purge(
         cutoff: Some(effective_cutoff),
         count,
         held,
+        review_items,
         complete,
     })
 }
@@ -487,6 +535,17 @@ async fn purge_batch(
         .execute(&mut *conn)
         .await?
         .rows_affected(),
+        Class::RequestLog => sqlx::query!(
+            "DELETE FROM request_log WHERE id IN (
+                 SELECT id FROM request_log WHERE tenant_id = $1 AND occurred_at < $2
+                 ORDER BY occurred_at LIMIT $3)",
+            tenant_id,
+            cutoff,
+            BATCH
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
         Class::AuditLog => 0,
     };
     Ok(deleted as i64)
@@ -528,4 +587,105 @@ async fn held_count(
         .await?,
         _ => 0,
     })
+}
+
+/// Decided review items whose content is due with `class`'s data: of conversations whose content
+/// goes (closed conversations), or decided before the executions' cutoff (agent executions).
+/// Legal holds on the conversation or its contact keep them.
+async fn review_items_due(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    class: Class,
+    cutoff: OffsetDateTime,
+) -> sqlx::Result<i64> {
+    Ok(match class {
+        Class::ClosedConversations => sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM review_item i
+               JOIN conversation c ON c.id = i.conversation_id AND c.tenant_id = i.tenant_id
+               WHERE i.tenant_id = $1 AND i.content_purged_at IS NULL
+                 AND i.status IN ('rejected', 'executed', 'failed', 'resolved')
+                 AND c.status = 'resolved' AND c.resolved_at < $2
+                 AND NOT legal_hold_covers(c.tenant_id, c.contact_id, c.id)"#,
+            tenant_id,
+            cutoff
+        )
+        .fetch_one(conn)
+        .await?,
+        Class::AgentExecutions => sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM review_item i
+               LEFT JOIN conversation c ON c.id = i.conversation_id AND c.tenant_id = i.tenant_id
+               WHERE i.tenant_id = $1 AND i.content_purged_at IS NULL
+                 AND i.status IN ('rejected', 'executed', 'failed', 'resolved') AND i.decided_at < $2
+                 AND NOT legal_hold_covers(i.tenant_id, c.contact_id, i.conversation_id)"#,
+            tenant_id,
+            cutoff
+        )
+        .fetch_one(conn)
+        .await?,
+        _ => 0,
+    })
+}
+
+/// Blanks one batch of due review items' content (see [`review_items_due`]). What stays of the
+/// proposal is what names the decision (action, amount, flagged rules, the run's outcome); the
+/// endpoint's answer loses its body and keeps its status. The database lets a final item lose
+/// content, never change its decision (`review_item_final`).
+async fn blank_review_items(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    class: Class,
+    cutoff: OffsetDateTime,
+) -> sqlx::Result<i64> {
+    let ids = match class {
+        Class::ClosedConversations => {
+            sqlx::query_scalar!(
+                "SELECT i.id FROM review_item i
+                 JOIN conversation c ON c.id = i.conversation_id AND c.tenant_id = i.tenant_id
+                 WHERE i.tenant_id = $1 AND i.content_purged_at IS NULL
+                   AND i.status IN ('rejected', 'executed', 'failed', 'resolved')
+                   AND c.status = 'resolved' AND c.resolved_at < $2
+                   AND NOT legal_hold_covers(c.tenant_id, c.contact_id, c.id)
+                 LIMIT $3",
+                tenant_id,
+                cutoff,
+                BATCH
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Class::AgentExecutions => {
+            sqlx::query_scalar!(
+                "SELECT i.id FROM review_item i
+                 LEFT JOIN conversation c ON c.id = i.conversation_id AND c.tenant_id = i.tenant_id
+                 WHERE i.tenant_id = $1 AND i.content_purged_at IS NULL
+                   AND i.status IN ('rejected', 'executed', 'failed', 'resolved') AND i.decided_at < $2
+                   AND NOT legal_hold_covers(i.tenant_id, c.contact_id, i.conversation_id)
+                 ORDER BY i.decided_at LIMIT $3",
+                tenant_id,
+                cutoff,
+                BATCH
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        _ => return Ok(0),
+    };
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let n = sqlx::query!(
+        "UPDATE review_item r
+         SET content_purged_at = now(), updated_at = now(), request_note = NULL, approved_proposal = NULL,
+             findings = '[]',
+             proposal = (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(r.proposal) AS e(k, v)
+                         WHERE k IN ('action', 'amount', 'rules', 'outcome')),
+             result = r.result - 'body'
+         WHERE r.tenant_id = $1 AND r.id = ANY($2) AND r.content_purged_at IS NULL",
+        tenant_id,
+        &ids
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n as i64)
 }

@@ -113,6 +113,7 @@ struct PolicyChange {
     closed_conversations_days: Option<Option<i32>>,
     exports_days: Option<i32>,
     finished_jobs_days: Option<i32>,
+    request_log_days: Option<i32>,
 }
 
 /// Refuses a period outside its class's bounds, naming the promise it would break.
@@ -140,7 +141,11 @@ fn check(class: Class, days: i32) -> Result<()> {
                 b.max
             ),
             Class::FinishedJobs => format!(
-                "finished jobs (the request log) are kept at most {} days (RET-1)",
+                "finished jobs (with their payloads and errors) are kept at most {} days",
+                b.max
+            ),
+            Class::RequestLog => format!(
+                "the request log is kept at most {} days (RET-1); the period can only be lowered",
                 b.max
             ),
             _ => format!("{name} can be kept at most {} days", b.max),
@@ -169,6 +174,7 @@ async fn update_policy(
         finished_jobs_days: change
             .finished_jobs_days
             .unwrap_or(before.finished_jobs_days),
+        request_log_days: change.request_log_days.unwrap_or(before.request_log_days),
     };
     for class in Class::ALL {
         if let Some(days) = after.days(class) {
@@ -178,21 +184,24 @@ async fn update_policy(
     if after != before {
         sqlx::query!(
             "INSERT INTO retention_policy (tenant_id, agent_executions_days, audit_log_days,
-                                           closed_conversations_days, exports_days, finished_jobs_days)
-             VALUES ($1, $2, $3, $4, $5, $6)
+                                           closed_conversations_days, exports_days, finished_jobs_days,
+                                           request_log_days)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (tenant_id) DO UPDATE SET
                  agent_executions_days = EXCLUDED.agent_executions_days,
                  audit_log_days = EXCLUDED.audit_log_days,
                  closed_conversations_days = EXCLUDED.closed_conversations_days,
                  exports_days = EXCLUDED.exports_days,
                  finished_jobs_days = EXCLUDED.finished_jobs_days,
+                 request_log_days = EXCLUDED.request_log_days,
                  updated_at = now()",
             ctx.tenant_id,
             after.agent_executions_days,
             after.audit_log_days,
             after.closed_conversations_days,
             after.exports_days,
-            after.finished_jobs_days
+            after.finished_jobs_days,
+            after.request_log_days
         )
         .execute(&mut *tx)
         .await?;

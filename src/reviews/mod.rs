@@ -26,7 +26,59 @@ pub use policy::{RequiredRole, ReviewPolicy, Subject};
 /// Runs an approved action.
 pub const EXECUTE_JOB: &str = "review.execute";
 
+/// The rule of the `human_review` pack that recognises a customer asking for a person to
+/// review a decision (AGT-7).
+pub const HUMAN_REVIEW_RULE: &str = "human-review.request";
+
+/// Whether a customer's message asks for a person to review a decision, by the `human_review`
+/// pack alone (four languages). The tenant's configuration plays no part: asking for human
+/// review is the customer's right, not a tenant option. Pure and cheap (one pack's phrases, no
+/// PII detection), so the ingest can ask it of every message of a conversation people handle.
+pub fn asks_for_human_review(text: &str) -> bool {
+    use crate::guardrails::{
+        evaluate, Context, KnownEntities, Policy, Stage, TenantConfig, TenantOptions, Vault,
+    };
+    static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(|| {
+        let config = TenantConfig {
+            rules: Vec::new(),
+            options: TenantOptions {
+                packs: Some(vec!["human_review".into()]),
+                pii_types: Some(Default::default()),
+                ..TenantOptions::default()
+            },
+        };
+        // The built-in packs are checked at start-up and by the test suite.
+        Policy::new(&config).unwrap_or_else(|e| panic!("the human_review pack: {e}"))
+    });
+    let mut ctx = Context::new(Vault::new(), KnownEntities::new());
+    evaluate(Stage::Inbound, text, &mut ctx, &POLICY)
+        .findings
+        .iter()
+        .any(|f| f.rule_id == HUMAN_REVIEW_RULE)
+}
+
 pub const KINDS: &[&str] = &["action", "low_confidence", "guardrail_flag", "human_review"];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pure_check_finds_requests_for_human_review_in_four_languages_and_nothing_else() {
+        for text in [
+            "That is wrong, I want a human to review this decision.",
+            "Quero que uma pessoa revise essa decisão.",
+            "Quiero que una persona revise esta decisión.",
+            "Ich möchte eine menschliche Überprüfung.",
+        ] {
+            assert!(super::asks_for_human_review(text), "{text}");
+        }
+        for text in [
+            "Please review my order, it has two items.",
+            "Where is my parcel?",
+        ] {
+            assert!(!super::asks_for_human_review(text), "{text}");
+        }
+    }
+}
 
 /// Who asked for the review.
 #[derive(Debug, Clone, Copy)]
@@ -159,8 +211,18 @@ pub(crate) async fn announce(
     Ok(())
 }
 
-/// Kinds where the customer asked or was promised something, so hears the outcome.
-fn customer_waits(kind: &str) -> bool {
+/// Kinds where the customer asked or was promised something, so hears the outcome of a
+/// rejection or an expiry: an action (they were told it waits for approval) and a human-review
+/// request (they asked for it).
+///
+/// Not a low-confidence draft: when it was opened the conversation went to a person, and the
+/// customer was neither shown the draft nor promised anything about it; the draft is only a
+/// suggestion to whoever answers in the inbox. Rejecting it (or letting it expire) means the
+/// draft is not sent; the conversation itself stays with the people, who answer the customer
+/// themselves. Telling the customer "your request was not approved" about a request they never
+/// made would be wrong. Nor a guardrail flag: the run went on and the customer already has
+/// its answer; the flag only asks a person to look.
+pub(crate) fn customer_waits(kind: &str) -> bool {
     matches!(kind, "action" | "human_review")
 }
 

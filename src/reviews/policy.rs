@@ -2,6 +2,21 @@
 //! an item may wait before it expires (fail closed: expired means rejected), the SLA after which
 //! a waiting item is flagged, and the words the customer hears. Pure code: the routes store it
 //! as JSON in `agent_settings.review_policy`.
+//!
+//! How a rule matches an item:
+//! - `kind` (refund, discount, exchange — `exchange_approval`, the issue's name, is accepted and
+//!   stored as `exchange` — or escalation) matches only action items whose action has that kind;
+//! - `action` matches only action items of the tenant action with that name;
+//! - `above` matches only items that have an amount greater than it. An item without an amount
+//!   (a draft, a flag, a human-review request, an action without an amount field) never meets
+//!   an amount threshold: give the action's kind or name a rule without `above` to demand more
+//!   of it whatever the amount;
+//! - a rule with none of these is a catch-all: it applies to every item of every kind (drafts,
+//!   flags and human-review requests included), e.g. to give everything a shorter expiry.
+//!
+//! The customer's wording is a string (every language) or an object by language
+//! (`{"en": …, "pt": …, "es": …, "de": …}`, any of them): the conversation's language is
+//! used, else English, else the built-in text in the conversation's language.
 
 use std::time::Duration;
 
@@ -43,6 +58,106 @@ pub fn default_approval_message(lang: Lang) -> &'static str {
         "Buenas noticias: un compañero aprobó tu solicitud.",
         "Gute Nachricht: Ihre Anfrage wurde genehmigt.",
     ])
+}
+
+/// What the customer is told when a person reviewed the decision they contested and it stands,
+/// by default (the reviewer may write their own words instead).
+pub fn default_upheld_message(lang: Lang) -> &'static str {
+    lang.pick([
+        "A colleague reviewed the decision you asked about, and it stands. If you have questions, just reply here.",
+        "Um colega revisou a decisão que você contestou, e ela foi mantida. Se tiver dúvidas, é só responder aqui.",
+        "Un compañero revisó la decisión que cuestionaste y se mantiene. Si tienes preguntas, responde aquí.",
+        "Eine Kollegin oder ein Kollege hat die Entscheidung geprüft, und sie bleibt bestehen. Bei Fragen antworten Sie einfach hier.",
+    ])
+}
+
+/// What the customer is told when a person reviewed the decision they contested and changed it,
+/// by default.
+pub fn default_changed_message(lang: Lang) -> &'static str {
+    lang.pick([
+        "A colleague reviewed the decision you asked about and changed it. We will follow up here with the details.",
+        "Um colega revisou a decisão que você contestou e a alterou. Vamos continuar aqui com os detalhes.",
+        "Un compañero revisó la decisión que cuestionaste y la cambió. Te daremos los detalles aquí.",
+        "Eine Kollegin oder ein Kollege hat die Entscheidung geprüft und geändert. Die Einzelheiten folgen hier.",
+    ])
+}
+
+/// A tenant's wording: one text for every language, or texts by language.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wording {
+    All(String),
+    ByLang(ByLang),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByLang {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub es: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub de: Option<String>,
+}
+
+impl Wording {
+    /// The text for `lang`: this language's, else English, else `builtin` in `lang`.
+    pub fn pick(&self, lang: Lang, builtin: fn(Lang) -> &'static str) -> &str {
+        match self {
+            Wording::All(text) => text,
+            Wording::ByLang(t) => lang
+                .pick([&t.en, &t.pt, &t.es, &t.de])
+                .as_deref()
+                .or(t.en.as_deref())
+                .unwrap_or(builtin(lang)),
+        }
+    }
+
+    fn texts(&self) -> Vec<&String> {
+        match self {
+            Wording::All(text) => vec![text],
+            Wording::ByLang(t) => [&t.en, &t.pt, &t.es, &t.de].into_iter().flatten().collect(),
+        }
+    }
+}
+
+impl Serialize for Wording {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Wording::All(text) => text.serialize(serializer),
+            Wording::ByLang(t) => t.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Wording {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Ok(Wording::All(text)),
+            v @ serde_json::Value::Object(_) => {
+                serde_json::from_value(v).map(Wording::ByLang).map_err(|e| {
+                    D::Error::custom(format!(
+                        "a wording by language takes en, pt, es and de as strings: {e}"
+                    ))
+                })
+            }
+            _ => Err(D::Error::custom(
+                "a wording is a string (every language) or an object by language (en, pt, es, de)",
+            )),
+        }
+    }
+}
+
+/// The action kinds rules name, as stored; `exchange_approval` is the issue's name for
+/// `exchange`.
+pub fn canonical_kind(kind: &str) -> &str {
+    match kind {
+        "exchange_approval" => "exchange",
+        other => other,
+    }
 }
 
 /// The least role that may approve, in rank order.
@@ -90,14 +205,15 @@ impl RequiredRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRule {
-    /// Built-in action kind: refund, discount, exchange_approval, escalation.
+    /// Built-in action kind: refund, discount, exchange (or `exchange_approval`), escalation.
+    /// Matches action items of that kind only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// A tenant action's name.
+    /// A tenant action's name. Matches action items of that action only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    /// Applies only when the amount is above this. A proposal without an amount is treated as
-    /// above it (fail closed: what cannot be shown to be small is not waved through).
+    /// Applies only to items with an amount above this; an item without an amount never
+    /// meets it (see the module's documentation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub above: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,9 +231,13 @@ pub struct ReviewPolicy {
     pub sla_minutes: Option<u32>,
     /// A pending item older than this is rejected as expired and the customer is told.
     pub expiry_minutes: Option<u32>,
-    pub rejection_message: Option<String>,
-    pub expiry_message: Option<String>,
-    pub approval_message: Option<String>,
+    pub rejection_message: Option<Wording>,
+    pub expiry_message: Option<Wording>,
+    pub approval_message: Option<Wording>,
+    /// A contested decision was reviewed and stands (when the reviewer writes nothing).
+    pub upheld_message: Option<Wording>,
+    /// A contested decision was reviewed and changed (when the reviewer writes nothing).
+    pub changed_message: Option<Wording>,
     pub rules: Vec<ApprovalRule>,
 }
 
@@ -154,17 +274,25 @@ impl ReviewPolicy {
                 }
             }
         }
-        for (name, text) in [
+        for (name, wording) in [
             ("rejection_message", &self.rejection_message),
             ("expiry_message", &self.expiry_message),
             ("approval_message", &self.approval_message),
+            ("upheld_message", &self.upheld_message),
+            ("changed_message", &self.changed_message),
         ] {
-            if let Some(t) = text {
-                if t.trim().is_empty() || t.chars().count() > MAX_MESSAGE_CHARS {
-                    return Err(format!(
-                        "{name} must be 1 to {MAX_MESSAGE_CHARS} characters"
-                    ));
-                }
+            let Some(wording) = wording else { continue };
+            let texts = wording.texts();
+            if texts.is_empty() {
+                return Err(format!("{name} must name at least one language"));
+            }
+            if texts
+                .iter()
+                .any(|t| t.trim().is_empty() || t.chars().count() > MAX_MESSAGE_CHARS)
+            {
+                return Err(format!(
+                    "{name} must be 1 to {MAX_MESSAGE_CHARS} characters (in every language given)"
+                ));
             }
         }
         if self.rules.len() > 100 {
@@ -173,9 +301,9 @@ impl ReviewPolicy {
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
             if let Some(kind) = &rule.kind {
-                if !crate::agent::tools::MATERIAL_KINDS.contains(&kind.as_str()) {
+                if !crate::agent::tools::MATERIAL_KINDS.contains(&canonical_kind(kind)) {
                     return Err(format!(
-                        "{at}.kind must be one of {}",
+                        "{at}.kind must be one of {} (exchange_approval stands for exchange)",
                         crate::agent::tools::MATERIAL_KINDS.join(", ")
                     ));
                 }
@@ -209,6 +337,16 @@ impl ReviewPolicy {
         Ok(())
     }
 
+    /// The policy as stored: rule kinds under their stored names.
+    pub fn normalized(mut self) -> Self {
+        for rule in &mut self.rules {
+            if let Some(kind) = &mut rule.kind {
+                *kind = canonical_kind(kind).to_string();
+            }
+        }
+        self
+    }
+
     /// The strictest demands of every matching rule over the defaults.
     pub fn requirement(&self, subject: Subject<'_>) -> Requirement {
         let mut req = Requirement {
@@ -219,15 +357,19 @@ impl ReviewPolicy {
             matched_rules: Vec::new(),
         };
         for (i, rule) in self.rules.iter().enumerate() {
-            let kind_ok = rule.kind.as_deref().is_none_or(|k| subject.kind == Some(k));
+            let kind_ok = rule
+                .kind
+                .as_deref()
+                .is_none_or(|k| subject.kind.map(canonical_kind) == Some(canonical_kind(k)));
             let action_ok = rule
                 .action
                 .as_deref()
                 .is_none_or(|a| subject.action == Some(a));
+            // A threshold speaks about amounts: an item without one is not above it.
             let amount_ok = match (rule.above, subject.amount) {
                 (None, _) => true,
                 (Some(limit), Some(amount)) => amount > limit,
-                (Some(_), None) => true,
+                (Some(_), None) => false,
             };
             if !(kind_ok && action_ok && amount_ok) {
                 continue;
@@ -246,23 +388,32 @@ impl ReviewPolicy {
         req
     }
 
-    /// The tenant's wording, else the default in the customer's language.
+    /// The tenant's wording in the customer's language, else the default in it.
     pub fn rejection_message(&self, lang: Lang) -> &str {
-        self.rejection_message
-            .as_deref()
-            .unwrap_or(default_rejection_message(lang))
+        wording(&self.rejection_message, lang, default_rejection_message)
     }
 
     pub fn expiry_message(&self, lang: Lang) -> &str {
-        self.expiry_message
-            .as_deref()
-            .unwrap_or(default_expiry_message(lang))
+        wording(&self.expiry_message, lang, default_expiry_message)
     }
 
     pub fn approval_message(&self, lang: Lang) -> &str {
-        self.approval_message
-            .as_deref()
-            .unwrap_or(default_approval_message(lang))
+        wording(&self.approval_message, lang, default_approval_message)
+    }
+
+    pub fn upheld_message(&self, lang: Lang) -> &str {
+        wording(&self.upheld_message, lang, default_upheld_message)
+    }
+
+    pub fn changed_message(&self, lang: Lang) -> &str {
+        wording(&self.changed_message, lang, default_changed_message)
+    }
+}
+
+fn wording(tenant: &Option<Wording>, lang: Lang, builtin: fn(Lang) -> &'static str) -> &str {
+    match tenant {
+        Some(w) => w.pick(lang, builtin),
+        None => builtin(lang),
     }
 }
 
@@ -304,13 +455,108 @@ mod tests {
     }
 
     #[test]
-    fn a_proposal_without_an_amount_meets_the_strictest_threshold() {
+    fn an_amount_threshold_never_matches_an_item_without_an_amount() {
         let r = policy().requirement(Subject {
             kind: Some("discount"),
             action: None,
             amount: None,
         });
-        assert_eq!(r.approvals, 2);
+        assert_eq!((r.role, r.approvals), (RequiredRole::Reviewer, 1));
+        assert!(r.matched_rules.is_empty());
+        // A draft or a flag has neither kind nor amount: only catch-all rules reach it.
+        let draft = policy().requirement(Subject::default());
+        assert!(draft.matched_rules.is_empty());
+    }
+
+    #[test]
+    fn a_kind_or_action_rule_never_matches_items_that_are_not_that_action() {
+        let p: ReviewPolicy = serde_json::from_value(serde_json::json!({
+            "rules": [{ "kind": "refund", "role": "admin" }, { "action": "issue_refund", "approvals": 2 }]
+        }))
+        .unwrap();
+        let draft = p.requirement(Subject::default());
+        assert_eq!((draft.role, draft.approvals), (RequiredRole::Reviewer, 1));
+        let refund = p.requirement(Subject {
+            kind: Some("refund"),
+            action: Some("issue_refund"),
+            amount: None,
+        });
+        assert_eq!((refund.role, refund.approvals), (RequiredRole::Admin, 2));
+    }
+
+    #[test]
+    fn a_catch_all_rule_applies_to_every_item_but_its_threshold_only_to_amounts() {
+        let p: ReviewPolicy = serde_json::from_value(serde_json::json!({
+            "rules": [{ "expiry_minutes": 30 }, { "above": 1000, "role": "owner" }]
+        }))
+        .unwrap();
+        assert!(p.validate().is_ok());
+        let draft = p.requirement(Subject::default());
+        assert_eq!(draft.expires_in, Duration::from_secs(30 * 60));
+        assert_eq!(draft.role, RequiredRole::Reviewer);
+        let big = p.requirement(Subject {
+            kind: Some("refund"),
+            action: Some("issue_refund"),
+            amount: Some(1500.0),
+        });
+        assert_eq!(big.role, RequiredRole::Owner);
+        assert_eq!(big.matched_rules, vec![0, 1]);
+    }
+
+    #[test]
+    fn exchange_approval_is_accepted_and_stored_as_exchange() {
+        let p: ReviewPolicy = serde_json::from_value(serde_json::json!({
+            "rules": [{ "kind": "exchange_approval", "role": "admin" }]
+        }))
+        .unwrap();
+        assert!(p.validate().is_ok());
+        let p = p.normalized();
+        assert_eq!(p.rules[0].kind.as_deref(), Some("exchange"));
+        let r = p.requirement(Subject {
+            kind: Some("exchange"),
+            action: None,
+            amount: None,
+        });
+        assert_eq!(r.role, RequiredRole::Admin);
+    }
+
+    #[test]
+    fn a_wording_is_one_string_or_texts_by_language_with_fallbacks() {
+        let p: ReviewPolicy = serde_json::from_value(serde_json::json!({
+            "rejection_message": "No.",
+            "expiry_message": { "pt": "Expirou.", "en": "Expired." },
+            "approval_message": { "de": "Genehmigt." }
+        }))
+        .unwrap();
+        assert!(p.validate().is_ok());
+        assert_eq!(p.rejection_message(Lang::De), "No.");
+        assert_eq!(p.expiry_message(Lang::Pt), "Expirou.");
+        assert_eq!(p.expiry_message(Lang::Es), "Expired.");
+        assert_eq!(p.approval_message(Lang::De), "Genehmigt.");
+        assert_eq!(
+            p.approval_message(Lang::Es),
+            default_approval_message(Lang::Es)
+        );
+        assert_eq!(p.upheld_message(Lang::Pt), default_upheld_message(Lang::Pt));
+        // Round trip as stored.
+        let stored = serde_json::to_value(&p).unwrap();
+        assert_eq!(stored["expiry_message"]["pt"], "Expirou.");
+        assert_eq!(stored["rejection_message"], "No.");
+        let back: ReviewPolicy = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, p);
+        for bad in [
+            serde_json::json!({ "rejection_message": { "fr": "Non." } }),
+            serde_json::json!({ "rejection_message": 7 }),
+        ] {
+            assert!(serde_json::from_value::<ReviewPolicy>(bad).is_err());
+        }
+        for bad in [
+            serde_json::json!({ "rejection_message": {} }),
+            serde_json::json!({ "rejection_message": { "en": " " } }),
+        ] {
+            let p: ReviewPolicy = serde_json::from_value(bad).unwrap();
+            assert!(p.validate().is_err());
+        }
     }
 
     #[test]

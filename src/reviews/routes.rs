@@ -1,6 +1,17 @@
 //! The review queue API: list and count items, see one with its context, open one (a member
 //! asking for human review or proposing an action), approve (optionally after editing),
 //! reject with a reason, reassign; read and change the approval policy.
+//!
+//! What approving means depends on the item:
+//! - an action is executed once by a job (`executed` or `failed`);
+//! - a draft (low confidence) is sent to the customer, as proposed or edited (`executed`);
+//! - a human-review request is resolved with an outcome, `upheld` or `changed`, and the
+//!   customer receives the reviewer's message or the tenant's wording for that outcome in
+//!   their language (`resolved`);
+//! - a guardrail flag is acknowledged and closed; the customer hears nothing (`resolved`).
+//!
+//! Rejecting (a reason is required) is final for every kind. Approving, rejecting and being
+//! assigned all need the role the item requires.
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -81,7 +92,7 @@ pub fn routes(api: Api) -> Api {
         Requires(Permission::ReviewsDecide),
         (
             "reviews",
-            "Approve an item (optionally edited); the last needed approval carries it out",
+            "Approve an item (optionally edited), or resolve a human review with an outcome; the last needed approval carries it out",
         ),
         approve,
     )
@@ -141,6 +152,9 @@ pub struct ReviewView {
     pub decided_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub executed_at: Option<OffsetDateTime>,
+    /// When retention blanked the item's content; what was decided stays.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub content_purged_at: Option<OffsetDateTime>,
 }
 
 async fn fetch(conn: &mut sqlx::PgConnection, id: Uuid, lock: bool) -> Result<ReviewView> {
@@ -163,7 +177,8 @@ async fn fetch(conn: &mut sqlx::PgConnection, id: Uuid, lock: bool) -> Result<Re
                   (SELECT count(*) FROM review_approval a WHERE a.review_item_id = r.id) AS "approvals!",
                   r.policy, r.decided_by, r.decision_reason, r.result,
                   (r.status = 'pending' AND r.due_at < now()) AS "sla_breached!",
-                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at
+                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at,
+                  r.content_purged_at
            FROM review_item r WHERE r.id = $1 AND r.tenant_id = current_tenant_id()"#,
         id
     )
@@ -198,6 +213,7 @@ const STATUSES: &[&str] = &[
     "executed",
     "failed",
     "rejected",
+    "resolved",
 ];
 
 async fn list(
@@ -237,7 +253,8 @@ async fn list(
                   (SELECT count(*) FROM review_approval a WHERE a.review_item_id = r.id) AS "approvals!",
                   r.policy, r.decided_by, r.decision_reason, r.result,
                   (r.status = 'pending' AND r.due_at < now()) AS "sla_breached!",
-                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at
+                  r.created_at, r.updated_at, r.due_at, r.expires_at, r.decided_at, r.executed_at,
+                  r.content_purged_at
            FROM review_item r
            WHERE r.tenant_id = current_tenant_id()
              AND ($1::text IS NULL OR r.status = $1)
@@ -485,6 +502,65 @@ struct Edit {
 struct ApproveBody {
     note: Option<String>,
     edit: Option<Edit>,
+    /// For a human-review request: what the review found.
+    outcome: Option<Outcome>,
+    /// For a human-review request: what the customer is told (else the tenant's wording).
+    message: Option<String>,
+}
+
+/// How a contested decision was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// The decision stands.
+    Upheld,
+    /// The reviewer changed it.
+    Changed,
+}
+
+/// Checks what an approval says against the item's kind, before anything is written.
+fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
+    let resolves = item.kind == "human_review";
+    if resolves && body.outcome.is_none() {
+        return Err(Error::bad_request(
+            "outcome_required",
+            "a human review is resolved with an outcome: upheld or changed",
+        ));
+    }
+    if !resolves && (body.outcome.is_some() || body.message.is_some()) {
+        return Err(Error::bad_request(
+            "invalid_approval",
+            "only a human review takes an outcome and a message",
+        ));
+    }
+    if let Some(message) = &body.message {
+        let n = message.trim().chars().count();
+        if n == 0 || n > 4096 {
+            return Err(Error::bad_request(
+                "invalid_message",
+                "message must be 1 to 4096 characters",
+            ));
+        }
+    }
+    if body.edit.is_some() && matches!(item.kind.as_str(), "human_review" | "guardrail_flag") {
+        return Err(Error::bad_request(
+            "invalid_edit",
+            "only an action or a draft can be edited",
+        ));
+    }
+    if item.kind == "low_confidence" && body.edit.is_none() {
+        let proposal = item.approved_proposal.as_ref().unwrap_or(&item.proposal);
+        if proposal["draft"]
+            .as_str()
+            .is_none_or(|d| d.trim().is_empty())
+        {
+            return Err(Error::bad_request(
+                "draft_required",
+                "this item has no draft to send: approve it with edit.draft",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every decision ends alike: audited and announced in the transaction that made it, then
@@ -560,6 +636,7 @@ async fn approve(
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id, true).await?;
     still_pending(&before)?;
+    check_approval(&before, &body)?;
     if before.requested_by_member == Some(ctx.member_id) {
         return Err(Error::Forbidden(
             "four eyes: whoever asked for a review cannot approve it",
@@ -632,9 +709,10 @@ async fn approve(
     .await?;
     let approvals = before.approvals + 1;
     let complete = approvals >= i64::from(approvals_required);
+    let mut told = None;
     if complete {
         let current = fetch(&mut tx, id, false).await?;
-        carry_out(&mut tx, &ctx, &current).await?;
+        told = carry_out(&mut tx, &ctx, &current, &body).await?;
     }
     let after = fetch(&mut tx, id, false).await?;
     let mut event = AuditEvent::new(
@@ -648,7 +726,8 @@ async fn approve(
     )
     .before(json!({ "status": before.status, "approvals": before.approvals }))
     .after(json!({ "status": after.status, "approvals": approvals, "approvals_required": approvals_required,
-                   "edited": body.edit.is_some(), "note": note }));
+                   "edited": body.edit.is_some(), "note": note, "outcome": body.outcome,
+                   "customer_message_id": told }));
     event.execution_id = before.execution_id;
     changed(tx, &ctx, event, &after).await?;
     Ok(Json(after))
@@ -711,8 +790,53 @@ async fn edited_proposal(tx: &mut Tx, item: &ReviewView, edit: &Edit) -> Result<
 }
 
 /// The last needed approval: an action goes to the execution job (once, by idempotency key);
-/// a draft goes to the customer in the approver's name.
-async fn carry_out(tx: &mut Tx, ctx: &Ctx, item: &ReviewView) -> Result<()> {
+/// a draft goes to the customer in the approver's name; a human review is resolved and the
+/// customer told its outcome; a flag is closed. Returns the message the customer received.
+async fn carry_out(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    item: &ReviewView,
+    body: &ApproveBody,
+) -> Result<Option<Uuid>> {
+    match item.kind.as_str() {
+        "human_review" => {
+            let outcome = body.outcome.unwrap_or(Outcome::Upheld);
+            let mut message_id = None;
+            if let Some(conversation_id) = item.conversation_id {
+                let text = match body.message.as_deref().map(str::trim) {
+                    Some(text) => text.to_string(),
+                    None => {
+                        let policy = load_policy(tx).await?;
+                        let lang = conversations::language(tx, conversation_id).await?;
+                        match outcome {
+                            Outcome::Upheld => policy.upheld_message(lang),
+                            Outcome::Changed => policy.changed_message(lang),
+                        }
+                        .to_string()
+                    }
+                };
+                message_id = Some(
+                    conversations::post_outbound(
+                        tx,
+                        ctx.tenant_id,
+                        conversation_id,
+                        Author::Member(ctx.member_id),
+                        &text,
+                    )
+                    .await?,
+                );
+            }
+            let result = json!({ "outcome": outcome, "message_id": message_id,
+                                 "wording": if body.message.is_some() { "reviewer" } else { "template" } });
+            resolve(tx, ctx, item.id, result).await?;
+            return Ok(message_id);
+        }
+        "guardrail_flag" => {
+            resolve(tx, ctx, item.id, json!({ "acknowledged": true })).await?;
+            return Ok(None);
+        }
+        _ => {}
+    }
     sqlx::query!(
         "UPDATE review_item SET status = 'approved', decided_by = $2, decided_at = now(), updated_at = now()
          WHERE id = $1",
@@ -732,7 +856,7 @@ async fn carry_out(tx: &mut Tx, ctx: &Ctx, item: &ReviewView) -> Result<()> {
             ),
         )
         .await?;
-        return Ok(());
+        return Ok(None);
     }
     let proposal = item.approved_proposal.as_ref().unwrap_or(&item.proposal);
     let draft = proposal["draft"]
@@ -755,7 +879,23 @@ async fn carry_out(tx: &mut Tx, ctx: &Ctx, item: &ReviewView) -> Result<()> {
         )
         .execute(&mut **tx)
         .await?;
+        return Ok(Some(message_id));
     }
+    Ok(None)
+}
+
+/// Decided, with nothing to execute: final.
+async fn resolve(tx: &mut Tx, ctx: &Ctx, id: Uuid, result: Value) -> Result<()> {
+    sqlx::query!(
+        "UPDATE review_item SET status = 'resolved', decided_by = $2, decided_at = now(), result = $3,
+                updated_at = now()
+         WHERE id = $1",
+        id,
+        ctx.member_id,
+        result
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -781,6 +921,11 @@ async fn reject(
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id, true).await?;
     still_pending(&before)?;
+    // A rejection is as final as an approval: it needs the same role.
+    let required = RequiredRole::parse(&before.required_role).unwrap_or(RequiredRole::Owner);
+    if !required.allows(ctx.role) {
+        return Err(role_refusal(required));
+    }
     sqlx::query!(
         "UPDATE review_item SET status = 'rejected', decided_by = $2, decision_reason = $3, decided_at = now(),
                 updated_at = now()
@@ -849,14 +994,26 @@ async fn assign(
         )
         .fetch_optional(&mut *tx)
         .await?;
-        let decides = role
-            .as_deref()
-            .and_then(Role::parse)
-            .is_some_and(|r| r.can(Permission::ReviewsDecide));
-        if !decides {
+        let role = role.as_deref().and_then(Role::parse);
+        if !role.is_some_and(|r| r.can(Permission::ReviewsDecide)) {
             return Err(Error::bad_request(
                 "invalid_assignee",
                 "the assignee must be an active member who may decide reviews",
+            ));
+        }
+        // Giving an item to someone who could not decide it would only park it.
+        let required = RequiredRole::parse(&before.required_role).unwrap_or(RequiredRole::Owner);
+        if !role.is_some_and(|r| required.allows(r)) {
+            return Err(Error::bad_request(
+                "assignee_cannot_decide",
+                format!(
+                    "this item needs {} to decide it; the assignee's role is not enough",
+                    match required {
+                        RequiredRole::Owner => "an owner",
+                        RequiredRole::Admin => "an admin or owner",
+                        RequiredRole::Reviewer => "a reviewer, admin or owner",
+                    }
+                ),
             ));
         }
     }
@@ -892,6 +1049,7 @@ async fn update_policy(
     policy
         .validate()
         .map_err(|e| Error::bad_request("invalid_policy", e))?;
+    let policy = policy.normalized();
     let mut tx = ctx.begin(&state).await?;
     let before = load_policy(&mut tx).await?;
     let stored = serde_json::to_value(&policy).map_err(anyhow::Error::from)?;

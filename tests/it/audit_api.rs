@@ -490,3 +490,297 @@ async fn an_export_that_is_not_finished_cannot_be_downloaded_yet() {
         .await
         .is_empty());
 }
+
+/// A query-string value with the characters route templates hold.
+fn q(value: &str) -> String {
+    enc(value)
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .replace('/', "%2F")
+}
+
+async fn request_log(app: &TestApp, who: &Member, query: &str) -> Value {
+    app.state.request_log.flush().await;
+    let resp = app
+        .send(Req::get(format!("/api/v1/request-log?{query}")).by(who))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{query}: {}", resp.body);
+    resp.body
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn an_authenticated_request_is_logged_with_its_route_template_and_member() {
+    let app = TestApp::spawn().await;
+    let w = world(&app).await;
+    let contact = w.contacts[0];
+    let shown = app
+        .send(
+            Req::get(format!("/api/v1/contacts/{contact}"))
+                .by(&w.admin)
+                .header("user-agent", "inbox-tests/1.0")
+                .client_ip("203.0.113.9"),
+        )
+        .await;
+    assert_eq!(shown.status, StatusCode::OK);
+    let request_id = shown.headers["x-request-id"].to_str().unwrap().to_string();
+    // A member refused by the permission table is named too.
+    let refused = app
+        .send(
+            Req::post("/api/v1/contacts")
+                .by(&w.auditor)
+                .json(json!({ "name": "Mallory" })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    // An API token's requests carry the token.
+    let (token_id, token) = app.token(&w.owner, "auditor").await;
+    let by_token = app.send(Req::get("/api/v1/contacts").bearer(&token)).await;
+    assert_eq!(by_token.status, StatusCode::OK, "{}", by_token.body);
+
+    let route = "/api/v1/contacts/{contact_id}";
+    let log = request_log(
+        &app,
+        &w.auditor,
+        &format!("member_id={}&route={}", w.admin.member_id, q(route)),
+    )
+    .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{log}");
+    let entry = &items[0];
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["route"], route);
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["ip"], "203.0.113.9");
+    assert_eq!(entry["user_agent"], "inbox-tests/1.0");
+    assert_eq!(entry["request_id"], request_id);
+    assert!(entry["api_token_id"].is_null());
+    assert!(entry["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        !log.to_string().contains(&contact.to_string()),
+        "the raw path with its id was logged"
+    );
+    let forbidden = request_log(&app, &w.admin, "status=403").await;
+    let forbidden = forbidden["items"].as_array().unwrap();
+    assert_eq!(forbidden.len(), 1);
+    assert_eq!(forbidden[0]["member_id"], w.auditor.member_id.to_string());
+    assert_eq!(forbidden[0]["route"], "/api/v1/contacts");
+    assert_eq!(forbidden[0]["method"], "POST");
+    let tokens = request_log(&app, &w.admin, &format!("api_token_id={token_id}")).await;
+    assert_eq!(tokens["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        tokens["items"][0]["member_id"],
+        w.owner.member_id.to_string()
+    );
+
+    // Newest first, a page at a time.
+    let page = request_log(&app, &w.admin, "limit=2").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let next = request_log(&app, &w.admin, &format!("limit=2&before={cursor}")).await;
+    let first_ids: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    for item in next["items"].as_array().unwrap() {
+        assert!(!first_ids.contains(&&item["id"]));
+        assert!(item["id"].as_str().unwrap() < cursor.as_str());
+    }
+    // Reading it needs the permission.
+    let agent = app.join(&w.owner, "agent").await;
+    let denied = app.send(Req::get("/api/v1/request-log").by(&agent)).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let bad = app
+        .send(Req::get("/api/v1/request-log?limit=0").by(&w.admin))
+        .await;
+    assert_eq!(bad.error_code(), "invalid_limit");
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn an_unauthenticated_request_is_not_attributed_to_any_tenant() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    for req in [
+        Req::get("/api/v1/contacts"),
+        Req::get("/api/v1/contacts").cookie("forged"),
+        Req::get("/api/v1/contacts").bearer("cst_not-a-real-token"),
+    ] {
+        assert_eq!(app.send(req).await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Public routes (login, the web chat) leave nothing either.
+    let login = app.login("acme", &owner.email, "not the password").await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED);
+    let inbox = app.webchat_inbox(&owner, "https://acme.example").await;
+    app.visitor_writes(inbox, "hello").await;
+    app.state.request_log.flush().await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM request_log WHERE route <> '/api/v1/inboxes'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM request_log").await,
+        1,
+        "only the owner's request that made the inbox"
+    );
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn another_tenants_request_log_is_invisible() {
+    let app = TestApp::spawn().await;
+    let w = world(&app).await;
+    let other = app.signup("globex").await;
+    app.send(Req::get("/api/v1/contacts").by(&w.admin)).await;
+    app.state.request_log.flush().await;
+    assert!(
+        app.count(&format!(
+            "SELECT count(*) FROM request_log WHERE tenant_id = '{}'",
+            w.owner.tenant_id
+        ))
+        .await
+            > 0
+    );
+    let theirs = request_log(&app, &other, "").await;
+    for item in theirs["items"].as_array().unwrap() {
+        assert_eq!(item["member_id"], other.member_id.to_string(), "{item}");
+    }
+    let filtered = request_log(&app, &other, &format!("member_id={}", w.admin.member_id)).await;
+    assert_eq!(filtered["items"], json!([]));
+}
+
+// proves: AUD-4
+#[tokio::test]
+async fn an_export_is_seen_running_with_partial_progress_before_it_is_done() {
+    let app = TestApp::spawn_with(fast).await;
+    let owner = app.signup("acme").await;
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "SELECT audit_append($1, 'system', NULL, 'bulk.event', 'thing', g::text, NULL, NULL,
+                             NULL, NULL, NULL, NULL)
+         FROM generate_series(1, 2345) g",
+    )
+    .bind(owner.tenant_id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // The second chunk waits for a lock this test holds: the job stops after its first batch
+    // until the test has looked, whatever the machine's speed.
+    sqlx::raw_sql(
+        "CREATE FUNCTION test_hold_second_chunk() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.ordinal = 1 THEN PERFORM pg_advisory_xact_lock(4242); END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER test_hold_second_chunk BEFORE INSERT ON audit_export_chunk
+             FOR EACH ROW EXECUTE FUNCTION test_hold_second_chunk();
+         SELECT pg_advisory_lock(4242);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    app.start_workers();
+    let resp = app
+        .send(
+            Req::post("/api/v1/audit/exports")
+                .by(&owner)
+                .json(json!({ "format": "csv", "action": "bulk.event" })),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::ACCEPTED, "{}", resp.body);
+    let id = resp.uuid("/id");
+    let running = eventually(20, "the first batch", || async {
+        let resp = app
+            .send(Req::get(format!("/api/v1/audit/exports/{id}")).by(&owner))
+            .await;
+        (resp.body["rows_done"] == 1000).then_some(resp.body)
+    })
+    .await;
+    assert_eq!(running["status"], "running", "{running}");
+    assert_eq!(running["rows_total"], 2345);
+    let early = app
+        .send(Req::get(format!("/api/v1/audit/exports/{id}/download")).by(&owner))
+        .await;
+    assert!(early.status.is_client_error(), "{}", early.status);
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let done = eventually(20, "the export to finish", || async {
+        let resp = app
+            .send(Req::get(format!("/api/v1/audit/exports/{id}")).by(&owner))
+            .await;
+        (resp.body["status"] == "done").then_some(resp.body)
+    })
+    .await;
+    assert_eq!(done["rows_done"], 2345);
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn a_request_dropped_by_the_timeout_is_still_logged_as_unfinished() {
+    let app = TestApp::spawn_with(|c| c.request_timeout = std::time::Duration::from_secs(2)).await;
+    let owner = app.signup("acme").await;
+    let reviewer = app.join(&owner, "reviewer").await;
+    let inbox = app.webchat_inbox(&owner, "https://acme.example").await;
+    let (_, conversation) = app.visitor_writes(inbox, "hello").await;
+    let item = app
+        .send(Req::post("/api/v1/reviews").by(&owner).json(json!({
+            "kind": "human_review", "conversation_id": conversation, "note": "please look"
+        })))
+        .await
+        .uuid("/id");
+    // The item is locked elsewhere: the approval waits past the request timeout.
+    let mut conn = app.superuser().await;
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT id FROM review_item WHERE id = $1 FOR UPDATE")
+        .bind(item)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let timed_out = app
+        .send(
+            Req::post(format!("/api/v1/reviews/{item}/approve"))
+                .by(&reviewer)
+                .json(json!({ "outcome": "upheld" })),
+        )
+        .await;
+    assert_eq!(timed_out.status, StatusCode::REQUEST_TIMEOUT);
+    tx.rollback().await.unwrap();
+    let log = request_log(
+        &app,
+        &owner,
+        &format!("route={}", q("/api/v1/reviews/{review_id}/approve")),
+    )
+    .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{log}");
+    assert_eq!(items[0]["status"], 499);
+    assert_eq!(items[0]["member_id"], reviewer.member_id.to_string());
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn on_shutdown_the_request_log_writer_writes_what_was_queued_and_stops() {
+    let app = TestApp::spawn().await;
+    let writer = app
+        .state
+        .request_log
+        .start()
+        .expect("the writer was not running yet");
+    let owner = app.signup("acme").await;
+    for _ in 0..3 {
+        app.send(Req::get("/api/v1/contacts").by(&owner)).await;
+    }
+    app.state.shutdown.cancel();
+    writer.await.expect("the writer ends cleanly");
+    assert_eq!(
+        app.count("SELECT count(*) FROM request_log WHERE route = '/api/v1/contacts'")
+            .await,
+        3
+    );
+    assert_eq!(app.state.request_log.dropped(), 0);
+}

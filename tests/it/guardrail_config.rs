@@ -189,3 +189,312 @@ async fn a_dry_run_shows_what_a_proposed_configuration_would_have_done_and_chang
         assert_eq!(resp.error_code(), code);
     }
 }
+
+async fn put_settings(app: &TestApp, owner: &Member, body: Value) -> crate::common::Resp {
+    app.send(
+        Req::new(Method::PUT, "/api/v1/agent/settings")
+            .by(owner)
+            .json(body),
+    )
+    .await
+}
+
+// proves: AGT-3
+#[tokio::test]
+async fn pii_options_safe_reply_wording_and_the_threshold_each_apply_to_the_next_message() {
+    let app = TestApp::spawn().await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    app.send(Req::post("/api/v1/knowledge/articles").by(&owner).json(json!({
+        "title": "Returns",
+        "body": "You can return any item within 30 days of delivery for a full refund. Start a return from your orders page."
+    })))
+    .await;
+    eventually(20, "the article to be embedded", || async {
+        (app.send(Req::get("/api/v1/knowledge/status").by(&owner))
+            .await
+            .body["ready"]
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+
+    // PII options: e-mail addresses masked, then not.
+    let email = "Write to ana.silva@example.com: how many days do I have to return an item?";
+    let (_, first) = app.visitor_writes(inbox, email).await;
+    let run = finished_run(&app, first).await;
+    assert!(
+        run["record"]["guardrails"]
+            .to_string()
+            .contains("pii.email"),
+        "{run}"
+    );
+    let changed = put_settings(
+        &app,
+        &owner,
+        json!({ "guardrails": { "options": { "pii_types": ["PHONE"] } } }),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let (_, second) = app.visitor_writes(inbox, email).await;
+    let run = finished_run(&app, second).await;
+    assert!(
+        !run["record"]["guardrails"]
+            .to_string()
+            .contains("pii.email"),
+        "{run}"
+    );
+
+    // The threshold: the same question answered, then handed to a person.
+    let question = "How many days do I have to return an item?";
+    put_settings(&app, &owner, json!({ "confidence_threshold": 0.01 })).await;
+    let (_, low) = app.visitor_writes(inbox, question).await;
+    let run = finished_run(&app, low).await;
+    assert_eq!(run["outcome"], "replied", "{run}");
+    let raised = put_settings(&app, &owner, json!({ "confidence_threshold": 0.99 })).await;
+    assert_eq!(raised.status, StatusCode::OK);
+    let (_, high) = app.visitor_writes(inbox, question).await;
+    let run = finished_run(&app, high).await;
+    assert_eq!(run["outcome"], "handed_off", "{run}");
+    assert_eq!(run["record"]["reason"], "low_confidence");
+
+    // Safe-reply wording: the tenant's text changes between two identical messages.
+    let with_reply = |text: &str| {
+        let mut config = chargeback_config();
+        config["options"]["safe_replies"]["chargeback"] = json!(text);
+        json!({ "guardrails": config })
+    };
+    put_settings(&app, &owner, with_reply("First wording.")).await;
+    let threat = "I will file a chargeback";
+    let (_, a) = app.visitor_writes(inbox, threat).await;
+    finished_run(&app, a).await;
+    put_settings(&app, &owner, with_reply("Second wording.")).await;
+    let (_, b) = app.visitor_writes(inbox, threat).await;
+    finished_run(&app, b).await;
+    for (conversation, text) in [(a, "First wording."), (b, "Second wording.")] {
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+                 AND direction = 'outbound' AND body = '{text}'"
+            ))
+            .await,
+            1,
+            "{text}"
+        );
+    }
+
+    // Each change is audited with what it was and what it became.
+    let audit = app
+        .audit_events(owner.tenant_id, "agent.settings_changed")
+        .await;
+    assert_eq!(audit.len(), 5);
+    let threshold = audit
+        .iter()
+        .find(|e| {
+            e["after"]["confidence_threshold"]
+                .as_f64()
+                .is_some_and(|t| (t - 0.99).abs() < 1e-6)
+        })
+        .expect("the threshold change");
+    assert!(
+        (threshold["before"]["confidence_threshold"]
+            .as_f64()
+            .unwrap()
+            - 0.01)
+            .abs()
+            < 1e-6
+    );
+    let pii = &audit[0];
+    assert_eq!(pii["before"]["guardrails"], json!({}));
+    assert_eq!(
+        pii["after"]["guardrails"]["options"]["pii_types"],
+        json!(["PHONE"])
+    );
+}
+
+// proves: AGT-7
+#[tokio::test]
+async fn the_human_review_pack_cannot_be_turned_off() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let before = settings(&app, &owner).await;
+    let refused = put_settings(
+        &app,
+        &owner,
+        json!({ "guardrails": { "options": { "packs": ["legal_advice", "self_harm"] } } }),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.error_code(), "required_pack");
+    assert_eq!(
+        settings(&app, &owner).await["config_version"],
+        before["config_version"]
+    );
+    let dry = app
+        .send(
+            Req::post("/api/v1/agent/guardrails/dry-run")
+                .by(&owner)
+                .json(json!({ "guardrails": { "options": { "packs": [] } } })),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::BAD_REQUEST);
+    assert_eq!(dry.error_code(), "required_pack");
+    let fewer = put_settings(
+        &app,
+        &owner,
+        json!({ "guardrails": { "options": { "packs": ["human_review", "self_harm"] } } }),
+    )
+    .await;
+    assert_eq!(fewer.status, StatusCode::OK, "{}", fewer.body);
+}
+
+/// Records a finished run of `conversation` that decided to reply with `confidence`.
+async fn recorded_run(
+    app: &TestApp,
+    conversation: Uuid,
+    confidence: f32,
+    outcome: &str,
+    draft: &str,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, provider, model, offline,
+                                      outcome, confidence, record)
+         SELECT $1, tenant_id, id, contact_id, 'fake', 'fake-model', false, $3, $4,
+                jsonb_build_object('decision', jsonb_build_object('action', 'reply', 'reply', $5::text))
+         FROM conversation WHERE id = $2",
+    )
+    .bind(id)
+    .bind(conversation)
+    .bind(outcome)
+    .bind(confidence)
+    .bind(draft)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    id
+}
+
+// proves: AGT-3
+#[tokio::test]
+async fn a_dry_run_shows_which_answers_a_new_threshold_hands_off_and_which_reviews_a_new_policy_changes(
+) {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let reviewer = app.join(&owner, "reviewer").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (conversation, _) = {
+        let (_, c) = app.visitor_writes(inbox, "hello").await;
+        (c, ())
+    };
+    let sure = recorded_run(&app, conversation, 0.9, "replied", "Sure answer.").await;
+    let borderline = recorded_run(
+        &app,
+        conversation,
+        0.65,
+        "replied",
+        "Borderline answer about [EMAIL_1].",
+    )
+    .await;
+    let unsure = recorded_run(&app, conversation, 0.5, "handed_off", "Unsure answer.").await;
+
+    let dry = |body: Value| {
+        let app = &app;
+        let owner = owner.clone();
+        async move {
+            let resp = app
+                .send(
+                    Req::post("/api/v1/agent/guardrails/dry-run")
+                        .by(&owner)
+                        .json(body),
+                )
+                .await;
+            assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+            resp.body
+        }
+    };
+    let stricter = dry(json!({ "confidence_threshold": 0.7 })).await;
+    let c = &stricter["confidence"];
+    assert!(
+        (c["current_threshold"].as_f64().unwrap() - 0.6).abs() < 1e-6,
+        "{c}"
+    );
+    assert_eq!(c["executions"], 3);
+    assert_eq!(c["newly_handed_off"], 1, "{c}");
+    assert_eq!(c["no_longer_handed_off"], 0);
+    let examples = c["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 1);
+    assert_eq!(examples[0]["execution_id"], borderline.to_string());
+    assert_eq!(examples[0]["outcome"], "replied");
+    assert_eq!(examples[0]["proposed"], "handed_off");
+    assert!((examples[0]["confidence"].as_f64().unwrap() - 0.65).abs() < 1e-6);
+    assert_eq!(examples[0]["draft"], "Borderline answer about [EMAIL_1].");
+    let looser = dry(json!({ "confidence_threshold": 0.4 })).await;
+    assert_eq!(looser["confidence"]["no_longer_handed_off"], 1);
+    assert_eq!(
+        looser["confidence"]["examples"][0]["execution_id"],
+        unsure.to_string()
+    );
+    assert_eq!(looser["confidence"]["examples"][0]["proposed"], "replied");
+    assert!(!looser.to_string().contains(&sure.to_string()));
+    assert!(looser.get("review_policy").is_none());
+
+    // A proposed approval policy: which waiting items would need someone else.
+    let action = app
+        .send(Req::post("/api/v1/agent/actions").by(&owner).json(json!({
+            "name": "issue_refund", "description": "refund", "target_url": "https://refunds.example/hook",
+            "secret": "s", "kind": "refund", "amount_field": "amount",
+            "parameters": { "type": "object", "properties": { "amount": { "type": "number" } } }
+        })))
+        .await;
+    assert_eq!(action.status, StatusCode::CREATED, "{}", action.body);
+    let mut items = Vec::new();
+    for amount in [20, 80] {
+        let item = app
+            .send(Req::post("/api/v1/reviews").by(&owner).json(json!({
+                "kind": "action", "conversation_id": conversation, "action_id": action.uuid("/id"),
+                "arguments": { "amount": amount }
+            })))
+            .await;
+        assert_eq!(item.status, StatusCode::CREATED, "{}", item.body);
+        items.push(item.uuid("/id"));
+    }
+    let report = dry(json!({ "review_policy": { "rules": [
+        { "kind": "refund", "above": 50, "role": "admin" }
+    ] } }))
+    .await;
+    let rp = &report["review_policy"];
+    assert_eq!(rp["checked"], 2, "{rp}");
+    let changed = rp["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["review_id"], items[1].to_string());
+    assert_eq!(changed[0]["current"]["role"], "reviewer");
+    assert_eq!(changed[0]["proposed"]["role"], "admin");
+    assert_eq!(changed[0]["amount"], 80.0);
+    // Nothing was saved.
+    let policy = app
+        .send(Req::get("/api/v1/reviews/policy").by(&owner))
+        .await;
+    assert_eq!(policy.body["rules"], json!([]));
+    let bad = app
+        .send(
+            Req::post("/api/v1/agent/guardrails/dry-run")
+                .by(&owner)
+                .json(json!({ "review_policy": { "rules": [{ "kind": "refund" }] } })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_code(), "invalid_policy");
+
+    // Only who may change guardrails may dry-run them.
+    let refused = app
+        .send(
+            Req::post("/api/v1/agent/guardrails/dry-run")
+                .by(&reviewer)
+                .json(json!({ "confidence_threshold": 0.7 })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+}

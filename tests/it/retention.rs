@@ -153,6 +153,7 @@ async fn periods_outside_their_bounds_are_refused_and_a_valid_change_is_audited_
     assert_eq!(policy.body["closed_conversations_days"], Value::Null);
     assert_eq!(policy.body["exports_days"], 7);
     assert_eq!(policy.body["finished_jobs_days"], 30);
+    assert_eq!(policy.body["request_log_days"], 30);
     assert_eq!(policy.body["bounds"]["agent_executions"]["min"], 180);
 
     for (body, code) in [
@@ -167,6 +168,8 @@ async fn periods_outside_their_bounds_are_refused_and_a_valid_change_is_audited_
         (json!({ "audit_log_days": 364 }), "retention_too_short"),
         (json!({ "exports_days": 8 }), "retention_too_long"),
         (json!({ "finished_jobs_days": 31 }), "retention_too_long"),
+        (json!({ "request_log_days": 31 }), "retention_too_long"),
+        (json!({ "request_log_days": 0 }), "retention_too_short"),
         (
             json!({ "closed_conversations_days": 0 }),
             "retention_too_short",
@@ -468,9 +471,29 @@ async fn a_hold_on_a_conversation_keeps_only_that_conversation() {
         ))
         .await;
     assert_eq!(hold.status, StatusCode::CREATED, "{}", hold.body);
-    run(&app, &owner).await;
+    // Closed-conversation retention on: the held conversation keeps its messages too.
+    resolve(&app, &owner, conv, 40).await;
+    resolve(&app, &owner, other, 40).await;
+    let changed = app
+        .send(
+            put("/api/v1/retention/policy")
+                .by(&owner)
+                .json(json!({ "closed_conversations_days": 30 })),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    let messages = |c: Uuid| format!("SELECT count(*) FROM message WHERE conversation_id = '{c}'");
+    let held_messages = app.count(&messages(conv)).await;
+    assert!(held_messages > 0);
+    let report = run(&app, &owner).await;
     assert!(exists(&app, "agent_execution", kept).await);
     assert!(!exists(&app, "agent_execution", gone).await);
+    assert_eq!(app.count(&messages(conv)).await, held_messages);
+    assert_eq!(app.count(&messages(other)).await, 0);
+    assert_eq!(
+        class(&report, "closed_conversations")["held"],
+        held_messages
+    );
 }
 
 // proves: RET-1
@@ -703,4 +726,283 @@ async fn housekeeping_runs_the_purge_for_every_tenant_on_its_interval() {
             1
         );
     }
+}
+
+/// Opens a member's human-review request on `conversation` and rejects it; returns the item.
+async fn decided_review(app: &TestApp, owner: &Member, conversation: Uuid, note: &str) -> Uuid {
+    let opened = app
+        .send(Req::post("/api/v1/reviews").by(owner).json(json!({
+            "kind": "human_review", "conversation_id": conversation, "note": note
+        })))
+        .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let id = opened.uuid("/id");
+    let rejected = app
+        .send(
+            Req::post(format!("/api/v1/reviews/{id}/reject"))
+                .by(owner)
+                .json(json!({ "reason": "not a decision" })),
+        )
+        .await;
+    assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
+    id
+}
+
+async fn review_row(app: &TestApp, id: Uuid) -> Value {
+    let mut conn = app.superuser().await;
+    sqlx::query_scalar::<_, Value>("SELECT to_jsonb(r) FROM review_item r WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn decided_review_items_lose_their_content_with_their_conversation_unless_held() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://acme.example").await;
+    let (gone_conv, _) = conversation(&app, &owner, inbox, "my card 4111 is wrong").await;
+    let (held_conv, _) = conversation(&app, &owner, inbox, "hello").await;
+    let gone = decided_review(
+        &app,
+        &owner,
+        gone_conv,
+        "Customer says: my address is Rua X 1",
+    )
+    .await;
+    let held = decided_review(&app, &owner, held_conv, "Customer says: call me").await;
+    // Still pending: not decided, so its content stays whatever its age.
+    let pending = app
+        .send(Req::post("/api/v1/reviews").by(&owner).json(json!({
+            "kind": "human_review", "conversation_id": gone_conv, "note": "still open"
+        })))
+        .await
+        .uuid("/id");
+    resolve(&app, &owner, gone_conv, 40).await;
+    resolve(&app, &owner, held_conv, 40).await;
+    app.send(Req::post("/api/v1/legal-holds").by(&owner).json(
+        json!({ "entity_type": "conversation", "entity_id": held_conv, "reason": "dispute" }),
+    ))
+    .await;
+    let changed = app
+        .send(
+            put("/api/v1/retention/policy")
+                .by(&owner)
+                .json(json!({ "closed_conversations_days": 30 })),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+
+    let preview = app
+        .send(Req::get("/api/v1/retention/preview").by(&owner))
+        .await;
+    let closed = class(&preview.body, "closed_conversations");
+    assert_eq!(closed["review_items"], 1, "{}", preview.body);
+    assert!(closed["count"].as_i64().unwrap() > 0);
+    assert!(review_row(&app, gone).await["content_purged_at"].is_null());
+
+    let report = run(&app, &owner).await;
+    assert_eq!(class(&report, "closed_conversations")["review_items"], 1);
+    let blanked = review_row(&app, gone).await;
+    assert!(blanked["content_purged_at"].is_string(), "{blanked}");
+    assert_eq!(blanked["request_note"], Value::Null);
+    assert_eq!(
+        blanked["proposal"],
+        json!({}),
+        "the request and decision context go"
+    );
+    // The fact and the decision stay.
+    assert_eq!(blanked["status"], "rejected");
+    assert_eq!(blanked["kind"], "human_review");
+    assert_eq!(blanked["decision_reason"], "not a decision");
+    assert_eq!(blanked["decided_by"], owner.member_id.to_string());
+    let shown = app
+        .send(Req::get(format!("/api/v1/reviews/{gone}")).by(&owner))
+        .await;
+    assert!(
+        shown.body["content_purged_at"].is_string(),
+        "{}",
+        shown.body
+    );
+    assert!(shown.body["request_note"].is_null());
+    assert_eq!(shown.body["status"], "rejected");
+    let kept = review_row(&app, held).await;
+    assert_eq!(kept["request_note"], "Customer says: call me");
+    assert!(kept["content_purged_at"].is_null());
+    assert_eq!(
+        review_row(&app, pending).await["request_note"],
+        "still open"
+    );
+    let events = purged_events(&app, owner.tenant_id, "closed_conversations").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["after"]["review_items"], 1);
+}
+
+// proves: AGT-9
+#[tokio::test]
+async fn a_decided_review_item_older_than_the_executions_period_loses_its_content() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://acme.example").await;
+    let (conv, _) = conversation(&app, &owner, inbox, "hello").await;
+    let old = decided_review(&app, &owner, conv, "old words").await;
+    let young = decided_review(&app, &owner, conv, "young words").await;
+    // Date the old decision back, past the final-item guard, as if it were made then.
+    let mut conn = app.superuser().await;
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE review_item SET decided_at = now() - interval '181 days' WHERE id = $1")
+        .bind(old)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let report = run(&app, &owner).await;
+    assert_eq!(class(&report, "agent_executions")["review_items"], 1);
+    assert_eq!(review_row(&app, old).await["request_note"], Value::Null);
+    assert_eq!(review_row(&app, young).await["request_note"], "young words");
+    let events = purged_events(&app, owner.tenant_id, "agent_executions").await;
+    assert_eq!(events[0]["after"]["review_items"], 1);
+    assert_eq!(events[0]["after"]["count"], 0);
+}
+
+/// Writes `n` request-log rows of `tenant`, `days` old.
+async fn old_requests(app: &TestApp, tenant: Uuid, member: Uuid, n: i64, days: i32) {
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "INSERT INTO request_log (id, tenant_id, member_id, method, route, status, duration_ms, occurred_at)
+         SELECT gen_random_uuid(), $1, $2, 'GET', '/api/v1/reviews', 200, 1.5,
+                now() - make_interval(days => $4) - make_interval(secs => g)
+         FROM generate_series(1, $3) g",
+    )
+    .bind(tenant)
+    .bind(member)
+    .bind(n)
+    .bind(days)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn request_log_entries_older_than_thirty_days_are_purged_and_the_purge_is_recorded() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let other = app.signup("globex").await;
+    old_requests(&app, owner.tenant_id, owner.member_id, 3, 31).await;
+    old_requests(&app, owner.tenant_id, owner.member_id, 2, 29).await;
+    old_requests(&app, other.tenant_id, other.member_id, 4, 31).await;
+    let count = |t: Uuid| {
+        format!("SELECT count(*) FROM request_log WHERE tenant_id = '{t}' AND route = '/api/v1/reviews'")
+    };
+
+    let preview = app
+        .send(Req::get("/api/v1/retention/preview").by(&owner))
+        .await;
+    assert_eq!(class(&preview.body, "request_log")["count"], 3);
+    let report = run(&app, &owner).await;
+    let log = class(&report, "request_log");
+    assert_eq!(log["count"], 3, "{report}");
+    assert_eq!(log["days"], 30);
+    assert_eq!(app.count(&count(owner.tenant_id)).await, 2);
+    assert_eq!(
+        app.count(&count(other.tenant_id)).await,
+        4,
+        "another tenant's log is its own"
+    );
+    let events = purged_events(&app, owner.tenant_id, "request_log").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["after"]["count"], 3);
+    assert_eq!(events[0]["after"]["cutoff"], log["cutoff"]);
+
+    // A tenant may lower the period, never raise it past 30 days.
+    let lowered = app
+        .send(
+            put("/api/v1/retention/policy")
+                .by(&owner)
+                .json(json!({ "request_log_days": 7 })),
+        )
+        .await;
+    assert_eq!(lowered.status, StatusCode::OK, "{}", lowered.body);
+    assert_eq!(class(&run(&app, &owner).await, "request_log")["count"], 2);
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn a_purge_larger_than_one_run_reports_it_is_incomplete_and_the_next_run_continues() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let per_run = custodian::retention::BATCH * custodian::retention::MAX_BATCHES;
+    old_requests(&app, owner.tenant_id, owner.member_id, per_run + 7, 40).await;
+    let first = run(&app, &owner).await;
+    let log = class(&first, "request_log");
+    assert_eq!(log["count"], per_run, "{log}");
+    assert_eq!(log["complete"], false);
+    let events = purged_events(&app, owner.tenant_id, "request_log").await;
+    assert_eq!(events[0]["after"]["complete"], false);
+    let second = run(&app, &owner).await;
+    let log = class(&second, "request_log");
+    assert_eq!(log["count"], 7);
+    assert_eq!(log["complete"], true);
+    assert_eq!(
+        app.count("SELECT count(*) FROM request_log WHERE route = '/api/v1/reviews'")
+            .await,
+        0
+    );
+    assert_eq!(
+        purged_events(&app, owner.tenant_id, "request_log")
+            .await
+            .len(),
+        2
+    );
+}
+
+// proves: RET-1
+#[tokio::test]
+async fn the_preview_with_closed_conversation_retention_on_counts_messages_and_held_ones() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://acme.example").await;
+    let (old, _) = conversation(&app, &owner, inbox, "old").await;
+    let (held, held_contact) = conversation(&app, &owner, inbox, "held").await;
+    let (recent, _) = conversation(&app, &owner, inbox, "recent").await;
+    resolve(&app, &owner, old, 20).await;
+    resolve(&app, &owner, held, 20).await;
+    resolve(&app, &owner, recent, 5).await;
+    app.send(
+        Req::post("/api/v1/legal-holds")
+            .by(&owner)
+            .json(json!({ "entity_type": "contact", "entity_id": held_contact, "reason": "hold" })),
+    )
+    .await;
+    app.send(
+        put("/api/v1/retention/policy")
+            .by(&owner)
+            .json(json!({ "closed_conversations_days": 10 })),
+    )
+    .await;
+    let messages = |c: Uuid| format!("SELECT count(*) FROM message WHERE conversation_id = '{c}'");
+    let (n_old, n_held) = (
+        app.count(&messages(old)).await,
+        app.count(&messages(held)).await,
+    );
+    let preview = app
+        .send(Req::get("/api/v1/retention/preview").by(&owner))
+        .await;
+    let closed = class(&preview.body, "closed_conversations");
+    assert_eq!(closed["days"], 10);
+    assert!(closed["cutoff"].is_string());
+    assert_eq!(closed["count"], n_old, "{closed}");
+    assert_eq!(closed["held"], n_held);
+    // Nothing went.
+    assert_eq!(app.count(&messages(old)).await, n_old);
+    let report = run(&app, &owner).await;
+    assert_eq!(class(&report, "closed_conversations")["count"], n_old);
+    assert_eq!(app.count(&messages(old)).await, 0);
+    assert_eq!(app.count(&messages(held)).await, n_held);
+    assert!(app.count(&messages(recent)).await > 0);
 }

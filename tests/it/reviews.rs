@@ -775,5 +775,600 @@ async fn a_flagged_message_goes_on_and_waits_in_the_queue_for_a_look() {
         .approve(&w.reviewer, id, json!({ "note": "venting, no action" }))
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-    assert_eq!(ok.body["status"], "approved");
+    // Closed: decided, nothing to execute, nothing for the customer.
+    assert_eq!(ok.body["status"], "resolved");
+    assert_eq!(ok.body["decided_by"], w.reviewer.member_id.to_string());
+    let told = w
+        .app
+        .count(&format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND author_kind = 'member'"
+        ))
+        .await;
+    assert_eq!(told, 0);
+    // Only a human review takes an outcome.
+    let item2 = w.refund(&w.agent, 5.0).await;
+    let odd = w
+        .approve(&w.reviewer, item2, json!({ "outcome": "upheld" }))
+        .await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
+    assert_eq!(odd.error_code(), "invalid_approval");
+}
+
+impl World {
+    async fn reject(&self, by: &Member, item: Uuid, reason: &str) -> Resp {
+        self.app
+            .send(
+                Req::post(format!("/api/v1/reviews/{item}/reject"))
+                    .by(by)
+                    .json(json!({ "reason": reason })),
+            )
+            .await
+    }
+
+    async fn put_policy(&self, policy: Value) {
+        let resp = self
+            .app
+            .send(
+                Req::new(Method::PUT, "/api/v1/reviews/policy")
+                    .by(&self.owner)
+                    .json(policy),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+    }
+
+    async fn set_language(&self, conversation: Uuid, code: &str) {
+        let mut conn = self.app.superuser().await;
+        sqlx::query("UPDATE conversation SET language = $2 WHERE id = $1")
+            .bind(conversation)
+            .bind(code)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// A member asks for human review of the world's conversation; returns the item.
+    async fn human_review(&self) -> Uuid {
+        let opened = self
+            .app
+            .send(Req::post("/api/v1/reviews").by(&self.agent).json(json!({
+                "kind": "human_review", "conversation_id": self.conversation,
+                "note": "The customer contests the refusal"
+            })))
+            .await;
+        assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+        opened.uuid("/id")
+    }
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn a_rejection_tells_the_customer_in_their_language_with_the_tenants_wording() {
+    let w = world().await;
+    w.put_policy(json!({ "rejection_message": {
+        "en": "Sorry, we could not do that.", "pt": "Desculpe, não foi possível."
+    } }))
+    .await;
+    w.set_language(w.conversation, "pt").await;
+    let item = w.refund(&w.agent, 25.0).await;
+    assert_eq!(
+        w.reject(&w.reviewer, item, "no receipt").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(w.told("Desculpe, não foi possível.").await, 1);
+    // A language the tenant did not word falls back to its English text.
+    w.set_language(w.conversation, "es").await;
+    let item = w.refund(&w.agent, 26.0).await;
+    assert_eq!(
+        w.reject(&w.reviewer, item, "no receipt").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(w.told("Sorry, we could not do that.").await, 1);
+    // One string is every language's wording.
+    w.put_policy(json!({ "rejection_message": "Nope, sorry." }))
+        .await;
+    w.set_language(w.conversation, "de").await;
+    let item = w.refund(&w.agent, 27.0).await;
+    w.reject(&w.reviewer, item, "no receipt").await;
+    assert_eq!(w.told("Nope, sorry.").await, 1);
+    // A wording in a language we do not speak is refused.
+    let bad = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.owner)
+                .json(json!({ "rejection_message": { "fr": "Non." } })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_code(), "invalid_policy");
+}
+
+#[tokio::test]
+async fn rejecting_an_item_needs_the_role_its_approval_needs() {
+    let w = world().await;
+    w.put_policy(json!({ "rules": [{ "kind": "refund", "above": 50, "role": "admin" }] }))
+        .await;
+    let large = w.refund(&w.agent, 80.0).await;
+    let refused = w.reject(&w.reviewer, large, "too much").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.error_code() == "forbidden");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    assert_eq!(w.item(large).await["status"], "pending");
+    assert_eq!(w.told("could not approve it").await, 0);
+    assert_eq!(
+        w.reject(&w.admin, large, "too much").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_item_cannot_be_assigned_to_a_member_who_could_not_decide_it() {
+    let w = world().await;
+    w.put_policy(json!({ "rules": [{ "kind": "refund", "above": 50, "role": "admin" }] }))
+        .await;
+    let large = w.refund(&w.agent, 80.0).await;
+    let to_reviewer = w
+        .app
+        .send(
+            Req::post(format!("/api/v1/reviews/{large}/assign"))
+                .by(&w.admin)
+                .json(json!({ "assignee_id": w.reviewer.member_id })),
+        )
+        .await;
+    assert_eq!(to_reviewer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(to_reviewer.error_code(), "assignee_cannot_decide");
+    assert!(w.item(large).await["assignee_id"].is_null());
+    let to_admin = w
+        .app
+        .send(
+            Req::post(format!("/api/v1/reviews/{large}/assign"))
+                .by(&w.reviewer)
+                .json(json!({ "assignee_id": w.admin.member_id })),
+        )
+        .await;
+    assert_eq!(to_admin.status, StatusCode::OK, "{}", to_admin.body);
+    assert_eq!(to_admin.body["assignee_id"], w.admin.member_id.to_string());
+}
+
+// proves: AGT-7
+#[tokio::test]
+async fn a_human_review_is_resolved_with_an_outcome_and_the_customer_hears_it_in_their_language() {
+    let w = world().await;
+    w.put_policy(json!({ "upheld_message": { "pt": "Revisamos: a decisão foi mantida." } }))
+        .await;
+    w.set_language(w.conversation, "pt").await;
+    let item = w.human_review().await;
+    // Resolving needs an outcome; a human review is not edited.
+    let bare = w.approve(&w.reviewer, item, json!({})).await;
+    assert_eq!(bare.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bare.error_code(), "outcome_required");
+    let edited = w
+        .approve(
+            &w.reviewer,
+            item,
+            json!({ "outcome": "upheld", "edit": { "draft": "hi" } }),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::BAD_REQUEST);
+    let upheld = w
+        .approve(&w.reviewer, item, json!({ "outcome": "upheld" }))
+        .await;
+    assert_eq!(upheld.status, StatusCode::OK, "{}", upheld.body);
+    assert_eq!(upheld.body["status"], "resolved");
+    assert_eq!(upheld.body["result"]["outcome"], "upheld");
+    assert_eq!(upheld.body["result"]["wording"], "template");
+    assert_eq!(w.told("Revisamos: a decisão foi mantida.").await, 1);
+    let audit = w
+        .app
+        .audit_events(w.owner.tenant_id, "review.approved")
+        .await;
+    assert_eq!(audit[0]["after"]["outcome"], "upheld");
+    assert_eq!(audit[0]["after"]["status"], "resolved");
+    assert!(audit[0]["after"]["customer_message_id"].is_string());
+
+    // The reviewer's own words reach the customer as they wrote them.
+    let second = w.human_review().await;
+    let changed = w
+        .approve(
+            &w.reviewer,
+            second,
+            json!({ "outcome": "changed", "message": "Você tem razão: o reembolso foi liberado." }),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.body["result"]["outcome"], "changed");
+    assert_eq!(w.told("Você tem razão: o reembolso foi liberado.").await, 1);
+    let sent_by = w
+        .app
+        .count(&format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{}' AND author_id = '{}'
+             AND body LIKE 'Você tem razão%'",
+            w.conversation, w.reviewer.member_id
+        ))
+        .await;
+    assert_eq!(sent_by, 1, "the reviewer signs the message");
+    // Resolved is final.
+    let again = w.reject(&w.admin, second, "changed my mind").await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn an_expired_low_confidence_draft_is_rejected_without_telling_the_customer() {
+    let w = world().await;
+    let model = FakeOpenAI::start().await;
+    let settings = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/agent/settings")
+                .by(&w.owner)
+                .json(json!({ "provider_base_url": model.base_url, "api_key": "sk-test", "max_retries": 1,
+                              "timeout_ms": 2000, "confidence_threshold": 0.7 })),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+    model.set_default_reply(FakeReply::Json(
+        json!({ "action": "reply", "reply": "Maybe restart it?", "confidence": 0.1,
+        "reason_code": "unsure", "cited_sources": [], "action_request": null }),
+    ));
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    let (_, conversation) = w
+        .app
+        .visitor_writes(inbox, "The device makes a strange noise")
+        .await;
+    let item = w.first_item("low_confidence", conversation).await;
+    let id: Uuid = item["id"].as_str().unwrap().parse().unwrap();
+    let outbound_before = w
+        .app
+        .count(&format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private"
+        ))
+        .await;
+    let mut conn = w.app.superuser().await;
+    sqlx::query("UPDATE review_item SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let expired = w.wait_for(id, "rejected").await;
+    assert_eq!(expired["expired"], true);
+    assert_eq!(expired["decision_reason"], "expired");
+    // The conversation is with a person already; the customer was promised nothing about the
+    // draft, so nothing is sent: not the draft, not a rejection.
+    assert_eq!(
+        w.app
+            .count(&format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private"
+            ))
+            .await,
+        outbound_before
+    );
+    let events = w
+        .app
+        .audit_events(w.owner.tenant_id, "review.expired")
+        .await;
+    assert_eq!(events.len(), 1);
+    assert!(events[0]["after"]["customer_message_id"].is_null());
+    let shown = w
+        .app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&w.owner))
+        .await;
+    assert_eq!(shown.body["conversation"]["handler"], "human");
+}
+
+// proves: AGT-5
+#[tokio::test]
+async fn a_low_confidence_draft_approved_unedited_reaches_the_customer_and_the_item_shows_its_run()
+{
+    let w = world().await;
+    let model = FakeOpenAI::start().await;
+    let settings = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/agent/settings")
+                .by(&w.owner)
+                .json(json!({ "provider_base_url": model.base_url, "api_key": "sk-test", "max_retries": 1,
+                              "timeout_ms": 2000, "confidence_threshold": 0.7 })),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+    model.set_default_reply(FakeReply::Json(
+        json!({ "action": "reply", "reply": "Maybe restart it?", "confidence": 0.1,
+        "reason_code": "unsure", "cited_sources": [], "action_request": null }),
+    ));
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    let (_, conversation) = w
+        .app
+        .visitor_writes(inbox, "The device makes a strange noise")
+        .await;
+    let item = w.first_item("low_confidence", conversation).await;
+    let id: Uuid = item["id"].as_str().unwrap().parse().unwrap();
+    let shown = w.item(id).await;
+    let confidence = shown["confidence"]
+        .as_f64()
+        .expect("the item shows its confidence");
+    assert!(confidence < 0.7, "{shown}");
+    assert_eq!(shown["execution"]["id"], shown["execution_id"]);
+    assert_eq!(shown["execution"]["outcome"], "handed_off");
+    assert_eq!(shown["execution"]["reason"], "low_confidence");
+    assert!(shown["execution"]["confidence"].as_f64().is_some());
+
+    let approved = w.approve(&w.reviewer, id, json!({})).await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["status"], "executed");
+    let sent = w
+        .app
+        .count(&format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+             AND author_kind = 'member' AND author_id = '{}' AND body = 'Maybe restart it?'",
+            w.reviewer.member_id
+        ))
+        .await;
+    assert_eq!(sent, 1);
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn two_approvals_at_the_same_moment_on_an_item_that_needs_two_execute_it_once() {
+    let w = world().await;
+    w.put_policy(json!({ "rules": [{ "kind": "discount", "above": 15, "approvals": 2 }] }))
+        .await;
+    let item = w
+        .propose(
+            &w.agent,
+            w.discount,
+            json!({ "order_id": "A-1001", "percent": 20 }),
+        )
+        .await;
+    let (a, b) = tokio::join!(
+        w.approve(&w.reviewer, item, json!({})),
+        w.approve(&w.second_reviewer, item, json!({})),
+    );
+    // Serialised on the item: one records the first approval, the other completes it.
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::OK, StatusCode::OK),
+        "{} / {}",
+        a.body,
+        b.body
+    );
+    let mut seen = [a.body["approvals"].as_i64(), b.body["approvals"].as_i64()];
+    seen.sort();
+    assert_eq!(seen, [Some(1), Some(2)]);
+    let done = w.wait_for(item, "executed").await;
+    assert_eq!(done["approvals"], 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.calls().len(), 1);
+    assert_eq!(
+        w.app
+            .audit_events(w.owner.tenant_id, "review.approved")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn decisions_reach_the_live_stream_not_only_new_items() {
+    let w = world().await;
+    let (status, _, mut stream) = w
+        .app
+        .open_stream(Req::get("/api/v1/events").by(&w.reviewer))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let approved = w.refund(&w.agent, 12.0).await;
+    let rejected = w.refund(&w.agent, 13.0).await;
+    assert_eq!(
+        w.approve(&w.reviewer, approved, json!({})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        w.reject(&w.reviewer, rejected, "duplicate").await.status,
+        StatusCode::OK
+    );
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let wanted = [
+        (approved.to_string(), "approved".to_string()),
+        (approved.to_string(), "executed".to_string()),
+        (rejected.to_string(), "rejected".to_string()),
+    ];
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        let event = stream.next_event("review.updated", 20).await;
+        seen.push((
+            event["data"]["review_id"].as_str().unwrap().to_string(),
+            event["data"]["status"].as_str().unwrap().to_string(),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_decided_item_cannot_change_in_the_database_even_as_the_app_role() {
+    let w = world().await;
+    let item = w.refund(&w.agent, 25.0).await;
+    assert_eq!(
+        w.reject(&w.reviewer, item, "no receipt").await.status,
+        StatusCode::OK
+    );
+    let app_role = w.app.admin.clone().username(custodian::db::APP_ROLE);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&app_role)
+        .await
+        .unwrap();
+    for change in [
+        "UPDATE review_item SET status = 'pending' WHERE id = $1",
+        "UPDATE review_item SET status = 'approved', decision_reason = NULL WHERE id = $1",
+        "UPDATE review_item SET decision_reason = 'never mind' WHERE id = $1",
+        "UPDATE review_item SET decided_by = NULL WHERE id = $1",
+        "UPDATE review_item SET proposal = '{\"action\": \"other\"}' WHERE id = $1",
+        "UPDATE review_item SET expired = true WHERE id = $1",
+    ] {
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(w.owner.tenant_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let err = sqlx::query(change)
+            .bind(item)
+            .execute(&mut *tx)
+            .await
+            .expect_err(change);
+        let db = err.as_database_error().expect("a database error");
+        assert_eq!(db.constraint(), Some("review_item_final"), "{change}: {db}");
+        tx.rollback().await.unwrap();
+    }
+    // Nor may the app role delete a decision.
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(w.owner.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let denied = sqlx::query("DELETE FROM review_item WHERE id = $1")
+        .bind(item)
+        .execute(&mut *tx)
+        .await
+        .expect_err("the app role deleted a decision");
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    tx.rollback().await.unwrap();
+    // Retention may blank its content, keeping the decision (as the owner does it).
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(w.owner.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE review_item SET request_note = NULL, proposal = '{}', content_purged_at = now() WHERE id = $1",
+    )
+    .bind(item)
+    .execute(&mut *tx)
+    .await
+    .expect("blanking content is allowed");
+    tx.rollback().await.unwrap();
+    let shown = w.item(item).await;
+    assert_eq!(shown["status"], "rejected");
+    assert_eq!(shown["decision_reason"], "no receipt");
+}
+
+// proves: AGT-7
+#[tokio::test]
+async fn a_customer_can_ask_for_review_on_a_conversation_people_handle_and_no_model_runs() {
+    let w = world().await;
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    // No knowledge: the offline responder hands the conversation to people.
+    let (token, conversation) = w.app.visitor_writes(inbox, "Where is my parcel?").await;
+    eventually(30, "the hand-off", || async {
+        (w.app
+            .count(&format!(
+                "SELECT count(*) FROM conversation WHERE id = '{conversation}' AND handler = 'human'"
+            ))
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let executions = |c: Uuid| {
+        let app = &w.app;
+        async move {
+            app.count(&format!(
+                "SELECT count(*) FROM agent_execution WHERE conversation_id = '{c}'"
+            ))
+            .await
+        }
+    };
+    assert_eq!(executions(conversation).await, 1);
+    let write = |text: &'static str| {
+        let (app, token) = (&w.app, token.clone());
+        async move {
+            let sent = app
+                .send(
+                    Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                        .header("x-webchat-session", token)
+                        .json(json!({ "body": text })),
+                )
+                .await;
+            assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
+            sent.uuid("/id")
+        }
+    };
+    // A plain message on a conversation people handle queues nothing.
+    let plain = write("Thanks, I will wait.").await;
+    assert_eq!(
+        w.app
+            .count(&format!(
+                "SELECT count(*) FROM job WHERE payload->>'message_id' = '{plain}'"
+            ))
+            .await,
+        0
+    );
+    let text = "That is wrong, I want a human to review this decision.";
+    write(text).await;
+    let item = w.first_item("human_review", conversation).await;
+    assert_eq!(item["requested_by"], "customer");
+    assert_eq!(item["request_note"], text);
+    assert_eq!(item["status"], "pending");
+    // The decision under review is the agent's last one.
+    let run: Uuid = {
+        let mut conn = w.app.superuser().await;
+        sqlx::query_scalar("SELECT id FROM agent_execution WHERE conversation_id = $1")
+            .bind(conversation)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(item["execution_id"], run.to_string());
+    // The customer hears that a person will look; no model ran.
+    w.app
+        .settled(
+            &format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+                 AND author_kind = 'system' AND body LIKE '%will review this decision%'"
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(executions(conversation).await, 1);
+    assert_eq!(
+        w.app
+            .count(&format!(
+                "SELECT count(*) FROM review_item WHERE conversation_id = '{conversation}'"
+            ))
+            .await,
+        1
+    );
+}
+
+// proves: AGT-7
+#[tokio::test]
+async fn a_configuration_stored_without_the_human_review_pack_still_hears_the_request() {
+    let w = world().await;
+    // Saved before the settings API refused it: only the legal pack.
+    let mut conn = w.app.superuser().await;
+    sqlx::query(
+        "INSERT INTO agent_settings (tenant_id, guardrails) VALUES ($1, '{\"options\": {\"packs\": [\"legal_advice\"]}}')
+         ON CONFLICT (tenant_id) DO UPDATE SET guardrails = EXCLUDED.guardrails,
+             config_version = agent_settings.config_version + 1",
+    )
+    .bind(w.owner.tenant_id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let inbox = w.app.webchat_inbox(&w.owner, "https://help.example").await;
+    let text = "I'd like to appeal this decision.";
+    let (_, conversation) = w.app.visitor_writes(inbox, text).await;
+    let item = w.first_item("human_review", conversation).await;
+    assert_eq!(item["requested_by"], "customer");
+    assert_eq!(item["request_note"], text);
+    w.app
+        .settled(
+            &format!(
+                "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+                 AND body LIKE '%will review this decision%'"
+            ),
+            1,
+        )
+        .await;
 }
