@@ -988,13 +988,17 @@ async fn assign(
         ));
     }
     if let Some(member_id) = member_id {
-        let role = sqlx::query_scalar!(
-            "SELECT role FROM member WHERE id = $1 AND tenant_id = current_tenant_id() AND status = 'active'",
+        // Another tenant's member answers 404, like any foreign id (SEC-3).
+        let member = sqlx::query!(
+            "SELECT role, status FROM member WHERE id = $1 AND tenant_id = current_tenant_id()",
             member_id
         )
         .fetch_optional(&mut *tx)
-        .await?;
-        let role = role.as_deref().and_then(Role::parse);
+        .await?
+        .ok_or(Error::NotFound)?;
+        let role = Some(member.role.as_str())
+            .filter(|_| member.status == "active")
+            .and_then(Role::parse);
         if !role.is_some_and(|r| r.can(Permission::ReviewsDecide)) {
             return Err(Error::bad_request(
                 "invalid_assignee",

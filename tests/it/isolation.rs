@@ -413,19 +413,10 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
         if resp.status == StatusCode::NOT_FOUND && code == "not_found" {
             continue;
         }
-        if NOT_YET_404.contains(&what) {
-            // Refused and harmless, but not yet the 404 SEC-3 asks for.
-            assert!(!resp.status.is_success(), "{what}: {}", resp.body);
-            continue;
-        }
         failures.push(format!("{what}: {} {}", resp.status, resp.body));
     }
     assert!(failures.is_empty(), "not answered 404: {failures:#?}");
 }
-
-/// Body ids that are refused and change nothing, but do not answer 404 yet: the review
-/// assignee (400, src/reviews). An entry goes once its module answers 404.
-const NOT_YET_404: &[&str] = &["review assignee_id"];
 
 /// A body each route would accept, so a missing tenant check would show as a change.
 fn valid_body(method: &str, path: &str) -> serde_json::Value {
