@@ -196,4 +196,9 @@ async fn main() {
         args.concurrency,
         args.senders,
     );
+    // For per-message CPU accounting from outside (warm-up included).
+    println!(
+        "requests sent in all, warm-up included: {}",
+        next.load(Ordering::Relaxed)
+    );
 }

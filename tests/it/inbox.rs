@@ -239,7 +239,8 @@ async fn snoozing_needs_a_future_time_and_partners_cannot_be_assigned() {
                 .json(json!({ "assignee_id": Uuid::new_v4() })),
         )
         .await;
-    assert_eq!(nobody.status, StatusCode::BAD_REQUEST);
+    // An id that names no member of this tenant is not found, like any foreign id (SEC-3).
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
     assert!(app
         .audit_events(owner.tenant_id, "conversation.assigned")
         .await
