@@ -284,6 +284,8 @@ struct Context {
     ssn: bool,
     phone: bool,
     cpf: bool,
+    /// "CEP", "PLZ", "ZIP code": a postal code, which is no phone number.
+    postal: bool,
 }
 
 impl Context {
@@ -311,6 +313,7 @@ impl Context {
             ssn: false,
             phone: false,
             cpf: false,
+            postal: false,
         };
         // Walk back over the last few words; filler words ("number", "nº",
         // "is", "my") do not break the link between keyword and number.
@@ -320,10 +323,22 @@ impl Context {
             .filter(|w| !w.is_empty())
             .rev()
             .take(5);
+        // "code" ends the walk as a reference word, unless a postal word
+        // precedes it ("ZIP code", "código postal" reads the other way).
+        let mut code = false;
         for w in words {
             let Some(w) = crate::guardrails::fold::fold_small(w, &mut buf) else {
                 break;
             };
+            if code {
+                ctx.postal = contains(&POSTAL_WORDS_SORTED, w);
+                ctx.reference = !ctx.postal;
+                break;
+            }
+            if matches!(w, "code" | "codigo" | "codice") {
+                code = true;
+                continue;
+            }
             if contains(&REFERENCE_WORDS_SORTED, w) {
                 ctx.reference = true;
                 break;
@@ -336,6 +351,10 @@ impl Context {
                 ctx.phone = true;
                 break;
             }
+            if contains(&POSTAL_WORDS_SORTED, w) {
+                ctx.postal = true;
+                break;
+            }
             if w == "cpf" {
                 ctx.cpf = true;
                 break;
@@ -344,6 +363,7 @@ impl Context {
                 break;
             }
         }
+        ctx.reference |= code && !ctx.postal;
         ctx
     }
 }
@@ -363,6 +383,20 @@ static REFERENCE_WORDS_SORTED: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| sorted(REFERENCE_WORDS));
 static PHONE_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(PHONE_WORDS));
 static FILLER_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(FILLER_WORDS));
+static POSTAL_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(POSTAL_WORDS));
+
+/// Words that introduce a postal code.
+const POSTAL_WORDS: &[&str] = &[
+    "cep",
+    "zip",
+    "zipcode",
+    "postcode",
+    "postal",
+    "plz",
+    "postleitzahl",
+    "cp",
+    "cap",
+];
 
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     while !text.is_char_boundary(at) {
@@ -493,6 +527,11 @@ const PHONE_WORDS: &[&str] = &[
     "anrufen",
     "sms",
     "fax",
+    "festnetz",
+    "festnetznummer",
+    "liga",
+    "fijo",
+    "fixo",
 ];
 
 const FILLER_WORDS: &[&str] = &[
@@ -629,6 +668,26 @@ impl Window<'_> {
         self.phone(ctx)
     }
 
+    /// "089 12345", "089/12345", "(089) 12345", "0521-1234": a trunk zero and
+    /// area code as their own group, then the subscriber number.
+    fn area_code_apart(&self) -> bool {
+        let groups = self.groups();
+        let area = groups[0];
+        // The subscriber part has four digits or more: "01310-100" is a
+        // Brazilian CEP, not Alessandria's 0131.
+        self.starts_run()
+            && (2..=3).contains(&groups.len())
+            && (2..=5).contains(&area.len())
+            && self.digits.len() - area.len() >= 4
+            && self.digits.starts_with('0')
+            && !self.digits.starts_with("00")
+            && (self.run.paren_lead
+                || matches!(
+                    self.uniform_sep(),
+                    Some(Sep::Space | Sep::Slash | Sep::Dash)
+                ))
+    }
+
     fn card_grouping(&self) -> bool {
         if self.compact() {
             return true;
@@ -695,15 +754,30 @@ impl Window<'_> {
         if self.starts_run() && self.run.plus {
             return phone::international(self.digits).map(|s| (PiiType::Phone, s));
         }
+        if ctx.postal {
+            return None;
+        }
         if let Some(rest) = self.digits.strip_prefix("00") {
             if let Some(score) = phone::international(rest) {
                 return Some((PiiType::Phone, score - 0.05));
             }
         }
-        if !phone::national(self.digits) {
-            return None;
-        }
         let formatted = !self.compact() || (self.starts_run() && self.run.paren_lead);
+        if !phone::national(self.digits) {
+            // A short landline ("089 12345", "030 123456", "0521 1234") is
+            // valid for libphonenumber, but so is nearly any 6-8 digit
+            // number somewhere: it counts only as a fixed line of one of our
+            // countries, and only with a phone word before it or its area
+            // code written apart with the trunk zero, never after an order
+            // word (dates, amounts and thousands are already out).
+            let short = phone::national_short_fixed(self.digits)
+                && !ctx.reference
+                && (ctx.phone || self.area_code_apart());
+            if !short {
+                return None;
+            }
+            return Some((PiiType::Phone, if ctx.phone { 0.9 } else { 0.8 }));
+        }
         if !formatted && ctx.reference {
             return None;
         }
