@@ -114,6 +114,47 @@ fn numbers_that_only_look_like_phones_stay_untouched() {
 }
 
 #[test]
+fn references_phrased_otherwise_or_far_from_their_keyword_stay_untouched() {
+    assert_clean(&[
+        "the order I placed on Monday has the number 8140502178",
+        "my order from last week, number 91184401772",
+        "meine Bestellung vom Montag hat die Nummer 3828435655",
+        "o pedido que fiz ontem tem o número 38977540679",
+        "el pedido que hice ayer tiene el número 2420198973",
+        "invoice INV-3585045589",
+        "Rechnung RE-2023-123456",
+        "factura FAC-5476550539",
+        "protocolo de atendimento 5130565256",
+        "case ID 6945861636",
+        "nº de incidencia 15707185304",
+        "Aktenzeichen 5440059938",
+        "Protokoll 2822322369",
+        "RMA 2125550132",
+    ]);
+    // A possessive, a contact word or a sentence break keeps a phone a phone.
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("my order is late, my number is 11987654321", "11987654321"),
+            (
+                "Pedido atrasado, me liga no número 11987654321",
+                "11987654321",
+            ),
+            (
+                "Order 4711 is late. The number 2125550132 is mine",
+                "2125550132",
+            ),
+            (
+                "Meine Bestellung ist weg, erreichbar unter der Nummer 015123456789",
+                "015123456789",
+            ),
+            ("the order I placed, phone number 2125550132", "2125550132"),
+            ("Tel-0301234567", "0301234567"),
+        ],
+    );
+}
+
+#[test]
 fn cards_of_every_brand_pass_luhn_in_any_grouping() {
     assert_finds(
         PiiType::Card,
