@@ -335,10 +335,12 @@ impl Context {
         // "code" ends the walk as a reference word, unless a postal word
         // precedes it ("ZIP code", "código postal" reads the other way).
         let mut code = false;
-        for w in words {
+        let mut number_noun = false;
+        for (k, w) in words.enumerate() {
             let Some(w) = crate::guardrails::fold::fold_small(w, &mut buf) else {
                 break;
             };
+            number_noun |= k == 0 && NUMBER_NOUNS.contains(&w);
             if code {
                 ctx.postal = contains(&POSTAL_WORDS_SORTED, w);
                 ctx.reference = !ctx.postal;
@@ -373,7 +375,8 @@ impl Context {
             }
         }
         ctx.reference |= code && !ctx.postal;
-        if !(ctx.reference || ctx.phone || ctx.ssn || ctx.cpf || ctx.postal) {
+        // Only "… the number 123" pays for the longer look back.
+        if number_noun && !(ctx.reference || ctx.phone || ctx.ssn || ctx.cpf || ctx.postal) {
             ctx.reference_far = Context::far_reference(text, at);
         }
         ctx
