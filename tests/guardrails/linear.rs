@@ -11,8 +11,10 @@ use custodian::guardrails::{
     TenantOptions,
 };
 
-fn best_of_three(text: &str, policy: &Policy, known: &KnownEntities) -> Duration {
-    (0..3)
+fn best_of_five(text: &str, policy: &Policy, known: &KnownEntities) -> Duration {
+    // The fastest of five runs: the machine is shared, and a preempted run
+    // says nothing about the code.
+    (0..5)
         .map(|_| {
             let mut ctx = Context::new(Default::default(), known.clone());
             let t = Instant::now();
@@ -29,8 +31,8 @@ fn assert_linear(unit: &str, policy: &Policy, known: &KnownEntities) {
     let small = unit.repeat((8_192 / unit.len()).max(1));
     let large = unit.repeat((8 * 8_192 / unit.len()).max(8));
     let (a, b) = (
-        best_of_three(&small, policy, known),
-        best_of_three(&large, policy, known),
+        best_of_five(&small, policy, known),
+        best_of_five(&large, policy, known),
     );
     let ratio = b.as_secs_f64() / a.as_secs_f64().max(1e-6);
     assert!(
@@ -151,8 +153,8 @@ fn large_crm_contexts_stay_linear_in_the_text_and_in_the_context() {
     let ratios = [
         (
             "evaluating",
-            best_of_three(&text, &policy, &small),
-            best_of_three(&text, &policy, &large),
+            best_of_five(&text, &policy, &small),
+            best_of_five(&text, &policy, &large),
         ),
         ("building", timed(100), timed(800)),
     ];
