@@ -58,6 +58,20 @@ enum AuditCommand {
     },
 }
 
+/// Tracing to stderr, for commands whose stdout is their output.
+fn init_stderr_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,7 +82,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    server::init_tracing(config.log_json);
+    // `guardrails scan` writes JSON lines on stdout: its logs go to stderr,
+    // or a single log line would corrupt the output a scorer parses.
+    if matches!(cli.command, Some(Command::Guardrails { .. })) {
+        init_stderr_tracing(config.log_json);
+    } else {
+        server::init_tracing(config.log_json);
+    }
     let command = cli.command.unwrap_or(Command::Serve {
         demo: false,
         bind: None,
@@ -97,7 +117,14 @@ async fn main() -> ExitCode {
                 std::io::stdout().lock(),
                 &policy,
             )
-            .map(|_| true)
+            .map(|stats| {
+                tracing::info!(
+                    lines = stats.lines,
+                    errors = stats.errors,
+                    "guardrails scan finished"
+                );
+                true
+            })
             .map_err(anyhow::Error::from)
         }
     };

@@ -51,6 +51,10 @@ pub enum Category {
     Amount,
     TrackingCode,
     ZipCode,
+    /// References phrased otherwise or further from their keyword: "ref.",
+    /// "Protokoll", "nº do pedido", "localizador", "invoice INV-…", "the
+    /// order I placed on Monday has the number …".
+    Reference,
 }
 
 impl Category {
@@ -218,7 +222,7 @@ fn group(s: &str, sizes: &[usize], sep: &str) -> String {
 }
 
 fn card(rng: &mut Rng) -> String {
-    let (prefix, len): (String, usize) = match rng.below(10) {
+    let (prefix, len): (String, usize) = match rng.below(13) {
         0 | 1 => ("4".into(), 16),
         2 => (format!("5{}", 1 + rng.below(5)), 16),
         3 => (format!("{}", 2221 + rng.below(500)), 16),
@@ -230,6 +234,10 @@ fn card(rng: &mut Rng) -> String {
         ),
         7 => ("606282".into(), 16),
         8 => (format!("35{}", 28 + rng.below(62)), 16),
+        // Mir, RuPay and Troy.
+        9 => (format!("220{}", rng.below(5)), 16),
+        10 => (["81", "82", "508", "6521"][rng.below(4)].into(), 16),
+        11 => ("9792".into(), 16),
         _ => ("36".into(), 14),
     };
     let digits = luhn_complete(rng, &prefix, len);
@@ -525,7 +533,9 @@ fn phone_candidate(rng: &mut Rng) -> (u16, String, Vec<String>) {
                 )
             } else {
                 let area = rng.pick(&["30", "40", "69", "89", "221"]);
-                let rest = format!("{}{}", 2 + rng.below(7), rng.digits(6));
+                // Short landlines too ("089 12345"): 5-digit subscribers.
+                let len = if rng.chance(30) { 4 } else { 6 };
+                let rest = format!("{}{}", 2 + rng.below(7), rng.digits(len));
                 (
                     49,
                     format!("{area}{rest}"),
@@ -596,7 +606,7 @@ fn phone_candidate(rng: &mut Rng) -> (u16, String, Vec<String>) {
                         format!("{pre}{rest}"),
                     ],
                 )
-            } else {
+            } else if rng.chance(70) {
                 let rest = rng.digits(8);
                 (
                     39,
@@ -605,6 +615,15 @@ fn phone_candidate(rng: &mut Rng) -> (u16, String, Vec<String>) {
                         format!("06 {} {}", &rest[..4], &rest[4..]),
                         format!("+39 06 {rest}"),
                     ],
+                )
+            } else {
+                // Short landlines: Parma's 0521 with five or six digits.
+                let len = 5 + rng.below(2);
+                let rest = format!("{}{}", 2 + rng.below(7), rng.digits(len - 1));
+                (
+                    39,
+                    format!("0521{rest}"),
+                    vec![format!("0521 {rest}"), format!("+39 0521 {rest}")],
                 )
             }
         }
@@ -706,6 +725,8 @@ const LAST_NAMES: &[&str] = &[
     "Brown",
     "Taylor",
     "Köhler",
+    "Weiß",
+    "Krüger",
     "Rodrigues",
     "Nogueira",
     "Castro",
@@ -724,8 +745,54 @@ fn person(rng: &mut Rng) -> String {
     }
 }
 
+/// How people write a name without its accents, by the generator's own
+/// table rather than the engine's folding (which the corpus is there to
+/// test): plainly stripped ("Jurgen Muller", "Joao Araujo"), or the German
+/// way with `ae`/`oe`/`ue`/`ss` ("Juergen Mueller", "Hauptstrasse").
+fn ascii_spelling(s: &str, german: bool) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        let german_form = match c {
+            'ä' => Some("ae"),
+            'ö' => Some("oe"),
+            'ü' => Some("ue"),
+            'Ä' => Some("Ae"),
+            'Ö' => Some("Oe"),
+            'Ü' => Some("Ue"),
+            _ => None,
+        };
+        match german_form {
+            Some(two) if german => out.push_str(two),
+            _ => out.push_str(match c {
+                'á' | 'à' | 'â' | 'ã' | 'ä' | 'å' => "a",
+                'Á' | 'À' | 'Â' | 'Ã' | 'Ä' | 'Å' => "A",
+                'é' | 'è' | 'ê' | 'ë' => "e",
+                'É' | 'È' | 'Ê' | 'Ë' => "E",
+                'í' | 'ì' | 'î' | 'ï' => "i",
+                'Í' | 'Ì' | 'Î' | 'Ï' => "I",
+                'ó' | 'ò' | 'ô' | 'õ' | 'ö' => "o",
+                'Ó' | 'Ò' | 'Ô' | 'Õ' | 'Ö' => "O",
+                'ú' | 'ù' | 'û' | 'ü' => "u",
+                'Ú' | 'Ù' | 'Û' | 'Ü' => "U",
+                'ç' => "c",
+                'Ç' => "C",
+                'ñ' => "n",
+                'Ñ' => "N",
+                'ß' => "ss",
+                _ => {
+                    out.push(c);
+                    continue;
+                }
+            }),
+        }
+    }
+    out
+}
+
 fn email_for(rng: &mut Rng, name: &str) -> String {
-    let ascii: String = crate::guardrails::fold::fold_str(name)
+    let german = rng.chance(50);
+    let ascii: String = ascii_spelling(name, german)
+        .to_lowercase()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
         .collect();
@@ -802,6 +869,7 @@ struct Phrases {
     amount: &'static [&'static str],
     tracking: &'static [&'static str],
     zip: &'static [&'static str],
+    reference: &'static [&'static str],
 }
 
 const EN: Phrases = Phrases {
@@ -813,6 +881,7 @@ const EN: Phrases = Phrases {
         "I'd like to cancel my subscription at the end of the month.",
         "Do you ship to Canada? And how long does it take?",
         "Thanks for the quick help yesterday, everything works now.",
+        "I'm Teacher at a school and ordered books for my class.",
     ],
     email: &[
         "my email is {}",
@@ -877,6 +946,15 @@ const EN: Phrases = Phrases {
     amount: &["I was charged {}", "the total was {}", "a refund of {}"],
     tracking: &["tracking number {}", "tracking {}"],
     zip: &["ZIP code {}", "zip {}"],
+    reference: &[
+        "ref. {}",
+        "invoice INV-{}",
+        "the order I placed on Monday has the number {}",
+        "my order from last week, number {}",
+        "booking reference {}",
+        "case ID {}",
+        "RMA {}",
+    ],
 };
 
 const PT: Phrases = Phrases {
@@ -888,6 +966,7 @@ const PT: Phrases = Phrases {
         "Gostaria de cancelar a assinatura no fim do mês.",
         "Vocês entregam no interior? Qual o prazo?",
         "Obrigado pela ajuda de ontem, deu tudo certo.",
+        "Sou Engenheiro e preciso da nota fiscal da compra.",
     ],
     email: &[
         "meu e-mail é {}",
@@ -939,6 +1018,14 @@ const PT: Phrases = Phrases {
     amount: &["fui cobrado {}", "o total deu {}", "reembolso de {}"],
     tracking: &["código de rastreio {}", "rastreio {}"],
     zip: &["CEP {}"],
+    reference: &[
+        "protocolo de atendimento {}",
+        "nº do pedido {}",
+        "o pedido que fiz ontem tem o número {}",
+        "nota fiscal nº {}",
+        "localizador {}",
+        "ref. {}",
+    ],
 };
 
 const ES: Phrases = Phrases {
@@ -950,6 +1037,7 @@ const ES: Phrases = Phrases {
         "Quiero cancelar la suscripción a final de mes.",
         "¿Hacen envíos a Canarias? ¿Cuánto tarda?",
         "Gracias por la ayuda de ayer, ya funciona todo.",
+        "Soy Profesora y necesito la factura del pedido.",
     ],
     email: &[
         "mi correo es {}",
@@ -992,6 +1080,14 @@ const ES: Phrases = Phrases {
     amount: &["me cobraron {}", "el total fue {}", "un reembolso de {}"],
     tracking: &["número de seguimiento {}", "seguimiento {}"],
     zip: &["código postal {}"],
+    reference: &[
+        "localizador {}",
+        "ref. {}",
+        "el pedido que hice ayer tiene el número {}",
+        "factura n.º {}",
+        "nº de incidencia {}",
+        "factura FAC-{}",
+    ],
 };
 
 const DE: Phrases = Phrases {
@@ -1003,6 +1099,7 @@ const DE: Phrases = Phrases {
         "Ich möchte mein Abo zum Monatsende kündigen.",
         "Liefern Sie auch nach Österreich? Wie lange dauert das?",
         "Danke für die schnelle Hilfe gestern, jetzt klappt alles.",
+        "Ich bin Lehrerin und brauche eine Rechnung für die Schule.",
     ],
     email: &[
         "meine E-Mail ist {}",
@@ -1063,6 +1160,14 @@ const DE: Phrases = Phrases {
     ],
     tracking: &["Sendungsnummer {}", "Sendungsverfolgung {}"],
     zip: &["PLZ {}"],
+    reference: &[
+        "Protokoll {}",
+        "Ref. {}",
+        "meine Bestellung vom Montag hat die Nummer {}",
+        "Rechnung RE-{}",
+        "Vorgangsnummer {}",
+        "Aktenzeichen {}",
+    ],
 };
 
 fn phrases(lang: Lang) -> &'static Phrases {
@@ -1076,7 +1181,19 @@ fn phrases(lang: Lang) -> &'static Phrases {
 
 fn distractor(rng: &mut Rng, lang: Lang, b: &mut Builder) {
     let p = phrases(lang);
-    match rng.below(5) {
+    match rng.below(6) {
+        5 => {
+            let n = match rng.below(4) {
+                0 => {
+                    let len = 5 + rng.below(3);
+                    rng.digits(len)
+                }
+                1 => format!("{}{}", 1 + rng.below(9), rng.digits(9)),
+                2 => format!("{}{}", 1 + rng.below(9), rng.digits(10)),
+                _ => rng.alnum(6, UPPER_DIGITS),
+            };
+            b.template(rng.pick(p.reference), Category::Reference, &n);
+        }
         0 => {
             let n = match rng.below(3) {
                 0 => {
@@ -1194,11 +1311,15 @@ fn sample(rng: &mut Rng, i: usize) -> Sample {
                     let name = person(rng);
                     context.names.push(name.clone());
                     let first = name.split(' ').next().unwrap_or(&name).to_string();
-                    let written = match rng.below(6) {
+                    // Every way a customer writes the name the CRM holds,
+                    // including without accents and with German "ue" for "ü".
+                    let written = match rng.below(8) {
                         0 => first,
                         1 => name.to_lowercase(),
-                        2 => crate::guardrails::fold::fold_str(&name),
+                        2 => ascii_spelling(&name, false),
                         3 => name.to_uppercase(),
+                        4 => ascii_spelling(&name, true),
+                        5 => ascii_spelling(&first, true).to_lowercase(),
                         _ => name,
                     };
                     (rng.pick(p.crm), Category::NameCrm, written)
@@ -1223,14 +1344,25 @@ fn sample(rng: &mut Rng, i: usize) -> Sample {
                     (rng.pick(p.sign_off), Category::NameSignoff, name)
                 }
                 _ => {
+                    // The CRM holds the accented form; customers often type
+                    // it without ("Mueller & Soehne", "Hauptstrasse", "Sao Paulo").
+                    let german = rng.chance(50);
+                    let plain = rng.chance(30);
+                    let written = |v: &str| {
+                        if plain {
+                            ascii_spelling(v, german)
+                        } else {
+                            v.to_string()
+                        }
+                    };
                     if rng.chance(50) {
                         let company = rng.pick(COMPANIES).to_string();
                         context.companies.push(company.clone());
-                        (rng.pick(p.company), Category::Company, company)
+                        (rng.pick(p.company), Category::Company, written(&company))
                     } else {
                         let address = rng.pick(ADDRESSES).to_string();
                         context.addresses.push(address.clone());
-                        (rng.pick(p.address), Category::Address, address)
+                        (rng.pick(p.address), Category::Address, written(&address))
                     }
                 }
             };

@@ -229,6 +229,62 @@ fn fold_one(c: char) -> FoldedChar {
     FoldedChar::Str(folded)
 }
 
+/// The German way of writing umlauts without them: `ä`→`ae`, `ö`→`oe`,
+/// `ü`→`ue` (`ß`→`ss` needs nothing: folding already writes it so).
+///
+/// Folding maps `ü` to `u`, which is what Portuguese and Spanish writers
+/// mean by an accent-free spelling, but a German writes "Mueller", "Koeln"
+/// and "kuendigen". Rather than fold text two ways, whatever is matched
+/// against text (CRM values, rule phrases) gets this second spelling as an
+/// extra pattern. `None` when `s` has no umlaut, so there is no variant.
+pub fn umlaut_spelling(s: &str) -> Option<String> {
+    if !s.chars().any(|c| umlaut_expansion(c).is_some()) {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        match umlaut_expansion(c) {
+            Some(e) => out.push_str(e),
+            None => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The two-letter spelling of an umlaut, in its case.
+pub fn umlaut_expansion(c: char) -> Option<&'static str> {
+    Some(match c {
+        'ä' => "ae",
+        'ö' => "oe",
+        'ü' => "ue",
+        'Ä' => "Ae",
+        'Ö' => "Oe",
+        'Ü' => "Ue",
+        _ => return None,
+    })
+}
+
+/// Folded text with `ae`/`oe`/`ue` reduced to their vowel, for comparing
+/// values written with, without or around umlauts: "Müller", "Mueller",
+/// "MULLER" all give `muller`. Used as an identity key (the vault) and for a
+/// CRM value typed without umlauts, never to fold text for matching.
+pub fn umlaut_insensitive(folded: &str) -> String {
+    let b = folded.as_bytes();
+    let mut out = String::with_capacity(folded.len());
+    let mut i = 0;
+    while i < b.len() {
+        if matches!(b[i], b'a' | b'o' | b'u') && b.get(i + 1) == Some(&b'e') {
+            out.push(char::from(b[i]));
+            i += 2;
+            continue;
+        }
+        let c = folded[i..].chars().next().unwrap_or(' ');
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
 /// Whether `c` belongs to a word (for phrase and name boundaries).
 pub fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
@@ -253,6 +309,16 @@ mod tests {
     fn folding_removes_accents_case_and_extra_space() {
         let f = Folded::new("AÇÃO  Straße\n\tü");
         assert_eq!(f.as_str(), "acao strasse u");
+    }
+
+    #[test]
+    fn umlauts_get_their_german_two_letter_spelling() {
+        assert_eq!(
+            umlaut_spelling("Jürgen Müller, Köln").as_deref(),
+            Some("Juergen Mueller, Koeln")
+        );
+        assert_eq!(umlaut_spelling("Straße"), None);
+        assert_eq!(umlaut_insensitive("mueller koeln"), "muller koln");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::guardrails::fold::Folded;
 use crate::guardrails::pii::PiiType;
 use crate::guardrails::rules::{
-    check_unique_ids, validate_rules, Action, CompiledRules, Hit, Lang, Limits, Matcher, PackError,
-    Rule, RuleMeta, RulePack, RuleStage, SafeReply, Stage,
+    check_unique_ids, compile_validated, Action, CompiledRules, Hit, Lang, Limits, Matcher,
+    PackError, Rule, RuleMeta, RulePack, RuleStage, SafeReply, Stage,
 };
 
 /// The built-in packs, compiled into the binary. A test fails if
@@ -74,6 +74,8 @@ pub struct PackSet {
 
 impl PackSet {
     /// Compiles already validated packs (see [`RulePack::from_toml`]).
+    /// Refuses a rule id or safe-reply key defined by two packs, naming both
+    /// files.
     pub fn new(packs: Vec<RulePack>) -> Result<PackSet, PackError> {
         check_unique_ids(&packs)?;
         let all: Vec<Rule> = packs.iter().flat_map(|p| p.rules.iter().cloned()).collect();
@@ -253,7 +255,16 @@ impl Policy {
                     .collect()
             }
         };
-        validate_rules("tenant", &config.rules, Limits::TENANT)?;
+        if config.rules.len() > Limits::TENANT.rules {
+            return Err(err(
+                None,
+                format!(
+                    "too many rules ({} > {})",
+                    config.rules.len(),
+                    Limits::TENANT.rules
+                ),
+            ));
+        }
         for rule in &config.rules {
             if packs.rules.rules.iter().any(|r| r.id == rule.id) || rule.id == COMMITMENT_RULE {
                 return Err(err(
@@ -262,7 +273,9 @@ impl Policy {
                 ));
             }
             if let Some(key) = &rule.safe_reply {
-                if !options.safe_replies.contains_key(key) && !packs.safe_replies.contains_key(key)
+                if !options.safe_replies.contains_key(key)
+                    && !packs.safe_replies.contains_key(key)
+                    && engine_reply(key, Lang::En).is_none()
                 {
                     return Err(err(
                         Some(&rule.id),
@@ -291,8 +304,8 @@ impl Policy {
                 must_not_match: Vec::new(),
             });
         }
-        let tenant =
-            CompiledRules::compile(&rules, Limits::TENANT).map_err(|reason| err(None, reason))?;
+        // Validated and compiled in one go: each tenant regex is built once.
+        let tenant = compile_validated("tenant", &rules, Limits::TENANT)?;
         let mut pii_enabled = [true; PiiType::ALL.len()];
         if let Some(types) = &options.pii_types {
             for t in PiiType::ALL {

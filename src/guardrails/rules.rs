@@ -11,9 +11,12 @@
 //! Matching happens on folded text (see [`crate::guardrails::fold`]): phrases
 //! are folded the same way and must sit on word boundaries; regexes are
 //! applied case-insensitively to the folded text, so they should be written
-//! without accents and treat any whitespace run as a single space.
+//! without accents and treat any whitespace run as a single space. German
+//! umlauts are the exception: write them (`kündigen`, `führe`), and the
+//! phrase or regex also matches the `ue`/`oe`/`ae` spelling ("kuendigen")
+//! besides the folded one ("kundigen").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
@@ -189,6 +192,10 @@ impl TryFrom<RuleSpec> for Rule {
                 Matcher::Regex(r)
             }
         };
+        // A blocked text is answered with the safe reply, so it must name one.
+        // (Pack rules need one whatever their action, see `RulePack::from_toml`;
+        // a tenant's handoff rule without one gets the engine's hand-off
+        // wording, which keeps configurations stored before this rule valid.)
         if matches!(s.action, Action::Block) && s.safe_reply.is_none() {
             return Err(format!(
                 "rule `{}`: action `block` needs a `safe_reply` key",
@@ -266,6 +273,9 @@ impl SafeReply {
 /// A loaded, validated rule pack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RulePack {
+    /// Where the pack was read from (the file name given to
+    /// [`RulePack::from_toml`]), so errors across packs can name the file.
+    pub source: String,
     pub name: String,
     pub description: String,
     /// Templates (e.g. competitor names) are off unless a tenant enables them.
@@ -369,24 +379,34 @@ impl RulePack {
             rules.push(rule);
         }
         let pack = RulePack {
+            source: source_name.to_string(),
             name: header.name,
             description: header.description,
             template: header.template,
             safe_replies: header.safe_replies,
             rules,
         };
-        validate_rules(source_name, &pack.rules, Limits::BUILTIN)?;
+        // Every pack rule names its reply, whatever its action: the issue's
+        // rule structure has one for every rule, and a pack is also a
+        // template tenants copy (the competitor names) and escalate from
+        // `flag` to `block`, which then needs the reply at hand.
         for rule in &pack.rules {
-            if let Some(key) = &rule.safe_reply {
-                if !pack.safe_replies.contains_key(key) {
-                    return Err(PackError::new(
-                        source_name,
-                        Some(&rule.id),
-                        format!("safe_reply `{key}` is not defined in this pack"),
-                    ));
-                }
+            let Some(key) = &rule.safe_reply else {
+                return Err(PackError::new(
+                    source_name,
+                    Some(&rule.id),
+                    "missing `safe_reply` key (every pack rule needs one)",
+                ));
+            };
+            if !pack.safe_replies.contains_key(key) {
+                return Err(PackError::new(
+                    source_name,
+                    Some(&rule.id),
+                    format!("safe_reply `{key}` is not defined in this pack"),
+                ));
             }
         }
+        validate_rules(source_name, &pack.rules, Limits::BUILTIN)?;
         Ok(pack)
     }
 
@@ -414,16 +434,28 @@ impl RulePack {
     }
 }
 
-/// Rule ids must be unique across every pack loaded together.
+/// Rule ids and safe-reply keys must be unique across every pack loaded
+/// together: a second definition would silently shadow the first. The error
+/// names the file of the second definition and the file of the first.
 pub fn check_unique_ids(packs: &[RulePack]) -> Result<(), PackError> {
-    let mut seen = HashSet::new();
+    let mut ids: HashMap<&str, &str> = HashMap::new();
+    let mut keys: HashMap<&str, &str> = HashMap::new();
     for pack in packs {
         for rule in &pack.rules {
-            if !seen.insert(rule.id.as_str()) {
+            if let Some(first) = ids.insert(&rule.id, &pack.source) {
                 return Err(PackError::new(
-                    &pack.name,
+                    &pack.source,
                     Some(&rule.id),
-                    "duplicate rule id",
+                    format!("duplicate rule id (first defined in {first})"),
+                ));
+            }
+        }
+        for key in pack.safe_replies.keys() {
+            if let Some(first) = keys.insert(key, &pack.source) {
+                return Err(PackError::new(
+                    &pack.source,
+                    None,
+                    format!("duplicate safe_reply key `{key}` (first defined in {first})"),
                 ));
             }
         }
@@ -458,6 +490,18 @@ pub fn validate_rules(source_name: &str, rules: &[Rule], limits: Limits) -> Resu
             format!("too many rules ({} > {})", rules.len(), limits.rules),
         ));
     }
+    compile_validated(source_name, rules, limits).map(|_| ())
+}
+
+/// Compiles `rules` once, as the set they will run in, and checks ids and
+/// examples against that compiled set: each regex is built once, not once
+/// to validate and again to run (tenant policies are compiled on every
+/// configuration change). Errors name the rule.
+pub(crate) fn compile_validated(
+    source_name: &str,
+    rules: &[Rule],
+    limits: Limits,
+) -> Result<CompiledRules, PackError> {
     let mut seen = HashSet::new();
     for rule in rules {
         if !seen.insert(rule.id.as_str()) {
@@ -467,28 +511,34 @@ pub fn validate_rules(source_name: &str, rules: &[Rule], limits: Limits) -> Resu
                 "duplicate rule id",
             ));
         }
-        let compiled = CompiledRules::compile(std::slice::from_ref(rule), limits)
-            .map_err(|reason| PackError::new(source_name, Some(&rule.id), reason))?;
-        for example in &rule.must_match {
-            if !compiled.matches_any(example) {
-                return Err(PackError::new(
-                    source_name,
-                    Some(&rule.id),
-                    format!("must_match example does not match: {example:?}"),
-                ));
-            }
+    }
+    let compiled = CompiledRules::compile_rules(rules, limits).map_err(|(at, reason)| {
+        PackError::new(source_name, at.map(|i| rules[i].id.as_str()), reason)
+    })?;
+    let mut hits = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let only = |r: u32| r as usize == i;
+        let mut matches = |example: &str| {
+            hits.clear();
+            compiled.find(&Folded::new(example), &only, &mut hits);
+            !hits.is_empty()
+        };
+        if let Some(example) = rule.must_match.iter().find(|e| !matches(e)) {
+            return Err(PackError::new(
+                source_name,
+                Some(&rule.id),
+                format!("must_match example does not match: {example:?}"),
+            ));
         }
-        for example in &rule.must_not_match {
-            if compiled.matches_any(example) {
-                return Err(PackError::new(
-                    source_name,
-                    Some(&rule.id),
-                    format!("must_not_match example matches: {example:?}"),
-                ));
-            }
+        if let Some(example) = rule.must_not_match.iter().find(|e| matches(e)) {
+            return Err(PackError::new(
+                source_name,
+                Some(&rule.id),
+                format!("must_not_match example matches: {example:?}"),
+            ));
         }
     }
-    Ok(())
+    Ok(compiled)
 }
 
 /// Per-rule facts needed at match time.
@@ -531,7 +581,10 @@ pub(crate) struct CompiledRules {
 
 /// Folds the non-ASCII characters of a pattern, leaving ASCII (and so every
 /// escape such as `\D`, `\W`, `\B`) untouched, and makes word boundaries
-/// ASCII ones.
+/// ASCII ones. A German umlaut outside a character class becomes a group
+/// matching both spellings, `ü` → `(?:u|ue)`, so `führe` matches "fuhre"
+/// and "fuehre" (see [`fold::umlaut_spelling`]); inside a class it folds to
+/// its vowel, as a class holds single characters.
 ///
 /// Why ASCII boundaries: the regex crate's lazy DFA cannot evaluate a Unicode
 /// `\b` on non-ASCII input and falls back to a far slower engine. Folded
@@ -540,68 +593,127 @@ pub(crate) struct CompiledRules {
 fn fold_pattern(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars().peekable();
+    // Nesting depth of character classes (`[a[bc]]`, `[[:alpha:]]`).
+    let mut class_depth = 0usize;
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('b') => out.push_str("(?-u:\\b)"),
-                Some('B') => out.push_str("(?-u:\\B)"),
+        match c {
+            '\\' => match chars.next() {
+                Some('b') if class_depth == 0 => out.push_str("(?-u:\\b)"),
+                Some('B') if class_depth == 0 => out.push_str("(?-u:\\B)"),
                 Some(next) => {
                     out.push('\\');
-                    out.push(next);
+                    if next.is_ascii() {
+                        out.push(next);
+                    } else {
+                        fold::fold_char(next, &mut out);
+                    }
                 }
                 None => out.push('\\'),
+            },
+            '[' => {
+                out.push('[');
+                class_depth += 1;
+                // A `]` right after `[` or `[^` is a literal member.
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    out.push('^');
+                }
+                if chars.peek() == Some(&']') {
+                    chars.next();
+                    out.push(']');
+                }
             }
-        } else if c.is_ascii() {
-            out.push(c);
-        } else {
-            fold::fold_char(c, &mut out);
+            ']' if class_depth > 0 => {
+                out.push(']');
+                class_depth -= 1;
+            }
+            c if c.is_ascii() => out.push(c),
+            c => match fold::umlaut_expansion(c) {
+                Some(two) if class_depth == 0 => {
+                    let vowel = &two[..1].to_ascii_lowercase();
+                    out.push_str("(?:");
+                    out.push_str(vowel);
+                    out.push('|');
+                    out.push_str(&two.to_ascii_lowercase());
+                    out.push(')');
+                }
+                _ => fold::fold_char(c, &mut out),
+            },
         }
     }
     out
 }
 
+/// Most matches one regex reports per text. The regex crate documents a
+/// worst case of O(m·n²) for iterating over every match (each search may
+/// scan to the end of the text to settle a leftmost match and the next
+/// starts one character later), so an unbounded `find_iter` over an
+/// adversarial text is quadratic; a cap keeps it at `MAX·n`. Past the cap a
+/// `redact` rule hides the rest of the text, so capping never leaks.
+pub(crate) const MAX_MATCHES_PER_REGEX: usize = 32;
+
 impl CompiledRules {
     pub fn compile(rules: &[Rule], limits: Limits) -> Result<CompiledRules, String> {
+        Self::compile_rules(rules, limits).map_err(|(at, reason)| match at {
+            Some(i) => format!("rule `{}`: {reason}", rules[i].id),
+            None => reason,
+        })
+    }
+
+    /// Compiles every rule once; an error carries the index of the rule at
+    /// fault when there is one.
+    fn compile_rules(
+        rules: &[Rule],
+        limits: Limits,
+    ) -> Result<CompiledRules, (Option<usize>, String)> {
         let mut patterns = Vec::new();
         let mut owners = Vec::new();
         let mut regex_sources = Vec::new();
         let mut regexes = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            let idx = u32::try_from(i).map_err(|_| "too many rules".to_string())?;
+            let idx = u32::try_from(i).map_err(|_| (None, "too many rules".to_string()))?;
+            let fail = |reason: String| (Some(i), reason);
             match &rule.matcher {
                 Matcher::Phrases(phrases) => {
                     if phrases.len() > limits.phrases {
-                        return Err(format!(
+                        return Err(fail(format!(
                             "too many phrases ({} > {})",
                             phrases.len(),
                             limits.phrases
-                        ));
+                        )));
                     }
                     for p in phrases {
                         if p.chars().count() > limits.phrase_len {
-                            return Err(format!(
+                            return Err(fail(format!(
                                 "phrase longer than {} characters",
                                 limits.phrase_len
-                            ));
+                            )));
                         }
-                        let folded = fold::fold_str(p.trim());
-                        owners.push(PhraseOwner {
-                            rule: idx,
-                            start_boundary: folded.chars().next().is_some_and(fold::is_word_char),
-                            end_boundary: folded
-                                .chars()
-                                .next_back()
-                                .is_some_and(fold::is_word_char),
-                        });
-                        patterns.push(folded);
+                        let spellings = std::iter::once(p.trim().to_string())
+                            .chain(fold::umlaut_spelling(p.trim()));
+                        for spelling in spellings {
+                            let folded = fold::fold_str(&spelling);
+                            owners.push(PhraseOwner {
+                                rule: idx,
+                                start_boundary: folded
+                                    .chars()
+                                    .next()
+                                    .is_some_and(fold::is_word_char),
+                                end_boundary: folded
+                                    .chars()
+                                    .next_back()
+                                    .is_some_and(fold::is_word_char),
+                            });
+                            patterns.push(folded);
+                        }
                     }
                 }
                 Matcher::Regex(source) => {
                     if source.chars().count() > limits.pattern_len {
-                        return Err(format!(
+                        return Err(fail(format!(
                             "regex longer than {} characters",
                             limits.pattern_len
-                        ));
+                        )));
                     }
                     let folded = fold_pattern(source);
                     let re = RegexBuilder::new(&folded)
@@ -609,7 +721,7 @@ impl CompiledRules {
                         .size_limit(limits.regex_size)
                         .dfa_size_limit(limits.dfa_size)
                         .build()
-                        .map_err(|e| format!("invalid regex: {e}"))?;
+                        .map_err(|e| fail(format!("invalid regex: {e}")))?;
                     regexes.push((idx, re));
                     regex_sources.push(folded);
                 }
@@ -628,7 +740,7 @@ impl CompiledRules {
                     .kind(Some(AhoCorasickKind::DFA))
                     .prefilter(false)
                     .build(&patterns)
-                    .map_err(|e| format!("phrases do not compile: {e}"))?,
+                    .map_err(|e| (None, format!("phrases do not compile: {e}")))?,
             )
         };
         let regex_set = if regex_sources.is_empty() {
@@ -640,7 +752,7 @@ impl CompiledRules {
                     .size_limit(limits.regex_size.saturating_mul(regex_sources.len()))
                     .dfa_size_limit(limits.dfa_size.saturating_mul(2))
                     .build()
-                    .map_err(|e| format!("invalid regex: {e}"))?,
+                    .map_err(|e| (None, format!("invalid regex: {e}")))?,
             )
         };
         Ok(CompiledRules {
@@ -692,7 +804,13 @@ impl CompiledRules {
                 if !accept(*rule) {
                     continue;
                 }
-                for m in re.find_iter(f) {
+                for (n, m) in re.find_iter(f).enumerate() {
+                    if n == MAX_MATCHES_PER_REGEX {
+                        if self.rules[*rule as usize].action == Action::Redact {
+                            emit(*rule, m.start(), f.len());
+                        }
+                        break;
+                    }
                     emit(*rule, m.start(), m.end());
                 }
             }
@@ -736,7 +854,8 @@ impl CompiledRules {
         out.truncate(kept);
     }
 
-    /// Whether any rule matches `text` (used for examples).
+    /// Whether any rule matches `text`.
+    #[cfg(test)]
     pub fn matches_any(&self, text: &str) -> bool {
         let mut hits = Vec::new();
         self.find(&Folded::new(text), &|_| true, &mut hits);
@@ -773,5 +892,13 @@ mod tests {
     fn accents_and_case_do_not_matter() {
         let c = CompiledRules::compile(&[rule(&["ação judicial"])], Limits::BUILTIN).unwrap();
         assert!(c.matches_any("vou entrar com uma ACAO   JUDICIAL"));
+    }
+
+    #[test]
+    fn umlauts_in_patterns_match_both_spellings_outside_classes_only() {
+        assert_eq!(fold_pattern(r"\bführe\b"), r"(?-u:\b)f(?:u|ue)hre(?-u:\b)");
+        assert_eq!(fold_pattern("[äöü]+x"), "[aou]+x");
+        assert_eq!(fold_pattern(r"[\]ä]ö"), r"[\]a](?:o|oe)");
+        assert_eq!(fold_pattern("[]ä]Ü"), "[]a](?:u|ue)");
     }
 }

@@ -19,8 +19,27 @@
 //! * `unmask` resolves only numbers this vault issued for that label and
 //!   leaves everything else as it is, so invented (`[EMAIL_9]`), mangled
 //!   (`[email 1]`) or foreign placeholders stay inert text.
+//!
+//! One value, several spellings. A placeholder stands for a *value*, not a
+//! string: "+55 11 98765-4321" and "(11) 98765-4321", "JOAO@x.com" and
+//! "joao@x.com", "João Silva" and "JOAO SILVA" share one, so the model sees
+//! one customer phone, not two. Values are compared by an identity key per
+//! type ([`identity_keys`]): phones by their E.164 form, e-mails lowercased,
+//! names, companies and addresses folded (case, accents, and "ue" for "ü"),
+//! cards, IBANs and national ids by their characters alone, IPs in canonical
+//! form; secrets, URLs and literals only as written. What comes back:
+//! * in text the vault has not seen (a model's draft), a placeholder
+//!   resolves to the *first form seen*; every form is still kept, for export
+//!   and erasure ([`Vault::iter_forms`]);
+//! * in a text [`mask`] produced, each occurrence resolves to the form it
+//!   replaced, so `unmask(mask(x)) == x` stays exact even when `x` spells a
+//!   value two ways, or another way than an earlier message. When a masked
+//!   text holds such a second form, the vault records, under that masked
+//!   text, which form each of its placeholders replaced; `unmask` of exactly
+//!   that text uses the record. Masked texts with first forms only (nearly
+//!   all of them) record nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use memchr::memchr_iter;
@@ -133,11 +152,33 @@ pub fn parse_placeholder(s: &str, at: usize) -> Option<(Placeholder, usize)> {
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(try_from = "VaultData", into = "VaultData")]
 pub struct Vault {
-    entries: Vec<(Label, String)>,
+    entries: Vec<Entry>,
     /// Entry indices per label, in number order (`[EMAIL_3]` is `[slot][2]`).
     numbered: [Vec<u32>; SLOTS],
-    /// Number per value, per label (looked up by `&str`, no allocation).
-    by_value: [HashMap<String, u32>; SLOTS],
+    /// Number per identity key, per label.
+    by_key: [HashMap<String, u32>; SLOTS],
+    /// Masked texts holding a form other than the first, with the form each
+    /// of their placeholders replaced, in order (see the module docs).
+    round_trips: BTreeMap<String, Vec<u32>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    label: Label,
+    /// The first form seen: what a placeholder in a draft resolves to.
+    value: String,
+    /// Other forms of the same value seen since, in order.
+    forms: Vec<String>,
+}
+
+impl Entry {
+    /// Form 0 is `value`, form `k` is `forms[k - 1]`.
+    fn form(&self, k: u32) -> Option<&str> {
+        match k {
+            0 => Some(&self.value),
+            k => self.forms.get(k as usize - 1).map(String::as_str),
+        }
+    }
 }
 
 impl fmt::Debug for Vault {
@@ -148,13 +189,18 @@ impl fmt::Debug for Vault {
     }
 }
 
-/// Serialised form: `{"version": 1, "entries": [{"label": "EMAIL", "value": "…"}]}`.
-/// Numbers are implied by order within a label.
+/// Serialised form: `{"version": 1, "entries": [{"label": "EMAIL", "value":
+/// "…", "forms": ["…"]}], "round_trips": [{"masked": "…", "forms": [0, 1]}]}`.
+/// Numbers are implied by order within a label; `forms` and `round_trips`
+/// are left out when empty, so a vault without second spellings reads and
+/// writes exactly as before they existed.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VaultData {
     version: u32,
     entries: Vec<VaultEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    round_trips: Vec<RoundTrip>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,6 +208,15 @@ struct VaultData {
 struct VaultEntry {
     label: String,
     value: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    forms: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoundTrip {
+    masked: String,
+    forms: Vec<u32>,
 }
 
 impl TryFrom<VaultData> for Vault {
@@ -171,14 +226,26 @@ impl TryFrom<VaultData> for Vault {
             return Err(format!("unsupported vault version {}", data.version));
         }
         let mut vault = Vault::default();
-        for e in data.entries {
+        let mut seen: HashSet<(usize, &str)> = HashSet::new();
+        for e in &data.entries {
             let label = Label::parse(&e.label)
                 .ok_or_else(|| format!("unknown vault label `{}`", e.label))?;
-            if vault.by_value[label.slot()].contains_key(&e.value) {
+            if !seen.insert((label.slot(), e.value.as_str())) {
                 return Err(format!("duplicate vault entry under {}", e.label));
             }
+            // Vaults written before identity keys may hold two spellings of
+            // one value as two entries: both keep their numbers, and the
+            // first one keeps the key for new occurrences.
             vault.issue(label, &e.value);
+            if let Some(entry) = vault.entries.last_mut() {
+                entry.forms.clone_from(&e.forms);
+            }
         }
+        vault.round_trips = data
+            .round_trips
+            .into_iter()
+            .map(|r| (r.masked, r.forms))
+            .collect();
         Ok(vault)
     }
 }
@@ -190,10 +257,16 @@ impl From<Vault> for VaultData {
             entries: v
                 .entries
                 .into_iter()
-                .map(|(label, value)| VaultEntry {
-                    label: label.as_str().to_string(),
-                    value,
+                .map(|e| VaultEntry {
+                    label: e.label.as_str().to_string(),
+                    value: e.value,
+                    forms: e.forms,
                 })
+                .collect(),
+            round_trips: v
+                .round_trips
+                .into_iter()
+                .map(|(masked, forms)| RoundTrip { masked, forms })
                 .collect(),
         }
     }
@@ -213,70 +286,164 @@ impl Vault {
     }
 
     /// The placeholder for `value` under `label`, issuing a new one the first
-    /// time the value is seen.
+    /// time the value is seen in any of its forms.
     pub fn placeholder(&mut self, label: Label, value: &str) -> Placeholder {
-        if let Some(&number) = self.by_value[label.slot()].get(value) {
-            return Placeholder { label, number };
+        self.placeholder_form(label, value).0
+    }
+
+    /// The placeholder and which of its entry's forms `value` is (0 for the
+    /// first), recording a new form.
+    fn placeholder_form(&mut self, label: Label, value: &str) -> (Placeholder, u32) {
+        let slot = label.slot();
+        let keys = identity_keys(label, value);
+        let Some(number) = keys.iter().find_map(|k| self.by_key[slot].get(k).copied()) else {
+            return (self.issue_keyed(label, value, keys), 0);
+        };
+        let placeholder = Placeholder { label, number };
+        let index = self.numbered[slot][number as usize - 1] as usize;
+        let entry = &mut self.entries[index];
+        if entry.value == value {
+            return (placeholder, 0);
         }
-        self.issue(label, value)
+        let k = match entry.forms.iter().position(|f| f == value) {
+            Some(i) => i,
+            None => {
+                entry.forms.push(value.to_string());
+                entry.forms.len() - 1
+            }
+        };
+        (placeholder, u32::try_from(k + 1).unwrap_or(u32::MAX))
     }
 
     fn issue(&mut self, label: Label, value: &str) -> Placeholder {
+        let keys = identity_keys(label, value);
+        self.issue_keyed(label, value, keys)
+    }
+
+    fn issue_keyed(&mut self, label: Label, value: &str, keys: Vec<String>) -> Placeholder {
         let index = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        self.entries.push((label, value.to_string()));
+        self.entries.push(Entry {
+            label,
+            value: value.to_string(),
+            forms: Vec::new(),
+        });
         let numbers = &mut self.numbered[label.slot()];
         numbers.push(index);
         let number = u32::try_from(numbers.len()).unwrap_or(u32::MAX);
-        self.by_value[label.slot()].insert(value.to_string(), number);
+        for key in keys {
+            self.by_key[label.slot()].entry(key).or_insert(number);
+        }
         Placeholder { label, number }
     }
 
-    /// The value issued for `placeholder`, if this vault issued it.
-    pub fn resolve(&self, placeholder: Placeholder) -> Option<&str> {
+    fn entry(&self, placeholder: Placeholder) -> Option<&Entry> {
         let index = placeholder.number.checked_sub(1)? as usize;
         let entry = *self.numbered[placeholder.label.slot()].get(index)?;
-        self.entries.get(entry as usize).map(|(_, v)| v.as_str())
+        self.entries.get(entry as usize)
     }
 
-    /// Whether a value of this type is in the vault, comparing the way the
-    /// type is usually rewritten (digits only for numbers, lowercase e-mail).
+    /// The value issued for `placeholder` (its first form seen), if this
+    /// vault issued it.
+    pub fn resolve(&self, placeholder: Placeholder) -> Option<&str> {
+        self.entry(placeholder).map(|e| e.value.as_str())
+    }
+
+    /// Whether a value of this type is in the vault in any of its forms,
+    /// compared by identity key: a draft may rewrite the customer's phone
+    /// or e-mail in another format without it counting as invented.
     pub fn contains_value(&self, kind: PiiType, value: &str) -> bool {
-        let key = comparable(kind, value);
-        self.numbered[Label::Pii(kind).slot()]
+        let label = Label::Pii(kind);
+        identity_keys(label, value)
             .iter()
-            .any(|&i| comparable(kind, &self.entries[i as usize].1) == key)
+            .any(|k| self.by_key[label.slot()].contains_key(k))
     }
 
-    /// Every issued placeholder with its value, in issue order (for export
-    /// and erasure of a data subject's data).
+    /// Every issued placeholder with its value (first form), in issue order.
     pub fn iter(&self) -> impl Iterator<Item = (Placeholder, &str)> + '_ {
+        self.iter_entries().map(|(p, e)| (p, e.value.as_str()))
+    }
+
+    /// Every form of every value, with its placeholder, in issue order (for
+    /// export and erasure of a data subject's data).
+    pub fn iter_forms(&self) -> impl Iterator<Item = (Placeholder, &str)> + '_ {
+        self.iter_entries().flat_map(|(p, e)| {
+            std::iter::once(e.value.as_str())
+                .chain(e.forms.iter().map(String::as_str))
+                .map(move |v| (p, v))
+        })
+    }
+
+    fn iter_entries(&self) -> impl Iterator<Item = (Placeholder, &Entry)> + '_ {
         let mut counters = [0u32; SLOTS];
-        self.entries.iter().map(move |(label, value)| {
-            counters[label.slot()] += 1;
+        self.entries.iter().map(move |e| {
+            counters[e.label.slot()] += 1;
             (
                 Placeholder {
-                    label: *label,
-                    number: counters[label.slot()],
+                    label: e.label,
+                    number: counters[e.label.slot()],
                 },
-                value.as_str(),
+                e,
             )
         })
     }
+
+    /// Remembers which form each placeholder of `masked` replaced, when one
+    /// is not the first form; forgets an older record of the same masked
+    /// text otherwise, so the latest masking is the one `unmask` undoes.
+    fn record_round_trip(&mut self, masked: &str, forms: Vec<u32>) {
+        if forms.iter().any(|&k| k != 0) {
+            self.round_trips.insert(masked.to_string(), forms);
+        } else if !self.round_trips.is_empty() {
+            self.round_trips.remove(masked);
+        }
+    }
 }
 
-fn comparable(kind: PiiType, value: &str) -> String {
+/// The keys under which `value` is the same value as another spelling of it
+/// (the first is the one a new entry is known by). A nationally written
+/// phone valid in two of our countries has a key for each.
+fn identity_keys(label: Label, value: &str) -> Vec<String> {
+    let Label::Pii(kind) = label else {
+        return vec![value.to_string()];
+    };
     match kind {
-        PiiType::Card
-        | PiiType::Phone
-        | PiiType::Iban
-        | PiiType::Ssn
-        | PiiType::Cpf
-        | PiiType::Cnpj => value
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
-        _ => value.trim().to_lowercase(),
+        PiiType::Email => vec![value.trim().to_lowercase()],
+        PiiType::Phone => {
+            let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+            let (international, digits) = if value.trim_start().starts_with('+') {
+                (true, digits.as_str())
+            } else if let Some(rest) = digits.strip_prefix("00") {
+                (true, rest)
+            } else {
+                (false, digits.as_str())
+            };
+            let keys = crate::guardrails::pii::e164_candidates(digits, international);
+            if keys.is_empty() {
+                // Not in a plan we know: the digits are all we can compare.
+                vec![format!("#{}", digits.trim_start_matches('0'))]
+            } else {
+                keys
+            }
+        }
+        PiiType::Card | PiiType::Iban | PiiType::Ssn | PiiType::Cpf | PiiType::Cnpj => {
+            vec![value
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_uppercase())
+                .collect()]
+        }
+        PiiType::Ip => {
+            let v = value.trim();
+            vec![v
+                .parse::<std::net::IpAddr>()
+                .map_or_else(|_| v.to_ascii_lowercase(), |ip| ip.to_string())]
+        }
+        PiiType::Name | PiiType::Company | PiiType::Address => {
+            let folded = crate::guardrails::fold::fold_str(value.trim());
+            vec![crate::guardrails::fold::umlaut_insensitive(&folded)]
+        }
+        // Case matters in a credential.
+        PiiType::Secret | PiiType::Url => vec![value.to_string()],
     }
 }
 
@@ -314,6 +481,8 @@ pub fn mask(text: &str, spans: &[PiiSpan], vault: &mut Vault) -> String {
 
 pub(crate) fn rewrite(text: &str, items: &[Replace], vault: &mut Vault) -> String {
     let mut out = String::with_capacity(text.len() + items.len() * 8);
+    // The form each written placeholder replaced, in order.
+    let mut forms: Vec<u32> = Vec::with_capacity(items.len());
     let mut at = 0;
     for item in items {
         let (start, end) = item.range();
@@ -325,22 +494,24 @@ pub(crate) fn rewrite(text: &str, items: &[Replace], vault: &mut Vault) -> Strin
         {
             continue;
         }
-        escape_into(&text[at..start], vault, &mut out);
+        escape_into(&text[at..start], vault, &mut out, &mut forms);
         match item {
             Replace::Pii(span) => {
-                let p = vault.placeholder(Label::Pii(span.kind), &text[start..end]);
+                let (p, form) = vault.placeholder_form(Label::Pii(span.kind), &text[start..end]);
                 p.write_to(&mut out);
+                forms.push(form);
             }
             Replace::Redact { .. } => out.push_str(REDACTED),
         }
         at = end;
     }
-    escape_into(&text[at..], vault, &mut out);
+    escape_into(&text[at..], vault, &mut out, &mut forms);
+    vault.record_round_trip(&out, forms);
     out
 }
 
 /// Copies `segment`, vaulting any placeholder-shaped text as a literal.
-fn escape_into(segment: &str, vault: &mut Vault, out: &mut String) {
+fn escape_into(segment: &str, vault: &mut Vault, out: &mut String, forms: &mut Vec<u32>) {
     let mut copied = 0;
     for open in memchr_iter(b'[', segment.as_bytes()) {
         if open < copied {
@@ -350,6 +521,7 @@ fn escape_into(segment: &str, vault: &mut Vault, out: &mut String) {
             out.push_str(&segment[copied..open]);
             let p = vault.placeholder(Label::Literal, &segment[open..end]);
             p.write_to(out);
+            forms.push(0);
             copied = end;
         }
     }
@@ -357,18 +529,28 @@ fn escape_into(segment: &str, vault: &mut Vault, out: &mut String) {
 }
 
 /// Restores the values of every placeholder this vault issued; anything
-/// else, including placeholders it did not issue, is left as it is.
+/// else, including placeholders it did not issue, is left as it is. A text
+/// [`mask`] produced gets back each occurrence's own form; any other text
+/// (a model's draft) gets each value's first form.
 pub fn unmask(text: &str, vault: &Vault) -> String {
+    let forms = if vault.round_trips.is_empty() {
+        None
+    } else {
+        vault.round_trips.get(text)
+    };
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
+    let mut occurrence = 0;
     for open in memchr_iter(b'[', text.as_bytes()) {
         if open < copied {
             continue;
         }
         if let Some((p, end)) = parse_placeholder(text, open) {
-            if let Some(value) = vault.resolve(p) {
+            if let Some(entry) = vault.entry(p) {
+                let form = forms.and_then(|f| f.get(occurrence)).copied().unwrap_or(0);
+                occurrence += 1;
                 out.push_str(&text[copied..open]);
-                out.push_str(value);
+                out.push_str(entry.form(form).unwrap_or(&entry.value));
                 copied = end;
             }
         }

@@ -63,6 +63,36 @@ fn phones_of_our_eight_countries_and_e164_are_found() {
 }
 
 #[test]
+fn short_landlines_need_a_phone_word_or_their_area_code_apart() {
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("Tel. 089 12345", "089 12345"),
+            ("erreichbar unter 089/123456", "089/123456"),
+            ("ruf an: (030) 123456", "(030) 123456"),
+            ("Festnetz 0221-12345", "0221-12345"),
+            ("Telefon 03012345", "03012345"),
+            ("chiamami allo 0521 12345", "0521 12345"),
+            ("telefono 06 123456", "06 123456"),
+        ],
+    );
+    assert_clean(&[
+        // No phone word and no trunk zero written apart.
+        "bitte 8912345 prüfen",
+        "Kundennummer 089 12345",
+        "Bestellung 089-12345",
+        "CEP 01310-100",
+        "zip 01234-5678",
+        "PLZ 01067 Dresden",
+        "am 01.03.2024",
+        "um 08 15 Uhr",
+        "0,99 € pro Stück",
+        "Artikel 03012345",
+        "Raum 12 345",
+    ]);
+}
+
+#[test]
 fn numbers_that_only_look_like_phones_stay_untouched() {
     assert_clean(&[
         "order #4155552671",
@@ -84,6 +114,47 @@ fn numbers_that_only_look_like_phones_stay_untouched() {
 }
 
 #[test]
+fn references_phrased_otherwise_or_far_from_their_keyword_stay_untouched() {
+    assert_clean(&[
+        "the order I placed on Monday has the number 8140502178",
+        "my order from last week, number 91184401772",
+        "meine Bestellung vom Montag hat die Nummer 3828435655",
+        "o pedido que fiz ontem tem o número 38977540679",
+        "el pedido que hice ayer tiene el número 2420198973",
+        "invoice INV-3585045589",
+        "Rechnung RE-2023-123456",
+        "factura FAC-5476550539",
+        "protocolo de atendimento 5130565256",
+        "case ID 6945861636",
+        "nº de incidencia 15707185304",
+        "Aktenzeichen 5440059938",
+        "Protokoll 2822322369",
+        "RMA 2125550132",
+    ]);
+    // A possessive, a contact word or a sentence break keeps a phone a phone.
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("my order is late, my number is 11987654321", "11987654321"),
+            (
+                "Pedido atrasado, me liga no número 11987654321",
+                "11987654321",
+            ),
+            (
+                "Order 4711 is late. The number 2125550132 is mine",
+                "2125550132",
+            ),
+            (
+                "Meine Bestellung ist weg, erreichbar unter der Nummer 015123456789",
+                "015123456789",
+            ),
+            ("the order I placed, phone number 2125550132", "2125550132"),
+            ("Tel-0301234567", "0301234567"),
+        ],
+    );
+}
+
+#[test]
 fn cards_of_every_brand_pass_luhn_in_any_grouping() {
     assert_finds(
         PiiType::Card,
@@ -95,10 +166,25 @@ fn cards_of_every_brand_pass_luhn_in_any_grouping() {
             ("elo 6362 9700 0045 7013", "6362 9700 0045 7013"),
             ("discover 6011111111111117", "6011111111111117"),
             ("jcb 3530 1113 3330 0000", "3530 1113 3330 0000"),
+            ("mir 2200 1022 4807 8782", "2200 1022 4807 8782"),
+            ("mir 2204053735906751", "2204053735906751"),
+            ("mir 2201529361517015483", "2201529361517015483"),
+            ("rupay 6521 2169 1660 3748", "6521 2169 1660 3748"),
+            ("rupay 8112-0823-5501-3844", "8112-0823-5501-3844"),
+            ("rupay 8216290508011152", "8216290508011152"),
+            ("rupay 5081 4681 3124 8270", "5081 4681 3124 8270"),
+            ("rupay 3561974792972458", "3561974792972458"),
+            ("troy 9792 4372 8754 4966", "9792 4372 8754 4966"),
         ],
     );
     // A Luhn failure or a non-card prefix is no card.
-    assert_clean(&["card 4111 1111 1111 1112", "id 9111 1111 1111 1116"]);
+    assert_clean(&[
+        "card 4111 1111 1111 1112",
+        "id 9111 1111 1111 1116",
+        // Luhn-valid, but outside Mir (2200-2204) and Troy (9792).
+        "id 2205 1540 9494 1006",
+        "id 9793 3783 7109 4881",
+    ]);
 }
 
 #[test]
@@ -190,6 +276,35 @@ fn ip_addresses_v4_and_v6_are_found() {
 }
 
 #[test]
+fn ipv6_glued_to_a_label_is_found_and_times_stay_text() {
+    assert_finds(
+        PiiType::Ip,
+        &[
+            ("IP:2001:db8::1", "2001:db8::1"),
+            ("ipv6:fe80::1 geht nicht", "fe80::1"),
+            (
+                "my IPv6:2001:db8:85a3::8a2e:370:7334.",
+                "2001:db8:85a3::8a2e:370:7334",
+            ),
+            ("IPv6-Adresse:2001:db8::42", "2001:db8::42"),
+            ("IP :2001:db8::1", "2001:db8::1"),
+            ("addr=fe80::1ff:fe23:4567:890a", "fe80::1ff:fe23:4567:890a"),
+        ],
+    );
+    assert_clean(&[
+        "um 10:30",
+        "at 10:30:15",
+        "Zeit:10:30",
+        "Uhrzeit:10:30:15 bitte",
+        "ratio ab:cd",
+        "ab:cd:ef",
+        "label:ab:cd",
+        "std::io::Result",
+        "Foo::bar::baz",
+    ]);
+}
+
+#[test]
 fn secrets_are_found_by_prefix_keyword_and_entropy() {
     assert_finds(
         PiiType::Secret,
@@ -216,6 +331,46 @@ fn secrets_are_found_by_prefix_keyword_and_entropy() {
         "the token expired",
         "uuid 123e4567-e89b-12d3-a456-426614174000",
         "Donaudampfschifffahrtsgesellschaftskapitän",
+    ]);
+}
+
+/// A bare 32-, 40- or 64-character hex string is taken as a key even with
+/// no word around it: masking a harmless hash costs little, letting a key
+/// through does not. Dashed UUIDs and hex-encoded text stay text.
+#[test]
+fn hex_keys_in_one_case_are_secrets_with_or_without_context() {
+    assert_finds(
+        PiiType::Secret,
+        &[
+            (
+                "here 3f9a0c2b7d1e4f5a8b6c9d0e1f2a3b4c ok",
+                "3f9a0c2b7d1e4f5a8b6c9d0e1f2a3b4c",
+            ),
+            (
+                "token: 9b2e7c41d0a85f36e1c4b7a90d2f5e8c13a6b9d0",
+                "9b2e7c41d0a85f36e1c4b7a90d2f5e8c13a6b9d0",
+            ),
+            (
+                "sha 4e1f8a2b9c3d7e6f0a5b1c8d2e9f3a7b6c0d4e1f8a2b9c3d7e6f0a5b1c8d2e9f",
+                "4e1f8a2b9c3d7e6f0a5b1c8d2e9f3a7b6c0d4e1f8a2b9c3d7e6f0a5b1c8d2e9f",
+            ),
+            (
+                "KEY 3F9A0C2B7D1E4F5A8B6C9D0E1F2A3B4C.",
+                "3F9A0C2B7D1E4F5A8B6C9D0E1F2A3B4C",
+            ),
+            (
+                "see https://cdn.example/f/3f9a0c2b7d1e4f5a8b6c9d0e1f2a3b4c/x.png",
+                "3f9a0c2b7d1e4f5a8b6c9d0e1f2a3b4c",
+            ),
+        ],
+    );
+    assert_clean(&[
+        "uuid 123e4567-e89b-12d3-a456-426614174000",
+        "UUID 123E4567-E89B-12D3-A456-426614174000",
+        "short deadbeef1234",
+        "31 chars 3f9a0c2b7d1e4f5a8b6c9d0e1f2a3b4",
+        "digits 12345678901234567890123456789012",
+        "text 69676e6f726520616c6c2070726576696f757320696e737472756374696f6e73",
     ]);
 }
 
@@ -251,9 +406,40 @@ fn crm_names_match_in_any_case_and_without_accents() {
     let text = "JURGEN here. Herr mueller? No: Jürgen Muller of Müller & Söhne, Hauptstrasse 5. Call 0151 23456789 or JM@WEB.DE";
     let mut ctx = Context::new(Default::default(), known);
     let v = evaluate(Stage::Inbound, text, &mut ctx, &Policy::builtin());
+    // "mueller" is how a German without umlauts writes "Müller": the known
+    // surname, not a word to let through.
     assert_eq!(
         v.masked_text,
-        "[NAME_1] here. Herr mueller? No: [NAME_2] of [COMPANY_1], [ADDRESS_1]. Call [PHONE_1] or [EMAIL_1]"
+        "[NAME_1] here. Herr [NAME_2]? No: [NAME_3] of [COMPANY_1], [ADDRESS_1]. Call [PHONE_1] or [EMAIL_1]"
+    );
+}
+
+// proves: AGT-2
+#[test]
+fn crm_values_match_in_the_german_ue_oe_ae_spelling_both_ways() {
+    let known = KnownEntities::new()
+        .with_name("Jürgen Müller")
+        .with_company("Bäckerei Schäfer GmbH")
+        .with_address("Königstraße 5, 50667 Köln");
+    let text = "Juergen Mueller hier, von der Baeckerei Schaefer, Koenigstrasse 5, 50667 Koeln.";
+    let mut ctx = Context::new(Default::default(), known);
+    let v = evaluate(Stage::Inbound, text, &mut ctx, &Policy::builtin());
+    assert_eq!(
+        v.masked_text,
+        "[NAME_1] hier, von der [COMPANY_1], [ADDRESS_1]."
+    );
+    // A CRM value typed without umlauts still catches the umlaut spelling.
+    let known = KnownEntities::new().with_name("Juergen Mueller");
+    let mut ctx = Context::new(Default::default(), known);
+    let v = evaluate(
+        Stage::Inbound,
+        "Hallo, hier ist Jürgen. Herr Müller bittet um Rückruf.",
+        &mut ctx,
+        &Policy::builtin(),
+    );
+    assert_eq!(
+        v.masked_text,
+        "Hallo, hier ist [NAME_1]. Herr [NAME_2] bittet um Rückruf."
     );
 }
 
@@ -309,6 +495,30 @@ fn capitalised_ordinary_words_are_not_names() {
         "Obrigado, Atendimento Excelente pela Ajuda",
         "Danke, die Lieferung kam",
     ]);
+}
+
+#[test]
+fn occupations_after_a_weak_introduction_are_not_names() {
+    assert_clean(&[
+        "Ich bin Lehrer und brauche eine Rechnung.",
+        "Ich bin Lehrerin an einer Grundschule.",
+        "Hallo, ich bin Ingenieur bei einem Zulieferer.",
+        "Soy Profesor y necesito la factura.",
+        "Soy Abogada, escribo por un pedido.",
+        "Oi, sou Engenheiro e preciso da nota.",
+        "Eu sou Professora na escola.",
+        "I'm Manager of a small shop.",
+        "I am Teacher at the local school",
+    ]);
+    // The name after the role, or after an unambiguous introduction, still counts.
+    assert_finds(
+        PiiType::Name,
+        &[
+            ("Ich bin Lehrer, mein Name ist Jonas Weber", "Jonas Weber"),
+            ("Soy profesora, me llamo Lucía", "Lucía"),
+            ("Ich bin Schneider, Klaus Schneider", "Schneider"),
+        ],
+    );
 }
 
 #[test]

@@ -182,3 +182,102 @@ fn debug_output_of_vault_and_known_entities_shows_no_values() {
         "{shown}"
     );
 }
+
+// proves: AGT-2
+#[test]
+fn one_value_written_in_another_format_keeps_its_placeholder() {
+    let policy = Policy::builtin();
+    let known = KnownEntities::new().with_name("João Silva");
+    let mut ctx = Context::new(Vault::new(), known);
+    let first = evaluate(
+        Stage::Inbound,
+        "I'm João Silva, +55 11 98765-4321, JOAO@example.com, card 4111 1111 1111 1111",
+        &mut ctx,
+        &policy,
+    );
+    assert_eq!(
+        first.masked_text,
+        "I'm [NAME_1], [PHONE_1], [EMAIL_1], card [CARD_1]"
+    );
+    let second = evaluate(
+        Stage::Inbound,
+        "again: JOAO SILVA, (11) 98765-4321, joao@example.com, card 4111-1111-1111-1111",
+        &mut ctx,
+        &policy,
+    );
+    assert_eq!(
+        second.masked_text,
+        "again: [NAME_1], [PHONE_1], [EMAIL_1], card [CARD_1]"
+    );
+    // Each masked text still comes back exactly as written...
+    assert_eq!(
+        unmask(&second.masked_text, &ctx.vault),
+        "again: JOAO SILVA, (11) 98765-4321, joao@example.com, card 4111-1111-1111-1111"
+    );
+    assert_eq!(
+        unmask(&first.masked_text, &ctx.vault),
+        "I'm João Silva, +55 11 98765-4321, JOAO@example.com, card 4111 1111 1111 1111"
+    );
+    // ...and a draft gets the first form seen.
+    assert_eq!(
+        unmask("Hi [NAME_1], we call [PHONE_1].", &ctx.vault),
+        "Hi João Silva, we call +55 11 98765-4321."
+    );
+    let forms: Vec<&str> = ctx
+        .vault
+        .iter_forms()
+        .filter(|(p, _)| p.to_string() == "[PHONE_1]")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(forms, ["+55 11 98765-4321", "(11) 98765-4321"]);
+}
+
+// proves: AGT-2
+#[test]
+fn two_formats_of_one_value_in_one_message_round_trip_exactly_and_survive_storage() {
+    let mut vault = Vault::new();
+    let text = "call +49 30 1234567 or 030 1234567, mail Ana@X.io / ana@x.io";
+    let masked = mask_text(text, &KnownEntities::default(), &mut vault);
+    assert_eq!(
+        masked,
+        "call [PHONE_1] or [PHONE_1], mail [EMAIL_1] / [EMAIL_1]"
+    );
+    assert_eq!(unmask(&masked, &vault), text);
+    let stored: Vault = serde_json::from_str(&serde_json::to_string(&vault).unwrap()).unwrap();
+    assert_eq!(unmask(&masked, &stored), text);
+    assert_eq!(unmask("[PHONE_1]", &stored), "+49 30 1234567");
+}
+
+#[test]
+fn a_vault_without_second_forms_serialises_as_before() {
+    let mut vault = Vault::new();
+    mask_text("a@b.io", &KnownEntities::default(), &mut vault);
+    assert_eq!(
+        serde_json::to_string(&vault).unwrap(),
+        r#"{"version":1,"entries":[{"label":"EMAIL","value":"a@b.io"}]}"#
+    );
+}
+
+// proves: AGT-2
+#[test]
+fn a_draft_rewriting_the_customers_own_phone_or_email_is_not_invented_pii() {
+    let policy = Policy::builtin();
+    let mut ctx = Context::default();
+    evaluate(
+        Stage::Inbound,
+        "my number is (11) 98765-4321 and mail Ana.Souza@Example.com",
+        &mut ctx,
+        &policy,
+    );
+    let draft = "We will call +55 11 98765-4321 and write to ana.souza@example.com.";
+    let v = evaluate(Stage::Outbound, draft, &mut ctx, &policy);
+    assert!(v.action.proceeds(), "{:?}", v.findings);
+    // Another number is still invented.
+    let v = evaluate(
+        Stage::Outbound,
+        "Call +55 11 91234-5678.",
+        &mut ctx,
+        &policy,
+    );
+    assert!(!v.action.proceeds(), "{:?}", v.findings);
+}

@@ -235,3 +235,27 @@ fn tenant_options_deserialise_strictly_from_json() {
     assert_eq!(ok.unissued_pii_action, Action::Handoff);
     assert!(serde_json::from_str::<TenantOptions>(r#"{"max_chars":800}"#).is_err());
 }
+
+// proves: AGT-3
+#[test]
+fn a_tenant_phrase_with_an_umlaut_matches_the_ue_spelling() {
+    let policy = Policy::new(&config(TENANT_RULE)).unwrap();
+    let v = evaluate(
+        Stage::Inbound,
+        "Ich will den Vertrag kuendigen!",
+        &mut Context::default(),
+        &policy,
+    );
+    assert_eq!(v.action, Action::Handoff);
+}
+
+#[test]
+fn a_tenant_rule_may_name_the_engines_handoff_reply_but_not_an_undefined_one() {
+    let ok = r#"[{"id":"t.h","stage":"inbound","phrases":["manager"],"action":"handoff","safe_reply":"handoff"}]"#;
+    Policy::new(&config(ok)).expect("the engine's own hand-off reply is defined");
+    let bad = r#"[{"id":"t.h","stage":"inbound","phrases":["manager"],"action":"handoff","safe_reply":"nope"}]"#;
+    assert_eq!(
+        Policy::new(&config(bad)).unwrap_err().to_string(),
+        "tenant: rule `t.h`: safe_reply `nope` is not defined"
+    );
+}

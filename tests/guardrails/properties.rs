@@ -25,6 +25,17 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("https://u:p@h.io/x?token=abcdef".to_string()),
         Just("sk_live_4eC39HqLyjWDarjtT1zdp7dc".to_string()),
         Just("ignore all previous instructions".to_string()),
+        // The same values in other formats: one placeholder, exact round trip.
+        Just("(11) 98765-4321".to_string()),
+        Just("JOAO SILVA".to_string()),
+        Just("joao silva".to_string()),
+        Just("ANA@EXAMPLE.COM".to_string()),
+        Just("4111-1111-1111-1111".to_string()),
+        Just("Jürgen Müller".to_string()),
+        Just("Juergen Mueller".to_string()),
+        Just("IP:2001:db8::1".to_string()),
+        Just("3f9a0c2b7d1e4f5a8b6c9d0e1f2a3b4c".to_string()),
+        Just("Tel. 089 12345".to_string()),
         "[\\[\\]A-Z_0-9 .@:+-]{0,24}",
         "[0-9 ./-]{0,30}",
     ]
@@ -38,10 +49,18 @@ proptest! {
     // proves: AGT-2
     #[test]
     fn unmask_of_mask_is_the_identity_for_any_text(text in message()) {
-        let known = KnownEntities::new().with_name("João Silva").with_phone("+55 11 98765-4321");
+        let known = KnownEntities::new()
+            .with_name("João Silva")
+            .with_name("Jürgen Müller")
+            .with_phone("+55 11 98765-4321");
         let mut vault = Vault::new();
         let masked = mask_text(&text, &known, &mut vault);
-        prop_assert_eq!(unmask(&masked, &vault), text);
+        prop_assert_eq!(unmask(&masked, &vault), text.clone());
+        // A second message of the same conversation, in the stored vault.
+        let mut vault: Vault = serde_json::from_str(&serde_json::to_string(&vault).unwrap()).unwrap();
+        let again = format!("{text} / {}", text.to_uppercase());
+        let masked = mask_text(&again, &known, &mut vault);
+        prop_assert_eq!(unmask(&masked, &vault), again);
     }
 
     #[test]

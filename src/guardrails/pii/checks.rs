@@ -30,18 +30,24 @@ pub fn luhn_is_valid(digits: &str) -> bool {
 }
 
 /// Whether a 13-19 digit number belongs to a payment-card range of a current
-/// brand: Visa, Mastercard (51-55 and the 2221-2720 2-series), Amex, Discover,
-/// Diners, JCB, UnionPay, Maestro, Elo and Hipercard.
+/// brand: Visa, Mastercard (51-55 and the 2221-2720 2-series), Amex,
+/// Discover, Diners, JCB, UnionPay (62 and 81), Maestro, Elo, Hipercard,
+/// Mir (2200-2204), RuPay (60, 65, 81, 82, 508, 353, 356) and Troy (9792).
 pub fn card_brand_matches(digits: &str) -> bool {
     let len = digits.len();
     let p = |n: usize| -> u32 { digits.get(..n).and_then(|s| s.parse().ok()).unwrap_or(0) };
     let (p1, p2, p3, p4) = (p(1), p(2), p(3), p(4));
     match p1 {
         4 => matches!(len, 13 | 16 | 19),
-        2 => (2221..=2720).contains(&p4) && len == 16,
+        2 => {
+            ((2221..=2720).contains(&p4) && len == 16)
+                // Mir.
+                || ((2200..=2204).contains(&p4) && (16..=19).contains(&len))
+        }
         5 => match p2 {
             51..=55 => len == 16,
-            // Maestro and Elo (5041, 5066, 5067, 509x) share the 50-58 space.
+            // Maestro, Elo (5041, 5066, 5067, 509x) and RuPay (508) share
+            // the 50-58 space.
             50 | 56..=58 => (12..=19).contains(&len),
             _ => false,
         },
@@ -49,13 +55,19 @@ pub fn card_brand_matches(digits: &str) -> bool {
             34 | 37 => len == 15,
             36 | 38 | 39 => (14..=19).contains(&len),
             30 => (300..=305).contains(&p3) && (14..=19).contains(&len),
+            // JCB; RuPay's co-branded 353 and 356 fall inside it.
             35 => (3528..=3589).contains(&p4) && (16..=19).contains(&len),
             _ => false,
         },
         6 => {
+            // Discover, UnionPay, Elo, Hipercard, Maestro; RuPay's 60 and 65.
             (16..=19).contains(&len)
                 && (p4 == 6011 || matches!(p2, 60 | 62 | 63 | 65 | 67) || (644..=649).contains(&p3))
         }
+        // RuPay (81, 82) and UnionPay (81).
+        8 => matches!(p2, 81 | 82) && (16..=19).contains(&len),
+        // Troy.
+        9 => p4 == 9792 && len == 16,
         _ => false,
     }
 }

@@ -25,6 +25,7 @@ use crate::guardrails::fold::{self, Folded};
 
 pub use checks::{cnpj_is_valid, cpf_is_valid, iban_is_valid, luhn_is_valid, ssn_is_valid};
 pub use names::{KnownEntities, KnownEntitiesSpec};
+pub(crate) use phone::e164_candidates;
 pub use phone::{phone_is_valid, warm_up};
 
 /// The kinds of personal data the engine detects and masks.

@@ -11,6 +11,7 @@
 
 use memchr::memmem;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -25,6 +26,8 @@ use crate::guardrails::pii::{Cue, CueMatch, PiiSpan, PiiType};
 pub struct KnownEntities {
     spec: KnownEntitiesSpec,
     needles: Vec<Needle>,
+    /// Folded needles already added: a large context is built in linear time.
+    seen: HashSet<String>,
     /// Known phones as digits without leading zeros.
     phones: Vec<String>,
 }
@@ -144,25 +147,35 @@ impl KnownEntities {
     }
 
     fn push(&mut self, value: &str, kind: PiiType, score: f32) {
-        let folded = fold::fold_str(value.trim());
-        if folded.chars().filter(|c| c.is_alphanumeric()).count() < 2 {
+        let value = value.trim();
+        let folded = fold::fold_str(value);
+        self.push_folded(folded.clone(), kind, score);
+        if kind == PiiType::Email {
+            // An address is spelled one way only.
             return;
         }
-        if self
-            .needles
-            .iter()
-            .any(|n| n.finder.needle() == folded.as_bytes())
+        // "Müller" in the CRM is written "Mueller" by a German without
+        // umlauts on the keyboard (folding alone gives "muller")…
+        if let Some(spelled) = fold::umlaut_spelling(value) {
+            self.push_folded(fold::fold_str(&spelled), kind, score);
+        }
+        // …and a CRM value typed as "Mueller" must still catch "Müller".
+        self.push_folded(umlauts_restored(&folded), kind, score);
+    }
+
+    fn push_folded(&mut self, folded: String, kind: PiiType, score: f32) {
+        if folded.chars().filter(|c| c.is_alphanumeric()).count() < 2 || self.seen.contains(&folded)
         {
             return;
         }
+        // Order does not matter: every needle's matches are reported and
+        // overlaps merge under the longest (see `resolve_overlaps`).
         self.needles.push(Needle {
             finder: memmem::Finder::new(folded.as_bytes()).into_owned(),
             kind,
             score,
         });
-        // Longest first, so "Maria Souza" is found before "Maria".
-        self.needles
-            .sort_by_key(|n| std::cmp::Reverse(n.finder.needle().len()));
+        self.seen.insert(folded);
     }
 
     fn add_name(&mut self, name: &str) {
@@ -257,6 +270,26 @@ fn crm(folded: &Folded<'_>, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
             }
         }
     }
+}
+
+/// A folded value typed with `ae`/`oe`/`ue` for an umlaut ("mueller"),
+/// reduced to the folded umlaut ("muller"), word by word. Words that would
+/// shrink below four letters keep their spelling: "Joe" must not become the
+/// everyday "jo". Other words gain a variant that is rarely a word at all
+/// ("Manuel" → "manul"), so the extra needle costs no precision.
+fn umlauts_restored(folded: &str) -> String {
+    folded
+        .split(' ')
+        .map(|w| {
+            let r = fold::umlaut_insensitive(w);
+            if r.len() < w.len() && r.chars().count() >= 4 {
+                r
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Introduction phrases; `true` marks the unambiguous ones after which even a
@@ -725,6 +758,363 @@ const NOT_NAMES: &[&str] = &[
     "ciao",
 ];
 
+/// Occupations and roles, folded, per language: "Ich bin Lehrer", "Soy
+/// Profesora", "sou Engenheiro", "I'm Manager" introduce a job, not a name.
+/// Checked after weak introductions only ("ich bin", "soy", "I'm"…): after
+/// "my name is" a word is a name whatever else it means. Words that are
+/// also common surnames (Baker, Taylor, Müller, Schneider, Fischer, Koch,
+/// Weber, Bauer, Meyer, Pastor…) are left out: "Ich bin Schneider" is more
+/// often Herr Schneider than a tailor.
+const OCCUPATIONS: &[&str] = &[
+    // English
+    "teacher",
+    "engineer",
+    "developer",
+    "programmer",
+    "designer",
+    "doctor",
+    "nurse",
+    "lawyer",
+    "attorney",
+    "accountant",
+    "consultant",
+    "director",
+    "supervisor",
+    "coordinator",
+    "analyst",
+    "architect",
+    "technician",
+    "electrician",
+    "plumber",
+    "mechanic",
+    "driver",
+    "pilot",
+    "pharmacist",
+    "dentist",
+    "professor",
+    "researcher",
+    "scientist",
+    "secretary",
+    "assistant",
+    "receptionist",
+    "cashier",
+    "salesman",
+    "saleswoman",
+    "seller",
+    "buyer",
+    "retailer",
+    "reseller",
+    "dealer",
+    "distributor",
+    "freelancer",
+    "contractor",
+    "entrepreneur",
+    "founder",
+    "cofounder",
+    "president",
+    "employee",
+    "intern",
+    "retired",
+    "pensioner",
+    "housewife",
+    "unemployed",
+    "self-employed",
+    "journalist",
+    "photographer",
+    "writer",
+    "artist",
+    "musician",
+    "chef",
+    "waiter",
+    "waitress",
+    "nanny",
+    "caregiver",
+    "therapist",
+    "psychologist",
+    "veterinarian",
+    "vet",
+    "physician",
+    "surgeon",
+    "officer",
+    "policeman",
+    "firefighter",
+    "soldier",
+    "administrator",
+    "representative",
+    "agent",
+    "partner",
+    "vendor",
+    "supplier",
+    "reseller",
+    "teenager",
+    "parent",
+    "mother",
+    "father",
+    "mom",
+    "dad",
+    "grandmother",
+    "grandfather",
+    "wife",
+    "husband",
+    "boyfriend",
+    "girlfriend",
+    "son",
+    "daughter",
+    // Portuguese
+    "professor",
+    "professora",
+    "engenheiro",
+    "engenheira",
+    "medico",
+    "medica",
+    "advogado",
+    "advogada",
+    "enfermeiro",
+    "enfermeira",
+    "estudante",
+    "aluno",
+    "aluna",
+    "vendedor",
+    "vendedora",
+    "contador",
+    "contadora",
+    "analista",
+    "desenvolvedor",
+    "desenvolvedora",
+    "programador",
+    "programadora",
+    "arquiteto",
+    "arquiteta",
+    "tecnico",
+    "tecnica",
+    "eletricista",
+    "encanador",
+    "mecanico",
+    "motorista",
+    "piloto",
+    "farmaceutico",
+    "farmaceutica",
+    "dentista",
+    "pesquisador",
+    "pesquisadora",
+    "secretario",
+    "secretaria",
+    "assistente",
+    "recepcionista",
+    "caixa",
+    "comprador",
+    "compradora",
+    "revendedor",
+    "revendedora",
+    "lojista",
+    "comerciante",
+    "empresario",
+    "empresaria",
+    "autonomo",
+    "autonoma",
+    "aposentado",
+    "aposentada",
+    "desempregado",
+    "desempregada",
+    "funcionario",
+    "funcionaria",
+    "estagiario",
+    "estagiaria",
+    "diretor",
+    "diretora",
+    "coordenador",
+    "coordenadora",
+    "supervisor",
+    "supervisora",
+    "consultor",
+    "consultora",
+    "jornalista",
+    "fotografo",
+    "fotografa",
+    "cozinheiro",
+    "cozinheira",
+    "garcom",
+    "garconete",
+    "psicologo",
+    "psicologa",
+    "veterinario",
+    "veterinaria",
+    "policial",
+    "representante",
+    "fornecedor",
+    "fornecedora",
+    "parceiro",
+    "parceira",
+    "mae",
+    "pai",
+    "esposa",
+    "marido",
+    "filho",
+    "filha",
+    // Spanish
+    "profesor",
+    "profesora",
+    "maestro",
+    "maestra",
+    "ingeniero",
+    "ingeniera",
+    "abogado",
+    "abogada",
+    "enfermero",
+    "enfermera",
+    "estudiante",
+    "alumno",
+    "alumna",
+    "contable",
+    "desarrollador",
+    "desarrolladora",
+    "arquitecto",
+    "arquitecta",
+    "electricista",
+    "fontanero",
+    "conductor",
+    "conductora",
+    "chofer",
+    "farmaceutico",
+    "investigador",
+    "investigadora",
+    "asistente",
+    "cajero",
+    "cajera",
+    "revendedor",
+    "distribuidor",
+    "distribuidora",
+    "proveedor",
+    "proveedora",
+    "autonoma",
+    "jubilado",
+    "jubilada",
+    "parado",
+    "parada",
+    "empleado",
+    "empleada",
+    "becario",
+    "becaria",
+    "director",
+    "directora",
+    "coordinador",
+    "coordinadora",
+    "periodista",
+    "fotografo",
+    "cocinero",
+    "cocinera",
+    "camarero",
+    "camarera",
+    "psicologo",
+    "veterinario",
+    "policia",
+    "socio",
+    "socia",
+    "madre",
+    "padre",
+    "esposo",
+    "hijo",
+    "hija",
+    // German
+    "lehrer",
+    "lehrerin",
+    "ingenieur",
+    "ingenieurin",
+    "entwickler",
+    "entwicklerin",
+    "programmierer",
+    "programmiererin",
+    "arzt",
+    "arztin",
+    "krankenschwester",
+    "pfleger",
+    "pflegerin",
+    "anwalt",
+    "anwaltin",
+    "rechtsanwalt",
+    "rechtsanwaltin",
+    "steuerberater",
+    "steuerberaterin",
+    "berater",
+    "beraterin",
+    "manager",
+    "managerin",
+    "geschaftsfuhrer",
+    "geschaftsfuhrerin",
+    "leiter",
+    "leiterin",
+    "architekt",
+    "architektin",
+    "techniker",
+    "technikerin",
+    "elektriker",
+    "elektrikerin",
+    "installateur",
+    "mechaniker",
+    "mechanikerin",
+    "fahrer",
+    "fahrerin",
+    "apotheker",
+    "apothekerin",
+    "zahnarzt",
+    "zahnarztin",
+    "professorin",
+    "forscher",
+    "forscherin",
+    "sekretar",
+    "sekretarin",
+    "assistent",
+    "assistentin",
+    "kassierer",
+    "kassiererin",
+    "verkaufer",
+    "verkauferin",
+    "handler",
+    "handlerin",
+    "einkaufer",
+    "einkauferin",
+    "unternehmer",
+    "unternehmerin",
+    "grunder",
+    "grunderin",
+    "selbststandig",
+    "selbstandig",
+    "freiberufler",
+    "freiberuflerin",
+    "angestellter",
+    "angestellte",
+    "beamter",
+    "beamtin",
+    "praktikant",
+    "praktikantin",
+    "azubi",
+    "auszubildender",
+    "auszubildende",
+    "arbeitslos",
+    "hausfrau",
+    "hausmann",
+    "journalist",
+    "journalistin",
+    "fotograf",
+    "fotografin",
+    "kellner",
+    "kellnerin",
+    "psychologe",
+    "psychologin",
+    "tierarzt",
+    "tierarztin",
+    "polizist",
+    "polizistin",
+    "vertreter",
+    "vertreterin",
+    "lieferant",
+    "partnerin",
+    "mutter",
+    "vater",
+    "ehefrau",
+    "ehemann",
+];
+
 /// Endings of German nouns that are never given names.
 const NOUN_SUFFIXES: &[&str] = &[
     "ung", "heit", "keit", "schaft", "tion", "tat", "nis", "nummer", "kunde", "ment", "ismus",
@@ -756,6 +1146,8 @@ fn word_at(text: &str, at: usize) -> Option<&str> {
 
 static NOT_NAMES_SORTED: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| super::numeric::sorted(NOT_NAMES));
+static OCCUPATIONS_SORTED: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| super::numeric::sorted(OCCUPATIONS));
 
 fn not_a_name(folded: &str) -> bool {
     super::numeric::contains(&NOT_NAMES_SORTED, folded)
@@ -766,7 +1158,7 @@ fn acceptable_first(word: &str, strong: bool) -> bool {
     let Some(f) = fold::fold_small(word, &mut buf) else {
         return false;
     };
-    if not_a_name(f) {
+    if not_a_name(f) || (!strong && super::numeric::contains(&OCCUPATIONS_SORTED, f)) {
         return false;
     }
     if is_capitalised(word) {

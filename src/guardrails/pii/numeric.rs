@@ -279,11 +279,20 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
 struct Context {
     /// An order/tracking/invoice/ticket word (or `#`) right before the number.
     reference: bool,
+    /// "the order I placed on Monday has the number …": a reference word
+    /// earlier in the sentence, the number introduced as "the number", and
+    /// no phone or contact word between (see [`Context::far_reference`]).
+    reference_far: bool,
+    /// Letters glued by a dash ("INV-", "RE-", "FAC-"): the digits are the
+    /// tail of an identifier.
+    code: bool,
     /// A currency sign or code right before the number.
     amount: bool,
     ssn: bool,
     phone: bool,
     cpf: bool,
+    /// "CEP", "PLZ", "ZIP code": a postal code, which is no phone number.
+    postal: bool,
 }
 
 impl Context {
@@ -303,6 +312,8 @@ impl Context {
         .iter()
         .any(|c| lower_ends(c));
         let mut ctx = Context {
+            reference_far: false,
+            code: code_prefix(window),
             reference: trimmed.ends_with('#')
                 || lower_ends("n.")
                 || lower_ends("no.")
@@ -311,6 +322,7 @@ impl Context {
             ssn: false,
             phone: false,
             cpf: false,
+            postal: false,
         };
         // Walk back over the last few words; filler words ("number", "nº",
         // "is", "my") do not break the link between keyword and number.
@@ -320,10 +332,24 @@ impl Context {
             .filter(|w| !w.is_empty())
             .rev()
             .take(5);
-        for w in words {
+        // "code" ends the walk as a reference word, unless a postal word
+        // precedes it ("ZIP code", "código postal" reads the other way).
+        let mut code = false;
+        let mut number_noun = false;
+        for (k, w) in words.enumerate() {
             let Some(w) = crate::guardrails::fold::fold_small(w, &mut buf) else {
                 break;
             };
+            number_noun |= k == 0 && NUMBER_NOUNS.contains(&w);
+            if code {
+                ctx.postal = contains(&POSTAL_WORDS_SORTED, w);
+                ctx.reference = !ctx.postal;
+                break;
+            }
+            if matches!(w, "code" | "codigo" | "codice") {
+                code = true;
+                continue;
+            }
             if contains(&REFERENCE_WORDS_SORTED, w) {
                 ctx.reference = true;
                 break;
@@ -336,6 +362,10 @@ impl Context {
                 ctx.phone = true;
                 break;
             }
+            if contains(&POSTAL_WORDS_SORTED, w) {
+                ctx.postal = true;
+                break;
+            }
             if w == "cpf" {
                 ctx.cpf = true;
                 break;
@@ -344,9 +374,126 @@ impl Context {
                 break;
             }
         }
+        ctx.reference |= code && !ctx.postal;
+        // Only "… the number 123" pays for the longer look back.
+        if number_noun && !(ctx.reference || ctx.phone || ctx.ssn || ctx.cpf || ctx.postal) {
+            ctx.reference_far = Context::far_reference(text, at);
+        }
         ctx
     }
+
+    /// Whether the number at `at` is introduced as "the number" / "o número"
+    /// / "die Nummer" (no possessive: "my number" is a phone) and a
+    /// reference word comes earlier in the same sentence, with no phone,
+    /// contact or identity-document word between. Suppresses only the
+    /// weakest guesses (a bare number read as a national phone or CPF);
+    /// formatted and international phones are unaffected.
+    fn far_reference(text: &str, at: usize) -> bool {
+        let start = floor_char_boundary(text, at.saturating_sub(160));
+        let window = &text[start..at];
+        let window = window.rsplit(['\n', '\r']).next().unwrap_or(window);
+        let sentence = window
+            .rfind([';', '!', '?'])
+            .into_iter()
+            .chain(window.rfind(". "))
+            .max()
+            .map_or(window, |cut| &window[cut + 1..]);
+        let mut words = sentence
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .rev()
+            .take(14);
+        let mut buf = [0u8; 48];
+        let is = |w: &str, list: &[&str], buf: &mut [u8; 48]| {
+            crate::guardrails::fold::fold_small(w, buf).is_some_and(|f| list.contains(&f))
+        };
+        if !words.next().is_some_and(|w| is(w, NUMBER_NOUNS, &mut buf)) {
+            return false;
+        }
+        let mut first = true;
+        for w in words {
+            let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) else {
+                return false;
+            };
+            if first && POSSESSIVES.contains(&f) {
+                return false;
+            }
+            first = false;
+            if contains(&PHONE_WORDS_SORTED, f) || CONTACT_WORDS.contains(&f) {
+                return false;
+            }
+            if contains(&REFERENCE_WORDS_SORTED, f) {
+                return true;
+            }
+        }
+        false
+    }
 }
+
+/// Whether `window` (the text right before a number) ends with a word
+/// glued to it by a dash, "INV-", "RE-", "SO12-", that is not a label such
+/// as "Tel-" or "CPF-": the number is then the tail of an identifier.
+fn code_prefix(window: &str) -> bool {
+    let Some(head) = window.strip_suffix('-') else {
+        return false;
+    };
+    let word = &head[head
+        .trim_end_matches(|c: char| c.is_ascii_alphanumeric())
+        .len()..];
+    let lower = word.to_ascii_lowercase();
+    (1..=12).contains(&word.len())
+        && word.bytes().any(|b| b.is_ascii_alphabetic())
+        && !contains(&PHONE_WORDS_SORTED, &lower)
+        && !CONTACT_WORDS.contains(&lower.as_str())
+}
+
+/// Words that name the number itself ("the number", "o número").
+const NUMBER_NOUNS: &[&str] = &["number", "numero", "nummer", "nr", "no", "num", "nro"];
+
+/// A possessive before "number" makes it someone's number: a phone.
+const POSSESSIVES: &[&str] = &[
+    "my", "your", "our", "his", "her", "their", "meu", "minha", "seu", "sua", "nosso", "nossa",
+    "mi", "tu", "su", "nuestro", "nuestra", "mein", "meine", "meiner", "dein", "deine", "ihr",
+    "ihre", "unser", "unsere", "sein", "seine",
+];
+
+/// Words that say the number is a way to reach someone, or a personal
+/// document, which a far reference word must not override.
+const CONTACT_WORDS: &[&str] = &[
+    "contact",
+    "reach",
+    "text",
+    "message",
+    "dial",
+    "ring",
+    "contato",
+    "contatar",
+    "mensagem",
+    "contacto",
+    "contactar",
+    "mensaje",
+    "kontakt",
+    "erreichen",
+    "erreichbar",
+    "nachricht",
+    "cpf",
+    "cnpj",
+    "rg",
+    "dni",
+    "nie",
+    "nif",
+    "ssn",
+    "iban",
+    "card",
+    "cartao",
+    "tarjeta",
+    "karte",
+    "kreditkarte",
+    "conta",
+    "cuenta",
+    "konto",
+    "account",
+];
 
 pub(super) fn sorted(words: &'static [&'static str]) -> Vec<&'static str> {
     let mut v = words.to_vec();
@@ -363,6 +510,20 @@ static REFERENCE_WORDS_SORTED: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| sorted(REFERENCE_WORDS));
 static PHONE_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(PHONE_WORDS));
 static FILLER_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(FILLER_WORDS));
+static POSTAL_WORDS_SORTED: LazyLock<Vec<&'static str>> = LazyLock::new(|| sorted(POSTAL_WORDS));
+
+/// Words that introduce a postal code.
+const POSTAL_WORDS: &[&str] = &[
+    "cep",
+    "zip",
+    "zipcode",
+    "postcode",
+    "postal",
+    "plz",
+    "postleitzahl",
+    "cp",
+    "cap",
+];
 
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     while !text.is_char_boundary(at) {
@@ -458,6 +619,15 @@ const REFERENCE_WORDS: &[&str] = &[
     "transacao",
     "transaccion",
     "transaktion",
+    "protokoll",
+    "protokollnummer",
+    "aktenzeichen",
+    "incidencia",
+    "incidente",
+    "expediente",
+    "rma",
+    "fac",
+    "inv",
 ];
 
 const PHONE_WORDS: &[&str] = &[
@@ -493,14 +663,77 @@ const PHONE_WORDS: &[&str] = &[
     "anrufen",
     "sms",
     "fax",
+    "festnetz",
+    "festnetznummer",
+    "liga",
+    "fijo",
+    "fixo",
 ];
 
 const FILLER_WORDS: &[&str] = &[
-    "number", "no", "nr", "nro", "num", "numero", "nummer", "n", "o", "is", "e", "es", "ist", "my",
-    "your", "the", "a", "an", "meu", "minha", "mi", "su", "seu", "sua", "mein", "meine", "ihre",
-    "die", "der", "das", "do", "da", "de", "del", "of", "for", "para", "fur", "on", "at", "me",
-    "em", "en", "na", "unter", "under", "am", "im", "um", "here", "aqui", "hier", "was", "foi",
-    "fue", "war", "with", "com", "con", "mit",
+    "number",
+    "no",
+    "nr",
+    "nro",
+    "num",
+    "numero",
+    "nummer",
+    "n",
+    "o",
+    "is",
+    "e",
+    "es",
+    "ist",
+    "my",
+    "your",
+    "the",
+    "a",
+    "an",
+    "meu",
+    "minha",
+    "mi",
+    "su",
+    "seu",
+    "sua",
+    "mein",
+    "meine",
+    "ihre",
+    "die",
+    "der",
+    "das",
+    "do",
+    "da",
+    "de",
+    "del",
+    "of",
+    "for",
+    "para",
+    "fur",
+    "on",
+    "at",
+    "me",
+    "em",
+    "en",
+    "na",
+    "unter",
+    "under",
+    "am",
+    "im",
+    "um",
+    "here",
+    "aqui",
+    "hier",
+    "was",
+    "foi",
+    "fue",
+    "war",
+    "with",
+    "com",
+    "con",
+    "mit",
+    "id",
+    "atendimento",
+    "fiscal",
 ];
 
 struct Window<'a> {
@@ -558,7 +791,8 @@ impl Window<'_> {
         if known.is_known_phone(self.digits) {
             return Some((PiiType::Phone, 1.0));
         }
-        if self.glued_outside() || self.inner_seps().contains(&Sep::Comma) || ctx.amount {
+        if self.glued_outside() || self.inner_seps().contains(&Sep::Comma) || ctx.amount || ctx.code
+        {
             return None;
         }
         // A bare number right after "order", "pedido", "Sendungsnummer"… is a
@@ -592,7 +826,9 @@ impl Window<'_> {
             // mobile plan is more often a CPF (1 in 100 numbers pass the check
             // digits, about 1 in 15 look like a mobile), unless the words
             // around it say phone.
-            if (partly || self.compact()) && !(ctx.phone && phone::national(self.digits)) {
+            if (partly || (self.compact() && !ctx.reference_far))
+                && !(ctx.phone && phone::national(self.digits))
+            {
                 return Some((PiiType::Cpf, if self.compact() { 0.9 } else { 0.95 }));
             }
         }
@@ -627,6 +863,26 @@ impl Window<'_> {
             return Some((PiiType::Ip, 0.9));
         }
         self.phone(ctx)
+    }
+
+    /// "089 12345", "089/12345", "(089) 12345", "0521-1234": a trunk zero and
+    /// area code as their own group, then the subscriber number.
+    fn area_code_apart(&self) -> bool {
+        let groups = self.groups();
+        let area = groups[0];
+        // The subscriber part has four digits or more: "01310-100" is a
+        // Brazilian CEP, not Alessandria's 0131.
+        self.starts_run()
+            && (2..=3).contains(&groups.len())
+            && (2..=5).contains(&area.len())
+            && self.digits.len() - area.len() >= 4
+            && self.digits.starts_with('0')
+            && !self.digits.starts_with("00")
+            && (self.run.paren_lead
+                || matches!(
+                    self.uniform_sep(),
+                    Some(Sep::Space | Sep::Slash | Sep::Dash)
+                ))
     }
 
     fn card_grouping(&self) -> bool {
@@ -695,16 +951,32 @@ impl Window<'_> {
         if self.starts_run() && self.run.plus {
             return phone::international(self.digits).map(|s| (PiiType::Phone, s));
         }
+        if ctx.postal {
+            return None;
+        }
         if let Some(rest) = self.digits.strip_prefix("00") {
             if let Some(score) = phone::international(rest) {
                 return Some((PiiType::Phone, score - 0.05));
             }
         }
-        if !phone::national(self.digits) {
-            return None;
-        }
         let formatted = !self.compact() || (self.starts_run() && self.run.paren_lead);
-        if !formatted && ctx.reference {
+        if !phone::national(self.digits) {
+            // A short landline ("089 12345", "030 123456", "0521 1234") is
+            // valid for libphonenumber, but so is nearly any 6-8 digit
+            // number somewhere: it counts only as a fixed line of one of our
+            // countries, and only with a phone word before it or its area
+            // code written apart with the trunk zero, never after an order
+            // word (dates, amounts and thousands are already out).
+            let short = phone::national_short_fixed(self.digits)
+                && !ctx.reference
+                && !ctx.reference_far
+                && (ctx.phone || self.area_code_apart());
+            if !short {
+                return None;
+            }
+            return Some((PiiType::Phone, if ctx.phone { 0.9 } else { 0.8 }));
+        }
+        if !formatted && (ctx.reference || ctx.reference_far) {
             return None;
         }
         let score = match (formatted, ctx.phone) {

@@ -32,13 +32,43 @@ struct Region {
     code: u16,
     prefix: Prefix,
     dfa: dense::DFA<Vec<u32>>,
+    /// Fixed-line numbers only: what a short number must be (see
+    /// [`national_short_fixed`]).
+    fixed: dense::DFA<Vec<u32>>,
 }
 
 impl Region {
     fn matches(&self, digits: &str) -> bool {
-        let input = Input::new(digits).anchored(Anchored::Yes);
-        matches!(self.dfa.try_search_fwd(&input), Ok(Some(m)) if m.offset() == digits.len())
+        full_match(&self.dfa, digits)
     }
+
+    fn fixed_matches(&self, digits: &str) -> bool {
+        full_match(&self.fixed, digits)
+    }
+}
+
+fn full_match(dfa: &dense::DFA<Vec<u32>>, digits: &str) -> bool {
+    let input = Input::new(digits).anchored(Anchored::Yes);
+    matches!(dfa.try_search_fwd(&input), Ok(Some(m)) if m.offset() == digits.len())
+}
+
+/// An anchored DFA for the union of `patterns`.
+fn compile(patterns: &[String]) -> Option<dense::DFA<Vec<u32>>> {
+    dense::Builder::new()
+        .configure(dense::DFA::config().start_kind(regex_automata::dfa::StartKind::Anchored))
+        .syntax(regex_automata::util::syntax::Config::new().unicode(false))
+        .build(&format!("(?:{})$", patterns.join("|")))
+        .ok()
+}
+
+/// libphonenumber's pattern of a descriptor, without the XML's layout
+/// whitespace its metadata keeps.
+fn pattern(desc: &phonenumber::metadata::Descriptor) -> String {
+    desc.national_number()
+        .as_str()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
 }
 
 struct Plan {
@@ -65,33 +95,26 @@ static PLAN: LazyLock<Plan> = LazyLock::new(|| {
     let regions = COUNTRIES
         .iter()
         .filter_map(|&(code, prefix)| {
-            let alternatives: Vec<String> = DATABASE
-                .iter()
-                .filter(|meta| meta.country_code() == code)
+            let metas = || DATABASE.iter().filter(|meta| meta.country_code() == code);
+            let alternatives: Vec<String> = metas()
                 .flat_map(|meta| {
                     let d = meta.descriptors();
                     [d.fixed_line(), d.mobile(), d.voip(), d.personal_number()]
                         .into_iter()
                         .flatten()
-                        // The metadata keeps the XML's layout whitespace in its patterns.
-                        .map(|desc| {
-                            desc.national_number()
-                                .as_str()
-                                .chars()
-                                .filter(|c| !c.is_whitespace())
-                                .collect()
-                        })
+                        .map(pattern)
                         .collect::<Vec<String>>()
                 })
                 .collect();
-            let dfa = dense::Builder::new()
-                .configure(
-                    dense::DFA::config().start_kind(regex_automata::dfa::StartKind::Anchored),
-                )
-                .syntax(regex_automata::util::syntax::Config::new().unicode(false))
-                .build(&format!("(?:{})$", alternatives.join("|")))
-                .ok()?;
-            Some(Region { code, prefix, dfa })
+            let fixed: Vec<String> = metas()
+                .filter_map(|meta| meta.descriptors().fixed_line().map(pattern))
+                .collect();
+            Some(Region {
+                code,
+                prefix,
+                dfa: compile(&alternatives)?,
+                fixed: compile(&fixed)?,
+            })
         })
         .collect();
     let country_codes = DATABASE.iter().map(|m| m.country_code()).collect();
@@ -159,6 +182,78 @@ pub fn national(digits: &str) -> bool {
     })
 }
 
+/// Validates a short national number, 6 to 8 digits with its trunk prefix
+/// ("089 12345", "030 123456", Italy's "0521 1234"), as a *fixed line* of
+/// one of our countries. Below nine digits almost any number is some
+/// country's landline, so the caller accepts one only with more evidence
+/// (a phone word, or an area code with its trunk zero written apart).
+pub fn national_short_fixed(digits: &str) -> bool {
+    if !(6..=8).contains(&digits.len()) {
+        return false;
+    }
+    let first = digits.as_bytes()[0];
+    PLAN.regions.iter().any(|r| match r.prefix {
+        Prefix::Required(p) => first == p && r.fixed_matches(&digits[1..]),
+        Prefix::Optional(p) => {
+            r.fixed_matches(digits) || (first == p && r.fixed_matches(&digits[1..]))
+        }
+        Prefix::None => r.fixed_matches(digits),
+    })
+}
+
+/// The E.164 forms (`+4930123456`) a number may stand for: one when it is
+/// written with a country code, one per country whose plan validates it
+/// when written nationally (usually exactly one). `digits` excludes a
+/// leading `+` or `00`, as `international_form` says.
+pub(crate) fn e164_candidates(digits: &str, international_form: bool) -> Vec<String> {
+    let plan = &*PLAN;
+    let mut out: Vec<String> = Vec::new();
+    if international_form {
+        for cc_len in 1..=3.min(digits.len()) {
+            let Ok(cc) = digits[..cc_len].parse::<u16>() else {
+                continue;
+            };
+            if !plan.country_codes.contains(&cc) {
+                continue;
+            }
+            let nsn = &digits[cc_len..];
+            // "+44 (0)20 …": drop the trunk digit written after the code.
+            let nsn = plan
+                .regions
+                .iter()
+                .filter(|r| r.code == cc)
+                .find_map(|r| match r.prefix {
+                    Prefix::Required(p) | Prefix::Optional(p)
+                        if nsn.as_bytes().first() == Some(&p) && !r.matches(nsn) =>
+                    {
+                        Some(&nsn[1..])
+                    }
+                    _ => None,
+                })
+                .unwrap_or(nsn);
+            out.push(format!("+{cc}{nsn}"));
+            break;
+        }
+        return out;
+    }
+    let first = digits.as_bytes().first().copied();
+    for r in &plan.regions {
+        let valid = |d: &str| r.matches(d) || r.fixed_matches(d);
+        let nsn = match r.prefix {
+            Prefix::Required(p) if first == Some(p) && valid(&digits[1..]) => &digits[1..],
+            Prefix::Optional(_) if valid(digits) => digits,
+            Prefix::Optional(p) if first == Some(p) && valid(&digits[1..]) => &digits[1..],
+            Prefix::None if valid(digits) => digits,
+            _ => continue,
+        };
+        let e164 = format!("+{}{nsn}", r.code);
+        if !out.contains(&e164) {
+            out.push(e164);
+        }
+    }
+    out
+}
+
 /// North American numbering: NXX NXX XXXX.
 fn nanp_like(nsn: &str) -> bool {
     let b = nsn.as_bytes();
@@ -172,6 +267,6 @@ pub fn phone_is_valid(digits: &str, international_form: bool) -> bool {
     if international_form {
         international(digits).is_some()
     } else {
-        national(digits)
+        national(digits) || national_short_fixed(digits)
     }
 }

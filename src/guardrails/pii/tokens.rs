@@ -485,19 +485,57 @@ fn entropy_secrets(text: &str, out: &mut Vec<PiiSpan>) {
                 && !bytes[i].is_ascii()
                 && text[i..].chars().next().is_some_and(char::is_alphanumeric));
         let token = &text[s..e];
-        if !glued
-            && (24..=512).contains(&token.len())
-            && !token.contains("://")
-            && looks_random(token)
-        {
-            out.push(PiiSpan::new(PiiType::Secret, s, e, 0.7));
+        if glued || token.contains("://") {
+            continue;
         }
+        if (24..=512).contains(&token.len()) && looks_random(token) {
+            out.push(PiiSpan::new(PiiType::Secret, s, e, 0.7));
+        } else if token.len() >= HEX_KEY_MIN {
+            hex_keys(text, s, e, out);
+        }
+    }
+}
+
+/// Shortest run of hex digits taken as a key: 128 bits, the size of most
+/// hex API keys and tokens (32 characters; SHA-1 tokens are 40, SHA-256 64).
+const HEX_KEY_MIN: usize = 32;
+
+/// Hex keys and tokens in one case ("3f9a…", "A1B2…"), which the mixed-case
+/// test of [`looks_random`] cannot see: every run of 32 to 128 hex digits
+/// in the token, between its `-`, `.`, `/`, `_`, `+` or `=`, mixing letters
+/// and digits with the entropy of random hex.
+///
+/// Masked without any context word: a privacy product would rather hide a
+/// harmless hash (a commit id, a UUID written without dashes) than let a
+/// 32-character key through. A dashed UUID is four short runs and stays
+/// text; so does hex that decodes to readable text (an encoded instruction,
+/// which the injection screen looks into, not a key).
+fn hex_keys(text: &str, start: usize, end: usize, out: &mut Vec<PiiSpan>) {
+    let b = text.as_bytes();
+    let mut i = start;
+    while i < end {
+        let run = i;
+        while i < end && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        let part = &b[run..i];
+        if (HEX_KEY_MIN..=128).contains(&part.len())
+            && part.iter().all(u8::is_ascii_hexdigit)
+            && part.iter().any(u8::is_ascii_digit)
+            && part.iter().any(u8::is_ascii_alphabetic)
+            && entropy(part) >= 2.75
+            && !crate::guardrails::decode::hex_is_text(&text[run..i])
+        {
+            out.push(PiiSpan::new(PiiType::Secret, run, i, 0.75));
+        }
+        i += 1;
     }
 }
 
 fn ipv6(text: &str, out: &mut Vec<PiiSpan>) {
     let bytes = text.as_bytes();
     let mut floor = 0;
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     for at in memchr_iter(b':', bytes) {
         if at < floor {
             continue;
@@ -515,16 +553,50 @@ fn ipv6(text: &str, out: &mut Vec<PiiSpan>) {
         while end > start && bytes[end - 1] == b'.' {
             end -= 1;
         }
-        let glued = (start > 0
-            && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_'))
-            || (end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_'));
-        let candidate = &text[start..end];
-        let colons = candidate.bytes().filter(|&b| b == b':').count();
-        let hex_groups = candidate.split(':').filter(|g| !g.is_empty()).count();
-        if !glued && colons >= 2 && hex_groups >= 2 && candidate.parse::<Ipv6Addr>().is_ok() {
-            out.push(PiiSpan::new(PiiType::Ip, start, end, 0.9));
+        if end < bytes.len() && word(bytes[end]) {
+            continue;
+        }
+        if let Some(s) = ipv6_start(text, start, end) {
+            out.push(PiiSpan::new(PiiType::Ip, s, end, 0.9));
         }
     }
+}
+
+/// Where an IPv6 address ending at `end` starts, if `start..end` holds one.
+///
+/// A candidate glued to a word before it is not an address ("std::io")
+/// unless that word is a label closed by a colon: "IP:2001:db8::1",
+/// "ipv6:fe80::1" (where the label's last letters may even be hex digits
+/// the scan took for the address). The address then starts after the
+/// label's colon and must hold on its own, so "Zeit:10:30" or "ab:cd:ef"
+/// stay text.
+fn ipv6_start(text: &str, start: usize, end: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let valid = |s: usize| {
+        let candidate = &text[s..end];
+        let colons = candidate.bytes().filter(|&b| b == b':').count();
+        let hex_groups = candidate.split(':').filter(|g| !g.is_empty()).count();
+        colons >= 2 && hex_groups >= 2 && candidate.parse::<Ipv6Addr>().is_ok()
+    };
+    let glued = start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+    if !glued {
+        if valid(start) {
+            return Some(start);
+        }
+        // "IP :2001:db8::1": the label's colon, not the address's "::".
+        let lone_colon = bytes[start] == b':' && bytes.get(start + 1) != Some(&b':');
+        return (lone_colon && start + 1 < end && valid(start + 1)).then_some(start + 1);
+    }
+    // The label: the word before the candidate, up to the first colon.
+    let mut label_start = start;
+    while label_start > 0 && bytes[label_start - 1].is_ascii_alphanumeric() {
+        label_start -= 1;
+    }
+    let colon = start + text[start..end].find(':')?;
+    let label = &text[label_start..colon];
+    let is_label = label.bytes().any(|b| b.is_ascii_alphabetic())
+        && (label_start == 0 || !matches!(bytes[label_start - 1], b'_' | b':' | b'.'));
+    (is_label && valid(colon + 1)).then_some(colon + 1)
 }
 
 /// Scanners anchored at the start of an ASCII word: IBAN and alphanumeric CNPJ.
