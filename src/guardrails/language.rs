@@ -7,6 +7,8 @@
 //! (`ã`, `ñ`, `ß`…). It answers only when one language leads clearly; "ok", "👍" or an order
 //! number give `None`, and the conversation keeps the language it had.
 
+use serde::{Deserialize, Serialize};
+
 use crate::guardrails::rules::Lang;
 
 const LANGS: [Lang; 4] = [Lang::En, Lang::Pt, Lang::Es, Lang::De];
@@ -314,6 +316,94 @@ pub fn detect(text: &str) -> Option<Lang> {
     order.sort_by(|&a, &b| score[b].cmp(&score[a]));
     let (best, second) = (score[order[0]], score[order[1]]);
     (best >= 2 && best >= second + 2).then(|| LANGS[order[0]])
+}
+
+/// A tenant's wording: one text for every language, or texts by language.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wording {
+    All(String),
+    ByLang(ByLang),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByLang {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub es: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub de: Option<String>,
+}
+
+impl Wording {
+    /// The tenant's text for `lang`: its one text, or this language's, else its English one;
+    /// `None` when it wrote neither (the caller falls back to its own default in `lang`).
+    pub fn get(&self, lang: Lang) -> Option<&str> {
+        match self {
+            Wording::All(text) => Some(text),
+            Wording::ByLang(t) => lang
+                .pick([&t.en, &t.pt, &t.es, &t.de])
+                .as_deref()
+                .or(t.en.as_deref()),
+        }
+    }
+
+    /// The text for `lang`: this language's, else English, else `builtin` in `lang`.
+    pub fn pick(&self, lang: Lang, builtin: fn(Lang) -> &'static str) -> &str {
+        self.get(lang).unwrap_or_else(|| builtin(lang))
+    }
+
+    /// Refuses a wording with no text, or with a blank or overlong one in any language;
+    /// `name` says which setting it is in the error.
+    pub fn check(&self, name: &str, max_chars: usize) -> Result<(), String> {
+        let texts: Vec<&String> = match self {
+            Wording::All(text) => vec![text],
+            Wording::ByLang(t) => [&t.en, &t.pt, &t.es, &t.de].into_iter().flatten().collect(),
+        };
+        if texts.is_empty() {
+            return Err(format!("{name} must name at least one language"));
+        }
+        if texts
+            .iter()
+            .any(|t| t.trim().is_empty() || t.chars().count() > max_chars)
+        {
+            return Err(format!(
+                "{name} must be 1 to {max_chars} characters (in every language given)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Wording {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Wording::All(text) => text.serialize(serializer),
+            Wording::ByLang(t) => t.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Wording {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Ok(Wording::All(text)),
+            v @ serde_json::Value::Object(_) => {
+                serde_json::from_value(v).map(Wording::ByLang).map_err(|e| {
+                    D::Error::custom(format!(
+                        "a wording by language takes en, pt, es and de as strings: {e}"
+                    ))
+                })
+            }
+            _ => Err(D::Error::custom(
+                "a wording is a string (every language) or an object by language (en, pt, es, de)",
+            )),
+        }
+    }
 }
 
 impl Lang {

@@ -36,6 +36,7 @@ pub use evaluate::{
     evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_MAX_LENGTH,
     RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
 };
+pub use language::{ByLang, Wording};
 pub use pii::{detect_all, KnownEntities, KnownEntitiesSpec, PiiSpan, PiiType};
 pub use policy::{
     load_builtin_packs, PackSet, Policy, PolicyCache, TenantConfig, TenantOptions,

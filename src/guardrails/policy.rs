@@ -8,6 +8,7 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::guardrails::fold::Folded;
+use crate::guardrails::language::Wording;
 use crate::guardrails::pii::PiiType;
 use crate::guardrails::rules::{
     check_unique_ids, compile_validated, Action, CompiledRules, Hit, Lang, Limits, Matcher,
@@ -137,8 +138,9 @@ pub struct TenantOptions {
     pub max_output_chars: Option<usize>,
     /// Phrases a draft must never contain ("guaranteed refund").
     pub forbidden_commitments: Vec<String>,
-    /// The tenant's own wording of safe replies, by key.
-    pub safe_replies: BTreeMap<String, String>,
+    /// The tenant's own wording of safe replies, by key: one text for every language, or
+    /// texts by language (`{"en": …, "pt": …}`, any of them).
+    pub safe_replies: BTreeMap<String, Wording>,
     /// Public values of the tenant itself (support e-mail, hotline) that are
     /// neither masked nor treated as invented PII in drafts.
     pub public_values: Vec<String>,
@@ -168,6 +170,9 @@ pub struct TenantConfig {
     pub rules: Vec<Rule>,
     pub options: TenantOptions,
 }
+
+/// Longest tenant safe reply, in characters, in any language.
+const MAX_SAFE_REPLY_CHARS: usize = 1000;
 
 /// Rule id of the synthesised forbidden-commitment rule.
 pub const COMMITMENT_RULE: &str = "tenant.forbidden-commitment";
@@ -264,6 +269,11 @@ impl Policy {
                     Limits::TENANT.rules
                 ),
             ));
+        }
+        for (key, wording) in &options.safe_replies {
+            wording
+                .check(&format!("safe_replies.{key}"), MAX_SAFE_REPLY_CHARS)
+                .map_err(|reason| err(None, reason))?;
         }
         for rule in &config.rules {
             if packs.rules.rules.iter().any(|r| r.id == rule.id) || rule.id == COMMITMENT_RULE {
@@ -410,13 +420,14 @@ impl Policy {
             .collect()
     }
 
-    /// The reply for `key`: the tenant's wording, else the pack default in
-    /// `lang`.
+    /// The reply for `key`: the tenant's wording in `lang` (else its English
+    /// one), else the pack default in `lang`.
     pub fn safe_reply(&self, key: &str, lang: Lang) -> Option<String> {
         self.options
             .safe_replies
             .get(key)
-            .cloned()
+            .and_then(|w| w.get(lang))
+            .map(str::to_string)
             .or_else(|| {
                 self.packs
                     .safe_replies

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::guardrails::language::{ByLang, Wording};
 use crate::guardrails::Lang;
 use crate::rbac::Role;
 
@@ -80,75 +81,6 @@ pub fn default_changed_message(lang: Lang) -> &'static str {
         "Un compañero revisó la decisión que cuestionaste y la cambió. Te daremos los detalles aquí.",
         "Eine Kollegin oder ein Kollege hat die Entscheidung geprüft und geändert. Die Einzelheiten folgen hier.",
     ])
-}
-
-/// A tenant's wording: one text for every language, or texts by language.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Wording {
-    All(String),
-    ByLang(ByLang),
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ByLang {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub en: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub es: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub de: Option<String>,
-}
-
-impl Wording {
-    /// The text for `lang`: this language's, else English, else `builtin` in `lang`.
-    pub fn pick(&self, lang: Lang, builtin: fn(Lang) -> &'static str) -> &str {
-        match self {
-            Wording::All(text) => text,
-            Wording::ByLang(t) => lang
-                .pick([&t.en, &t.pt, &t.es, &t.de])
-                .as_deref()
-                .or(t.en.as_deref())
-                .unwrap_or(builtin(lang)),
-        }
-    }
-
-    fn texts(&self) -> Vec<&String> {
-        match self {
-            Wording::All(text) => vec![text],
-            Wording::ByLang(t) => [&t.en, &t.pt, &t.es, &t.de].into_iter().flatten().collect(),
-        }
-    }
-}
-
-impl Serialize for Wording {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Wording::All(text) => text.serialize(serializer),
-            Wording::ByLang(t) => t.serialize(serializer),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Wording {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        match serde_json::Value::deserialize(deserializer)? {
-            serde_json::Value::String(text) => Ok(Wording::All(text)),
-            v @ serde_json::Value::Object(_) => {
-                serde_json::from_value(v).map(Wording::ByLang).map_err(|e| {
-                    D::Error::custom(format!(
-                        "a wording by language takes en, pt, es and de as strings: {e}"
-                    ))
-                })
-            }
-            _ => Err(D::Error::custom(
-                "a wording is a string (every language) or an object by language (en, pt, es, de)",
-            )),
-        }
-    }
 }
 
 /// The action kinds rules name, as stored; `exchange_approval` is the name for
@@ -282,18 +214,7 @@ impl ReviewPolicy {
             ("changed_message", &self.changed_message),
         ] {
             let Some(wording) = wording else { continue };
-            let texts = wording.texts();
-            if texts.is_empty() {
-                return Err(format!("{name} must name at least one language"));
-            }
-            if texts
-                .iter()
-                .any(|t| t.trim().is_empty() || t.chars().count() > MAX_MESSAGE_CHARS)
-            {
-                return Err(format!(
-                    "{name} must be 1 to {MAX_MESSAGE_CHARS} characters (in every language given)"
-                ));
-            }
+            wording.check(name, MAX_MESSAGE_CHARS)?;
         }
         if self.rules.len() > 100 {
             return Err("at most 100 rules".into());

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use custodian::guardrails::{
-    evaluate, unmask, Action, Context, FindingKind, Lang, Policy, Stage, TenantConfig,
-    TenantOptions, REDACTED, RULE_MAX_LENGTH, RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
+    evaluate, unmask, Action, ByLang, Context, FindingKind, Lang, Policy, Stage, TenantConfig,
+    TenantOptions, Wording, REDACTED, RULE_MAX_LENGTH, RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
 };
 
 fn tenant(options: TenantOptions) -> Policy {
@@ -83,7 +83,7 @@ fn a_draft_giving_medical_advice_is_blocked_and_replaced_by_the_tenant_wording()
     let mut replies = BTreeMap::new();
     replies.insert(
         "medical_advice".to_string(),
-        "Please ask your doctor.".to_string(),
+        Wording::All("Please ask your doctor.".to_string()),
     );
     let policy = tenant(TenantOptions {
         safe_replies: replies,
@@ -97,6 +97,74 @@ fn a_draft_giving_medical_advice_is_blocked_and_replaced_by_the_tenant_wording()
     );
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.safe_reply.as_deref(), Some("Please ask your doctor."));
+}
+
+// proves: AGT-4
+#[test]
+fn a_tenant_safe_reply_by_language_answers_in_the_conversation_language_with_fallbacks() {
+    let wording = Wording::ByLang(ByLang {
+        en: Some("Please ask your doctor.".into()),
+        pt: Some("Por favor, consulte seu médico.".into()),
+        ..ByLang::default()
+    });
+    let policy = tenant(TenantOptions {
+        safe_replies: BTreeMap::from([("medical_advice".to_string(), wording)]),
+        ..TenantOptions::default()
+    });
+    let reply = |language: Lang| {
+        let mut ctx = Context {
+            language,
+            ..Context::default()
+        };
+        let v = evaluate(
+            Stage::Outbound,
+            "You can take 400 mg every 6 hours.",
+            &mut ctx,
+            &policy,
+        );
+        assert_eq!(v.action, Action::Block);
+        v.safe_reply.unwrap()
+    };
+    assert_eq!(reply(Lang::Pt), "Por favor, consulte seu médico.");
+    assert_eq!(reply(Lang::En), "Please ask your doctor.");
+    // A language the tenant did not write falls back to its English text.
+    assert_eq!(reply(Lang::De), "Please ask your doctor.");
+
+    // Texts only in other languages leave this one to the pack's own wording.
+    let only_pt = Wording::ByLang(ByLang {
+        pt: Some("Por favor, consulte seu médico.".into()),
+        ..ByLang::default()
+    });
+    let policy = tenant(TenantOptions {
+        safe_replies: BTreeMap::from([("medical_advice".to_string(), only_pt)]),
+        ..TenantOptions::default()
+    });
+    let builtin = Policy::builtin().safe_reply("medical_advice", Lang::Es);
+    assert_eq!(policy.safe_reply("medical_advice", Lang::Es), builtin);
+    assert!(builtin.is_some());
+}
+
+#[test]
+fn a_blank_or_empty_tenant_safe_reply_is_refused() {
+    for wording in [
+        Wording::All("  ".into()),
+        Wording::ByLang(ByLang::default()),
+        Wording::ByLang(ByLang {
+            de: Some(String::new()),
+            ..ByLang::default()
+        }),
+        Wording::All("x".repeat(1001)),
+    ] {
+        let config = TenantConfig {
+            options: TenantOptions {
+                safe_replies: BTreeMap::from([("medical_advice".to_string(), wording)]),
+                ..TenantOptions::default()
+            },
+            ..TenantConfig::default()
+        };
+        let e = Policy::new(&config).unwrap_err();
+        assert!(e.to_string().contains("safe_replies.medical_advice"), "{e}");
+    }
 }
 
 // proves: AGT-4

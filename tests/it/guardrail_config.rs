@@ -260,19 +260,36 @@ async fn pii_options_safe_reply_wording_and_the_threshold_each_apply_to_the_next
     assert_eq!(run["record"]["reason"], "low_confidence");
 
     // Safe-reply wording: the tenant's text changes between two identical messages.
-    let with_reply = |text: &str| {
+    let with_reply = |wording: Value| {
         let mut config = chargeback_config();
-        config["options"]["safe_replies"]["chargeback"] = json!(text);
+        config["options"]["safe_replies"]["chargeback"] = wording;
         json!({ "guardrails": config })
     };
-    put_settings(&app, &owner, with_reply("First wording.")).await;
+    put_settings(&app, &owner, with_reply(json!("First wording."))).await;
     let threat = "I will file a chargeback";
     let (_, a) = app.visitor_writes(inbox, threat).await;
     finished_run(&app, a).await;
-    put_settings(&app, &owner, with_reply("Second wording.")).await;
+    put_settings(&app, &owner, with_reply(json!("Second wording."))).await;
     let (_, b) = app.visitor_writes(inbox, threat).await;
     finished_run(&app, b).await;
-    for (conversation, text) in [(a, "First wording."), (b, "Second wording.")] {
+    // Wording by language: each customer hears the tenant's text in their own language.
+    put_settings(
+        &app,
+        &owner,
+        with_reply(json!({ "en": "Third wording.", "pt": "Terceira redação." })),
+    )
+    .await;
+    let (_, c) = app.visitor_writes(inbox, threat).await;
+    finished_run(&app, c).await;
+    let ameaca = "Se não resolverem hoje eu vou pedir o estorno no cartão";
+    let (_, d) = app.visitor_writes(inbox, ameaca).await;
+    finished_run(&app, d).await;
+    for (conversation, text) in [
+        (a, "First wording."),
+        (b, "Second wording."),
+        (c, "Third wording."),
+        (d, "Terceira redação."),
+    ] {
         assert_eq!(
             app.count(&format!(
                 "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
@@ -288,7 +305,7 @@ async fn pii_options_safe_reply_wording_and_the_threshold_each_apply_to_the_next
     let audit = app
         .audit_events(owner.tenant_id, "agent.settings_changed")
         .await;
-    assert_eq!(audit.len(), 5);
+    assert_eq!(audit.len(), 6);
     let threshold = audit
         .iter()
         .find(|e| {
