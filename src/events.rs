@@ -15,6 +15,7 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::PgConnection;
 use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
@@ -221,7 +222,20 @@ async fn listen(state: &AppState) -> sqlx::Result<()> {
     }
 }
 
-/// An SSE response of the events that `keep` accepts, ending at shutdown.
+/// The SSE event that tells a client its stream fell behind and dropped events: it should
+/// fetch what it shows again instead of trusting the stream to be complete.
+pub const RESYNC: &str = "resync";
+
+/// The `resync` event for a stream that missed `missed` events.
+pub fn resync_event(missed: u64) -> SseEvent {
+    SseEvent::default()
+        .event(RESYNC)
+        .json_data(serde_json::json!({ "missed": missed }))
+        .unwrap_or_else(|_| SseEvent::default().event(RESYNC).data("{}"))
+}
+
+/// An SSE response of the events that `keep` accepts, ending at shutdown. A stream too slow to
+/// keep up loses events; it then gets a `resync` event instead of silence.
 pub fn stream(
     state: &AppState,
     keep: impl Fn(&Event) -> bool + Send + 'static,
@@ -230,20 +244,20 @@ pub fn stream(
     let events = BroadcastStream::new(state.bus.subscribe())
         .filter_map(move |item| {
             future::ready(match item {
-                Ok(event) if keep(&event) => Some(event),
+                Ok(event) if keep(&event) => Some(
+                    SseEvent::default()
+                        .event(event.kind.clone())
+                        .json_data(&event)
+                        .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")),
+                ),
                 Ok(_) => None,
-                Err(lagged) => {
-                    tracing::warn!(?lagged, "an event stream fell behind");
-                    None
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "an event stream fell behind; telling it to resync");
+                    Some(resync_event(missed))
                 }
             })
         })
-        .map(|event| {
-            Ok(SseEvent::default()
-                .event(event.kind.clone())
-                .json_data(&event)
-                .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")))
-        })
+        .map(Ok)
         .take_until(stop.cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

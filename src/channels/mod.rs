@@ -188,6 +188,9 @@ const ENDPOINT_CACHE_MAX: usize = 10_000;
 /// message), so the hot path does not go to the database for a row that rarely changes.
 pub struct EndpointCache {
     entries: Mutex<HashMap<Uuid, (Instant, Arc<ChannelEndpoint>)>>,
+    /// WhatsApp phone-number ids and the inbox serving each, for deliveries that name another
+    /// number than their URL's inbox.
+    numbers: Mutex<HashMap<String, (Instant, Uuid)>>,
     ttl: Duration,
 }
 
@@ -202,6 +205,7 @@ impl EndpointCache {
     pub fn with_ttl(ttl: Duration) -> Self {
         EndpointCache {
             entries: Mutex::default(),
+            numbers: Mutex::default(),
             ttl,
         }
     }
@@ -227,6 +231,45 @@ impl EndpointCache {
         Ok(Some(endpoint))
     }
 
+    /// The WhatsApp inbox serving this phone-number id, if any.
+    pub async fn by_number(
+        &self,
+        system: &PgPool,
+        phone_number_id: &str,
+    ) -> Result<Option<Arc<ChannelEndpoint>>> {
+        let cached = self
+            .numbers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(phone_number_id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, id)| *id);
+        let inbox_id = match cached {
+            Some(id) => id,
+            None => {
+                let Some(id) = sqlx::query_scalar!(
+                    "SELECT id FROM inbox WHERE channel = 'whatsapp' AND settings ->> 'phone_number_id' = $1",
+                    phone_number_id
+                )
+                .fetch_optional(system)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let mut numbers = self.numbers.lock().unwrap_or_else(PoisonError::into_inner);
+                if numbers.len() >= ENDPOINT_CACHE_MAX {
+                    numbers.clear();
+                }
+                numbers.insert(phone_number_id.to_string(), (Instant::now(), id));
+                id
+            }
+        };
+        // The inbox row has the last word: its number may have changed since.
+        Ok(self.get(system, inbox_id).await?.filter(|e| {
+            e.channel == "whatsapp" && e.setting("phone_number_id") == Some(phone_number_id)
+        }))
+    }
+
     fn fresh(&self, inbox_id: Uuid) -> Option<Arc<ChannelEndpoint>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
@@ -242,6 +285,10 @@ impl EndpointCache {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&inbox_id);
+        self.numbers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (_, id)| *id != inbox_id);
     }
 }
 
@@ -327,6 +374,31 @@ fn required(value: Option<String>, field: &str) -> Result<String> {
         .ok_or_else(|| Error::bad_request("missing_field", format!("{field} is required")))
 }
 
+/// Meta's ids (phone-number id, business-account id) are strings of digits.
+fn meta_id(value: Option<String>, field: &str) -> Result<String> {
+    let value = required(value, field)?;
+    if value.len() > 32 || !value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::bad_request(
+            "invalid_field",
+            format!("{field} is Meta's numeric id"),
+        ));
+    }
+    Ok(value)
+}
+
+/// The answer to a WhatsApp number that another inbox already serves.
+fn number_taken(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("inbox_phone_number_key") => {
+            Error::conflict(
+                "phone_number_taken",
+                "that WhatsApp number is already connected",
+            )
+        }
+        _ => e.into(),
+    }
+}
+
 fn check_origins(origins: &[String]) -> Result<Vec<String>> {
     origins
         .iter()
@@ -386,8 +458,8 @@ async fn create(
                 Error::bad_request("missing_field", "whatsapp settings are required")
             })?;
             let settings = json!({
-                "phone_number_id": required(wa.phone_number_id, "whatsapp.phone_number_id")?,
-                "business_account_id": required(wa.business_account_id, "whatsapp.business_account_id")?,
+                "phone_number_id": meta_id(wa.phone_number_id, "whatsapp.phone_number_id")?,
+                "business_account_id": meta_id(wa.business_account_id, "whatsapp.business_account_id")?,
                 "display_phone_number": wa.display_phone_number,
             });
             let missing =
@@ -448,12 +520,7 @@ async fn create(
     )
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("inbox_phone_number_key") => {
-            Error::conflict("phone_number_taken", "that WhatsApp number is already connected")
-        }
-        _ => e.into(),
-    })?;
+    .map_err(number_taken)?;
     let view: InboxView = row.into();
     ctx.audit(
         &mut tx,
@@ -499,14 +566,18 @@ async fn update(
         "whatsapp" => {
             let mut secrets: WhatsAppSecrets = endpoint.open(&state.sealer)?;
             if let Some(wa) = body.whatsapp {
-                for (key, value) in [
-                    ("phone_number_id", wa.phone_number_id),
-                    ("business_account_id", wa.business_account_id),
-                    ("display_phone_number", wa.display_phone_number),
-                ] {
-                    if let Some(v) = value {
-                        settings[key] = json!(v.trim());
-                    }
+                if wa.phone_number_id.is_some() {
+                    settings["phone_number_id"] =
+                        json!(meta_id(wa.phone_number_id, "whatsapp.phone_number_id")?);
+                }
+                if wa.business_account_id.is_some() {
+                    settings["business_account_id"] = json!(meta_id(
+                        wa.business_account_id,
+                        "whatsapp.business_account_id"
+                    )?);
+                }
+                if let Some(v) = wa.display_phone_number {
+                    settings["display_phone_number"] = json!(v.trim());
                 }
                 secrets.verify_token = wa.verify_token.unwrap_or(secrets.verify_token);
                 secrets.app_secret = wa.app_secret.unwrap_or(secrets.app_secret);
@@ -549,7 +620,8 @@ async fn update(
         secrets
     )
     .fetch_one(&mut *tx)
-    .await?
+    .await
+    .map_err(number_taken)?
     .into();
     ctx.audit(
         &mut tx,

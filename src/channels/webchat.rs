@@ -16,15 +16,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use time::OffsetDateTime;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use super::{ChannelEndpoint, WebchatSecrets};
 use crate::app::AppState;
-use crate::audit::{self, AuditEvent};
+use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::token;
 use crate::conversations::{self, Inbound, Ingested, Sender};
-use crate::crm::contacts::channel_source;
+use crate::crm::contacts::{channel_contact, channel_source};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path, Query, RequestMeta};
 
@@ -162,6 +163,13 @@ fn allowed_origin(endpoint: &ChannelEndpoint, headers: &HeaderMap) -> Result<Opt
     }
 }
 
+/// Answers a browser call from an allowed origin with CORS headers, errors included: a widget
+/// must be able to read a 401 (its session expired, start a new one) or a 429 (wait), not
+/// only its successes.
+fn answer(result: Result<Response>, origin: Option<HeaderValue>) -> Response {
+    with_cors(result.unwrap_or_else(IntoResponse::into_response), origin)
+}
+
 fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
     if let Some(origin) = origin {
         let headers = response.headers_mut();
@@ -169,7 +177,7 @@ fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("content-type"),
+            HeaderValue::from_static("content-type, retry-after"),
         );
     }
     response
@@ -235,10 +243,22 @@ async fn start_session(
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     meta: RequestMeta,
-    Json(body): Json<SessionBody>,
+    body: Result<Json<SessionBody>>,
 ) -> Result<Response> {
     let endpoint = webchat_endpoint(&state, inbox_id).await?;
     let origin = allowed_origin(&endpoint, &headers)?;
+    let result = open_session(&state, &endpoint, &meta, body).await;
+    Ok(answer(result, origin))
+}
+
+async fn open_session(
+    state: &AppState,
+    endpoint: &ChannelEndpoint,
+    meta: &RequestMeta,
+    body: Result<Json<SessionBody>>,
+) -> Result<Response> {
+    let Json(body) = body?;
+    let inbox_id = endpoint.inbox_id;
     state.throttle.check_ip(meta.ip)?;
     let secrets: WebchatSecrets = endpoint.open(&state.sealer)?;
     let tenant_id = endpoint.tenant_id;
@@ -295,18 +315,32 @@ async fn start_session(
                 verified: found.verified,
                 expires_at: found.expires_at,
             };
-            return Ok(with_cors(Json(view).into_response(), origin));
+            return Ok(Json(view).into_response());
         }
     }
 
-    let source = channel_source(tenant_id, inbox_id);
+    // The visitor's own request did this, on the channel's behalf: its address and agent are
+    // on record like a member's.
+    let source = AuditSource {
+        meta: meta.clone(),
+        ..channel_source(tenant_id, inbox_id)
+    };
     let contact_id = match &verified_user {
         Some(user_id) => {
+            // `prior` reads the snapshot before the upsert: whether a name was filled in.
             let row = sqlx::query!(
-                r#"INSERT INTO contact (id, tenant_id, name, external_id) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL
-                   DO UPDATE SET name = COALESCE(contact.name, EXCLUDED.name)
-                   RETURNING id, (xmax = 0) AS "inserted!""#,
+                r#"WITH prior AS (
+                       SELECT name FROM contact WHERE tenant_id = $2 AND external_id = $4
+                   ),
+                   upserted AS (
+                       INSERT INTO contact (id, tenant_id, name, external_id) VALUES ($1, $2, $3, $4)
+                       ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL
+                       DO UPDATE SET name = COALESCE(contact.name, EXCLUDED.name)
+                       RETURNING id, (xmax = 0) AS inserted, name
+                   )
+                   SELECT id AS "id!", inserted AS "inserted!", name,
+                          (SELECT name FROM prior) AS prior_name
+                   FROM upserted"#,
                 Uuid::now_v7(),
                 tenant_id,
                 name,
@@ -318,8 +352,23 @@ async fn start_session(
                 audit::record(
                     &mut tx,
                     &source,
-                    AuditEvent::new("contact.created", "contact", row.id)
-                        .after(json!({ "external_id": user_id, "name": name })),
+                    AuditEvent::new("contact.created", "contact", row.id).after(channel_contact(
+                        row.id,
+                        name.as_deref(),
+                        None,
+                        None,
+                        Some(user_id),
+                        &json!({}),
+                    )),
+                )
+                .await?;
+            } else if row.prior_name.is_none() && row.name.is_some() {
+                audit::record(
+                    &mut tx,
+                    &source,
+                    AuditEvent::new("contact.updated", "contact", row.id)
+                        .before(json!({ "name": null }))
+                        .after(json!({ "name": row.name })),
                 )
                 .await?;
             }
@@ -351,18 +400,25 @@ async fn start_session(
             audit::record(
                 &mut tx,
                 &source,
-                AuditEvent::new("contact.created", "contact", id)
-                    .after(json!({ "name": name, "attributes": attributes })),
+                AuditEvent::new("contact.created", "contact", id).after(channel_contact(
+                    id,
+                    name.as_deref(),
+                    None,
+                    None,
+                    None,
+                    &attributes,
+                )),
             )
             .await?;
             id
         }
     };
     let secret = token::new_opaque_token();
+    let session_id = Uuid::now_v7();
     let expires_at = sqlx::query_scalar!(
         "INSERT INTO webchat_session (id, tenant_id, inbox_id, contact_id, token_hash, verified, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(days => $7)) RETURNING expires_at",
-        Uuid::now_v7(),
+        session_id,
         tenant_id,
         inbox_id,
         contact_id,
@@ -372,6 +428,19 @@ async fn start_session(
     )
     .fetch_one(&mut *tx)
     .await?;
+    // The session is tenant data like the contact: on record, never with its token.
+    audit::record(
+        &mut tx,
+        &source,
+        AuditEvent::new("webchat_session.created", "webchat_session", session_id).after(json!({
+            "id": session_id,
+            "inbox_id": inbox_id,
+            "contact_id": contact_id,
+            "verified": verified_user.is_some(),
+            "expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+        })),
+    )
+    .await?;
     tx.commit().await?;
     let view = SessionView {
         session_token: secret,
@@ -379,10 +448,7 @@ async fn start_session(
         verified: verified_user.is_some(),
         expires_at,
     };
-    Ok(with_cors(
-        (StatusCode::CREATED, Json(view)).into_response(),
-        origin,
-    ))
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 /// The visitor behind a session token, for one inbox.
@@ -434,7 +500,19 @@ async fn history(
 ) -> Result<Response> {
     let endpoint = webchat_endpoint(&state, inbox_id).await?;
     let origin = allowed_origin(&endpoint, &headers)?;
-    let visitor = visitor(&state, &endpoint, session_header(&headers)).await?;
+    Ok(answer(
+        read_history(&state, &endpoint, &headers).await,
+        origin,
+    ))
+}
+
+async fn read_history(
+    state: &AppState,
+    endpoint: &ChannelEndpoint,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let inbox_id = endpoint.inbox_id;
+    let visitor = visitor(state, endpoint, session_header(headers)).await?;
     let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
     let messages = sqlx::query_as!(
         VisitorMessage,
@@ -449,10 +527,7 @@ async fn history(
     .await?;
     tx.commit().await?;
     let messages: Vec<_> = messages.into_iter().rev().collect();
-    Ok(with_cors(
-        Json(json!({ "messages": messages })).into_response(),
-        origin,
-    ))
+    Ok(Json(json!({ "messages": messages })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -467,11 +542,25 @@ async fn send(
     State(state): State<AppState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
-    Json(body): Json<SendBody>,
+    body: Result<Json<SendBody>>,
 ) -> Result<Response> {
     let endpoint = webchat_endpoint(&state, inbox_id).await?;
     let origin = allowed_origin(&endpoint, &headers)?;
-    let visitor = visitor(&state, &endpoint, session_header(&headers)).await?;
+    Ok(answer(
+        store_message(&state, &endpoint, &headers, body).await,
+        origin,
+    ))
+}
+
+async fn store_message(
+    state: &AppState,
+    endpoint: &ChannelEndpoint,
+    headers: &HeaderMap,
+    body: Result<Json<SendBody>>,
+) -> Result<Response> {
+    let inbox_id = endpoint.inbox_id;
+    let visitor = visitor(state, endpoint, session_header(headers)).await?;
+    let Json(body) = body?;
     let text = body.body.trim();
     if text.is_empty() || text.chars().count() > 4096 {
         return Err(Error::bad_request(
@@ -513,7 +602,7 @@ async fn send(
         ),
         Ingested::Duplicate => (StatusCode::OK, json!({ "duplicate": true })),
     };
-    Ok(with_cors((status, Json(value)).into_response(), origin))
+    Ok((status, Json(value)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -524,49 +613,82 @@ struct EventsQuery {
 }
 
 /// Replies to the visitor as they are committed: members' and the AI's public messages in the
-/// visitor's own conversations, never notes, never anyone else's.
+/// visitor's own conversations, never notes, never anyone else's. A stream that fell behind and
+/// lost events gets a `resync` event: the widget then reads the conversation again.
 async fn events(
     State(state): State<AppState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>>,
 ) -> Result<Response> {
     let endpoint = webchat_endpoint(&state, inbox_id).await?;
     let origin = allowed_origin(&endpoint, &headers)?;
-    let visitor = visitor(&state, &endpoint, Some(&query.session)).await?;
+    Ok(answer(
+        visitor_stream(&state, &endpoint, query).await,
+        origin,
+    ))
+}
+
+/// What a visitor's stream carries, before the message is looked up.
+enum Seen {
+    Reply(Uuid),
+    Missed(u64),
+}
+
+async fn visitor_stream(
+    state: &AppState,
+    endpoint: &ChannelEndpoint,
+    query: Result<Query<EventsQuery>>,
+) -> Result<Response> {
+    let Query(query) = query?;
+    let inbox_id = endpoint.inbox_id;
+    let visitor = visitor(state, endpoint, Some(&query.session)).await?;
     let tenant_id = endpoint.tenant_id;
     let contact_id = visitor.contact_id;
     let stop = state.shutdown.clone();
     let lookup_state = state.clone();
     let stream = BroadcastStream::new(state.bus.subscribe())
         .filter_map(move |item| {
-            future::ready(item.ok().filter(|e| {
-                e.tenant_id == tenant_id
+            future::ready(match item {
+                Ok(e) if e.tenant_id == tenant_id
                     && e.kind == "message.created"
                     && e.data["direction"] == "outbound"
-                    && e.data["private"] != json!(true)
-            }))
+                    && e.data["private"] != json!(true) =>
+                {
+                    e.message_id.map(Seen::Reply)
+                }
+                Ok(_) => None,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Seen::Missed(missed)),
+            })
         })
-        .then(move |event| {
+        .then(move |seen| {
             let state = lookup_state.clone();
             async move {
-                visible_message(&state, tenant_id, contact_id, inbox_id, event.message_id?).await
+                match seen {
+                    Seen::Reply(message_id) => {
+                        visible_message(&state, tenant_id, contact_id, inbox_id, message_id)
+                            .await
+                            .map(|message| {
+                                SseEvent::default()
+                                    .event("message")
+                                    .json_data(&message)
+                                    .unwrap_or_default()
+                            })
+                    }
+                    Seen::Missed(missed) => {
+                        tracing::warn!(%inbox_id, missed, "a visitor's stream fell behind; telling it to resync");
+                        Some(crate::events::resync_event(missed))
+                    }
+                }
             }
         })
         .filter_map(future::ready)
-        .map(|message| {
-            Ok::<_, std::convert::Infallible>(
-                SseEvent::default()
-                    .event("message")
-                    .json_data(&message)
-                    .unwrap_or_default(),
-            )
-        })
+        .map(Ok::<_, std::convert::Infallible>)
         .take_until(stop.cancelled_owned());
     let sse = Sse::new(stream).keep_alive(
         axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
     );
-    Ok(with_cors(sse.into_response(), origin))
+    Ok(sse.into_response())
 }
 
 async fn visible_message(

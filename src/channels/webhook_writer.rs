@@ -32,8 +32,11 @@ const QUEUE: usize = 1024;
 pub struct Delivery {
     pub tenant_id: Uuid,
     pub inbox_id: Uuid,
-    /// The inbox's phone-number id: messages for another number are ignored.
+    /// The inbox's phone-number id.
     pub our_number: String,
+    /// Other numbers of the same tenant and Meta app named in the delivery, with their inboxes:
+    /// their events go there. Events for any other number are ignored.
+    pub others: Vec<(String, Uuid)>,
     pub webhook: Webhook,
 }
 

@@ -116,6 +116,7 @@ async fn receive(
         .setting("phone_number_id")
         .unwrap_or_default()
         .to_string();
+    let others = other_numbers(&state, &endpoint, &secrets, &our_number, &webhook).await?;
     let events = webhook.events.len();
     let stored = state
         .webhooks
@@ -123,11 +124,62 @@ async fn receive(
             tenant_id: endpoint.tenant_id,
             inbox_id,
             our_number,
+            others,
             webhook,
         })
         .await?;
     tracing::debug!(%inbox_id, stored, events, "WhatsApp webhook stored");
     Ok(StatusCode::OK)
+}
+
+/// The inboxes of the other business numbers a delivery names. A Meta app sends every number's
+/// events to the callback URL it is configured with, so one inbox's URL may receive another
+/// number's: those go to the inbox of that number when it belongs to the same tenant and the
+/// same Meta app (the same app secret, which just signed this delivery); anything else is
+/// logged and left alone. Only a delivery naming another number pays for the look-up.
+async fn other_numbers(
+    state: &AppState,
+    endpoint: &ChannelEndpoint,
+    secrets: &WhatsAppSecrets,
+    our_number: &str,
+    webhook: &whatsapp::Webhook,
+) -> Result<Vec<(String, Uuid)>> {
+    let mut others: Vec<(String, Uuid)> = Vec::new();
+    let mut refused: Vec<&str> = Vec::new();
+    for event in &webhook.events {
+        let number = match event {
+            Event::Message(msg) => msg.phone_number_id.as_str(),
+            Event::Status(status) => status.phone_number_id.as_str(),
+        };
+        if number == our_number
+            || refused.contains(&number)
+            || others.iter().any(|(n, _)| n == number)
+        {
+            continue;
+        }
+        let sibling = state.endpoints.by_number(&state.db.system, number).await?;
+        let same_app = match &sibling {
+            Some(other) if other.tenant_id == endpoint.tenant_id => {
+                let theirs: WhatsAppSecrets = other.open(&state.sealer)?;
+                bool::from(
+                    theirs
+                        .app_secret
+                        .expose_secret()
+                        .as_bytes()
+                        .ct_eq(secrets.app_secret.expose_secret().as_bytes()),
+                )
+            }
+            _ => false,
+        };
+        match sibling {
+            Some(other) if same_app => others.push((number.to_string(), other.inbox_id)),
+            _ => {
+                tracing::warn!(inbox_id = %endpoint.inbox_id, to = %number, "events for a number that is not this tenant's under the same Meta app ignored");
+                refused.push(number);
+            }
+        }
+    }
+    Ok(others)
 }
 
 /// Stores every event of one delivery on the caller's tenant transaction; returns how many
@@ -137,17 +189,25 @@ pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> 
         tenant_id,
         inbox_id,
         our_number,
+        others,
         webhook,
     } = delivery;
-    let (tenant_id, inbox_id) = (*tenant_id, *inbox_id);
+    let tenant_id = *tenant_id;
+    // The inbox of the number an event is for (refused numbers were logged on receipt).
+    let route = |number: &str| {
+        if number == our_number {
+            Some(*inbox_id)
+        } else {
+            others.iter().find(|(n, _)| n == number).map(|(_, id)| *id)
+        }
+    };
     let mut stored = 0usize;
     for event in &webhook.events {
         match event {
             Event::Message(msg) => {
-                if msg.phone_number_id != *our_number {
-                    tracing::warn!(%inbox_id, to = %msg.phone_number_id, "message for another number ignored");
+                let Some(inbox_id) = route(&msg.phone_number_id) else {
                     continue;
-                }
+                };
                 let Some(identity) = msg.from_wa_id.as_deref().or(msg.from_user_id.as_deref())
                 else {
                     continue;
@@ -166,7 +226,26 @@ pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> 
                         json!([{ "kind": "contacts", "contacts": contacts }])
                     }
                     Content::Reaction { message_id, emoji } => {
-                        json!([{ "kind": "reaction", "message_id": message_id, "emoji": emoji }])
+                        json!([{ "kind": "reaction", "message_id": message_id, "emoji": emoji,
+                                 "removed": emoji.is_empty() }])
+                    }
+                    // What the customer chose, by the id the business gave it (the title is
+                    // only what they saw), and the message they answered.
+                    Content::ButtonReply { id, title } => {
+                        json!([{ "kind": "button_reply", "id": id, "title": title,
+                                 "context_message_id": msg.context_message_id }])
+                    }
+                    Content::ListReply {
+                        id,
+                        title,
+                        description,
+                    } => {
+                        json!([{ "kind": "list_reply", "id": id, "title": title, "description": description,
+                                 "context_message_id": msg.context_message_id }])
+                    }
+                    Content::TemplateButton { payload, text } => {
+                        json!([{ "kind": "button", "payload": payload, "text": text,
+                                 "context_message_id": msg.context_message_id }])
                     }
                     Content::Unsupported { raw, .. } => {
                         json!([{ "kind": "unsupported", "raw": raw }])
@@ -202,19 +281,28 @@ pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> 
                 }
             }
             Event::Status(status) => {
+                let Some(inbox_id) = route(&status.phone_number_id) else {
+                    continue;
+                };
                 let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
                 let name = match status.status.as_str() {
                     "played" => "read",
                     other => other,
                 };
-                if conversations::delivery_rank(name) < 0 {
+                if !matches!(name, "sent" | "delivered" | "read" | "failed") {
                     continue;
                 }
+                // Our message id, given to Meta at send time (see conversations::delivery).
+                let callback = status
+                    .biz_opaque_callback_data
+                    .as_deref()
+                    .and_then(|data| Uuid::parse_str(data).ok());
                 let known = conversations::apply_status(
                     &mut *tx,
                     tenant_id,
                     inbox_id,
                     &status.provider_message_id,
+                    callback,
                     name,
                     status.timestamp,
                     error,

@@ -16,6 +16,7 @@
   var token = null;
   var source = null;
   var seen = {};
+  var started = null;
 
   function uuid() {
     if (window.crypto && crypto.randomUUID) { return crypto.randomUUID(); }
@@ -69,6 +70,13 @@
     return fetch(api + path, { method: method, headers: headers, body: body ? JSON.stringify(body) : undefined })
       .then(function (r) {
         return r.json().then(function (data) {
+          if (r.status === 401 && path !== "/sessions") {
+            // The session expired or was revoked: the next open starts a new one.
+            localStorage.removeItem(storeKey);
+            token = null;
+            started = null;
+            if (source) { source.close(); source = null; }
+          }
           if (!r.ok) { throw new Error((data.error && data.error.message) || r.statusText); }
           return data;
         });
@@ -90,10 +98,13 @@
       data.messages.forEach(show);
       source = new EventSource(api + "/events?session=" + encodeURIComponent(token));
       source.addEventListener("message", function (e) { show(JSON.parse(e.data)); });
+      // The stream fell behind and lost replies: read the conversation again.
+      source.addEventListener("resync", function () {
+        request("GET", "/messages").then(function (d) { d.messages.forEach(show); }).catch(function () {});
+      });
     });
   }
 
-  var started = null;
   bubble.addEventListener("click", function () {
     var open = panel.style.display === "none";
     panel.style.display = open ? "flex" : "none";

@@ -1,44 +1,92 @@
 //! Delivering an outbound message: the `message.send` job. The message row is the source of
-//! truth: a job for a message that is no longer `queued` does nothing, so a job run twice
-//! (at-least-once) does not send twice once the first run recorded its result. Retryable
-//! failures (429, 5xx, no answer) go back to the queue with backoff, honouring Retry-After;
-//! permanent ones are recorded on the message and the job is dead-lettered.
+//! truth: a job for a message that is no longer waiting to be sent does nothing, so a job run
+//! twice (at-least-once) does not send twice once the first run recorded its result.
+//!
+//! A send goes through three committed steps: the message becomes `sending` (with the time of
+//! the attempt) before the request leaves; the request names the message in WhatsApp's
+//! `biz_opaque_callback_data`; Meta's answer is recorded (`sent` with the wamid, or the
+//! failure). If the process dies between the first step and the last, or the request goes
+//! unanswered, the message stays `sending`: Meta may have it. The next attempt then does not
+//! send blindly: it waits [`SEND_GRACE`] from the interrupted attempt for a status webhook,
+//! which carries our message id and so settles the message even without the lost wamid, and
+//! sends again only if none came. Residual risk, stated plainly: if Meta took the message but
+//! no status webhook of it reaches us within the grace (Meta's retries to a server that was
+//! down can take longer), the customer gets it twice; if we waited for ever instead, a message
+//! Meta never took would never be sent. Requests that certainly did not reach Meta (no
+//! connection) or that Meta answered with an error go straight back to `queued`.
+//!
+//! Retryable failures (429, 5xx, no answer) go back to the queue with backoff, honouring
+//! Retry-After; permanent ones are recorded on the message and the job is dead-lettered. A
+//! free-form message is checked against WhatsApp's 24-hour window when it is about to go, so
+//! what the AI, the platform or a reviewer writes late is not sent (and a person takes over).
 
 use serde_json::{json, Value};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::routes::SERVICE_WINDOW;
 use crate::app::AppState;
+use crate::audit::{self, AuditEvent, AuditSource};
 use crate::channels::whatsapp::{Outbound, SendError};
 use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::queue::{Job, Outcome};
 
+/// How long a send that may have reached Meta waits for Meta's status webhook before it is
+/// sent again. Meta reports `sent` within seconds of taking a message; the rest of the margin
+/// is for its webhook retries to reach a server that was down.
+pub const SEND_GRACE: time::Duration = time::Duration::minutes(5);
+
+/// The code recorded on a free-form message that was not sent because the customer's 24-hour
+/// window had closed by the time it was to go.
+pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
+
+fn job_message_id(job: &Job) -> Option<Uuid> {
+    job.payload
+        .get("message_id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
 pub async fn run(state: &AppState, job: &Job) -> Outcome {
     match attempt(state, job).await {
         Ok(outcome) => outcome,
-        // Our own trouble (database unreachable...): try again later.
-        Err(e) => Outcome::Retry {
-            error: e.to_string(),
-            after: None,
-        },
+        // Our own trouble (database unreachable, unreadable channel secrets...): try again
+        // later, and when that was the last try, say so on the message rather than leave it
+        // waiting for ever. (If the database itself is gone, this fails too; the dead job's
+        // retry puts the message back in line.)
+        Err(e) => {
+            if job.attempts >= job.max_attempts {
+                if let Some(message_id) = job_message_id(job) {
+                    let error = json!({
+                        "kind": "platform",
+                        "retryable": true,
+                        "message": format!("the platform could not send this message: {e}"),
+                    });
+                    if let Err(e) = mark_failed(state, job.tenant_id, message_id, error).await {
+                        tracing::warn!(%message_id, error = %e, "recording a send's failure failed");
+                    }
+                }
+            }
+            Outcome::Retry {
+                error: e.to_string(),
+                after: None,
+            }
+        }
     }
 }
 
 async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
-    let Some(message_id) = job
-        .payload
-        .get("message_id")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
-    else {
+    let Some(message_id) = job_message_id(job) else {
         return Ok(Outcome::Fail {
             error: "the job names no message".into(),
         });
     };
     let mut tx = state.db.tenant_tx(job.tenant_id).await?;
     let row = sqlx::query!(
-        "SELECT m.delivery_status, m.body, m.content_type, m.attachments, m.inbox_id, m.conversation_id,
+        "SELECT m.delivery_status, m.send_attempted_at, m.provider_message_id, m.body, m.content_type,
+                m.attachments, m.inbox_id, m.conversation_id, c.last_inbound_at,
                 i.channel, i.settings, i.secrets, p.whatsapp_id, p.phone
          FROM message m
          JOIN conversation c ON c.id = m.conversation_id
@@ -54,11 +102,36 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
     let Some(row) = row else {
         return Ok(Outcome::Done);
     };
-    if row.delivery_status.as_deref() != Some("queued") {
-        return Ok(Outcome::Done);
+    let now = OffsetDateTime::now_utc();
+    match row.delivery_status.as_deref() {
+        Some("queued") => {}
+        // Meta's status webhook already named the message: it was sent.
+        Some("sending") if row.provider_message_id.is_some() => return Ok(Outcome::Done),
+        Some("sending") => {
+            let since = row.send_attempted_at.map_or(SEND_GRACE, |at| now - at);
+            if since < SEND_GRACE {
+                tracing::info!(%message_id, "an earlier attempt may have reached Meta; waiting for its status webhook");
+                return Ok(Outcome::Later {
+                    after: (SEND_GRACE - since).try_into().unwrap_or_default(),
+                    note: "an earlier attempt may have reached Meta: waiting for its status \
+                           webhook before sending again"
+                        .into(),
+                });
+            }
+            tracing::warn!(%message_id, "no word from Meta on an interrupted send within the grace period; sending again");
+        }
+        _ => return Ok(Outcome::Done),
     }
     if row.channel != "whatsapp" {
-        mark_sent(state, job.tenant_id, message_id, row.conversation_id, None).await?;
+        mark_sent(state, job.tenant_id, message_id, None).await?;
+        return Ok(Outcome::Done);
+    }
+    let is_template = row.content_type == "template";
+    let window_closed = row
+        .last_inbound_at
+        .is_none_or(|at| now - at > SERVICE_WINDOW);
+    if !is_template && window_closed {
+        outside_window(state, job.tenant_id, message_id, row.conversation_id, None).await?;
         return Ok(Outcome::Done);
     }
 
@@ -78,88 +151,159 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         .whatsapp_id
         .or_else(|| row.phone.map(|p| p.trim_start_matches('+').to_string()))
         .unwrap_or_default();
-    let outbound = match row.content_type.as_str() {
-        "template" => {
-            let template = &row.attachments[0]["template"];
-            Outbound::Template {
-                to,
-                name: template["name"].as_str().unwrap_or_default().to_string(),
-                language: template["language"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                components: template["components"].clone(),
-            }
+    let outbound = if is_template {
+        let template = &row.attachments[0]["template"];
+        Outbound::Template {
+            to,
+            name: template["name"].as_str().unwrap_or_default().to_string(),
+            language: template["language"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            components: template["components"].clone(),
         }
-        _ => Outbound::Text {
+    } else {
+        Outbound::Text {
             to,
             body: row.body,
             preview_url: false,
-        },
+        }
     };
 
+    // Committed before the request leaves: from here on, a crash leaves a trace that says
+    // Meta may have the message.
+    if !start_sending(
+        state,
+        job.tenant_id,
+        message_id,
+        row.conversation_id,
+        row.delivery_status.as_deref().unwrap_or_default(),
+        row.send_attempted_at,
+    )
+    .await?
+    {
+        // Settled or taken up by someone else since we read it: look again.
+        return Ok(Outcome::Later {
+            after: std::time::Duration::ZERO,
+            note: "the message changed while its send was being prepared".into(),
+        });
+    }
+
+    let callback = message_id.to_string();
     match state
         .graph
-        .send(&phone_number_id, &secrets.access_token, &outbound)
+        .send_tagged(
+            &phone_number_id,
+            &secrets.access_token,
+            &outbound,
+            Some(&callback),
+        )
         .await
     {
         Ok(sent) => {
-            mark_sent(
-                state,
-                job.tenant_id,
-                message_id,
-                row.conversation_id,
-                Some(&sent.wamid),
-            )
-            .await?;
+            mark_sent(state, job.tenant_id, message_id, Some(&sent.wamid)).await?;
             Ok(Outcome::Done)
         }
         Err(e) if e.is_retryable() && job.attempts < job.max_attempts => {
             tracing::info!(%message_id, error = %e, "send failed; will retry");
+            if !e.may_have_been_sent() {
+                // Meta answered with an error, or was never reached: nothing went out.
+                back_in_line(state, job.tenant_id, message_id).await?;
+            }
             Ok(Outcome::Retry {
                 error: e.to_string(),
                 after: e.retry_after(),
             })
         }
-        Err(e) => {
-            mark_failed(
+        Err(SendError::OutsideWindow { code, message }) => {
+            let error = SendError::OutsideWindow { code, message }.as_json();
+            outside_window(
                 state,
                 job.tenant_id,
                 message_id,
                 row.conversation_id,
-                e.as_json(),
+                Some(error),
             )
             .await?;
-            match e {
-                // The conversation's state, not a fault: recorded on the message, nothing to retry.
-                SendError::OutsideWindow { .. } => Ok(Outcome::Done),
-                other => Ok(Outcome::Fail {
-                    error: other.to_string(),
-                }),
-            }
+            // The conversation's state, not a fault: recorded on the message, nothing to retry.
+            Ok(Outcome::Done)
+        }
+        Err(e) => {
+            mark_failed(state, job.tenant_id, message_id, e.as_json()).await?;
+            Ok(Outcome::Fail {
+                error: e.to_string(),
+            })
         }
     }
+}
+
+/// Marks the message `sending` if it is still as we read it; false when it changed meanwhile.
+async fn start_sending(
+    state: &AppState,
+    tenant_id: Uuid,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    seen_status: &str,
+    seen_attempt: Option<OffsetDateTime>,
+) -> Result<bool> {
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let claimed = sqlx::query!(
+        "UPDATE message SET delivery_status = 'sending', send_attempted_at = now()
+         WHERE id = $1 AND delivery_status = $2 AND send_attempted_at IS NOT DISTINCT FROM $3
+           AND provider_message_id IS NULL",
+        message_id,
+        seen_status,
+        seen_attempt
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        announce(&mut tx, tenant_id, message_id, conversation_id, "sending").await?;
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// A request that certainly did not go out: the next attempt need not wait for Meta.
+async fn back_in_line(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    sqlx::query!(
+        "UPDATE message SET delivery_status = 'queued' WHERE id = $1 AND delivery_status = 'sending'",
+        message_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn mark_sent(
     state: &AppState,
     tenant_id: Uuid,
     message_id: Uuid,
-    conversation_id: Uuid,
     wamid: Option<&str>,
 ) -> Result<()> {
     let mut tx = state.db.tenant_tx(tenant_id).await?;
-    sqlx::query!(
-        "UPDATE message SET provider_message_id = COALESCE($2, provider_message_id),
-                delivery_status = CASE WHEN delivery_status = 'queued' THEN 'sent' ELSE delivery_status END,
+    // A status webhook may have been faster than this (it names the message by our id): then
+    // the message is already as far as Meta said, and stays there.
+    let row = sqlx::query!(
+        "UPDATE message SET provider_message_id = COALESCE(provider_message_id, $2),
+                delivery_status = CASE WHEN delivery_status IN ('queued', 'sending') THEN 'sent'
+                                       ELSE delivery_status END,
                 sent_at = COALESCE(sent_at, now())
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING conversation_id, delivery_status",
         message_id,
         wamid
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    announce(&mut tx, tenant_id, message_id, conversation_id, "sent").await?;
+    if let Some(row) = row {
+        let status = row.delivery_status.unwrap_or_default();
+        announce(&mut tx, tenant_id, message_id, row.conversation_id, &status).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -168,19 +312,120 @@ async fn mark_failed(
     state: &AppState,
     tenant_id: Uuid,
     message_id: Uuid,
-    conversation_id: Uuid,
     error: Value,
 ) -> Result<()> {
     let mut tx = state.db.tenant_tx(tenant_id).await?;
-    sqlx::query!(
+    failed(&mut tx, tenant_id, message_id, error).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records the failure on a message that is still on its way, and announces it.
+async fn failed(
+    tx: &mut crate::db::Tx,
+    tenant_id: Uuid,
+    message_id: Uuid,
+    error: Value,
+) -> Result<bool> {
+    let conversation_id = sqlx::query_scalar!(
         "UPDATE message SET delivery_status = 'failed', delivery_error = $2, failed_at = now()
-         WHERE id = $1 AND delivery_status = 'queued'",
+         WHERE id = $1 AND delivery_status IN ('queued', 'sending')
+         RETURNING conversation_id",
         message_id,
         error
     )
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(conversation_id) = conversation_id else {
+        return Ok(false);
+    };
+    announce(tx, tenant_id, message_id, conversation_id, "failed").await?;
+    Ok(true)
+}
+
+/// A free-form message the 24-hour window no longer lets through (our own check, or Meta's
+/// answer): recorded as failed, and the conversation goes to a person with a note saying why,
+/// since only a person can choose a template to reach the customer now.
+async fn outside_window(
+    state: &AppState,
+    tenant_id: Uuid,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    meta_error: Option<Value>,
+) -> Result<()> {
+    let mut error = json!({
+        "kind": OUTSIDE_SERVICE_WINDOW,
+        "retryable": false,
+        "message": "not sent: the customer last wrote more than 24 hours ago, and WhatsApp then \
+                    accepts only a template message",
+    });
+    if let Some(meta) = meta_error {
+        error["graph"] = meta;
+    }
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    if !failed(&mut tx, tenant_id, message_id, error).await? {
+        tx.commit().await?;
+        return Ok(());
+    }
+    let before = super::fetch(&mut tx, conversation_id).await?;
+    sqlx::query!(
+        "UPDATE conversation SET handler = 'human', updated_at = now() WHERE id = $1",
+        conversation_id
+    )
     .execute(&mut *tx)
     .await?;
-    announce(&mut tx, tenant_id, message_id, conversation_id, "failed").await?;
+    let note_id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, content_type,
+                              body, private)
+         VALUES ($1, $2, $3, $4, 'outbound', 'system', 'note', $5, true)",
+        note_id,
+        tenant_id,
+        conversation_id,
+        before.inbox_id,
+        "Handed to a human (outside_service_window): a message to the customer was not sent \
+         because they last wrote more than 24 hours ago. Only a WhatsApp template can reach \
+         them until they write again."
+    )
+    .execute(&mut *tx)
+    .await?;
+    let after = super::fetch(&mut tx, conversation_id).await?;
+    audit::record(
+        &mut tx,
+        &AuditSource::system(tenant_id),
+        AuditEvent::new("conversation.handed_off", "conversation", conversation_id)
+            .before(json!({ "handler": before.handler }))
+            .after(json!({
+                "handler": after.handler,
+                "reason": OUTSIDE_SERVICE_WINDOW,
+                "unsent_message_id": message_id,
+            })),
+    )
+    .await?;
+    events::publish(
+        &mut tx,
+        &Event {
+            tenant_id,
+            kind: "message.created".into(),
+            conversation_id: Some(conversation_id),
+            message_id: Some(note_id),
+            data: json!({ "direction": "outbound", "private": true, "author_kind": "system" }),
+        },
+    )
+    .await?;
+    events::publish(
+        &mut tx,
+        &Event {
+            tenant_id,
+            kind: "conversation.updated".into(),
+            conversation_id: Some(conversation_id),
+            message_id: None,
+            data: json!({ "action": "conversation.handed_off", "status": after.status,
+                          "handler": after.handler, "assignee_id": after.assignee_id,
+                          "reason": OUTSIDE_SERVICE_WINDOW }),
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -132,9 +132,15 @@ pub enum Ingested {
     Duplicate,
 }
 
+/// How old a provider's timestamp may be and still count. Meta retries a webhook for at most
+/// seven days, so an older timestamp is a clock fault, not a late delivery: the message is then
+/// taken as written when it arrived.
+pub const PROVIDER_TIME_HORIZON: time::Duration = time::Duration::days(7);
+
 /// Stores an inbound message on the caller's tenant transaction: finds (or, for a new WhatsApp
 /// number, creates) the contact, joins the contact's open conversation in that inbox (opening
-/// one if none), wakes a snoozed or pending one, enqueues the agent's run when the AI handles
+/// one if none), wakes a snoozed or pending one, starts WhatsApp's 24-hour service window at
+/// the time the customer wrote (the provider's timestamp, never later than now), enqueues the agent's run when the AI handles
 /// the conversation (or when the message asks for human review, AGT-7), and announces the
 /// message at commit.
 pub async fn ingest(
@@ -189,6 +195,7 @@ pub async fn ingest(
                    FROM found
                    WHERE contact.id = found.id AND found.name IS NULL AND $18::text IS NOT NULL
                      AND NOT EXISTS (SELECT 1 FROM seen)
+                   RETURNING contact.id
                ),
                created AS (
                    INSERT INTO contact (id, tenant_id, name, phone, whatsapp_id)
@@ -203,9 +210,14 @@ pub async fn ingest(
                ),
                conv AS (
                    INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at, language)
-                   SELECT $1, $2, $3, who.id, now(), now(), $16 FROM who WHERE NOT EXISTS (SELECT 1 FROM seen)
+                   SELECT $1, $2, $3, who.id, now(),
+                          least(coalesce(CASE WHEN $10::timestamptz > now() - make_interval(secs => $22)
+                                              THEN $10::timestamptz END, now()), now()),
+                          $16
+                   FROM who WHERE NOT EXISTS (SELECT 1 FROM seen)
                    ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
-                   DO UPDATE SET last_message_at = now(), last_inbound_at = now(), updated_at = now(),
+                   DO UPDATE SET last_message_at = now(), updated_at = now(),
+                                 last_inbound_at = greatest(conversation.last_inbound_at, EXCLUDED.last_inbound_at),
                                  language = CASE WHEN conversation.language_set_by_member THEN conversation.language
                                                  ELSE coalesce($16, conversation.language) END,
                                  status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
@@ -230,6 +242,7 @@ pub async fn ingest(
                SELECT EXISTS (SELECT 1 FROM seen) AS "seen!",
                       (SELECT id FROM who) AS "contact_id?",
                       EXISTS (SELECT 1 FROM created) AS "contact_created!",
+                      EXISTS (SELECT 1 FROM named) AS "contact_named!",
                       (SELECT id FROM conv) AS "conversation_id?",
                       (SELECT id FROM msg) AS "message_id?",
                       EXISTS (SELECT 1 FROM run) AS "run_queued!""#,
@@ -253,7 +266,8 @@ pub async fn ingest(
             profile_name,
             Uuid::now_v7(),
             phone,
-            asks_for_review
+            asks_for_review,
+            PROVIDER_TIME_HORIZON.as_seconds_f64()
         )
         .fetch_one(&mut *conn)
         .await?;
@@ -278,8 +292,27 @@ pub async fn ingest(
         audit::record(
             &mut *conn,
             &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
-            AuditEvent::new("contact.created", "contact", contact_id)
-                .after(json!({ "whatsapp_id": wa_id, "name": profile_name, "phone": phone })),
+            AuditEvent::new("contact.created", "contact", contact_id).after(
+                crate::crm::contacts::channel_contact(
+                    contact_id,
+                    profile_name.as_deref(),
+                    phone.as_deref(),
+                    Some(wa_id),
+                    None,
+                    &json!({}),
+                ),
+            ),
+        )
+        .await?;
+    }
+    if let (true, Some(contact_id)) = (row.contact_named, row.contact_id) {
+        // The profile name filled in a name the contact lacked: a change like any other.
+        audit::record(
+            &mut *conn,
+            &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
+            AuditEvent::new("contact.updated", "contact", contact_id)
+                .before(json!({ "name": null }))
+                .after(json!({ "name": profile_name })),
         )
         .await?;
     }
@@ -320,40 +353,56 @@ pub async fn language(conn: &mut PgConnection, conversation_id: Uuid) -> Result<
 }
 
 /// Delivery states only move forward (`read` after `delivered` after `sent`), whatever order
-/// the provider's notifications arrive in; `failed` is final.
+/// the provider's notifications arrive in; `failed` is final. The order is the array in
+/// [`apply_status`].
 pub fn delivery_rank(status: &str) -> i32 {
     match status {
         "queued" => 0,
-        "sent" => 1,
-        "delivered" => 2,
-        "read" => 3,
-        "failed" => 4,
+        "sending" => 1,
+        "sent" => 2,
+        "delivered" => 3,
+        "read" => 4,
+        "failed" => 5,
         _ => -1,
     }
 }
 
-/// Applies a provider's status notification to the outbound message with that provider id.
+/// Applies a provider's status notification to the outbound message with that provider id, or,
+/// when the send's own answer was lost (a crash after Meta took the message), to the message
+/// its callback data names (our message id, echoed by Meta), which then learns its wamid.
 /// Returns false when no such message exists (the caller logs it and answers normally).
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_status(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     inbox_id: Uuid,
     provider_message_id: &str,
+    callback_message_id: Option<Uuid>,
     status: &str,
     at: OffsetDateTime,
     error: Option<Value>,
 ) -> Result<bool> {
+    // Each branch is a lookup by a unique key (the wamid first: once known it wins), so the
+    // statement stays one index probe or two whatever plan the table's statistics suggest.
     let updated = sqlx::query!(
         "UPDATE message SET
+             provider_message_id = COALESCE(provider_message_id, $2),
              delivery_status = CASE WHEN $4 > COALESCE(array_position(
-                     ARRAY['queued','sent','delivered','read','failed'], delivery_status) - 1, -1)
+                     ARRAY['queued','sending','sent','delivered','read','failed'], delivery_status) - 1, -1)
                  THEN $3 ELSE delivery_status END,
              sent_at = CASE WHEN $3 IN ('sent', 'delivered', 'read') THEN COALESCE(sent_at, $5) ELSE sent_at END,
              delivered_at = CASE WHEN $3 IN ('delivered', 'read') THEN COALESCE(delivered_at, $5) ELSE delivered_at END,
              read_at = CASE WHEN $3 = 'read' THEN COALESCE(read_at, $5) ELSE read_at END,
              failed_at = CASE WHEN $3 = 'failed' THEN COALESCE(failed_at, $5) ELSE failed_at END,
              delivery_error = CASE WHEN $3 = 'failed' THEN $6 ELSE delivery_error END
-         WHERE tenant_id = $7 AND inbox_id = $1 AND provider_message_id = $2 AND direction = 'outbound'
+         WHERE tenant_id = $7 AND id = (
+             SELECT id FROM message
+             WHERE tenant_id = $7 AND inbox_id = $1 AND provider_message_id = $2 AND direction = 'outbound'
+             UNION ALL
+             SELECT id FROM message
+             WHERE tenant_id = $7 AND id = $8 AND inbox_id = $1 AND provider_message_id IS NULL
+               AND direction = 'outbound'
+             LIMIT 1)
          RETURNING id, conversation_id, delivery_status",
         inbox_id,
         provider_message_id,
@@ -361,7 +410,8 @@ pub async fn apply_status(
         delivery_rank(status),
         at,
         error,
-        tenant_id
+        tenant_id,
+        callback_message_id
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -454,4 +504,73 @@ pub async fn post_outbound(
     )
     .await?;
     Ok(id)
+}
+
+/// Housekeeping: reopens snoozed conversations whose time has come, each in its tenant's own
+/// transaction, audited as the platform's doing, announced live. (A customer's message wakes
+/// one sooner: see [`ingest`].) Returns how many woke.
+pub async fn wake_snoozed(state: &crate::app::AppState) -> Result<usize> {
+    let due = sqlx::query!(
+        "SELECT id, tenant_id FROM conversation WHERE status = 'snoozed' AND snoozed_until <= now()
+         ORDER BY snoozed_until LIMIT 500"
+    )
+    .fetch_all(&state.db.system)
+    .await?;
+    let mut woken = 0;
+    for row in due {
+        match wake(state, row.tenant_id, row.id).await {
+            Ok(true) => woken += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(conversation_id = %row.id, error = %e, "waking a snoozed conversation failed")
+            }
+        }
+    }
+    Ok(woken)
+}
+
+async fn wake(state: &crate::app::AppState, tenant_id: Uuid, id: Uuid) -> Result<bool> {
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    // Locked, and still due: a customer's message or a member may have woken it meanwhile.
+    let due = sqlx::query_scalar!(
+        "SELECT id FROM conversation WHERE id = $1 AND status = 'snoozed' AND snoozed_until <= now()
+         FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if due.is_none() {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    let before = fetch(&mut tx, id).await?;
+    sqlx::query!(
+        "UPDATE conversation SET status = 'open', snoozed_until = NULL, updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let after = fetch(&mut tx, id).await?;
+    audit::record(
+        &mut tx,
+        &audit::AuditSource::system(tenant_id),
+        AuditEvent::new("conversation.woken", "conversation", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    events::publish(
+        &mut tx,
+        &Event {
+            tenant_id,
+            kind: "conversation.updated".into(),
+            conversation_id: Some(id),
+            message_id: None,
+            data: json!({ "action": "conversation.woken", "status": after.status,
+                          "handler": after.handler, "assignee_id": after.assignee_id }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -56,6 +56,38 @@ pub fn routes(api: Api) -> Api {
         ("crm", "Delete a contact"),
         delete,
     )
+    .route(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/restrict",
+        Requires(Permission::DataSubjectRights),
+        (
+            "crm",
+            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
+        ),
+        restrict,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/unrestrict",
+        Requires(Permission::DataSubjectRights),
+        ("crm", "Lift a restriction of processing (DSR-4)"),
+        unrestrict,
+    )
+}
+
+/// A WhatsApp id as Meta gives it: the number's digits, or, for a user who hides their number
+/// behind a username, a business-scoped user id such as `US.13491208655302741918`.
+fn valid_whatsapp_id(id: &str) -> bool {
+    let digits = !id.is_empty() && id.len() <= 20 && id.chars().all(|c| c.is_ascii_digit());
+    let bytes = id.as_bytes();
+    let scoped = (4..=128).contains(&id.len())
+        && bytes[0].is_ascii_uppercase()
+        && bytes[1].is_ascii_uppercase()
+        && bytes[2] == b'.'
+        && id[3..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.');
+    digits || scoped
 }
 
 /// A phone number in E.164 (`+` and 7 to 15 digits); common separators are accepted on input.
@@ -210,13 +242,16 @@ fn merge(body: ContactBody, base: Option<&ContactView>) -> Result<Fields> {
         .map(|p| E164::parse(&p).map(|p| p.0))
         .transpose()?;
     let whatsapp_id = pick(body.whatsapp_id, base.map(|b| &b.whatsapp_id));
-    if whatsapp_id
-        .as_deref()
-        .is_some_and(|w| !w.chars().all(|c| c.is_ascii_digit()) || w.len() > 20)
+    // What the channel stored stays acceptable as it is; a new value must look like Meta's.
+    let unchanged = whatsapp_id.as_ref() == base.and_then(|b| b.whatsapp_id.as_ref());
+    if !unchanged
+        && whatsapp_id
+            .as_deref()
+            .is_some_and(|w| !valid_whatsapp_id(w))
     {
         return Err(Error::bad_request(
             "invalid_whatsapp_id",
-            "whatsapp_id is the number's digits",
+            "whatsapp_id is the number's digits, or a WhatsApp user id such as US.13491208655302741918",
         ));
     }
     let attributes = body
@@ -351,6 +386,117 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn restrict(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ContactView>> {
+    set_restricted(&state, &ctx, id, true).await.map(Json)
+}
+
+async fn unrestrict(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ContactView>> {
+    set_restricted(&state, &ctx, id, false).await.map(Json)
+}
+
+/// DSR-4. Restricting also gives the contact's open conversations that the AI handles to the
+/// members at once (the agent runtime refuses a restricted contact's messages in any case);
+/// lifting it hands nothing back: a member decides that per conversation.
+async fn set_restricted(
+    state: &AppState,
+    ctx: &Ctx,
+    id: Uuid,
+    restricted: bool,
+) -> Result<ContactView> {
+    let mut tx = ctx.begin(state).await?;
+    let before = fetch(&mut tx, id).await?;
+    let after = sqlx::query_as!(
+        ContactView,
+        "UPDATE contact SET restricted = $2, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()
+         RETURNING id, account_id, name, email, phone, whatsapp_id, external_id, attributes, restricted,
+                   created_at, updated_at",
+        id,
+        restricted
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let handed_over = if restricted {
+        sqlx::query_scalar!(
+            "UPDATE conversation SET handler = 'human', updated_at = now()
+             WHERE tenant_id = current_tenant_id() AND contact_id = $1 AND handler = 'ai'
+               AND status <> 'resolved'
+             RETURNING id",
+            id
+        )
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let action = if restricted {
+        "contact.restricted"
+    } else {
+        "contact.unrestricted"
+    };
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new(action, "contact", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    for conversation_id in handed_over {
+        ctx.audit(
+            &mut tx,
+            AuditEvent::new("conversation.taken_over", "conversation", conversation_id)
+                .before(json!({ "handler": "ai" }))
+                .after(json!({ "handler": "human", "reason": "restricted_contact" })),
+        )
+        .await?;
+        crate::events::publish(
+            &mut tx,
+            &crate::events::Event {
+                tenant_id: ctx.tenant_id,
+                kind: "conversation.updated".into(),
+                conversation_id: Some(conversation_id),
+                message_id: None,
+                data: json!({ "action": "conversation.taken_over", "handler": "human",
+                              "reason": "restricted_contact" }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// What the audit log records about a contact a channel created: the fields of a contact, as
+/// for one a member creates, so every `contact.created` entry reads the same.
+pub fn channel_contact(
+    id: Uuid,
+    name: Option<&str>,
+    phone: Option<&str>,
+    whatsapp_id: Option<&str>,
+    external_id: Option<&str>,
+    attributes: &Value,
+) -> Value {
+    json!({
+        "id": id,
+        "account_id": null,
+        "name": name,
+        "email": null,
+        "phone": phone,
+        "whatsapp_id": whatsapp_id,
+        "external_id": external_id,
+        "attributes": attributes,
+        "restricted": false,
+    })
+}
+
 /// The audit actor for changes a channel makes on a customer's behalf.
 pub fn channel_source(tenant_id: Uuid, inbox_id: Uuid) -> AuditSource {
     AuditSource {
@@ -383,6 +529,28 @@ mod tests {
             "+55 11 abc",
         ] {
             assert!(E164::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn whatsapp_ids_are_digits_or_business_scoped_user_ids() {
+        for good in [
+            "16505551234",
+            "US.13491208655302741918",
+            "US.ENT.11815799212886844830",
+        ] {
+            assert!(valid_whatsapp_id(good), "{good} refused");
+        }
+        for bad in [
+            "",
+            "+16505551234",
+            "us.123",
+            "US.",
+            "U.123",
+            "US.12 34",
+            "US.1/2",
+        ] {
+            assert!(!valid_whatsapp_id(bad), "{bad} accepted");
         }
     }
 }

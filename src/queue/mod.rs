@@ -120,6 +120,12 @@ pub enum Outcome {
     Fail {
         error: String,
     },
+    /// Not now, and not a failure: run again after `after` without spending an attempt (a
+    /// send that waits for Meta's word on an interrupted attempt).
+    Later {
+        after: Duration,
+        note: String,
+    },
 }
 
 /// Records the outcome of a claimed job. Only the worker holding the claim may settle it.
@@ -156,6 +162,20 @@ pub async fn settle(
             .execute(pool)
             .await?;
         }
+        Outcome::Later { after, note } => {
+            sqlx::query!(
+                "UPDATE job SET status = 'queued', attempts = greatest(attempts - 1, 0),
+                        run_at = now() + make_interval(secs => $3), last_error = $4,
+                        locked_until = NULL, locked_by = NULL, updated_at = now()
+                 WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                job.id,
+                worker,
+                after.as_secs_f64(),
+                note
+            )
+            .execute(pool)
+            .await?;
+        }
         Outcome::Retry { error, .. } | Outcome::Fail { error } => {
             tracing::warn!(job_id = %job.id, kind = %job.kind, %error, "job moved to the dead letters");
             sqlx::query!(
@@ -171,6 +191,28 @@ pub async fn settle(
         }
     }
     Ok(())
+}
+
+/// Extends the lease of a job this worker is still running, so that a job which runs longer
+/// than one lease (a slow send, a long agent run) is not taken over by another worker while it
+/// is alive. Returns false when the claim is no longer ours (the lease ran out and another
+/// worker took the job, or it was settled).
+pub async fn heartbeat(
+    pool: &PgPool,
+    job: &Job,
+    worker: &str,
+    lease: Duration,
+) -> sqlx::Result<bool> {
+    let renewed = sqlx::query!(
+        "UPDATE job SET locked_until = now() + make_interval(secs => $3), updated_at = now()
+         WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+        job.id,
+        worker,
+        lease.as_secs_f64()
+    )
+    .execute(pool)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
 }
 
 /// Gives a claimed job back untouched (on shutdown), without spending an attempt.

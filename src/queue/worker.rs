@@ -1,8 +1,9 @@
-//! The in-process worker: claims due jobs, runs them with bounded concurrency, settles each
-//! outcome, and on shutdown stops claiming and lets running jobs finish (a job cut short
-//! comes back to another worker when its lease expires).
+//! The in-process worker: claims due jobs, runs them with bounded concurrency, keeps their
+//! leases alive while they run, settles each outcome, and on shutdown stops claiming, lets
+//! running jobs finish for a while, then cuts the rest short and gives them back to the queue.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -11,21 +12,29 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{claim, settle, Job, Outcome};
+use super::{claim, heartbeat, release, settle, Job, Outcome};
 use crate::app::AppState;
 
-/// How long shutdown waits for running jobs before leaving them to lease expiry.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long shutdown waits for running jobs before cutting them short and releasing them.
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    spawn_draining_for(state, DRAIN)
+}
+
+/// As [`spawn`], waiting at most `drain` for running jobs on shutdown.
+pub fn spawn_draining_for(state: AppState, drain: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = run(state).await {
+        if let Err(e) = run(state, drain).await {
             tracing::error!(error = ?e, "the job worker stopped");
         }
     })
 }
 
-async fn run(state: AppState) -> anyhow::Result<()> {
+/// Jobs this worker holds, by id: what is left here after the drain was cut short.
+type Held = Arc<Mutex<HashMap<Uuid, Job>>>;
+
+async fn run(state: AppState, drain: Duration) -> anyhow::Result<()> {
     let config = state.config.worker.clone();
     let worker_id = format!("worker-{}", Uuid::new_v4().simple());
     let stop = state.shutdown.clone();
@@ -33,6 +42,7 @@ async fn run(state: AppState) -> anyhow::Result<()> {
     listener.listen("custodian_jobs").await?;
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let mut running = JoinSet::new();
+    let held: Held = Arc::default();
     tracing::info!(%worker_id, concurrency = config.concurrency, "job worker started");
 
     loop {
@@ -54,12 +64,17 @@ async fn run(state: AppState) -> anyhow::Result<()> {
                 let permit = permits.clone().acquire_owned().await?;
                 let state = state.clone();
                 let worker_id = worker_id.clone();
+                let held = held.clone();
+                held.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(job.id, job.clone());
                 running.spawn(async move {
-                    let outcome = dispatch(&state, &job).await;
+                    let outcome = run_alive(&state, &job, &worker_id).await;
                     let backoff = (state.config.worker.base_backoff, state.config.worker.max_backoff);
                     if let Err(e) = settle(&state.db.system, &job, &worker_id, &outcome, backoff).await {
                         tracing::warn!(job_id = %job.id, error = %e, "settling a job failed; its lease will expire");
                     }
+                    held.lock().unwrap_or_else(PoisonError::into_inner).remove(&job.id);
                     drop(permit);
                 });
             }
@@ -81,14 +96,57 @@ async fn run(state: AppState) -> anyhow::Result<()> {
     }
 
     tracing::info!(running = running.len(), "job worker draining");
-    let drained = tokio::time::timeout(DRAIN, async {
+    let drained = tokio::time::timeout(drain, async {
         while running.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         running.abort_all();
+        while running.join_next().await.is_some() {}
+        // Cut short, not failed: back to the queue at once, the attempt not counted, instead
+        // of sitting `running` until the lease runs out. A job that settled just before the
+        // abort is no longer `running` under our name, and releasing it changes nothing.
+        let cut: Vec<Job> = held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, job)| job)
+            .collect();
+        for job in &cut {
+            match release(&state.db.system, job, &worker_id).await {
+                Ok(()) => {
+                    tracing::info!(job_id = %job.id, kind = %job.kind, "job cut short by shutdown and released")
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job.id, error = %e, "releasing a job failed; its lease will expire")
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Runs the job while renewing its lease, a third of a lease apart, so that a live worker
+/// keeps its job however long it runs (a send waiting on a slow Graph API, an agent run
+/// waiting on its model) and only a dead worker's job is taken over.
+async fn run_alive(state: &AppState, job: &Job, worker_id: &str) -> Outcome {
+    let lease = state.config.worker.lease;
+    let work = dispatch(state, job);
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval(lease / 3);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The claim itself just set the lease.
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = beat.tick() => match heartbeat(&state.db.system, job, worker_id, lease).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(job_id = %job.id, kind = %job.kind, "lost the lease of a running job; another worker may run it too"),
+                Err(e) => tracing::warn!(job_id = %job.id, error = %e, "renewing a job's lease failed"),
+            },
+        }
+    }
 }
 
 async fn dispatch(state: &AppState, job: &Job) -> Outcome {

@@ -490,10 +490,18 @@ async fn a_restricted_contacts_messages_are_never_processed_by_the_agent() {
     );
     let first = execution(&w.app).await;
     let mut conn = w.app.superuser().await;
-    sqlx::query("UPDATE contact SET restricted = true")
-        .execute(&mut conn)
+    // The data subject asks for restriction; a member records it through the API.
+    let contact: Uuid = sqlx::query_scalar("SELECT id FROM contact")
+        .fetch_one(&mut conn)
         .await
         .unwrap();
+    let restricted = w
+        .app
+        .send(Req::post(format!("/api/v1/contacts/{contact}/restrict")).by(&w.owner))
+        .await;
+    assert_eq!(restricted.status, StatusCode::OK, "{}", restricted.body);
+    assert_eq!(restricted.body["restricted"], true);
+    // Even a conversation handed back to the AI is not processed for a restricted contact.
     sqlx::query("UPDATE conversation SET handler = 'ai'")
         .execute(&mut conn)
         .await

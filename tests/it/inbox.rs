@@ -497,3 +497,447 @@ async fn members_follow_new_messages_and_changes_live_for_their_own_tenant_only(
         }
     }
 }
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Starts this process's event listener and waits until it hears notifications, so that a live
+/// stream opened now misses nothing committed from here on.
+pub(crate) async fn listening(app: &TestApp) {
+    custodian::events::spawn_listener(app.state.clone());
+    let mut bus = app.state.bus.subscribe();
+    let mut conn = app.superuser().await;
+    let probe = json!({ "tenant_id": Uuid::nil(), "kind": "test.probe", "conversation_id": null, "message_id": null, "data": {} }).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        sqlx::query("SELECT pg_notify('custodian_events', $1)")
+            .bind(&probe)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let heard = tokio::time::timeout(std::time::Duration::from_millis(200), bus.recv()).await;
+        if matches!(heard, Ok(Ok(ref e)) if e.kind == "test.probe") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never listened"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_snoozed_conversation_wakes_by_itself_when_its_time_comes_audited_and_announced() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let (_, conversations) = inbox_with_conversations(&app, &owner, 2).await;
+    let [due, later] = [conversations[0], conversations[1]];
+    for c in [due, later] {
+        let until = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+        let resp = app
+            .send(
+                Req::post(format!("/api/v1/conversations/{c}/status"))
+                    .by(&owner)
+                    .json(json!({ "status": "snoozed", "snoozed_until": until })),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+    }
+    // The first one's time has come (the API only takes a future time: the clock moved on).
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "UPDATE conversation SET snoozed_until = now() - interval '1 minute' WHERE id = $1",
+    )
+    .bind(due)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    listening(&app).await;
+    let (_, _, mut stream) = app.open_stream(Req::get("/api/v1/events").by(&owner)).await;
+
+    // The housekeeping sweep, called directly.
+    assert_eq!(
+        custodian::conversations::wake_snoozed(&app.state)
+            .await
+            .unwrap(),
+        1
+    );
+    let event = stream.next_event("conversation.updated", 10).await;
+    assert_eq!(event["conversation_id"], due.to_string());
+    assert_eq!(event["data"]["action"], "conversation.woken");
+    assert_eq!(event["data"]["status"], "open");
+    let shown = app
+        .send(Req::get(format!("/api/v1/conversations/{due}")).by(&owner))
+        .await;
+    assert_eq!(shown.body["conversation"]["status"], "open");
+    assert!(shown.body["conversation"]["snoozed_until"].is_null());
+    let still = app
+        .send(Req::get(format!("/api/v1/conversations/{later}")).by(&owner))
+        .await;
+    assert_eq!(still.body["conversation"]["status"], "snoozed");
+
+    let woken = app
+        .audit_events(owner.tenant_id, "conversation.woken")
+        .await;
+    assert_eq!(woken.len(), 1);
+    assert_eq!(woken[0]["actor_type"], "system");
+    assert_eq!(woken[0]["entity_id"], due.to_string());
+    assert_eq!(woken[0]["before"]["status"], "snoozed");
+    assert!(woken[0]["before"]["snoozed_until"].is_string());
+    assert_eq!(woken[0]["after"]["status"], "open");
+    assert!(woken[0]["after"]["snoozed_until"].is_null());
+    // Nothing more is due: the next sweep changes nothing.
+    assert_eq!(
+        custodian::conversations::wake_snoozed(&app.state)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "conversation.woken")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_customer_message_wakes_a_snoozed_conversation_before_its_time() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, conversation) = app.visitor_writes(inbox, "first question").await;
+    let until = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(2));
+    let snoozed = app
+        .send(
+            Req::post(format!("/api/v1/conversations/{conversation}/status"))
+                .by(&owner)
+                .json(json!({ "status": "snoozed", "snoozed_until": until })),
+        )
+        .await;
+    assert_eq!(snoozed.body["status"], "snoozed");
+    let sent = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token)
+                .json(json!({ "body": "any news?" })),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED);
+    assert_eq!(sent.body["conversation_id"], conversation.to_string());
+    let shown = app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&owner))
+        .await;
+    assert_eq!(shown.body["conversation"]["status"], "open");
+    assert!(shown.body["conversation"]["snoozed_until"].is_null());
+}
+
+const IP: &str = "192.0.2.44";
+const AGENT: &str = "inbox-web/3.1";
+
+fn from(req: Req, member: &Member) -> Req {
+    req.by(member).client_ip(IP).header("user-agent", AGENT)
+}
+
+fn assert_by(event: &serde_json::Value, member: &Member) {
+    assert_eq!(event["actor_type"], "member", "{event}");
+    assert_eq!(event["actor_id"], member.member_id.to_string(), "{event}");
+    assert_eq!(event["ip"], IP, "{event}");
+    assert_eq!(event["user_agent"], AGENT, "{event}");
+    assert_eq!(event["tenant_id"], member.tenant_id.to_string(), "{event}");
+    assert!(event["occurred_at"].is_string(), "{event}");
+}
+
+// proves: AUD-1
+#[tokio::test]
+async fn conversation_changes_are_audited_with_actor_address_agent_and_before_after() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let (_, conversations) = inbox_with_conversations(&app, &owner, 1).await;
+    let c = conversations[0];
+    let assign = app
+        .send(
+            from(
+                Req::post(format!("/api/v1/conversations/{c}/assign")),
+                &agent,
+            )
+            .json(json!({ "assignee_id": agent.member_id })),
+        )
+        .await;
+    assert_eq!(assign.status, StatusCode::OK);
+    let status = app
+        .send(
+            from(
+                Req::post(format!("/api/v1/conversations/{c}/status")),
+                &agent,
+            )
+            .json(json!({ "status": "pending" })),
+        )
+        .await;
+    assert_eq!(status.status, StatusCode::OK);
+    let labels = app
+        .send(
+            from(
+                Req::new(
+                    axum::http::Method::PUT,
+                    format!("/api/v1/conversations/{c}/labels"),
+                ),
+                &agent,
+            )
+            .json(json!({ "labels": ["refund"] })),
+        )
+        .await;
+    assert_eq!(labels.status, StatusCode::OK);
+
+    for (action, field, before, after) in [
+        (
+            "conversation.assigned",
+            "assignee_id",
+            json!(null),
+            json!(agent.member_id.to_string()),
+        ),
+        (
+            "conversation.status_changed",
+            "status",
+            json!("open"),
+            json!("pending"),
+        ),
+        (
+            "conversation.labels_changed",
+            "labels",
+            json!([]),
+            json!(["refund"]),
+        ),
+    ] {
+        let events = app.audit_events(owner.tenant_id, action).await;
+        assert_eq!(events.len(), 1, "{action}");
+        let event = &events[0];
+        assert_by(event, &agent);
+        assert_eq!(event["entity_type"], "conversation");
+        assert_eq!(event["entity_id"], c.to_string());
+        assert_eq!(event["before"][field], before, "{action}");
+        assert_eq!(event["after"][field], after, "{action}");
+    }
+}
+
+// proves: AUD-1
+#[tokio::test]
+async fn account_updates_and_deletions_are_audited_with_actor_address_agent_and_before_after() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let account = app
+        .send(
+            Req::post("/api/v1/accounts")
+                .by(&owner)
+                .json(json!({ "name": "Globex", "domain": "globex.example" })),
+        )
+        .await
+        .uuid("/id");
+    let updated = app
+        .send(
+            from(Req::patch(format!("/api/v1/accounts/{account}")), &owner)
+                .json(json!({ "name": "Globex Corp", "attributes": { "tier": "gold" } })),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(
+        app.send(from(
+            Req::delete(format!("/api/v1/accounts/{account}")),
+            &owner
+        ))
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    let update = &app.audit_events(owner.tenant_id, "account.updated").await[0];
+    assert_by(update, &owner);
+    assert_eq!(update["entity_id"], account.to_string());
+    assert_eq!(update["before"]["name"], "Globex");
+    assert_eq!(update["before"]["attributes"], json!({}));
+    assert_eq!(update["after"]["name"], "Globex Corp");
+    assert_eq!(update["after"]["attributes"]["tier"], "gold");
+    let delete = &app.audit_events(owner.tenant_id, "account.deleted").await[0];
+    assert_by(delete, &owner);
+    assert_eq!(delete["before"]["name"], "Globex Corp");
+    assert_eq!(delete["before"]["domain"], "globex.example");
+    assert!(delete["after"].is_null());
+}
+
+async fn all_pages(app: &TestApp, owner: &Member, path: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &after {
+            Some(a) => format!("{path}{sep}limit=2&after={a}"),
+            None => format!("{path}{sep}limit=2"),
+        };
+        let page = app.send(Req::get(url).by(owner)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(c) => after = Some(c.to_string()),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn contacts_and_accounts_page_with_cursors_and_accounts_can_be_searched() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    for name in ["Initech", "Globex", "Globex Europe", "Umbrella", "Hooli"] {
+        let resp = app
+            .send(Req::post("/api/v1/accounts").by(&owner).json(json!({ "name": name, "domain": format!("{}.example", name.to_lowercase().replace(' ', "-")) })))
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED);
+    }
+    for name in ["Ana", "Bo", "Cy", "Di", "Ed"] {
+        let resp = app
+            .send(
+                Req::post("/api/v1/contacts")
+                    .by(&owner)
+                    .json(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED);
+    }
+    // Newest first, every item once, across pages of two.
+    assert_eq!(
+        all_pages(&app, &owner, "/api/v1/accounts").await,
+        vec!["Hooli", "Umbrella", "Globex Europe", "Globex", "Initech"]
+    );
+    assert_eq!(
+        all_pages(&app, &owner, "/api/v1/contacts").await,
+        vec!["Ed", "Di", "Cy", "Bo", "Ana"]
+    );
+    // Search by name or domain, case-insensitive, wildcards taken literally; pages too.
+    assert_eq!(
+        all_pages(&app, &owner, "/api/v1/accounts?q=globex").await,
+        vec!["Globex Europe", "Globex"]
+    );
+    assert_eq!(
+        all_pages(&app, &owner, "/api/v1/accounts?q=UMBRELLA.example").await,
+        vec!["Umbrella"]
+    );
+    assert!(all_pages(&app, &owner, "/api/v1/accounts?q=%25")
+        .await
+        .is_empty());
+    let bad = app
+        .send(Req::get("/api/v1/accounts?after=not-a-cursor").by(&owner))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let too_many = app
+        .send(Req::get("/api/v1/contacts?limit=500").by(&owner))
+        .await;
+    assert_eq!(too_many.error_code(), "invalid_limit");
+}
+
+// proves: DSR-4, AUD-1
+#[tokio::test]
+async fn restricting_a_contact_needs_the_data_subject_right_and_is_audited_with_before_and_after() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (_, conversation) = app.visitor_writes(inbox, "hello").await;
+    let contact = app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&owner))
+        .await
+        .body["contact"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restrict = format!("/api/v1/contacts/{contact}/restrict");
+    let denied = app.send(Req::post(&restrict).by(&agent)).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let unknown = app
+        .send(Req::post(format!("/api/v1/contacts/{}/restrict", Uuid::new_v4())).by(&owner))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    let restricted = app.send(from(Req::post(&restrict), &owner)).await;
+    assert_eq!(restricted.status, StatusCode::OK, "{}", restricted.body);
+    assert_eq!(restricted.body["restricted"], true);
+    // Its open conversation is with the humans at once.
+    let shown = app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&owner))
+        .await;
+    assert_eq!(shown.body["conversation"]["handler"], "human");
+    assert_eq!(shown.body["contact"]["restricted"], true);
+
+    let lifted = app
+        .send(from(
+            Req::post(format!("/api/v1/contacts/{contact}/unrestrict")),
+            &owner,
+        ))
+        .await;
+    assert_eq!(lifted.status, StatusCode::OK);
+    assert_eq!(lifted.body["restricted"], false);
+
+    let on = &app
+        .audit_events(owner.tenant_id, "contact.restricted")
+        .await[0];
+    assert_by(on, &owner);
+    assert_eq!(on["entity_id"], contact);
+    assert_eq!(on["before"]["restricted"], false);
+    assert_eq!(on["after"]["restricted"], true);
+    let off = &app
+        .audit_events(owner.tenant_id, "contact.unrestricted")
+        .await[0];
+    assert_by(off, &owner);
+    assert_eq!(off["before"]["restricted"], true);
+    assert_eq!(off["after"]["restricted"], false);
+    let handed = app
+        .audit_events(owner.tenant_id, "conversation.taken_over")
+        .await;
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0]["entity_id"], conversation.to_string());
+    assert_eq!(handed[0]["after"]["reason"], "restricted_contact");
+}
+
+#[tokio::test]
+async fn a_live_stream_that_falls_behind_is_told_to_resync() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    listening(&app).await;
+    // The stream subscribes now and is not read while far more events than it can hold
+    // arrive.
+    let (status, _, mut stream) = app.open_stream(Req::get("/api/v1/events").by(&owner)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut bus = app.state.bus.subscribe();
+    let event = json!({ "tenant_id": owner.tenant_id, "kind": "message.created", "conversation_id": null, "message_id": null, "data": {} }).to_string();
+    let mut conn = app.superuser().await;
+    // Distinct payloads: PostgreSQL folds identical notifications of one transaction into one.
+    sqlx::query(
+        "SELECT pg_notify('custodian_events', jsonb_set($1::jsonb, '{data,n}', to_jsonb(i))::text)
+         FROM generate_series(1, 1500) AS i",
+    )
+    .bind(&event)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Wait until the process has heard them all (this receiver lags too; it only counts).
+    let mut heard = 0u64;
+    while heard < 1500 {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), bus.recv())
+            .await
+            .expect("the notifications to arrive")
+        {
+            Ok(_) => heard += 1,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => heard += n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let resync = stream.next_event("resync", 10).await;
+    assert!(resync["missed"].as_u64().unwrap() > 0, "{resync}");
+}

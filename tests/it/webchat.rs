@@ -246,3 +246,203 @@ async fn the_widget_script_is_served_for_any_page_to_embed() {
         assert!(script.contains(needle), "the widget does not use {needle}");
     }
 }
+
+#[tokio::test]
+async fn errors_reach_the_widget_with_cors_headers_for_an_allowed_origin() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, _) = app.visitor_writes(inbox, "hello").await;
+    let origin = "https://shop.example";
+    // The session ran out: the widget must be able to read the 401 and start a new one.
+    let mut conn = app.superuser().await;
+    sqlx::query("UPDATE webchat_session SET expires_at = now() - interval '1 second'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let cases = [
+        Req::get(format!("/api/v1/webchat/{inbox}/messages"))
+            .header("origin", origin)
+            .header("x-webchat-session", token.clone()),
+        Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+            .header("origin", origin)
+            .header("x-webchat-session", token.clone())
+            .json(json!({ "body": "still there?" })),
+        Req::get(format!("/api/v1/webchat/{inbox}/events?session={token}"))
+            .header("origin", origin),
+        Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+            .header("origin", origin)
+            .raw("application/json", "{not json"),
+        Req::get(format!("/api/v1/webchat/{inbox}/events")).header("origin", origin),
+        Req::post(format!("/api/v1/webchat/{inbox}/sessions"))
+            .header("origin", origin)
+            .json(json!({ "user_id": "42", "user_hash": "00" })),
+    ];
+    let expected = [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::BAD_REQUEST,
+        StatusCode::BAD_REQUEST,
+    ];
+    for (req, status) in cases.into_iter().zip(expected) {
+        let resp = app.send(req).await;
+        assert_eq!(resp.status, status, "{}", resp.body);
+        resp.error_code();
+        assert_eq!(
+            resp.headers
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            Some(origin),
+            "{status}: {}",
+            resp.body
+        );
+    }
+    // Another origin still learns nothing.
+    let evil = app
+        .send(
+            Req::get(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("origin", "https://evil.example")
+                .header("x-webchat-session", token),
+        )
+        .await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    assert!(evil.headers.get("access-control-allow-origin").is_none());
+}
+
+// proves: AUD-1
+#[tokio::test]
+async fn contacts_and_sessions_a_channel_creates_are_audited_alike_with_the_visitors_address() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let resp = app
+        .send(Req::post("/api/v1/inboxes").by(&owner).json(json!({
+            "name": "Chat", "channel": "webchat",
+            "webchat": { "allowed_origins": ["https://shop.example"], "identity_secret": "s3cret" }
+        })))
+        .await;
+    let inbox = resp.uuid("/id");
+    let path = format!("/api/v1/webchat/{inbox}/sessions");
+    let visitor = |body: serde_json::Value| {
+        Req::post(&path)
+            .client_ip("203.0.113.9")
+            .header("user-agent", "Mozilla/5.0 (visitor)")
+            .json(body)
+    };
+    let anonymous = app
+        .send(visitor(
+            json!({ "name": "Anon", "email": "anon@example.com" }),
+        ))
+        .await;
+    assert_eq!(anonymous.status, StatusCode::CREATED);
+    // A verified user first without a name, then with one: the name fills in, audited.
+    let hash = user_hash("s3cret", "u-7");
+    let first = app
+        .send(visitor(json!({ "user_id": "u-7", "user_hash": hash })))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = app
+        .send(visitor(
+            json!({ "user_id": "u-7", "user_hash": hash, "name": "Ana" }),
+        ))
+        .await;
+    assert_eq!(second.body["contact_id"], first.body["contact_id"]);
+    // A member creates one too, for comparison.
+    let member_made = app
+        .send(
+            Req::post("/api/v1/contacts")
+                .by(&owner)
+                .json(json!({ "name": "Hank" })),
+        )
+        .await;
+    assert_eq!(member_made.status, StatusCode::CREATED);
+
+    let created = app.audit_events(owner.tenant_id, "contact.created").await;
+    assert_eq!(created.len(), 3);
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !k.ends_with("_at"))
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    for event in &created[..2] {
+        assert_eq!(event["actor_type"], "channel");
+        assert_eq!(event["actor_id"], inbox.to_string());
+        assert_eq!(event["ip"], "203.0.113.9");
+        assert_eq!(event["user_agent"], "Mozilla/5.0 (visitor)");
+        assert_eq!(event["entity_id"], event["after"]["id"]);
+        assert_eq!(keys(&event["after"]), keys(&created[2]["after"]), "{event}");
+    }
+    assert_eq!(created[0]["after"]["name"], "Anon");
+    assert_eq!(
+        created[0]["after"]["attributes"]["claimed_email"],
+        "anon@example.com"
+    );
+    assert_eq!(created[1]["after"]["external_id"], "u-7");
+    let named = app.audit_events(owner.tenant_id, "contact.updated").await;
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0]["before"]["name"], serde_json::Value::Null);
+    assert_eq!(named[0]["after"]["name"], "Ana");
+
+    let sessions = app
+        .audit_events(owner.tenant_id, "webchat_session.created")
+        .await;
+    assert_eq!(sessions.len(), 3);
+    for (event, resp) in sessions.iter().zip([&anonymous, &first, &second]) {
+        assert_eq!(event["actor_type"], "channel");
+        assert_eq!(event["ip"], "203.0.113.9");
+        assert_eq!(event["after"]["contact_id"], resp.body["contact_id"]);
+        let token = resp.body["session_token"].as_str().unwrap();
+        assert!(
+            !event.to_string().contains(token),
+            "a session token was audited"
+        );
+    }
+    assert_eq!(sessions[1]["after"]["verified"], true);
+}
+
+#[tokio::test]
+async fn a_visitor_stream_that_falls_behind_is_told_to_resync() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, _) = app.visitor_writes(inbox, "hello").await;
+    crate::inbox::listening(&app).await;
+    let (status, _, mut stream) = app
+        .open_stream(Req::get(format!(
+            "/api/v1/webchat/{inbox}/events?session={token}"
+        )))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut bus = app.state.bus.subscribe();
+    let event = json!({ "tenant_id": owner.tenant_id, "kind": "conversation.updated", "conversation_id": null, "message_id": null, "data": {} }).to_string();
+    let mut conn = app.superuser().await;
+    // Distinct payloads: PostgreSQL folds identical notifications of one transaction into one.
+    sqlx::query(
+        "SELECT pg_notify('custodian_events', jsonb_set($1::jsonb, '{data,n}', to_jsonb(i))::text)
+         FROM generate_series(1, 1500) AS i",
+    )
+    .bind(&event)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut heard = 0u64;
+    while heard < 1500 {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), bus.recv())
+            .await
+            .expect("the notifications to arrive")
+        {
+            Ok(_) => heard += 1,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => heard += n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let resync = stream.next_event("resync", 10).await;
+    assert!(resync["missed"].as_u64().unwrap() > 0, "{resync}");
+}

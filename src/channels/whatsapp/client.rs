@@ -123,10 +123,13 @@ pub enum SendError {
         code: Option<i64>,
         message: String,
     },
-    /// No answer: timeout, refused connection, broken response. Retryable; the
+    /// No answer after the request left: timeout, broken response. Retryable, but the
     /// message may or may not have been sent.
     #[error("could not reach the Graph API: {0}")]
     Transport(String),
+    /// No connection: the request never left, so nothing was sent. Retryable.
+    #[error("could not connect to the Graph API: {0}")]
+    Unreachable(String),
 }
 
 impl GraphClient {
@@ -192,6 +195,20 @@ impl GraphClient {
         access_token: &SecretString,
         message: &Outbound,
     ) -> Result<Sent, SendError> {
+        self.send_tagged(phone_number_id, access_token, message, None)
+            .await
+    }
+
+    /// Sends one message, once, with `callback_data` as its `biz_opaque_callback_data`: Meta
+    /// echoes it in every status webhook of the message, so a status can name the message
+    /// even when the send's own answer (the wamid) was lost.
+    pub async fn send_tagged(
+        &self,
+        phone_number_id: &str,
+        access_token: &SecretString,
+        message: &Outbound,
+        callback_data: Option<&str>,
+    ) -> Result<Sent, SendError> {
         if phone_number_id.trim().is_empty() {
             return Err(SendError::Permanent {
                 status: 0,
@@ -204,7 +221,7 @@ impl GraphClient {
             .post(self.messages_url(phone_number_id))
             // `bearer_auth` marks the header sensitive, so it is redacted in debug output.
             .bearer_auth(access_token.expose_secret())
-            .json(&message.to_request_body())
+            .json(&message.to_request_body_tagged(callback_data))
             .send()
             .await
             .map_err(transport_error)?;
@@ -228,6 +245,16 @@ impl Outbound {
     /// Templates are the only messages allowed outside the 24-hour window.
     pub fn is_template(&self) -> bool {
         matches!(self, Outbound::Template { .. })
+    }
+
+    /// The JSON body Graph expects for this message, with Meta's 512-character
+    /// `biz_opaque_callback_data` when given.
+    pub fn to_request_body_tagged(&self, callback_data: Option<&str>) -> Value {
+        let mut body = self.to_request_body();
+        if let Some(data) = callback_data {
+            body["biz_opaque_callback_data"] = json!(data.chars().take(512).collect::<String>());
+        }
+        body
     }
 
     /// The JSON body Graph expects for this message.
@@ -296,7 +323,16 @@ impl Outbound {
 impl SendError {
     /// Whether the same message may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SendError::Retryable { .. } | SendError::Transport(_))
+        matches!(
+            self,
+            SendError::Retryable { .. } | SendError::Transport(_) | SendError::Unreachable(_)
+        )
+    }
+
+    /// Whether Meta may have taken the message although we got no answer saying so: the
+    /// request left and no answer came back. Sending it again could deliver it twice.
+    pub fn may_have_been_sent(&self) -> bool {
+        matches!(self, SendError::Transport(_))
     }
 
     /// How long Meta asked us to wait, when it did.
@@ -323,6 +359,7 @@ impl SendError {
             SendError::OutsideWindow { .. } => "outside_window",
             SendError::Permanent { .. } => "permanent",
             SendError::Transport(_) => "transport",
+            SendError::Unreachable(_) => "unreachable",
         }
     }
 
@@ -351,7 +388,7 @@ impl SendError {
                     value["code"] = json!(code);
                 }
             }
-            SendError::Transport(_) => {}
+            SendError::Transport(_) | SendError::Unreachable(_) => {}
         }
         value
     }
@@ -485,7 +522,11 @@ fn transport_error(e: reqwest::Error) -> SendError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    SendError::Transport(message)
+    if e.is_connect() {
+        SendError::Unreachable(message)
+    } else {
+        SendError::Transport(message)
+    }
 }
 
 #[derive(Deserialize)]
@@ -863,11 +904,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(err.is_retryable());
+        assert!(
+            err.may_have_been_sent(),
+            "an unanswered request may have reached Meta"
+        );
         assert_eq!(fake.request_count(), 1);
     }
 
     #[tokio::test]
-    async fn a_refused_connection_is_a_transport_error() {
+    async fn callback_data_is_posted_for_meta_to_echo_in_status_webhooks() {
+        let fake = FakeGraph::start().await;
+        client(&fake)
+            .send_tagged(
+                PHONE_NUMBER_ID,
+                &token(&fake),
+                &text(),
+                Some("0190c1f6-0000-7000-8000-000000000001"),
+            )
+            .await
+            .unwrap();
+        client(&fake)
+            .send(PHONE_NUMBER_ID, &token(&fake), &text())
+            .await
+            .unwrap();
+        let requests = fake.requests();
+        assert_eq!(
+            requests[0].body["biz_opaque_callback_data"],
+            "0190c1f6-0000-7000-8000-000000000001"
+        );
+        assert!(requests[1].body.get("biz_opaque_callback_data").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_and_so_certainly_not_sent() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
@@ -877,8 +946,9 @@ mod tests {
             .send(PHONE_NUMBER_ID, &SecretString::from("t"), &text())
             .await
             .unwrap_err();
-        assert!(matches!(err, SendError::Transport(_)), "{err:?}");
+        assert!(matches!(err, SendError::Unreachable(_)), "{err:?}");
         assert!(err.is_retryable());
+        assert!(!err.may_have_been_sent());
     }
 
     #[tokio::test]

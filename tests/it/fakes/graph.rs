@@ -56,6 +56,9 @@ pub enum Reply {
     },
     /// Never answers (until well after any client timeout).
     Hang,
+    /// Takes the message (recorded with this wamid, as Meta would have it) and holds its 200
+    /// until [`FakeGraph::release`]: the sender may die while Meta already has the message.
+    AcceptedOnRelease { wamid: String },
     /// Exactly this response.
     Raw {
         status: u16,
@@ -130,6 +133,8 @@ impl Recorded {
 
 struct Shared {
     token: String,
+    /// Opened by [`FakeGraph::release`] for held answers.
+    gate: tokio::sync::watch::Sender<bool>,
     script: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Recorded>>,
     next_wamid: AtomicU64,
@@ -154,6 +159,7 @@ impl FakeGraph {
     pub async fn start_with_token(token: &str) -> FakeGraph {
         let shared = Arc::new(Shared {
             token: token.to_string(),
+            gate: tokio::sync::watch::channel(false).0,
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             next_wamid: AtomicU64::new(1),
@@ -191,6 +197,11 @@ impl FakeGraph {
 
     pub fn request_count(&self) -> usize {
         self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Lets held answers ([`Reply::AcceptedOnRelease`]) go.
+    pub fn release(&self) {
+        self.shared.gate.send_replace(true);
     }
 
     /// Replies pushed but not yet used.
@@ -248,7 +259,7 @@ async fn messages(
         }
         other => other,
     };
-    if let Reply::AcceptedWith { wamid } = &reply {
+    if let Reply::AcceptedWith { wamid } | Reply::AcceptedOnRelease { wamid } = &reply {
         recorded.wamid = Some(wamid.clone());
     }
     // `recipient` carries a business-scoped user id instead of a phone number.
@@ -257,6 +268,11 @@ async fn messages(
         .find_map(|k| recorded.body.get(*k).cloned())
         .unwrap_or(Value::Null);
     shared.requests.lock().unwrap().push(recorded);
+    if let Reply::AcceptedOnRelease { wamid } = reply {
+        let mut gate = shared.gate.subscribe();
+        let _ = gate.wait_for(|open| *open).await;
+        return respond(Reply::AcceptedWith { wamid }, to).await;
+    }
     respond(reply, to).await
 }
 
@@ -307,7 +323,9 @@ fn record(
 
 async fn respond(reply: Reply, to: Value) -> Response {
     match reply {
-        Reply::Accepted => unreachable!("replaced by AcceptedWith before responding"),
+        Reply::Accepted | Reply::AcceptedOnRelease { .. } => {
+            unreachable!("replaced by AcceptedWith before responding")
+        }
         Reply::AcceptedWith { wamid } => {
             let input = to.as_str().unwrap_or_default().to_string();
             let wa_id = input.trim_start_matches('+').to_string();
