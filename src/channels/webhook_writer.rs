@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::whatsapp::{Event, Webhook};
-use super::whatsapp_webhook::store_events;
+use super::whatsapp_webhook::store_deliveries;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Notifier};
@@ -41,6 +41,19 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The inbox of the number an event is for; `None` for a number that is not ours (those
+    /// were logged on receipt).
+    pub fn route(&self, number: &str) -> Option<Uuid> {
+        if number == self.our_number {
+            Some(self.inbox_id)
+        } else {
+            self.others
+                .iter()
+                .find(|(n, _)| n == number)
+                .map(|(_, id)| *id)
+        }
+    }
+
     /// The first message's sender, which names the conversation it joins.
     fn sender(&self) -> Option<&str> {
         self.webhook.events.iter().find_map(|event| match event {
@@ -174,10 +187,7 @@ async fn store(
 ) -> Result<Vec<usize>> {
     events::deferred(notifier, async {
         let mut tx = db.tenant_tx(tenant_id).await?;
-        let mut stored = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            stored.push(store_events(&mut tx, delivery).await?);
-        }
+        let stored = store_deliveries(&mut tx, tenant_id, deliveries).await?;
         tx.commit().await?;
         Ok(stored)
     })

@@ -182,135 +182,150 @@ async fn other_numbers(
     Ok(others)
 }
 
-/// Stores every event of one delivery on the caller's tenant transaction; returns how many
-/// messages were new.
-pub(super) async fn store_events(tx: &mut PgConnection, delivery: &Delivery) -> Result<usize> {
-    let Delivery {
-        tenant_id,
-        inbox_id,
-        our_number,
-        others,
-        webhook,
-    } = delivery;
-    let tenant_id = *tenant_id;
-    // The inbox of the number an event is for (refused numbers were logged on receipt).
-    let route = |number: &str| {
-        if number == our_number {
-            Some(*inbox_id)
-        } else {
-            others.iter().find(|(n, _)| n == number).map(|(_, id)| *id)
-        }
-    };
-    let mut stored = 0usize;
-    for event in &webhook.events {
-        match event {
-            Event::Message(msg) => {
-                let Some(inbox_id) = route(&msg.phone_number_id) else {
-                    continue;
-                };
-                let Some(identity) = msg.from_wa_id.as_deref().or(msg.from_user_id.as_deref())
-                else {
-                    continue;
-                };
-                let attachments = match &msg.content {
-                    Content::Media { .. } => json!([msg.content.attachment()]),
-                    Content::Location {
-                        latitude,
-                        longitude,
-                        name,
-                        address,
-                    } => {
-                        json!([{ "kind": "location", "latitude": latitude, "longitude": longitude, "name": name, "address": address }])
-                    }
-                    Content::Contacts { contacts } => {
-                        json!([{ "kind": "contacts", "contacts": contacts }])
-                    }
-                    Content::Reaction { message_id, emoji } => {
-                        json!([{ "kind": "reaction", "message_id": message_id, "emoji": emoji,
-                                 "removed": emoji.is_empty() }])
-                    }
-                    // What the customer chose, by the id the business gave it (the title is
-                    // only what they saw), and the message they answered.
-                    Content::ButtonReply { id, title } => {
-                        json!([{ "kind": "button_reply", "id": id, "title": title,
-                                 "context_message_id": msg.context_message_id }])
-                    }
-                    Content::ListReply {
-                        id,
-                        title,
-                        description,
-                    } => {
-                        json!([{ "kind": "list_reply", "id": id, "title": title, "description": description,
-                                 "context_message_id": msg.context_message_id }])
-                    }
-                    Content::TemplateButton { payload, text } => {
-                        json!([{ "kind": "button", "payload": payload, "text": text,
-                                 "context_message_id": msg.context_message_id }])
-                    }
-                    Content::Unsupported { raw, .. } => {
-                        json!([{ "kind": "unsupported", "raw": raw }])
-                    }
-                    _ => json!([]),
-                };
-                let content_type = match &msg.content {
-                    Content::Unsupported { .. } => "unsupported",
-                    Content::ButtonReply { .. } => "button_reply",
-                    Content::ListReply { .. } => "list_reply",
-                    other => other.message_type(),
-                };
-                let summary = msg.content.text_summary();
-                let outcome = conversations::ingest(
-                    &mut *tx,
-                    tenant_id,
-                    Inbound {
-                        inbox_id,
-                        from: Sender::WhatsApp {
-                            wa_id: identity,
-                            profile_name: msg.profile_name.as_deref(),
-                        },
-                        provider_message_id: Some(&msg.provider_message_id),
-                        content_type,
-                        body: &summary,
-                        attachments,
-                        provider_timestamp: Some(msg.timestamp),
-                    },
-                )
-                .await?;
-                if let Ingested::New { .. } = outcome {
-                    stored += 1;
-                }
-            }
-            Event::Status(status) => {
-                let Some(inbox_id) = route(&status.phone_number_id) else {
-                    continue;
-                };
-                let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
-                let name = match status.status.as_str() {
-                    "played" => "read",
-                    other => other,
-                };
-                if !matches!(name, "sent" | "delivered" | "read" | "failed") {
-                    continue;
-                }
-                // Our message id, given to Meta at send time (see conversations::delivery).
-                let callback = status
-                    .biz_opaque_callback_data
-                    .as_deref()
-                    .and_then(|data| Uuid::parse_str(data).ok());
-                let known = conversations::apply_status(
-                    &mut *tx,
-                    tenant_id,
-                    inbox_id,
-                    &status.provider_message_id,
-                    callback,
+/// A customer's message of a delivery, with what its storage needs that the payload does not
+/// hold as is.
+struct Incoming<'a> {
+    /// Which delivery of the batch it came in.
+    delivery: usize,
+    inbox_id: Uuid,
+    msg: &'a whatsapp::InboundMessage,
+    identity: &'a str,
+    content_type: &'a str,
+    summary: String,
+    attachments: serde_json::Value,
+}
+
+/// Stores every event of the deliveries on the caller's tenant transaction; returns how many
+/// messages of each were new. All their messages go to [`conversations::ingest_many`] at once,
+/// so a shared transaction stores them in as few statements as their senders allow.
+pub(super) async fn store_deliveries(
+    tx: &mut PgConnection,
+    tenant_id: Uuid,
+    deliveries: &[&Delivery],
+) -> Result<Vec<usize>> {
+    let mut incoming = Vec::new();
+    for (index, delivery) in deliveries.iter().enumerate() {
+        for event in &delivery.webhook.events {
+            let Event::Message(msg) = event else { continue };
+            let Some(inbox_id) = delivery.route(&msg.phone_number_id) else {
+                continue;
+            };
+            let Some(identity) = msg.from_wa_id.as_deref().or(msg.from_user_id.as_deref()) else {
+                continue;
+            };
+            let attachments = match &msg.content {
+                Content::Media { .. } => json!([msg.content.attachment()]),
+                Content::Location {
+                    latitude,
+                    longitude,
                     name,
-                    status.timestamp,
-                    error,
-                )
-                .await?;
-                if !known {
-                    tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = name, "status for an unknown message ignored");
+                    address,
+                } => {
+                    json!([{ "kind": "location", "latitude": latitude, "longitude": longitude, "name": name, "address": address }])
                 }
+                Content::Contacts { contacts } => {
+                    json!([{ "kind": "contacts", "contacts": contacts }])
+                }
+                Content::Reaction { message_id, emoji } => {
+                    json!([{ "kind": "reaction", "message_id": message_id, "emoji": emoji,
+                             "removed": emoji.is_empty() }])
+                }
+                // What the customer chose, by the id the business gave it (the title is
+                // only what they saw), and the message they answered.
+                Content::ButtonReply { id, title } => {
+                    json!([{ "kind": "button_reply", "id": id, "title": title,
+                             "context_message_id": msg.context_message_id }])
+                }
+                Content::ListReply {
+                    id,
+                    title,
+                    description,
+                } => {
+                    json!([{ "kind": "list_reply", "id": id, "title": title, "description": description,
+                             "context_message_id": msg.context_message_id }])
+                }
+                Content::TemplateButton { payload, text } => {
+                    json!([{ "kind": "button", "payload": payload, "text": text,
+                             "context_message_id": msg.context_message_id }])
+                }
+                Content::Unsupported { raw, .. } => {
+                    json!([{ "kind": "unsupported", "raw": raw }])
+                }
+                _ => json!([]),
+            };
+            let content_type = match &msg.content {
+                Content::Unsupported { .. } => "unsupported",
+                Content::ButtonReply { .. } => "button_reply",
+                Content::ListReply { .. } => "list_reply",
+                other => other.message_type(),
+            };
+            incoming.push(Incoming {
+                delivery: index,
+                inbox_id,
+                msg,
+                identity,
+                content_type,
+                summary: msg.content.text_summary(),
+                attachments,
+            });
+        }
+    }
+    let inbound: Vec<Inbound<'_>> = incoming
+        .iter()
+        .map(|m| Inbound {
+            inbox_id: m.inbox_id,
+            from: Sender::WhatsApp {
+                wa_id: m.identity,
+                profile_name: m.msg.profile_name.as_deref(),
+            },
+            provider_message_id: Some(&m.msg.provider_message_id),
+            content_type: m.content_type,
+            body: &m.summary,
+            attachments: m.attachments.clone(),
+            provider_timestamp: Some(m.msg.timestamp),
+        })
+        .collect();
+    let outcomes = conversations::ingest_many(&mut *tx, tenant_id, &inbound).await?;
+    let mut stored = vec![0usize; deliveries.len()];
+    for (m, outcome) in incoming.iter().zip(outcomes) {
+        if let Ingested::New { .. } = outcome {
+            stored[m.delivery] += 1;
+        }
+    }
+    for delivery in deliveries {
+        for event in &delivery.webhook.events {
+            let Event::Status(status) = event else {
+                continue;
+            };
+            let Some(inbox_id) = delivery.route(&status.phone_number_id) else {
+                continue;
+            };
+            let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
+            let name = match status.status.as_str() {
+                "played" => "read",
+                other => other,
+            };
+            if !matches!(name, "sent" | "delivered" | "read" | "failed") {
+                continue;
+            }
+            // Our message id, given to Meta at send time (see conversations::delivery).
+            let callback = status
+                .biz_opaque_callback_data
+                .as_deref()
+                .and_then(|data| Uuid::parse_str(data).ok());
+            let known = conversations::apply_status(
+                &mut *tx,
+                tenant_id,
+                inbox_id,
+                &status.provider_message_id,
+                callback,
+                name,
+                status.timestamp,
+                error,
+            )
+            .await?;
+            if !known {
+                tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = name, "status for an unknown message ignored");
             }
         }
     }

@@ -137,158 +137,361 @@ pub enum Ingested {
 /// taken as written when it arrived.
 pub const PROVIDER_TIME_HORIZON: time::Duration = time::Duration::days(7);
 
-/// Stores an inbound message on the caller's tenant transaction: finds (or, for a new WhatsApp
-/// number, creates) the contact, joins the contact's open conversation in that inbox (opening
-/// one if none), wakes a snoozed or pending one, starts WhatsApp's 24-hour service window at
-/// the time the customer wrote (the provider's timestamp, never later than now), enqueues the agent's run when the AI handles
-/// the conversation (or when the message asks for human review, AGT-7), and announces the
-/// message at commit.
+/// Stores an inbound message on the caller's tenant transaction; see [`ingest_many`].
 pub async fn ingest(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     msg: Inbound<'_>,
 ) -> Result<Ingested> {
-    let (known, wa_id, profile_name) = match &msg.from {
-        Sender::Contact(id) => (Some(*id), None, None),
+    let stored = ingest_many(conn, tenant_id, std::slice::from_ref(&msg)).await?;
+    Ok(stored[0])
+}
+
+/// Who a message is from, for telling senders apart within one batch.
+fn sender_key<'a>(msg: &Inbound<'a>) -> (Option<Uuid>, Option<&'a str>) {
+    match &msg.from {
+        Sender::Contact(id) => (Some(*id), None),
+        Sender::WhatsApp { wa_id, .. } => (None, Some(wa_id)),
+    }
+}
+
+/// One message's parameters, as the ingest statement takes them (one array per column).
+#[derive(Default)]
+struct Columns {
+    ord: Vec<i32>,
+    inbox_id: Vec<Uuid>,
+    known_id: Vec<Option<Uuid>>,
+    wamid: Vec<Option<String>>,
+    content_type: Vec<String>,
+    body: Vec<String>,
+    attachments: Vec<Value>,
+    provider_ts: Vec<Option<OffsetDateTime>>,
+    language: Vec<Option<String>>,
+    wa_id: Vec<Option<String>>,
+    profile_name: Vec<Option<String>>,
+    phone: Vec<Option<String>>,
+    asks_review: Vec<bool>,
+    message_id: Vec<Uuid>,
+    conversation_id: Vec<Uuid>,
+    new_contact_id: Vec<Uuid>,
+    job_id: Vec<Uuid>,
+    job_payload: Vec<Value>,
+    job_key: Vec<String>,
+}
+
+impl Columns {
+    fn push(&mut self, ord: usize, msg: &Inbound<'_>) {
+        let (known, wa_id, profile_name) = match &msg.from {
+            Sender::Contact(id) => (Some(*id), None, None),
+            Sender::WhatsApp {
+                wa_id,
+                profile_name,
+            } => (
+                None,
+                Some(*wa_id),
+                profile_name.map(|n| n.chars().take(200).collect::<String>()),
+            ),
+        };
+        let message_id = Uuid::now_v7();
+        let run = crate::agent::runtime::run_for(message_id);
+        self.ord.push(ord as i32);
+        self.inbox_id.push(msg.inbox_id);
+        self.known_id.push(known);
+        self.wamid.push(msg.provider_message_id.map(str::to_string));
+        self.content_type.push(msg.content_type.to_string());
+        self.body.push(msg.body.to_string());
+        self.attachments.push(msg.attachments.clone());
+        self.provider_ts.push(msg.provider_timestamp);
+        self.language
+            .push(crate::guardrails::language::detect(msg.body).map(|l| l.code().to_string()));
+        self.phone.push(
+            wa_id
+                .and_then(crate::crm::contacts::E164::from_whatsapp_id)
+                .map(|p| p.as_str().to_string()),
+        );
+        self.wa_id.push(wa_id.map(str::to_string));
+        self.profile_name.push(profile_name);
+        // AGT-7: a customer may ask for a person to review a decision whoever handles the
+        // conversation; on one that people handle, only such a message gets a run (which opens
+        // the review item and calls no model). One pack's phrases: cheap enough for every
+        // message.
+        self.asks_review
+            .push(crate::reviews::asks_for_human_review(msg.body));
+        self.message_id.push(message_id);
+        self.conversation_id.push(Uuid::now_v7());
+        self.new_contact_id.push(Uuid::now_v7());
+        self.job_id.push(Uuid::now_v7());
+        self.job_payload.push(run.payload);
+        self.job_key.push(run.idempotency_key);
+    }
+}
+
+/// What the ingest statement did with one message.
+struct Row {
+    ord: i32,
+    seen: bool,
+    contact_id: Option<Uuid>,
+    contact_created: bool,
+    contact_named: bool,
+    conversation_id: Option<Uuid>,
+    message_id: Option<Uuid>,
+    run_queued: bool,
+}
+
+/// Stores inbound messages on the caller's tenant transaction, in order, and says for each
+/// whether it was new. For each message: finds (or, for a new WhatsApp number, creates) the
+/// contact, joins the contact's open conversation in that inbox (opening one if none), wakes a
+/// snoozed or pending one, starts WhatsApp's 24-hour service window at the time the customer
+/// wrote (the provider's timestamp, never later than now), enqueues the agent's run when the AI
+/// handles the conversation (or when the message asks for human review, AGT-7), and announces
+/// the message at commit.
+///
+/// One statement stores a whole round of messages: under load a webhook writer stores many
+/// deliveries in one transaction, and the database's fixed cost per statement (setting up the
+/// executor, its constraint and trigger state) then counts once per round instead of once per
+/// message. A round holds at most one message per sender, so no conversation is upserted twice
+/// in one statement; a sender's next message goes in the next round, in order.
+pub async fn ingest_many(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    msgs: &[Inbound<'_>],
+) -> Result<Vec<Ingested>> {
+    let mut outcome = vec![Ingested::Duplicate; msgs.len()];
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen_in_round: Vec<(Option<Uuid>, Option<&str>, usize)> = Vec::new();
+    for (i, msg) in msgs.iter().enumerate() {
+        let (known, wa) = sender_key(msg);
+        let round = match seen_in_round
+            .iter_mut()
+            .find(|(k, w, _)| (*k, *w) == (known, wa))
+        {
+            Some(entry) => {
+                entry.2 += 1;
+                entry.2
+            }
+            None => {
+                seen_in_round.push((known, wa, 0));
+                0
+            }
+        };
+        if rounds.len() <= round {
+            rounds.push(Vec::new());
+        }
+        rounds[round].push(i);
+    }
+    let mut queued = false;
+    for round in rounds {
+        let mut pending = round;
+        let mut attempts = 0;
+        // A concurrent first message from the same number makes the contact insert a no-op this
+        // statement cannot see: that message is then left alone, and the second attempt, with a
+        // new snapshot, finds that contact.
+        while !pending.is_empty() {
+            attempts += 1;
+            let mut cols = Columns::default();
+            for &i in &pending {
+                cols.push(i, &msgs[i]);
+            }
+            let rows = store_round(conn, tenant_id, &cols).await?;
+            let mut retry = Vec::new();
+            for row in rows {
+                let i = row.ord as usize;
+                let msg = &msgs[i];
+                if !row.seen && row.contact_id.is_none() {
+                    if matches!(msg.from, Sender::Contact(_)) {
+                        return Err(Error::Internal(anyhow::anyhow!(
+                            "the sender's contact does not exist"
+                        )));
+                    }
+                    if attempts >= 2 {
+                        return Err(Error::Internal(anyhow::anyhow!(
+                            "contact for a WhatsApp id neither found nor created"
+                        )));
+                    }
+                    retry.push(i);
+                    continue;
+                }
+                queued |= row.run_queued;
+                outcome[i] = settle(conn, tenant_id, msg, &row).await?;
+            }
+            pending = retry;
+        }
+    }
+    if queued {
+        events::notify(conn, crate::queue::JOBS_CHANNEL, String::new()).await?;
+    }
+    Ok(outcome)
+}
+
+/// Skips a redelivery before it touches anything (a replayed old message must not reopen the
+/// conversation or move the service window). Finds each contact without writing a new row
+/// version (nearly every message comes from a known one), fills in a name it lacks, creates it
+/// on first contact. Joins or opens its conversation, stores the message (a concurrent
+/// redelivery loses on the unique index) and, when the AI handles the conversation, enqueues
+/// the agent's run for it. Every lookup is a `LATERAL … LIMIT 1` by key, which no generic plan
+/// can turn into a scan of the tenant's rows.
+async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> Result<Vec<Row>> {
+    let job = crate::agent::runtime::run_for(Uuid::nil());
+    let rows = sqlx::query!(
+        r#"WITH input AS (
+               SELECT * FROM unnest($2::int[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                                    $8::jsonb[], $9::timestamptz[], $10::text[], $11::text[], $12::text[],
+                                    $13::text[], $14::bool[], $15::uuid[], $16::uuid[], $17::uuid[],
+                                    $18::uuid[], $19::jsonb[], $20::text[])
+                   AS t(ord, inbox_id, known_id, wamid, content_type, body, attachments, provider_ts,
+                        language, wa_id, profile_name, phone, asks_review, message_id, conversation_id,
+                        new_contact_id, job_id, job_payload, job_key)
+           ),
+           facts AS (
+               SELECT i.*, s.hit IS NOT NULL AS seen,
+                      coalesce(k.id, w.id) AS found_id, coalesce(k.name, w.name) AS found_name
+               FROM input i
+               LEFT JOIN LATERAL (
+                   SELECT 1 AS hit FROM message
+                   WHERE i.wamid IS NOT NULL AND tenant_id = $1 AND inbox_id = i.inbox_id
+                     AND provider_message_id = i.wamid
+                   LIMIT 1) s ON true
+               LEFT JOIN LATERAL (
+                   SELECT id, name FROM contact
+                   WHERE i.known_id IS NOT NULL AND tenant_id = $1 AND id = i.known_id
+                   LIMIT 1) k ON true
+               LEFT JOIN LATERAL (
+                   SELECT id, name FROM contact
+                   WHERE i.wa_id IS NOT NULL AND tenant_id = $1 AND whatsapp_id = i.wa_id
+                   LIMIT 1) w ON true
+           ),
+           named AS (
+               UPDATE contact SET name = f.profile_name, updated_at = now()
+               FROM facts f
+               WHERE contact.tenant_id = $1 AND contact.id = f.found_id AND NOT f.seen
+                 AND f.found_name IS NULL AND f.profile_name IS NOT NULL
+               RETURNING contact.id
+           ),
+           created AS (
+               INSERT INTO contact (id, tenant_id, name, phone, whatsapp_id)
+               SELECT f.new_contact_id, $1, f.profile_name, f.phone, f.wa_id FROM facts f
+               WHERE f.wa_id IS NOT NULL AND f.found_id IS NULL AND NOT f.seen
+               ON CONFLICT (tenant_id, whatsapp_id) WHERE whatsapp_id IS NOT NULL DO NOTHING
+               RETURNING id
+           ),
+           who AS (
+               SELECT f.*, coalesce(f.found_id, c.id) AS contact_id, c.id IS NOT NULL AS created
+               FROM facts f LEFT JOIN created c ON c.id = f.new_contact_id
+               WHERE NOT f.seen
+           ),
+           conv AS (
+               INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at, language)
+               SELECT w.conversation_id, $1, w.inbox_id, w.contact_id, now(),
+                      least(coalesce(CASE WHEN w.provider_ts > now() - make_interval(secs => $23)
+                                          THEN w.provider_ts END, now()), now()),
+                      w.language
+               FROM who w WHERE w.contact_id IS NOT NULL
+               ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
+               DO UPDATE SET last_message_at = now(), updated_at = now(),
+                             last_inbound_at = greatest(conversation.last_inbound_at, EXCLUDED.last_inbound_at),
+                             language = CASE WHEN conversation.language_set_by_member THEN conversation.language
+                                             ELSE coalesce(EXCLUDED.language, conversation.language) END,
+                             status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
+                                           ELSE conversation.status END,
+                             snoozed_until = NULL
+               RETURNING id, inbox_id, contact_id, handler
+           ),
+           joined AS (
+               SELECT w.*, cv.id AS conv_id, cv.handler FROM who w
+               JOIN conv cv ON cv.inbox_id = w.inbox_id AND cv.contact_id = w.contact_id
+           ),
+           msg AS (
+               INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
+                                    content_type, body, attachments, provider_message_id, provider_timestamp)
+               SELECT j.message_id, $1, j.conv_id, j.inbox_id, 'inbound', 'customer', j.content_type, j.body,
+                      j.attachments, j.wamid, j.provider_ts
+               FROM joined j
+               ON CONFLICT (tenant_id, inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL
+               DO NOTHING
+               RETURNING id
+           ),
+           run AS (
+               INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
+               SELECT j.job_id, $1, $21, j.job_payload, j.job_key, $22
+               FROM joined j JOIN msg m ON m.id = j.message_id
+               WHERE j.handler = 'ai' OR j.asks_review
+               ON CONFLICT (idempotency_key) DO NOTHING
+               RETURNING id
+           )
+           SELECT f.ord AS "ord!", f.seen AS "seen!", w.contact_id AS "contact_id?",
+                  coalesce(w.created, false) AS "contact_created!",
+                  EXISTS (SELECT 1 FROM named n WHERE n.id = w.contact_id) AS "contact_named!",
+                  j.conv_id AS "conversation_id?", m.id AS "message_id?",
+                  r.id IS NOT NULL AS "run_queued!"
+           FROM facts f
+           LEFT JOIN who w ON w.ord = f.ord
+           LEFT JOIN joined j ON j.ord = f.ord
+           LEFT JOIN msg m ON m.id = j.message_id
+           LEFT JOIN run r ON r.id = j.job_id
+           ORDER BY f.ord"#,
+        tenant_id,
+        &c.ord,
+        &c.inbox_id,
+        &c.known_id as &[Option<Uuid>],
+        &c.wamid as &[Option<String>],
+        &c.content_type,
+        &c.body,
+        &c.attachments,
+        &c.provider_ts as &[Option<OffsetDateTime>],
+        &c.language as &[Option<String>],
+        &c.wa_id as &[Option<String>],
+        &c.profile_name as &[Option<String>],
+        &c.phone as &[Option<String>],
+        &c.asks_review,
+        &c.message_id,
+        &c.conversation_id,
+        &c.new_contact_id,
+        &c.job_id,
+        &c.job_payload,
+        &c.job_key,
+        job.kind,
+        job.max_attempts,
+        PROVIDER_TIME_HORIZON.as_seconds_f64()
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Row {
+            ord: r.ord,
+            seen: r.seen,
+            contact_id: r.contact_id,
+            contact_created: r.contact_created,
+            contact_named: r.contact_named,
+            conversation_id: r.conversation_id,
+            message_id: r.message_id,
+            run_queued: r.run_queued,
+        })
+        .collect())
+}
+
+/// Audits a contact the message created or named, and announces a new message at commit.
+async fn settle(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    msg: &Inbound<'_>,
+    row: &Row,
+) -> Result<Ingested> {
+    if row.seen {
+        return Ok(Ingested::Duplicate);
+    }
+    let (wa_id, profile_name) = match &msg.from {
         Sender::WhatsApp {
             wa_id,
             profile_name,
         } => (
-            None,
             Some(*wa_id),
             profile_name.map(|n| n.chars().take(200).collect::<String>()),
         ),
+        Sender::Contact(_) => (None, None),
     };
-    let phone = wa_id
-        .and_then(crate::crm::contacts::E164::from_whatsapp_id)
-        .map(|p| p.as_str().to_string());
-    let language = crate::guardrails::language::detect(msg.body).map(|l| l.code());
-    // AGT-7: a customer may ask for a person to review a decision whoever handles the
-    // conversation; on one that people handle, only such a message gets a run (which opens the
-    // review item and calls no model). One pack's phrases: cheap enough for every message.
-    let asks_for_review = crate::reviews::asks_for_human_review(msg.body);
-    // One round trip per message. Skip a redelivery before it touches anything (a replayed old
-    // message must not reopen the conversation or move the service window). Find the contact
-    // without writing a new row version (nearly every message comes from a known one), fill in
-    // a name it lacks, create it on first contact. Join or open its conversation, store the
-    // message (a concurrent redelivery loses on the unique index) and, when the AI handles the
-    // conversation, enqueue the agent's run for it. A concurrent first message from the same
-    // number makes the contact insert a no-op this statement cannot see: it then does nothing,
-    // and the second attempt, with a new snapshot, finds that contact.
-    let mut attempts = 0;
-    let row = loop {
-        attempts += 1;
-        let message_id = Uuid::now_v7();
-        let run = crate::agent::runtime::run_for(message_id);
-        let row = sqlx::query!(
-            r#"WITH seen AS (
-                   SELECT 1 FROM message
-                   WHERE $5::text IS NOT NULL AND tenant_id = $2 AND inbox_id = $3 AND provider_message_id = $5
-               ),
-               found AS (
-                   SELECT id, name FROM contact WHERE $4::uuid IS NOT NULL AND tenant_id = $2 AND id = $4
-                   UNION ALL
-                   SELECT id, name FROM contact WHERE $17::text IS NOT NULL AND tenant_id = $2 AND whatsapp_id = $17
-               ),
-               named AS (
-                   UPDATE contact SET name = $18, updated_at = now()
-                   FROM found
-                   WHERE contact.id = found.id AND found.name IS NULL AND $18::text IS NOT NULL
-                     AND NOT EXISTS (SELECT 1 FROM seen)
-                   RETURNING contact.id
-               ),
-               created AS (
-                   INSERT INTO contact (id, tenant_id, name, phone, whatsapp_id)
-                   SELECT $19, $2, $18, $20, $17
-                   WHERE $17::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM found)
-                     AND NOT EXISTS (SELECT 1 FROM seen)
-                   ON CONFLICT (tenant_id, whatsapp_id) WHERE whatsapp_id IS NOT NULL DO NOTHING
-                   RETURNING id
-               ),
-               who AS (
-                   SELECT id FROM created UNION ALL SELECT id FROM found LIMIT 1
-               ),
-               conv AS (
-                   INSERT INTO conversation (id, tenant_id, inbox_id, contact_id, last_message_at, last_inbound_at, language)
-                   SELECT $1, $2, $3, who.id, now(),
-                          least(coalesce(CASE WHEN $10::timestamptz > now() - make_interval(secs => $22)
-                                              THEN $10::timestamptz END, now()), now()),
-                          $16
-                   FROM who WHERE NOT EXISTS (SELECT 1 FROM seen)
-                   ON CONFLICT (inbox_id, contact_id) WHERE status <> 'resolved'
-                   DO UPDATE SET last_message_at = now(), updated_at = now(),
-                                 last_inbound_at = greatest(conversation.last_inbound_at, EXCLUDED.last_inbound_at),
-                                 language = CASE WHEN conversation.language_set_by_member THEN conversation.language
-                                                 ELSE coalesce($16, conversation.language) END,
-                                 status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
-                                               ELSE conversation.status END,
-                                 snoozed_until = NULL
-                   RETURNING id, handler
-               ),
-               msg AS (
-                   INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
-                                        content_type, body, attachments, provider_message_id, provider_timestamp)
-                   SELECT $6, $2, conv.id, $3, 'inbound', 'customer', $7, $8, $9, $5, $10 FROM conv
-                   ON CONFLICT (tenant_id, inbox_id, provider_message_id) WHERE provider_message_id IS NOT NULL
-                   DO NOTHING
-                   RETURNING id
-               ),
-               run AS (
-                   INSERT INTO job (id, tenant_id, kind, payload, idempotency_key, max_attempts)
-                   SELECT $11, $2, $12, $13, $14, $15 FROM conv JOIN msg ON true WHERE conv.handler = 'ai' OR $21
-                   ON CONFLICT (idempotency_key) DO NOTHING
-                   RETURNING id
-               )
-               SELECT EXISTS (SELECT 1 FROM seen) AS "seen!",
-                      (SELECT id FROM who) AS "contact_id?",
-                      EXISTS (SELECT 1 FROM created) AS "contact_created!",
-                      EXISTS (SELECT 1 FROM named) AS "contact_named!",
-                      (SELECT id FROM conv) AS "conversation_id?",
-                      (SELECT id FROM msg) AS "message_id?",
-                      EXISTS (SELECT 1 FROM run) AS "run_queued!""#,
-            Uuid::now_v7(),
-            tenant_id,
-            msg.inbox_id,
-            known,
-            msg.provider_message_id,
-            message_id,
-            msg.content_type,
-            msg.body,
-            msg.attachments,
-            msg.provider_timestamp,
-            Uuid::now_v7(),
-            run.kind,
-            run.payload,
-            run.idempotency_key,
-            run.max_attempts,
-            language,
-            wa_id,
-            profile_name,
-            Uuid::now_v7(),
-            phone,
-            asks_for_review,
-            PROVIDER_TIME_HORIZON.as_seconds_f64()
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        if row.seen || row.contact_id.is_some() {
-            break row;
-        }
-        if known.is_some() {
-            return Err(Error::Internal(anyhow::anyhow!(
-                "the sender's contact does not exist"
-            )));
-        }
-        if attempts >= 2 {
-            return Err(Error::Internal(anyhow::anyhow!(
-                "contact for a WhatsApp id neither found nor created"
-            )));
-        }
-    };
-    if row.seen {
-        return Ok(Ingested::Duplicate);
-    }
     if let (true, Some(contact_id), Some(wa_id)) = (row.contact_created, row.contact_id, wa_id) {
+        let phone = crate::crm::contacts::E164::from_whatsapp_id(wa_id);
         audit::record(
             &mut *conn,
             &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
@@ -296,7 +499,7 @@ pub async fn ingest(
                 crate::crm::contacts::channel_contact(
                     contact_id,
                     profile_name.as_deref(),
-                    phone.as_deref(),
+                    phone.as_ref().map(|p| p.as_str()),
                     Some(wa_id),
                     None,
                     &json!({}),
@@ -320,9 +523,6 @@ pub async fn ingest(
         // A concurrent redelivery won the race.
         return Ok(Ingested::Duplicate);
     };
-    if row.run_queued {
-        events::notify(conn, crate::queue::JOBS_CHANNEL, String::new()).await?;
-    }
     events::publish(
         conn,
         &Event {

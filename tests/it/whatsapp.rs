@@ -1883,3 +1883,87 @@ async fn the_server_never_logs_a_channels_secrets_while_receiving_and_sending() 
         }
     }
 }
+
+#[tokio::test]
+async fn one_batch_stores_each_senders_messages_in_order_once_and_creates_each_contact_once() {
+    use custodian::conversations::{ingest_many, Inbound, Ingested, Sender};
+
+    let (app, _fake, owner, inbox, _) = setup().await;
+    // What one shared transaction of the webhook writer may hold: several messages of one
+    // sender, a redelivery of one of them, and a second sender, all new to the tenant.
+    let batch = [
+        ("5511900000001", "wamid.a1", "first from one"),
+        ("5511900000002", "wamid.b1", "first from two"),
+        ("5511900000001", "wamid.a2", "second from one"),
+        ("5511900000001", "wamid.a1", "first from one"),
+        ("5511900000001", "wamid.a3", "third from one"),
+    ];
+    let inbound: Vec<Inbound<'_>> = batch
+        .iter()
+        .map(|(from, wamid, body)| Inbound {
+            inbox_id: inbox,
+            from: Sender::WhatsApp {
+                wa_id: from,
+                profile_name: Some("Customer"),
+            },
+            provider_message_id: Some(wamid),
+            content_type: "text",
+            body,
+            attachments: json!([]),
+            provider_timestamp: None,
+        })
+        .collect();
+    let mut tx = app.state.db.tenant_tx(owner.tenant_id).await.unwrap();
+    let outcome = ingest_many(&mut tx, owner.tenant_id, &inbound)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let new: Vec<bool> = outcome
+        .iter()
+        .map(|o| matches!(o, Ingested::New { .. }))
+        .collect();
+    assert_eq!(new, [true, true, true, false, true]);
+    let stored: Vec<Value> = messages(&app).await;
+    let bodies_of = |wamid_prefix: &str| -> Vec<String> {
+        stored
+            .iter()
+            .filter(|m| {
+                m["provider_message_id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(wamid_prefix)
+            })
+            .map(|m| m["body"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(stored.len(), 4);
+    // Each sender's messages keep their order (ids are time-ordered).
+    let mut conn = app.superuser().await;
+    let thread: Vec<String> = sqlx::query_scalar(
+        "SELECT m.body FROM message m JOIN contact c ON c.id = (SELECT contact_id FROM conversation WHERE id = m.conversation_id)
+         WHERE c.whatsapp_id = '5511900000001' ORDER BY m.id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        thread,
+        ["first from one", "second from one", "third from one"]
+    );
+    assert_eq!(bodies_of("wamid.b"), ["first from two"]);
+    assert_eq!(app.count("SELECT count(*) FROM contact").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM conversation").await, 2);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "contact.created")
+            .await
+            .len(),
+        2
+    );
+    // Every new message on these AI-handled conversations has its agent run, once.
+    assert_eq!(
+        app.count("SELECT count(*) FROM job WHERE kind = 'agent.run'")
+            .await,
+        4
+    );
+}
