@@ -408,17 +408,18 @@ fn check(
             }
         }
         Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(f64::NAN);
-            if bound("minimum").is_some_and(|min| !(x >= min)) {
+            // JSON numbers are finite: every comparison below is a plain one.
+            let x = n.as_f64().unwrap_or_default();
+            if bound("minimum").is_some_and(|min| x < min) {
                 return Err(format!("{path} is below the minimum"));
             }
-            if bound("maximum").is_some_and(|max| !(x <= max)) {
+            if bound("maximum").is_some_and(|max| x > max) {
                 return Err(format!("{path} is above the maximum"));
             }
-            if bound("exclusiveMinimum").is_some_and(|min| !(x > min)) {
+            if bound("exclusiveMinimum").is_some_and(|min| x <= min) {
                 return Err(format!("{path} must be greater than its minimum"));
             }
-            if bound("exclusiveMaximum").is_some_and(|max| !(x < max)) {
+            if bound("exclusiveMaximum").is_some_and(|max| x >= max) {
                 return Err(format!("{path} must be less than its maximum"));
             }
         }
