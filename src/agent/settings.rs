@@ -310,6 +310,21 @@ pub fn provider(
     if let Some(cached) = state.providers.get(tenant_id, settings.config_version) {
         return Ok(Some(cached));
     }
+    let provider = build_provider(state, tenant_id, settings, base_url)?;
+    state
+        .providers
+        .put(tenant_id, settings.config_version, provider.clone());
+    Ok(Some(provider))
+}
+
+/// A provider client from the settings, uncached: what a settings change is checked with (the
+/// cache holds clients per saved version, and the version being saved is not one yet).
+fn build_provider(
+    state: &AppState,
+    tenant_id: Uuid,
+    settings: &AgentSettings,
+    base_url: &str,
+) -> Result<super::provider::Provider> {
     let api_key = match &settings.sealed_api_key {
         Some(sealed) => Some(SecretString::from(
             String::from_utf8(
@@ -323,7 +338,7 @@ pub fn provider(
         None => None,
     };
     let config = super::provider::ProviderConfig {
-        base_url: base_url.clone(),
+        base_url: base_url.to_string(),
         api_key,
         chat_model: settings.chat_model.clone(),
         embedding_model: settings.embedding_model.clone(),
@@ -333,12 +348,8 @@ pub fn provider(
         embedding_dimensions: settings.embedding_dims.map(|d| d as u32),
         allow_private: state.config.actions_allow_private,
     };
-    let provider = super::provider::Provider::new(config)
-        .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))?;
-    state
-        .providers
-        .put(tenant_id, settings.config_version, provider.clone());
-    Ok(Some(provider))
+    super::provider::Provider::new(config)
+        .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))
 }
 
 /// Provider clients by tenant, valid for one configuration version (every settings change,
@@ -498,8 +509,8 @@ async fn update(
         check_guardrails(&config)?;
         s.guardrails = guardrails;
     }
-    if s.provider_base_url.is_some() {
-        provider(&state, ctx.tenant_id, &s)?;
+    if let Some(base_url) = &s.provider_base_url {
+        build_provider(&state, ctx.tenant_id, &s, base_url)?;
     }
     let saved = sqlx::query_scalar!(
         "INSERT INTO agent_settings (tenant_id, provider_base_url, provider_api_key, chat_model, embedding_model,

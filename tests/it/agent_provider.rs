@@ -399,3 +399,26 @@ async fn placeholders_stay_the_same_across_the_turns_of_a_conversation() {
         .all_request_text()
         .contains("sheena.nelson@example.com"));
 }
+
+#[tokio::test]
+async fn a_settings_change_is_checked_even_while_the_current_client_is_cached() {
+    let w = world(json!({})).await;
+    w.model.push(decision("reply", "Hello!", 0.9));
+    // A run caches the client of the current configuration version.
+    assert_eq!(
+        customer(&w, "Hi", "wamid.CACHED").await["outcome"],
+        "replied"
+    );
+
+    let refused = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/agent/settings")
+                .by(&w.owner)
+                .json(json!({ "api_key": "sk-abc\ndef" })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.error_code(), "invalid_provider");
+    assert!(!refused.body.to_string().contains("sk-abc"));
+}
