@@ -80,7 +80,10 @@ pub async fn search(
     } = query.into();
     let dims = query.len();
     if !SUPPORTED_DIMS.contains(&dims) {
-        return Err(anyhow::anyhow!("unsupported embedding size {dims}").into());
+        // No passage of this size exists (the embedding job refuses them and says so on the
+        // article): the knowledge base has nothing to offer, which is no reason to fail a run.
+        tracing::warn!(dims, %model, "no knowledge vectors can have this embedding size");
+        return Ok(Vec::new());
     }
     // Transaction-local settings, in one round trip. A plan per call: whether the HNSW scan
     // (large tenant) or the tenant index and an exact sort (small tenant, migration 0006) is

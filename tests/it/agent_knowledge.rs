@@ -225,6 +225,16 @@ async fn vectors_of_a_size_without_an_index_fail_the_article_with_a_clear_messag
         "{}",
         shown.body
     );
+    // A query of that size finds nothing, rather than failing (a run goes on without knowledge).
+    let found = app
+        .send(
+            Req::post("/api/v1/knowledge/search")
+                .by(&owner)
+                .json(json!({ "query": "returns" })),
+        )
+        .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(found.body["hits"], json!([]));
 }
 
 #[tokio::test]
