@@ -3,8 +3,9 @@
 //! compiled into a policy cached per configuration version so a change takes effect on the
 //! next message without a restart (AGT-3). A change of the embedding provider, model or
 //! dimensions re-embeds the tenant's knowledge base in the background (progress on
-//! `GET /api/v1/knowledge/status`); until an article is re-embedded, search leaves it out
-//! rather than compare vectors of two models.
+//! `GET /api/v1/knowledge/status`); search compares a query only with vectors of its own model
+//! (by name and size), so an article not yet re-embedded by a new model is left out rather
+//! than compared across models.
 
 use std::sync::Arc;
 
