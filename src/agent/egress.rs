@@ -6,6 +6,14 @@
 //! to a private address at call time is refused too), and redirects are not followed.
 //! `ACTIONS_ALLOW_PRIVATE=true` lifts this for deployments whose action endpoints live on a
 //! private network (and for tests, whose fake endpoints listen on loopback).
+//!
+//! A tenant's model provider is a URL the tenant names too, and the platform posts the (masked)
+//! conversation to it and shows what it answers (errors included) in the execution record, so
+//! the same policy applies to it ([`Target::Provider`]): public addresses only, unless the
+//! operator opts in with the same setting. A local Ollama or vLLM at `127.0.0.1` is a real
+//! deployment, and it is the operator's own network that such an opt-in opens, the same
+//! decision as for actions: one switch for "tenants may point the platform at private
+//! addresses".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -59,15 +67,46 @@ fn is_public_v6(a: Ipv6Addr) -> bool {
         || (s[0..6].iter().all(|x| *x == 0)))
 }
 
+/// What a tenant-named URL is for, to say so when it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Action,
+    Provider,
+}
+
+impl Target {
+    fn refusal(self) -> &'static str {
+        match self {
+            Target::Action => "actions may only call endpoints on the internet",
+            Target::Provider => {
+                "the model provider must be on the internet (an operator running one on a private \
+                 network allows it with ACTIONS_ALLOW_PRIVATE=true)"
+            }
+        }
+    }
+
+    fn credentials(self) -> &'static str {
+        match self {
+            Target::Action => "the URL must not carry credentials: use the action's secret",
+            Target::Provider => "the URL must not carry credentials: use the API key",
+        }
+    }
+}
+
 /// Checks an action URL before it is saved or called: http(s), a host, and, when the host is an
 /// IP address, a public one (unless private targets are allowed).
 pub fn check_url(raw: &str, allow_private: bool) -> Result<(), String> {
+    check_target(raw, allow_private, Target::Action)
+}
+
+/// [`check_url`] for any tenant-named target (an action endpoint, a model provider).
+pub fn check_target(raw: &str, allow_private: bool, target: Target) -> Result<(), String> {
     let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("the URL must be http or https".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL must not carry credentials: use the action's secret".into());
+        return Err(target.credentials().into());
     }
     let host = url.host_str().ok_or("the URL has no host")?;
     let ip = host
@@ -77,31 +116,50 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<(), String> {
         .ok();
     match ip {
         Some(ip) if !allow_private && !is_public(ip) => Err(format!(
-            "{ip} is not a public address: actions may only call endpoints on the internet"
+            "{ip} is not a public address: {}",
+            target.refusal()
         )),
         _ => Ok(()),
     }
 }
 
-/// A resolver that drops every non-public address, so a host name cannot lead an action
-/// request into the platform's own network.
+/// Resolves `host` and keeps only its public addresses; none is an error naming the target.
+async fn public_addresses(
+    host: String,
+    target: Target,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+    let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+    if public.is_empty() {
+        return Err(format!("{host} resolves to no public address: {}", target.refusal()).into());
+    }
+    Ok(public)
+}
+
+/// A resolver that drops every non-public address, so a host name cannot lead a request into
+/// the platform's own network.
 #[derive(Debug, Clone, Copy)]
-struct PublicOnly;
+pub struct PublicOnly(pub Target);
 
 impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
+        let target = self.0;
+        let host = name.as_str().to_string();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no public address: actions may only call endpoints on the internet"
-                )
-                .into());
-            }
+            let public = public_addresses(host, target).await?;
             Ok(Box::new(public.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The same resolver for the provider's HTTP client (reqwest 0.13, under async-openai).
+impl reqwest013::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest013::dns::Name) -> reqwest013::dns::Resolving {
+        let target = self.0;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let public = public_addresses(host, target).await?;
+            Ok(Box::new(public.into_iter()) as reqwest013::dns::Addrs)
         })
     }
 }
@@ -114,7 +172,7 @@ pub fn client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
     let builder = if allow_private {
         builder
     } else {
-        builder.dns_resolver(Arc::new(PublicOnly))
+        builder.dns_resolver(Arc::new(PublicOnly(Target::Action)))
     };
     builder.build()
 }
@@ -163,5 +221,19 @@ mod tests {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }
         assert!(check_url("http://127.0.0.1:8080/x", true).is_ok());
+    }
+
+    #[test]
+    fn a_private_provider_is_refused_with_a_message_naming_the_opt_in() {
+        let refused =
+            check_target("http://127.0.0.1:11434/v1", false, Target::Provider).unwrap_err();
+        assert!(refused.contains("ACTIONS_ALLOW_PRIVATE"), "{refused}");
+        assert!(check_target("http://127.0.0.1:11434/v1", true, Target::Provider).is_ok());
+        assert!(check_target("https://api.openai.com/v1", false, Target::Provider).is_ok());
+        assert!(
+            check_target("https://k:sk-1@api.openai.com/v1", true, Target::Provider)
+                .unwrap_err()
+                .contains("API key")
+        );
     }
 }

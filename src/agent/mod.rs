@@ -26,8 +26,17 @@ use crate::http::Rfc3339;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
 
+/// Loads what the agent runtime would otherwise build at its first run (prompt templates, the
+/// built-in tools), so a broken one stops start-up instead of failing a customer's run.
+pub fn warm_up() {
+    prompts::warm_up();
+    tools::builtin_specs();
+}
+
 pub fn routes(api: Api) -> Api {
     use Access::*;
+    // The router is built once at start-up (and by every test app): the templates load here.
+    warm_up();
     use Permission::ExecutionsRead;
     let api = api
         .route(
@@ -119,7 +128,9 @@ async fn by_contact(
     Ok(Json(rows))
 }
 
-/// AGT-10: the right to know with whom a person's data was shared.
+/// AGT-10: the right to know with whom a person's data was shared: every chat model and every
+/// embeddings API that processed (masked) data of the contact's conversations, with the
+/// purpose, how many runs and when.
 async fn processors(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -128,9 +139,13 @@ async fn processors(
     let mut tx = ctx.begin(&state).await?;
     crate::crm::contacts::fetch(&mut tx, id).await?;
     let rows = sqlx::query!(
-        r#"SELECT provider, model, offline, count(*) AS "runs!", min(started_at) AS "first!", max(started_at) AS "last!"
-           FROM agent_execution WHERE contact_id = $1 AND tenant_id = current_tenant_id()
-           GROUP BY provider, model, offline ORDER BY min(started_at)"#,
+        r#"SELECT p.purpose AS "purpose!", p.provider AS "provider!", p.model AS "model!", x.offline,
+                  count(*) AS "runs!", min(x.started_at) AS "first!", max(x.started_at) AS "last!"
+           FROM agent_execution x
+           CROSS JOIN LATERAL (VALUES ('chat', x.provider, x.model),
+                                      ('embeddings', x.embedding_provider, x.embedding_model)) AS p (purpose, provider, model)
+           WHERE x.contact_id = $1 AND x.tenant_id = current_tenant_id() AND p.provider IS NOT NULL
+           GROUP BY p.purpose, p.provider, p.model, x.offline ORDER BY min(x.started_at), p.purpose"#,
         id
     )
     .fetch_all(&mut *tx)
@@ -138,11 +153,16 @@ async fn processors(
     tx.commit().await?;
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|r| json!({ "provider": r.provider, "model": r.model, "offline": r.offline, "runs": r.runs, "first_at": r.first.rfc3339(), "last_at": r.last.rfc3339() }))
+        .map(|r| json!({ "purpose": r.purpose, "provider": r.provider, "model": r.model, "offline": r.offline, "runs": r.runs, "first_at": r.first.rfc3339(), "last_at": r.last.rfc3339() }))
         .collect();
     Ok(Json(json!({ "contact_id": id, "processors": items })))
 }
 
+/// One execution's record, and whether it is the record that was audited: `record_digest_ok`
+/// compares the SHA-256 of the stored record with the digest in its `agent.executed` entry of
+/// the hash-chained audit (AGT-8). `null`: the run has not finished, or has no entry (a run
+/// recorded before digests were). Together with the chain's verification
+/// (`GET /api/v1/audit/verify`), a changed record is detected.
 async fn show(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -150,17 +170,30 @@ async fn show(
 ) -> Result<Json<Value>> {
     let mut tx = ctx.begin(&state).await?;
     let row = sqlx::query!(
-        "SELECT id, conversation_id, contact_id, provider, model, offline, outcome, confidence, record, started_at, finished_at
-         FROM agent_execution WHERE id = $1 AND tenant_id = current_tenant_id()",
+        r#"SELECT x.id, x.conversation_id, x.contact_id, x.provider, x.model, x.offline, x.outcome, x.confidence,
+                  x.record, x.started_at, x.finished_at, x.embedding_provider, x.embedding_model,
+                  encode(sha256(convert_to(x.record::text, 'UTF8')), 'hex') AS "digest!",
+                  (SELECT a.after->>'record_sha256' FROM audit_event a
+                   WHERE a.tenant_id = x.tenant_id AND a.entity_type = 'conversation'
+                     AND a.entity_id = x.conversation_id::text AND a.action = 'agent.executed'
+                     AND a.execution_id = x.id
+                   ORDER BY a.seq DESC LIMIT 1) AS audited
+           FROM agent_execution x WHERE x.id = $1 AND x.tenant_id = current_tenant_id()"#,
         id
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
     tx.commit().await?;
+    let digest_ok = match (&row.finished_at, &row.audited) {
+        (Some(_), Some(audited)) => Some(*audited == row.digest),
+        _ => None,
+    };
     Ok(Json(json!({
         "id": row.id, "conversation_id": row.conversation_id, "contact_id": row.contact_id,
         "provider": row.provider, "model": row.model, "offline": row.offline, "outcome": row.outcome,
-        "confidence": row.confidence, "started_at": row.started_at.rfc3339(), "finished_at": row.finished_at.rfc3339(), "record": row.record,
+        "embedding_provider": row.embedding_provider, "embedding_model": row.embedding_model,
+        "confidence": row.confidence, "started_at": row.started_at.rfc3339(), "finished_at": row.finished_at.rfc3339(),
+        "record_sha256": row.digest, "record_digest_ok": digest_ok, "record": row.record,
     })))
 }

@@ -1,6 +1,7 @@
 //! Prompt templates are data (`prompts/`), compiled into the binary and checked when loaded:
-//! a template may use only the variables declared for it, so a typo fails at start-up, not in
-//! a customer's conversation. Each run records the content hash of every template it used.
+//! a template may use only the variables declared for it, so a typo fails at start-up (the
+//! router forces [`PROMPTS`] through [`warm_up`] when it is built), not in a customer's
+//! conversation. Each run records the content hash of every template it used.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -59,16 +60,40 @@ impl Template {
         })
     }
 
-    /// Fills every variable; each declared one must be given.
+    /// Fills every variable; each declared one must be given. One pass over the template:
+    /// a value is copied as it is, so a value holding `{{knowledge}}` (a customer can type
+    /// that) is never expanded.
     pub fn render(&self, values: &BTreeMap<&str, String>) -> Result<String, TemplateError> {
-        let mut out = self.text.to_string();
         for var in self.variables {
-            let value = values.get(var).ok_or(TemplateError::Missing {
-                template: self.name,
-                variable: var,
-            })?;
-            out = out.replace(&format!("{{{{{var}}}}}"), value);
+            if !values.contains_key(var) {
+                return Err(TemplateError::Missing {
+                    template: self.name,
+                    variable: var,
+                });
+            }
         }
+        let mut out = String::with_capacity(
+            self.text.len() + values.values().map(String::len).sum::<usize>(),
+        );
+        let mut rest = self.text;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            // `new` checked that every `{{` is closed and names a declared variable.
+            let end = after.find("}}").ok_or(TemplateError::Unclosed {
+                template: self.name,
+            })?;
+            let name = after[..end].trim();
+            let value = values
+                .get(name)
+                .ok_or_else(|| TemplateError::UnknownVariable {
+                    template: self.name,
+                    variable: name.to_string(),
+                })?;
+            out.push_str(value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
         Ok(out)
     }
 
@@ -117,9 +142,16 @@ impl Prompts {
     }
 }
 
+/// The built-in templates. Forced by [`warm_up`] when the router is built, so a broken template
+/// stops the server at start-up rather than the first customer's run.
 pub static PROMPTS: LazyLock<Prompts> = LazyLock::new(|| {
     Prompts::load().unwrap_or_else(|e| panic!("built-in prompt templates are invalid: {e}"))
 });
+
+/// Loads and checks the built-in templates now (panics, at start-up, when one is invalid).
+pub fn warm_up() {
+    LazyLock::force(&PROMPTS);
+}
 
 #[cfg(test)]
 mod tests {
@@ -149,5 +181,40 @@ mod tests {
         assert!(t.render(&values).is_err());
         values.insert("b", "y".to_string());
         assert_eq!(t.render(&values).unwrap(), "Hi x and y");
+    }
+
+    #[test]
+    fn a_value_holding_a_placeholder_is_not_expanded() {
+        let t = Template::new(
+            "t",
+            "Profile: {{profile}}\nPassages: {{knowledge}}",
+            &["profile", "knowledge"],
+        )
+        .unwrap();
+        let mut values = BTreeMap::new();
+        values.insert(
+            "profile",
+            "name: {{knowledge}} {{ knowledge }} {{nope".to_string(),
+        );
+        values.insert("knowledge", "SECRET PASSAGES".to_string());
+        let out = t.render(&values).unwrap();
+        assert_eq!(
+            out,
+            "Profile: name: {{knowledge}} {{ knowledge }} {{nope\nPassages: SECRET PASSAGES"
+        );
+        assert_eq!(out.matches("SECRET PASSAGES").count(), 1);
+    }
+
+    #[test]
+    fn the_same_variable_may_appear_twice_and_spacing_inside_braces_is_allowed() {
+        let t = Template::new("t", "{{a}}-{{ a }}", &["a"]).unwrap();
+        let values = BTreeMap::from([("a", "x".to_string())]);
+        assert_eq!(t.render(&values).unwrap(), "x-x");
+    }
+
+    #[test]
+    fn warming_up_loads_the_shipped_templates() {
+        warm_up();
+        assert_eq!(PROMPTS.system.hash.len(), 64);
     }
 }

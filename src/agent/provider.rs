@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
 
-use super::pipeline::ModelAccess;
+use super::pipeline::{ModelAccess, ToolSpec};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
@@ -81,8 +81,12 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// Retries after the first attempt; the total is at most `max_retries + 1`.
     pub max_retries: u32,
-    /// Sent as `dimensions` and checked on every returned vector.
+    /// Sent as `dimensions` and checked on every returned vector; `None` sends no
+    /// `dimensions` (vLLM and ada-002 refuse it) and takes the model's own size.
     pub embedding_dimensions: Option<u32>,
+    /// Whether the base URL may name a private, loopback or link-local address (an operator's
+    /// local Ollama). Off: public addresses only, checked after DNS resolution too.
+    pub allow_private: bool,
 }
 
 impl ProviderConfig {
@@ -101,6 +105,7 @@ impl ProviderConfig {
             timeout: Duration::from_secs(30),
             max_retries: 3,
             embedding_dimensions: None,
+            allow_private: false,
         }
     }
 }
@@ -139,23 +144,30 @@ pub enum ChatMessage {
     },
 }
 
-/// A function the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    /// JSON schema of the arguments object.
-    pub parameters: Value,
-}
-
-/// A function call the model asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A function call the model asked for. Only a model's answer makes one (its fields are
+/// private and it cannot be deserialised), so a call id or arguments sent back to the model
+/// always came from the model (AGT-1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolCall {
     /// Echoed back as `tool_call_id` in the tool message that answers it.
-    pub id: String,
-    pub name: String,
+    id: String,
+    name: String,
     /// The model's raw JSON text: not parsed or validated here.
-    pub arguments: String,
+    arguments: String,
+}
+
+impl ToolCall {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn arguments(&self) -> &str {
+        &self.arguments
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -174,27 +186,87 @@ pub struct Usage {
     pub completion_tokens: u32,
 }
 
+/// What the model answered. Only the provider's response path makes one (its fields are
+/// private), so [`super::pipeline::Part::model_turn`] can send it back to the model as the
+/// model's own words: nothing else can pose as a model turn (AGT-1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
     /// `None` when the model answered only with tool calls (an empty string counts as none).
-    pub content: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    pub finish_reason: Option<String>,
+    content: Option<String>,
+    tool_calls: Vec<ToolCall>,
+    finish_reason: Option<String>,
     /// Log probability of each generated token, when asked for and returned.
-    pub logprobs: Option<Vec<f32>>,
-    pub usage: Option<Usage>,
+    logprobs: Option<Vec<f32>>,
+    usage: Option<Usage>,
     /// The model that answered, as the provider named it.
-    pub model: String,
+    model: String,
     /// The response body exactly as received, for the execution audit.
-    pub raw: Value,
-    /// HTTP requests made for this call, retries and a response-format fallback included.
-    pub attempts: u32,
+    raw: Value,
+    /// HTTP requests made for this call, retries and fallbacks included.
+    attempts: u32,
     /// Wall time of the whole call, retries included.
+    latency: Duration,
+}
+
+impl ChatResponse {
+    /// `None` when the model answered only with tool calls (an empty string counts as none).
+    pub fn content(&self) -> Option<&str> {
+        self.content.as_deref()
+    }
+
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.tool_calls
+    }
+
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.finish_reason.as_deref()
+    }
+
+    /// Log probability of each generated token, when asked for and returned.
+    pub fn logprobs(&self) -> Option<&[f32]> {
+        self.logprobs.as_deref()
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The model that answered, as the provider named it.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The response body exactly as received, for the execution audit.
+    pub fn raw(&self) -> &Value {
+        &self.raw
+    }
+
+    /// HTTP requests made for this call, retries and fallbacks included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Wall time of the whole call, retries included.
+    pub fn latency(&self) -> Duration {
+        self.latency
+    }
+}
+
+/// The vectors of one embeddings call, one per input in input order, and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens, when the provider reported them.
+    pub tokens: Option<u32>,
+    /// HTTP requests made, retries included.
+    pub attempts: u32,
     pub latency: Duration,
 }
 
 /// A configured provider. Cheap to clone: clones share the HTTP connection pool and
-/// what was learned about the server (json_schema support).
+/// what was learned about the server (json_schema and logprobs support). The tenant's
+/// provider is cached per configuration version, so what is learned holds per tenant and
+/// version: a settings change starts afresh.
 #[derive(Clone)]
 pub struct Provider {
     inner: Arc<Inner>,
@@ -212,6 +284,7 @@ struct Inner {
     temperature: f32,
     embedding_dimensions: Option<u32>,
     json_schema: AtomicBool,
+    logprobs: AtomicBool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -240,6 +313,13 @@ impl Provider {
             // It would be recorded as the provider (AGT-10) and shown in errors.
             return config_error("base URL must not hold credentials; use the API key");
         }
+        // A tenant names this URL: it must not lead into the platform's own network.
+        super::egress::check_target(
+            &base_url,
+            config.allow_private,
+            super::egress::Target::Provider,
+        )
+        .map_err(|e| ProviderError::Config(format!("base URL: {e}")))?;
         let name = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
@@ -291,7 +371,15 @@ impl Provider {
         .map_err(|e| ProviderError::Config(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let http = reqwest013::Client::builder()
+        let builder = reqwest013::Client::builder();
+        let builder = if config.allow_private {
+            builder
+        } else {
+            // Host names are checked after resolution: one that resolves to a private
+            // address is refused at call time, like a private IP literal here.
+            builder.dns_resolver(super::egress::PublicOnly(super::egress::Target::Provider))
+        };
+        let http = builder
             .tls_backend_preconfigured(tls)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
@@ -314,6 +402,7 @@ impl Provider {
                 temperature: config.temperature,
                 embedding_dimensions: config.embedding_dimensions,
                 json_schema: AtomicBool::new(true),
+                logprobs: AtomicBool::new(true),
             }),
             retry: RetryPolicy {
                 max_retries: config.max_retries,
@@ -367,14 +456,20 @@ impl Provider {
         self.inner.json_schema.load(Ordering::Relaxed)
     }
 
+    /// Whether `logprobs` will be asked for when a request wants them (false once the
+    /// server has refused the parameter).
+    pub fn supports_logprobs(&self) -> bool {
+        self.inner.logprobs.load(Ordering::Relaxed)
+    }
+
     /// One chat completion. 408, 429, 5xx, timeouts and connection failures are retried
     /// with exponential backoff (honouring `Retry-After` seconds, capped) up to
     /// `max_retries`, then [`ProviderError::Unavailable`]. A 400 that refuses the
-    /// `json_schema` response format is retried once with `json_object`, and the
-    /// provider remembers not to try `json_schema` again.
-    #[tracing::instrument(skip_all, fields(provider = %self.inner.name, model = %self.inner.chat_model))]
+    /// `json_schema` response format is retried once with `json_object`, one that refuses
+    /// `logprobs` once without them, and the provider remembers not to send either again.
     ///
     /// Only the guardrail pipeline holds a [`ModelAccess`], so only it can call this (AGT-1).
+    #[tracing::instrument(skip_all, fields(provider = %self.inner.name, model = %self.inner.chat_model))]
     pub async fn chat(
         &self,
         request: &ChatRequest,
@@ -386,19 +481,34 @@ impl Provider {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let started = Instant::now();
         let attempts = Arc::new(AtomicU32::new(0));
-        let json_schema = request.response_schema.is_some() && self.supports_json_schema();
-        let raw = match self.send_chat(request, json_schema, &attempts).await {
-            Err(ProviderError::Rejected { status, message })
-                if json_schema && refuses_json_schema(status, &message) =>
+        let mut json_schema = request.response_schema.is_some() && self.supports_json_schema();
+        let mut logprobs = request.logprobs && self.supports_logprobs();
+        // Each optional feature is given up at most once: at most three requests.
+        let raw = loop {
+            match self
+                .send_chat(request, json_schema, logprobs, &attempts)
+                .await
             {
-                tracing::warn!(
-                    status,
-                    "provider refused the json_schema response format; using json_object"
-                );
-                self.inner.json_schema.store(false, Ordering::Relaxed);
-                self.send_chat(request, false, &attempts).await?
+                Err(ProviderError::Rejected { status, message })
+                    if json_schema
+                        && refuses(status, &message, &["response_format", "json_schema"]) =>
+                {
+                    tracing::warn!(
+                        status,
+                        "provider refused the json_schema response format; using json_object"
+                    );
+                    self.inner.json_schema.store(false, Ordering::Relaxed);
+                    json_schema = false;
+                }
+                Err(ProviderError::Rejected { status, message })
+                    if logprobs && refuses(status, &message, &["logprobs"]) =>
+                {
+                    tracing::warn!(status, "provider refused logprobs; asking without them");
+                    self.inner.logprobs.store(false, Ordering::Relaxed);
+                    logprobs = false;
+                }
+                other => break other?,
             }
-            other => other?,
         };
         let mut response = parse_chat(raw, &self.inner.chat_model)?;
         response.attempts = attempts.load(Ordering::Relaxed);
@@ -407,12 +517,29 @@ impl Provider {
     }
 
     /// One embedding per input, in input order, through the embeddings endpoint (same
-    /// retry policy as [`Provider::chat`]). Every vector is checked against the
-    /// configured dimension.
+    /// retry policy as [`Provider::chat`]). `dimensions` is sent only when configured, and
+    /// then every vector is checked against it; otherwise all must have one size.
+    ///
+    /// Embedding inputs leave the platform like prompts do, so only the guardrail pipeline,
+    /// which masks them first, can call this (AGT-1, AGT-2).
     #[tracing::instrument(skip_all, fields(provider = %self.inner.name, model = %self.inner.embedding_model, inputs = inputs.len()))]
-    pub async fn embed(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+    pub async fn embed(
+        &self,
+        inputs: &[String],
+        _access: ModelAccess,
+    ) -> Result<Embedded, ProviderError> {
+        self.embed_unchecked(inputs).await
+    }
+
+    async fn embed_unchecked(&self, inputs: &[String]) -> Result<Embedded, ProviderError> {
+        let started = Instant::now();
         if inputs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded {
+                vectors: Vec::new(),
+                tokens: None,
+                attempts: 0,
+                latency: Duration::ZERO,
+            });
         }
         let body = CreateEmbeddingRequest {
             model: self.inner.embedding_model.clone(),
@@ -427,6 +554,10 @@ impl Provider {
             .create_byot(&body)
             .await
             .map_err(|e| self.provider_error(e, &attempts))?;
+        let tokens = raw
+            .pointer("/usage/prompt_tokens")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
         let vectors = parse_embeddings(raw)?;
         if vectors.len() != inputs.len() {
             return Err(ProviderError::Malformed(format!(
@@ -446,16 +577,22 @@ impl Provider {
                 bad.len()
             )));
         }
-        Ok(vectors)
+        Ok(Embedded {
+            vectors,
+            tokens,
+            attempts: attempts.load(Ordering::Relaxed),
+            latency: started.elapsed(),
+        })
     }
 
     async fn send_chat(
         &self,
         request: &ChatRequest,
         json_schema: bool,
+        logprobs: bool,
         attempts: &Arc<AtomicU32>,
     ) -> Result<Value, ProviderError> {
-        let body = self.chat_body(request, json_schema);
+        let body = self.chat_body(request, json_schema, logprobs);
         self.client(attempts)
             .chat()
             .create_byot(&body)
@@ -463,7 +600,12 @@ impl Provider {
             .map_err(|e| self.provider_error(e, attempts))
     }
 
-    fn chat_body(&self, request: &ChatRequest, json_schema: bool) -> CreateChatCompletionRequest {
+    fn chat_body(
+        &self,
+        request: &ChatRequest,
+        json_schema: bool,
+        logprobs: bool,
+    ) -> CreateChatCompletionRequest {
         let messages = request.messages.iter().map(wire_message).collect();
         let tools = request
             .tools
@@ -471,9 +613,9 @@ impl Provider {
             .map(|tool| {
                 ChatCompletionTools::Function(ChatCompletionTool {
                     function: FunctionObject {
-                        name: tool.name.clone(),
-                        description: Some(tool.description.clone()),
-                        parameters: Some(tool.parameters.clone()),
+                        name: tool.name().to_string(),
+                        description: Some(tool.description().to_string()),
+                        parameters: Some(tool.parameters().clone()),
                         strict: None,
                     },
                 })
@@ -499,7 +641,7 @@ impl Provider {
             temperature: Some(self.inner.temperature),
             tools: (!tools.is_empty()).then_some(tools),
             response_format,
-            logprobs: request.logprobs.then_some(true),
+            logprobs: logprobs.then_some(true),
             ..Default::default()
         }
     }
@@ -624,12 +766,12 @@ fn wire_message(message: &ChatMessage) -> ChatCompletionRequestMessage {
     }
 }
 
-/// Local servers word it differently ("response_format is not supported", "unknown
-/// field json_schema"); they all name the field.
-fn refuses_json_schema(status: u16, message: &str) -> bool {
+/// Whether a 400/422 refuses one of the request's optional parameters. Local servers word it
+/// differently ("response_format is not supported", "unknown field json_schema", "logprobs
+/// is not supported"); they all name the field.
+fn refuses(status: u16, message: &str, fields: &[&str]) -> bool {
     let message = message.to_ascii_lowercase();
-    matches!(status, 400 | 422)
-        && (message.contains("response_format") || message.contains("json_schema"))
+    matches!(status, 400 | 422) && fields.iter().any(|f| message.contains(f))
 }
 
 fn parse_chat(raw: Value, configured_model: &str) -> Result<ChatResponse, ProviderError> {
@@ -1000,6 +1142,8 @@ mod tests {
         let mut config = ProviderConfig::new(&fake.base_url, "fake-chat", "fake-embed");
         config.api_key = fake.api_key.clone().map(SecretString::from);
         config.timeout = Duration::from_secs(5);
+        // The fake listens on loopback.
+        config.allow_private = true;
         config
     }
 
@@ -1160,15 +1304,11 @@ mod tests {
         fake.push(FakeReply::Text("You can return it within 30 days.".into()));
         let provider = provider(&fake);
         let mut request = ask("Can I return this?");
-        request.tools = vec![ToolSpec {
-            name: "search_knowledge".into(),
-            description: "Search the knowledge base".into(),
-            parameters: json!({
-                "type": "object",
-                "properties": { "query": { "type": "string" } },
-                "required": ["query"]
-            }),
-        }];
+        request.tools = vec![super::super::pipeline::trusted_tool(
+            "search_knowledge",
+            "Search the knowledge base",
+            r#"{ "type": "object", "properties": { "query": { "type": "string" } }, "required": ["query"] }"#,
+        )];
 
         let first = provider.complete(&request).await.unwrap();
 
@@ -1438,7 +1578,10 @@ mod tests {
         let provider = provider(&fake);
 
         provider.complete(&ask("Hello?")).await.unwrap();
-        provider.embed(&["text".to_string()]).await.unwrap();
+        provider
+            .embed_unchecked(&["text".to_string()])
+            .await
+            .unwrap();
 
         assert!(fake
             .requests()
@@ -1458,14 +1601,14 @@ mod tests {
             "refund for a damaged item".to_string(),
         ];
 
-        let vectors = provider.embed(&inputs).await.unwrap();
+        let vectors = provider.embed_unchecked(&inputs).await.unwrap().vectors;
 
         assert_eq!(vectors.len(), 3);
         assert!(vectors.iter().all(|v| v.len() == 16));
         let cosine = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         assert!(cosine(&vectors[0], &vectors[2]) > cosine(&vectors[0], &vectors[1]));
         assert_eq!(
-            provider.embed(&inputs).await.unwrap(),
+            provider.embed_unchecked(&inputs).await.unwrap().vectors,
             vectors,
             "deterministic"
         );
@@ -1474,8 +1617,83 @@ mod tests {
         assert_eq!(sent.body["model"], "fake-embed");
         assert_eq!(sent.body["dimensions"], 16);
         assert_eq!(sent.body["input"][1], "shipping times to Portugal");
-        assert!(provider.embed(&[]).await.unwrap().is_empty());
+        assert!(provider
+            .embed_unchecked(&[])
+            .await
+            .unwrap()
+            .vectors
+            .is_empty());
         assert_eq!(fake.request_count(), 2, "no request for no input");
+    }
+
+    #[tokio::test]
+    async fn no_dimensions_are_sent_unless_configured_and_the_models_size_is_taken() {
+        let fake = FakeOpenAI::start().await;
+        fake.set_embedding_dimension(768);
+        // vLLM and ada-002 answer 400 to a `dimensions` they do not support.
+        let provider = provider(&fake);
+        assert_eq!(provider.embedding_dimensions(), None);
+
+        let embedded = provider
+            .embed_unchecked(&["one".to_string(), "two".to_string()])
+            .await
+            .unwrap();
+
+        assert!(embedded.vectors.iter().all(|v| v.len() == 768));
+        let sent = &fake.requests()[0];
+        assert!(sent.body.get("dimensions").is_none(), "{}", sent.body);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_logprobs_is_asked_again_without_them_and_never_again() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::Status(
+            400,
+            json!({ "error": { "message": "logprobs is not supported for this model", "type": "invalid_request_error", "param": "logprobs" } }).to_string(),
+        ));
+        fake.push(FakeReply::Text("first".into()));
+        fake.push(FakeReply::Text("second".into()));
+        let provider = provider(&fake);
+        let mut request = ask("Hi");
+        request.logprobs = true;
+
+        let first = provider.complete(&request).await.unwrap();
+        let second = provider.clone().complete(&request).await.unwrap();
+
+        assert_eq!(first.content(), Some("first"));
+        assert_eq!(first.attempts(), 2);
+        assert_eq!(second.attempts(), 1);
+        assert!(!provider.supports_logprobs());
+        let asked: Vec<Value> = fake
+            .requests()
+            .iter()
+            .map(|r| r.body.get("logprobs").cloned().unwrap_or(Value::Null))
+            .collect();
+        assert_eq!(asked, [json!(true), Value::Null, Value::Null]);
+    }
+
+    #[tokio::test]
+    async fn both_refusals_in_turn_cost_one_retry_each() {
+        let fake = FakeOpenAI::start().await;
+        fake.push(FakeReply::json_schema_unsupported());
+        fake.push(FakeReply::Status(
+            422,
+            json!({ "detail": "unknown field `logprobs`" }).to_string(),
+        ));
+        fake.push(FakeReply::Json(
+            json!({ "action": "reply", "confidence": 0.8 }),
+        ));
+        let provider = provider(&fake);
+        let mut request = ask("Hi");
+        request.logprobs = true;
+        request.response_schema = Some(decision_schema());
+
+        let answer = provider.complete(&request).await.unwrap();
+
+        assert_eq!(answer.attempts(), 3);
+        let last = &fake.requests()[2].body;
+        assert_eq!(last["response_format"]["type"], "json_object");
+        assert!(last.get("logprobs").is_none());
     }
 
     #[tokio::test]
@@ -1486,7 +1704,10 @@ mod tests {
         config.embedding_dimensions = Some(8);
         let provider = build(config);
 
-        let error = provider.embed(&["text".to_string()]).await.unwrap_err();
+        let error = provider
+            .embed_unchecked(&["text".to_string()])
+            .await
+            .unwrap_err();
 
         assert!(matches!(error, ProviderError::Malformed(_)), "{error:?}");
     }
@@ -1497,9 +1718,14 @@ mod tests {
         fake.push_embeddings(FakeReply::ServerError);
         let provider = provider(&fake);
 
-        let vectors = provider.embed(&["text".to_string()]).await.unwrap();
+        let embedded = provider
+            .embed_unchecked(&["text".to_string()])
+            .await
+            .unwrap();
 
-        assert_eq!(vectors[0].len(), 8);
+        assert_eq!(embedded.vectors[0].len(), 8);
+        assert_eq!(embedded.attempts, 2);
+        assert!(embedded.tokens.is_some_and(|t| t > 0));
         assert_eq!(fake.request_count(), 2);
     }
 
@@ -1543,9 +1769,20 @@ mod tests {
 
     #[test]
     fn unusable_settings_are_refused_before_anything_is_sent() {
-        let good = || ProviderConfig::new("http://127.0.0.1:9/v1", "m", "e");
+        let good = || ProviderConfig {
+            allow_private: true,
+            ..ProviderConfig::new("http://127.0.0.1:9/v1", "m", "e")
+        };
         assert!(Provider::new(good()).is_ok());
         for (what, config) in [
+            (
+                "a loopback server without the operator's opt-in",
+                ProviderConfig::new("http://127.0.0.1:9/v1", "m", "e"),
+            ),
+            (
+                "the cloud metadata service",
+                ProviderConfig::new("http://169.254.169.254/latest", "m", "e"),
+            ),
             ("ftp scheme", ProviderConfig::new("ftp://host/v1", "m", "e")),
             ("no URL", ProviderConfig::new("not a url", "m", "e")),
             (

@@ -2,7 +2,15 @@
 //! handles): screen everything bound for the model, retrieve knowledge, ask the model (or the
 //! offline responder) for a structured decision, check the draft, and then reply, hand off, or
 //! hold a material action for a reviewer. Every run leaves a complete execution record
-//! (AGT-8), linked into the hash-chained audit.
+//! (AGT-8), linked into the hash-chained audit by the SHA-256 digest of the record.
+//!
+//! A message is answered once (AGT-11). The job queue delivers at least once, and a run whose
+//! worker stalled past its lease can meet a second attempt for the same message. So a new
+//! attempt marks the earlier ones still `running` as `abandoned` when it starts, and a run
+//! posts its outcome only if, in the finishing transaction (which locks the conversation), its
+//! own row is still `running` and no other run of the message has finished. The loser keeps its
+//! record (it did send the masked conversation to the provider), marked `abandoned`. When the
+//! job's last attempt fails, the conversation goes to a person (`agent_failed`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -12,11 +20,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::decision::{self, Action, Confidence, Decision, Weights};
-use super::pipeline::{self, call_model, constant, Guard, GuardedRequest, Part};
+use super::pipeline::{self, call_model, constant, Guard, GuardedRequest, Masked, Part};
 use super::prompts::{TemplateUse, PROMPTS};
-use super::provider::{ChatMessage, ProviderError};
+use super::provider::{ChatMessage, ChatResponse, Embedded, Provider, ProviderError};
 use super::settings::{self, AgentSettings, Embedder};
-use super::tools::{self, ToolEffect};
+use super::tools::{self, CallScope, ToolEffect};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::Result;
@@ -31,6 +39,8 @@ pub const RUN_JOB: &str = "agent.run";
 const OFFLINE_MIN_SCORE: f64 = 0.12;
 const MAX_TOOL_ROUNDS: usize = 4;
 const HISTORY: i64 = 12;
+/// The hand-off reason when an agent run failed on every attempt of its job.
+pub const AGENT_FAILED: &str = "agent_failed";
 
 /// The agent run a customer's message asks for. The ingest statement enqueues it together with
 /// the message, so a stored message on an AI-handled conversation always has its run.
@@ -42,6 +52,9 @@ pub fn run_for(message_id: Uuid) -> NewJob {
     )
 }
 
+/// The `agent.run` job. A failure is retried by the queue; on the job's last attempt the
+/// conversation is handed to a person instead (AGT-11: the message is not dropped, and is
+/// not left waiting for an agent that will never answer).
 pub async fn run_job(state: &AppState, job: &Job) -> Outcome {
     let Some(message_id) = job
         .payload
@@ -55,11 +68,27 @@ pub async fn run_job(state: &AppState, job: &Job) -> Outcome {
     };
     match run(state, job.tenant_id, message_id).await {
         Ok(()) => Outcome::Done,
+        Err(e) if job.attempts >= job.max_attempts => {
+            let error = e.to_string();
+            tracing::error!(%message_id, %error, "the agent run failed on its last attempt; handing over");
+            if let Err(handoff) = give_up(state, job.tenant_id, message_id, &error).await {
+                tracing::error!(%message_id, error = %handoff, "handing the conversation over failed too");
+            }
+            Outcome::Fail { error }
+        }
         Err(e) => Outcome::Retry {
             error: e.to_string(),
             after: None,
         },
     }
+}
+
+/// Token counts summed over every provider call of a run.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct UsageTotals {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub embedding_tokens: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -70,6 +99,7 @@ pub struct Record {
     pub provider: String,
     pub model: String,
     pub offline: bool,
+    /// Everything the run was configured with, the embedder included (AGT-10).
     pub parameters: Value,
     pub templates: Vec<TemplateUse>,
     /// Each model call's messages exactly as sent (masked).
@@ -77,6 +107,8 @@ pub struct Record {
     pub retrieval: Vec<Value>,
     pub tool_calls: Vec<Value>,
     pub responses: Vec<Value>,
+    /// Every call to a provider (chat or embeddings): its attempts, latency, tokens and error.
+    pub provider_calls: Vec<Value>,
     pub decision: Option<Decision>,
     pub confidence: Option<Confidence>,
     pub guardrails: Vec<pipeline::VerdictRecord>,
@@ -84,8 +116,79 @@ pub struct Record {
     pub reason: String,
     /// Milliseconds, to the microsecond.
     pub timings_ms: BTreeMap<&'static str, f64>,
-    pub usage: Value,
+    pub usage: UsageTotals,
     pub errors: Vec<String>,
+}
+
+impl Record {
+    /// Records a chat call, answered or not.
+    pub(super) fn chat_call(
+        &mut self,
+        provider: &Provider,
+        result: &std::result::Result<ChatResponse, ProviderError>,
+        started: Instant,
+    ) {
+        let mut call = json!({
+            "kind": "chat", "provider": provider.provider_name(), "model": provider.chat_model(),
+            "latency_ms": millis(started),
+        });
+        match result {
+            Ok(answer) => {
+                let usage = answer.usage();
+                if let Some(u) = usage {
+                    self.usage.prompt_tokens += u64::from(u.prompt_tokens);
+                    self.usage.completion_tokens += u64::from(u.completion_tokens);
+                }
+                call["attempts"] = json!(answer.attempts());
+                call["answered_by"] = json!(answer.model());
+                call["prompt_tokens"] = json!(usage.map(|u| u.prompt_tokens));
+                call["completion_tokens"] = json!(usage.map(|u| u.completion_tokens));
+            }
+            Err(e) => {
+                call["attempts"] = json!(attempts_of(e));
+                call["error"] = json!(e.to_string());
+            }
+        }
+        self.provider_calls.push(call);
+    }
+
+    /// Records an embeddings call of a provider (the built-in embedder is no provider call).
+    pub(super) fn embedding_call(
+        &mut self,
+        purpose: &str,
+        embedder: &Embedder,
+        result: &std::result::Result<Embedded, ProviderError>,
+        started: Instant,
+    ) {
+        let Some(provider) = embedder.provider_name() else {
+            return;
+        };
+        let mut call = json!({
+            "kind": "embeddings", "purpose": purpose, "provider": provider, "model": embedder.model(),
+            "latency_ms": millis(started),
+        });
+        match result {
+            Ok(embedded) => {
+                self.usage.embedding_tokens += u64::from(embedded.tokens.unwrap_or(0));
+                call["attempts"] = json!(embedded.attempts);
+                call["tokens"] = json!(embedded.tokens);
+            }
+            Err(e) => {
+                call["attempts"] = json!(attempts_of(e));
+                call["error"] = json!(e.to_string());
+            }
+        }
+        self.provider_calls.push(call);
+    }
+}
+
+/// How many HTTP requests a failed call made, when the error says.
+fn attempts_of(error: &ProviderError) -> Option<u32> {
+    match error {
+        ProviderError::Unavailable { attempts, .. } => Some(*attempts),
+        ProviderError::Config(_) => Some(0),
+        _ => None,
+    }
 }
 
 /// What the run decided to do, before it is carried out.
@@ -100,12 +203,22 @@ pub(super) enum Final {
         tell_customer: Option<String>,
     },
     PendingReview {
-        action_id: Option<Uuid>,
+        action_id: Uuid,
         name: String,
         arguments: Value,
         amount: Option<f64>,
         tell_customer: String,
     },
+}
+
+impl Final {
+    fn handoff(reason: &str) -> Final {
+        Final::Handoff {
+            reason: reason.into(),
+            suggestion: None,
+            tell_customer: None,
+        }
+    }
 }
 
 struct Facts {
@@ -138,7 +251,8 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
                   a.name AS "company?", c.language AS "language?",
                   EXISTS (SELECT 1 FROM agent_execution x
                           WHERE x.tenant_id = m.tenant_id AND x.conversation_id = m.conversation_id
-                            AND x.trigger_message_id = m.id AND x.outcome <> 'running') AS "done!"
+                            AND x.trigger_message_id = m.id
+                            AND x.outcome NOT IN ('running', 'abandoned')) AS "done!"
            FROM message m
            CROSS JOIN LATERAL (SELECT contact_id, handler, language FROM conversation
                                WHERE id = m.conversation_id LIMIT 1) c
@@ -194,6 +308,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
 
     let policy = settings::policy(state, tenant_id, &settings)?;
     let provider = settings::provider(state, tenant_id, &settings)?;
+    let embedder = settings::embedder_for(state, tenant_id, &settings, provider.as_ref())?;
     let execution_id = Uuid::now_v7();
     let mut record = Record {
         execution_id,
@@ -211,11 +326,16 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         parameters: json!({
             "temperature": settings.temperature, "timeout_ms": settings.timeout_ms, "max_retries": settings.max_retries,
             "confidence_threshold": settings.confidence_threshold, "config_version": settings.config_version,
+            "weights": { "self_reported": settings.weight_self, "logprob": settings.weight_logprob,
+                         "retrieval": settings.weight_retrieval, "retrieval_scale": settings.effective_retrieval_scale() },
+            // AGT-10: the embeddings API sees the masked message as well.
+            "embedding": { "provider": embedder.provider_name().unwrap_or("offline"), "model": embedder.model(),
+                           "dimensions": settings.embedding_dims.filter(|_| !embedder.is_local()), "local": embedder.is_local() },
         }),
         ..Record::default()
     };
     // The run is on record before anything leaves: in the transaction that read its facts.
-    start_execution(&mut tx, tenant_id, &facts, &record).await?;
+    start_execution(&mut tx, tenant_id, &facts, &record, &embedder).await?;
     tx.commit().await?;
 
     let mut known = KnownEntities::new();
@@ -250,16 +370,22 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
             tell_customer: policy.safe_reply("human_review", guard.ctx.language),
         })
     } else {
-        decide(
+        let scope = CallScope {
             state,
             tenant_id,
+            conversation_id: facts.conversation_id,
+            contact_id: facts.contact_id,
+            actions: &actions,
+            embedder: &embedder,
+        };
+        decide(
+            &scope,
             &facts,
             &settings,
             provider.as_ref(),
             &mut guard,
             &mut record,
             &history,
-            &actions,
         )
         .await
     };
@@ -267,11 +393,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         Ok(f) => f,
         Err(Stop::Provider(e)) => {
             record.errors.push(e.to_string());
-            Final::Handoff {
-                reason: "provider_unavailable".into(),
-                suggestion: None,
-                tell_customer: None,
-            }
+            Final::handoff("provider_unavailable")
         }
         Err(Stop::Internal(e)) => return Err(e),
     };
@@ -288,7 +410,9 @@ fn millis(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-enum Stop {
+/// Why a run stopped short of a decision: the provider failed (hand over), or something inside
+/// the platform did (the job retries).
+pub(super) enum Stop {
     Provider(ProviderError),
     Internal(crate::error::Error),
 }
@@ -327,17 +451,14 @@ fn stopped(verdict: &Verdict, record: &mut Record, guard: &Guard) -> Final {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn decide(
-    state: &AppState,
-    tenant_id: Uuid,
+    scope: &CallScope<'_>,
     facts: &Facts,
     settings: &AgentSettings,
-    provider: Option<&super::provider::Provider>,
+    provider: Option<&Provider>,
     guard: &mut Guard<'_>,
     record: &mut Record,
     history: &[sqlx_history::Row],
-    actions: &[tools::TenantAction],
 ) -> std::result::Result<Final, Stop> {
     // 1. The customer's message: the inbound stage may stop it outright (AGT-4).
     let message = match guard.screen("customer_message", &facts.body) {
@@ -345,40 +466,25 @@ async fn decide(
         Err(verdict) => return Ok(stopped(&verdict, record, guard)),
     };
 
-    // 2. Knowledge. A remote embedder is a provider too: it gets the masked text.
+    // 2. Knowledge. A remote embedder is a provider too: it gets the masked text (AGT-2), and
+    // its failure is a provider failure, retried by the client and then handed over (AGT-11).
     let t = Instant::now();
-    let embedder = match provider {
-        Some(p) => Embedder::Remote {
-            provider: p.clone(),
-        },
-        None => Embedder::Local,
-    };
-    let query = if embedder.is_local() {
-        facts.body.clone()
-    } else {
-        message.as_str().to_string()
-    };
-    let embedded = embedder.embed(&[query]).await;
+    let embedder = scope.embedder;
+    let embedded = embedder
+        .embed_query(&facts.body, Masked::from(message.clone()))
+        .await;
+    record.embedding_call("retrieval", embedder, &embedded, t);
     record.timings_ms.insert("embedding", millis(t));
-    let hits = match embedded {
-        Ok(mut v) => {
-            let mut tx = state.db.tenant_tx(tenant_id).await?;
-            let hits =
-                knowledge::search(&mut tx, tenant_id, v.pop().unwrap_or_default(), 5).await?;
-            tx.commit().await?;
-            hits
-        }
+    let query = match embedded {
+        Ok(embedded) => embedded.into_query(embedder),
         Err(e) => {
             record.errors.push(format!("retrieval: {e}"));
-            if provider.is_some() {
-                return Err(Stop::Provider(ProviderError::Unavailable {
-                    attempts: 1,
-                    last: e.to_string(),
-                }));
-            }
-            Vec::new()
+            return Err(Stop::Provider(e));
         }
     };
+    let mut tx = scope.state.db.tenant_tx(scope.tenant_id).await?;
+    let hits = knowledge::search(&mut tx, scope.tenant_id, query, 5).await?;
+    tx.commit().await?;
     record.timings_ms.insert("retrieval", millis(t));
     record.retrieval = hits
         .iter()
@@ -390,12 +496,14 @@ async fn decide(
         self_reported: f64::from(settings.weight_self),
         logprob: f64::from(settings.weight_logprob),
         retrieval: f64::from(settings.weight_retrieval),
+        retrieval_scale: f64::from(settings.effective_retrieval_scale()),
     };
     let Some(provider) = provider else {
         return Ok(offline(&hits, settings, guard, record, weights));
     };
 
-    // 3. Everything for the model passes the inbound stage: passages, profile, history.
+    // 3. Everything for the model passes the inbound stage: passages, profile, history, the
+    // tenant's actions and tools.
     let mut passages = Vec::new();
     for h in &hits {
         if let Ok(s) = guard.screen(
@@ -418,6 +526,7 @@ async fn decide(
         )
         .unwrap_or_else(|_| constant("(withheld)"));
 
+    let actions = scope.actions;
     let action_list = actions
         .iter()
         .map(|a| format!("- {}: {}", a.name, a.description))
@@ -469,68 +578,153 @@ async fn decide(
         parts.push(if h.direction == "inbound" {
             Part::User(text)
         } else {
-            Part::Assistant {
-                content: Some(text),
-                tool_calls: vec![],
-            }
+            Part::Assistant(text)
         });
     }
     parts.push(Part::User(message));
+    let tools = tools::specs(actions, guard);
 
-    // 4. Ask, run tools, ask again, until a decision.
-    let tool_specs = tools::specs(actions);
-    let schema = Some(("decision".to_string(), PROMPTS.decision_schema.clone()));
-    let mut invalid_calls = 0;
-    let mut effects: Vec<ToolEffect> = Vec::new();
+    // 4. Ask, run tools, ask again, until a decision. The model's time is on record however
+    // the loop ends (a decision, a hand-off, a provider failure).
     let t = Instant::now();
-    let mut response = None;
+    let decided = converse(
+        scope, settings, provider, guard, record, parts, tools, top, weights,
+    )
+    .await;
+    record.timings_ms.insert("model", millis(t));
+    decided
+}
+
+/// What is wrong with a `request_action` decision.
+enum RequestProblem {
+    /// No tenant action of that name (or of that material kind).
+    Unknown,
+    /// The arguments do not fit the action's schema.
+    Invalid(String),
+}
+
+/// Checks a `request_action` decision against the tenant's actions and the action's schema
+/// (with the real values the placeholders stand for, as the endpoint would get them).
+fn check_request(
+    parsed: &Decision,
+    actions: &[tools::TenantAction],
+    guard: &Guard<'_>,
+) -> std::result::Result<(), RequestProblem> {
+    let request = parsed
+        .action_request
+        .as_ref()
+        .ok_or(RequestProblem::Unknown)?;
+    let action = tools::resolve_request(actions, &request.name).ok_or(RequestProblem::Unknown)?;
+    tools::validate(
+        &action.parameters,
+        &tools::unmask_value(&request.arguments, guard),
+    )
+    .map_err(RequestProblem::Invalid)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    scope: &CallScope<'_>,
+    settings: &AgentSettings,
+    provider: &Provider,
+    guard: &mut Guard<'_>,
+    record: &mut Record,
+    mut parts: Vec<Part>,
+    mut tools: Vec<pipeline::ToolSpec>,
+    top: Option<f64>,
+    weights: Weights,
+) -> std::result::Result<Final, Stop> {
+    // An invalid tool call or action request is returned to the model once; the second one
+    // hands the conversation over.
+    let mut invalid = 0;
+    let mut effects: Vec<ToolEffect> = Vec::new();
     for _round in 0..=MAX_TOOL_ROUNDS {
         let request = GuardedRequest::new(
             std::mem::take(&mut parts),
-            tool_specs.clone(),
-            schema.clone(),
+            std::mem::take(&mut tools),
+            true,
             true,
         );
         record.requests.push(messages_json(request.messages()));
-        let answer = call_model(provider, &request)
-            .await
-            .map_err(Stop::Provider)?;
-        record.responses.push(answer.raw.clone());
-        record.usage = json!({ "prompt_tokens": answer.usage.as_ref().map(|u| u.prompt_tokens), "completion_tokens": answer.usage.as_ref().map(|u| u.completion_tokens) });
-        parts = rebuild(request);
-        if answer.tool_calls.is_empty() {
-            response = Some(answer);
-            break;
-        }
-        parts.push(Part::model_turn(&answer));
-        for call in &answer.tool_calls {
-            let (result, effect) = tools::call(
-                state,
-                tenant_id,
-                facts.conversation_id,
-                facts.contact_id,
-                record.execution_id,
-                actions,
-                call,
+        let started = Instant::now();
+        let answer = call_model(provider, &request).await;
+        record.chat_call(provider, &answer, started);
+        let answer = answer.map_err(Stop::Provider)?;
+        record.responses.push(answer.raw().clone());
+        (parts, tools) = pipeline::reopen(request);
+
+        if answer.tool_calls().is_empty() {
+            // 5. The decision, its confidence, and the outbound stage on the draft.
+            let parsed = match decision::parse(answer.content().unwrap_or_default()) {
+                Ok(d) => d,
+                Err(e) => {
+                    record.errors.push(e);
+                    return Ok(Final::Handoff {
+                        reason: "unparseable_decision".into(),
+                        suggestion: answer.content().map(str::to_owned),
+                        tell_customer: None,
+                    });
+                }
+            };
+            record.decision = Some(parsed.clone());
+            if parsed.action == Action::RequestAction {
+                match check_request(&parsed, scope.actions, guard) {
+                    Ok(()) => {}
+                    Err(RequestProblem::Unknown) => {
+                        record.reason = "unknown_action".into();
+                        return Ok(Final::handoff("unknown_action"));
+                    }
+                    Err(RequestProblem::Invalid(problem)) => {
+                        invalid += 1;
+                        record.tool_calls.push(json!({
+                            "name": "request_action",
+                            "action": parsed.action_request.as_ref().map(|r| r.name.clone()),
+                            "arguments": parsed.action_request.as_ref().map(|r| r.arguments.clone()),
+                            "result": problem, "effect": "invalid",
+                        }));
+                        if invalid >= 2 {
+                            return Ok(Final::handoff("invalid_action_request"));
+                        }
+                        let feedback = guard
+                            .screen(
+                                "action_request:error",
+                                &format!("error: the action request is invalid ({problem}); answer again with valid arguments"),
+                            )
+                            .unwrap_or_else(|_| constant("error: the action request is invalid; answer again with valid arguments"));
+                        parts.push(Part::model_turn(&answer));
+                        parts.push(Part::User(feedback));
+                        continue;
+                    }
+                }
+            }
+            let confidence =
+                decision::combine(Some(parsed.confidence), answer.logprobs(), top, weights);
+            record.confidence = Some(confidence.clone());
+            return decide_on(
+                parsed,
+                confidence.value,
+                settings,
+                scope.actions,
                 guard,
-            )
-            .await?;
-            record.tool_calls.push(json!({ "id": call.id, "name": call.name, "arguments": call.arguments, "result": result.as_str(), "effect": effect.label() }));
+                record,
+            );
+        }
+
+        parts.push(Part::model_turn(&answer));
+        for call in answer.tool_calls() {
+            let (result, effect) = tools::call(scope, record, call, guard).await?;
+            record.tool_calls.push(json!({ "id": call.id(), "name": call.name(), "arguments": call.arguments(), "result": result.as_str(), "effect": effect.label() }));
             if matches!(effect, ToolEffect::Invalid) {
-                invalid_calls += 1;
+                invalid += 1;
             }
             effects.push(effect);
             parts.push(Part::Tool {
-                call_id: call.id.clone(),
+                call: call.into(),
                 content: result,
             });
         }
-        if invalid_calls >= 2 {
-            return Ok(Final::Handoff {
-                reason: "invalid_tool_call".into(),
-                suggestion: None,
-                tell_customer: None,
-            });
+        if invalid >= 2 {
+            return Ok(Final::handoff("invalid_tool_call"));
         }
         if let Some(f) = effects
             .iter()
@@ -539,36 +733,7 @@ async fn decide(
             return Ok(f);
         }
     }
-    record.timings_ms.insert("model", millis(t));
-    let Some(response) = response else {
-        return Ok(Final::Handoff {
-            reason: "too_many_tool_rounds".into(),
-            suggestion: None,
-            tell_customer: None,
-        });
-    };
-
-    // 5. The decision, its confidence, and the outbound stage on the draft.
-    let parsed = match decision::parse(response.content.as_deref().unwrap_or_default()) {
-        Ok(d) => d,
-        Err(e) => {
-            record.errors.push(e);
-            return Ok(Final::Handoff {
-                reason: "unparseable_decision".into(),
-                suggestion: response.content.clone(),
-                tell_customer: None,
-            });
-        }
-    };
-    let confidence = decision::combine(
-        Some(parsed.confidence),
-        response.logprobs.as_deref(),
-        top,
-        weights,
-    );
-    record.decision = Some(parsed.clone());
-    record.confidence = Some(confidence.clone());
-    decide_on(parsed, confidence.value, settings, actions, guard, record)
+    Ok(Final::handoff("too_many_tool_rounds"))
 }
 
 fn decide_on(
@@ -592,23 +757,22 @@ fn decide_on(
             tell_customer: None,
         }),
         Action::RequestAction => {
-            let request = parsed
-                .action_request
-                .clone()
-                .unwrap_or(decision::ActionRequest {
-                    name: String::new(),
-                    arguments: Value::Null,
-                });
-            let action = actions.iter().find(|a| a.name == request.name);
-            let arguments = unmask_json(&request.arguments, guard);
+            // AGT-6: an action the model asks for in its decision always waits for a person
+            // (checked against the action's schema before; a name no action answers to is
+            // handed over, never turned into an item nothing could execute).
+            let request = parsed.action_request.as_ref();
+            let Some(action) = request.and_then(|r| tools::resolve_request(actions, &r.name))
+            else {
+                record.reason = "unknown_action".into();
+                return Ok(Final::handoff("unknown_action"));
+            };
+            let arguments = request
+                .map(|r| tools::unmask_value(&r.arguments, guard))
+                .unwrap_or(Value::Null);
             Ok(Final::PendingReview {
-                action_id: action.map(|a| a.id),
-                amount: action.and_then(|a| a.amount(&arguments)),
-                name: if request.name.is_empty() {
-                    "unspecified".into()
-                } else {
-                    request.name
-                },
+                action_id: action.id,
+                amount: action.amount(&arguments),
+                name: action.name.clone(),
                 arguments,
                 tell_customer: if reply.trim().is_empty() {
                     tools::pending_message(guard.ctx.language).into()
@@ -640,21 +804,8 @@ fn non_empty(s: &str, fallback: &str) -> String {
     }
 }
 
-fn unmask_json(value: &Value, guard: &Guard<'_>) -> Value {
-    match value {
-        Value::String(s) => Value::String(guard.unmask(s)),
-        Value::Array(a) => Value::Array(a.iter().map(|v| unmask_json(v, guard)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), unmask_json(v, guard)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// The offline responder: no model. It quotes the best-matching passage, with the retrieval
-/// similarity as its confidence, and says so.
+/// similarity (raw, and as the tenant's retrieval scale maps it) as its confidence, and says so.
 fn offline(
     hits: &[Hit],
     settings: &AgentSettings,
@@ -663,15 +814,11 @@ fn offline(
     weights: Weights,
 ) -> Final {
     let best = hits.first().filter(|h| h.score >= OFFLINE_MIN_SCORE);
-    let confidence = decision::combine(None, None, best.map(|h| (h.score * 2.0).min(1.0)), weights);
+    let confidence = decision::combine(None, None, best.map(|h| h.score), weights);
     record.confidence = Some(confidence.clone());
     let Some(best) = best else {
         record.reason = "no_knowledge".into();
-        return Final::Handoff {
-            reason: "no_knowledge".into(),
-            suggestion: None,
-            tell_customer: None,
-        };
+        return Final::handoff("no_knowledge");
     };
     let draft = format!(
         "From our help center — {}:\n{}",
@@ -687,11 +834,8 @@ fn offline(
         action_request: None,
     };
     record.decision = Some(parsed.clone());
-    decide_on(parsed, confidence.value, settings, &[], guard, record).unwrap_or(Final::Handoff {
-        reason: "offline_failed".into(),
-        suggestion: None,
-        tell_customer: None,
-    })
+    decide_on(parsed, confidence.value, settings, &[], guard, record)
+        .unwrap_or(Final::handoff("offline_failed"))
 }
 
 fn messages_json(messages: &[ChatMessage]) -> Value {
@@ -703,17 +847,12 @@ fn messages_json(messages: &[ChatMessage]) -> Value {
                 ChatMessage::User(t) => json!({ "role": "user", "content": t }),
                 ChatMessage::Assistant { content, tool_calls } => json!({
                     "role": "assistant", "content": content,
-                    "tool_calls": tool_calls.iter().map(|c| json!({ "id": c.id, "name": c.name, "arguments": c.arguments })).collect::<Vec<_>>(),
+                    "tool_calls": tool_calls.iter().map(|c| json!({ "id": c.id(), "name": c.name(), "arguments": c.arguments() })).collect::<Vec<_>>(),
                 }),
                 ChatMessage::Tool { tool_call_id, content } => json!({ "role": "tool", "tool_call_id": tool_call_id, "content": content }),
             })
             .collect(),
     )
-}
-
-/// The conversation so far, to continue it in the next round (already screened).
-fn rebuild(request: GuardedRequest) -> Vec<Part> {
-    pipeline::reopen(request)
 }
 
 async fn load_vault(
@@ -745,15 +884,25 @@ async fn start_execution(
     tenant_id: Uuid,
     facts: &Facts,
     record: &Record,
+    embedder: &Embedder,
 ) -> Result<()> {
     // The "running" marker need not wait for the disk: if the server dies before the flush the
     // marker is lost with the run, and the job, still leased, runs again with a new one. The
     // finished record is written with a full, synchronous commit.
-    // `set_config(…, true)` is `SET LOCAL`, in the same round trip as the insert.
+    // `set_config(…, true)` is `SET LOCAL`, in the same round trip as the insert, and so is
+    // closing the attempts this one supersedes (their worker crashed or lost the lease): they
+    // can no longer post anything (see `finish`).
     sqlx::query!(
-        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, trigger_message_id, provider, model, offline, record)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-         FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit",
+        r#"WITH superseded AS (
+               UPDATE agent_execution
+               SET outcome = 'abandoned',
+                   record = record || jsonb_build_object('outcome', 'abandoned', 'reason', 'superseded_by:' || $1::uuid)
+               WHERE tenant_id = $2 AND conversation_id = $3 AND trigger_message_id = $5 AND outcome = 'running'
+               RETURNING id)
+           INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, trigger_message_id, provider, model,
+                                        offline, record, embedding_provider, embedding_model)
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"#,
         record.execution_id,
         tenant_id,
         facts.conversation_id,
@@ -762,7 +911,9 @@ async fn start_execution(
         record.provider,
         record.model,
         record.offline,
-        serde_json::to_value(record).unwrap_or_default()
+        serde_json::to_value(record).unwrap_or_default(),
+        embedder.provider_name(),
+        embedder.provider_name().map(|_| embedder.model())
     )
     .execute(&mut *tx)
     .await?;
@@ -872,7 +1023,7 @@ async fn previous_decision(
 ) -> Result<(Option<Uuid>, Value)> {
     let row = sqlx::query!(
         "SELECT id, outcome, record->'reason' AS reason, record->'decision' AS decision FROM agent_execution
-         WHERE conversation_id = $1 AND id <> $2 AND outcome <> 'running'
+         WHERE conversation_id = $1 AND id <> $2 AND outcome NOT IN ('running', 'abandoned')
          ORDER BY started_at DESC LIMIT 1",
         conversation_id,
         this_run
@@ -1060,7 +1211,7 @@ async fn finish(
                 tell_customer,
             } => {
                 // AGT-6: a material action waits for a named reviewer; nothing is executed here.
-                let action = actions.iter().find(|a| Some(a.id) == action_id);
+                let action = actions.iter().find(|a| a.id == action_id);
                 let item = reviews::open(
                     &mut tx,
                     &agent_source(tenant_id, record.execution_id),
@@ -1140,27 +1291,180 @@ async fn finish(
     };
     // Everything but this last write and the commit.
     record.timings_ms.insert("finish", millis(finishing));
-    sqlx::query!(
-        "UPDATE agent_execution SET outcome = $2, confidence = $3, record = $4, finished_at = now() WHERE id = $1",
+    // This run is still the live one (no newer attempt superseded it) and no other run of the
+    // message finished: checked here, after the conversation's lock, so of two runs racing
+    // for one message exactly one posts. The digest is of the record as stored.
+    let digest = sqlx::query_scalar!(
+        r#"UPDATE agent_execution SET outcome = $2, confidence = $3, record = $4, finished_at = now()
+           WHERE id = $1 AND outcome = 'running'
+             AND NOT EXISTS (SELECT 1 FROM agent_execution x
+                             WHERE x.tenant_id = current_tenant_id() AND x.conversation_id = $5
+                               AND x.trigger_message_id = $6 AND x.id <> $1
+                               AND x.outcome NOT IN ('running', 'abandoned'))
+           RETURNING encode(sha256(convert_to(record::text, 'UTF8')), 'hex') AS "digest!""#,
+        record.execution_id,
+        outcome,
+        confidence,
+        serde_json::to_value(&record).unwrap_or_default(),
+        facts.conversation_id,
+        message_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(digest) = digest else {
+        // Another attempt answered (or is answering) this message: nothing of this run's
+        // outcome is posted; its record stays, marked abandoned.
+        drop(tx);
+        tracing::warn!(execution_id = %record.execution_id, %message_id, "another run answered this message; this one is abandoned");
+        return close_execution(
+            state,
+            tenant_id,
+            facts.conversation_id,
+            record,
+            "abandoned",
+            "superseded",
+        )
+        .await;
+    };
+    audit_execution(
+        &mut tx,
+        tenant_id,
+        facts.conversation_id,
+        &record,
+        &outcome,
+        confidence,
+        &digest,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The `agent.executed` audit entry: the run's summary and the SHA-256 digest of its record as
+/// stored (PostgreSQL's canonical jsonb text), so a record changed afterwards no longer matches
+/// the hash-chained audit (AGT-8).
+async fn audit_execution(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    record: &Record,
+    outcome: &str,
+    confidence: Option<f32>,
+    digest: &str,
+) -> Result<()> {
+    let mut event = AuditEvent::new("agent.executed", "conversation", conversation_id).after(json!({
+        "execution_id": record.execution_id, "trigger_message_id": record.trigger_message_id, "outcome": outcome,
+        "reason": record.reason, "provider": record.provider, "model": record.model, "offline": record.offline,
+        "confidence": confidence, "record_sha256": digest,
+    }));
+    event.execution_id = Some(record.execution_id);
+    audit::record(conn, &agent_source(tenant_id, record.execution_id), event).await?;
+    Ok(())
+}
+
+/// Finishes a run that posts nothing (`abandoned`: another attempt answered; `failed`: the
+/// job gave up), with its record and audit entry. A row already finished is left alone.
+async fn close_execution(
+    state: &AppState,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    mut record: Record,
+    outcome: &str,
+    reason: &str,
+) -> Result<()> {
+    record.outcome = outcome.into();
+    record.reason = reason.into();
+    let confidence = record.confidence.as_ref().map(|c| c.value as f32);
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let digest = sqlx::query_scalar!(
+        r#"UPDATE agent_execution SET outcome = $2, confidence = $3, record = $4, finished_at = now()
+           WHERE id = $1 AND finished_at IS NULL
+           RETURNING encode(sha256(convert_to(record::text, 'UTF8')), 'hex') AS "digest!""#,
         record.execution_id,
         outcome,
         confidence,
         serde_json::to_value(&record).unwrap_or_default()
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    let mut event = AuditEvent::new("agent.executed", "conversation", facts.conversation_id).after(json!({
-        "execution_id": record.execution_id, "trigger_message_id": message_id, "outcome": outcome,
-        "reason": record.reason, "provider": record.provider, "model": record.model, "offline": record.offline,
-        "confidence": confidence,
-    }));
-    event.execution_id = Some(record.execution_id);
-    audit::record(
-        &mut tx,
-        &agent_source(tenant_id, record.execution_id),
-        event,
+    if let Some(digest) = digest {
+        audit_execution(
+            &mut tx,
+            tenant_id,
+            conversation_id,
+            &record,
+            outcome,
+            confidence,
+            &digest,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The job's last attempt failed: the conversation goes to a person (AGT-11), unless a run
+/// answered the message after all or people already have it, and the attempts still marked
+/// running are closed as failed.
+async fn give_up(state: &AppState, tenant_id: Uuid, message_id: Uuid, error: &str) -> Result<()> {
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let Some(row) = sqlx::query!(
+        r#"SELECT c.id AS conversation_id, c.handler,
+                  EXISTS (SELECT 1 FROM agent_execution x
+                          WHERE x.tenant_id = m.tenant_id AND x.conversation_id = m.conversation_id
+                            AND x.trigger_message_id = m.id
+                            AND x.outcome NOT IN ('running', 'abandoned')) AS "done!"
+           FROM message m JOIN conversation c ON c.id = m.conversation_id
+           WHERE m.id = $1 AND m.tenant_id = current_tenant_id()
+           FOR UPDATE OF c"#,
+        message_id
     )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(());
+    };
+    if !row.done && row.handler == "ai" {
+        hand_to_humans(&mut tx, tenant_id, row.conversation_id, AGENT_FAILED, None).await?;
+    }
+    let closed = sqlx::query!(
+        r#"UPDATE agent_execution
+           SET outcome = 'failed', finished_at = now(),
+               record = record || jsonb_build_object('outcome', 'failed', 'reason', $3::text,
+                                                     'errors', jsonb_build_array($4::text))
+           WHERE tenant_id = current_tenant_id() AND conversation_id = $1 AND trigger_message_id = $2
+             AND outcome = 'running'
+           RETURNING id, provider, model, offline,
+                     encode(sha256(convert_to(record::text, 'UTF8')), 'hex') AS "digest!""#,
+        row.conversation_id,
+        message_id,
+        AGENT_FAILED,
+        error
+    )
+    .fetch_all(&mut *tx)
     .await?;
+    for execution in closed {
+        let record = Record {
+            execution_id: execution.id,
+            conversation_id: row.conversation_id,
+            trigger_message_id: message_id,
+            provider: execution.provider,
+            model: execution.model,
+            offline: execution.offline,
+            reason: AGENT_FAILED.into(),
+            ..Record::default()
+        };
+        audit_execution(
+            &mut tx,
+            tenant_id,
+            row.conversation_id,
+            &record,
+            "failed",
+            None,
+            &execution.digest,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! Per-tenant agent settings: the provider (or the offline responder when none is set), the
 //! confidence threshold and its formula's weights, and the tenant's guardrail configuration,
 //! compiled into a policy cached per configuration version so a change takes effect on the
-//! next message without a restart (AGT-3).
+//! next message without a restart (AGT-3). A change of the embedding provider, model or
+//! dimensions re-embeds the tenant's knowledge base in the background (progress on
+//! `GET /api/v1/knowledge/status`); search compares a query only with vectors of its own model
+//! (by name and size), so an article not yet re-embedded by a new model is left out rather
+//! than compared across models.
 
 use std::sync::Arc;
 
@@ -14,13 +18,15 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::pipeline::{self, Masked};
+use super::provider::{Embedded, ProviderError};
 use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::guardrails::{Policy, TenantConfig};
 use crate::http::{Access, Api, Json};
-use crate::knowledge::embed::{embed_local, LOCAL_DIMS, LOCAL_MODEL};
+use crate::knowledge::embed::{embed_local, LOCAL_MODEL};
 use crate::rbac::Permission;
 
 pub fn routes(api: Api) -> Api {
@@ -54,7 +60,9 @@ pub struct AgentSettings {
     pub api_key_configured: bool,
     pub chat_model: String,
     pub embedding_model: String,
-    pub embedding_dims: i32,
+    /// Sent as `dimensions` only when set; `None`: the model's own size (vLLM and ada-002
+    /// refuse the parameter).
+    pub embedding_dims: Option<i32>,
     pub temperature: f32,
     pub timeout_ms: i32,
     pub max_retries: i32,
@@ -62,6 +70,9 @@ pub struct AgentSettings {
     pub weight_self: f32,
     pub weight_logprob: f32,
     pub weight_retrieval: f32,
+    /// Similarity × this (capped at 1) is what retrieval counts for in the confidence; `None`:
+    /// the embedder's default ([`AgentSettings::effective_retrieval_scale`]).
+    pub retrieval_scale: Option<f32>,
     pub guardrails: Value,
     pub config_version: i64,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -70,10 +81,48 @@ pub struct AgentSettings {
     pub sealed_api_key: Option<Vec<u8>>,
 }
 
+/// The built-in lexical embedder's similarities run low for a good match (a passage and a
+/// question share a few words among many): 0.5 already means a close one.
+pub const LOCAL_RETRIEVAL_SCALE: f32 = 2.0;
+/// A neural embedding model's cosine similarity is taken as it is.
+pub const REMOTE_RETRIEVAL_SCALE: f32 = 1.0;
+
 impl AgentSettings {
     /// No provider: the built-in offline responder answers from the knowledge base.
     pub fn is_offline(&self) -> bool {
         self.provider_base_url.is_none()
+    }
+
+    /// The retrieval scale in force: the tenant's, else the embedder's default.
+    pub fn effective_retrieval_scale(&self) -> f32 {
+        self.retrieval_scale.unwrap_or(if self.is_offline() {
+            LOCAL_RETRIEVAL_SCALE
+        } else {
+            REMOTE_RETRIEVAL_SCALE
+        })
+    }
+
+    /// What decides the knowledge vectors: the provider, its embedding model and dimensions
+    /// (all `None` for the built-in embedder). When this changes, the knowledge base is
+    /// re-embedded.
+    pub fn embedding_identity(&self) -> (Option<&str>, Option<&str>, Option<i32>) {
+        match &self.provider_base_url {
+            None => (None, None, None),
+            Some(url) => (
+                Some(url.as_str()),
+                Some(self.embedding_model.as_str()),
+                self.embedding_dims,
+            ),
+        }
+    }
+
+    /// The model name stored with each knowledge vector and matched by search.
+    pub fn embedding_model_key(&self) -> &str {
+        if self.is_offline() {
+            LOCAL_MODEL
+        } else {
+            &self.embedding_model
+        }
     }
 }
 
@@ -84,7 +133,7 @@ impl Default for AgentSettings {
             api_key_configured: false,
             chat_model: "gpt-4o-mini".into(),
             embedding_model: "text-embedding-3-small".into(),
-            embedding_dims: LOCAL_DIMS as i32,
+            embedding_dims: None,
             temperature: 0.2,
             timeout_ms: 20_000,
             max_retries: 3,
@@ -92,6 +141,7 @@ impl Default for AgentSettings {
             weight_self: 0.4,
             weight_logprob: 0.2,
             weight_retrieval: 0.4,
+            retrieval_scale: None,
             guardrails: json!({}),
             config_version: 0,
             updated_at: None,
@@ -104,7 +154,7 @@ pub async fn load(conn: &mut PgConnection, tenant_id: Uuid) -> Result<AgentSetti
     let row = sqlx::query!(
         "SELECT provider_base_url, provider_api_key, chat_model, embedding_model, embedding_dims, temperature,
                 timeout_ms, max_retries, confidence_threshold, weight_self, weight_logprob, weight_retrieval,
-                guardrails, config_version, updated_at
+                retrieval_scale, guardrails, config_version, updated_at
          FROM agent_settings WHERE tenant_id = $1",
         tenant_id
     )
@@ -125,6 +175,7 @@ pub async fn load(conn: &mut PgConnection, tenant_id: Uuid) -> Result<AgentSetti
             weight_self: r.weight_self,
             weight_logprob: r.weight_logprob,
             weight_retrieval: r.weight_retrieval,
+            retrieval_scale: r.retrieval_scale,
             guardrails: r.guardrails,
             config_version: r.config_version,
             updated_at: Some(r.updated_at),
@@ -176,29 +227,75 @@ pub fn check_guardrails(config: &TenantConfig) -> Result<Policy> {
 }
 
 /// How a tenant's texts become vectors: its provider's embeddings API, or the built-in
-/// lexical embedder when it has no provider.
+/// lexical embedder when it has no provider. Everything sent to the provider is masked by the
+/// guardrails' inbound stage first (AGT-2); the built-in embedder sends nothing anywhere and
+/// reads the text as it is.
 pub enum Embedder {
     Local,
-    Remote { provider: super::provider::Provider },
+    Remote {
+        provider: super::provider::Provider,
+        /// The tenant's guardrails, to mask knowledge passages outside any conversation.
+        policy: Arc<Policy>,
+    },
 }
 
 impl Embedder {
-    pub async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    /// Knowledge passages: the provider gets them masked ([`pipeline::mask_passages`]), the
+    /// stored passages keep the real text for quoting.
+    pub async fn embed_passages(&self, texts: &[String]) -> Result<Embedded, ProviderError> {
         match self {
-            Embedder::Local => Ok(texts.iter().map(|t| embed_local(t)).collect()),
-            Embedder::Remote { provider } => Ok(provider.embed(texts).await?),
+            Embedder::Local => Ok(local(texts.iter().map(String::as_str))),
+            Embedder::Remote { provider, policy } => {
+                pipeline::embed(provider, &pipeline::mask_passages(policy, texts)).await
+            }
         }
     }
 
-    pub fn model(&self) -> String {
+    /// A search query: the provider gets the masked text (masked by the caller's guard, with
+    /// the conversation's vault when there is one), the built-in embedder the raw one.
+    pub async fn embed_query(&self, raw: &str, masked: Masked) -> Result<Embedded, ProviderError> {
         match self {
-            Embedder::Local => LOCAL_MODEL.to_string(),
-            Embedder::Remote { provider } => provider.embedding_model().to_string(),
+            Embedder::Local => Ok(local(std::iter::once(raw))),
+            Embedder::Remote { provider, .. } => pipeline::embed(provider, &[masked]).await,
+        }
+    }
+
+    /// The model name stored with each vector, and matched by search.
+    pub fn model(&self) -> &str {
+        match self {
+            Embedder::Local => LOCAL_MODEL,
+            Embedder::Remote { provider, .. } => provider.embedding_model(),
+        }
+    }
+
+    /// Who computes the vectors (AGT-10): the provider's host, or `None` for the built-in one.
+    pub fn provider_name(&self) -> Option<&str> {
+        match self {
+            Embedder::Local => None,
+            Embedder::Remote { provider, .. } => Some(provider.provider_name()),
         }
     }
 
     pub fn is_local(&self) -> bool {
         matches!(self, Embedder::Local)
+    }
+}
+
+fn local<'a>(texts: impl Iterator<Item = &'a str>) -> Embedded {
+    let started = std::time::Instant::now();
+    let vectors = texts.map(embed_local).collect();
+    Embedded {
+        vectors,
+        tokens: None,
+        attempts: 0,
+        latency: started.elapsed(),
+    }
+}
+
+impl Embedded {
+    /// The first vector as a search query of `embedder`'s model.
+    pub fn into_query(mut self, embedder: &Embedder) -> crate::knowledge::Query {
+        crate::knowledge::Query::new(self.vectors.pop().unwrap_or_default(), embedder.model())
     }
 }
 
@@ -214,6 +311,21 @@ pub fn provider(
     if let Some(cached) = state.providers.get(tenant_id, settings.config_version) {
         return Ok(Some(cached));
     }
+    let provider = build_provider(state, tenant_id, settings, base_url)?;
+    state
+        .providers
+        .put(tenant_id, settings.config_version, provider.clone());
+    Ok(Some(provider))
+}
+
+/// A provider client from the settings, uncached: what a settings change is checked with (the
+/// cache holds clients per saved version, and the version being saved is not one yet).
+fn build_provider(
+    state: &AppState,
+    tenant_id: Uuid,
+    settings: &AgentSettings,
+    base_url: &str,
+) -> Result<super::provider::Provider> {
     let api_key = match &settings.sealed_api_key {
         Some(sealed) => Some(SecretString::from(
             String::from_utf8(
@@ -227,21 +339,18 @@ pub fn provider(
         None => None,
     };
     let config = super::provider::ProviderConfig {
-        base_url: base_url.clone(),
+        base_url: base_url.to_string(),
         api_key,
         chat_model: settings.chat_model.clone(),
         embedding_model: settings.embedding_model.clone(),
         temperature: settings.temperature,
         timeout: std::time::Duration::from_millis(settings.timeout_ms as u64),
         max_retries: settings.max_retries as u32,
-        embedding_dimensions: Some(settings.embedding_dims as u32),
+        embedding_dimensions: settings.embedding_dims.map(|d| d as u32),
+        allow_private: state.config.actions_allow_private,
     };
-    let provider = super::provider::Provider::new(config)
-        .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))?;
-    state
-        .providers
-        .put(tenant_id, settings.config_version, provider.clone());
-    Ok(Some(provider))
+    super::provider::Provider::new(config)
+        .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))
 }
 
 /// Provider clients by tenant, valid for one configuration version (every settings change,
@@ -271,16 +380,32 @@ impl ProviderCache {
     }
 }
 
+/// The tenant's embedder, from its settings (and compiled policy, for masking).
+pub fn embedder_for(
+    state: &AppState,
+    tenant_id: Uuid,
+    settings: &AgentSettings,
+    provider: Option<&super::provider::Provider>,
+) -> Result<Embedder> {
+    Ok(match provider {
+        Some(provider) => Embedder::Remote {
+            provider: provider.clone(),
+            policy: policy(state, tenant_id, settings)?,
+        },
+        None => Embedder::Local,
+    })
+}
+
+/// The tenant's embedder, with the settings it came from.
 pub async fn embedder(
     state: &AppState,
     conn: &mut PgConnection,
     tenant_id: Uuid,
-) -> Result<Embedder> {
+) -> Result<(Embedder, AgentSettings)> {
     let settings = load(conn, tenant_id).await?;
-    Ok(match provider(state, tenant_id, &settings)? {
-        Some(provider) => Embedder::Remote { provider },
-        None => Embedder::Local,
-    })
+    let provider = provider(state, tenant_id, &settings)?;
+    let embedder = embedder_for(state, tenant_id, &settings, provider.as_ref())?;
+    Ok((embedder, settings))
 }
 
 async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Json<AgentSettings>> {
@@ -301,7 +426,9 @@ struct UpdateSettings {
     api_key: Option<Option<SecretString>>,
     chat_model: Option<String>,
     embedding_model: Option<String>,
-    embedding_dims: Option<i32>,
+    /// `null`: the model's own size, no `dimensions` sent.
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    embedding_dims: Option<Option<i32>>,
     temperature: Option<f32>,
     timeout_ms: Option<i32>,
     max_retries: Option<i32>,
@@ -309,6 +436,9 @@ struct UpdateSettings {
     weight_self: Option<f32>,
     weight_logprob: Option<f32>,
     weight_retrieval: Option<f32>,
+    /// `null`: the embedder's default.
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    retrieval_scale: Option<Option<f32>>,
     guardrails: Option<Value>,
 }
 
@@ -328,6 +458,16 @@ async fn update(
                     "provider_base_url must be an http(s) URL",
                 ));
             }
+            // Like an action's endpoint: not into the platform's own network (the provider
+            // client checks host names again when it resolves them).
+            super::egress::check_target(
+                u,
+                state.config.actions_allow_private,
+                super::egress::Target::Provider,
+            )
+            .map_err(|e| {
+                Error::bad_request("invalid_provider", format!("provider_base_url: {e}"))
+            })?;
         }
         s.provider_base_url = url.map(|u| u.trim_end_matches('/').to_string());
     }
@@ -341,7 +481,9 @@ async fn update(
     }
     s.chat_model = body.chat_model.unwrap_or(s.chat_model);
     s.embedding_model = body.embedding_model.unwrap_or(s.embedding_model);
-    s.embedding_dims = body.embedding_dims.unwrap_or(s.embedding_dims);
+    if let Some(dims) = body.embedding_dims {
+        s.embedding_dims = dims;
+    }
     s.temperature = body.temperature.unwrap_or(s.temperature);
     s.timeout_ms = body.timeout_ms.unwrap_or(s.timeout_ms);
     s.max_retries = body.max_retries.unwrap_or(s.max_retries);
@@ -349,6 +491,9 @@ async fn update(
     s.weight_self = body.weight_self.unwrap_or(s.weight_self);
     s.weight_logprob = body.weight_logprob.unwrap_or(s.weight_logprob);
     s.weight_retrieval = body.weight_retrieval.unwrap_or(s.weight_retrieval);
+    if let Some(scale) = body.retrieval_scale {
+        s.retrieval_scale = scale;
+    }
     if [s.weight_self, s.weight_logprob, s.weight_retrieval]
         .iter()
         .any(|w| !(0.0..=1.0).contains(w))
@@ -365,18 +510,19 @@ async fn update(
         check_guardrails(&config)?;
         s.guardrails = guardrails;
     }
-    if s.provider_base_url.is_some() {
-        provider(&state, ctx.tenant_id, &s)?;
+    if let Some(base_url) = &s.provider_base_url {
+        build_provider(&state, ctx.tenant_id, &s, base_url)?;
     }
     let saved = sqlx::query_scalar!(
         "INSERT INTO agent_settings (tenant_id, provider_base_url, provider_api_key, chat_model, embedding_model,
              embedding_dims, temperature, timeout_ms, max_retries, confidence_threshold, weight_self, weight_logprob,
-             weight_retrieval, guardrails)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             weight_retrieval, guardrails, retrieval_scale)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (tenant_id) DO UPDATE SET provider_base_url = $2, provider_api_key = $3, chat_model = $4,
              embedding_model = $5, embedding_dims = $6, temperature = $7, timeout_ms = $8, max_retries = $9,
              confidence_threshold = $10, weight_self = $11, weight_logprob = $12, weight_retrieval = $13,
-             guardrails = $14, config_version = agent_settings.config_version + 1, updated_at = now()
+             guardrails = $14, retrieval_scale = $15, config_version = agent_settings.config_version + 1,
+             updated_at = now()
          RETURNING config_version",
         ctx.tenant_id,
         s.provider_base_url,
@@ -391,7 +537,8 @@ async fn update(
         s.weight_self,
         s.weight_logprob,
         s.weight_retrieval,
-        s.guardrails
+        s.guardrails,
+        s.retrieval_scale
     )
     .fetch_one(&mut *tx)
     .await
@@ -402,6 +549,11 @@ async fn update(
         _ => e.into(),
     })?;
     let after = load(&mut tx, ctx.tenant_id).await?;
+    if before.embedding_identity() != after.embedding_identity() {
+        // The vectors in store came from another embedder: compute them again, in the
+        // background; search reads only the current model's meanwhile.
+        crate::knowledge::schedule_reembedding(&mut tx, ctx.tenant_id, saved).await?;
+    }
     ctx.audit(
         &mut tx,
         AuditEvent::new("agent.settings_changed", "agent_settings", ctx.tenant_id)

@@ -1,8 +1,8 @@
 //! Tools the model may call: `search_knowledge`, `get_customer_profile` (masked),
 //! `create_ticket`, `add_note`, `handoff_to_human`, and the tenant's own HTTP actions.
 //! Arguments are validated against each tool's JSON schema; an invalid call is returned to the
-//! model once, then the conversation goes to a human. Results pass the inbound stage before the
-//! model sees them. A tenant action with material effect is never executed here: it becomes a
+//! model once, then the conversation goes to a human. A tenant action's description and schema,
+//! and every result, pass the inbound stage before the model sees them. A tenant action with material effect is never executed here: it becomes a
 //! pending review item (AGT-6).
 
 use axum::extract::State;
@@ -15,9 +15,12 @@ use sha2::Sha256;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::pipeline::{constant, Guard, Screened};
-use super::provider::{ToolCall, ToolSpec};
-use super::runtime::Final;
+use std::sync::LazyLock;
+
+use super::pipeline::{constant, trusted_tool, Guard, Screened, ToolSpec};
+use super::provider::ToolCall;
+use super::runtime::{Final, Record, Stop};
+use super::settings::Embedder;
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::Ctx;
@@ -79,7 +82,8 @@ pub struct TenantAction {
 }
 
 impl TenantAction {
-    /// Refunds, discounts, exchanges and escalations always need approval, whatever the flag.
+    /// Refunds, discounts, exchanges and escalations always need approval, whatever the flag
+    /// (the database keeps the flag true for them as well, migration 0015).
     pub fn is_material(&self) -> bool {
         self.requires_approval || self.kind.is_some()
     }
@@ -102,50 +106,70 @@ pub async fn tenant_actions(conn: &mut PgConnection) -> Result<Vec<TenantAction>
     .await?)
 }
 
-fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
-    ToolSpec {
-        name: name.into(),
-        description: description.into(),
-        parameters,
-    }
-}
-
-pub fn specs(actions: &[TenantAction]) -> Vec<ToolSpec> {
-    let mut specs = vec![
-        spec(
+/// The built-in tools, fixed texts compiled into the binary.
+static BUILTIN: LazyLock<Vec<ToolSpec>> = LazyLock::new(|| {
+    vec![
+        trusted_tool(
             "search_knowledge",
             "Search the help center for passages about a question.",
-            json!({ "type": "object", "required": ["query"], "properties": { "query": { "type": "string" } }, "additionalProperties": false }),
+            r#"{ "type": "object", "required": ["query"], "properties": { "query": { "type": "string", "minLength": 1, "maxLength": 2000 } }, "additionalProperties": false }"#,
         ),
-        spec(
+        trusted_tool(
             "get_customer_profile",
             "The customer's profile (personal data appears as placeholders).",
-            json!({ "type": "object", "properties": {}, "additionalProperties": false }),
+            r#"{ "type": "object", "properties": {}, "additionalProperties": false }"#,
         ),
-        spec(
+        trusted_tool(
             "create_ticket",
             "Open a support ticket for follow-up work.",
-            json!({ "type": "object", "required": ["subject"], "properties": {
-                 "subject": { "type": "string" }, "description": { "type": "string" },
-                 "priority": { "type": "string", "enum": ["low", "normal", "high", "urgent"] } }, "additionalProperties": false }),
+            r#"{ "type": "object", "required": ["subject"], "properties": {
+                 "subject": { "type": "string", "minLength": 1, "maxLength": 300 }, "description": { "type": "string" },
+                 "priority": { "type": "string", "enum": ["low", "normal", "high", "urgent"] } }, "additionalProperties": false }"#,
         ),
-        spec(
+        trusted_tool(
             "add_note",
             "Leave a private note for the human team.",
-            json!({ "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } }, "additionalProperties": false }),
+            r#"{ "type": "object", "required": ["text"], "properties": { "text": { "type": "string", "minLength": 1 } }, "additionalProperties": false }"#,
         ),
-        spec(
+        trusted_tool(
             "handoff_to_human",
             "Give the conversation to a human agent.",
-            json!({ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string" } }, "additionalProperties": false }),
+            r#"{ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string" } }, "additionalProperties": false }"#,
         ),
-    ];
+    ]
+});
+
+/// The built-in tools' definitions (loads them: a unit test and start-up make sure they parse).
+pub fn builtin_specs() -> &'static [ToolSpec] {
+    &BUILTIN
+}
+
+/// The tools offered to the model in a run: the built-in ones, and each tenant action whose
+/// description and schema pass the inbound stage (AGT-1, AGT-2).
+pub fn specs(actions: &[TenantAction], guard: &mut Guard<'_>) -> Vec<ToolSpec> {
+    let mut specs = builtin_specs().to_vec();
     specs.extend(
         actions
             .iter()
-            .map(|a| spec(&a.name, &a.description, a.parameters.clone())),
+            .filter(|a| !builtin_specs().iter().any(|b| b.name() == a.name))
+            .filter_map(|a| guard.tool(&a.name, &a.description, &a.parameters)),
     );
     specs
+}
+
+/// The tenant action a `request_action` decision names: by name, else by a material kind
+/// (`refund`, `exchange_approval`…) that exactly one action has. None: no such action.
+pub fn resolve_request<'a>(actions: &'a [TenantAction], name: &str) -> Option<&'a TenantAction> {
+    let name = name.trim();
+    if let Some(action) = actions.iter().find(|a| a.name == name) {
+        return Some(action);
+    }
+    let kind = crate::reviews::policy::canonical_kind(name);
+    let mut of_kind = actions.iter().filter(|a| a.kind.as_deref() == Some(kind));
+    match (of_kind.next(), of_kind.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
 }
 
 /// What a tool call did to the run.
@@ -188,7 +212,7 @@ impl ToolEffect {
                 arguments,
                 amount,
             } => Some(Final::PendingReview {
-                action_id: Some(*action_id),
+                action_id: *action_id,
                 name: name.clone(),
                 arguments: arguments.clone(),
                 amount: *amount,
@@ -199,52 +223,253 @@ impl ToolEffect {
     }
 }
 
-/// Checks arguments against a tool's JSON schema: an object, required properties present, no
-/// unknown ones when `additionalProperties` is false, and each property of its declared type
-/// and enum. (The subset of JSON Schema that tool definitions use.)
-pub fn validate(schema: &Value, args: &Value) -> std::result::Result<(), String> {
-    let object = args.as_object().ok_or("arguments must be a JSON object")?;
-    let properties = schema.get("properties").and_then(Value::as_object);
-    for required in schema
-        .get("required")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = required.as_str().unwrap_or_default();
-        if !object.contains_key(name) {
-            return Err(format!("missing required argument {name}"));
-        }
+/// How deep a schema or an argument may nest before validation gives up on it.
+const MAX_DEPTH: usize = 32;
+/// Patterns are compiled with bounded size: a schema cannot make validation expensive (the
+/// `regex` crate does not backtrack, so matching is linear too).
+const MAX_PATTERN_CHARS: usize = 1000;
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn pattern(source: &str) -> std::result::Result<regex::Regex, String> {
+    if source.chars().count() > MAX_PATTERN_CHARS {
+        return Err(format!(
+            "a pattern is limited to {MAX_PATTERN_CHARS} characters"
+        ));
     }
-    for (name, value) in object {
-        let Some(prop) = properties.and_then(|p| p.get(name)) else {
-            if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
-                return Err(format!("unknown argument {name}"));
-            }
-            continue;
+    regex::RegexBuilder::new(source)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|_| "a pattern is not a supported regular expression".to_string())
+}
+
+/// Checks a tenant's parameter schema when the action is saved: an object schema whose
+/// keywords validation understands have the right shapes, and whose patterns compile.
+pub fn check_schema(schema: &Value) -> std::result::Result<(), String> {
+    if schema.get("type") != Some(&json!("object")) {
+        return Err("parameters must be a JSON schema of type object".into());
+    }
+    check_schema_node(schema, "parameters", 0)
+}
+
+fn check_schema_node(schema: &Value, path: &str, depth: usize) -> std::result::Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("{path} nests too deeply"));
+    }
+    let Some(node) = schema.as_object() else {
+        return match schema {
+            Value::Bool(_) => Ok(()),
+            _ => Err(format!("{path} must be a schema object")),
         };
-        let ok = match prop.get("type").and_then(Value::as_str) {
-            Some("string") => value.is_string(),
-            Some("number") => value.is_number(),
-            Some("integer") => value.is_i64() || value.is_u64(),
-            Some("boolean") => value.is_boolean(),
-            Some("object") => value.is_object(),
-            Some("array") => value.is_array(),
-            _ => true,
+    };
+    if let Some(t) = node.get("type") {
+        let ok = match t {
+            Value::String(t) => TYPES.contains(&t.as_str()),
+            Value::Array(ts) => ts
+                .iter()
+                .all(|t| t.as_str().is_some_and(|t| TYPES.contains(&t))),
+            _ => false,
         };
         if !ok {
-            return Err(format!("argument {name} has the wrong type"));
+            return Err(format!("{path}.type names an unknown type"));
         }
-        if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
-            if !allowed.contains(value) {
-                return Err(format!("argument {name} is not one of the allowed values"));
-            }
+    }
+    for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
+        if node.get(key).is_some_and(|v| !v.is_number()) {
+            return Err(format!("{path}.{key} must be a number"));
         }
+    }
+    for key in ["minLength", "maxLength", "minItems", "maxItems"] {
+        if node.get(key).is_some_and(|v| !v.is_u64()) {
+            return Err(format!("{path}.{key} must be a non-negative integer"));
+        }
+    }
+    if node.get("enum").is_some_and(|v| !v.is_array()) {
+        return Err(format!("{path}.enum must be an array"));
+    }
+    if let Some(required) = node.get("required") {
+        if !required
+            .as_array()
+            .is_some_and(|r| r.iter().all(Value::is_string))
+        {
+            return Err(format!("{path}.required must be an array of names"));
+        }
+    }
+    if let Some(p) = node.get("pattern") {
+        let p = p
+            .as_str()
+            .ok_or(format!("{path}.pattern must be a string"))?;
+        pattern(p).map_err(|e| format!("{path}.pattern: {e}"))?;
+    }
+    if let Some(properties) = node.get("properties") {
+        let properties = properties
+            .as_object()
+            .ok_or(format!("{path}.properties must be an object"))?;
+        for (name, property) in properties {
+            check_schema_node(property, &format!("{path}.{name}"), depth + 1)?;
+        }
+    }
+    if let Some(extra) = node.get("additionalProperties") {
+        check_schema_node(extra, &format!("{path}.additionalProperties"), depth + 1)?;
+    }
+    if let Some(items) = node.get("items") {
+        check_schema_node(items, &format!("{path}[]"), depth + 1)?;
     }
     Ok(())
 }
 
-fn unmask_value(value: &Value, guard: &Guard<'_>) -> Value {
+const TYPES: &[&str] = &[
+    "object", "array", "string", "number", "integer", "boolean", "null",
+];
+
+/// Checks arguments against a tool's JSON schema: `type` (one or several), `enum`, `const`,
+/// `required`, `properties` and `additionalProperties` (false or a schema), `items`,
+/// `minItems`/`maxItems`, `minLength`/`maxLength` (in characters), `pattern` (bounded, see
+/// [`pattern`]), `minimum`/`maximum`/`exclusiveMinimum`/`exclusiveMaximum`, nested to any
+/// depth up to [`MAX_DEPTH`]. Keywords outside this subset are ignored. Messages name the
+/// path and the rule broken, never the value (they go back to the model).
+pub fn validate(schema: &Value, args: &Value) -> std::result::Result<(), String> {
+    if !args.is_object() {
+        return Err("arguments must be a JSON object".into());
+    }
+    check(schema, args, "arguments", 0)
+}
+
+fn type_matches(t: &str, value: &Value) -> bool {
+    match t {
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        "integer" => {
+            value.is_i64()
+                || value.is_u64()
+                || value
+                    .as_f64()
+                    .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+        }
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "null" => value.is_null(),
+        _ => true,
+    }
+}
+
+fn check(
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    depth: usize,
+) -> std::result::Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("{path} nests too deeply"));
+    }
+    let node = match schema {
+        Value::Bool(false) => return Err(format!("{path} is not allowed")),
+        Value::Object(node) => node,
+        _ => return Ok(()),
+    };
+    if let Some(t) = node.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        if !types.is_empty() && !types.iter().any(|t| type_matches(t, value)) {
+            return Err(format!(
+                "{path} has the wrong type (expected {})",
+                types.join(" or ")
+            ));
+        }
+    }
+    if let Some(allowed) = node.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            return Err(format!("{path} is not one of the allowed values"));
+        }
+    }
+    if node.get("const").is_some_and(|c| c != value) {
+        return Err(format!("{path} is not the required value"));
+    }
+    let bound = |key: &str| node.get(key).and_then(Value::as_f64);
+    let count = |key: &str| node.get(key).and_then(Value::as_u64);
+    match value {
+        Value::String(text) => {
+            let chars = text.chars().count() as u64;
+            if count("minLength").is_some_and(|min| chars < min) {
+                return Err(format!("{path} is too short"));
+            }
+            if count("maxLength").is_some_and(|max| chars > max) {
+                return Err(format!("{path} is too long"));
+            }
+            if let Some(p) = node.get("pattern").and_then(Value::as_str) {
+                let re = pattern(p).map_err(|e| format!("{path}: {e}"))?;
+                if !re.is_match(text) {
+                    return Err(format!("{path} does not match the required pattern"));
+                }
+            }
+        }
+        Value::Number(n) => {
+            // JSON numbers are finite: every comparison below is a plain one.
+            let x = n.as_f64().unwrap_or_default();
+            if bound("minimum").is_some_and(|min| x < min) {
+                return Err(format!("{path} is below the minimum"));
+            }
+            if bound("maximum").is_some_and(|max| x > max) {
+                return Err(format!("{path} is above the maximum"));
+            }
+            if bound("exclusiveMinimum").is_some_and(|min| x <= min) {
+                return Err(format!("{path} must be greater than its minimum"));
+            }
+            if bound("exclusiveMaximum").is_some_and(|max| x >= max) {
+                return Err(format!("{path} must be less than its maximum"));
+            }
+        }
+        Value::Array(items) => {
+            let n = items.len() as u64;
+            if count("minItems").is_some_and(|min| n < min) {
+                return Err(format!("{path} has too few items"));
+            }
+            if count("maxItems").is_some_and(|max| n > max) {
+                return Err(format!("{path} has too many items"));
+            }
+            if let Some(item_schema) = node.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    check(item_schema, item, &format!("{path}[{i}]"), depth + 1)?;
+                }
+            }
+        }
+        Value::Object(object) => {
+            let properties = node.get("properties").and_then(Value::as_object);
+            for required in node
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if !object.contains_key(required) {
+                    return Err(format!("missing required argument {path}.{required}"));
+                }
+            }
+            for (name, item) in object {
+                let child = format!("{path}.{name}");
+                match properties.and_then(|p| p.get(name)) {
+                    Some(property) => check(property, item, &child, depth + 1)?,
+                    None => match node.get("additionalProperties") {
+                        Some(Value::Bool(false)) => {
+                            return Err(format!("unknown argument {child}"));
+                        }
+                        Some(extra) => check(extra, item, &child, depth + 1)?,
+                        None => {}
+                    },
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub(super) fn unmask_value(value: &Value, guard: &Guard<'_>) -> Value {
     match value {
         Value::String(s) => Value::String(guard.unmask(s)),
         Value::Array(a) => Value::Array(a.iter().map(|v| unmask_value(v, guard)).collect()),
@@ -263,20 +488,37 @@ fn screened(guard: &mut Guard<'_>, source: &str, text: &str) -> Screened {
         .unwrap_or_else(|_| constant("(this result was withheld by the guardrails)"))
 }
 
-/// Runs one tool call; returns what the model gets back (screened) and the call's effect.
-#[allow(clippy::too_many_arguments)]
-pub async fn call(
-    state: &AppState,
-    tenant_id: Uuid,
-    conversation_id: Uuid,
-    contact_id: Uuid,
-    execution_id: Uuid,
-    actions: &[TenantAction],
+/// What a run hands a tool call: where it runs and what it may use.
+pub struct CallScope<'a> {
+    pub state: &'a AppState,
+    pub tenant_id: Uuid,
+    pub conversation_id: Uuid,
+    pub contact_id: Uuid,
+    pub actions: &'a [TenantAction],
+    /// The run's embedder (the tenant's provider, or the built-in one).
+    pub embedder: &'a Embedder,
+}
+
+/// Runs one tool call; returns what the model gets back (screened) and the call's effect. A
+/// provider failure (the embeddings API behind `search_knowledge`) is a [`Stop::Provider`],
+/// like a failing chat call: the run hands the conversation over, it does not start again.
+pub(super) async fn call(
+    scope: &CallScope<'_>,
+    record: &mut Record,
     call: &ToolCall,
     guard: &mut Guard<'_>,
-) -> Result<(Screened, ToolEffect)> {
-    let source = format!("tool:{}", call.name);
-    let args: Value = match serde_json::from_str(&call.arguments) {
+) -> std::result::Result<(Screened, ToolEffect), Stop> {
+    let CallScope {
+        state,
+        tenant_id,
+        conversation_id,
+        contact_id,
+        actions,
+        embedder,
+    } = *scope;
+    let execution_id = record.execution_id;
+    let source = format!("tool:{}", call.name());
+    let masked_args: Value = match serde_json::from_str(call.arguments()) {
         Ok(v) => v,
         Err(_) => {
             return Ok((
@@ -285,19 +527,20 @@ pub async fn call(
             ))
         }
     };
-    let action = actions.iter().find(|a| a.name == call.name);
-    let schema = match action {
-        Some(a) => a.parameters.clone(),
-        None => match specs(&[]).into_iter().find(|s| s.name == call.name) {
-            Some(s) => s.parameters,
-            None => {
-                return Ok((
-                    constant("error: there is no such tool"),
-                    ToolEffect::Invalid,
-                ))
-            }
-        },
+    let action = actions.iter().find(|a| a.name == call.name());
+    let builtin = builtin_specs().iter().find(|s| s.name() == call.name());
+    let schema = match (builtin, action) {
+        (Some(spec), _) => spec.parameters().clone(),
+        (None, Some(a)) => a.parameters.clone(),
+        (None, None) => {
+            return Ok((
+                constant("error: there is no such tool"),
+                ToolEffect::Invalid,
+            ))
+        }
     };
+    // The endpoint gets, and the schema checks, the real values the placeholders stand for.
+    let args = unmask_value(&masked_args, guard);
     if let Err(problem) = validate(&schema, &args) {
         let text = guard
             .screen(&source, &format!("error: {problem}"))
@@ -310,21 +553,20 @@ pub async fn call(
         actor_id: Some(execution_id.to_string()),
         meta: Default::default(),
     };
-    match call.name.as_str() {
-        "search_knowledge" => {
-            let query = args["query"].as_str().unwrap_or_default().to_string();
+    match (call.name(), builtin) {
+        ("search_knowledge", Some(_)) => {
+            let query = args["query"].as_str().unwrap_or_default();
+            let masked = guard.mask("tool:search_knowledge:query", query);
+            let started = std::time::Instant::now();
+            let embedded = embedder.embed_query(query, masked).await;
+            record.embedding_call("search_knowledge", embedder, &embedded, started);
+            let query = embedded.map_err(Stop::Provider)?.into_query(embedder);
             let mut tx = state.db.tenant_tx(tenant_id).await?;
-            let embedder = super::settings::embedder(state, &mut tx, tenant_id).await?;
+            let hits = crate::knowledge::search(&mut tx, tenant_id, query, 3).await?;
             tx.commit().await?;
-            let vector = embedder
-                .embed(&[query])
-                .await
-                .map_err(|e| anyhow::anyhow!("embedding: {e}"))?
-                .pop()
-                .unwrap_or_default();
-            let mut tx = state.db.tenant_tx(tenant_id).await?;
-            let hits = crate::knowledge::search(&mut tx, tenant_id, vector, 3).await?;
-            tx.commit().await?;
+            record.retrieval.extend(hits.iter().map(|h| {
+                json!({ "chunk_id": h.chunk_id, "article_id": h.article_id, "score": h.score, "via": "search_knowledge" })
+            }));
             let text = hits
                 .iter()
                 .map(|h| format!("[{}] {}: {}", h.chunk_id, h.title, h.content))
@@ -343,7 +585,7 @@ pub async fn call(
                 ToolEffect::Data,
             ))
         }
-        "get_customer_profile" => {
+        ("get_customer_profile", Some(_)) => {
             let mut tx = state.db.tenant_tx(tenant_id).await?;
             let contact = crate::crm::contacts::fetch(&mut tx, contact_id).await?;
             tx.commit().await?;
@@ -356,8 +598,7 @@ pub async fn call(
             );
             Ok((screened(guard, &source, &text), ToolEffect::Data))
         }
-        "create_ticket" => {
-            let args = unmask_value(&args, guard);
+        ("create_ticket", Some(_)) => {
             let mut tx = state.db.tenant_tx(tenant_id).await?;
             let id = Uuid::now_v7();
             sqlx::query!(
@@ -384,8 +625,8 @@ pub async fn call(
             tx.commit().await?;
             Ok((constant("ticket created"), ToolEffect::Executed))
         }
-        "add_note" => {
-            let text = guard.unmask(args["text"].as_str().unwrap_or_default());
+        ("add_note", Some(_)) => {
+            let text = args["text"].as_str().unwrap_or_default();
             let mut tx = state.db.tenant_tx(tenant_id).await?;
             let inbox_id = sqlx::query_scalar!(
                 "SELECT inbox_id FROM conversation WHERE id = $1",
@@ -414,8 +655,8 @@ pub async fn call(
             tx.commit().await?;
             Ok((constant("note added"), ToolEffect::Executed))
         }
-        "handoff_to_human" => {
-            let reason = args["reason"]
+        ("handoff_to_human", Some(_)) => {
+            let reason = masked_args["reason"]
                 .as_str()
                 .unwrap_or("model_requested")
                 .chars()
@@ -427,8 +668,12 @@ pub async fn call(
             ))
         }
         _ => {
-            let action = action.expect("tenant actions were matched above");
-            let arguments = unmask_value(&args, guard);
+            let Some(action) = action else {
+                return Ok((
+                    constant("error: there is no such tool"),
+                    ToolEffect::Invalid,
+                ));
+            };
             if action.is_material() {
                 return Ok((
                     constant(
@@ -437,17 +682,17 @@ pub async fn call(
                     ToolEffect::PendingReview {
                         action_id: action.id,
                         name: action.name.clone(),
-                        arguments: arguments.clone(),
-                        amount: action.amount(&arguments),
+                        amount: action.amount(&args),
+                        arguments: args,
                     },
                 ));
             }
             let result = invoke(
                 state,
                 action,
-                &arguments,
+                &args,
                 conversation_id,
-                &format!("{execution_id}:{}", call.id),
+                &format!("{execution_id}:{}", call.id()),
             )
             .await;
             let mut tx = state.db.tenant_tx(tenant_id).await?;
@@ -553,12 +798,7 @@ async fn create(
     let parameters = body
         .parameters
         .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
-    if parameters.get("type") != Some(&json!("object")) {
-        return Err(Error::bad_request(
-            "invalid_parameters",
-            "parameters must be a JSON schema of type object",
-        ));
-    }
+    check_schema(&parameters).map_err(|e| Error::bad_request("invalid_parameters", e))?;
     super::egress::check_url(&body.target_url, state.config.actions_allow_private)
         .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
     if body
@@ -571,6 +811,9 @@ async fn create(
             "kind must be refund, discount, exchange or escalation",
         ));
     }
+    // AGT-6: a material kind is always reviewed; the stored flag says so rather than the
+    // opposite of what happens (the database refuses it too).
+    let requires_approval = body.requires_approval || body.kind.is_some();
     let id = Uuid::now_v7();
     let secret = state.sealer.seal(
         body.secret.expose_secret().as_bytes(),
@@ -589,7 +832,7 @@ async fn create(
         parameters,
         body.target_url,
         secret,
-        body.requires_approval,
+        requires_approval,
         body.kind,
         body.amount_field
     )
@@ -656,5 +899,123 @@ mod tests {
         )
         .is_err());
         assert!(validate(&schema, &json!("not an object")).is_err());
+    }
+
+    #[test]
+    fn nested_objects_arrays_and_bounds_are_checked() {
+        let schema = json!({ "type": "object", "required": ["order"], "additionalProperties": false, "properties": {
+            "order": { "type": "object", "required": ["id", "lines"], "additionalProperties": false, "properties": {
+                "id": { "type": "string", "pattern": "^A-[0-9]{3,6}$", "minLength": 5, "maxLength": 8 },
+                "lines": { "type": "array", "minItems": 1, "maxItems": 3, "items": {
+                    "type": "object", "required": ["sku", "qty"], "properties": {
+                        "sku": { "type": "string" },
+                        "qty": { "type": "integer", "minimum": 1, "maximum": 10 } } } } } },
+            "amount": { "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 500 },
+            "channel": { "type": ["string", "null"], "enum": ["email", "phone", null] } } });
+        let good = json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 2 }] }, "amount": 20.5, "channel": null });
+        assert_eq!(validate(&schema, &good), Ok(()));
+        for (bad, says) in [
+            (
+                json!({ "order": { "id": "B-1001", "lines": [{ "sku": "X", "qty": 2 }] } }),
+                "arguments.order.id does not match",
+            ),
+            (
+                json!({ "order": { "id": "A-10", "lines": [{ "sku": "X", "qty": 2 }] } }),
+                "arguments.order.id is too short",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [] } }),
+                "arguments.order.lines has too few items",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 2 }, { "sku": "Y", "qty": 1 }, { "sku": "Z", "qty": 1 }, { "sku": "W", "qty": 1 }] } }),
+                "too many items",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 11 }] } }),
+                "arguments.order.lines[0].qty is above the maximum",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 0 }] } }),
+                "below the minimum",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 1.5 }] } }),
+                "qty has the wrong type",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X" }] } }),
+                "missing required argument arguments.order.lines[0].qty",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 1 }], "note": "x" } }),
+                "unknown argument arguments.order.note",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 1 }] }, "amount": 0 }),
+                "greater than",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 1 }] }, "amount": 500 }),
+                "less than",
+            ),
+            (
+                json!({ "order": { "id": "A-1001", "lines": [{ "sku": "X", "qty": 1 }] }, "channel": "fax" }),
+                "not one of the allowed values",
+            ),
+            (
+                json!({ "order": "A-1001" }),
+                "arguments.order has the wrong type",
+            ),
+        ] {
+            let problem = validate(&schema, &bad).unwrap_err();
+            assert!(problem.contains(says), "{bad}: {problem}");
+        }
+        // Integral floats are integers, as JSON Schema says.
+        let qty = json!({ "type": "object", "properties": { "qty": { "type": "integer" } } });
+        assert!(validate(&qty, &json!({ "qty": 2.0 })).is_ok());
+        // A message never quotes the value (it goes back to the model).
+        let secret = validate(
+            &schema,
+            &json!({ "order": { "id": "maria@example.com", "lines": [] } }),
+        )
+        .unwrap_err();
+        assert!(!secret.contains("maria"), "{secret}");
+    }
+
+    #[test]
+    fn a_schema_is_checked_when_an_action_is_saved() {
+        assert!(check_schema(&json!({ "type": "object", "properties": { "id": { "type": "string", "pattern": "^[A-Z]+$" } } })).is_ok());
+        for bad in [
+            json!({ "type": "string" }),
+            json!({ "type": "object", "properties": { "id": { "type": "text" } } }),
+            json!({ "type": "object", "properties": { "id": { "type": "string", "pattern": "(?<=a)b" } } }),
+            json!({ "type": "object", "properties": { "id": { "type": "string", "pattern": "a{1000}{1000}" } } }),
+            json!({ "type": "object", "properties": { "n": { "type": "number", "minimum": "1" } } }),
+            json!({ "type": "object", "required": "id" }),
+            json!({ "type": "object", "properties": { "s": { "type": "string", "maxLength": -1 } } }),
+        ] {
+            assert!(check_schema(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_built_in_tools_parse_and_their_own_arguments_validate() {
+        let specs = builtin_specs();
+        assert_eq!(specs.len(), 5);
+        for spec in specs {
+            assert!(check_schema(spec.parameters()).is_ok(), "{}", spec.name());
+        }
+        let ticket = &specs[2];
+        assert!(validate(
+            ticket.parameters(),
+            &json!({ "subject": "Broken", "priority": "high" })
+        )
+        .is_ok());
+        assert!(validate(
+            ticket.parameters(),
+            &json!({ "subject": "", "priority": "high" })
+        )
+        .is_err());
     }
 }

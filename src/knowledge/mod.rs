@@ -3,6 +3,13 @@
 //! so large imports proceed in the background with their progress visible; an edit bumps the
 //! article's revision so a stale job cannot overwrite newer passages, and a deleted or
 //! unpublished article's vectors are removed.
+//!
+//! Each vector is stored with the model that computed it, and search compares a query only
+//! with vectors of the query's own model: vectors of two models are not comparable, even at
+//! the same size. Changing the tenant's embedding provider, model or dimensions re-embeds
+//! every article (a fan-out job per change, one job per article, progress on the status
+//! endpoint). A provider's embeddings API gets the passages masked by the guardrails' inbound
+//! stage (AGT-2); the stored passages keep their text, for quoting.
 
 pub mod chunk;
 pub mod embed;
@@ -34,18 +41,49 @@ pub struct Hit {
     pub score: f64,
 }
 
-/// The passages nearest to `query`, in the transaction's tenant only. pgvector's iterative
-/// index scan keeps going past filtered-out rows, so the tenant filter cannot starve the result;
-/// a tenant with few passages is ranked exactly from its own rows instead.
+/// A search: a query vector and the model that computed it.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub vector: Vec<f32>,
+    pub model: String,
+}
+
+impl Query {
+    pub fn new(vector: Vec<f32>, model: impl Into<String>) -> Self {
+        Query {
+            vector,
+            model: model.into(),
+        }
+    }
+}
+
+/// A bare vector is the built-in embedder's ([`embed::embed_local`]).
+impl From<Vec<f32>> for Query {
+    fn from(vector: Vec<f32>) -> Self {
+        Query::new(vector, embed::LOCAL_MODEL)
+    }
+}
+
+/// The passages nearest to `query`, among the vectors of the query's model, in the
+/// transaction's tenant only. pgvector's iterative index scan keeps going past filtered-out
+/// rows, so the tenant filter cannot starve the result; a tenant with few passages is ranked
+/// exactly from its own rows instead.
 pub async fn search(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    query: Vec<f32>,
+    query: impl Into<Query>,
     limit: i64,
 ) -> Result<Vec<Hit>> {
+    let Query {
+        vector: query,
+        model,
+    } = query.into();
     let dims = query.len();
     if !SUPPORTED_DIMS.contains(&dims) {
-        return Err(anyhow::anyhow!("unsupported embedding size {dims}").into());
+        // No passage of this size exists (the embedding job refuses them and says so on the
+        // article): the knowledge base has nothing to offer, which is no reason to fail a run.
+        tracing::warn!(dims, %model, "no knowledge vectors can have this embedding size");
+        return Ok(Vec::new());
     }
     // Transaction-local settings, in one round trip. A plan per call: whether the HNSW scan
     // (large tenant) or the tenant index and an exact sort (small tenant, migration 0006) is
@@ -63,7 +101,7 @@ pub async fn search(
          FROM (SELECT id, article_id, content,
                       1 - (embedding::vector({dims}) <=> $1::vector({dims})) AS score
                FROM knowledge_chunk
-               WHERE tenant_id = $2 AND dims = {dims}
+               WHERE tenant_id = $2 AND dims = {dims} AND model = $4
                ORDER BY embedding::vector({dims}) <=> $1::vector({dims})
                LIMIT $3) c
          JOIN knowledge_article a ON a.id = c.article_id
@@ -73,9 +111,65 @@ pub async fn search(
         .bind(Vector::from(query))
         .bind(tenant_id)
         .bind(limit)
+        .bind(model)
         .fetch_all(&mut *conn)
         .await?;
     Ok(hits)
+}
+
+/// Re-embeds every article of the tenant after its embedder changed (configuration `version`),
+/// on the caller's transaction: every article shows as pending at once (the status endpoint's
+/// progress), and one job fans out an embedding job per article.
+pub async fn schedule_reembedding(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    version: i64,
+) -> Result<()> {
+    let pending = sqlx::query!(
+        "UPDATE knowledge_article SET embedding_status = 'pending', embedding_error = NULL
+         WHERE tenant_id = current_tenant_id()",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if pending > 0 {
+        queue::enqueue(
+            conn,
+            tenant_id,
+            NewJob::new(
+                EMBED_JOB,
+                format!("reembed:{tenant_id}:{version}"),
+                json!({ "reembed": version }),
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The fan-out of [`schedule_reembedding`]: an embedding job for each article, keyed by the
+/// configuration version so the article's earlier job for the same revision does not hide it.
+async fn fan_out(state: &AppState, job: &Job, version: i64) -> Result<Outcome> {
+    let mut tx = state.db.tenant_tx(job.tenant_id).await?;
+    let articles = sqlx::query!(
+        "SELECT id, revision FROM knowledge_article WHERE tenant_id = current_tenant_id() ORDER BY id"
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for article in articles {
+        queue::enqueue(
+            &mut tx,
+            job.tenant_id,
+            NewJob::new(
+                EMBED_JOB,
+                format!("embed:{}:{}:v{version}", article.id, article.revision),
+                json!({ "article_id": article.id, "revision": article.revision }),
+            ),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Outcome::Done)
 }
 
 /// Marks an article for (re-)embedding and enqueues the work, on the caller's transaction.
@@ -110,6 +204,9 @@ pub async fn run_embed_job(state: &AppState, job: &Job) -> Outcome {
 }
 
 async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
+    if let Some(version) = job.payload.get("reembed").and_then(|v| v.as_i64()) {
+        return fan_out(state, job, version).await;
+    }
     let (Some(article_id), Some(revision)) = (
         job.payload
             .get("article_id")
@@ -128,7 +225,8 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let embedder = crate::agent::settings::embedder(state, &mut tx, job.tenant_id).await?;
+    let (embedder, settings) =
+        crate::agent::settings::embedder(state, &mut tx, job.tenant_id).await?;
     tx.commit().await?;
     let Some(article) = article else {
         return Ok(Outcome::Done);
@@ -141,8 +239,8 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
     } else {
         Vec::new()
     };
-    let vectors = match embedder.embed(&passages).await {
-        Ok(v) => v,
+    let vectors = match embedder.embed_passages(&passages).await {
+        Ok(embedded) => embedded.vectors,
         Err(e) if job.attempts < job.max_attempts => {
             return Ok(Outcome::Retry {
                 error: e.to_string(),
@@ -167,15 +265,53 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
         }
     };
 
+    if let Some(bad) = vectors
+        .iter()
+        .map(Vec::len)
+        .find(|d| !SUPPORTED_DIMS.contains(d))
+    {
+        // No index (and no search) for this size: say so on the article, do not retry.
+        let error = format!(
+            "the embedding model returns {bad}-dimensional vectors; set embedding_dims to one of {SUPPORTED_DIMS:?}"
+        );
+        let mut tx = state.db.tenant_tx(job.tenant_id).await?;
+        sqlx::query!(
+            "UPDATE knowledge_article SET embedding_status = 'failed', embedding_error = $3
+             WHERE id = $1 AND revision = $2",
+            article_id,
+            revision as i32,
+            error
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Outcome::Fail { error });
+    }
+
     let mut tx = state.db.tenant_tx(job.tenant_id).await?;
-    // Only the current revision may replace the passages.
-    let current = sqlx::query_scalar!(
-        "SELECT revision FROM knowledge_article WHERE id = $1 FOR UPDATE",
+    // Only the current revision, embedded by the tenant's current embedder, may replace the
+    // passages: a job that raced a settings change leaves them to the job of the new embedder.
+    let current = sqlx::query!(
+        r#"SELECT a.revision, s.provider_base_url AS "provider_base_url?", s.embedding_model AS "embedding_model?",
+                  s.embedding_dims AS "embedding_dims?"
+           FROM knowledge_article a LEFT JOIN agent_settings s ON s.tenant_id = a.tenant_id
+           WHERE a.id = $1 FOR UPDATE OF a"#,
         article_id
     )
     .fetch_optional(&mut *tx)
     .await?;
-    if current != Some(revision as i32) {
+    let Some(current) = current else {
+        return Ok(Outcome::Done);
+    };
+    let now = match &current.provider_base_url {
+        None => (None, None, None),
+        Some(url) => (
+            Some(url.as_str()),
+            current.embedding_model.as_deref(),
+            current.embedding_dims,
+        ),
+    };
+    if current.revision != revision as i32 || now != settings.embedding_identity() {
         return Ok(Outcome::Done);
     }
     sqlx::query!(

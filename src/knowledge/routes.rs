@@ -371,15 +371,22 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Embedding progress: articles by state, and passages by whether their vectors are of the
+/// tenant's current embedding model (`chunks`, the ones search reads) or of an earlier one
+/// (`stale_chunks`, replaced as re-embedding proceeds).
 async fn status(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Value>> {
     let mut tx = ctx.begin(&state).await?;
+    let settings = crate::agent::settings::load(&mut tx, ctx.tenant_id).await?;
+    let model = settings.embedding_model_key();
     let row = sqlx::query!(
         r#"SELECT count(*) FILTER (WHERE embedding_status = 'pending') AS "pending!",
                   count(*) FILTER (WHERE embedding_status = 'ready') AS "ready!",
                   count(*) FILTER (WHERE embedding_status = 'failed') AS "failed!",
-                  (SELECT count(*) FROM knowledge_chunk WHERE tenant_id = $1) AS "chunks!"
+                  (SELECT count(*) FROM knowledge_chunk WHERE tenant_id = $1 AND model = $2) AS "chunks!",
+                  (SELECT count(*) FROM knowledge_chunk WHERE tenant_id = $1 AND model <> $2) AS "stale_chunks!"
            FROM knowledge_article WHERE tenant_id = $1"#,
-        ctx.tenant_id
+        ctx.tenant_id,
+        model
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -387,6 +394,7 @@ async fn status(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Value>> 
     let total = row.pending + row.ready + row.failed;
     Ok(Json(json!({
         "articles": total, "pending": row.pending, "ready": row.ready, "failed": row.failed, "chunks": row.chunks,
+        "stale_chunks": row.stale_chunks, "model": model,
         "progress": if total == 0 { 1.0 } else { (row.ready + row.failed) as f64 / total as f64 },
     })))
 }
@@ -412,19 +420,19 @@ async fn search(
     }
     let limit = input.limit.unwrap_or(5).clamp(1, 50);
     let mut tx = ctx.begin(&state).await?;
-    let embedder = crate::agent::settings::embedder(&state, &mut tx, ctx.tenant_id).await?;
+    let (embedder, _) = crate::agent::settings::embedder(&state, &mut tx, ctx.tenant_id).await?;
     tx.commit().await?;
-    let vector = embedder
-        .embed(&[query.to_string()])
+    // Masked like the passages before it reaches a provider (AGT-2).
+    let query = embedder
+        .embed_passages(&[query.to_string()])
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "embedding a search query failed");
             Error::Unavailable("the embedding provider is unavailable")
         })?
-        .pop()
-        .unwrap_or_default();
+        .into_query(&embedder);
     let mut tx = ctx.begin(&state).await?;
-    let hits = super::search(&mut tx, ctx.tenant_id, vector, limit).await?;
+    let hits = super::search(&mut tx, ctx.tenant_id, query, limit).await?;
     tx.commit().await?;
     Ok(Json(
         json!({ "hits": hits, "embedder": embedder.model(), "offline": embedder.is_local() }),

@@ -10,21 +10,31 @@ use crate::common::{eventually, fast_worker, Member, Req, TestApp};
 use crate::fakes::graph::FakeGraph;
 use crate::fakes::openai::{FakeOpenAI, FakeReply};
 
-struct World {
-    app: TestApp,
-    graph: FakeGraph,
-    model: FakeOpenAI,
-    owner: Member,
-    inbox: Uuid,
-    secret: String,
+pub(crate) struct World {
+    pub app: TestApp,
+    pub graph: FakeGraph,
+    pub model: FakeOpenAI,
+    pub owner: Member,
+    pub inbox: Uuid,
+    pub secret: String,
 }
 
-async fn world(settings: Value) -> World {
+pub(crate) async fn world(settings: Value) -> World {
+    world_with(settings, true).await
+}
+
+/// A tenant with a WhatsApp inbox and the fake model as its provider; `workers: false` leaves
+/// jobs queued, for a test that runs them itself.
+pub(crate) async fn world_with(settings: Value, workers: bool) -> World {
     let graph = FakeGraph::start().await;
     let model = FakeOpenAI::start().await;
+    // No `dimensions` is configured, so none is sent: the model's own size is taken.
+    model.set_embedding_dimension(384);
     let url = graph.base_url.clone();
     let app = TestApp::spawn_with(|c| fast_worker(c, &url)).await;
-    app.start_workers();
+    if workers {
+        app.start_workers();
+    }
     let owner = app.signup("acme").await;
     let (inbox, secret) = app.whatsapp_inbox(&owner, &graph.token).await;
     let mut body = json!({ "provider_base_url": model.base_url, "api_key": "sk-test-key", "max_retries": 1, "timeout_ms": 2000 });
@@ -49,7 +59,7 @@ async fn world(settings: Value) -> World {
     }
 }
 
-fn customer_says(text: &str, wamid: &str) -> Vec<u8> {
+pub(crate) fn customer_says(text: &str, wamid: &str) -> Vec<u8> {
     json!({"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{
         "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
         "contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":"16505551234"}],
@@ -58,13 +68,13 @@ fn customer_says(text: &str, wamid: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn decision(action: &str, reply: &str, confidence: f64) -> FakeReply {
+pub(crate) fn decision(action: &str, reply: &str, confidence: f64) -> FakeReply {
     FakeReply::Json(
         json!({ "action": action, "reply": reply, "confidence": confidence, "reason_code": "answered", "cited_sources": [], "action_request": null }),
     )
 }
 
-async fn execution(app: &TestApp) -> Value {
+pub(crate) async fn execution(app: &TestApp) -> Value {
     eventually(20, "the agent run to finish", || async {
         let mut conn = app.superuser().await;
         sqlx::query_scalar::<_, Value>("SELECT to_jsonb(e) FROM agent_execution e WHERE outcome <> 'running' ORDER BY started_at DESC LIMIT 1")
@@ -77,6 +87,7 @@ async fn execution(app: &TestApp) -> Value {
 
 // proves: AGT-1, AGT-2, AGT-8, AGT-10
 #[tokio::test]
+#[allow(clippy::too_many_lines)]
 async fn a_whatsapp_question_is_answered_through_the_guardrails_and_no_raw_pii_reaches_the_model() {
     let w = world(json!({ "confidence_threshold": 0.5 })).await;
     let article = w
@@ -115,9 +126,30 @@ async fn a_whatsapp_question_is_answered_through_the_guardrails_and_no_raw_pii_r
         "Nelson",
         "16505551234",
         "+16505551234",
+        // The article's own personal data, on every endpoint: embeddings included.
+        "billing@acme.example",
     ] {
         assert!(!seen.contains(raw), "{raw} reached the model");
     }
+    // The passage was embedded masked, and the question too.
+    let embedded: Vec<String> = w
+        .model
+        .embedding_requests()
+        .iter()
+        .map(|r| r.body["input"].to_string())
+        .collect();
+    assert!(
+        embedded
+            .iter()
+            .any(|i| i.contains("Refunds reach the original card") && i.contains("[EMAIL_1]")),
+        "{embedded:?}"
+    );
+    assert!(
+        embedded
+            .iter()
+            .any(|i| i.contains("When does my refund arrive")),
+        "{embedded:?}"
+    );
     assert!(
         seen.contains("[EMAIL_1]") && seen.contains("[NAME_1]"),
         "the model never saw the placeholders"
@@ -193,7 +225,26 @@ async fn a_whatsapp_question_is_answered_through_the_guardrails_and_no_raw_pii_r
         .await;
     assert_eq!(processors.status, StatusCode::OK);
     assert_eq!(processors.body["processors"][0]["model"], "gpt-4o-mini");
+    assert_eq!(processors.body["processors"][0]["purpose"], "chat");
     assert_eq!(processors.body["processors"][0]["runs"], 1);
+    // The embeddings API saw the (masked) question too: it is listed as well.
+    assert_eq!(processors.body["processors"][1]["purpose"], "embeddings");
+    assert_eq!(
+        processors.body["processors"][1]["model"],
+        "text-embedding-3-small"
+    );
+    assert_eq!(
+        processors.body["processors"][1]["provider"],
+        run["provider"]
+    );
+    assert_eq!(
+        record["parameters"]["embedding"]["model"],
+        "text-embedding-3-small"
+    );
+    assert_eq!(
+        record["parameters"]["embedding"]["provider"],
+        run["provider"]
+    );
     let listed = w
         .app
         .send(Req::get(format!("/api/v1/contacts/{contact}/executions")).by(&w.owner))
@@ -210,6 +261,11 @@ async fn a_whatsapp_question_is_answered_through_the_guardrails_and_no_raw_pii_r
         )
         .await;
     assert_eq!(shown.body["record"]["decision"]["action"], "reply");
+    assert_eq!(shown.body["record_digest_ok"], true, "{}", shown.body);
+    assert_eq!(
+        shown.body["record_sha256"],
+        audited[0]["after"]["record_sha256"]
+    );
 }
 
 // proves: AGT-4

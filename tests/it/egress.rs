@@ -98,3 +98,82 @@ async fn a_tenant_action_cannot_reach_the_platforms_own_network() {
         "the action reached a loopback endpoint"
     );
 }
+
+// A tenant names its model provider's URL too, and the platform posts the masked conversation
+// there and shows what comes back: the same policy applies.
+#[tokio::test]
+async fn a_tenant_cannot_point_its_model_provider_at_the_platforms_own_network() {
+    let graph = crate::fakes::graph::FakeGraph::start().await;
+    let url = graph.base_url.clone();
+    let app = TestApp::spawn_with(|c| {
+        fast_worker(c, &url);
+        c.actions_allow_private = false;
+    })
+    .await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    let put = |body: Value| {
+        app.send(
+            Req::new(axum::http::Method::PUT, "/api/v1/agent/settings")
+                .by(&owner)
+                .json(body),
+        )
+    };
+
+    for refused_url in [
+        "http://127.0.0.1:11434/v1",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8000/v1",
+        "http://10.0.0.5/v1",
+    ] {
+        let refused = put(json!({ "provider_base_url": refused_url })).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused_url}");
+        assert_eq!(refused.error_code(), "invalid_provider");
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ACTIONS_ALLOW_PRIVATE"),
+            "{}",
+            refused.body
+        );
+    }
+    let shown = app
+        .send(Req::get("/api/v1/agent/settings").by(&owner))
+        .await;
+    assert_eq!(shown.body["provider_base_url"], Value::Null);
+
+    // A name that resolves to loopback is refused when the client resolves it: the fake model
+    // listening there never hears from the platform, and the customer is handed to a person.
+    let model = crate::fakes::openai::FakeOpenAI::start().await;
+    let port = model
+        .base_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/v1");
+    let by_name = format!("http://localhost:{port}/v1");
+    let saved = put(json!({ "provider_base_url": by_name, "max_retries": 0 })).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let (inbox, secret) = app.whatsapp_inbox(&owner, &graph.token).await;
+    let said = app
+        .webhook(
+            inbox,
+            &crate::agent::customer_says("Hello?", "wamid.SSRF"),
+            &secret,
+        )
+        .await;
+    assert_eq!(said.status, StatusCode::OK);
+    let run = crate::agent::execution(&app).await;
+    assert_eq!(run["record"]["reason"], "provider_unavailable", "{run}");
+    assert!(
+        run["record"]["errors"].to_string().contains("public"),
+        "{}",
+        run["record"]["errors"]
+    );
+    assert_eq!(
+        model.request_count(),
+        0,
+        "the provider call reached loopback"
+    );
+}

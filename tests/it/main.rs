@@ -3,6 +3,11 @@
 
 mod access;
 mod agent;
+mod agent_knowledge;
+mod agent_provider;
+mod agent_record;
+mod agent_runs;
+mod agent_tools;
 mod audit_api;
 mod audit_chain;
 mod auth;

@@ -129,6 +129,8 @@ struct Shared {
     embedding_dimension: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
     next_id: AtomicU64,
+    /// Chat requests wait until this many have arrived (0: none wait).
+    hold_chat_until: AtomicUsize,
 }
 
 /// A running fake; the server stops when this is dropped.
@@ -161,6 +163,7 @@ impl FakeOpenAI {
             embedding_dimension: AtomicUsize::new(DEFAULT_EMBEDDING_DIMENSION),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            hold_chat_until: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
@@ -209,6 +212,21 @@ impl FakeOpenAI {
         self.shared
             .embedding_dimension
             .store(dimension, Ordering::Relaxed);
+    }
+
+    /// Holds every chat request until `n` chat requests have arrived (then all are answered),
+    /// so a test can have several runs talk to the model at the same time, whatever the
+    /// scheduling. Gives up holding after a minute.
+    pub fn hold_chat_until(&self, n: usize) {
+        self.shared.hold_chat_until.store(n, Ordering::Relaxed);
+    }
+
+    /// The embeddings requests only, oldest first.
+    pub fn embedding_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_embeddings)
+            .collect()
     }
 
     /// Every request received so far, oldest first.
@@ -353,6 +371,21 @@ async fn chat_completions(
 ) -> Response {
     if let Some(unauthorized) = record(&shared, &uri, &headers, &body) {
         return unauthorized;
+    }
+    let hold = shared.hold_chat_until.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hold > 0 && Instant::now() < deadline {
+        let arrived = shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.is_chat())
+            .count();
+        if arrived >= hold {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let reply = shared.chat_script.lock().unwrap().pop_front();
