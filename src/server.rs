@@ -34,6 +34,11 @@ pub fn init_tracing(json: bool) {
 
 /// Serves until SIGINT/SIGTERM, then drains requests, stops workers and the embedded database.
 pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // Rule packs are data: a broken one stops start-up loudly, before anything listens, and the
+    // first customer message does not pay for compiling them (about 0.4 s).
+    tokio::task::spawn_blocking(crate::guardrails::warm_up)
+        .await?
+        .context("the built-in guardrail packs are invalid")?;
     // `embedded` stops a cluster we own on every way out of this function, early returns
     // included (a port already taken, a failed demo tenant), not only after a clean shutdown.
     let Database { db, embedded } = db::open(&config).await?;

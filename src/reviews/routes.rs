@@ -414,7 +414,8 @@ async fn create(
             }
             let execution = sqlx::query!(
                 "SELECT id, outcome, record->'reason' AS reason FROM agent_execution
-                 WHERE conversation_id = $1 AND ($2::uuid IS NULL OR id = $2) AND outcome <> 'running'
+                 WHERE conversation_id = $1 AND ($2::uuid IS NULL OR id = $2)
+                   AND outcome NOT IN ('running', 'abandoned')
                  ORDER BY started_at DESC LIMIT 1",
                 body.conversation_id,
                 body.execution_id

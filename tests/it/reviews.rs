@@ -518,6 +518,26 @@ async fn a_customer_asking_for_a_person_to_review_a_decision_lands_in_the_queue_
 #[tokio::test]
 async fn a_member_can_ask_for_human_review_on_a_customers_behalf() {
     let w = world().await;
+    // The decision under review is the latest run that decided something: a run cut short
+    // and abandoned after it decided nothing.
+    let mut conn = w.app.superuser().await;
+    let (decided, abandoned): (Uuid, Uuid) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, outcome, secs_ago) in [(decided, "replied", 60), (abandoned, "abandoned", 1)] {
+        sqlx::query(
+            "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, provider, model,
+                                          offline, outcome, started_at)
+             SELECT $1, tenant_id, id, contact_id, 'offline', 'offline', true, $3,
+                    now() - make_interval(secs => $4)
+             FROM conversation WHERE id = $2",
+        )
+        .bind(id)
+        .bind(w.conversation)
+        .bind(outcome)
+        .bind(secs_ago as f64)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
     let opened = w
         .app
         .send(Req::post("/api/v1/reviews").by(&w.agent).json(json!({
@@ -537,6 +557,7 @@ async fn a_member_can_ask_for_human_review_on_a_customers_behalf() {
         !shown["context"].as_array().unwrap().is_empty(),
         "the item shows the conversation"
     );
+    assert_eq!(shown["execution_id"], decided.to_string(), "{shown}");
     // An agent may ask but not decide; a note is required.
     assert_eq!(
         w.approve(&w.agent, item, json!({})).await.status,
