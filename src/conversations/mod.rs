@@ -328,8 +328,8 @@ pub async fn ingest_many(
 /// version (nearly every message comes from a known one), fills in a name it lacks, creates it
 /// on first contact. Joins or opens its conversation, stores the message (a concurrent
 /// redelivery loses on the unique index) and, when the AI handles the conversation, enqueues
-/// the agent's run for it. Every lookup is a `LATERAL … LIMIT 1` by key, which no generic plan
-/// can turn into a scan of the tenant's rows.
+/// the agent's run for it. Every lookup is by key (a `LATERAL … LIMIT 1`, or `= ANY` of the
+/// keys), so no plan can join the batch against a scan of the tenant's rows.
 async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> Result<Vec<Row>> {
     let job = crate::agent::runtime::run_for(Uuid::nil());
     let rows = sqlx::query!(
@@ -361,10 +361,12 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
                    LIMIT 1) w ON true
            ),
            named AS (
-               UPDATE contact SET name = f.profile_name, updated_at = now()
-               FROM facts f
-               WHERE contact.tenant_id = $1 AND contact.id = f.found_id AND NOT f.seen
-                 AND f.found_name IS NULL AND f.profile_name IS NOT NULL
+               UPDATE contact
+               SET name = (SELECT f.profile_name FROM facts f WHERE f.found_id = contact.id LIMIT 1),
+                   updated_at = now()
+               WHERE contact.tenant_id = $1 AND contact.id = ANY (ARRAY (
+                   SELECT f.found_id FROM facts f
+                   WHERE NOT f.seen AND f.found_name IS NULL AND f.profile_name IS NOT NULL))
                RETURNING contact.id
            ),
            created AS (
