@@ -337,6 +337,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     // The run is on record before anything leaves: in the transaction that read its facts.
     start_execution(&mut tx, tenant_id, &facts, &record, &embedder).await?;
     tx.commit().await?;
+    record.timings_ms.insert("prepare", millis(started));
 
     let mut known = KnownEntities::new();
     for (value, add) in [
