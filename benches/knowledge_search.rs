@@ -426,13 +426,15 @@ async fn timed_search(
     limit: i64,
 ) -> anyhow::Result<(Duration, Duration, Vec<Hit>)> {
     let t0 = Instant::now();
-    let mut tx = db.tenant_tx(tenant).await?;
+    let mut tx = knowledge::SearchTx::begin(db, tenant)
+        .await
+        .map_err(|e| anyhow::anyhow!("begin failed: {e}"))?;
     let t1 = Instant::now();
     let hits = knowledge::search(&mut tx, tenant, query, limit)
         .await
         .map_err(|e| anyhow::anyhow!("search failed: {e}"))?;
     let search = t1.elapsed();
-    tx.commit().await?;
+    tx.0.commit().await?;
     Ok((search, t0.elapsed(), hits))
 }
 
@@ -444,18 +446,20 @@ async fn exact_search(
     query: Vec<f32>,
     limit: i64,
 ) -> anyhow::Result<Vec<Hit>> {
-    let mut tx = db.tenant_tx(tenant).await?;
+    let mut tx = knowledge::SearchTx::begin(db, tenant)
+        .await
+        .map_err(|e| anyhow::anyhow!("begin failed: {e}"))?;
     for setting in [
         "SET LOCAL enable_indexscan = off",
         "SET LOCAL enable_indexonlyscan = off",
         "SET LOCAL enable_bitmapscan = off",
     ] {
-        sqlx::query(setting).execute(&mut *tx).await?;
+        sqlx::query(setting).execute(&mut *tx.0).await?;
     }
     let hits = knowledge::search(&mut tx, tenant, query, limit)
         .await
         .map_err(|e| anyhow::anyhow!("exact search failed: {e}"))?;
-    tx.rollback().await?;
+    tx.0.rollback().await?;
     Ok(hits)
 }
 

@@ -39,6 +39,10 @@ pub struct AppState {
     /// Provider clients, per tenant and configuration version: a run reuses the client's
     /// connections (and TLS sessions) instead of building a client each time.
     pub providers: Arc<crate::agent::settings::ProviderCache>,
+    /// The agent's settings and tenant actions, per tenant and version: an agent turn reads
+    /// their versions with its facts and loads them only after a change.
+    pub agent_settings: Arc<crate::agent::settings::SettingsCache>,
+    pub agent_actions: Arc<crate::agent::tools::ActionsCache>,
     /// Sends the notifications of the hot inbound paths after their commits.
     pub notifier: Arc<crate::events::Notifier>,
     /// Stores verified WhatsApp deliveries, many to a transaction under load.
@@ -81,6 +85,8 @@ impl AppState {
             graph: Arc::new(graph),
             policies: Arc::new(crate::guardrails::PolicyCache::new()),
             providers: Arc::default(),
+            agent_settings: Arc::default(),
+            agent_actions: Arc::default(),
             endpoints: Arc::default(),
             webhooks,
             notifier,

@@ -13,6 +13,7 @@
 //! job's last attempt fails, the conversation goes to a person (`agent_failed`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -236,6 +237,14 @@ struct Facts {
     language: Option<String>,
     /// Whether a run for this message already finished.
     done: bool,
+    /// The conversation's sealed vault, if it has one yet.
+    vault: Option<Vec<u8>>,
+    /// The messages before this one, newest first (`sqlx_history::Row` as JSON).
+    history: serde_json::Value,
+    /// Versions of the tenant's agent settings (none stored: the defaults) and actions: a run
+    /// reuses what this process loaded for the same versions.
+    settings_version: Option<i64>,
+    actions_version: i64,
 }
 
 async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
@@ -246,22 +255,35 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         // Each row is reached through its key from the message (a LIMIT keeps the planner from
         // flattening the lookups): a generic plan made while the tables were small once scanned
         // every contact of the tenant here, on every turn.
+        // Everything else a turn reads comes in the same round trip: the vault, the history,
+        // and the versions of the tenant's settings and actions.
         r#"SELECT m.conversation_id, c.contact_id, c.handler, m.body, p.restricted,
                   t.name AS tenant_name, p.name AS "name?", p.email AS "email?", p.phone AS "phone?",
                   a.name AS "company?", c.language AS "language?",
                   EXISTS (SELECT 1 FROM agent_execution x
                           WHERE x.tenant_id = m.tenant_id AND x.conversation_id = m.conversation_id
                             AND x.trigger_message_id = m.id
-                            AND x.outcome NOT IN ('running', 'abandoned')) AS "done!"
+                            AND x.outcome NOT IN ('running', 'abandoned')) AS "done!",
+                  (SELECT sealed FROM conversation_vault v
+                   WHERE v.conversation_id = m.conversation_id) AS "vault?",
+                  (SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.id DESC), '[]'::jsonb)
+                   FROM (SELECT id, direction, author_kind, body FROM message
+                         WHERE conversation_id = m.conversation_id AND NOT private AND id < m.id
+                         ORDER BY id DESC LIMIT $2) h) AS "history!",
+                  (SELECT config_version FROM agent_settings s
+                   WHERE s.tenant_id = m.tenant_id) AS "settings_version?",
+                  t.actions_version
            FROM message m
            CROSS JOIN LATERAL (SELECT contact_id, handler, language FROM conversation
                                WHERE id = m.conversation_id LIMIT 1) c
            CROSS JOIN LATERAL (SELECT restricted, name, email, phone, account_id FROM contact
                                WHERE id = c.contact_id LIMIT 1) p
            LEFT JOIN LATERAL (SELECT name FROM account WHERE id = p.account_id LIMIT 1) a ON true
-           CROSS JOIN LATERAL (SELECT name FROM tenant WHERE id = m.tenant_id LIMIT 1) t
+           CROSS JOIN LATERAL (SELECT name, actions_version FROM tenant
+                               WHERE id = m.tenant_id LIMIT 1) t
            WHERE m.id = $1 AND m.tenant_id = current_tenant_id()"#,
-        message_id
+        message_id,
+        HISTORY
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -292,19 +314,35 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         tx.commit().await?;
         return Ok(());
     }
-    let settings = settings::load(&mut tx, tenant_id).await?;
-    let vault = load_vault(state, &mut tx, facts.conversation_id).await?;
-    let history = sqlx::query_as!(
-        sqlx_history::Row,
-        "SELECT id, direction, author_kind, body FROM message
-         WHERE conversation_id = $1 AND NOT private AND id < $2 ORDER BY id DESC LIMIT $3",
-        facts.conversation_id,
-        message_id,
-        HISTORY
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let actions = tools::tenant_actions(&mut tx).await?;
+    let settings_version = facts.settings_version.unwrap_or(0);
+    let settings = match state.agent_settings.get(tenant_id, settings_version) {
+        Some(settings) => settings,
+        None => {
+            let loaded = Arc::new(settings::load(&mut tx, tenant_id).await?);
+            // Under the version the settings themselves carry: a change committed since the
+            // facts were read is then simply loaded again by the next run.
+            state
+                .agent_settings
+                .put(tenant_id, loaded.config_version, loaded.clone());
+            loaded
+        }
+    };
+    let actions = match state.agent_actions.get(tenant_id, facts.actions_version) {
+        Some(actions) => actions,
+        None => {
+            let loaded = Arc::new(tools::tenant_actions(&mut tx).await?);
+            state
+                .agent_actions
+                .put(tenant_id, facts.actions_version, loaded.clone());
+            loaded
+        }
+    };
+    let vault = open_vault(state, facts.vault.as_deref(), facts.conversation_id)?;
+    // What the vault holds now: unless this turn meets a value it has not seen, it is not
+    // written back.
+    let vault_before = serde_json::to_vec(&vault).ok();
+    let history: Vec<sqlx_history::Row> = serde_json::from_value(facts.history.clone())
+        .map_err(|e| anyhow::anyhow!("history of conversation {}: {e}", facts.conversation_id))?;
 
     let policy = settings::policy(state, tenant_id, &settings)?;
     let provider = settings::provider(state, tenant_id, &settings)?;
@@ -400,8 +438,21 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     };
     record.guardrails = std::mem::take(&mut guard.verdicts);
     record.timings_ms.insert("total", millis(started));
-    finish(
-        state, tenant_id, &facts, message_id, record, final_step, &guard, &actions,
+    // The reply's live events go out after the commit, off this transaction: a transaction
+    // that notifies holds a database-wide lock through its commit (see `events::deferred`).
+    events::deferred(
+        &state.notifier,
+        finish(
+            state,
+            tenant_id,
+            &facts,
+            message_id,
+            record,
+            final_step,
+            &guard,
+            &actions,
+            vault_before.as_deref(),
+        ),
     )
     .await
 }
@@ -483,7 +534,7 @@ async fn decide(
             return Err(Stop::Provider(e));
         }
     };
-    let mut tx = scope.state.db.tenant_tx(scope.tenant_id).await?;
+    let mut tx = knowledge::SearchTx::begin(&scope.state.db, scope.tenant_id).await?;
     let hits = knowledge::search(&mut tx, scope.tenant_id, query, 5).await?;
     tx.commit().await?;
     record.timings_ms.insert("retrieval", millis(t));
@@ -856,22 +907,12 @@ fn messages_json(messages: &[ChatMessage]) -> Value {
     )
 }
 
-async fn load_vault(
-    state: &AppState,
-    conn: &mut sqlx::PgConnection,
-    conversation_id: Uuid,
-) -> Result<Vault> {
-    let sealed = sqlx::query_scalar!(
-        "SELECT sealed FROM conversation_vault WHERE conversation_id = $1",
-        conversation_id
-    )
-    .fetch_optional(conn)
-    .await?;
+fn open_vault(state: &AppState, sealed: Option<&[u8]>, conversation_id: Uuid) -> Result<Vault> {
     match sealed {
         None => Ok(Vault::new()),
         Some(sealed) => state
             .sealer
-            .open_json(&sealed, &vault_context(conversation_id))
+            .open_json(sealed, &vault_context(conversation_id))
             .map_err(|e| anyhow::anyhow!("conversation {conversation_id} vault: {e}").into()),
     }
 }
@@ -1109,6 +1150,7 @@ async fn finish(
     final_step: Final,
     guard: &Guard<'_>,
     actions: &[tools::TenantAction],
+    vault_before: Option<&[u8]>,
 ) -> Result<()> {
     let finishing = Instant::now();
     let mut tx = state.db.tenant_tx(tenant_id).await?;
@@ -1269,18 +1311,22 @@ async fn finish(
         )
         .await?;
     }
-    let sealed = state
-        .sealer
-        .seal_json(&guard.ctx.vault, &vault_context(facts.conversation_id));
-    sqlx::query!(
-        "INSERT INTO conversation_vault (conversation_id, tenant_id, sealed) VALUES ($1, $2, $3)
-         ON CONFLICT (conversation_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
-        facts.conversation_id,
-        tenant_id,
-        sealed
-    )
-    .execute(&mut *tx)
-    .await?;
+    let vault = serde_json::to_vec(&guard.ctx.vault)
+        .map_err(|e| anyhow::anyhow!("conversation {} vault: {e}", facts.conversation_id))?;
+    if vault_before != Some(vault.as_slice()) {
+        let sealed = state
+            .sealer
+            .seal(&vault, &vault_context(facts.conversation_id));
+        sqlx::query!(
+            "INSERT INTO conversation_vault (conversation_id, tenant_id, sealed) VALUES ($1, $2, $3)
+             ON CONFLICT (conversation_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
+            facts.conversation_id,
+            tenant_id,
+            sealed
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     let outcome = if record.outcome == "blocked"
         || record.outcome == "replied"
         || record.outcome == "handed_off"
@@ -1471,6 +1517,7 @@ async fn give_up(state: &AppState, tenant_id: Uuid, message_id: Uuid, error: &st
 }
 
 pub mod sqlx_history {
+    #[derive(serde::Deserialize)]
     pub struct Row {
         pub id: uuid::Uuid,
         pub direction: String,

@@ -353,32 +353,47 @@ fn build_provider(
         .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))
 }
 
-/// Provider clients by tenant, valid for one configuration version (every settings change,
-/// the API key included, bumps it, so a stale client is never used).
-#[derive(Default)]
-pub struct ProviderCache {
-    clients: std::sync::RwLock<std::collections::HashMap<Uuid, (i64, super::provider::Provider)>>,
+/// Values loaded per tenant, each valid for one version of what it was loaded from. A reader
+/// asks with the version it just read in its own transaction, so it never gets a stale value:
+/// a change bumps the version, and the next reader loads afresh.
+pub struct TenantCache<V, T> {
+    entries: std::sync::RwLock<std::collections::HashMap<Uuid, (V, T)>>,
 }
 
-impl ProviderCache {
-    fn get(&self, tenant_id: Uuid, version: i64) -> Option<super::provider::Provider> {
-        let clients = self
-            .clients
+impl<V, T> Default for TenantCache<V, T> {
+    fn default() -> Self {
+        TenantCache {
+            entries: Default::default(),
+        }
+    }
+}
+
+impl<V: PartialEq + Copy, T: Clone> TenantCache<V, T> {
+    pub fn get(&self, tenant_id: Uuid, version: V) -> Option<T> {
+        let entries = self
+            .entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        clients
+        entries
             .get(&tenant_id)
             .filter(|(v, _)| *v == version)
-            .map(|(_, p)| p.clone())
+            .map(|(_, value)| value.clone())
     }
 
-    fn put(&self, tenant_id: Uuid, version: i64, provider: super::provider::Provider) {
-        self.clients
+    pub fn put(&self, tenant_id: Uuid, version: V, value: T) {
+        self.entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(tenant_id, (version, provider));
+            .insert(tenant_id, (version, value));
     }
 }
+
+/// Provider clients by tenant, valid for one configuration version (every settings change,
+/// the API key included, bumps it, so a stale client is never used).
+pub type ProviderCache = TenantCache<i64, super::provider::Provider>;
+
+/// A tenant's settings by configuration version (0: none stored, the defaults).
+pub type SettingsCache = TenantCache<i64, std::sync::Arc<AgentSettings>>;
 
 /// The tenant's embedder, from its settings (and compiled policy, for masking).
 pub fn embedder_for(

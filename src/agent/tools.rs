@@ -96,6 +96,10 @@ impl TenantAction {
     }
 }
 
+/// A tenant's actions by the tenant's `actions_version`, which every change to its actions
+/// bumps (migration 0019).
+pub type ActionsCache = super::settings::TenantCache<i64, std::sync::Arc<Vec<TenantAction>>>;
+
 pub async fn tenant_actions(conn: &mut PgConnection) -> Result<Vec<TenantAction>> {
     Ok(sqlx::query_as!(
         TenantAction,
@@ -561,7 +565,7 @@ pub(super) async fn call(
             let embedded = embedder.embed_query(query, masked).await;
             record.embedding_call("search_knowledge", embedder, &embedded, started);
             let query = embedded.map_err(Stop::Provider)?.into_query(embedder);
-            let mut tx = state.db.tenant_tx(tenant_id).await?;
+            let mut tx = crate::knowledge::SearchTx::begin(&state.db, tenant_id).await?;
             let hits = crate::knowledge::search(&mut tx, tenant_id, query, 3).await?;
             tx.commit().await?;
             record.retrieval.extend(hits.iter().map(|h| {

@@ -56,6 +56,21 @@ impl Db {
             .await
     }
 
+    /// [`Db::tenant_tx`] with more transaction-local settings, pinned in the same round trip.
+    /// The names and values are the caller's constants, never user input.
+    pub async fn tenant_tx_with(
+        &self,
+        tenant_id: Uuid,
+        settings: &[(&'static str, &'static str)],
+    ) -> sqlx::Result<Tx> {
+        let mut sql = format!("BEGIN; SELECT set_config('app.tenant_id', '{tenant_id}', true)");
+        for (name, value) in settings {
+            debug_assert!(!name.contains('\'') && !value.contains('\''));
+            sql.push_str(&format!(", set_config('{name}', '{value}', true)"));
+        }
+        self.app.begin_with(sqlx::AssertSqlSafe(sql)).await
+    }
+
     /// Connects both pools from owner options, deriving the app role's options from them.
     pub async fn connect(admin: PgConnectOptions, app: PgConnectOptions) -> anyhow::Result<Db> {
         // Every inbound webhook looks up its channel here and notifies through it after its

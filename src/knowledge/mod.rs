@@ -22,6 +22,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::db::{Db, Tx};
 use crate::error::Result;
 use crate::queue::{self, Job, NewJob, Outcome};
 
@@ -64,16 +65,43 @@ impl From<Vec<f32>> for Query {
     }
 }
 
+/// The transaction-local settings a search needs: pgvector's iterative index scan, its
+/// candidate list, and a plan per call (whether the HNSW scan, for a large tenant, or the
+/// tenant index and an exact sort, for a small one, is cheaper depends on the tenant, which a
+/// cached generic plan cannot see).
+const SEARCH_SETTINGS: &[(&str, &str)] = &[
+    ("hnsw.iterative_scan", "relaxed_order"),
+    ("hnsw.ef_search", "100"),
+    ("plan_cache_mode", "force_custom_plan"),
+];
+
+/// A tenant transaction set up for [`search`]: the tenant and the search settings are pinned by
+/// the statement that opens it, in one round trip.
+pub struct SearchTx(pub Tx);
+
+impl SearchTx {
+    pub async fn begin(db: &Db, tenant_id: Uuid) -> Result<SearchTx> {
+        Ok(SearchTx(
+            db.tenant_tx_with(tenant_id, SEARCH_SETTINGS).await?,
+        ))
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
 /// The passages nearest to `query`, among the vectors of the query's model, in the
 /// transaction's tenant only. pgvector's iterative index scan keeps going past filtered-out
 /// rows, so the tenant filter cannot starve the result; a tenant with few passages is ranked
 /// exactly from its own rows instead.
 pub async fn search(
-    conn: &mut PgConnection,
+    tx: &mut SearchTx,
     tenant_id: Uuid,
     query: impl Into<Query>,
     limit: i64,
 ) -> Result<Vec<Hit>> {
+    let conn = &mut *tx.0;
     let Query {
         vector: query,
         model,
@@ -85,16 +113,6 @@ pub async fn search(
         tracing::warn!(dims, %model, "no knowledge vectors can have this embedding size");
         return Ok(Vec::new());
     }
-    // Transaction-local settings, in one round trip. A plan per call: whether the HNSW scan
-    // (large tenant) or the tenant index and an exact sort (small tenant, migration 0006) is
-    // cheaper depends on the tenant, which a cached generic plan cannot see.
-    sqlx::query(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
-                set_config('hnsw.ef_search', '100', true),
-                set_config('plan_cache_mode', 'force_custom_plan', true)",
-    )
-    .execute(&mut *conn)
-    .await?;
     // `dims` comes from the fixed list above: the typed cast must match the index expression.
     let sql = format!(
         "SELECT c.id AS chunk_id, c.article_id, a.title, c.content, c.score

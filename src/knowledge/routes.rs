@@ -431,7 +431,7 @@ async fn search(
             Error::Unavailable("the embedding provider is unavailable")
         })?
         .into_query(&embedder);
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = super::SearchTx::begin(&state.db, ctx.tenant_id).await?;
     let hits = super::search(&mut tx, ctx.tenant_id, query, limit).await?;
     tx.commit().await?;
     Ok(Json(

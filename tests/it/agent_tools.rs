@@ -409,3 +409,65 @@ async fn a_refund_action_saved_without_approval_still_waits_for_a_reviewer() {
     assert_eq!(action_id.to_string(), action["id"].as_str().unwrap());
     assert_eq!(status, "pending");
 }
+
+/// The function names the model was offered in its n-th request.
+fn offered(w: &World, n: usize) -> Vec<String> {
+    w.model.chat_requests()[n].body["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_action_created_or_deleted_between_two_turns_is_what_the_next_turn_offers() {
+    let w = world(json!({})).await;
+    let turn = |n: usize, wamid: &'static str| {
+        let w = &w;
+        async move {
+            w.model.push(decision("reply", "Happy to help.", 0.9));
+            let said = w
+                .app
+                .webhook(w.inbox, &customer_says("Hi, a question", wamid), &w.secret)
+                .await;
+            assert_eq!(said.status, StatusCode::OK);
+            crate::common::eventually(20, "the turn to finish", || async {
+                let done = w
+                    .app
+                    .count("SELECT count(*) FROM agent_execution WHERE outcome <> 'running'")
+                    .await;
+                (done >= n as i64).then_some(())
+            })
+            .await;
+        }
+    };
+    turn(1, "wamid.BEFORE").await;
+    assert!(!offered(&w, 0).contains(&"issue_refund".to_string()));
+
+    // Runs keep the tenant's actions between turns; a change must reach the very next one.
+    let action = refund_action(&w, true).await;
+    turn(2, "wamid.CREATED").await;
+    assert!(
+        offered(&w, 1).contains(&"issue_refund".to_string()),
+        "{:?}",
+        offered(&w, 1)
+    );
+
+    let deleted = w
+        .app
+        .send(
+            crate::common::Req::delete(format!(
+                "/api/v1/agent/actions/{}",
+                action["id"].as_str().unwrap()
+            ))
+            .by(&w.owner),
+        )
+        .await;
+    assert!(deleted.status.is_success(), "{}", deleted.body);
+    turn(3, "wamid.DELETED").await;
+    assert!(!offered(&w, 2).contains(&"issue_refund".to_string()));
+}
