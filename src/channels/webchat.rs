@@ -573,7 +573,10 @@ async fn store_message(
         .map(|id| format!("webchat:{}:{id}", visitor.session_id));
     // Notifications go out after the commit, so concurrent senders commit in groups.
     let outcome = crate::events::deferred(&state.notifier, async {
-        let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
+        let mut tx = state
+            .db
+            .tenant_tx_with(endpoint.tenant_id, conversations::INGEST_TX)
+            .await?;
         let outcome = conversations::ingest(
             &mut tx,
             endpoint.tenant_id,

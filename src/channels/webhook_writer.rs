@@ -186,7 +186,9 @@ async fn store(
     deliveries: &[&Delivery],
 ) -> Result<Vec<usize>> {
     events::deferred(notifier, async {
-        let mut tx = db.tenant_tx(tenant_id).await?;
+        let mut tx = db
+            .tenant_tx_with(tenant_id, crate::conversations::INGEST_TX)
+            .await?;
         let stored = store_deliveries(&mut tx, tenant_id, deliveries).await?;
         tx.commit().await?;
         Ok(stored)

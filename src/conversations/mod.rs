@@ -137,6 +137,13 @@ pub enum Ingested {
 /// taken as written when it arrived.
 pub const PROVIDER_TIME_HORIZON: time::Duration = time::Duration::days(7);
 
+/// Settings for a transaction that ingests messages (open it with
+/// [`crate::db::Db::tenant_tx_with`]). The ingest statement's rows come as arrays, whose sizes
+/// a custom plan sees and a generic one guesses, so PostgreSQL would judge the generic plan
+/// dearer and plan every call anew (about 1 ms each, `pg_stat_statements`). Every lookup in it
+/// is by key, so the generic plan is as good.
+pub const INGEST_TX: &[(&str, &str)] = &[("plan_cache_mode", "force_generic_plan")];
+
 /// Stores an inbound message on the caller's tenant transaction; see [`ingest_many`].
 pub async fn ingest(
     conn: &mut PgConnection,
