@@ -22,7 +22,7 @@ use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::guardrails::Lang;
-use crate::http::{Access, Api, Json, Path, Query};
+use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
 
@@ -127,12 +127,6 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-#[derive(serde::Serialize)]
-struct ConversationPage {
-    items: Vec<ConversationView>,
-    next_cursor: Option<String>,
-}
-
 fn encode_cursor(c: &ConversationView) -> String {
     B64.encode(format!(
         "{}|{}",
@@ -164,7 +158,7 @@ async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
-) -> Result<Json<ConversationPage>> {
+) -> Result<Json<Page<ConversationView, String>>> {
     let limit = page_limit(q.limit)?;
     one_of(
         "status",
@@ -229,10 +223,7 @@ async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(encode_cursor))
-        .flatten();
-    Ok(Json(ConversationPage { items, next_cursor }))
+    Ok(Json(Page::new(items, limit, encode_cursor)))
 }
 
 async fn show(
@@ -262,7 +253,7 @@ async fn thread(
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Query(q): Query<ThreadQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<MessageView>>> {
     let limit = page_limit(q.limit)?;
     let mut tx = ctx.begin(&state).await?;
     fetch(&mut tx, id).await?;
@@ -281,10 +272,7 @@ async fn thread(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|m| m.id))
-        .flatten();
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Json(Page::new(items, limit, |m| m.id)))
 }
 
 #[derive(Deserialize)]

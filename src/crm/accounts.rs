@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Json, Path, Query};
+use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::rbac::{Permission, Role};
 
 pub fn routes(api: Api) -> Api {
@@ -100,12 +100,6 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<Uuid>,
-}
-
 async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -130,10 +124,7 @@ async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|a| a.id))
-        .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::new(items, limit, |a| a.id)))
 }
 
 /// A case-insensitive substring pattern with the user's wildcards escaped.

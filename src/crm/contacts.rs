@@ -9,12 +9,13 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::accounts::{like_pattern, Page};
+use super::accounts::like_pattern;
 use super::{check_attributes, page_limit};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditSource};
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
+use crate::http::Page;
 use crate::http::{Access, Api, Json, Path, Query};
 use crate::rbac::Permission;
 use crate::tenants::members::Email;
@@ -191,10 +192,7 @@ async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|c| c.id))
-        .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::new(items, limit, |c| c.id)))
 }
 
 /// Fields of a contact; on update, absent means unchanged and `null` clears.

@@ -230,3 +230,23 @@ impl Rfc3339 for Option<time::OffsetDateTime> {
             .map_or(serde_json::Value::Null, Rfc3339::rfc3339)
     }
 }
+
+/// One page of a cursor-paginated list. The cursor names the last item of a full page (a
+/// shorter page is the last one): the caller asks for the items after it next.
+#[derive(Debug, Serialize)]
+pub struct Page<T, C = uuid::Uuid> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    /// `items` as fetched with `LIMIT limit`; `cursor` reads an item's cursor value.
+    pub fn new(items: Vec<T>, limit: i64, cursor: impl FnOnce(&T) -> C) -> Self {
+        let next_cursor = if items.len() as i64 == limit {
+            items.last().map(cursor)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}

@@ -468,17 +468,11 @@ struct LogView {
     occurred_at: OffsetDateTime,
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<LogView>,
-    next_cursor: Option<Uuid>,
-}
-
 async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Page>> {
+) -> Result<Json<super::Page<LogView>>> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(Error::bad_request(
@@ -531,8 +525,5 @@ async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|i| i.id))
-        .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(super::Page::new(items, limit, |i| i.id)))
 }

@@ -29,7 +29,7 @@ use crate::auth::Ctx;
 use crate::conversations::{self, Author};
 use crate::db::Tx;
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Json, Path, Query};
+use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::{Permission, Role};
 
@@ -200,12 +200,6 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<ReviewView>,
-    next_cursor: Option<Uuid>,
-}
-
 const STATUSES: &[&str] = &[
     "pending",
     "approved",
@@ -220,7 +214,7 @@ async fn list(
     State(state): State<AppState>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Page>> {
+) -> Result<Json<Page<ReviewView>>> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(Error::bad_request(
@@ -276,10 +270,7 @@ async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|i| i.id))
-        .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::new(items, limit, |i| i.id)))
 }
 
 #[derive(Serialize)]
