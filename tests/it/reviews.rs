@@ -518,11 +518,23 @@ async fn a_customer_asking_for_a_person_to_review_a_decision_lands_in_the_queue_
 #[tokio::test]
 async fn a_member_can_ask_for_human_review_on_a_customers_behalf() {
     let w = world().await;
+    // The visitor's message started a run of its own; it must be over before the two runs
+    // below are placed after it.
+    w.app
+        .settled(
+            &format!(
+                "SELECT count(*) FROM agent_execution
+                 WHERE conversation_id = '{}' AND outcome <> 'running'",
+                w.conversation
+            ),
+            1,
+        )
+        .await;
     // The decision under review is the latest run that decided something: a run cut short
     // and abandoned after it decided nothing.
     let mut conn = w.app.superuser().await;
     let (decided, abandoned): (Uuid, Uuid) = (Uuid::new_v4(), Uuid::new_v4());
-    for (id, outcome, secs_ago) in [(decided, "replied", 60), (abandoned, "abandoned", 1)] {
+    for (id, outcome, secs_ago) in [(decided, "replied", -1), (abandoned, "abandoned", -2)] {
         sqlx::query(
             "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, provider, model,
                                           offline, outcome, started_at)
