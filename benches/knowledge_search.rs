@@ -25,7 +25,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use custodian::db::{set_tenant, Db, APP_ROLE};
-use custodian::knowledge::{self, chunk, embed::embed_local, Hit};
+use custodian::knowledge::{self, chunk, embed::embed_local, embed::LOCAL_MODEL, Hit};
 use pgvector::Vector;
 use rand::distributions::WeightedIndex;
 use rand::prelude::Distribution;
@@ -463,17 +463,6 @@ async fn exact_search(
     Ok(hits)
 }
 
-/// `search`'s query for 384 dimensions, repeated here for plans and the settings sweep.
-const SEARCH_SQL: &str = "SELECT c.id AS chunk_id, c.article_id, a.title, c.content, c.score
-     FROM (SELECT id, article_id, content,
-                  1 - (embedding::vector(384) <=> $1::vector(384)) AS score
-           FROM knowledge_chunk
-           WHERE tenant_id = $2 AND dims = 384
-           ORDER BY embedding::vector(384) <=> $1::vector(384)
-           LIMIT $3) c
-     JOIN knowledge_article a ON a.id = c.article_id
-     ORDER BY c.score DESC";
-
 /// `search`'s query under other settings (ef_search, iterative scan), for `--sweep`.
 async fn search_with(
     db: &Db,
@@ -489,10 +478,11 @@ async fn search_with(
             .execute(&mut *tx)
             .await?;
     }
-    let hits = sqlx::query_as::<_, Hit>(SEARCH_SQL)
+    let hits = sqlx::query_as::<_, Hit>(AssertSqlSafe(knowledge::search_sql(384)))
         .bind(Vector::from(query))
         .bind(tenant)
         .bind(limit)
+        .bind(LOCAL_MODEL)
         .fetch_all(&mut *tx)
         .await?;
     let elapsed = t.elapsed();
@@ -554,7 +544,7 @@ async fn sweep(
     Ok(())
 }
 
-/// Prints the plan of `search`'s query (its SQL repeated here, with the same settings).
+/// Prints the plan of `search`'s query, with the same settings.
 async fn explain(db: &Db, tenant: Uuid, query: Vec<f32>, limit: i64) -> anyhow::Result<()> {
     let mut tx = db.tenant_tx(tenant).await?;
     sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -564,11 +554,13 @@ async fn explain(db: &Db, tenant: Uuid, query: Vec<f32>, limit: i64) -> anyhow::
         .execute(&mut *tx)
         .await?;
     let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "EXPLAIN (ANALYZE, BUFFERS) {SEARCH_SQL}"
+        "EXPLAIN (ANALYZE, BUFFERS) {}",
+        knowledge::search_sql(384)
     )))
     .bind(Vector::from(query))
     .bind(tenant)
     .bind(limit)
+    .bind(LOCAL_MODEL)
     .fetch_all(&mut *tx)
     .await?;
     tx.rollback().await?;

@@ -577,6 +577,10 @@ impl Provider {
                 bad.len()
             )));
         }
+        let vectors = vectors
+            .into_iter()
+            .map(unit_length)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Embedded {
             vectors,
             tokens,
@@ -915,6 +919,31 @@ fn lenient_chat(raw: &Value) -> Result<ChatResponse, ProviderError> {
         attempts: 0,
         latency: Duration::ZERO,
     })
+}
+
+/// An embedding scaled to unit length: cosine similarity does not depend on length, and the
+/// knowledge index holds half-precision copies, whose values cannot exceed 65,504. A value that
+/// is not a finite number makes the whole response malformed.
+fn unit_length(mut vector: Vec<f32>) -> Result<Vec<f32>, ProviderError> {
+    if vector.iter().any(|x| !x.is_finite()) {
+        return Err(ProviderError::Malformed(
+            "embedding has a value that is not a finite number".into(),
+        ));
+    }
+    let norm = vector
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return Err(ProviderError::Malformed(
+            "embedding has no direction (all zeros)".into(),
+        ));
+    }
+    vector
+        .iter_mut()
+        .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+    Ok(vector)
 }
 
 fn parse_embeddings(raw: Value) -> Result<Vec<Vec<f32>>, ProviderError> {
@@ -1710,6 +1739,34 @@ mod tests {
             .unwrap_err();
 
         assert!(matches!(error, ProviderError::Malformed(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn embeddings_are_kept_at_unit_length_and_ones_without_a_direction_are_malformed() {
+        let fake = FakeOpenAI::start().await;
+        // Half-precision copies go into the knowledge index: a length of 50,000 would not fit.
+        fake.push_embeddings(FakeReply::Embeddings(vec![
+            vec![3.0, 4.0],
+            vec![30_000.0, 40_000.0],
+        ]));
+        fake.push_embeddings(FakeReply::Embeddings(vec![vec![0.0, 0.0]]));
+        fake.push_embeddings(FakeReply::Status(
+            200,
+            json!({ "data": [{ "index": 0, "embedding": [1e39, 1.0] }] }).to_string(),
+        ));
+        let provider = provider(&fake);
+        let two = ["a".to_string(), "b".to_string()];
+
+        let scaled = provider.embed_unchecked(&two).await.unwrap().vectors;
+        let zero = provider.embed_unchecked(&two[..1]).await.unwrap_err();
+        let overflow = provider.embed_unchecked(&two[..1]).await.unwrap_err();
+
+        assert_eq!(scaled, [vec![0.6, 0.8], vec![0.6, 0.8]]);
+        assert!(matches!(zero, ProviderError::Malformed(_)), "{zero:?}");
+        assert!(
+            matches!(overflow, ProviderError::Malformed(_)),
+            "{overflow:?}"
+        );
     }
 
     #[tokio::test]

@@ -91,6 +91,25 @@ impl SearchTx {
     }
 }
 
+/// The statement of [`search`] for vectors of `dims` dimensions (one of [`SUPPORTED_DIMS`]):
+/// `$1` the query vector, `$2` the tenant, `$3` the limit, `$4` the embedding model. Passages are
+/// ranked by the half-precision copies the HNSW index holds (the typed cast must match the
+/// index expression), and only the hits are scored, from the full-precision vectors (a small
+/// tenant's passages are all ranked by an exact sort, which need not compute two distances).
+pub fn search_sql(dims: usize) -> String {
+    format!(
+        "SELECT c.id AS chunk_id, c.article_id, a.title, c.content,
+                1 - (c.embedding::vector({dims}) <=> $1::vector({dims})) AS score
+         FROM (SELECT id, article_id, content, embedding
+               FROM knowledge_chunk
+               WHERE tenant_id = $2 AND dims = {dims} AND model = $4
+               ORDER BY embedding::halfvec({dims}) <=> $1::vector({dims})::halfvec({dims})
+               LIMIT $3) c
+         JOIN knowledge_article a ON a.id = c.article_id
+         ORDER BY score DESC"
+    )
+}
+
 /// The passages nearest to `query`, among the vectors of the query's model, in the
 /// transaction's tenant only. pgvector's iterative index scan keeps going past filtered-out
 /// rows, so the tenant filter cannot starve the result; a tenant with few passages is ranked
@@ -113,19 +132,7 @@ pub async fn search(
         tracing::warn!(dims, %model, "no knowledge vectors can have this embedding size");
         return Ok(Vec::new());
     }
-    // `dims` comes from the fixed list above: the typed cast must match the index expression.
-    let sql = format!(
-        "SELECT c.id AS chunk_id, c.article_id, a.title, c.content, c.score
-         FROM (SELECT id, article_id, content,
-                      1 - (embedding::vector({dims}) <=> $1::vector({dims})) AS score
-               FROM knowledge_chunk
-               WHERE tenant_id = $2 AND dims = {dims} AND model = $4
-               ORDER BY embedding::vector({dims}) <=> $1::vector({dims})
-               LIMIT $3) c
-         JOIN knowledge_article a ON a.id = c.article_id
-         ORDER BY c.score DESC"
-    );
-    let hits = sqlx::query_as::<_, Hit>(sqlx::AssertSqlSafe(sql))
+    let hits = sqlx::query_as::<_, Hit>(sqlx::AssertSqlSafe(search_sql(dims)))
         .bind(Vector::from(query))
         .bind(tenant_id)
         .bind(limit)
