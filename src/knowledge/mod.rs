@@ -103,7 +103,7 @@ pub fn search_sql(dims: usize) -> String {
          FROM (SELECT id, article_id, content, embedding
                FROM knowledge_chunk
                WHERE tenant_id = $2 AND dims = {dims} AND model = $4
-               ORDER BY embedding::halfvec({dims}) <=> $1::vector({dims})::halfvec({dims})
+               ORDER BY embedding_half::halfvec({dims}) <=> $1::vector({dims})::halfvec({dims})
                LIMIT $3) c
          JOIN knowledge_article a ON a.id = c.article_id
          ORDER BY score DESC"
