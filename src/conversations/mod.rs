@@ -656,33 +656,38 @@ pub async fn post_outbound(
     author: Author,
     text: &str,
 ) -> Result<Uuid> {
-    let conversation = fetch(&mut *conn, conversation_id).await?;
     let (author_kind, author_id) = match author {
         Author::Ai => ("ai", None),
         Author::System => ("system", None),
         Author::Member(id) => ("member", Some(id)),
     };
     let id = Uuid::now_v7();
-    let status = if conversation.channel == "webchat" {
-        "sent"
-    } else {
-        "queued"
-    };
-    sqlx::query!(
-        "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, author_id,
-                              content_type, body, delivery_status, sent_at)
-         VALUES ($1, $2, $3, $4, 'outbound', $5, $6, 'text', $7, $8, CASE WHEN $8 = 'sent' THEN now() END)",
+    // One round trip: the conversation's channel decides the status (web chat is delivered by
+    // the live stream at once, other channels by a send job), and the conversation is touched.
+    let status = sqlx::query_scalar!(
+        r#"WITH c AS (SELECT c.id, c.inbox_id, i.channel
+                      FROM conversation c JOIN inbox i ON i.id = c.inbox_id
+                      WHERE c.id = $3 AND c.tenant_id = current_tenant_id()),
+                m AS (INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
+                                           author_id, content_type, body, delivery_status, sent_at)
+                      SELECT $1, $2, c.id, c.inbox_id, 'outbound', $4, $5, 'text', $6,
+                             CASE WHEN c.channel = 'webchat' THEN 'sent' ELSE 'queued' END,
+                             CASE WHEN c.channel = 'webchat' THEN now() END
+                      FROM c
+                      RETURNING delivery_status),
+                touched AS (UPDATE conversation SET last_message_at = now(), updated_at = now()
+                            WHERE id IN (SELECT id FROM c))
+           SELECT delivery_status AS "delivery_status!" FROM m"#,
         id,
         tenant_id,
         conversation_id,
-        conversation.inbox_id,
         author_kind,
         author_id,
-        text,
-        status
+        text
     )
-    .execute(&mut *conn)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound)?;
     if status == "queued" {
         crate::queue::enqueue(
             conn,
@@ -695,12 +700,6 @@ pub async fn post_outbound(
         )
         .await?;
     }
-    sqlx::query!(
-        "UPDATE conversation SET last_message_at = now(), updated_at = now() WHERE id = $1",
-        conversation_id
-    )
-    .execute(&mut *conn)
-    .await?;
     events::publish(
         conn,
         &Event {
