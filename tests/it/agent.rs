@@ -19,6 +19,17 @@ pub(crate) struct World {
     pub secret: String,
 }
 
+impl World {
+    /// The customer writes over WhatsApp, and Meta gets its 200.
+    pub(crate) async fn customer_writes(&self, text: &str, wamid: &str) {
+        let said = self
+            .app
+            .webhook(self.inbox, &customer_says(text, wamid), &self.secret)
+            .await;
+        assert_eq!(said.status, StatusCode::OK, "{}", said.body);
+    }
+}
+
 pub(crate) async fn world(settings: Value) -> World {
     world_with(settings, true).await
 }
@@ -72,6 +83,17 @@ pub(crate) fn decision(action: &str, reply: &str, confidence: f64) -> FakeReply 
     FakeReply::Json(
         json!({ "action": action, "reply": reply, "confidence": confidence, "reason_code": "answered", "cited_sources": [], "action_request": null }),
     )
+}
+
+/// The chat call among a run record's provider calls.
+pub(crate) fn chat_call(record: &Value) -> Value {
+    record["provider_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "chat")
+        .cloned()
+        .unwrap_or_else(|| panic!("no chat call in {record}"))
 }
 
 pub(crate) async fn execution(app: &TestApp) -> Value {
@@ -671,18 +693,11 @@ async fn nth_sent_text(graph: &FakeGraph, n: usize) -> String {
 #[tokio::test]
 async fn a_portuguese_customer_gets_the_safe_reply_in_portuguese() {
     let w = world(json!({})).await;
-    let said = w
-        .app
-        .webhook(
-            w.inbox,
-            &customer_says(
-                "Olá, posso processar vocês por causa deste atraso? Quero um advogado.",
-                "wamid.LEGAL-PT",
-            ),
-            &w.secret,
-        )
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes(
+        "Olá, posso processar vocês por causa deste atraso? Quero um advogado.",
+        "wamid.LEGAL-PT",
+    )
+    .await;
     let run = execution(&w.app).await;
     assert_eq!(run["outcome"], "blocked", "{run}");
     let key = run["record"]["guardrails"][0]["verdict"]["safe_reply_key"]
@@ -723,18 +738,11 @@ async fn a_spanish_customer_is_told_in_spanish_that_a_person_will_confirm_and_th
     use custodian::guardrails::Lang;
     let w = world(json!({})).await;
     let calls = refund_action_requested(&w).await;
-    let said = w
-        .app
-        .webhook(
-            w.inbox,
-            &customer_says(
-                "Hola, quiero el reembolso del pedido A-1001, llegó roto",
-                "wamid.REFUND-ES",
-            ),
-            &w.secret,
-        )
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes(
+        "Hola, quiero el reembolso del pedido A-1001, llegó roto",
+        "wamid.REFUND-ES",
+    )
+    .await;
     assert_eq!(execution(&w.app).await["outcome"], "pending_review");
     assert_eq!(
         nth_sent_text(&w.graph, 0).await,
@@ -856,15 +864,7 @@ async fn an_agent_run_whose_job_runs_again_after_it_finished_does_nothing_twice(
     let w = world(json!({})).await;
     w.model
         .push(decision("reply", "Your order ships today.", 0.9));
-    let said = w
-        .app
-        .webhook(
-            w.inbox,
-            &customer_says("Where is my order?", "wamid.AGAIN"),
-            &w.secret,
-        )
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes("Where is my order?", "wamid.AGAIN").await;
     assert_eq!(execution(&w.app).await["outcome"], "replied");
     nth_sent_text(&w.graph, 0).await;
     w.app

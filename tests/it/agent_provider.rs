@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::agent::{customer_says, decision, execution, world, World};
+use crate::agent::{chat_call, decision, execution, world, World};
 use crate::common::{eventually, fast_worker, Req, TestApp};
 use crate::fakes::openai::FakeReply;
 
@@ -17,11 +17,7 @@ async fn customer(w: &World, text: &str, wamid: &str) -> Value {
         .app
         .count("SELECT count(*) FROM agent_execution WHERE outcome <> 'running'")
         .await;
-    let said = w
-        .app
-        .webhook(w.inbox, &customer_says(text, wamid), &w.secret)
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes(text, wamid).await;
     w.app
         .settled(
             "SELECT count(*) FROM agent_execution WHERE outcome <> 'running'",
@@ -169,13 +165,7 @@ async fn a_rate_limited_call_waits_for_retry_after_and_then_answers() {
     let chats = w.model.chat_requests();
     assert_eq!(chats.len(), 2);
     assert!(chats[1].received_at - chats[0].received_at >= Duration::from_millis(950));
-    let call = run["record"]["provider_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "chat")
-        .cloned()
-        .unwrap();
+    let call = chat_call(&run["record"]);
     assert_eq!(call["attempts"], 2);
     assert!(call["latency_ms"].as_f64().unwrap() >= 950.0);
 }
@@ -189,13 +179,7 @@ async fn a_hanging_provider_times_out_on_every_attempt_and_the_conversation_is_h
     let run = customer(&w, "Hello?", "wamid.HANG").await;
     assert_eq!(run["outcome"], "handed_off", "{run}");
     assert_eq!(run["record"]["reason"], "provider_unavailable");
-    let call = run["record"]["provider_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "chat")
-        .cloned()
-        .unwrap();
+    let call = chat_call(&run["record"]);
     assert_eq!(call["attempts"], 2);
     assert!(
         call["error"].as_str().unwrap().contains("timed out"),

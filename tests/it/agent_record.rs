@@ -2,10 +2,9 @@
 //! provider failure, and that it is the record the hash-chained audit vouches for: immutable
 //! once finished, and a change made past the application is detected.
 
-use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::agent::{customer_says, decision, execution, world};
+use crate::agent::{chat_call, decision, execution, world};
 use crate::common::Req;
 use crate::fakes::openai::FakeReply;
 
@@ -23,15 +22,8 @@ async fn a_record_sums_usage_over_every_call_and_times_each_one() {
     )]));
     w.model
         .push(decision("reply", "It ships in two days.", 0.9));
-    let said = w
-        .app
-        .webhook(
-            w.inbox,
-            &customer_says("How long does shipping take?", "wamid.USAGE"),
-            &w.secret,
-        )
+    w.customer_writes("How long does shipping take?", "wamid.USAGE")
         .await;
-    assert_eq!(said.status, StatusCode::OK);
 
     let run = execution(&w.app).await;
     assert_eq!(run["outcome"], "replied", "{run}");
@@ -104,23 +96,13 @@ async fn a_provider_failure_still_records_the_model_time_and_each_attempt() {
     for _ in 0..3 {
         w.model.push(FakeReply::ServerError);
     }
-    let said = w
-        .app
-        .webhook(w.inbox, &customer_says("Hello?", "wamid.DOWN"), &w.secret)
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes("Hello?", "wamid.DOWN").await;
 
     let run = execution(&w.app).await;
     assert_eq!(run["record"]["reason"], "provider_unavailable", "{run}");
     let record = &run["record"];
     assert!(record["timings_ms"]["model"].is_number(), "{record}");
-    let chat = record["provider_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "chat")
-        .cloned()
-        .unwrap();
+    let chat = chat_call(record);
     assert_eq!(chat["attempts"], 3, "{chat}");
     assert!(
         chat["error"].as_str().unwrap().contains("unavailable"),
@@ -133,15 +115,8 @@ async fn a_provider_failure_still_records_the_model_time_and_each_attempt() {
 async fn finished_run(w: &crate::agent::World) -> Value {
     w.model
         .push(decision("reply", "Your order ships today.", 0.9));
-    let said = w
-        .app
-        .webhook(
-            w.inbox,
-            &customer_says("Where is my order?", "wamid.TAMPER"),
-            &w.secret,
-        )
+    w.customer_writes("Where is my order?", "wamid.TAMPER")
         .await;
-    assert_eq!(said.status, StatusCode::OK);
     execution(&w.app).await
 }
 

@@ -3,23 +3,18 @@
 //! the next one starts, a failing embeddings API hands the conversation over like a failing
 //! chat model, and a run that fails on every attempt of its job hands it over too.
 
-use axum::http::StatusCode;
 use custodian::agent::runtime::run_job;
 use custodian::queue::{Job, Outcome};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::agent::{customer_says, decision, execution, world, world_with, World};
+use crate::agent::{decision, execution, world, world_with, World};
 use crate::common::{eventually, Req};
 use crate::fakes::openai::{fake_embedding, FakeReply};
 
 /// The customer writes; returns the agent run's job, still queued (no workers run).
 async fn queued_run(w: &World, text: &str, wamid: &str) -> Job {
-    let said = w
-        .app
-        .webhook(w.inbox, &customer_says(text, wamid), &w.secret)
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes(text, wamid).await;
     let mut conn = w.app.superuser().await;
     let (id, tenant_id, payload, max_attempts): (Uuid, Uuid, Value, i32) = sqlx::query_as(
         "SELECT id, tenant_id, payload, max_attempts FROM job WHERE kind = 'agent.run' ORDER BY created_at DESC LIMIT 1",
@@ -93,6 +88,21 @@ async fn two_runs_of_one_message_racing_post_a_single_reply() {
     assert_eq!(ai_replies(&w).await, 1);
 }
 
+/// What a worker that died mid-run leaves: a run of the customer's message still marked running.
+async fn crashed_attempt(w: &World) -> Uuid {
+    let crashed = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, trigger_message_id, provider, model, offline)
+         SELECT $1, m.tenant_id, m.conversation_id, c.contact_id, m.id, 'fake', 'fake', false
+         FROM message m JOIN conversation c ON c.id = m.conversation_id WHERE m.direction = 'inbound'",
+    )
+    .bind(crashed)
+    .execute(&mut w.app.superuser().await)
+    .await
+    .unwrap();
+    crashed
+}
+
 // proves: AGT-11 (an attempt that crashed does not stay "running" for ever)
 #[tokio::test]
 async fn a_crashed_attempt_is_closed_as_abandoned_when_the_next_attempt_starts() {
@@ -101,17 +111,8 @@ async fn a_crashed_attempt_is_closed_as_abandoned_when_the_next_attempt_starts()
         .push(decision("reply", "Your order ships today.", 0.9));
     let job = queued_run(&w, "Where is my order?", "wamid.CRASHED").await;
     // What a worker that died mid-run leaves behind.
+    let crashed = crashed_attempt(&w).await;
     let mut conn = w.app.superuser().await;
-    let crashed = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, trigger_message_id, provider, model, offline)
-         SELECT $1, m.tenant_id, m.conversation_id, c.contact_id, m.id, 'fake', 'fake', false
-         FROM message m JOIN conversation c ON c.id = m.conversation_id WHERE m.direction = 'inbound'",
-    )
-    .bind(crashed)
-    .execute(&mut conn)
-    .await
-    .unwrap();
 
     assert!(matches!(run_job(&w.app.state, &job).await, Outcome::Done));
 
@@ -147,15 +148,7 @@ async fn an_embedding_failure_inside_search_knowledge_hands_over_without_running
         "search_knowledge".into(),
         json!({ "query": "refund policy" }),
     )]));
-    let said = w
-        .app
-        .webhook(
-            w.inbox,
-            &customer_says(question, "wamid.EMBED-DOWN"),
-            &w.secret,
-        )
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes(question, "wamid.EMBED-DOWN").await;
 
     let run = execution(&w.app).await;
     assert_eq!(run["outcome"], "handed_off", "{run}");
@@ -208,17 +201,7 @@ async fn a_run_failing_on_the_last_attempt_of_its_job_hands_the_conversation_ove
     let mut job = queued_run(&w, "Where is my order?", "wamid.DOOMED").await;
     break_the_vault(&w).await;
     // An attempt of an earlier run that crashed, still marked running.
-    let mut conn = w.app.superuser().await;
-    let crashed = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, trigger_message_id, provider, model, offline)
-         SELECT $1, m.tenant_id, m.conversation_id, c.contact_id, m.id, 'fake', 'fake', false
-         FROM message m JOIN conversation c ON c.id = m.conversation_id WHERE m.direction = 'inbound'",
-    )
-    .bind(crashed)
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let crashed = crashed_attempt(&w).await;
 
     // An early attempt fails and is retried: nothing is handed over yet.
     assert!(matches!(
@@ -269,11 +252,7 @@ async fn a_run_failing_on_the_last_attempt_of_its_job_hands_the_conversation_ove
 #[tokio::test]
 async fn a_dead_agent_job_leaves_its_conversation_with_a_person() {
     let w = world_with(json!({}), false).await;
-    let said = w
-        .app
-        .webhook(w.inbox, &customer_says("Hello?", "wamid.DEAD"), &w.secret)
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes("Hello?", "wamid.DEAD").await;
     break_the_vault(&w).await;
     let mut conn = w.app.superuser().await;
     sqlx::query("UPDATE job SET max_attempts = 2 WHERE kind = 'agent.run'")

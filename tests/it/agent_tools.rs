@@ -11,15 +11,11 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::agent::{customer_says, decision, execution, world, World};
+use crate::agent::{decision, execution, world, World};
 use crate::fakes::openai::FakeReply;
 
 async fn customer(w: &World, text: &str, wamid: &str) -> Value {
-    let said = w
-        .app
-        .webhook(w.inbox, &customer_says(text, wamid), &w.secret)
-        .await;
-    assert_eq!(said.status, StatusCode::OK);
+    w.customer_writes(text, wamid).await;
     execution(&w.app).await
 }
 
@@ -430,11 +426,7 @@ async fn an_action_created_or_deleted_between_two_turns_is_what_the_next_turn_of
         let w = &w;
         async move {
             w.model.push(decision("reply", "Happy to help.", 0.9));
-            let said = w
-                .app
-                .webhook(w.inbox, &customer_says("Hi, a question", wamid), &w.secret)
-                .await;
-            assert_eq!(said.status, StatusCode::OK);
+            w.customer_writes("Hi, a question", wamid).await;
             crate::common::eventually(20, "the turn to finish", || async {
                 let done = w
                     .app
