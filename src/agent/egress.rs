@@ -21,14 +21,14 @@ use std::sync::Arc;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Whether an address is reachable on the public internet (not loopback, private, link-local,
-/// shared, reserved, documentation, multicast or unspecified).
+/// shared, reserved, documentation, multicast or unspecified). An IPv6 address that carries an
+/// IPv4 address for a translator or tunnel (mapped, NAT64, SIIT, 6to4, Teredo, ISATAP) reaches
+/// that IPv4 address in the end, so it is public only when the IPv4 address inside is: a
+/// `[64:ff9b::7f00:1]` is the loopback address by another name.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => is_public_v4(a),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(a),
-        },
+        IpAddr::V6(a) => is_public_v6(a) && embedded_v4(a).is_none_or(is_public_v4),
     }
 }
 
@@ -52,6 +52,7 @@ fn is_public_v4(a: Ipv4Addr) -> bool {
         || o0 >= 240)
 }
 
+/// The IPv6 address's own range, leaving aside any IPv4 address it carries.
 fn is_public_v6(a: Ipv6Addr) -> bool {
     let s = a.segments();
     !(a.is_loopback()
@@ -61,10 +62,54 @@ fn is_public_v6(a: Ipv6Addr) -> bool {
         || (s[0] & 0xfe00) == 0xfc00
         // Link-local, fe80::/10.
         || (s[0] & 0xffc0) == 0xfe80
-        // Documentation, 2001:db8::/32.
+        // Site-local, fec0::/10: deprecated, but still routed inside some networks.
+        || (s[0] & 0xffc0) == 0xfec0
+        // Documentation, 2001:db8::/32 and 3fff::/20.
         || (s[0] == 0x2001 && s[1] == 0x0db8)
+        || (s[0] & 0xfff0) == 0x3ff0
+        // Benchmarking, 2001:2::/48; ORCHID, 2001:10::/28 and 2001:20::/28.
+        || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0)
+        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010)
+        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020)
+        // Discard-only, 100::/64.
+        || (s[0] == 0x0100 && s[1..4].iter().all(|x| *x == 0))
+        // Local-use NAT64, 64:ff9b:1::/48: a translator of the operator's own network.
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001)
         // IPv4-compatible and other ::/96 forms.
         || (s[0..6].iter().all(|x| *x == 0)))
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that lead to it: IPv4-mapped
+/// (`::ffff:a.b.c.d`), SIIT's IPv4-translated (`::ffff:0:a.b.c.d`), NAT64's well-known prefix
+/// (`64:ff9b::a.b.c.d`), 6to4 (`2002:aabb:ccdd::`), Teredo (`2001:0::`, the client's address
+/// inverted in the last 32 bits; its server's address too) and ISATAP interface ids
+/// (`…:0:5efe:a.b.c.d`, `…:200:5efe:a.b.c.d`). For Teredo, whichever of the two is not public
+/// is returned, so both must be.
+fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = a.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    let last = v4(s[6], s[7]);
+    if s[0..5].iter().all(|x| *x == 0) && s[5] == 0xffff {
+        return Some(last);
+    }
+    if s[0..4].iter().all(|x| *x == 0) && s[4] == 0xffff && s[5] == 0 {
+        return Some(last);
+    }
+    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+        return Some(last);
+    }
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        let server = v4(s[2], s[3]);
+        let client = v4(!s[6], !s[7]);
+        return Some(if is_public_v4(server) { client } else { server });
+    }
+    if (s[4] & 0xfdff) == 0 && s[5] == 0x5efe {
+        return Some(last);
+    }
+    None
 }
 
 /// What a tenant-named URL is for, to say so when it is refused.
@@ -206,6 +251,51 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_forms_that_carry_a_private_ipv4_address_are_not_public() {
+        for ip in [
+            // NAT64 (well-known prefix) to loopback, private and metadata addresses.
+            "64:ff9b::7f00:1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            // Local-use NAT64 leads into the operator's network whatever it carries.
+            "64:ff9b:1::5db8:d822",
+            // SIIT's IPv4-translated form.
+            "::ffff:0:7f00:1",
+            "::ffff:0:192.168.0.1",
+            // 6to4 of loopback and of a private network.
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2002:c0a8:101::",
+            // Teredo whose client (inverted) is loopback, and whose server is private.
+            "2001:0:5db8:d822:0:0:80ff:fffe",
+            "2001:0:a00:1::1",
+            // ISATAP interface ids over private addresses.
+            "2606:4700::5efe:10.0.0.1",
+            "2606:4700::200:5efe:127.0.0.1",
+            // Site-local, discard-only, benchmarking, documentation.
+            "fec0::1",
+            "feff::1",
+            "100::1",
+            "2001:2::1",
+            "3fff::1",
+            // IPv4-compatible.
+            "::7f00:1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            // The same forms carrying a public address lead to the internet.
+            "64:ff9b::5db8:d822",
+            "::ffff:0:5db8:d822",
+            "2002:5db8:d822::1",
+            "2001:0:5db8:d822:0:0:a247:29dd",
+            "2606:4700::5efe:93.184.216.34",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
     fn action_urls_must_be_http_to_a_public_or_named_host() {
         assert!(check_url("https://shop.example/refund", false).is_ok());
         assert!(check_url("http://93.184.216.34/x", false).is_ok());
@@ -214,6 +304,10 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
             "http://[::1]/x",
             "http://[::ffff:10.0.0.1]/x",
+            "http://[64:ff9b::7f00:1]/x",
+            "http://[::ffff:0:7f00:1]/x",
+            "http://[2002:7f00:1::]/x",
+            "http://[fec0::1]/x",
             "ftp://shop.example/x",
             "https://user:pw@shop.example/x",
             "not a url",

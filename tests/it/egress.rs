@@ -26,6 +26,11 @@ async fn a_tenant_action_cannot_reach_the_platforms_own_network() {
         "http://[::1]:8080/admin",
         "http://10.0.0.8/internal",
         "https://user:password@shop.example/refund",
+        // IPv6 forms that carry a loopback IPv4 address: NAT64, SIIT, 6to4; and site-local.
+        "http://[64:ff9b::7f00:1]:5432/",
+        "http://[::ffff:0:7f00:1]:5432/",
+        "http://[2002:7f00:1::]:5432/",
+        "http://[fec0::1]/internal",
     ] {
         let refused = app
             .send(Req::post("/api/v1/agent/actions").by(&owner).json(json!({
@@ -125,6 +130,8 @@ async fn a_tenant_cannot_point_its_model_provider_at_the_platforms_own_network()
         "http://169.254.169.254/latest",
         "http://[::1]:8000/v1",
         "http://10.0.0.5/v1",
+        "http://[64:ff9b::7f00:1]:11434/v1",
+        "http://[2002:a9fe:a9fe::]/latest",
     ] {
         let refused = put(json!({ "provider_base_url": refused_url })).await;
         assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{refused_url}");
