@@ -184,8 +184,12 @@ pub async fn load(conn: &mut PgConnection, tenant_id: Uuid) -> Result<AgentSetti
     })
 }
 
-fn key_context(tenant_id: Uuid) -> String {
-    format!("agent:{tenant_id}")
+/// The sealing context of the tenant's API key names the address it is sent to, so a key opens
+/// only for the provider it was saved for: whoever changes where the key would go must send the
+/// key again, and a base URL changed behind the API's back (in the database) finds a key that
+/// no longer opens rather than one that travels to the new host.
+fn key_context(tenant_id: Uuid, base_url: &str) -> String {
+    format!("agent:{tenant_id}:{base_url}")
 }
 
 /// The tenant's compiled guardrail policy, from the cache while its version is current.
@@ -331,8 +335,14 @@ fn build_provider(
             String::from_utf8(
                 state
                     .sealer
-                    .open(sealed, &key_context(tenant_id))
-                    .map_err(|e| Error::Internal(anyhow::anyhow!("agent API key: {e}")))?,
+                    .open(sealed, &key_context(tenant_id, base_url))
+                    .map_err(|_| {
+                        Error::bad_request(
+                            "api_key_required",
+                            "the stored API key was saved for another provider address: send \
+                             the api_key again with provider_base_url",
+                        )
+                    })?,
             )
             .map_err(|_| Error::Internal(anyhow::anyhow!("agent API key is not text")))?,
         )),
@@ -486,14 +496,37 @@ async fn update(
         }
         s.provider_base_url = url.map(|u| u.trim_end_matches('/').to_string());
     }
-    if let Some(key) = body.api_key {
-        s.sealed_api_key = key.map(|k| {
-            state
-                .sealer
-                .seal(k.expose_secret().as_bytes(), &key_context(ctx.tenant_id))
-        });
-        s.api_key_configured = s.sealed_api_key.is_some();
+    // A stored key goes only where it was saved for: a new address needs the key sent again
+    // in the same request (otherwise any admin could redirect the owner's key to a host of
+    // their own, and the re-embedding a provider change starts would send it at once).
+    let moved = s.provider_base_url.is_some() && s.provider_base_url != before.provider_base_url;
+    match body.api_key {
+        Some(Some(key)) => {
+            let destination = s.provider_base_url.as_deref().ok_or_else(|| {
+                Error::bad_request(
+                    "invalid_provider",
+                    "an api_key needs a provider_base_url to be sent to",
+                )
+            })?;
+            s.sealed_api_key = Some(state.sealer.seal(
+                key.expose_secret().as_bytes(),
+                &key_context(ctx.tenant_id, destination),
+            ));
+        }
+        Some(None) => s.sealed_api_key = None,
+        // Back to the offline responder: the key has nowhere left it may go.
+        None if s.provider_base_url.is_none() => s.sealed_api_key = None,
+        None if moved && s.sealed_api_key.is_some() => {
+            return Err(Error::bad_request(
+                "api_key_required",
+                "provider_base_url changed: send the api_key again in the same request (a \
+                 stored key is only ever sent to the address it was saved for), or null to \
+                 remove it",
+            ))
+        }
+        None => {}
     }
+    s.api_key_configured = s.sealed_api_key.is_some();
     s.chat_model = body.chat_model.unwrap_or(s.chat_model);
     s.embedding_model = body.embedding_model.unwrap_or(s.embedding_model);
     if let Some(dims) = body.embedding_dims {

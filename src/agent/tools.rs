@@ -716,6 +716,13 @@ pub(super) async fn call(
     }
 }
 
+/// The sealing context of an action's secret names the endpoint it signs for: a target URL
+/// changed without the secret being saved again (by any path, the database included) finds a
+/// secret that no longer opens, so nothing signed with it goes to the new address.
+fn secret_context(action_id: Uuid, target_url: &str) -> String {
+    format!("action:{action_id}:{target_url}")
+}
+
 /// Calls a tenant's action endpoint: JSON body, HMAC-SHA256 signature of the body under the
 /// action's secret, and an idempotency key the endpoint can use to act once.
 pub async fn invoke(
@@ -729,11 +736,14 @@ pub async fn invoke(
     {
         return (0, format!("refused: {e}"));
     }
-    let Ok(secret) = state
-        .sealer
-        .open(&action.secret, &format!("action:{}", action.id))
-    else {
-        return (0, "the action's secret cannot be opened".into());
+    let Ok(secret) = state.sealer.open(
+        &action.secret,
+        &secret_context(action.id, &action.target_url),
+    ) else {
+        return (
+            0,
+            "refused: the action's secret was saved for another endpoint".into(),
+        );
     };
     let body = json!({ "action": action.name, "arguments": arguments, "conversation_id": conversation_id, "idempotency_key": idempotency_key }).to_string();
     let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key");
@@ -821,7 +831,7 @@ async fn create(
     let id = Uuid::now_v7();
     let secret = state.sealer.seal(
         body.secret.expose_secret().as_bytes(),
-        &format!("action:{id}"),
+        &secret_context(id, &body.target_url),
     );
     let mut tx = ctx.begin(&state).await?;
     let action = sqlx::query_as!(
