@@ -152,6 +152,11 @@ fn constraint_error(constraint: &str) -> Option<Error> {
         "account_partner_org_fkey" | "contact_account_fkey" | "conversation_assignee_fkey" => {
             return Some(Error::NotFound)
         }
+        // Migration 0022: no delete reaches data under a legal hold.
+        "legal_hold_blocks_delete" => (
+            "legal_hold",
+            "this data is under a legal hold: it cannot be deleted until the hold is released",
+        ),
         "member_partner_org_required" | "invitation_partner_org_required" => {
             return Some(Error::bad_request(
                 "partner_org_required",

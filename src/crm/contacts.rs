@@ -53,8 +53,13 @@ pub fn routes(api: Api) -> Api {
     .route(
         Method::DELETE,
         "/api/v1/contacts/{contact_id}",
-        Requires(Permission::ContactsWrite),
-        ("crm", "Delete a contact"),
+        // Deleting a person's data is a data-subject decision, not everyday CRM work: it takes
+        // their conversations and messages with it. Held data is refused by the database.
+        Requires(Permission::DataSubjectRights),
+        (
+            "crm",
+            "Delete a contact and their conversations (not while under a legal hold)",
+        ),
         delete,
     )
     .route(
