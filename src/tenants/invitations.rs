@@ -145,6 +145,60 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Whether a member may stand behind an invitation to `invited`: active, still managing
+/// members, and allowed to grant that role. Asked when the invitation is accepted, not only when
+/// it is made, so an invitation is worth no more than its inviter is now.
+fn may_invite(inviter_role: Option<Role>, inviter_status: &str, invited: Role) -> bool {
+    inviter_status == "active"
+        && inviter_role.is_some_and(|r| r.can(Permission::MembersManage) && r.can_grant(invited))
+}
+
+/// Withdraws the pending invitations a member may no longer stand behind, after they were
+/// disabled or their role changed (on the caller's transaction, audited one by one). Without
+/// this, an admin could invite a second identity as admin and keep that door open after being
+/// disabled or demoted.
+pub async fn withdraw_unbacked(
+    conn: &mut sqlx::PgConnection,
+    source: &AuditSource,
+    tenant_id: Uuid,
+    inviter_id: Uuid,
+    inviter_role: Role,
+    inviter_status: &str,
+) -> Result<()> {
+    let still_grants: Vec<String> = Role::ALL
+        .into_iter()
+        .filter(|r| may_invite(Some(inviter_role), inviter_status, *r))
+        .map(|r| r.as_str().to_string())
+        .collect();
+    let withdrawn = sqlx::query!(
+        "UPDATE invitation SET revoked_at = now()
+         WHERE tenant_id = $1 AND invited_by = $2 AND accepted_at IS NULL AND revoked_at IS NULL
+           AND NOT (role = ANY($3))
+         RETURNING id, email, role",
+        tenant_id,
+        inviter_id,
+        &still_grants
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for invitation in withdrawn {
+        audit::record(
+            &mut *conn,
+            source,
+            AuditEvent::new("invitation.revoked", "invitation", invitation.id)
+                .before(json!({ "email": invitation.email, "role": invitation.role }))
+                .after(json!({
+                    "reason": "the inviter may no longer grant this role",
+                    "inviter": inviter_id,
+                    "inviter_role": inviter_role,
+                    "inviter_status": inviter_status,
+                })),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn revoke(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -200,6 +254,19 @@ async fn accept(
     let password_hash = password::hash(body.password).await?;
 
     let mut tx = state.db.tenant_tx(found.tenant_id).await?;
+    // The inviter's standing now, not when they invited: a disabled or demoted inviter's
+    // invitations are worthless. The share lock waits for a change of the inviter under way
+    // (which withdraws their invitations in its own transaction) and keeps one from starting.
+    let inviter = sqlx::query!(
+        "SELECT m.role, m.status FROM invitation i
+         JOIN member m ON m.tenant_id = i.tenant_id AND m.id = i.invited_by
+         WHERE i.id = $1 AND i.tenant_id = $2
+         FOR SHARE OF m",
+        found.id,
+        found.tenant_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     // Claim the invitation; a concurrent acceptance of the same token finds nothing to claim.
     let invitation = sqlx::query!(
         "UPDATE invitation SET accepted_at = now()
@@ -218,6 +285,17 @@ async fn accept(
     })?;
     let role =
         Role::parse(&invitation.role).ok_or_else(|| anyhow::anyhow!("unknown role in database"))?;
+    let backed = inviter
+        .as_ref()
+        .is_some_and(|m| may_invite(Role::parse(&m.role), &m.status, role));
+    if !backed {
+        // Dropped with the transaction: the invitation stays unclaimed, and the refusal reads
+        // like any other dead invitation.
+        return Err(Error::bad_request(
+            "invalid_invitation",
+            "the invitation is unknown, used or expired",
+        ));
+    }
     let email = Email::parse(&invitation.email)?;
     let member_id = Uuid::now_v7();
     let member = members::insert(
@@ -254,4 +332,19 @@ async fn accept(
             json!({ "member": member, "tenant_id": found.tenant_id, "expires_at": new_session.expires_at.rfc3339() }),
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invitation_is_backed_only_by_an_active_inviter_who_may_still_grant_its_role() {
+        assert!(may_invite(Some(Role::Admin), "active", Role::Admin));
+        assert!(may_invite(Some(Role::Admin), "active", Role::Agent));
+        assert!(!may_invite(Some(Role::Admin), "disabled", Role::Agent));
+        assert!(!may_invite(Some(Role::Admin), "active", Role::Owner));
+        assert!(!may_invite(Some(Role::Agent), "active", Role::Agent));
+        assert!(!may_invite(None, "active", Role::Agent));
+    }
 }

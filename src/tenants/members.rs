@@ -307,6 +307,19 @@ async fn update(
         )
         .await?;
     }
+    // Invitations are worth no more than their inviter now: a disabled or demoted member's
+    // pending invitations to roles they can no longer grant are withdrawn.
+    if before.status != after.status || old_role != new_role {
+        super::invitations::withdraw_unbacked(
+            &mut tx,
+            &source,
+            ctx.tenant_id,
+            member_id,
+            new_role,
+            &after.status,
+        )
+        .await?;
+    }
     // A disabled member's sessions end now, and a demoted member's tokens may not outrank them.
     if after.status == "disabled" {
         session::revoke_all(&mut tx, ctx.tenant_id, member_id, None).await?;
