@@ -33,6 +33,14 @@ pub struct RouteSpec {
     pub summary: &'static str,
 }
 
+/// The methods whose requests may carry a body that changes something.
+pub fn takes_body(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
 impl RouteSpec {
     pub fn params(&self) -> impl Iterator<Item = &'static str> {
         self.path
@@ -98,6 +106,13 @@ impl Api {
         let mut method_router = on(filter, handler);
         if let Some(limit) = body_limit {
             method_router = method_router.layer(axum::extract::DefaultBodyLimit::max(limit));
+        }
+        // Whatever its handler reads, a request that changes something speaks JSON: a body in
+        // another type, or a declared other type, is refused before the guard or the handler
+        // sees it (a `text/plain` POST is what a cross-site form can send).
+        if takes_body(&method) {
+            method_router =
+                method_router.route_layer(axum::middleware::from_fn(super::json_bodies_only));
         }
         // Guarded routes are logged (the request log): the log layer wraps the guard, and a
         // layer inside the guard tells it who the guard let through. Public routes are not.

@@ -36,17 +36,7 @@ where
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .is_some_and(|m| {
-                m.strip_prefix("application/")
-                    .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
-            });
+            .is_some_and(is_json_type);
         if !is_json {
             return Err(Error::UnsupportedMediaType);
         }
@@ -94,6 +84,37 @@ pub fn nul_escapes(json: &[u8]) -> impl Iterator<Item = usize> + '_ {
         }
         None
     })
+}
+
+/// Whether a `Content-Type` value names JSON (`application/json`, `application/…+json`).
+fn is_json_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+}
+
+/// Refuses a request that declares a content type other than JSON, or carries a body without
+/// declaring one: every route that takes a body takes JSON (the registry puts this in front of
+/// every POST, PUT, PATCH and DELETE). A request without a body passes, for the routes whose
+/// action needs none.
+pub async fn json_bodies_only(req: Request, next: axum::middleware::Next) -> Response {
+    use axum::body::HttpBody;
+    let declared = req.headers().get(axum::http::header::CONTENT_TYPE);
+    let acceptable = match declared {
+        Some(value) => value.to_str().is_ok_and(is_json_type),
+        None => req.body().size_hint().exact() == Some(0),
+    };
+    if acceptable {
+        next.run(req).await
+    } else {
+        Error::UnsupportedMediaType.into_response()
+    }
 }
 
 fn json_rejection(rejection: JsonRejection) -> Error {

@@ -615,15 +615,10 @@ async fn approve(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
-    raw: axum::body::Bytes,
+    // A JSON body, `{}` at least: an approval runs an action, so it is never read from a
+    // request that merely reached the route (an empty `text/plain` POST once approved).
+    Json(body): Json<ApproveBody>,
 ) -> Result<Json<ReviewView>> {
-    // The body is optional: an empty one approves the item as proposed.
-    let body: ApproveBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        ApproveBody::default()
-    } else {
-        serde_json::from_slice(&raw)
-            .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?
-    };
     let note = note(body.note.as_deref())?;
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id, true).await?;

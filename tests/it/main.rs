@@ -23,6 +23,7 @@ mod queue;
 mod retention;
 mod reviews;
 mod run_command;
+mod sec_content_type;
 mod sec_invitations;
 mod sec_legal_hold;
 mod sec_secrets;
