@@ -8,6 +8,7 @@ mod agent_provider;
 mod agent_record;
 mod agent_runs;
 mod agent_tools;
+mod architecture;
 mod audit_api;
 mod audit_chain;
 mod auth;
