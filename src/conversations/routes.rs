@@ -15,12 +15,12 @@ use uuid::Uuid;
 use super::{fetch, fetch_message, ConversationView, MessageView};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::Ctx;
+use crate::auth::{Credential, Ctx};
 use crate::crm::accounts::like_pattern;
 use crate::crm::page_limit;
 use crate::db::Tx;
 use crate::error::{Error, Result};
-use crate::events::{self, Event};
+use crate::events::{self, Cap, Event, Holder};
 use crate::guardrails::Lang;
 use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
@@ -410,7 +410,10 @@ async fn reply(
             kind: "message.created".into(),
             conversation_id: Some(id),
             message_id: Some(message_id),
-            data: json!({ "direction": "outbound", "private": body.private }),
+            // Who the message is for, so a visitor's stream passes over everyone else's
+            // replies without a lookup.
+            data: json!({ "direction": "outbound", "private": body.private,
+                          "contact_id": conversation.contact_id, "inbox_id": conversation.inbox_id }),
         },
     )
     .await?;
@@ -676,7 +679,17 @@ async fn set_language(
 }
 
 /// The tenant's live updates: new messages, delivery states, status and assignment changes.
-async fn live(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
+async fn live(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResponse> {
+    let (Credential::Session(id) | Credential::ApiToken(id)) = ctx.credential;
+    let slot = state.streams.open(&[Cap {
+        holder: Holder::Credential(id),
+        limit: state.config.streams.member_per_credential,
+        per: "session or API token",
+    }])?;
     let tenant = ctx.tenant_id;
-    events::stream(&state, move |event| event.tenant_id == tenant)
+    Ok(events::stream(
+        &state,
+        move |event| event.tenant_id == tenant,
+        slot,
+    ))
 }
