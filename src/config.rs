@@ -116,6 +116,9 @@ pub struct StreamLimits {
     pub member_per_credential: usize,
     /// The longest any stream stays open.
     pub max_lifetime: Duration,
+    /// How often a members' stream checks that its credential still holds, in case the
+    /// notification of a revocation was missed.
+    pub recheck: Duration,
 }
 
 impl Default for StreamLimits {
@@ -125,6 +128,7 @@ impl Default for StreamLimits {
             webchat_per_address: 20,
             member_per_credential: 10,
             max_lifetime: Duration::from_secs(3600),
+            recheck: Duration::from_secs(30),
         }
     }
 }
@@ -197,6 +201,11 @@ impl Config {
                 "STREAM_MAX_LIFETIME_SECS",
                 stream_defaults.max_lifetime.as_secs(),
             )?),
+            recheck: Duration::from_secs(parse_or(
+                &get,
+                "STREAM_RECHECK_SECS",
+                stream_defaults.recheck.as_secs(),
+            )?),
         };
         if streams.webchat_per_session == 0
             || streams.webchat_per_address == 0
@@ -206,6 +215,9 @@ impl Config {
         }
         if !(1..=86_400).contains(&streams.max_lifetime.as_secs()) {
             bail!("STREAM_MAX_LIFETIME_SECS must be between 1 and 86400 (a day)");
+        }
+        if !(1..=3_600).contains(&streams.recheck.as_secs()) {
+            bail!("STREAM_RECHECK_SECS must be between 1 and 3600 (an hour)");
         }
         Ok(Config {
             bind: parse_or(&get, "BIND_ADDR", "127.0.0.1:8080".parse()?)?,

@@ -25,6 +25,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::revocation::{Held, REVOKED};
 use crate::error::Error;
 
 const CHANNEL: &str = "custodian_events";
@@ -373,30 +374,63 @@ fn later(after: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
-/// A members' SSE response of the events that `keep` accepts, ending at shutdown and at the
-/// end of its lifetime. A stream too slow to keep up loses events; it then gets a `resync`
-/// event instead of silence. `slot` is held while the stream is open.
+/// What a members' stream does with one item of its input.
+enum Step {
+    Deliver(SseEvent),
+    /// Check the credential; go on (with this event, if any) only if it still holds.
+    Check(Option<SseEvent>),
+    Skip,
+}
+
+/// A members' SSE response of the events that `keep` accepts. It ends at shutdown, at the
+/// end of its lifetime, and as soon as its credential no longer holds: checked when one of
+/// its member's credentials is revoked, before anything after that revocation is delivered,
+/// and every `recheck` in case a revocation went unheard. A stream too slow to keep up loses
+/// events; it then gets a `resync` event instead of silence (once its credential is checked,
+/// as the lost events may have held a revocation). `slot` is held while the stream is open.
 pub fn stream(
     state: &AppState,
     keep: impl Fn(&Event) -> bool + Send + 'static,
+    held: Held,
     slot: Slot,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let events = BroadcastStream::new(state.bus.subscribe())
-        .filter_map(move |item| {
-            future::ready(match item {
-                Ok(event) if keep(&event) => Some(
-                    SseEvent::default()
-                        .event(event.kind.clone())
-                        .json_data(&event)
-                        .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")),
-                ),
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "an event stream fell behind; telling it to resync");
-                    Some(resync_event(missed))
+    let held = Arc::new(held);
+    let concerns = held.clone();
+    let events = BroadcastStream::new(state.bus.subscribe()).map(move |item| match item {
+        Ok(event) if concerns.concerns(&event) => Step::Check(None),
+        Ok(event) if event.kind != REVOKED && keep(&event) => Step::Deliver(
+            SseEvent::default()
+                .event(event.kind.clone())
+                .json_data(&event)
+                .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")),
+        ),
+        Ok(_) => Step::Skip,
+        Err(BroadcastStreamRecvError::Lagged(missed)) => {
+            tracing::warn!(missed, "an event stream fell behind; telling it to resync");
+            Step::Check(Some(resync_event(missed)))
+        }
+    });
+    let every = state.config.streams.recheck;
+    let mut ticks = tokio::time::interval_at(later(every), every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let checks = futures_util::stream::unfold(ticks, |mut ticks| async move {
+        ticks.tick().await;
+        Some((Step::Check(None), ticks))
+    });
+    let events = futures_util::stream::select(events, checks)
+        .then(move |step| {
+            let held = held.clone();
+            async move {
+                match step {
+                    Step::Deliver(event) => Some(Some(event)),
+                    Step::Skip => Some(None),
+                    Step::Check(then) => held.holds().await.then_some(then),
                 }
-            })
+            }
         })
+        // The credential no longer holds: the stream ends here, whatever comes after.
+        .take_while(|step| future::ready(step.is_some()))
+        .filter_map(|step| future::ready(step.flatten()))
         .map(move |event| {
             let _open = &slot;
             Ok(event)

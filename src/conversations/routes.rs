@@ -3,7 +3,7 @@
 //! updates. Every mutation is audited with before and after (AUD-1).
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{fetch, fetch_message, ConversationView, MessageView};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
+use crate::auth::revocation::Held;
 use crate::auth::{Credential, Ctx};
 use crate::crm::accounts::like_pattern;
 use crate::crm::page_limit;
@@ -678,18 +679,25 @@ async fn set_language(
     Ok(Json(after))
 }
 
-/// The tenant's live updates: new messages, delivery states, status and assignment changes.
-async fn live(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResponse> {
+/// The tenant's live updates: new messages, delivery states, status and assignment changes,
+/// for as long as the caller's credential holds.
+async fn live(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
     let (Credential::Session(id) | Credential::ApiToken(id)) = ctx.credential;
     let slot = state.streams.open(&[Cap {
         holder: Holder::Credential(id),
         limit: state.config.streams.member_per_credential,
         per: "session or API token",
     }])?;
+    let held = Held::new(&state, &ctx, &headers, Permission::ConversationsRead);
     let tenant = ctx.tenant_id;
     Ok(events::stream(
         &state,
         move |event| event.tenant_id == tenant,
+        held,
         slot,
     ))
 }

@@ -1,5 +1,6 @@
 //! Live event streams under attack: a web chat visitor may not multiply the server's work by
-//! opening streams without end, and no stream lives forever.
+//! opening streams without end, no stream lives forever, and a members' stream ends with the
+//! credential that opened it.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::common::{Member, Req, TestApp};
+use crate::common::{Member, Req, TestApp, PASSWORD};
 
 const ORIGIN: &str = "https://shop.example";
 
@@ -309,4 +310,108 @@ async fn no_stream_outlives_the_longest_stream_lifetime() {
         open(&app, visitor_stream(inbox, &token)).await.status,
         StatusCode::OK
     );
+}
+
+// Item 5: a members' stream ends with its credential.
+
+#[tokio::test]
+async fn a_members_stream_ends_when_its_session_logs_out_and_delivers_nothing_after() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, ORIGIN).await;
+    crate::inbox::listening(&app).await;
+    let mut stream = open(&app, Req::get("/api/v1/events").by(&owner)).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    app.visitor_writes(inbox, "before the logout").await;
+    stream.next_event("message.created", 10).await;
+
+    let logout = app.send(Req::post("/api/v1/auth/logout").by(&owner)).await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    app.visitor_writes(inbox, "after the logout").await;
+    let delivered = stream.read_to_end(10).await;
+    assert!(
+        !delivered.iter().any(|kind| kind == "message.created"),
+        "a logged-out stream delivered {delivered:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_members_stream_ends_when_the_member_is_disabled() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let inbox = app.webchat_inbox(&owner, ORIGIN).await;
+    crate::inbox::listening(&app).await;
+    let mut stream = open(&app, Req::get("/api/v1/events").by(&agent)).await;
+    assert_eq!(stream.status, StatusCode::OK);
+
+    let disabled = app
+        .send(
+            Req::patch(format!("/api/v1/members/{}", agent.member_id))
+                .by(&owner)
+                .json(json!({ "status": "disabled" })),
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.body);
+    app.visitor_writes(inbox, "after the member left").await;
+    let delivered = stream.read_to_end(10).await;
+    assert!(
+        !delivered.iter().any(|kind| kind == "message.created"),
+        "a disabled member's stream delivered {delivered:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_members_stream_opened_with_an_api_token_ends_when_the_token_is_revoked() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let (token_id, secret) = app.token(&owner, "agent").await;
+    crate::inbox::listening(&app).await;
+    let mut stream = open(&app, Req::get("/api/v1/events").bearer(&secret)).await;
+    assert_eq!(stream.status, StatusCode::OK);
+
+    let revoked = app
+        .send(Req::delete(format!("/api/v1/tokens/{token_id}")).by(&owner))
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    stream.read_to_end(10).await;
+}
+
+#[tokio::test]
+async fn logging_out_one_session_leaves_the_members_other_sessions_streaming() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, ORIGIN).await;
+    let login = app.login("acme", &owner.email, PASSWORD).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let laptop = Member {
+        cookie: login.session_cookie().unwrap(),
+        ..owner.clone()
+    };
+    crate::inbox::listening(&app).await;
+    let mut stream = open(&app, Req::get("/api/v1/events").by(&laptop)).await;
+    assert_eq!(stream.status, StatusCode::OK);
+
+    let logout = app.send(Req::post("/api/v1/auth/logout").by(&owner)).await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    app.visitor_writes(inbox, "still watched").await;
+    stream.next_event("message.created", 10).await;
+}
+
+#[tokio::test]
+async fn a_members_stream_whose_revocation_went_unannounced_ends_at_its_next_check() {
+    let app = TestApp::spawn_with(|config| {
+        config.streams.recheck = Duration::from_secs(1);
+    })
+    .await;
+    let owner = app.signup("acme").await;
+    let mut stream = open(&app, Req::get("/api/v1/events").by(&owner)).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    // Revoked behind the application's back: no notification, as when the listener was down.
+    let mut conn = app.superuser().await;
+    sqlx::query("UPDATE session SET revoked_at = now()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    stream.read_to_end(10).await;
 }
