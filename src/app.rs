@@ -32,6 +32,8 @@ pub struct AppState {
     pub sealer: Arc<Sealer>,
     /// Live events, fed by the database's notifications.
     pub bus: crate::events::Bus,
+    /// The live streams open in this process, per holder.
+    pub streams: Arc<crate::events::Streams>,
     /// The WhatsApp Cloud API, at its configured base URL.
     pub graph: Arc<GraphClient>,
     /// Compiled guardrail policies, per tenant and configuration version.
@@ -82,6 +84,7 @@ impl AppState {
             throttle: Arc::new(throttle),
             sealer: Arc::new(sealer),
             bus: crate::events::Bus::default(),
+            streams: Arc::default(),
             graph: Arc::new(graph),
             policies: Arc::new(crate::guardrails::PolicyCache::new()),
             providers: Arc::default(),

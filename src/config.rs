@@ -36,6 +36,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub log_json: bool,
     pub limits: RateLimits,
+    pub streams: StreamLimits,
     /// How often housekeeping runs the retention purge for every tenant (RET-1).
     pub retention_interval: Duration,
 }
@@ -102,6 +103,36 @@ impl Default for RateLimits {
     }
 }
 
+/// Live event streams (SSE) are long-lived and cost the server for every event they watch, so
+/// each client may hold only so many open at once, and none lives forever: a browser's
+/// EventSource reconnects by itself, authenticating again.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Open web chat streams per visitor session.
+    pub webchat_per_session: usize,
+    /// Open web chat streams per client address (per /64 for IPv6), whatever the session.
+    pub webchat_per_address: usize,
+    /// Open members' streams per session or API token.
+    pub member_per_credential: usize,
+    /// The longest any stream stays open.
+    pub max_lifetime: Duration,
+    /// How often a members' stream checks that its credential still holds, in case the
+    /// notification of a revocation was missed.
+    pub recheck: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            webchat_per_session: 3,
+            webchat_per_address: 20,
+            member_per_credential: 10,
+            max_lifetime: Duration::from_secs(3600),
+            recheck: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
@@ -148,6 +179,46 @@ impl Config {
         {
             bail!("rate limits must be at least 1");
         }
+        let stream_defaults = StreamLimits::default();
+        let streams = StreamLimits {
+            webchat_per_session: parse_or(
+                &get,
+                "WEBCHAT_STREAMS_PER_SESSION",
+                stream_defaults.webchat_per_session,
+            )?,
+            webchat_per_address: parse_or(
+                &get,
+                "WEBCHAT_STREAMS_PER_ADDRESS",
+                stream_defaults.webchat_per_address,
+            )?,
+            member_per_credential: parse_or(
+                &get,
+                "EVENT_STREAMS_PER_CREDENTIAL",
+                stream_defaults.member_per_credential,
+            )?,
+            max_lifetime: Duration::from_secs(parse_or(
+                &get,
+                "STREAM_MAX_LIFETIME_SECS",
+                stream_defaults.max_lifetime.as_secs(),
+            )?),
+            recheck: Duration::from_secs(parse_or(
+                &get,
+                "STREAM_RECHECK_SECS",
+                stream_defaults.recheck.as_secs(),
+            )?),
+        };
+        if streams.webchat_per_session == 0
+            || streams.webchat_per_address == 0
+            || streams.member_per_credential == 0
+        {
+            bail!("stream limits must be at least 1");
+        }
+        if !(1..=86_400).contains(&streams.max_lifetime.as_secs()) {
+            bail!("STREAM_MAX_LIFETIME_SECS must be between 1 and 86400 (a day)");
+        }
+        if !(1..=3_600).contains(&streams.recheck.as_secs()) {
+            bail!("STREAM_RECHECK_SECS must be between 1 and 3600 (an hour)");
+        }
         Ok(Config {
             bind: parse_or(&get, "BIND_ADDR", "127.0.0.1:8080".parse()?)?,
             data_dir,
@@ -179,6 +250,7 @@ impl Config {
             request_timeout: Duration::from_secs(parse_or(&get, "REQUEST_TIMEOUT_SECS", 30)?),
             log_json: get("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),
             limits,
+            streams,
             retention_interval: Duration::from_secs(
                 parse_or(&get, "RETENTION_INTERVAL_SECS", 3600u64)?.max(1),
             ),
@@ -224,6 +296,13 @@ mod tests {
     fn a_session_lifetime_beyond_thirty_days_is_refused() {
         let err = from(&[("SESSION_TTL_HOURS", "721")]).unwrap_err();
         assert!(err.to_string().contains("SESSION_TTL_HOURS"));
+    }
+
+    #[test]
+    fn a_stream_that_would_live_longer_than_a_day_is_refused() {
+        let err = from(&[("STREAM_MAX_LIFETIME_SECS", "86401")]).unwrap_err();
+        assert!(err.to_string().contains("STREAM_MAX_LIFETIME_SECS"));
+        assert!(from(&[("WEBCHAT_STREAMS_PER_SESSION", "0")]).is_err());
     }
 
     #[test]

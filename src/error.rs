@@ -27,6 +27,9 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A client holds as many live streams open as it may; one must close first.
+    #[error("at most {limit} live event streams may be open per {per}: close one first")]
+    TooManyStreams { limit: usize, per: &'static str },
     #[error("the request body is too large")]
     PayloadTooLarge,
     #[error("the request body must be JSON (Content-Type: application/json)")]
@@ -64,7 +67,9 @@ impl Error {
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Gone(_) => StatusCode::GONE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
-            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyRequests { .. } | Error::TooManyStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,6 +87,7 @@ impl Error {
             Error::NotFound => "not_found",
             Error::Gone(_) => "gone",
             Error::TooManyRequests { .. } => "rate_limited",
+            Error::TooManyStreams { .. } => "too_many_streams",
             Error::PayloadTooLarge => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::Unavailable(_) => "unavailable",

@@ -2,10 +2,15 @@
 //! the hot inbound paths, right after it: see [`deferred`]), so an event exists only if its
 //! change committed, and every server instance hears it. One listener
 //! per process fans events out to the SSE streams of the inbox and the web chat, each of which
-//! filters by tenant (and, for a visitor, by conversation).
+//! filters by tenant (and, for a visitor, by the contact and inbox a message is for). Streams
+//! are counted per client and end after a while (see [`Streams`] and [`end_of_life`]).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -20,6 +25,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::revocation::{Held, REVOKED};
+use crate::error::Error;
 
 const CHANNEL: &str = "custodian_events";
 
@@ -30,7 +37,8 @@ pub struct Event {
     pub kind: String,
     pub conversation_id: Option<Uuid>,
     pub message_id: Option<Uuid>,
-    /// Small, non-sensitive details; streams re-read anything large.
+    /// Small, non-sensitive details; streams re-read anything large. `message.created`
+    /// carries the `contact_id` and `inbox_id` the message belongs to.
     #[serde(default)]
     pub data: Value,
 }
@@ -222,6 +230,112 @@ async fn listen(state: &AppState) -> sqlx::Result<()> {
     }
 }
 
+/// The live streams this process holds open, counted per holder so that no client holds more
+/// than its share: every open stream costs memory and a copy of every event, and a web chat
+/// stream also a database lookup for each reply to its visitor. Counts are per process; a
+/// client spread over several processes gets a share in each.
+#[derive(Default)]
+pub struct Streams {
+    open: std::sync::Mutex<HashMap<Holder, usize>>,
+    lookups: AtomicU64,
+}
+
+/// Who holds streams open, as counted against a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A web chat visitor's session.
+    Visitor(Uuid),
+    /// A client address; see [`Holder::address`].
+    Address(IpAddr),
+    /// A member's session or API token.
+    Credential(Uuid),
+}
+
+impl Holder {
+    /// An IPv4 address, or the /64 of an IPv6 one: a single subscriber usually holds a whole
+    /// /64, so counting its addresses one by one would not cap anything.
+    pub fn address(ip: IpAddr) -> Holder {
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            },
+            v4 => v4,
+        };
+        Holder::Address(ip)
+    }
+}
+
+/// A cap on one holder's open streams; `per` names the holder in the refusal.
+pub struct Cap {
+    pub holder: Holder,
+    pub limit: usize,
+    pub per: &'static str,
+}
+
+impl Streams {
+    /// Opens a stream against every cap at once, or refuses it (and takes nothing) when any
+    /// holder already has its limit open. The slot is given back when it is dropped.
+    pub fn open(self: &Arc<Self>, caps: &[Cap]) -> Result<Slot, Error> {
+        let mut open = self.lock();
+        if let Some(full) = caps
+            .iter()
+            .find(|cap| open.get(&cap.holder).copied().unwrap_or(0) >= cap.limit)
+        {
+            return Err(Error::TooManyStreams {
+                limit: full.limit,
+                per: full.per,
+            });
+        }
+        for cap in caps {
+            *open.entry(cap.holder).or_default() += 1;
+        }
+        Ok(Slot {
+            streams: self.clone(),
+            holders: caps.iter().map(|cap| cap.holder).collect(),
+        })
+    }
+
+    /// Counts one database lookup made for a stream.
+    pub fn looked_up(&self) {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many database lookups streams have made since start.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Holder, usize>> {
+        // Plain counts, consistent after every statement: a panic elsewhere cannot spoil them.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One open stream's place under its holders' caps. It lives inside the stream, so however
+/// the stream ends (the client leaves, its lifetime or credential runs out, shutdown), the
+/// place is given back.
+pub struct Slot {
+    streams: Arc<Streams>,
+    holders: Vec<Holder>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock();
+        for holder in &self.holders {
+            if let Some(count) = open.get_mut(holder) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(holder);
+                }
+            }
+        }
+    }
+}
+
 /// The SSE event that tells a client its stream fell behind and dropped events: it should
 /// fetch what it shows again instead of trusting the stream to be complete.
 pub const RESYNC: &str = "resync";
@@ -234,30 +348,93 @@ pub fn resync_event(missed: u64) -> SseEvent {
         .unwrap_or_else(|_| SseEvent::default().event(RESYNC).data("{}"))
 }
 
-/// An SSE response of the events that `keep` accepts, ending at shutdown. A stream too slow to
-/// keep up loses events; it then gets a `resync` event instead of silence.
+/// Resolves when a stream must end: at shutdown, at `deadline` if given, and at the latest
+/// once it has lived the longest lifetime. Streams end rather than live forever so that
+/// nothing a client was once allowed lasts beyond a reconnect, where it is checked afresh
+/// (a browser's EventSource reconnects by itself).
+pub fn end_of_life(
+    state: &AppState,
+    deadline: Option<tokio::time::Instant>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let stop = state.shutdown.clone();
+    let latest = later(state.config.streams.max_lifetime);
+    let at = deadline.map_or(latest, |d| d.min(latest));
+    async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep_until(at) => {}
+        }
+    }
+}
+
+/// `after` from now; the configuration keeps it small, so the fallback is never reached.
+fn later(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
+}
+
+/// What a members' stream does with one item of its input.
+enum Step {
+    Deliver(SseEvent),
+    /// Check the credential; go on (with this event, if any) only if it still holds.
+    Check(Option<SseEvent>),
+    Skip,
+}
+
+/// A members' SSE response of the events that `keep` accepts. It ends at shutdown, at the
+/// end of its lifetime, and as soon as its credential no longer holds: checked when one of
+/// its member's credentials is revoked, before anything after that revocation is delivered,
+/// and every `recheck` in case a revocation went unheard. A stream too slow to keep up loses
+/// events; it then gets a `resync` event instead of silence (once its credential is checked,
+/// as the lost events may have held a revocation). `slot` is held while the stream is open.
 pub fn stream(
     state: &AppState,
     keep: impl Fn(&Event) -> bool + Send + 'static,
+    held: Held,
+    slot: Slot,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stop = state.shutdown.clone();
-    let events = BroadcastStream::new(state.bus.subscribe())
-        .filter_map(move |item| {
-            future::ready(match item {
-                Ok(event) if keep(&event) => Some(
-                    SseEvent::default()
-                        .event(event.kind.clone())
-                        .json_data(&event)
-                        .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")),
-                ),
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "an event stream fell behind; telling it to resync");
-                    Some(resync_event(missed))
+    let held = Arc::new(held);
+    let concerns = held.clone();
+    let events = BroadcastStream::new(state.bus.subscribe()).map(move |item| match item {
+        Ok(event) if concerns.concerns(&event) => Step::Check(None),
+        Ok(event) if event.kind != REVOKED && keep(&event) => Step::Deliver(
+            SseEvent::default()
+                .event(event.kind.clone())
+                .json_data(&event)
+                .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event")),
+        ),
+        Ok(_) => Step::Skip,
+        Err(BroadcastStreamRecvError::Lagged(missed)) => {
+            tracing::warn!(missed, "an event stream fell behind; telling it to resync");
+            Step::Check(Some(resync_event(missed)))
+        }
+    });
+    let every = state.config.streams.recheck;
+    let mut ticks = tokio::time::interval_at(later(every), every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let checks = futures_util::stream::unfold(ticks, |mut ticks| async move {
+        ticks.tick().await;
+        Some((Step::Check(None), ticks))
+    });
+    let events = futures_util::stream::select(events, checks)
+        .then(move |step| {
+            let held = held.clone();
+            async move {
+                match step {
+                    Step::Deliver(event) => Some(Some(event)),
+                    Step::Skip => Some(None),
+                    Step::Check(then) => held.holds().await.then_some(then),
                 }
-            })
+            }
         })
-        .map(Ok)
-        .take_until(stop.cancelled_owned());
+        // The credential no longer holds: the stream ends here, whatever comes after.
+        .take_while(|step| future::ready(step.is_some()))
+        .filter_map(|step| future::ready(step.flatten()))
+        .map(move |event| {
+            let _open = &slot;
+            Ok(event)
+        })
+        .take_until(end_of_life(state, None));
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -2,6 +2,7 @@
 
 pub mod guard;
 pub mod password;
+pub mod revocation;
 pub mod routes;
 pub mod session;
 pub mod token;

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::guard::{Credential, Ctx};
-use super::{password, session, token};
+use super::{password, revocation, session, token};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::{Error, Result};
@@ -187,6 +187,7 @@ async fn logout(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResp
     )
     .execute(&mut *tx)
     .await?;
+    revocation::announce(&mut tx, ctx.tenant_id, ctx.member_id).await?;
     ctx.audit(
         &mut tx,
         AuditEvent::new("auth.logout", "session", session_id),
@@ -386,13 +387,14 @@ async fn revoke_token(
     let mut tx = ctx.begin(&state).await?;
     let revoked = sqlx::query!(
         "UPDATE api_token SET revoked_at = now()
-         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING name",
+         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL RETURNING name, created_by",
         token_id,
         ctx.tenant_id
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
+    revocation::announce(&mut tx, ctx.tenant_id, revoked.created_by).await?;
     ctx.audit(
         &mut tx,
         AuditEvent::new("token.revoked", "api_token", token_id)

@@ -62,7 +62,8 @@ pub fn clearing_cookie() -> HeaderValue {
     )
 }
 
-/// Revokes every live session of a member except `keep`; returns how many.
+/// Revokes every live session of a member except `keep`, and announces it so that their open
+/// streams end; returns how many.
 pub async fn revoke_all(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -77,7 +78,10 @@ pub async fn revoke_all(
         member_id,
         keep
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    if done.rows_affected() > 0 {
+        super::revocation::announce(conn, tenant_id, member_id).await?;
+    }
     Ok(done.rows_affected())
 }

@@ -27,6 +27,7 @@ use crate::auth::token;
 use crate::conversations::{self, Inbound, Ingested, Sender};
 use crate::crm::contacts::{channel_contact, channel_source};
 use crate::error::{Error, Result};
+use crate::events::{Cap, Holder};
 use crate::http::{Access, Api, Json, Path, Query, RequestMeta};
 
 const SESSION_HEADER: &str = "x-webchat-session";
@@ -455,6 +456,7 @@ async fn open_session(
 struct Visitor {
     session_id: Uuid,
     contact_id: Uuid,
+    expires_at: OffsetDateTime,
 }
 
 async fn visitor(
@@ -466,7 +468,7 @@ async fn visitor(
     let mut tx = state.db.tenant_tx(endpoint.tenant_id).await?;
     let found = sqlx::query_as!(
         Visitor,
-        r#"SELECT id AS "session_id", contact_id FROM webchat_session
+        r#"SELECT id AS "session_id", contact_id, expires_at FROM webchat_session
            WHERE token_hash = $1 AND inbox_id = $2 AND expires_at > now()"#,
         token::sha256(token.as_bytes()),
         endpoint.inbox_id
@@ -617,17 +619,20 @@ struct EventsQuery {
 
 /// Replies to the visitor as they are committed: members' and the AI's public messages in the
 /// visitor's own conversations, never notes, never anyone else's. A stream that fell behind and
-/// lost events gets a `resync` event: the widget then reads the conversation again.
+/// lost events gets a `resync` event: the widget then reads the conversation again. A session
+/// and a client address may hold only a few streams open at once, and a stream ends with its
+/// session (and at the latest after the longest stream lifetime; the widget reconnects).
 async fn events(
     State(state): State<AppState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
+    meta: RequestMeta,
     query: Result<Query<EventsQuery>>,
 ) -> Result<Response> {
     let endpoint = webchat_endpoint(&state, inbox_id).await?;
     let origin = allowed_origin(&endpoint, &headers)?;
     Ok(answer(
-        visitor_stream(&state, &endpoint, query).await,
+        visitor_stream(&state, &endpoint, &meta, query).await,
         origin,
     ))
 }
@@ -638,25 +643,57 @@ enum Seen {
     Missed(u64),
 }
 
+/// The id in an event's `data` under `field`.
+fn data_id(event: &crate::events::Event, field: &str) -> Option<Uuid> {
+    event
+        .data
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok())
+}
+
 async fn visitor_stream(
     state: &AppState,
     endpoint: &ChannelEndpoint,
+    meta: &RequestMeta,
     query: Result<Query<EventsQuery>>,
 ) -> Result<Response> {
     let Query(query) = query?;
     let inbox_id = endpoint.inbox_id;
     let visitor = visitor(state, endpoint, Some(&query.session)).await?;
+    let limits = state.config.streams;
+    let mut caps = vec![Cap {
+        holder: Holder::Visitor(visitor.session_id),
+        limit: limits.webchat_per_session,
+        per: "chat session",
+    }];
+    if let Some(ip) = meta.ip {
+        caps.push(Cap {
+            holder: Holder::address(ip),
+            limit: limits.webchat_per_address,
+            per: "client address",
+        });
+    }
+    let slot = state.streams.open(&caps)?;
     let tenant_id = endpoint.tenant_id;
     let contact_id = visitor.contact_id;
-    let stop = state.shutdown.clone();
+    // An expired session could not open the stream again, so it keeps none open either.
+    let session_left =
+        std::time::Duration::try_from(visitor.expires_at - OffsetDateTime::now_utc())
+            .unwrap_or_default();
+    let expires = tokio::time::Instant::now().checked_add(session_left);
     let lookup_state = state.clone();
     let stream = BroadcastStream::new(state.bus.subscribe())
         .filter_map(move |item| {
+            // Every stream sees every event of every tenant: only replies addressed to this
+            // visitor, by the ids the event carries, go on to the database.
             future::ready(match item {
                 Ok(e) if e.tenant_id == tenant_id
                     && e.kind == "message.created"
                     && e.data["direction"] == "outbound"
-                    && e.data["private"] != json!(true) =>
+                    && e.data["private"] != json!(true)
+                    && data_id(&e, "contact_id") == Some(contact_id)
+                    && data_id(&e, "inbox_id") == Some(inbox_id) =>
                 {
                     e.message_id.map(Seen::Reply)
                 }
@@ -686,8 +723,11 @@ async fn visitor_stream(
             }
         })
         .filter_map(future::ready)
-        .map(Ok::<_, std::convert::Infallible>)
-        .take_until(stop.cancelled_owned());
+        .map(move |event| {
+            let _open = &slot;
+            Ok::<_, std::convert::Infallible>(event)
+        })
+        .take_until(crate::events::end_of_life(state, expires));
     let sse = Sse::new(stream).keep_alive(
         axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
     );
@@ -701,6 +741,7 @@ async fn visible_message(
     inbox_id: Uuid,
     message_id: Uuid,
 ) -> Option<VisitorMessage> {
+    state.streams.looked_up();
     let mut tx = state.db.tenant_tx(tenant_id).await.ok()?;
     let message = sqlx::query_as!(
         VisitorMessage,

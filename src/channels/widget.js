@@ -98,9 +98,17 @@
       data.messages.forEach(show);
       source = new EventSource(api + "/events?session=" + encodeURIComponent(token));
       source.addEventListener("message", function (e) { show(JSON.parse(e.data)); });
-      // The stream fell behind and lost replies: read the conversation again.
-      source.addEventListener("resync", function () {
+      function reread() {
         request("GET", "/messages").then(function (d) { d.messages.forEach(show); }).catch(function () {});
+      }
+      // The stream fell behind and lost replies: read the conversation again.
+      source.addEventListener("resync", reread);
+      // The server ends every stream after a while and the browser reconnects: replies sent
+      // in between came on no stream.
+      var opened = false;
+      source.addEventListener("open", function () {
+        if (opened) { reread(); }
+        opened = true;
       });
     });
   }

@@ -409,7 +409,8 @@ async fn outside_window(
             kind: "message.created".into(),
             conversation_id: Some(conversation_id),
             message_id: Some(note_id),
-            data: json!({ "direction": "outbound", "private": true, "author_kind": "system" }),
+            data: json!({ "direction": "outbound", "private": true, "author_kind": "system",
+                          "contact_id": before.contact_id, "inbox_id": before.inbox_id }),
         },
     )
     .await?;

@@ -539,7 +539,7 @@ async fn settle(
             kind: "message.created".into(),
             conversation_id: Some(conversation_id),
             message_id: Some(message_id),
-            data: json!({ "direction": "inbound" }),
+            data: json!({ "direction": "inbound", "contact_id": row.contact_id, "inbox_id": msg.inbox_id }),
         },
     )
     .await?;
@@ -664,8 +664,8 @@ pub async fn post_outbound(
     let id = Uuid::now_v7();
     // One round trip: the conversation's channel decides the status (web chat is delivered by
     // the live stream at once, other channels by a send job), and the conversation is touched.
-    let status = sqlx::query_scalar!(
-        r#"WITH c AS (SELECT c.id, c.inbox_id, i.channel
+    let row = sqlx::query!(
+        r#"WITH c AS (SELECT c.id, c.inbox_id, c.contact_id, i.channel
                       FROM conversation c JOIN inbox i ON i.id = c.inbox_id
                       WHERE c.id = $3 AND c.tenant_id = current_tenant_id()),
                 m AS (INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind,
@@ -677,7 +677,9 @@ pub async fn post_outbound(
                       RETURNING delivery_status),
                 touched AS (UPDATE conversation SET last_message_at = now(), updated_at = now()
                             WHERE id IN (SELECT id FROM c))
-           SELECT delivery_status AS "delivery_status!" FROM m"#,
+           SELECT m.delivery_status AS "delivery_status!", c.contact_id AS "contact_id!",
+                  c.inbox_id AS "inbox_id!"
+           FROM m CROSS JOIN c"#,
         id,
         tenant_id,
         conversation_id,
@@ -688,6 +690,7 @@ pub async fn post_outbound(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(Error::NotFound)?;
+    let status = row.delivery_status;
     if status == "queued" {
         crate::queue::enqueue(
             conn,
@@ -707,7 +710,10 @@ pub async fn post_outbound(
             kind: "message.created".into(),
             conversation_id: Some(conversation_id),
             message_id: Some(id),
-            data: json!({ "direction": "outbound", "private": false, "author_kind": author_kind }),
+            // Who the message is for, so a visitor's stream passes over everyone else's
+            // replies without a lookup.
+            data: json!({ "direction": "outbound", "private": false, "author_kind": author_kind,
+                          "contact_id": row.contact_id, "inbox_id": row.inbox_id }),
         },
     )
     .await?;

@@ -3,7 +3,7 @@
 //! updates. Every mutation is audited with before and after (AUD-1).
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -15,12 +15,13 @@ use uuid::Uuid;
 use super::{fetch, fetch_message, ConversationView, MessageView};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::Ctx;
+use crate::auth::revocation::Held;
+use crate::auth::{Credential, Ctx};
 use crate::crm::accounts::like_pattern;
 use crate::crm::page_limit;
 use crate::db::Tx;
 use crate::error::{Error, Result};
-use crate::events::{self, Event};
+use crate::events::{self, Cap, Event, Holder};
 use crate::guardrails::Lang;
 use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
@@ -410,7 +411,10 @@ async fn reply(
             kind: "message.created".into(),
             conversation_id: Some(id),
             message_id: Some(message_id),
-            data: json!({ "direction": "outbound", "private": body.private }),
+            // Who the message is for, so a visitor's stream passes over everyone else's
+            // replies without a lookup.
+            data: json!({ "direction": "outbound", "private": body.private,
+                          "contact_id": conversation.contact_id, "inbox_id": conversation.inbox_id }),
         },
     )
     .await?;
@@ -675,8 +679,25 @@ async fn set_language(
     Ok(Json(after))
 }
 
-/// The tenant's live updates: new messages, delivery states, status and assignment changes.
-async fn live(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
+/// The tenant's live updates: new messages, delivery states, status and assignment changes,
+/// for as long as the caller's credential holds.
+async fn live(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
+    let (Credential::Session(id) | Credential::ApiToken(id)) = ctx.credential;
+    let slot = state.streams.open(&[Cap {
+        holder: Holder::Credential(id),
+        limit: state.config.streams.member_per_credential,
+        per: "session or API token",
+    }])?;
+    let held = Held::new(&state, &ctx, &headers, Permission::ConversationsRead);
     let tenant = ctx.tenant_id;
-    events::stream(&state, move |event| event.tenant_id == tenant)
+    Ok(events::stream(
+        &state,
+        move |event| event.tenant_id == tenant,
+        held,
+        slot,
+    ))
 }

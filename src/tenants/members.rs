@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
-use crate::auth::{session, Ctx};
+use crate::auth::{revocation, session, Ctx};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::{Permission, Role};
@@ -331,6 +331,10 @@ async fn update(
         )
         .execute(&mut *tx)
         .await?;
+    }
+    // Streams the member holds open re-check what they may still see.
+    if old_role != new_role || before.status != after.status {
+        revocation::announce(&mut tx, ctx.tenant_id, member_id).await?;
     }
     tx.commit().await?;
     Ok(Json(after))

@@ -28,5 +28,6 @@ mod sec_content_type;
 mod sec_invitations;
 mod sec_legal_hold;
 mod sec_secrets;
+mod sec_streams;
 mod webchat;
 mod whatsapp;
