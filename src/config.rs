@@ -30,6 +30,9 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy: bool,
+    /// How many trusted proxies stand in front of the server with `trust_proxy`: the client's
+    /// address is the entry that many from the right of `X-Forwarded-For`.
+    pub trusted_proxy_hops: usize,
     /// Let tenant actions call private, loopback and link-local addresses (off: SSRF guard).
     pub actions_allow_private: bool,
     pub max_body_bytes: usize,
@@ -103,6 +106,15 @@ impl Default for RateLimits {
 }
 
 impl Config {
+    /// How many proxies' entries of `X-Forwarded-For` to trust: none unless `trust_proxy`.
+    pub fn trusted_proxies(&self) -> usize {
+        if self.trust_proxy {
+            self.trusted_proxy_hops
+        } else {
+            0
+        }
+    }
+
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
@@ -148,6 +160,10 @@ impl Config {
         {
             bail!("rate limits must be at least 1");
         }
+        let trusted_proxy_hops = parse_or(&get, "TRUSTED_PROXY_HOPS", 1usize)?;
+        if trusted_proxy_hops == 0 {
+            bail!("TRUSTED_PROXY_HOPS must be at least 1 (set TRUST_PROXY=false for no proxy)");
+        }
         Ok(Config {
             bind: parse_or(&get, "BIND_ADDR", "127.0.0.1:8080".parse()?)?,
             data_dir,
@@ -174,6 +190,7 @@ impl Config {
             },
             session_ttl,
             trust_proxy: parse_or(&get, "TRUST_PROXY", false)?,
+            trusted_proxy_hops,
             actions_allow_private: parse_or(&get, "ACTIONS_ALLOW_PRIVATE", false)?,
             max_body_bytes: parse_or(&get, "MAX_BODY_BYTES", 1024 * 1024)?,
             request_timeout: Duration::from_secs(parse_or(&get, "REQUEST_TIMEOUT_SECS", 30)?),
@@ -230,6 +247,19 @@ mod tests {
     fn a_malformed_value_names_the_variable() {
         let err = from(&[("BIND_ADDR", "not an address")]).unwrap_err();
         assert!(err.to_string().contains("BIND_ADDR"));
+    }
+
+    #[test]
+    fn trusted_proxy_hops_count_only_with_trust_proxy_and_are_at_least_one() {
+        assert_eq!(from(&[]).unwrap().trusted_proxies(), 0);
+        assert_eq!(
+            from(&[("TRUST_PROXY", "true")]).unwrap().trusted_proxies(),
+            1
+        );
+        let two = from(&[("TRUST_PROXY", "true"), ("TRUSTED_PROXY_HOPS", "2")]).unwrap();
+        assert_eq!(two.trusted_proxies(), 2);
+        let err = from(&[("TRUSTED_PROXY_HOPS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("TRUSTED_PROXY_HOPS"));
     }
 
     #[test]
