@@ -80,12 +80,19 @@ pub enum DatabaseConfig {
     },
 }
 
-/// Throttles (SEC-5): failed-login bursts per account and per client address, and request
+/// Throttles (SEC-5): failed-login bursts per account and client address and per address,
+/// the delay an account's failures from everywhere impose on unfamiliar addresses, and request
 /// rates per tenant and per credential for the API.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimits {
+    /// Failures one address may make for one account before it is refused for it; also how
+    /// many the account may see from everywhere before unfamiliar addresses are slowed down.
     pub login_per_account_burst: u32,
     pub login_per_account_period: Duration,
+    /// The first delay of an attempt from an unfamiliar address once the account has seen
+    /// its burst of failures; it doubles per further failure, up to `login_delay_max`.
+    pub login_delay_base: Duration,
+    pub login_delay_max: Duration,
     pub login_per_ip_burst: u32,
     pub login_per_ip_period: Duration,
     pub api_per_tenant_per_sec: u32,
@@ -97,6 +104,8 @@ impl Default for RateLimits {
         RateLimits {
             login_per_account_burst: 5,
             login_per_account_period: Duration::from_secs(60),
+            login_delay_base: Duration::from_millis(250),
+            login_delay_max: Duration::from_secs(5),
             login_per_ip_burst: 20,
             login_per_ip_period: Duration::from_secs(6),
             api_per_tenant_per_sec: 200,
@@ -141,6 +150,16 @@ impl Config {
                 defaults.login_per_account_burst,
             )?,
             login_per_ip_burst: parse_or(&get, "LOGIN_IP_BURST", defaults.login_per_ip_burst)?,
+            login_delay_base: Duration::from_millis(parse_or(
+                &get,
+                "LOGIN_DELAY_BASE_MS",
+                defaults.login_delay_base.as_millis() as u64,
+            )?),
+            login_delay_max: Duration::from_millis(parse_or(
+                &get,
+                "LOGIN_DELAY_MAX_MS",
+                defaults.login_delay_max.as_millis() as u64,
+            )?),
             api_per_tenant_per_sec: parse_or(
                 &get,
                 "API_TENANT_RPS",
@@ -159,6 +178,9 @@ impl Config {
             || limits.api_per_client_per_sec == 0
         {
             bail!("rate limits must be at least 1");
+        }
+        if limits.login_delay_base > limits.login_delay_max {
+            bail!("LOGIN_DELAY_BASE_MS must not exceed LOGIN_DELAY_MAX_MS");
         }
         let trusted_proxy_hops = parse_or(&get, "TRUSTED_PROXY_HOPS", 1usize)?;
         if trusted_proxy_hops == 0 {
@@ -260,6 +282,17 @@ mod tests {
         assert_eq!(two.trusted_proxies(), 2);
         let err = from(&[("TRUSTED_PROXY_HOPS", "0")]).unwrap_err();
         assert!(err.to_string().contains("TRUSTED_PROXY_HOPS"));
+    }
+
+    #[test]
+    fn a_login_delay_base_above_its_cap_is_refused() {
+        let err = from(&[("LOGIN_DELAY_BASE_MS", "6000")]).unwrap_err();
+        assert!(err.to_string().contains("LOGIN_DELAY_BASE_MS"));
+        let limits = from(&[("LOGIN_DELAY_BASE_MS", "10"), ("LOGIN_DELAY_MAX_MS", "40")])
+            .unwrap()
+            .limits;
+        assert_eq!(limits.login_delay_base, Duration::from_millis(10));
+        assert_eq!(limits.login_delay_max, Duration::from_millis(40));
     }
 
     #[test]
