@@ -410,6 +410,21 @@ struct Pressure {
     turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl Pressure {
+    fn of<'m>(
+        accounts: &'m mut HashMap<String, Pressure>,
+        account: &str,
+        now: Instant,
+    ) -> &'m mut Self {
+        accounts
+            .entry(account.to_owned())
+            .or_insert_with(|| Pressure {
+                clear_at: now,
+                turn: Arc::default(),
+            })
+    }
+}
+
 impl AccountPressure {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pressure>> {
         // Instants and a lock handle, consistent at every step: a panic cannot spoil them.
@@ -420,12 +435,7 @@ impl AccountPressure {
     /// returns how many the account had before it.
     fn add(&self, account: &str, now: Instant) -> u32 {
         let mut accounts = self.lock();
-        let pressure = accounts
-            .entry(account.to_owned())
-            .or_insert_with(|| Pressure {
-                clear_at: now,
-                turn: Arc::default(),
-            });
+        let pressure = Pressure::of(&mut accounts, account, now);
         let before = self.count(pressure.clear_at, now);
         pressure.clear_at = pressure.clear_at.max(now) + self.period;
         before
@@ -464,14 +474,7 @@ impl AccountPressure {
     }
 
     fn turn(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut accounts = self.lock();
-        let pressure = accounts
-            .entry(account.to_owned())
-            .or_insert_with(|| Pressure {
-                clear_at: Instant::now(),
-                turn: Arc::default(),
-            });
-        Arc::clone(&pressure.turn)
+        Arc::clone(&Pressure::of(&mut self.lock(), account, Instant::now()).turn)
     }
 
     /// Forgets accounts with no failure left and nobody waiting.
