@@ -30,6 +30,9 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy: bool,
+    /// How many trusted proxies stand in front of the server with `trust_proxy`: the client's
+    /// address is the entry that many from the right of `X-Forwarded-For`.
+    pub trusted_proxy_hops: usize,
     /// Let tenant actions call private, loopback and link-local addresses (off: SSRF guard).
     pub actions_allow_private: bool,
     pub max_body_bytes: usize,
@@ -78,12 +81,19 @@ pub enum DatabaseConfig {
     },
 }
 
-/// Throttles (SEC-5): failed-login bursts per account and per client address, and request
+/// Throttles (SEC-5): failed-login bursts per account and client address and per address,
+/// the delay an account's failures from everywhere impose on unfamiliar addresses, and request
 /// rates per tenant and per credential for the API.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimits {
+    /// Failures one address may make for one account before it is refused for it; also how
+    /// many the account may see from everywhere before unfamiliar addresses are slowed down.
     pub login_per_account_burst: u32,
     pub login_per_account_period: Duration,
+    /// The first delay of an attempt from an unfamiliar address once the account has seen
+    /// its burst of failures; it doubles per further failure, up to `login_delay_max`.
+    pub login_delay_base: Duration,
+    pub login_delay_max: Duration,
     pub login_per_ip_burst: u32,
     pub login_per_ip_period: Duration,
     pub api_per_tenant_per_sec: u32,
@@ -95,6 +105,8 @@ impl Default for RateLimits {
         RateLimits {
             login_per_account_burst: 5,
             login_per_account_period: Duration::from_secs(60),
+            login_delay_base: Duration::from_millis(250),
+            login_delay_max: Duration::from_secs(5),
             login_per_ip_burst: 20,
             login_per_ip_period: Duration::from_secs(6),
             api_per_tenant_per_sec: 200,
@@ -134,6 +146,15 @@ impl Default for StreamLimits {
 }
 
 impl Config {
+    /// How many proxies' entries of `X-Forwarded-For` to trust: none unless `trust_proxy`.
+    pub fn trusted_proxies(&self) -> usize {
+        if self.trust_proxy {
+            self.trusted_proxy_hops
+        } else {
+            0
+        }
+    }
+
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
@@ -160,6 +181,16 @@ impl Config {
                 defaults.login_per_account_burst,
             )?,
             login_per_ip_burst: parse_or(&get, "LOGIN_IP_BURST", defaults.login_per_ip_burst)?,
+            login_delay_base: Duration::from_millis(parse_or(
+                &get,
+                "LOGIN_DELAY_BASE_MS",
+                defaults.login_delay_base.as_millis() as u64,
+            )?),
+            login_delay_max: Duration::from_millis(parse_or(
+                &get,
+                "LOGIN_DELAY_MAX_MS",
+                defaults.login_delay_max.as_millis() as u64,
+            )?),
             api_per_tenant_per_sec: parse_or(
                 &get,
                 "API_TENANT_RPS",
@@ -219,6 +250,13 @@ impl Config {
         if !(1..=3_600).contains(&streams.recheck.as_secs()) {
             bail!("STREAM_RECHECK_SECS must be between 1 and 3600 (an hour)");
         }
+        if limits.login_delay_base > limits.login_delay_max {
+            bail!("LOGIN_DELAY_BASE_MS must not exceed LOGIN_DELAY_MAX_MS");
+        }
+        let trusted_proxy_hops = parse_or(&get, "TRUSTED_PROXY_HOPS", 1usize)?;
+        if trusted_proxy_hops == 0 {
+            bail!("TRUSTED_PROXY_HOPS must be at least 1 (set TRUST_PROXY=false for no proxy)");
+        }
         Ok(Config {
             bind: parse_or(&get, "BIND_ADDR", "127.0.0.1:8080".parse()?)?,
             data_dir,
@@ -245,6 +283,7 @@ impl Config {
             },
             session_ttl,
             trust_proxy: parse_or(&get, "TRUST_PROXY", false)?,
+            trusted_proxy_hops,
             actions_allow_private: parse_or(&get, "ACTIONS_ALLOW_PRIVATE", false)?,
             max_body_bytes: parse_or(&get, "MAX_BODY_BYTES", 1024 * 1024)?,
             request_timeout: Duration::from_secs(parse_or(&get, "REQUEST_TIMEOUT_SECS", 30)?),
@@ -309,6 +348,30 @@ mod tests {
     fn a_malformed_value_names_the_variable() {
         let err = from(&[("BIND_ADDR", "not an address")]).unwrap_err();
         assert!(err.to_string().contains("BIND_ADDR"));
+    }
+
+    #[test]
+    fn trusted_proxy_hops_count_only_with_trust_proxy_and_are_at_least_one() {
+        assert_eq!(from(&[]).unwrap().trusted_proxies(), 0);
+        assert_eq!(
+            from(&[("TRUST_PROXY", "true")]).unwrap().trusted_proxies(),
+            1
+        );
+        let two = from(&[("TRUST_PROXY", "true"), ("TRUSTED_PROXY_HOPS", "2")]).unwrap();
+        assert_eq!(two.trusted_proxies(), 2);
+        let err = from(&[("TRUSTED_PROXY_HOPS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("TRUSTED_PROXY_HOPS"));
+    }
+
+    #[test]
+    fn a_login_delay_base_above_its_cap_is_refused() {
+        let err = from(&[("LOGIN_DELAY_BASE_MS", "6000")]).unwrap_err();
+        assert!(err.to_string().contains("LOGIN_DELAY_BASE_MS"));
+        let limits = from(&[("LOGIN_DELAY_BASE_MS", "10"), ("LOGIN_DELAY_MAX_MS", "40")])
+            .unwrap()
+            .limits;
+        assert_eq!(limits.login_delay_base, Duration::from_millis(10));
+        assert_eq!(limits.login_delay_max, Duration::from_millis(40));
     }
 
     #[test]

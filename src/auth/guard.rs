@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -20,6 +20,7 @@ use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::StateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::session::COOKIE;
@@ -220,11 +221,14 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-/// In-process throttles (SEC-5). Failed logins are budgeted per account and per client
-/// address (see [`LoginAttempt`]); API limits count requests per tenant and per credential.
+/// In-process throttles (SEC-5). Failed logins are budgeted per account and client address,
+/// and per address across accounts; an account's failures from everywhere slow down attempts
+/// from addresses its member does not use (see [`LoginAttempt`]). API limits count requests per
+/// tenant and per credential.
 pub struct Throttle {
-    login_account: FailureBudget<String>,
+    login_account: FailureBudget<(String, Option<IpAddr>)>,
     login_ip: FailureBudget<IpAddr>,
+    login_pressure: AccountPressure,
     api_tenant: DefaultKeyedRateLimiter<Uuid>,
     api_client: DefaultKeyedRateLimiter<Uuid>,
 }
@@ -246,6 +250,13 @@ impl Throttle {
                 limits.login_per_ip_period,
                 limits.login_per_ip_burst,
             )),
+            login_pressure: AccountPressure {
+                accounts: Mutex::default(),
+                free: limits.login_per_account_burst,
+                period: limits.login_per_account_period,
+                base: limits.login_delay_base,
+                max: limits.login_delay_max,
+            },
             api_tenant: RateLimiter::keyed(
                 Quota::per_second(burst(limits.api_per_tenant_per_sec))
                     .allow_burst(burst(limits.api_per_tenant_per_sec.saturating_mul(2))),
@@ -258,26 +269,31 @@ impl Throttle {
     }
 
     /// Starts an attempt to authenticate as `account` from `ip`, before any password is
-    /// checked: an account or address whose failure budget is spent is refused here, whatever
-    /// the password, so a throttled answer never tells a right password from a wrong one.
+    /// checked: an address that has spent its failure budget, for this account or across
+    /// accounts, is refused here, whatever the password, so a throttled answer never tells a
+    /// right password from a wrong one. The account's budget is kept per address: failures
+    /// from elsewhere never refuse its member, they only slow unfamiliar addresses down (see
+    /// [`LoginAttempt::under_pressure`]), so nobody can lock a member out by guessing.
     /// The attempt holds one cell of each budget, so concurrent guesses cannot slip past it;
     /// [`LoginAttempt::succeeded`] gives them back, and anything else counts as a failure.
     pub fn login_attempt(&self, account: &str, ip: Option<IpAddr>) -> Result<LoginAttempt<'_>> {
         if let Some(ip) = ip {
             self.login_ip.take(&ip)?;
         }
-        let account = account.to_lowercase();
-        if let Err(throttled) = self.login_account.take(&account) {
+        let key = (account.to_lowercase(), ip);
+        if let Err(throttled) = self.login_account.take(&key) {
             // Refused before any password was looked at: no guess was made from the address.
             if let Some(ip) = ip {
                 self.login_ip.give_back(&ip);
             }
             return Err(throttled);
         }
+        let failures_before = self.login_pressure.add(&key.0, Instant::now());
         Ok(LoginAttempt {
             throttle: self,
-            account,
-            ip,
+            key,
+            failures_before,
+            turn: None,
         })
     }
 
@@ -306,6 +322,7 @@ impl Throttle {
     pub fn shrink(&self) {
         self.login_account.limiter.retain_recent();
         self.login_ip.limiter.retain_recent();
+        self.login_pressure.retain_recent(Instant::now());
         self.api_tenant.retain_recent();
         self.api_client.retain_recent();
     }
@@ -330,18 +347,140 @@ where
 #[must_use = "an attempt counts as failed unless it is marked as succeeded"]
 pub struct LoginAttempt<'a> {
     throttle: &'a Throttle,
-    account: String,
-    ip: Option<IpAddr>,
+    key: (String, Option<IpAddr>),
+    /// The account's failures from everywhere, this attempt's not included, when it began.
+    failures_before: u32,
+    /// The account's turn, held from the wait until the attempt is over, when it had to wait.
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl LoginAttempt<'_> {
+    /// The account has seen its burst of failures from everywhere: unless this attempt comes
+    /// from an address its member signs in from, it should [`wait_turn`](Self::wait_turn).
+    /// Only then is it worth asking the database what those addresses are.
+    pub fn under_pressure(&self) -> bool {
+        self.failures_before >= self.throttle.login_pressure.free
+    }
+
+    /// Waits before the password is checked, longer the more the account has failed lately,
+    /// behind every other waiting attempt for the account: guesses sent in parallel are
+    /// checked one after another, so they cannot outrun the delay.
+    pub async fn wait_turn(&mut self) {
+        let pressure = &self.throttle.login_pressure;
+        let turn = pressure.turn(&self.key.0).lock_owned().await;
+        // Counted once in line, so the failures of the attempts checked meanwhile count too
+        // (as do those still under way, each holding its cell).
+        let failures = pressure
+            .failures(&self.key.0, Instant::now())
+            .saturating_sub(1);
+        if let Some(delay) = pressure.delay(failures) {
+            tokio::time::sleep(delay).await;
+        }
+        self.turn = Some(turn);
+    }
+
     /// The password was right: the attempt costs nothing, so any number of successful logins
     /// pass while failures alone spend the budgets.
     pub fn succeeded(self) {
-        self.throttle.login_account.give_back(&self.account);
-        if let Some(ip) = self.ip {
-            self.throttle.login_ip.give_back(&ip);
+        let throttle = self.throttle;
+        throttle.login_account.give_back(&self.key);
+        if let Some(ip) = self.key.1 {
+            throttle.login_ip.give_back(&ip);
         }
+        throttle.login_pressure.remove(&self.key.0);
+    }
+}
+
+/// An account's failed logins from every address, forgotten one per period (a GCRA's
+/// theoretical arrival time again). They never refuse an attempt, as a refusal anyone can
+/// provoke locks the member out; past `free` of them, attempts from addresses the member does
+/// not use wait `base`, doubling per further failure up to `max`, one attempt at a time.
+struct AccountPressure {
+    accounts: Mutex<HashMap<String, Pressure>>,
+    free: u32,
+    period: Duration,
+    base: Duration,
+    max: Duration,
+}
+
+struct Pressure {
+    /// When every failure recorded so far is forgotten.
+    clear_at: Instant,
+    /// Queues the attempts that wait, fairly, so they are checked one after another.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Pressure {
+    fn of<'m>(
+        accounts: &'m mut HashMap<String, Pressure>,
+        account: &str,
+        now: Instant,
+    ) -> &'m mut Self {
+        accounts
+            .entry(account.to_owned())
+            .or_insert_with(|| Pressure {
+                clear_at: now,
+                turn: Arc::default(),
+            })
+    }
+}
+
+impl AccountPressure {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pressure>> {
+        // Instants and a lock handle, consistent at every step: a panic cannot spoil them.
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records one failure ahead of the check (given back by [`Self::remove`] on success) and
+    /// returns how many the account had before it.
+    fn add(&self, account: &str, now: Instant) -> u32 {
+        let mut accounts = self.lock();
+        let pressure = Pressure::of(&mut accounts, account, now);
+        let before = self.count(pressure.clear_at, now);
+        pressure.clear_at = pressure.clear_at.max(now) + self.period;
+        before
+    }
+
+    fn remove(&self, account: &str) {
+        if let Some(pressure) = self.lock().get_mut(account) {
+            pressure.clear_at = pressure
+                .clear_at
+                .checked_sub(self.period)
+                .unwrap_or(pressure.clear_at);
+        }
+    }
+
+    fn failures(&self, account: &str, now: Instant) -> u32 {
+        self.lock()
+            .get(account)
+            .map_or(0, |p| self.count(p.clear_at, now))
+    }
+
+    fn count(&self, clear_at: Instant, now: Instant) -> u32 {
+        let left = clear_at.saturating_duration_since(now).as_nanos();
+        let period = self.period.as_nanos().max(1);
+        u32::try_from(left.div_ceil(period)).unwrap_or(u32::MAX)
+    }
+
+    /// How long an attempt from an unfamiliar address waits after `failures`; none within the
+    /// free burst.
+    fn delay(&self, failures: u32) -> Option<Duration> {
+        let over = failures.checked_sub(self.free)?;
+        Some(
+            self.base
+                .saturating_mul(2u32.saturating_pow(over))
+                .min(self.max),
+        )
+    }
+
+    fn turn(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(&Pressure::of(&mut self.lock(), account, Instant::now()).turn)
+    }
+
+    /// Forgets accounts with no failure left and nobody waiting.
+    fn retain_recent(&self, now: Instant) {
+        self.lock()
+            .retain(|_, p| p.clear_at > now || Arc::strong_count(&p.turn) > 1);
     }
 }
 
@@ -417,5 +556,141 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for RefundableStore<K> {
 
     fn is_empty(&self) -> bool {
         self.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateLimits;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn throttle() -> Throttle {
+        Throttle::new(&RateLimits {
+            login_per_account_burst: 3,
+            login_per_account_period: Duration::from_secs(60),
+            login_delay_base: 100 * MS,
+            login_delay_max: 1000 * MS,
+            ..RateLimits::default()
+        })
+    }
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([192, 0, 2, last]))
+    }
+
+    // proves: SEC-5
+    #[test]
+    fn one_address_is_refused_for_an_account_after_its_burst_while_others_are_not() {
+        let throttle = throttle();
+        for _ in 0..3 {
+            drop(throttle.login_attempt("acme\nana", ip(1)).unwrap());
+        }
+        assert!(matches!(
+            throttle.login_attempt("acme\nana", ip(1)),
+            Err(Error::TooManyRequests { .. })
+        ));
+        // Another address, and the same address for another account, still get an answer.
+        throttle
+            .login_attempt("acme\nana", ip(2))
+            .unwrap()
+            .succeeded();
+        throttle
+            .login_attempt("acme\nbob", ip(1))
+            .unwrap()
+            .succeeded();
+    }
+
+    #[test]
+    fn the_account_is_under_pressure_after_its_burst_of_failures_from_everywhere() {
+        let throttle = throttle();
+        for last in 0..3 {
+            let attempt = throttle.login_attempt("acme\nana", ip(last)).unwrap();
+            assert!(!attempt.under_pressure());
+        }
+        assert!(throttle
+            .login_attempt("acme\nana", ip(9))
+            .unwrap()
+            .under_pressure());
+    }
+
+    #[test]
+    fn successes_leave_no_pressure_behind() {
+        let throttle = throttle();
+        for last in 0..10 {
+            let attempt = throttle.login_attempt("acme\nana", ip(last)).unwrap();
+            assert!(!attempt.under_pressure());
+            attempt.succeeded();
+        }
+    }
+
+    #[test]
+    fn the_delay_doubles_per_failure_past_the_burst_up_to_the_cap() {
+        let pressure = throttle().login_pressure;
+        let delays: Vec<_> = (0..9).map(|n| pressure.delay(n)).collect();
+        assert_eq!(
+            delays,
+            [
+                None,
+                None,
+                None,
+                Some(100 * MS),
+                Some(200 * MS),
+                Some(400 * MS),
+                Some(800 * MS),
+                Some(1000 * MS),
+                Some(1000 * MS),
+            ]
+        );
+        assert_eq!(pressure.delay(u32::MAX), Some(1000 * MS));
+    }
+
+    #[test]
+    fn an_accounts_failures_are_forgotten_one_per_period() {
+        let pressure = throttle().login_pressure;
+        let start = Instant::now();
+        for _ in 0..4 {
+            pressure.add("acme\nana", start);
+        }
+        let minute = Duration::from_secs(60);
+        assert_eq!(pressure.failures("acme\nana", start), 4);
+        assert_eq!(pressure.failures("acme\nana", start + minute), 3);
+        assert_eq!(pressure.failures("acme\nana", start + 4 * minute), 0);
+        // A failure long after the last starts from nothing.
+        assert_eq!(pressure.add("acme\nana", start + 10 * minute), 0);
+        pressure.retain_recent(start + 20 * minute);
+        assert!(pressure.lock().is_empty());
+    }
+
+    // proves: SEC-5
+    #[tokio::test]
+    async fn parallel_guesses_under_pressure_wait_one_after_another() {
+        let throttle = Arc::new(Throttle::new(&RateLimits {
+            login_per_account_burst: 3,
+            login_delay_base: 50 * MS,
+            login_delay_max: 50 * MS,
+            ..RateLimits::default()
+        }));
+        for last in 0..3 {
+            drop(throttle.login_attempt("acme\nana", ip(last)).unwrap());
+        }
+        let start = tokio::time::Instant::now();
+        let guesses = (10..14).map(|last| {
+            let throttle = Arc::clone(&throttle);
+            tokio::spawn(async move {
+                let mut attempt = throttle.login_attempt("acme\nana", ip(last)).unwrap();
+                assert!(attempt.under_pressure());
+                attempt.wait_turn().await;
+                // The password check happens here, still holding the turn.
+                tokio::time::sleep(MS).await;
+                drop(attempt);
+            })
+        });
+        for guess in guesses.collect::<Vec<_>>() {
+            guess.await.unwrap();
+        }
+        // Each is past the burst, so each waits its delay in turn, none alongside another.
+        assert!(start.elapsed() >= 4 * 50 * MS, "{:?}", start.elapsed());
     }
 }

@@ -96,8 +96,9 @@ async fn login(
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse> {
     let account = format!("{}\n{}", body.tenant.trim(), body.email.trim());
-    // Refused here, before the password is looked at, when the account or address is throttled.
-    let attempt = state.throttle.login_attempt(&account, meta.ip)?;
+    // Refused here, before the password is looked at, when this address has spent its
+    // failures for the account or across accounts.
+    let mut attempt = state.throttle.login_attempt(&account, meta.ip)?;
 
     let found = sqlx::query!(
         r#"SELECT t.id AS tenant_id, m.id AS "member_id?", m.password_hash AS "password_hash?",
@@ -110,6 +111,24 @@ async fn login(
     )
     .fetch_optional(&state.db.system)
     .await?;
+    if attempt.under_pressure() {
+        // Others' failures slow the account down, but never for its member at an address they
+        // sign in from. An unknown member of a known tenant is asked about too, so that the
+        // question's cost does not tell which accounts exist.
+        let familiar = match (&found, meta.ip) {
+            (Some(f), Some(ip)) => {
+                let member_id = f.member_id.unwrap_or(Uuid::nil());
+                let mut tx = state.db.tenant_tx(f.tenant_id).await?;
+                let familiar = session::signed_in_from(&mut tx, f.tenant_id, member_id, ip).await?;
+                tx.commit().await?;
+                familiar
+            }
+            _ => false,
+        };
+        if !familiar {
+            attempt.wait_turn().await;
+        }
+    }
     let stored = found
         .as_ref()
         .filter(|f| f.status.as_deref() == Some("active"))
@@ -236,9 +255,13 @@ async fn change_password(
         ));
     };
     // Guessing the current password through a stolen session is throttled like a login.
-    let attempt = state
+    let mut attempt = state
         .throttle
         .login_attempt(&ctx.member_id.to_string(), ctx.meta.ip)?;
+    if attempt.under_pressure() {
+        // Only holders of the member's sessions fail here, so no address of theirs is spared.
+        attempt.wait_turn().await;
+    }
     let mut tx = ctx.begin(&state).await?;
     let row = sqlx::query!(
         "SELECT email, password_hash FROM member WHERE id = $1 AND tenant_id = $2",

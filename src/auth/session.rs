@@ -1,6 +1,8 @@
 //! Browser sessions: a signed random token in an HttpOnly, Secure, SameSite=Strict cookie,
 //! stored hashed, expiring within 30 days, revocable at once (SEC-6).
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use axum::http::HeaderValue;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -53,6 +55,39 @@ pub async fn create(
         expires_at: row.expires_at,
         cookie: HeaderValue::from_str(&cookie).expect("token is base64url"),
     })
+}
+
+/// Whether the member signed in from `ip` in the last 90 days (a session's address; for IPv6
+/// its /64, since devices there rotate the rest of the address every day or so). Such an
+/// address is let past the slow-down that others' failed guesses put on the account.
+pub async fn signed_in_from(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    member_id: Uuid,
+    ip: IpAddr,
+) -> Result<bool> {
+    let network = match ip {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!(
+            "{}/64",
+            Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))
+        ),
+    };
+    // Sessions store the address as text written from an `IpAddr`, so the cast cannot fail.
+    let familiar = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM session
+               WHERE tenant_id = $1 AND member_id = $2
+                 AND created_at > now() - interval '90 days'
+                 AND ip::inet <<= $3::text::inet
+           ) AS "familiar!""#,
+        tenant_id,
+        member_id,
+        network
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(familiar)
 }
 
 /// The `Set-Cookie` value that removes the session cookie from the browser.

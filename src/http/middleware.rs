@@ -49,7 +49,7 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 /// Records where the request came from, for audit rows and throttles.
 pub async fn request_meta(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let peer = super::peer_addr(req.extensions());
-    let meta = RequestMeta::from_parts(req.headers(), peer, state.config.trust_proxy);
+    let meta = RequestMeta::from_parts(req.headers(), peer, state.config.trusted_proxies());
     req.extensions_mut().insert(meta);
     next.run(req).await
 }

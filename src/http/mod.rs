@@ -183,13 +183,9 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    pub fn from_parts(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> Self {
-        let forwarded = trust_proxy
-            .then(|| headers.get("x-forwarded-for"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    /// `proxies` is how many trusted proxies stand in front of the server (0: none, the peer
+    /// is the client).
+    pub fn from_parts(headers: &HeaderMap, peer: Option<SocketAddr>, proxies: usize) -> Self {
         let text = |name: &str, max: usize| {
             headers
                 .get(name)
@@ -197,11 +193,44 @@ impl RequestMeta {
                 .map(|v| v.chars().take(max).collect::<String>())
         };
         RequestMeta {
-            ip: forwarded.or(peer.map(|p| p.ip())),
+            ip: client_ip(headers, peer, proxies),
             user_agent: text("user-agent", 512),
             request_id: text("x-request-id", 128),
         }
     }
+}
+
+/// The client's address. Each trusted proxy appends the address it received the request from
+/// to `X-Forwarded-For`, so behind `proxies` of them the client's address is that many entries
+/// from the right; whatever lies further left came with the request and the client chose it.
+/// A list too short for the proxies, or an entry there that is no address, means the request
+/// did not arrive the way the proxies were declared: the peer is taken then, never an entry
+/// the client may have written.
+fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, proxies: usize) -> Option<IpAddr> {
+    let peer = peer.map(|p| p.ip().to_canonical());
+    let Some(from_right) = proxies.checked_sub(1) else {
+        return peer;
+    };
+    // Several header lines form one list, in order; the bytes are split before any decoding
+    // so that a client's garbage on the left cannot spoil the proxies' entries on the right.
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|line| line.as_bytes().rsplit(|b| *b == b','))
+        .nth(from_right)
+        .and_then(forwarded_address)
+        .or(peer)
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address and port as some proxies write it.
+fn forwarded_address(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
@@ -269,5 +298,85 @@ impl<T, C> Page<T, C> {
             None
         };
         Page { items, next_cursor }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(
+                "x-forwarded-for",
+                axum::http::HeaderValue::from_bytes(line).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    const PEER: &str = "10.1.2.3:40000";
+
+    fn client(lines: &[&[u8]], proxies: usize) -> Option<IpAddr> {
+        client_ip(&headers(lines), Some(PEER.parse().unwrap()), proxies)
+    }
+
+    #[test]
+    fn behind_one_proxy_the_entry_it_appended_is_the_client_not_what_the_client_wrote() {
+        assert_eq!(client(&[b"6.6.6.6, 203.0.113.5"], 1), ip("203.0.113.5"));
+        assert_eq!(client(&[b"203.0.113.5"], 1), ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn behind_two_proxies_the_address_the_outer_one_saw_is_the_client() {
+        let line: &[u8] = b"6.6.6.6, 203.0.113.5, 192.0.2.1";
+        assert_eq!(client(&[line], 2), ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn several_header_lines_are_one_list_in_order() {
+        assert_eq!(
+            client(&[b"6.6.6.6", b"203.0.113.5, 192.0.2.1"], 2),
+            ip("203.0.113.5")
+        );
+        assert_eq!(client(&[b"6.6.6.6", b"203.0.113.5"], 1), ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn a_list_shorter_than_the_proxies_gives_the_peer_never_a_client_entry() {
+        assert_eq!(client(&[b"6.6.6.6"], 2), ip("10.1.2.3"));
+        assert_eq!(client(&[], 1), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn a_malformed_entry_where_the_proxy_writes_gives_the_peer() {
+        assert_eq!(client(&[b"203.0.113.5, unknown"], 1), ip("10.1.2.3"));
+        assert_eq!(client(&[b"203.0.113.5,"], 1), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn client_garbage_left_of_the_proxy_entries_does_not_matter() {
+        assert_eq!(
+            client(&[b"\xff\xfe junk,,, 203.0.113.5"], 1),
+            ip("203.0.113.5")
+        );
+    }
+
+    #[test]
+    fn entries_with_ports_and_mapped_v4_addresses_are_read_as_their_address() {
+        assert_eq!(client(&[b"203.0.113.5:443"], 1), ip("203.0.113.5"));
+        assert_eq!(client(&[b"[2001:db8::1]:443"], 1), ip("2001:db8::1"));
+        assert_eq!(client(&[b"::ffff:203.0.113.5"], 1), ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_header_is_ignored() {
+        assert_eq!(client(&[b"203.0.113.5"], 0), ip("10.1.2.3"));
+        assert_eq!(client_ip(&headers(&[b"203.0.113.5"]), None, 0), None);
     }
 }

@@ -27,6 +27,7 @@ mod run_command;
 mod sec_content_type;
 mod sec_invitations;
 mod sec_legal_hold;
+mod sec_login;
 mod sec_secrets;
 mod sec_streams;
 mod webchat;
