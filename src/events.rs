@@ -25,7 +25,6 @@ use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::revocation::{Held, REVOKED};
 use crate::error::Error;
 
 const CHANNEL: &str = "custodian_events";
@@ -374,6 +373,20 @@ fn later(after: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
+/// The bus event announcing that credentials of a member were revoked, or the member changed
+/// (disabled, given another role). Internal: streams act on it and never deliver it.
+pub const CREDENTIALS_REVOKED: &str = "credentials.revoked";
+
+/// What keeps a members' stream open: the credential that opened it, checked again while the
+/// stream lasts. The bus knows no domain, so the holder says which events may have revoked it
+/// and whether it still holds.
+pub trait Revocable: Send + Sync + 'static {
+    /// Whether `event` may have revoked what is held: check before delivering anything after it.
+    fn concerns(&self, event: &Event) -> bool;
+    /// Whether the stream may go on.
+    fn holds(&self) -> futures_util::future::BoxFuture<'_, bool>;
+}
+
 /// What a members' stream does with one item of its input.
 enum Step {
     Deliver(SseEvent),
@@ -391,14 +404,14 @@ enum Step {
 pub fn stream(
     state: &AppState,
     keep: impl Fn(&Event) -> bool + Send + 'static,
-    held: Held,
+    held: impl Revocable,
     slot: Slot,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let held = Arc::new(held);
     let concerns = held.clone();
     let events = BroadcastStream::new(state.bus.subscribe()).map(move |item| match item {
         Ok(event) if concerns.concerns(&event) => Step::Check(None),
-        Ok(event) if event.kind != REVOKED && keep(&event) => Step::Deliver(
+        Ok(event) if event.kind != CREDENTIALS_REVOKED && keep(&event) => Step::Deliver(
             SseEvent::default()
                 .event(event.kind.clone())
                 .json_data(&event)

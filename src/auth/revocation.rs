@@ -15,9 +15,8 @@ use crate::events::{self, Event};
 use crate::http::RequestMeta;
 use crate::rbac::Permission;
 
-/// The bus event announcing that credentials of a member were revoked, or the member changed
-/// (disabled, given another role). Internal: streams act on it and never deliver it.
-pub const REVOKED: &str = "credentials.revoked";
+/// The bus event announcing that credentials of a member were revoked, or the member changed.
+pub const REVOKED: &str = events::CREDENTIALS_REVOKED;
 
 /// Announces at commit that credentials of `member_id` may no longer hold: that member's open
 /// streams, in every process, check theirs again.
@@ -65,9 +64,11 @@ impl Held {
             headers: kept,
         }
     }
+}
 
+impl events::Revocable for Held {
     /// Whether `event` announces a revocation that may concern this credential.
-    pub fn concerns(&self, event: &Event) -> bool {
+    fn concerns(&self, event: &Event) -> bool {
         event.kind == REVOKED
             && event.tenant_id == self.tenant_id
             && event
@@ -81,7 +82,13 @@ impl Held {
     /// Whether the credential still lets its holder do what the request did, by the very
     /// lookup that let the request in. If the lookup fails the answer is no: the client
     /// reconnects and is authenticated afresh.
-    pub async fn holds(&self) -> bool {
+    fn holds(&self) -> futures_util::future::BoxFuture<'_, bool> {
+        Box::pin(self.check())
+    }
+}
+
+impl Held {
+    async fn check(&self) -> bool {
         match authenticate(&self.state, &self.headers, RequestMeta::default()).await {
             Ok(Some(ctx)) => ctx.credential == self.credential && ctx.role.can(self.permission),
             Ok(None) => false,

@@ -49,6 +49,7 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/audit/routes.rs", "app"),
     ("src/audit/routes.rs", "auth"),
     ("src/auth/guard.rs", "app"),
+    ("src/auth/revocation.rs", "app"),
     ("src/auth/routes.rs", "app"),
     ("src/auth/routes.rs", "tenants"),
     ("src/auth/session.rs", "app"),
