@@ -188,9 +188,9 @@ const ENDPOINT_CACHE_MAX: usize = 10_000;
 /// message), so the hot path does not go to the database for a row that rarely changes.
 pub struct EndpointCache {
     entries: Mutex<HashMap<Uuid, (Instant, Arc<ChannelEndpoint>)>>,
-    /// WhatsApp phone-number ids and the inbox serving each, for deliveries that name another
-    /// number than their URL's inbox.
-    numbers: Mutex<HashMap<String, (Instant, Uuid)>>,
+    /// A tenant's WhatsApp phone-number ids and the inbox serving each, for deliveries that
+    /// name another number than their URL's inbox.
+    numbers: Mutex<HashMap<(Uuid, String), (Instant, Uuid)>>,
     ttl: Duration,
 }
 
@@ -231,24 +231,30 @@ impl EndpointCache {
         Ok(Some(endpoint))
     }
 
-    /// The WhatsApp inbox serving this phone-number id, if any.
+    /// The tenant's WhatsApp inbox serving this phone-number id, if any. A number is unique
+    /// only within a tenant (other tenants may hold the same id, and only Meta knows whose
+    /// it really is), so there is no platform-wide answer to give.
     pub async fn by_number(
         &self,
         system: &PgPool,
+        tenant_id: Uuid,
         phone_number_id: &str,
     ) -> Result<Option<Arc<ChannelEndpoint>>> {
+        let key = (tenant_id, phone_number_id.to_string());
         let cached = self
             .numbers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(phone_number_id)
+            .get(&key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, id)| *id);
         let inbox_id = match cached {
             Some(id) => id,
             None => {
                 let Some(id) = sqlx::query_scalar!(
-                    "SELECT id FROM inbox WHERE channel = 'whatsapp' AND settings ->> 'phone_number_id' = $1",
+                    "SELECT id FROM inbox
+                     WHERE tenant_id = $1 AND channel = 'whatsapp' AND settings ->> 'phone_number_id' = $2",
+                    tenant_id,
                     phone_number_id
                 )
                 .fetch_optional(system)
@@ -260,13 +266,15 @@ impl EndpointCache {
                 if numbers.len() >= ENDPOINT_CACHE_MAX {
                     numbers.clear();
                 }
-                numbers.insert(phone_number_id.to_string(), (Instant::now(), id));
+                numbers.insert(key, (Instant::now(), id));
                 id
             }
         };
         // The inbox row has the last word: its number may have changed since.
         Ok(self.get(system, inbox_id).await?.filter(|e| {
-            e.channel == "whatsapp" && e.setting("phone_number_id") == Some(phone_number_id)
+            e.tenant_id == tenant_id
+                && e.channel == "whatsapp"
+                && e.setting("phone_number_id") == Some(phone_number_id)
         }))
     }
 
@@ -386,13 +394,14 @@ fn meta_id(value: Option<String>, field: &str) -> Result<String> {
     Ok(value)
 }
 
-/// The answer to a WhatsApp number that another inbox already serves.
-fn number_taken(e: sqlx::Error) -> Error {
+/// The answer to a WhatsApp number that another of the tenant's inboxes already serves. The
+/// uniqueness is per tenant, so this can only be about the caller's own inboxes.
+fn number_in_use(e: sqlx::Error) -> Error {
     match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("inbox_phone_number_key") => {
+        sqlx::Error::Database(db) if db.constraint() == Some("inbox_tenant_phone_number_key") => {
             Error::conflict(
-                "phone_number_taken",
-                "that WhatsApp number is already connected",
+                "phone_number_in_use",
+                "another of your inboxes already serves that WhatsApp number",
             )
         }
         _ => e.into(),
@@ -520,7 +529,7 @@ async fn create(
     )
     .fetch_one(&mut *tx)
     .await
-    .map_err(number_taken)?;
+    .map_err(number_in_use)?;
     let view: InboxView = row.into();
     ctx.audit(
         &mut tx,
@@ -621,7 +630,7 @@ async fn update(
     )
     .fetch_one(&mut *tx)
     .await
-    .map_err(number_taken)?
+    .map_err(number_in_use)?
     .into();
     ctx.audit(
         &mut tx,

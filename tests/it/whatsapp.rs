@@ -1522,7 +1522,7 @@ async fn a_phone_number_id_in_use_or_empty_is_refused_with_a_clear_error() {
         )
         .await;
     assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
-    assert_eq!(taken.error_code(), "phone_number_taken");
+    assert_eq!(taken.error_code(), "phone_number_in_use");
     for bad in ["", "   ", "12 34", "abc"] {
         let refused = app
             .send(
