@@ -23,5 +23,6 @@ mod queue;
 mod retention;
 mod reviews;
 mod run_command;
+mod sec_whatsapp;
 mod webchat;
 mod whatsapp;
