@@ -4,12 +4,14 @@
 //! the server answers 200.
 //!
 //! ```sh
-//! cargo run --release -- serve                     # in one shell (any database)
+//! WHATSAPP_GRAPH_URL=http://127.0.0.1:8091 cargo run --release -- serve   # in one shell (any database)
 //! cargo bench --bench webhook_load -- --url http://127.0.0.1:8080 --seconds 20 --concurrency 32
 //! ```
 //! `--warmup N` sends for N seconds before measuring, so the figures are the steady state of
 //! known senders rather than the first contact with each.
-//! It signs up a fresh tenant with a WhatsApp inbox through the API, so it needs nothing else.
+//! It signs up a fresh tenant with a WhatsApp inbox through the API, so it needs nothing else:
+//! the server confirms the inbox's number with Meta first, and the load generator stands in
+//! for Meta on `--graph-listen` (default 127.0.0.1:8091), confirming its own number only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +28,8 @@ struct Args {
     /// Requests started in the first `warmup` seconds (while the senders' contacts and
     /// conversations are first created) are sent but not counted.
     warmup: u64,
+    /// Where to answer the server's Graph API reads of the load test's number.
+    graph_listen: String,
 }
 
 fn args() -> Args {
@@ -35,6 +39,7 @@ fn args() -> Args {
         concurrency: 32,
         senders: 1000,
         warmup: 0,
+        graph_listen: "127.0.0.1:8091".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +50,7 @@ fn args() -> Args {
             "--concurrency" => args.concurrency = value().parse().expect("--concurrency"),
             "--senders" => args.senders = value().parse().expect("--senders"),
             "--warmup" => args.warmup = value().parse().expect("--warmup"),
+            "--graph-listen" => args.graph_listen = value(),
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }
@@ -67,6 +73,34 @@ fn webhook(phone_number_id: &str, sender: u64, wamid: &str) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// Answers the two reads by which the server confirms a number with Meta, for `number` only.
+async fn stand_in_for_meta(listen: &str, number: String) {
+    use axum::extract::Path;
+    use axum::routing::get;
+    let number_read = number.clone();
+    let app = axum::Router::new()
+        .route(
+            "/{version}/{id}",
+            get(move |Path((_, id)): Path<(String, String)>| {
+                let number = number_read.clone();
+                async move {
+                    let status = if id == number { 200 } else { 400 };
+                    let status = axum::http::StatusCode::from_u16(status).unwrap();
+                    let body = json!({ "id": id, "display_phone_number": "+1 555-000-0000" });
+                    (status, axum::Json(body))
+                }
+            }),
+        )
+        .route(
+            "/{version}/{account}/phone_numbers",
+            get(move || async move { axum::Json(json!({ "data": [{ "id": number }] })) }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen on {listen} for the server's Graph reads: {e}"));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 }
 
 #[tokio::main]
@@ -106,6 +140,7 @@ async fn main() {
             .collect::<String>()
     );
     let phone_number_id = format!("{phone_number_id:0<15}");
+    stand_in_for_meta(&args.graph_listen, phone_number_id.clone()).await;
     let app_secret = format!("secret-{run}");
     let inbox: Value = client
         .post(format!("{}/api/v1/inboxes", args.url))
@@ -124,7 +159,10 @@ async fn main() {
     let target = format!(
         "{}/webhooks/whatsapp/{}",
         args.url,
-        inbox["id"].as_str().expect("an inbox id")
+        inbox["id"].as_str().unwrap_or_else(|| panic!(
+            "no inbox: {inbox} (is the server's WHATSAPP_GRAPH_URL http://{}?)",
+            args.graph_listen
+        ))
     );
 
     let stop = Arc::new(AtomicBool::new(false));

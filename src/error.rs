@@ -36,6 +36,10 @@ pub enum Error {
     UnsupportedMediaType,
     #[error("{0}")]
     Unavailable(&'static str),
+    /// An outside service the request depends on (Meta's Graph API...) could not be asked or
+    /// gave no usable answer, so the request changed nothing and may be tried again.
+    #[error("{message}")]
+    Upstream { code: &'static str, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -73,13 +77,16 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
+            Error::BadRequest { code, .. }
+            | Error::Conflict { code, .. }
+            | Error::Upstream { code, .. } => code,
             Error::Unauthorized => "unauthorized",
             Error::InvalidCredentials => "invalid_credentials",
             Error::BadSignature => "bad_signature",

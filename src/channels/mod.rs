@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
+use whatsapp::{BusinessNumber, ConfirmError};
 
 pub fn routes(api: Api) -> Api {
     use Access::*;
@@ -188,9 +189,9 @@ const ENDPOINT_CACHE_MAX: usize = 10_000;
 /// message), so the hot path does not go to the database for a row that rarely changes.
 pub struct EndpointCache {
     entries: Mutex<HashMap<Uuid, (Instant, Arc<ChannelEndpoint>)>>,
-    /// WhatsApp phone-number ids and the inbox serving each, for deliveries that name another
-    /// number than their URL's inbox.
-    numbers: Mutex<HashMap<String, (Instant, Uuid)>>,
+    /// A tenant's WhatsApp phone-number ids and the inbox serving each, for deliveries that
+    /// name another number than their URL's inbox.
+    numbers: Mutex<HashMap<(Uuid, String), (Instant, Uuid)>>,
     ttl: Duration,
 }
 
@@ -231,24 +232,30 @@ impl EndpointCache {
         Ok(Some(endpoint))
     }
 
-    /// The WhatsApp inbox serving this phone-number id, if any.
+    /// The tenant's WhatsApp inbox serving this phone-number id, if any. A number is unique
+    /// only within a tenant (other tenants may hold the same id, and only Meta knows whose
+    /// it really is), so there is no platform-wide answer to give.
     pub async fn by_number(
         &self,
         system: &PgPool,
+        tenant_id: Uuid,
         phone_number_id: &str,
     ) -> Result<Option<Arc<ChannelEndpoint>>> {
+        let key = (tenant_id, phone_number_id.to_string());
         let cached = self
             .numbers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(phone_number_id)
+            .get(&key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, id)| *id);
         let inbox_id = match cached {
             Some(id) => id,
             None => {
                 let Some(id) = sqlx::query_scalar!(
-                    "SELECT id FROM inbox WHERE channel = 'whatsapp' AND settings ->> 'phone_number_id' = $1",
+                    "SELECT id FROM inbox
+                     WHERE tenant_id = $1 AND channel = 'whatsapp' AND settings ->> 'phone_number_id' = $2",
+                    tenant_id,
                     phone_number_id
                 )
                 .fetch_optional(system)
@@ -260,13 +267,15 @@ impl EndpointCache {
                 if numbers.len() >= ENDPOINT_CACHE_MAX {
                     numbers.clear();
                 }
-                numbers.insert(phone_number_id.to_string(), (Instant::now(), id));
+                numbers.insert(key, (Instant::now(), id));
                 id
             }
         };
         // The inbox row has the last word: its number may have changed since.
         Ok(self.get(system, inbox_id).await?.filter(|e| {
-            e.channel == "whatsapp" && e.setting("phone_number_id") == Some(phone_number_id)
+            e.tenant_id == tenant_id
+                && e.channel == "whatsapp"
+                && e.setting("phone_number_id") == Some(phone_number_id)
         }))
     }
 
@@ -386,16 +395,66 @@ fn meta_id(value: Option<String>, field: &str) -> Result<String> {
     Ok(value)
 }
 
-/// The answer to a WhatsApp number that another inbox already serves.
-fn number_taken(e: sqlx::Error) -> Error {
+/// The answer to a WhatsApp number that another of the tenant's inboxes already serves. The
+/// uniqueness is per tenant, so this can only be about the caller's own inboxes.
+fn number_in_use(e: sqlx::Error) -> Error {
     match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("inbox_phone_number_key") => {
+        sqlx::Error::Database(db) if db.constraint() == Some("inbox_tenant_phone_number_key") => {
             Error::conflict(
-                "phone_number_taken",
-                "that WhatsApp number is already connected",
+                "phone_number_in_use",
+                "another of your inboxes already serves that WhatsApp number",
             )
         }
         _ => e.into(),
+    }
+}
+
+/// Has Meta confirm, with the tenant's own access token, that the token may use the number of
+/// `settings` and that it is one of their business account's, before an inbox takes it. On the
+/// tenant's word alone anyone who knows a number's id could claim it, receive nothing and yet
+/// hold it; Meta's answer is the one proof of control it offers.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant_id))]
+async fn confirm_number(
+    state: &AppState,
+    tenant_id: Uuid,
+    settings: &Value,
+    access_token: &SecretString,
+) -> Result<BusinessNumber> {
+    let number = settings["phone_number_id"].as_str().unwrap_or_default();
+    let account = settings["business_account_id"].as_str().unwrap_or_default();
+    let unreachable = || Error::Upstream {
+        code: "whatsapp_unreachable",
+        message: "Meta could not be asked whether this access token can use that WhatsApp \
+                  number; nothing was saved, try again later"
+            .into(),
+    };
+    // The client bounds each request; this bounds the few reads together, inside the
+    // request's own timeout.
+    let asked = state.graph.confirm_number(number, account, access_token);
+    match tokio::time::timeout(state.config.whatsapp.timeout, asked).await {
+        Ok(Ok(confirmed)) => Ok(confirmed),
+        Ok(Err(ConfirmError::NotConfirmed(reason))) => {
+            tracing::info!(number, account, %reason, "Meta did not confirm a WhatsApp number for the token given");
+            Err(Error::bad_request(
+                "whatsapp_not_verified",
+                format!(
+                    "Meta did not confirm that this access token can use WhatsApp number \
+                     {number} of business account {account}: {reason}"
+                ),
+            ))
+        }
+        Ok(Err(ConfirmError::Unavailable(reason))) => {
+            tracing::warn!(number, account, %reason, "could not ask Meta about a WhatsApp number");
+            Err(unreachable())
+        }
+        Err(_) => {
+            tracing::warn!(
+                number,
+                account,
+                "Meta did not answer about a WhatsApp number in time"
+            );
+            Err(unreachable())
+        }
     }
 }
 
@@ -457,10 +516,14 @@ async fn create(
             let wa = body.whatsapp.ok_or_else(|| {
                 Error::bad_request("missing_field", "whatsapp settings are required")
             })?;
-            let settings = json!({
+            let display = wa
+                .display_phone_number
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty());
+            let mut settings = json!({
                 "phone_number_id": meta_id(wa.phone_number_id, "whatsapp.phone_number_id")?,
                 "business_account_id": meta_id(wa.business_account_id, "whatsapp.business_account_id")?,
-                "display_phone_number": wa.display_phone_number,
+                "display_phone_number": display,
             });
             let missing =
                 |f: &str| Error::bad_request("missing_field", format!("whatsapp.{f} is required"));
@@ -469,6 +532,11 @@ async fn create(
                 app_secret: wa.app_secret.ok_or_else(|| missing("app_secret"))?,
                 access_token: wa.access_token.ok_or_else(|| missing("access_token"))?,
             };
+            let confirmed =
+                confirm_number(&state, ctx.tenant_id, &settings, &secrets.access_token).await?;
+            if settings["display_phone_number"].is_null() {
+                settings["display_phone_number"] = json!(confirmed.display_phone_number);
+            }
             (
                 "whatsapp",
                 settings,
@@ -520,7 +588,7 @@ async fn create(
     )
     .fetch_one(&mut *tx)
     .await
-    .map_err(number_taken)?;
+    .map_err(number_in_use)?;
     let view: InboxView = row.into();
     ctx.audit(
         &mut tx,
@@ -566,7 +634,13 @@ async fn update(
         "whatsapp" => {
             let mut secrets: WhatsAppSecrets = endpoint.open(&state.sealer)?;
             if let Some(wa) = body.whatsapp {
-                if wa.phone_number_id.is_some() {
+                let new_number = wa.phone_number_id.is_some();
+                // Any of the three given is confirmed again, changed or not: a token Meta has
+                // since revoked, or a number since moved away, must not be saved again on the
+                // strength of an old answer.
+                let reconfirm =
+                    new_number || wa.business_account_id.is_some() || wa.access_token.is_some();
+                if new_number {
                     settings["phone_number_id"] =
                         json!(meta_id(wa.phone_number_id, "whatsapp.phone_number_id")?);
                 }
@@ -576,12 +650,28 @@ async fn update(
                         "whatsapp.business_account_id"
                     )?);
                 }
+                let display_given = wa.display_phone_number.is_some();
                 if let Some(v) = wa.display_phone_number {
                     settings["display_phone_number"] = json!(v.trim());
                 }
                 secrets.verify_token = wa.verify_token.unwrap_or(secrets.verify_token);
                 secrets.app_secret = wa.app_secret.unwrap_or(secrets.app_secret);
                 secrets.access_token = wa.access_token.unwrap_or(secrets.access_token);
+                if reconfirm {
+                    // Meta may take seconds to answer: no connection waits idle in a
+                    // transaction for it. The update below only lands on the row read here.
+                    tx.rollback().await?;
+                    let confirmed =
+                        confirm_number(&state, ctx.tenant_id, &settings, &secrets.access_token)
+                            .await?;
+                    let display_unset = settings["display_phone_number"]
+                        .as_str()
+                        .is_none_or(str::is_empty);
+                    if !display_given && (new_number || display_unset) {
+                        settings["display_phone_number"] = json!(confirmed.display_phone_number);
+                    }
+                    tx = ctx.begin(&state).await?;
+                }
             }
             state.sealer.seal_json(&secrets, &context)
         }
@@ -608,20 +698,31 @@ async fn update(
             state.sealer.seal_json(&secrets, &context)
         }
     };
+    let read_at = before_row.updated_at;
     let before: InboxView = before_row.into();
+    // Only onto the row as read: the new settings and secrets were built from it (and may
+    // have been confirmed with Meta since), so a change made meanwhile must not be overwritten.
     let after: InboxView = sqlx::query_as!(
         InboxRow,
         "UPDATE inbox SET name = $2, settings = $3, secrets = $4, updated_at = now()
-         WHERE id = $1 AND tenant_id = current_tenant_id()
+         WHERE id = $1 AND tenant_id = current_tenant_id() AND updated_at = $5
          RETURNING id, name, channel, settings, secrets, created_at, updated_at",
         id,
         name,
         settings,
-        secrets
+        secrets,
+        read_at
     )
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await
-    .map_err(number_taken)?
+    .map_err(number_in_use)?
+    .ok_or_else(|| {
+        Error::conflict(
+            "inbox_changed",
+            "the inbox changed or was deleted while this update was being made; load it again \
+             and retry",
+        )
+    })?
     .into();
     ctx.audit(
         &mut tx,

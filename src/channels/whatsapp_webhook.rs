@@ -134,9 +134,11 @@ async fn receive(
 
 /// The inboxes of the other business numbers a delivery names. A Meta app sends every number's
 /// events to the callback URL it is configured with, so one inbox's URL may receive another
-/// number's: those go to the inbox of that number when it belongs to the same tenant and the
-/// same Meta app (the same app secret, which just signed this delivery); anything else is
-/// logged and left alone. Only a delivery naming another number pays for the look-up.
+/// number's: those go to the tenant's own inbox of that number when it is under the same Meta
+/// app (the same app secret, which just signed this delivery); anything else is logged and
+/// left alone. Another tenant's inbox is never looked at: the same number id may be held by
+/// several tenants, and which one really has it is Meta's to know, not the id's. Only a
+/// delivery naming another number pays for the look-up.
 async fn other_numbers(
     state: &AppState,
     endpoint: &ChannelEndpoint,
@@ -157,9 +159,12 @@ async fn other_numbers(
         {
             continue;
         }
-        let sibling = state.endpoints.by_number(&state.db.system, number).await?;
+        let sibling = state
+            .endpoints
+            .by_number(&state.db.system, endpoint.tenant_id, number)
+            .await?;
         let same_app = match &sibling {
-            Some(other) if other.tenant_id == endpoint.tenant_id => {
+            Some(other) => {
                 let theirs: WhatsAppSecrets = other.open(&state.sealer)?;
                 bool::from(
                     theirs

@@ -30,5 +30,6 @@ mod sec_legal_hold;
 mod sec_login;
 mod sec_secrets;
 mod sec_streams;
+mod sec_whatsapp;
 mod webchat;
 mod whatsapp;

@@ -1319,7 +1319,16 @@ async fn the_service_window_runs_from_when_the_customer_wrote_by_metas_clock() {
     assert!(window_start > meta_time(recent));
 }
 
-async fn whatsapp_inbox_for(app: &TestApp, owner: &Member, number: &str, app_secret: &str) -> Uuid {
+/// An inbox for another number of the fixtures' business account, which Meta (the fake)
+/// confirms for any token.
+async fn whatsapp_inbox_for(
+    app: &TestApp,
+    fake: &FakeGraph,
+    owner: &Member,
+    number: &str,
+    app_secret: &str,
+) -> Uuid {
+    fake.add_number(number, crate::fakes::graph::FIXTURE_BUSINESS_ACCOUNT);
     let resp = app
         .send(Req::post("/api/v1/inboxes").by(owner).json(json!({
             "name": format!("WhatsApp {number}"),
@@ -1339,14 +1348,21 @@ async fn whatsapp_inbox_for(app: &TestApp, owner: &Member, number: &str, app_sec
 
 #[tokio::test]
 async fn several_numbers_of_one_tenant_each_reach_their_own_inbox_even_through_one_url() {
-    let (app, _fake, owner, first, secret) = setup().await;
+    let (app, fake, owner, first, secret) = setup().await;
     let number = crate::common::WA_PHONE_NUMBER_ID;
     // A second number under the same Meta app (same app secret), a third under another app,
     // and a number of another tenant's under the same app.
-    let second = whatsapp_inbox_for(&app, &owner, "200000000000001", &secret).await;
-    let _third = whatsapp_inbox_for(&app, &owner, "300000000000001", "another-apps-secret").await;
+    let second = whatsapp_inbox_for(&app, &fake, &owner, "200000000000001", &secret).await;
+    let _third = whatsapp_inbox_for(
+        &app,
+        &fake,
+        &owner,
+        "300000000000001",
+        "another-apps-secret",
+    )
+    .await;
     let other = app.signup("globex").await;
-    let _foreign = whatsapp_inbox_for(&app, &other, "400000000000001", &secret).await;
+    let _foreign = whatsapp_inbox_for(&app, &fake, &other, "400000000000001", &secret).await;
 
     // Each number's own URL.
     let at = now_unix();
@@ -1511,8 +1527,8 @@ async fn a_contact_known_by_a_whatsapp_username_id_can_be_corrected() {
 
 #[tokio::test]
 async fn a_phone_number_id_in_use_or_empty_is_refused_with_a_clear_error() {
-    let (app, _fake, owner, _first, _) = setup().await;
-    let second = whatsapp_inbox_for(&app, &owner, "200000000000001", "s").await;
+    let (app, fake, owner, _first, _) = setup().await;
+    let second = whatsapp_inbox_for(&app, &fake, &owner, "200000000000001", "s").await;
     let path = format!("/api/v1/inboxes/{second}");
     let taken = app
         .send(
@@ -1522,7 +1538,7 @@ async fn a_phone_number_id_in_use_or_empty_is_refused_with_a_clear_error() {
         )
         .await;
     assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
-    assert_eq!(taken.error_code(), "phone_number_taken");
+    assert_eq!(taken.error_code(), "phone_number_in_use");
     for bad in ["", "   ", "12 34", "abc"] {
         let refused = app
             .send(

@@ -1,4 +1,6 @@
-//! Outbound WhatsApp messages through the Graph API (`POST /{version}/{phone-number-id}/messages`).
+//! Outbound WhatsApp messages through the Graph API (`POST /{version}/{phone-number-id}/messages`),
+//! and the reads that prove a token may use a business number before an inbox takes it
+//! ([`GraphClient::confirm_number`]).
 //!
 //! One call is one attempt: the durable work queue owns retries and backoff, so this
 //! client only says *whether* a failure is worth retrying ([`SendError::is_retryable`])
@@ -28,8 +30,12 @@ pub const THROTTLING_CODES: &[i64] = &[4, 80_007, 130_429, 131_048, 131_056];
 /// 131016 service unavailable, 133004 server temporarily unavailable.
 pub const TRANSIENT_CODES: &[i64] = &[2, 131_000, 131_016, 133_004];
 
-/// Longest error text kept from a non-Graph response body (a proxy's HTML page...).
+/// Longest error text kept from a response body (a proxy's HTML page, a Graph message...).
 const MAX_MESSAGE_CHARS: usize = 500;
+
+/// Pages of a business account's numbers read before giving up on finding one. Meta lets an
+/// account hold a few dozen numbers at most, so ten pages of 100 is far past any real one.
+const MAX_NUMBER_PAGES: usize = 10;
 
 /// A Graph API client for one base URL and API version, shared by all channels.
 #[derive(Debug, Clone)]
@@ -79,6 +85,28 @@ pub enum Outbound {
         /// Documents only.
         filename: Option<String>,
     },
+}
+
+/// A business number as Meta shows it to a token that may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessNumber {
+    pub id: String,
+    /// As Meta formats it, e.g. `+1 555-078-3881`.
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+}
+
+/// Why Meta did not confirm that a token may use a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfirmError {
+    /// Meta answered, and not with the number: the token may not use it, the number does not
+    /// exist, or it is not one of that business account's. Meta does not say which.
+    #[error("{0}")]
+    NotConfirmed(String),
+    /// No usable answer (no connection, a timeout, throttling, a fault on Meta's side): nothing
+    /// can be concluded either way.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +200,11 @@ impl GraphClient {
 
     /// The messages endpoint for one business phone number.
     pub fn messages_url(&self, phone_number_id: &str) -> Url {
+        self.graph_url(&[phone_number_id, "messages"])
+    }
+
+    /// `{base}/{version}/{segments…}`, each segment escaped.
+    fn graph_url(&self, path: &[&str]) -> Url {
         let mut url = self.base_url.clone();
         url.set_query(None);
         url.set_fragment(None);
@@ -179,13 +212,87 @@ impl GraphClient {
             let mut segments = url
                 .path_segments_mut()
                 .expect("checked in the constructor: the base URL can be a base");
-            segments
-                .pop_if_empty()
-                .push(&self.version)
-                .push(phone_number_id)
-                .push("messages");
+            segments.pop_if_empty().push(&self.version).extend(path);
         }
         url
+    }
+
+    /// Asks Meta, with the tenant's own access token, whether that token may use the number
+    /// and whether the number is one of the business account's. Meta answers a token for a
+    /// number it may not use as if the number did not exist, so a confirmation is the proof
+    /// that whoever holds the token controls the number; the number as Meta shows it comes
+    /// back. One call per read, no retries: the caller is waiting.
+    pub async fn confirm_number(
+        &self,
+        phone_number_id: &str,
+        business_account_id: &str,
+        access_token: &SecretString,
+    ) -> Result<BusinessNumber, ConfirmError> {
+        let mut url = self.graph_url(&[phone_number_id]);
+        url.query_pairs_mut()
+            .append_pair("fields", "id,display_phone_number,verified_name");
+        let number: RawNumber = self.read(url, access_token).await?;
+        if number.id.as_deref() != Some(phone_number_id) {
+            return Err(ConfirmError::NotConfirmed(
+                "Meta answered with another number".into(),
+            ));
+        }
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_NUMBER_PAGES {
+            let mut url = self.graph_url(&[business_account_id, "phone_numbers"]);
+            {
+                let mut query = url.query_pairs_mut();
+                query
+                    .append_pair("fields", "id")
+                    .append_pair("limit", "100");
+                if let Some(cursor) = &after {
+                    query.append_pair("after", cursor);
+                }
+            }
+            let page: RawNumberPage = self.read(url, access_token).await?;
+            if page
+                .data
+                .iter()
+                .any(|n| n.id.as_deref() == Some(phone_number_id))
+            {
+                return Ok(BusinessNumber {
+                    id: phone_number_id.to_string(),
+                    display_phone_number: number.display_phone_number,
+                    verified_name: number.verified_name,
+                });
+            }
+            // Graph gives `next` only while there is a further page.
+            after = page
+                .paging
+                .filter(|p| p.next.is_some())
+                .and_then(|p| p.cursors?.after);
+            if after.is_none() {
+                break;
+            }
+        }
+        Err(ConfirmError::NotConfirmed(
+            "the number is not one of the business account's numbers".into(),
+        ))
+    }
+
+    /// One authorised GET of a Graph node or edge.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        url: Url,
+        access_token: &SecretString,
+    ) -> Result<T, ConfirmError> {
+        let unavailable =
+            |e: reqwest::Error| ConfirmError::Unavailable(transport_error(e).to_string());
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access_token.expose_secret())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unavailable)?;
+        interpret_read(status, &body)
     }
 
     /// Sends one message, once.
@@ -464,6 +571,56 @@ fn interpret(
     }
 }
 
+/// Sorts the answer to a read: only Meta's own refusal (a Graph error, not throttling or a
+/// fault on its side) says no; anything else says nothing.
+fn interpret_read<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, ConfirmError> {
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|_| {
+            ConfirmError::Unavailable(format!(
+                "the Graph API answered HTTP {} with an unexpected body: {}",
+                status.as_u16(),
+                non_graph_message(status, body)
+            ))
+        });
+    }
+    let error = serde_json::from_slice::<RawErrorResponse>(body)
+        .ok()
+        .and_then(|r| r.error);
+    let code = error
+        .as_ref()
+        .and_then(|e| e.code.as_ref())
+        .and_then(payload::error_code);
+    let temporary = status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+        || code.is_some_and(|c| THROTTLING_CODES.contains(&c) || TRANSIENT_CODES.contains(&c));
+    match error {
+        Some(e) if status.is_client_error() && !temporary => Err(ConfirmError::NotConfirmed(
+            truncate(&graph_message(&e, status)),
+        )),
+        Some(e) => Err(ConfirmError::Unavailable(format!(
+            "the Graph API could not answer (HTTP {}): {}",
+            status.as_u16(),
+            truncate(&graph_message(&e, status))
+        ))),
+        None => Err(ConfirmError::Unavailable(format!(
+            "the Graph API could not answer (HTTP {}): {}",
+            status.as_u16(),
+            non_graph_message(status, body)
+        ))),
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let mut short: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
 fn graph_message(e: &RawGraphError, status: StatusCode) -> String {
     let details = e.error_data.as_ref().and_then(|d| d.details.as_deref());
     match (e.message.as_deref(), details) {
@@ -480,11 +637,7 @@ fn non_graph_message(status: StatusCode, body: &[u8]) -> String {
     if text.is_empty() {
         return status.canonical_reason().unwrap_or("error").to_string();
     }
-    let mut short: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
-    if short.len() < text.len() {
-        short.push('…');
-    }
-    short
+    truncate(text)
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -544,6 +697,36 @@ struct RawSendContact {
 struct RawSendMessage {
     id: Option<String>,
     message_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawNumber {
+    id: Option<String>,
+    display_phone_number: Option<String>,
+    verified_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawNumberPage {
+    #[serde(default)]
+    data: Vec<RawNumberId>,
+    paging: Option<RawPaging>,
+}
+
+#[derive(Deserialize)]
+struct RawNumberId {
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPaging {
+    cursors: Option<RawCursors>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawCursors {
+    after: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1003,6 +1186,151 @@ mod tests {
         assert!(!format!("{graph:?}").contains(secret));
         assert!(!format!("{token:?}").contains(secret));
         assert!(fake.requests().iter().all(|r| r.authorized));
+    }
+
+    const BUSINESS_ACCOUNT_ID: &str = "102290129340398";
+
+    #[tokio::test]
+    async fn a_number_the_token_may_use_is_confirmed_as_meta_shows_it() {
+        let fake = FakeGraph::start().await;
+        let token = SecretString::from("EAAG-the-owners-token");
+        let number = client(&fake)
+            .confirm_number(PHONE_NUMBER_ID, BUSINESS_ACCOUNT_ID, &token)
+            .await
+            .unwrap();
+        assert_eq!(number.id, PHONE_NUMBER_ID);
+        assert_eq!(
+            number.display_phone_number.as_deref(),
+            Some("+1 555-078-3881")
+        );
+        assert_eq!(number.verified_name.as_deref(), Some("Jaspers Market"));
+        let lookups = fake.lookups();
+        assert_eq!(lookups.len(), 2);
+        assert_eq!(lookups[0].method, "GET");
+        assert_eq!(lookups[0].path, "/v23.0/106540352242922");
+        assert_eq!(lookups[1].path, "/v23.0/102290129340398/phone_numbers");
+        for lookup in &lookups {
+            // The token goes in the header only, never in a URL that proxies and logs keep.
+            assert_eq!(
+                lookup.header("authorization"),
+                Some("Bearer EAAG-the-owners-token")
+            );
+        }
+        assert_eq!(fake.request_count(), 0, "a lookup sends nothing");
+    }
+
+    #[tokio::test]
+    async fn a_token_meta_does_not_confirm_for_the_number_is_not_confirmed() {
+        let fake = FakeGraph::start().await;
+        fake.only_token_for(PHONE_NUMBER_ID, "EAAG-the-owners-token");
+        let err = client(&fake)
+            .confirm_number(
+                PHONE_NUMBER_ID,
+                BUSINESS_ACCOUNT_ID,
+                &SecretString::from("EAAG-someone-elses-token"),
+            )
+            .await
+            .unwrap_err();
+        match &err {
+            ConfirmError::NotConfirmed(reason) => {
+                assert!(reason.contains("does not exist"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.lookups().len(), 1, "no second read after a refusal");
+    }
+
+    #[tokio::test]
+    async fn a_number_outside_the_business_account_is_not_confirmed() {
+        let fake = FakeGraph::start().await;
+        fake.add_number("200000000000001", "999999999999999");
+        let err = client(&fake)
+            .confirm_number(
+                "200000000000001",
+                BUSINESS_ACCOUNT_ID,
+                &SecretString::from("t"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfirmError::NotConfirmed(r) if r.contains("not one of the business account")),
+            "{err:?}"
+        );
+        // An account the token cannot see is refused by Meta itself.
+        let err = client(&fake)
+            .confirm_number(PHONE_NUMBER_ID, "999999999999998", &SecretString::from("t"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConfirmError::NotConfirmed(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_business_accounts_numbers_are_read_page_after_page() {
+        let fake = FakeGraph::start().await;
+        for n in 0..150u64 {
+            fake.add_number(&format!("3000000000{n:05}"), BUSINESS_ACCOUNT_ID);
+        }
+        let number = client(&fake)
+            .confirm_number(
+                "300000000000149",
+                BUSINESS_ACCOUNT_ID,
+                &SecretString::from("t"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(number.id, "300000000000149");
+        let lookups = fake.lookups();
+        assert_eq!(lookups.len(), 3, "{lookups:?}");
+        assert!(
+            lookups[2].header("authorization").is_some()
+                && lookups[2].path.ends_with("/phone_numbers")
+        );
+    }
+
+    #[tokio::test]
+    async fn no_usable_answer_from_meta_is_unavailable_never_a_refusal() {
+        let fake = FakeGraph::start().await;
+        let graph = GraphClient::new(&fake.base_url, VERSION, Duration::from_millis(300)).unwrap();
+        let token = SecretString::from("t");
+        let replies = [
+            Reply::ServerError,
+            Reply::TooManyRequests {
+                retry_after_secs: Some(3),
+            },
+            Reply::pair_rate_limit(),
+            Reply::Hang,
+            Reply::Raw {
+                status: 403,
+                headers: vec![("content-type".into(), "text/html".into())],
+                body: "<html>Forbidden by proxy</html>".into(),
+            },
+            Reply::Raw {
+                status: 200,
+                headers: vec![],
+                body: "not json".into(),
+            },
+        ];
+        for reply in replies {
+            fake.push_lookup(reply.clone());
+            let err = graph
+                .confirm_number(PHONE_NUMBER_ID, BUSINESS_ACCOUNT_ID, &token)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, ConfirmError::Unavailable(_)),
+                "{reply:?}: {err:?}"
+            );
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let closed =
+            GraphClient::new(&format!("http://{addr}"), VERSION, Duration::from_secs(2)).unwrap();
+        let err = closed
+            .confirm_number(PHONE_NUMBER_ID, BUSINESS_ACCOUNT_ID, &token)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConfirmError::Unavailable(_)), "{err:?}");
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub mod client;
 pub mod payload;
 pub mod signature;
 
-pub use client::{ClientConfigError, GraphClient, MediaSource, Outbound, SendError, Sent};
+pub use client::{
+    BusinessNumber, ClientConfigError, ConfirmError, GraphClient, MediaSource, Outbound, SendError,
+    Sent,
+};
 pub use payload::{
     parse, Attachment, Content, DeliveryStatus, Event, GraphErrorDetail, InboundMessage, MediaKind,
     PayloadError, StatusUpdate, SystemError, Webhook,

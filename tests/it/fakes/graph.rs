@@ -1,10 +1,18 @@
-//! A fake Graph API (WhatsApp Cloud API messages endpoint) for tests.
+//! A fake Graph API (WhatsApp Cloud API messages endpoint and the business-number reads that
+//! prove a token may use a number) for tests.
 //!
 //! Real HTTP on `127.0.0.1:0`, served by a task on the current tokio runtime, so the
 //! code under test talks to it exactly as it would to Meta: point the Graph client's
 //! base URL at [`FakeGraph::base_url`]. Every request is recorded (path, headers, JSON
 //! body) and answered from a script of [`Reply`]s pushed by the test; with the script
 //! empty it accepts the message with a fresh wamid.
+//!
+//! Reads of a number (`GET /{version}/{phone_number_id}`) and of a business account's numbers
+//! (`GET /{version}/{waba_id}/phone_numbers`) are answered from the numbers the fake knows
+//! ([`FakeGraph::add_number`]; the fixtures' number is known from the start) and recorded
+//! apart from sends ([`FakeGraph::lookups`]), so tests counting sends are not disturbed. Any
+//! token may use a known number until a test says which alone may
+//! ([`FakeGraph::only_token_for`]), as when another business owns it.
 //!
 //! ```ignore
 //! let fake = FakeGraph::start().await;
@@ -16,21 +24,26 @@
 //! This file depends on no crate item, so it can be mounted by any test target.
 #![allow(dead_code)] // each test target uses a different part of the fake
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
 /// The access token the fake accepts unless started with another.
 pub const TOKEN: &str = "fake-graph-access-token";
+
+/// The business number of Meta's example payloads (tests/fixtures/whatsapp), and the
+/// WhatsApp Business Account that holds it.
+pub const FIXTURE_NUMBER: &str = "106540352242922";
+pub const FIXTURE_BUSINESS_ACCOUNT: &str = "102290129340398";
 
 /// How long [`Reply::Hang`] holds a request before giving up; far beyond any client
 /// timeout a test would set, short enough not to pin a task for the whole run.
@@ -131,8 +144,22 @@ impl Recorded {
     }
 }
 
+/// A business number as the fake's Graph knows it.
+#[derive(Debug, Clone)]
+struct Number {
+    business_account_id: String,
+    display_phone_number: String,
+    verified_name: String,
+    /// The tokens that may use it; `None` lets any token.
+    tokens: Option<Vec<String>>,
+}
+
 struct Shared {
     token: String,
+    numbers: Mutex<HashMap<String, Number>>,
+    /// Answers to the next number reads; with it empty they are answered from `numbers`.
+    lookup_script: Mutex<VecDeque<Reply>>,
+    lookups: Mutex<Vec<Recorded>>,
     /// Opened by [`FakeGraph::release`] for held answers.
     gate: tokio::sync::watch::Sender<bool>,
     script: Mutex<VecDeque<Reply>>,
@@ -157,8 +184,17 @@ impl FakeGraph {
     }
 
     pub async fn start_with_token(token: &str) -> FakeGraph {
+        let fixture = Number {
+            business_account_id: FIXTURE_BUSINESS_ACCOUNT.into(),
+            display_phone_number: "+1 555-078-3881".into(),
+            verified_name: "Jaspers Market".into(),
+            tokens: None,
+        };
         let shared = Arc::new(Shared {
             token: token.to_string(),
+            numbers: Mutex::new(HashMap::from([(FIXTURE_NUMBER.to_string(), fixture)])),
+            lookup_script: Mutex::new(VecDeque::new()),
+            lookups: Mutex::new(Vec::new()),
             gate: tokio::sync::watch::channel(false).0,
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
@@ -166,6 +202,8 @@ impl FakeGraph {
         });
         let app = Router::new()
             .route("/{version}/{phone_number_id}/messages", post(messages))
+            .route("/{version}/{node_id}", get(number))
+            .route("/{version}/{node_id}/phone_numbers", get(business_numbers))
             .fallback(unknown_route)
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -202,6 +240,40 @@ impl FakeGraph {
     /// Lets held answers ([`Reply::AcceptedOnRelease`]) go.
     pub fn release(&self) {
         self.shared.gate.send_replace(true);
+    }
+
+    /// Makes a business number of `business_account_id` known; any token may use it.
+    pub fn add_number(&self, phone_number_id: &str, business_account_id: &str) {
+        let display = format!("+1 555-{}", &phone_number_id[phone_number_id.len() - 7..]);
+        self.shared.numbers.lock().unwrap().insert(
+            phone_number_id.to_string(),
+            Number {
+                business_account_id: business_account_id.to_string(),
+                display_phone_number: display,
+                verified_name: format!("Business {phone_number_id}"),
+                tokens: None,
+            },
+        );
+    }
+
+    /// From now on only `token` may use the number: Meta's answer to any other token is that
+    /// the number does not exist for it. Panics for a number the fake does not know.
+    pub fn only_token_for(&self, phone_number_id: &str, token: &str) {
+        let mut numbers = self.shared.numbers.lock().unwrap();
+        let number = numbers
+            .get_mut(phone_number_id)
+            .expect("a number the fake knows");
+        number.tokens = Some(vec![token.to_string()]);
+    }
+
+    /// Queues the answer to the next read of a number or of a business account's numbers.
+    pub fn push_lookup(&self, reply: Reply) {
+        self.shared.lookup_script.lock().unwrap().push_back(reply);
+    }
+
+    /// Every read of a number or of a business account's numbers, oldest first.
+    pub fn lookups(&self) -> Vec<Recorded> {
+        self.shared.lookups.lock().unwrap().clone()
     }
 
     /// Replies pushed but not yet used.
@@ -274,6 +346,123 @@ async fn messages(
         return respond(Reply::AcceptedWith { wamid }, to).await;
     }
     respond(reply, to).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Records a number read and takes its scripted answer, if any ([`Reply::Accepted`] answers
+/// as the fake knows the numbers).
+fn lookup(shared: &Shared, method: Method, uri: &Uri, headers: &HeaderMap) -> Option<Reply> {
+    let authorized = bearer(headers) == Some(shared.token.as_str());
+    let recorded = record(method, uri, headers, &Bytes::new(), authorized);
+    shared.lookups.lock().unwrap().push(recorded);
+    let reply = shared.lookup_script.lock().unwrap().pop_front();
+    reply.filter(|r| *r != Reply::Accepted)
+}
+
+/// What Graph answers for a node the token may not see, or that does not exist: the two are
+/// told apart by no one, on purpose.
+fn no_such_node(id: &str) -> Response {
+    let body = json!({ "error": {
+        "message": format!("Unsupported get request. Object with ID '{id}' does not exist, \
+            cannot be loaded due to missing permissions, or does not support this operation."),
+        "type": "GraphMethodException",
+        "code": 100,
+        "error_subcode": 33,
+        "fbtrace_id": "AbCdEfGhIjKlMnOpQrStUvW"
+    }});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+fn may_use(number: &Number, token: Option<&str>) -> bool {
+    match (token, &number.tokens) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(token), Some(tokens)) => tokens.iter().any(|t| t == token),
+    }
+}
+
+/// `GET /{version}/{phone_number_id}?fields=…`: the number, to a token that may use it.
+async fn number(
+    State(shared): State<Arc<Shared>>,
+    Path((_version, id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(reply) = lookup(&shared, method, &uri, &headers) {
+        return respond(reply, Value::Null).await;
+    }
+    let Some(token) = bearer(&headers) else {
+        return graph_error(
+            400,
+            190,
+            "An access token is required to request this resource.",
+            None,
+        );
+    };
+    let known = shared.numbers.lock().unwrap().get(&id).cloned();
+    match known {
+        Some(number) if may_use(&number, Some(token)) => axum::Json(json!({
+            "verified_name": number.verified_name,
+            "display_phone_number": number.display_phone_number,
+            "id": id,
+        }))
+        .into_response(),
+        _ => no_such_node(&id),
+    }
+}
+
+/// `GET /{version}/{waba_id}/phone_numbers`: the account's numbers, to a token that may use
+/// at least one of them, a page of `limit` at a time (`after` is the index to go on from).
+async fn business_numbers(
+    State(shared): State<Arc<Shared>>,
+    Path((_version, waba)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(reply) = lookup(&shared, method, &uri, &headers) {
+        return respond(reply, Value::Null).await;
+    }
+    let token = bearer(&headers);
+    let mut ids: Vec<String> = shared
+        .numbers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.business_account_id == waba)
+        .filter(|(_, n)| may_use(n, token))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if ids.is_empty() {
+        return no_such_node(&waba);
+    }
+    ids.sort();
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(25);
+    let from: usize = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let page: Vec<Value> = ids
+        .iter()
+        .skip(from)
+        .take(limit.max(1))
+        .map(|id| json!({ "id": id }))
+        .collect();
+    let next = from + page.len();
+    let mut paging =
+        json!({ "cursors": { "before": from.to_string(), "after": next.to_string() } });
+    if next < ids.len() {
+        paging["next"] = json!(format!("{}?after={next}&limit={limit}", uri.path()));
+    }
+    axum::Json(json!({ "data": page, "paging": paging })).into_response()
 }
 
 async fn unknown_route(
