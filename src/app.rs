@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{HeaderName, Method, StatusCode};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -12,13 +12,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::guard::Throttle;
+use crate::auth::guard::{require, RouteGuard, Throttle};
 use crate::auth::token::Keys;
 use crate::channels::whatsapp::GraphClient;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::http::api::Guard;
 use crate::http::{middleware as mw, openapi, Access, Api, Json, RouteSpec};
 
 /// Everything a request handler may need; cheap to clone.
@@ -100,16 +101,52 @@ impl AppState {
         })
     }
 
+    /// What live event streams need of the process.
+    pub fn live(&self) -> crate::events::Live {
+        crate::events::Live {
+            bus: self.bus.clone(),
+            streams: self.streams.clone(),
+            limits: self.config.streams,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// Every route the router serves, with the access each one declared.
     pub fn routes(&self) -> &[RouteSpec] {
         self.routes.get().map(Vec::as_slice).unwrap_or_default()
     }
 }
 
+impl AsRef<Db> for AppState {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(state: &AppState) -> Db {
+        state.db.clone()
+    }
+}
+
+/// The registry's guard: authentication and the permission check, from `auth`.
+fn guard(state: &AppState) -> Guard<AppState> {
+    let state = state.clone();
+    Arc::new(move |access, route| {
+        route.route_layer(axum::middleware::from_fn_with_state(
+            RouteGuard {
+                state: state.clone(),
+                access,
+            },
+            require,
+        ))
+    })
+}
+
 /// All domain routes, registered with their access rules.
-fn api(state: AppState) -> Api {
+fn api(state: AppState) -> Api<AppState> {
     use Access::Public;
-    let api = Api::new(state)
+    let api = Api::new(guard(&state), state.request_log.clone())
         .route(
             Method::GET,
             "/healthz",
@@ -134,7 +171,8 @@ fn api(state: AppState) -> Api {
     let api = crate::auth::routes::routes(api);
     let api = crate::tenants::routes(api);
     let api = crate::audit::routes::routes(api);
-    let api = crate::crm::routes(api);
+    let api = crate::crm::accounts::routes(api);
+    let api = crate::crm::contacts::routes(api);
     let api = crate::channels::routes(api);
     let api = crate::conversations::routes::routes(api);
     let api = crate::knowledge::routes::routes(api);
@@ -154,7 +192,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(mw::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            mw::TrustedProxies(state.config.trusted_proxies()),
             mw::request_meta,
         ))
         .layer(TimeoutLayer::with_status_code(
@@ -209,13 +247,26 @@ async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// disabled), housekeeping and the request log's writer. All stop when `state.shutdown` is
 /// cancelled (the request log's writer once the requests still running are logged).
 pub fn spawn_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = vec![crate::events::spawn_listener(state.clone())];
+    let mut tasks = vec![spawn_listener(state)];
     tasks.extend(state.request_log.start());
     if state.config.worker.enabled {
         tasks.push(crate::queue::worker::spawn(state.clone()));
     }
     tasks.push(housekeeping(state));
     tasks
+}
+
+/// The event listener, with what each domain does with every event it hears first.
+pub fn spawn_listener(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let hooks = vec![crate::channels::forget_changed_inboxes(
+        state.endpoints.clone(),
+    )];
+    crate::events::spawn_listener(
+        state.db.system.clone(),
+        state.bus.clone(),
+        state.shutdown.clone(),
+        hooks,
+    )
 }
 
 fn housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {

@@ -22,9 +22,10 @@ use sqlx::PgConnection;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use crate::config::StreamLimits;
 use crate::error::Error;
 
 const CHANNEL: &str = "custodian_events";
@@ -185,17 +186,27 @@ impl Bus {
     }
 }
 
-/// Listens for notifications until shutdown, reconnecting if the connection drops.
-pub fn spawn_listener(state: AppState) -> tokio::task::JoinHandle<()> {
+/// Something a process does with every event it hears, before any stream sees it: a domain's
+/// cache dropping what another process changed, say. The bus knows no domain; the composition
+/// hands it the hooks.
+pub type Hook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Listens for notifications until shutdown, reconnecting if the connection drops. Each event
+/// runs the `hooks`, then goes to the in-process subscribers.
+pub fn spawn_listener(
+    system: sqlx::PgPool,
+    bus: Bus,
+    shutdown: CancellationToken,
+    hooks: Vec<Hook>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let stop = state.shutdown.clone();
-        while !stop.is_cancelled() {
-            match listen(&state).await {
+        while !shutdown.is_cancelled() {
+            match listen(&system, &bus, &shutdown, &hooks).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
                     tokio::select! {
-                        _ = stop.cancelled() => break,
+                        _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
@@ -204,29 +215,42 @@ pub fn spawn_listener(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn listen(state: &AppState) -> sqlx::Result<()> {
-    let mut listener = PgListener::connect_with(&state.db.system).await?;
+async fn listen(
+    system: &sqlx::PgPool,
+    bus: &Bus,
+    shutdown: &CancellationToken,
+    hooks: &[Hook],
+) -> sqlx::Result<()> {
+    let mut listener = PgListener::connect_with(system).await?;
     listener.listen(CHANNEL).await?;
     loop {
         tokio::select! {
-            _ = state.shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             notification = listener.recv() => {
                 let notification = notification?;
                 match serde_json::from_str::<Event>(notification.payload()) {
-                    // No subscribers is fine: nobody is watching.
                     Ok(event) => {
-                        if event.kind == crate::channels::INBOX_CHANGED {
-                            if let Some(inbox) = event.data.get("inbox_id").and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok()) {
-                                state.endpoints.forget(inbox);
-                            }
+                        for hook in hooks {
+                            hook(&event);
                         }
-                        let _ = state.bus.sender.send(event);
+                        // No subscribers is fine: nobody is watching.
+                        let _ = bus.sender.send(event);
                     }
                     Err(e) => tracing::warn!(error = %e, "malformed event notification"),
                 }
             }
         }
     }
+}
+
+/// What live streams need of the process: the bus they read, the streams open, their limits
+/// and the shutdown they end at.
+#[derive(Clone)]
+pub struct Live {
+    pub bus: Bus,
+    pub streams: Arc<Streams>,
+    pub limits: StreamLimits,
+    pub shutdown: CancellationToken,
 }
 
 /// The live streams this process holds open, counted per holder so that no client holds more
@@ -352,11 +376,11 @@ pub fn resync_event(missed: u64) -> SseEvent {
 /// nothing a client was once allowed lasts beyond a reconnect, where it is checked afresh
 /// (a browser's EventSource reconnects by itself).
 pub fn end_of_life(
-    state: &AppState,
+    live: &Live,
     deadline: Option<tokio::time::Instant>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let stop = state.shutdown.clone();
-    let latest = later(state.config.streams.max_lifetime);
+    let stop = live.shutdown.clone();
+    let latest = later(live.limits.max_lifetime);
     let at = deadline.map_or(latest, |d| d.min(latest));
     async move {
         tokio::select! {
@@ -402,14 +426,14 @@ enum Step {
 /// events; it then gets a `resync` event instead of silence (once its credential is checked,
 /// as the lost events may have held a revocation). `slot` is held while the stream is open.
 pub fn stream(
-    state: &AppState,
+    live: &Live,
     keep: impl Fn(&Event) -> bool + Send + 'static,
     held: impl Revocable,
     slot: Slot,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let held = Arc::new(held);
     let concerns = held.clone();
-    let events = BroadcastStream::new(state.bus.subscribe()).map(move |item| match item {
+    let events = BroadcastStream::new(live.bus.subscribe()).map(move |item| match item {
         Ok(event) if concerns.concerns(&event) => Step::Check(None),
         Ok(event) if event.kind != CREDENTIALS_REVOKED && keep(&event) => Step::Deliver(
             SseEvent::default()
@@ -423,7 +447,7 @@ pub fn stream(
             Step::Check(Some(resync_event(missed)))
         }
     });
-    let every = state.config.streams.recheck;
+    let every = live.limits.recheck;
     let mut ticks = tokio::time::interval_at(later(every), every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let checks = futures_util::stream::unfold(ticks, |mut ticks| async move {
@@ -448,6 +472,6 @@ pub fn stream(
             let _open = &slot;
             Ok(event)
         })
-        .take_until(end_of_life(state, None));
+        .take_until(end_of_life(live, None));
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -38,7 +38,7 @@ use crate::reviews::{RequiredRole, ReviewPolicy, Subject};
 const MAX_MESSAGES: i64 = 20_000;
 const MAX_DAYS: i64 = 90;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     api.route(
         Method::POST,
         "/api/v1/agent/guardrails/dry-run",

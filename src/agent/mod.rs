@@ -33,7 +33,7 @@ pub fn warm_up() {
     tools::builtin_specs();
 }
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     // The router is built once at start-up (and by every test app): the templates load here.
     warm_up();

@@ -29,7 +29,7 @@ use crate::http::{Access, Api, Json};
 use crate::knowledge::embed::{embed_local, LOCAL_MODEL};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

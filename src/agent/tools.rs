@@ -42,7 +42,7 @@ pub fn pending_message(lang: Lang) -> &'static str {
     ])
 }
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::routes::{EventView, Filter};
 use super::AuditEvent;
 use crate::app::AppState;
-use crate::auth::Ctx;
 use crate::error::{Error, Result};
+use crate::http::Ctx;
 use crate::http::{Json, Path};
 use crate::queue::{self, Job, NewJob, Outcome};
 

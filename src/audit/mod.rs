@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::http::RequestMeta;
+use crate::error::Result;
+use crate::http::{Credential, Ctx, RequestMeta};
 
 /// Who did something, and from where.
 #[derive(Debug, Clone)]
@@ -260,4 +261,27 @@ pub async fn verify_paged(
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// The caller's audit helpers: written here, beside what they record, so the foundation's
+/// [`Ctx`] needs to know nothing of the audit log.
+impl Ctx {
+    /// Appends an audit event by this caller, on the caller's transaction.
+    pub async fn audit(&self, conn: &mut sqlx::PgConnection, event: AuditEvent) -> Result<()> {
+        record(conn, &self.audit_source(), event).await?;
+        Ok(())
+    }
+
+    pub fn audit_source(&self) -> AuditSource {
+        let (actor_type, actor_id) = match self.credential {
+            Credential::Session(_) => ("member", self.member_id.to_string()),
+            Credential::ApiToken(id) => ("api_token", id.to_string()),
+        };
+        AuditSource {
+            tenant_id: self.tenant_id,
+            actor_type,
+            actor_id: Some(actor_id),
+            meta: self.meta.clone(),
+        }
+    }
 }

@@ -10,12 +10,12 @@ use uuid::Uuid;
 
 use super::Verification;
 use crate::app::AppState;
-use crate::auth::Ctx;
 use crate::error::{Error, Result};
+use crate::http::Ctx;
 use crate::http::{Access, Api, Json, Query};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

@@ -10,8 +10,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -26,68 +25,10 @@ use uuid::Uuid;
 use super::session::COOKIE;
 use super::token::{sha256, API_TOKEN_PREFIX};
 use crate::app::AppState;
-use crate::audit::{self, AuditEvent, AuditSource};
-use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::http::{Access, RequestMeta};
+pub use crate::http::{Credential, Ctx};
 use crate::rbac::Role;
-
-/// The authenticated caller of one request.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub tenant_id: Uuid,
-    pub member_id: Uuid,
-    pub role: Role,
-    pub partner_org_id: Option<Uuid>,
-    pub credential: Credential,
-    pub meta: RequestMeta,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    Session(Uuid),
-    ApiToken(Uuid),
-}
-
-impl Ctx {
-    /// A transaction pinned to the caller's tenant.
-    pub async fn begin(&self, state: &AppState) -> Result<Tx> {
-        Ok(state.db.tenant_tx(self.tenant_id).await?)
-    }
-
-    /// Appends an audit event by this caller, on the caller's transaction.
-    pub async fn audit(&self, conn: &mut sqlx::PgConnection, event: AuditEvent) -> Result<()> {
-        audit::record(conn, &self.audit_source(), event).await?;
-        Ok(())
-    }
-
-    pub fn audit_source(&self) -> AuditSource {
-        let (actor_type, actor_id) = match self.credential {
-            Credential::Session(_) => ("member", self.member_id.to_string()),
-            Credential::ApiToken(id) => ("api_token", id.to_string()),
-        };
-        AuditSource {
-            tenant_id: self.tenant_id,
-            actor_type,
-            actor_id: Some(actor_id),
-            meta: self.meta.clone(),
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Ctx {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Only the guard puts a Ctx here. A handler asking for one on a public route is a
-        // programming error, and must fail closed.
-        parts
-            .extensions
-            .get::<Ctx>()
-            .cloned()
-            .ok_or(Error::Unauthorized)
-    }
-}
 
 #[derive(Clone)]
 pub struct RouteGuard {
@@ -110,6 +51,7 @@ pub async fn require(
         .ok_or(Error::Unauthorized)?;
     if let Access::Requires(permission) = guard.access {
         if !ctx.role.can(permission) {
+            crate::http::request_log::note_refused(&req, &ctx);
             return Err(Error::Forbidden("your role does not allow this"));
         }
     }

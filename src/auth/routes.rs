@@ -20,7 +20,7 @@ use crate::http::{Access, Api, Json, Path, RequestMeta};
 use crate::rbac::{Permission, Role};
 use crate::tenants::members::MemberView;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::POST,

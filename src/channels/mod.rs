@@ -30,7 +30,7 @@ use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
 use whatsapp::{BusinessNumber, ConfirmError};
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     let api = api
         .route(
@@ -315,6 +315,24 @@ async fn announce_change(conn: &mut PgConnection, tenant_id: Uuid, inbox_id: Uui
     )
     .await?;
     Ok(())
+}
+
+/// The listener's hook that drops an inbox from `endpoints` when any process announces it
+/// changed, before any stream hears of it, so the next request reads it afresh.
+pub fn forget_changed_inboxes(endpoints: Arc<EndpointCache>) -> events::Hook {
+    Arc::new(move |event: &events::Event| {
+        if event.kind != INBOX_CHANGED {
+            return;
+        }
+        if let Some(inbox) = event
+            .data
+            .get("inbox_id")
+            .and_then(Value::as_str)
+            .and_then(|v| Uuid::parse_str(v).ok())
+        {
+            endpoints.forget(inbox);
+        }
+    })
 }
 
 /// The event that says an inbox's settings or secrets changed, or that it is gone.

@@ -34,7 +34,7 @@ const SESSION_HEADER: &str = "x-webchat-session";
 const SESSION_DAYS: i32 = 30;
 const WIDGET_JS: &str = include_str!("widget.js");
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::Public;
     let doc = |summary| ("webchat", summary);
     api.route(
@@ -727,7 +727,7 @@ async fn visitor_stream(
             let _open = &slot;
             Ok::<_, std::convert::Infallible>(event)
         })
-        .take_until(crate::events::end_of_life(state, expires));
+        .take_until(crate::events::end_of_life(&state.live(), expires));
     let sse = Sse::new(stream).keep_alive(
         axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
     );

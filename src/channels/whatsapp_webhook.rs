@@ -28,7 +28,7 @@ use crate::http::{Access, Api, Path, Query};
 /// Meta sends at most a few MB per delivery.
 pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     api.route(
         Method::GET,
         "/webhooks/whatsapp/{inbox_id}",

@@ -27,7 +27,7 @@ use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
     api.route(
@@ -695,7 +695,7 @@ async fn live(
     let held = Held::new(&state, &ctx, &headers, Permission::ConversationsRead);
     let tenant = ctx.tenant_id;
     Ok(events::stream(
-        &state,
+        &state.live(),
         move |event| event.tenant_id == tenant,
         held,
         slot,

@@ -20,7 +20,7 @@ use crate::http::{Access, Api, Json, Path, Query};
 use crate::rbac::Permission;
 use crate::tenants::members::Email;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

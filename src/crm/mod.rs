@@ -5,11 +5,6 @@ pub mod accounts;
 pub mod contacts;
 
 use crate::error::{Error, Result};
-use crate::http::Api;
-
-pub fn routes(api: Api) -> Api {
-    contacts::routes(accounts::routes(api))
-}
 
 /// Page size requested by a client, bounded.
 pub fn page_limit(requested: Option<i64>) -> Result<i64> {

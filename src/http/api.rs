@@ -2,15 +2,19 @@
 //! route without a declared permission cannot exist (SEC-1). The registry also feeds the
 //! OpenAPI document and the tests that walk every route.
 
+use std::sync::Arc;
+
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{on, MethodFilter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
-use super::request_log;
-use crate::app::AppState;
-use crate::auth::guard::{require, RouteGuard};
+use super::request_log::{self, RequestLog};
 use crate::rbac::Permission;
+
+/// Wraps a guarded route in what authenticates its caller and checks its access. The guard
+/// lives with authentication, above this layer, so the composition hands it to the registry.
+pub type Guard<S> = Arc<dyn Fn(Access, MethodRouter<S>) -> MethodRouter<S> + Send + Sync>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -49,16 +53,21 @@ impl RouteSpec {
     }
 }
 
-pub struct Api {
-    state: AppState,
-    router: Router<AppState>,
+/// The registry of the routes of a router whose state is `S`.
+pub struct Api<S> {
+    guard: Guard<S>,
+    request_log: Arc<RequestLog>,
+    router: Router<S>,
     specs: Vec<RouteSpec>,
 }
 
-impl Api {
-    pub fn new(state: AppState) -> Self {
+impl<S: Clone + Send + Sync + 'static> Api<S> {
+    /// `guard` wraps every route that is not public; guarded routes are logged in
+    /// `request_log`.
+    pub fn new(guard: Guard<S>, request_log: Arc<RequestLog>) -> Self {
         Api {
-            state,
+            guard,
+            request_log,
             router: Router::new(),
             specs: Vec::new(),
         }
@@ -75,7 +84,7 @@ impl Api {
         handler: H,
     ) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         self.add(method, path, access, doc, None, handler)
@@ -91,7 +100,7 @@ impl Api {
         handler: H,
     ) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone())
@@ -118,22 +127,17 @@ impl Api {
         // layer inside the guard tells it who the guard let through. Public routes are not.
         let method_router = match access {
             Access::Public => method_router,
-            guarded => method_router
-                .route_layer(axum::middleware::from_fn(request_log::note_caller))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    RouteGuard {
-                        state: self.state.clone(),
-                        access: guarded,
-                    },
-                    require,
-                ))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    request_log::LogRoute {
-                        state: self.state.clone(),
-                        route: path,
-                    },
-                    request_log::log,
-                )),
+            guarded => (self.guard)(
+                guarded,
+                method_router.route_layer(axum::middleware::from_fn(request_log::note_caller)),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                request_log::LogRoute {
+                    log: self.request_log.clone(),
+                    route: path,
+                },
+                request_log::log,
+            )),
         };
         self.router = self.router.route(path, method_router);
         self.specs.push(RouteSpec {
@@ -157,17 +161,13 @@ impl Api {
         handler: H,
     ) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, S>,
         T: 'static,
     {
         self.add(method, path, access, doc, Some(limit), handler)
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    pub fn into_parts(self) -> (Router<AppState>, Vec<RouteSpec>) {
+    pub fn into_parts(self) -> (Router<S>, Vec<RouteSpec>) {
         (self.router, self.specs)
     }
 }

@@ -8,7 +8,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::RequestMeta;
-use crate::app::AppState;
 use crate::error::{error_response, Error};
 
 /// Headers every response carries unless a route set its own (an embeddable widget may).
@@ -46,10 +45,18 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     response
 }
 
+/// How many proxies' entries of `X-Forwarded-For` to trust (`Config::trusted_proxies`).
+#[derive(Clone, Copy)]
+pub struct TrustedProxies(pub usize);
+
 /// Records where the request came from, for audit rows and throttles.
-pub async fn request_meta(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn request_meta(
+    State(TrustedProxies(hops)): State<TrustedProxies>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let peer = super::peer_addr(req.extensions());
-    let meta = RequestMeta::from_parts(req.headers(), peer, state.config.trusted_proxies());
+    let meta = RequestMeta::from_parts(req.headers(), peer, hops);
     req.extensions_mut().insert(meta);
     next.run(req).await
 }

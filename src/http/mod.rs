@@ -2,6 +2,7 @@
 //! metadata, the route registry (where each route declares its access), middleware, OpenAPI.
 
 pub mod api;
+pub mod ctx;
 pub mod middleware;
 pub mod openapi;
 pub mod request_log;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use crate::error::Error;
 
 pub use api::{Access, Api, RouteSpec};
+pub use ctx::{Credential, Ctx};
 
 /// JSON in and out. Malformed input is refused with our error shape, never axum's plain text.
 #[derive(Debug, Clone, Copy, Default)]

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Access, Api, Json, Query, RequestMeta};
-use crate::app::AppState;
-use crate::auth::{Credential, Ctx};
+use super::{Credential, Ctx};
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::rbac::Permission;
 
@@ -308,8 +308,16 @@ impl From<&Ctx> for Caller {
 /// The route a log layer wraps.
 #[derive(Clone)]
 pub struct LogRoute {
-    pub state: AppState,
+    pub log: Arc<RequestLog>,
     pub route: &'static str,
+}
+
+/// Notes a caller the guard authenticated but refused for lack of permission: who tried what
+/// is worth a line in the log, though the handler never ran.
+pub fn note_refused(req: &Request, ctx: &Ctx) {
+    if let Some(slot) = req.extensions().get::<CallerSlot>() {
+        *slot.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Caller::from(ctx));
+    }
 }
 
 /// Runs inside the guard: notes the authenticated caller for [`log`].
@@ -376,9 +384,9 @@ impl Drop for Pending {
 /// Runs around the guard of every non-public route: times the request and logs it once the
 /// response is ready (a streamed body counts until its headers).
 pub async fn log(State(layer): State<LogRoute>, mut req: Request, next: Next) -> Response {
-    let _running = InFlight::new(&layer.state.request_log.in_flight);
+    let _running = InFlight::new(&layer.log.in_flight);
     let mut pending = Pending {
-        log: layer.state.request_log.clone(),
+        log: layer.log.clone(),
         slot: CallerSlot::default(),
         started: Instant::now(),
         at: OffsetDateTime::now_utc(),
@@ -392,28 +400,11 @@ pub async fn log(State(layer): State<LogRoute>, mut req: Request, next: Next) ->
         finished: false,
     };
     req.extensions_mut().insert(pending.slot.clone());
-    // Only the credential headers, to name a caller the guard refused for lack of permission.
-    let mut credentials = HeaderMap::new();
-    for name in [header::AUTHORIZATION, header::COOKIE] {
-        for value in req.headers().get_all(&name) {
-            credentials.append(name.clone(), value.clone());
-        }
-    }
     let response = next.run(req).await;
     let status = response.status();
-    let caller = match pending.caller() {
-        Some(caller) => Some(caller),
-        // An authenticated member refused by the permission table is worth a line: who tried
-        // what. Unauthenticated refusals (401) have no tenant to belong to and are not logged.
-        None if status == StatusCode::FORBIDDEN => {
-            crate::auth::guard::authenticate(&layer.state, &credentials, pending.meta.clone())
-                .await
-                .ok()
-                .flatten()
-                .map(|ctx| Caller::from(&ctx))
-        }
-        None => None,
-    };
+    // Unauthenticated refusals (401) have no tenant to belong to and are not logged; a member
+    // refused by the permission table was noted by the guard ([`note_refused`]).
+    let caller = pending.caller();
     if let Some(caller) = caller {
         pending.record(caller, status.as_u16());
     }
@@ -421,7 +412,11 @@ pub async fn log(State(layer): State<LogRoute>, mut req: Request, next: Next) ->
     response
 }
 
-pub fn routes(api: Api) -> Api {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: axum::extract::FromRef<S>,
+{
     api.route(
         Method::GET,
         "/api/v1/request-log",
@@ -469,7 +464,7 @@ struct LogView {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<super::Page<LogView>>> {
@@ -495,7 +490,7 @@ async fn list(
         }
     }
     let method = q.method.map(|m| m.to_ascii_uppercase());
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let items = sqlx::query_as!(
         LogView,
         "SELECT id, member_id, api_token_id, method, route, status, duration_ms, ip, user_agent, request_id,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path, Query};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
     api.route(

@@ -15,7 +15,7 @@ use crate::events;
 use crate::http::{Access, Api, Json, Path, Query};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::http::{explicit_null, Access, Api, Json, Path};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::RetentionManage;
     api.route(

@@ -22,7 +22,7 @@ use crate::rbac::{Permission, Role};
 /// How long an invitation stays valid.
 const INVITATION_DAYS: i32 = 7;
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

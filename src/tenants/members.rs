@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::{Permission, Role};
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,

@@ -22,7 +22,7 @@ use crate::http::{Access, Api, Json, RequestMeta};
 use crate::rbac::{Permission, Role};
 use members::{DisplayName, Email};
 
-pub fn routes(api: Api) -> Api {
+pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     let api = api
         .route(

@@ -506,7 +506,7 @@ fn rfc3339(at: time::OffsetDateTime) -> String {
 /// Starts this process's event listener and waits until it hears notifications, so that a live
 /// stream opened now misses nothing committed from here on.
 pub(crate) async fn listening(app: &TestApp) {
-    custodian::events::spawn_listener(app.state.clone());
+    custodian::app::spawn_listener(&app.state);
     let mut bus = app.state.bus.subscribe();
     let mut conn = app.superuser().await;
     let probe = json!({ "tenant_id": Uuid::nil(), "kind": "test.probe", "conversation_id": null, "message_id": null, "data": {} }).to_string();

@@ -859,7 +859,7 @@ async fn an_inbox_change_made_in_one_process_reaches_another_processs_cache_at_o
         })
         .await;
     let mut bus = b.state.bus.subscribe();
-    custodian::events::spawn_listener(b.state.clone());
+    custodian::app::spawn_listener(&b.state);
     // Wait until it listens: a notification sent now must reach it.
     let mut conn = a.superuser().await;
     let probe = json!({ "tenant_id": owner.tenant_id, "kind": "test.probe", "conversation_id": null, "message_id": null, "data": {} }).to_string();
