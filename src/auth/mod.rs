@@ -1,6 +1,7 @@
 //! Authentication: passwords, sessions, API tokens, throttles and the route guard.
 
 pub mod guard;
+pub mod member;
 pub mod password;
 pub mod revocation;
 pub mod routes;

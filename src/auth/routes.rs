@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::guard::{Credential, Ctx};
+use super::member::{self, MemberView};
 use super::{password, revocation, session, token};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
@@ -18,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::http::Rfc3339;
 use crate::http::{Access, Api, Json, Path, RequestMeta};
 use crate::rbac::{Permission, Role};
-use crate::tenants::members::MemberView;
 
 pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
@@ -35,13 +35,6 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
         Authenticated,
         ("auth", "End the current session"),
         logout,
-    )
-    .route(
-        Method::GET,
-        "/api/v1/auth/me",
-        Authenticated,
-        ("auth", "The caller, its tenant and permissions"),
-        me,
     )
     .route(
         Method::POST,
@@ -156,7 +149,7 @@ async fn login(
                 ),
             )
             .await?;
-            let member = crate::tenants::members::fetch(&mut tx, member_id).await?;
+            let member = member::fetch(&mut tx, member_id).await?;
             tx.commit().await?;
             let view = SessionView {
                 member,
@@ -217,24 +210,6 @@ async fn logout(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResp
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session::clearing_cookie())],
     ))
-}
-
-async fn me(State(state): State<AppState>, ctx: Ctx) -> Result<Json<serde_json::Value>> {
-    let mut tx = ctx.begin(&state).await?;
-    let member = crate::tenants::members::fetch(&mut tx, ctx.member_id).await?;
-    let tenant = crate::tenants::fetch(&mut tx).await?;
-    tx.commit().await?;
-    let permissions: Vec<&str> = ctx.role.permissions().iter().map(|p| p.as_str()).collect();
-    Ok(Json(json!({
-        "member": member,
-        "tenant": tenant,
-        "role": ctx.role,
-        "permissions": permissions,
-        "credential": match ctx.credential {
-            Credential::Session(_) => "session",
-            Credential::ApiToken(_) => "api_token",
-        },
-    })))
 }
 
 #[derive(Deserialize)]

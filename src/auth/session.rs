@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::error::Result;
 use crate::http::RequestMeta;
 
-pub const COOKIE: &str = "custodian_session";
+pub const COOKIE: &str = crate::http::SESSION_COOKIE;
 
 pub struct NewSession {
     pub id: Uuid,

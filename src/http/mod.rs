@@ -22,6 +22,10 @@ use crate::error::Error;
 pub use api::{Access, Api, RouteSpec};
 pub use ctx::{Credential, Ctx};
 
+/// The name of the cookie that carries a browser session (set by `auth`, named here so the
+/// API description can say where the credential goes).
+pub const SESSION_COOKIE: &str = "custodian_session";
+
 /// JSON in and out. Malformed input is refused with our error shape, never axum's plain text.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);

@@ -63,7 +63,7 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "session": { "type": "apiKey", "in": "cookie", "name": crate::auth::session::COOKIE },
+                "session": { "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE },
                 "bearer": { "type": "http", "scheme": "bearer" }
             },
             "schemas": {

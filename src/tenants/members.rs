@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
+pub use crate::auth::member::{fetch, MemberView};
 use crate::auth::{revocation, session, Ctx};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path};
@@ -102,18 +103,6 @@ impl DisplayName {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct MemberView {
-    pub id: Uuid,
-    pub email: String,
-    pub display_name: String,
-    pub role: String,
-    pub partner_org_id: Option<Uuid>,
-    pub status: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
 pub async fn insert(
     conn: &mut PgConnection,
     id: Uuid,
@@ -137,19 +126,6 @@ pub async fn insert(
     )
     .fetch_one(conn)
     .await?)
-}
-
-/// One member of the transaction's tenant; another tenant's id is simply not found.
-pub async fn fetch(conn: &mut PgConnection, member_id: Uuid) -> Result<MemberView> {
-    sqlx::query_as!(
-        MemberView,
-        "SELECT id, email, display_name, role, partner_org_id, status, created_at
-         FROM member WHERE id = $1 AND tenant_id = current_tenant_id()",
-        member_id
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound)
 }
 
 /// A partner organisation named in a request must be the caller tenant's: another tenant's

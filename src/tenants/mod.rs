@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
-use crate::auth::{password, session, Ctx};
+use crate::auth::{password, session, Credential, Ctx};
 use crate::error::Result;
 use crate::http::Rfc3339;
 use crate::http::{Access, Api, Json, RequestMeta};
@@ -31,6 +31,13 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
             Public,
             ("auth", "Create a tenant and its owner"),
             signup,
+        )
+        .route(
+            Method::GET,
+            "/api/v1/auth/me",
+            Authenticated,
+            ("auth", "The caller, its tenant and permissions"),
+            me,
         )
         .route(
             Method::GET,
@@ -197,4 +204,24 @@ async fn update_tenant(
     .await?;
     tx.commit().await?;
     Ok(Json(after))
+}
+
+/// The caller, its tenant and what its role allows. Served under `/auth` with the other
+/// routes of the signed-in member, answered here where the tenant is known.
+async fn me(State(state): State<AppState>, ctx: Ctx) -> Result<Json<serde_json::Value>> {
+    let mut tx = ctx.begin(&state).await?;
+    let member = members::fetch(&mut tx, ctx.member_id).await?;
+    let tenant = fetch(&mut tx).await?;
+    tx.commit().await?;
+    let permissions: Vec<&str> = ctx.role.permissions().iter().map(|p| p.as_str()).collect();
+    Ok(Json(json!({
+        "member": member,
+        "tenant": tenant,
+        "role": ctx.role,
+        "permissions": permissions,
+        "credential": match ctx.credential {
+            Credential::Session(_) => "session",
+            Credential::ApiToken(_) => "api_token",
+        },
+    })))
 }
