@@ -173,6 +173,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::audit::routes::routes(api);
     let api = crate::crm::accounts::routes(api);
     let api = crate::crm::contacts::routes(api);
+    let api = crate::privacy::routes(api);
     let api = crate::channels::routes(api);
     let api = crate::conversations::routes::routes(api);
     let api = crate::knowledge::routes::routes(api);

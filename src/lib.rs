@@ -16,6 +16,7 @@ pub mod events;
 pub mod guardrails;
 pub mod http;
 pub mod knowledge;
+pub mod privacy;
 pub mod queue;
 pub mod rbac;
 pub mod retention;

@@ -788,3 +788,46 @@ async fn wake(state: &crate::app::AppState, tenant_id: Uuid, id: Uuid) -> Result
     tx.commit().await?;
     Ok(true)
 }
+
+/// Gives every open conversation of a contact that the AI handles to the members, on the
+/// caller's transaction (audited as the caller, announced live); returns their ids. Restricting
+/// a contact's processing (DSR-4) does this, so no AI answers them from then on.
+pub async fn hand_contact_to_humans(
+    conn: &mut PgConnection,
+    source: &audit::AuditSource,
+    contact_id: Uuid,
+    reason: &str,
+) -> Result<Vec<Uuid>> {
+    let handed_over = sqlx::query_scalar!(
+        "UPDATE conversation SET handler = 'human', updated_at = now()
+             WHERE tenant_id = current_tenant_id() AND contact_id = $1 AND handler = 'ai'
+               AND status <> 'resolved'
+             RETURNING id",
+        contact_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for &conversation_id in &handed_over {
+        audit::record(
+            &mut *conn,
+            source,
+            AuditEvent::new("conversation.taken_over", "conversation", conversation_id)
+                .before(json!({ "handler": "ai" }))
+                .after(json!({ "handler": "human", "reason": reason })),
+        )
+        .await?;
+        events::publish(
+            &mut *conn,
+            &Event {
+                tenant_id: source.tenant_id,
+                kind: "conversation.updated".into(),
+                conversation_id: Some(conversation_id),
+                message_id: None,
+                data: json!({ "action": "conversation.taken_over", "handler": "human",
+                              "reason": reason }),
+            },
+        )
+        .await?;
+    }
+    Ok(handed_over)
+}

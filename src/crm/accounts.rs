@@ -1,7 +1,7 @@
 //! Accounts: the companies a tenant serves. An account may be shared with one partner
 //! organisation, whose partner members then see it and nothing else (SEC-2).
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -10,14 +10,18 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{check_attributes, page_limit};
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::rbac::{Permission, Role};
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -101,7 +105,7 @@ struct ListQuery {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page<AccountView>>> {
@@ -149,7 +153,7 @@ struct AccountBody {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Json(body): Json<AccountBody>,
 ) -> Result<(StatusCode, Json<AccountView>)> {
@@ -184,7 +188,7 @@ async fn create(
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AccountView>> {
@@ -195,7 +199,7 @@ async fn show(
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<AccountBody>,
@@ -233,11 +237,7 @@ async fn update(
     Ok(Json(after))
 }
 
-async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<StatusCode> {
+async fn delete(State(state): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode> {
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
     sqlx::query!(
@@ -257,7 +257,7 @@ async fn delete(
 
 /// Partners see exactly the accounts shared with their organisation; owners and admins see
 /// every shared account.
-async fn partner_list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<AccountView>>> {
+async fn partner_list(State(state): State<Db>, ctx: Ctx) -> Result<Json<Vec<AccountView>>> {
     let only_org = if ctx.role == Role::Partner {
         Some(
             ctx.partner_org_id

@@ -1,7 +1,7 @@
 //! Contacts: the end customers. Created by members or upserted from a channel identity (a
 //! WhatsApp id, a verified web-chat user id).
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -11,16 +11,20 @@ use uuid::Uuid;
 
 use super::accounts::like_pattern;
 use super::{check_attributes, page_limit};
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditSource};
 use crate::auth::Ctx;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::Page;
 use crate::http::{Access, Api, Json, Path, Query};
 use crate::rbac::Permission;
 use crate::tenants::members::Email;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -61,23 +65,6 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
             "Delete a contact and their conversations (not while under a legal hold)",
         ),
         delete,
-    )
-    .route(
-        Method::POST,
-        "/api/v1/contacts/{contact_id}/restrict",
-        Requires(Permission::DataSubjectRights),
-        (
-            "crm",
-            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
-        ),
-        restrict,
-    )
-    .route(
-        Method::POST,
-        "/api/v1/contacts/{contact_id}/unrestrict",
-        Requires(Permission::DataSubjectRights),
-        ("crm", "Lift a restriction of processing (DSR-4)"),
-        unrestrict,
     )
 }
 
@@ -171,7 +158,7 @@ struct ListQuery {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page<ContactView>>> {
@@ -274,7 +261,7 @@ fn merge(body: ContactBody, base: Option<&ContactView>) -> Result<Fields> {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Json(body): Json<ContactBody>,
 ) -> Result<(StatusCode, Json<ContactView>)> {
@@ -319,7 +306,7 @@ async fn create(
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ContactView>> {
@@ -330,7 +317,7 @@ async fn show(
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<ContactBody>,
@@ -367,11 +354,7 @@ async fn update(
     Ok(Json(after))
 }
 
-async fn delete(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<StatusCode> {
+async fn delete(State(state): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode> {
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
     sqlx::query!(
@@ -389,33 +372,14 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn restrict(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<Json<ContactView>> {
-    set_restricted(&state, &ctx, id, true).await.map(Json)
-}
-
-async fn unrestrict(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<Json<ContactView>> {
-    set_restricted(&state, &ctx, id, false).await.map(Json)
-}
-
-/// DSR-4. Restricting also gives the contact's open conversations that the AI handles to the
-/// members at once (the agent runtime refuses a restricted contact's messages in any case);
-/// lifting it hands nothing back: a member decides that per conversation.
-async fn set_restricted(
-    state: &AppState,
-    ctx: &Ctx,
+/// Sets a contact's restriction of processing (DSR-4) on the caller's transaction; returns the
+/// contact before and after. The privacy domain decides what else a restriction does.
+pub async fn set_restricted(
+    conn: &mut PgConnection,
     id: Uuid,
     restricted: bool,
-) -> Result<ContactView> {
-    let mut tx = ctx.begin(state).await?;
-    let before = fetch(&mut tx, id).await?;
+) -> Result<(ContactView, ContactView)> {
+    let before = fetch(&mut *conn, id).await?;
     let after = sqlx::query_as!(
         ContactView,
         "UPDATE contact SET restricted = $2, updated_at = now()
@@ -425,56 +389,9 @@ async fn set_restricted(
         id,
         restricted
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    let handed_over = if restricted {
-        sqlx::query_scalar!(
-            "UPDATE conversation SET handler = 'human', updated_at = now()
-             WHERE tenant_id = current_tenant_id() AND contact_id = $1 AND handler = 'ai'
-               AND status <> 'resolved'
-             RETURNING id",
-            id
-        )
-        .fetch_all(&mut *tx)
-        .await?
-    } else {
-        Vec::new()
-    };
-    let action = if restricted {
-        "contact.restricted"
-    } else {
-        "contact.unrestricted"
-    };
-    ctx.audit(
-        &mut tx,
-        AuditEvent::new(action, "contact", id)
-            .before(&before)
-            .after(&after),
-    )
-    .await?;
-    for conversation_id in handed_over {
-        ctx.audit(
-            &mut tx,
-            AuditEvent::new("conversation.taken_over", "conversation", conversation_id)
-                .before(json!({ "handler": "ai" }))
-                .after(json!({ "handler": "human", "reason": "restricted_contact" })),
-        )
-        .await?;
-        crate::events::publish(
-            &mut tx,
-            &crate::events::Event {
-                tenant_id: ctx.tenant_id,
-                kind: "conversation.updated".into(),
-                conversation_id: Some(conversation_id),
-                message_id: None,
-                data: json!({ "action": "conversation.taken_over", "handler": "human",
-                              "reason": "restricted_contact" }),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(after)
+    Ok((before, after))
 }
 
 /// What the audit log records about a contact a channel created: the fields of a contact, as

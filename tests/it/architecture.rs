@@ -59,8 +59,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/conversations/mod.rs", "app"),
     ("src/conversations/mod.rs", "reviews"),
     ("src/conversations/routes.rs", "app"),
-    ("src/crm/accounts.rs", "app"),
-    ("src/crm/contacts.rs", "app"),
     ("src/knowledge/mod.rs", "agent"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "agent"),

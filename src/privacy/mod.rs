@@ -1,0 +1,86 @@
+//! Data-subject rights that reach across domains. Restricting a contact's processing (DSR-4)
+//! marks the contact (crm) and hands their AI conversations to people (conversations): the
+//! privacy domain stands above both and asks each to do its part, in one transaction.
+
+use axum::extract::{FromRef, State};
+use axum::http::Method;
+use uuid::Uuid;
+
+use crate::audit::AuditEvent;
+use crate::crm::contacts::{self, ContactView};
+use crate::db::Db;
+use crate::error::Result;
+use crate::http::{Access, Api, Ctx, Json, Path};
+use crate::rbac::Permission;
+
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
+    use Access::*;
+    api.route(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/restrict",
+        Requires(Permission::DataSubjectRights),
+        (
+            "crm",
+            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
+        ),
+        restrict,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/unrestrict",
+        Requires(Permission::DataSubjectRights),
+        ("crm", "Lift a restriction of processing (DSR-4)"),
+        unrestrict,
+    )
+}
+
+async fn restrict(
+    State(db): State<Db>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ContactView>> {
+    set_restricted(&db, &ctx, id, true).await.map(Json)
+}
+
+async fn unrestrict(
+    State(db): State<Db>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ContactView>> {
+    set_restricted(&db, &ctx, id, false).await.map(Json)
+}
+
+/// DSR-4. Restricting also gives the contact's open conversations that the AI handles to the
+/// members at once (the agent runtime refuses a restricted contact's messages in any case);
+/// lifting it hands nothing back: a member decides that per conversation.
+async fn set_restricted(db: &Db, ctx: &Ctx, id: Uuid, restricted: bool) -> Result<ContactView> {
+    let mut tx = ctx.begin(db).await?;
+    let (before, after) = contacts::set_restricted(&mut tx, id, restricted).await?;
+    let action = if restricted {
+        "contact.restricted"
+    } else {
+        "contact.unrestricted"
+    };
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new(action, "contact", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    if restricted {
+        crate::conversations::hand_contact_to_humans(
+            &mut tx,
+            &ctx.audit_source(),
+            id,
+            "restricted_contact",
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(after)
+}
