@@ -264,6 +264,24 @@ impl RemoteQuery for ProviderEmbedder {
 
 /// A run's embedder: the knowledge base's, with the tenant's provider as its remote side, so the
 /// run embeds its queries masked by its own guard and fails with the provider's own error.
+///
+/// ```no_run
+/// use custodian::agent::pipeline::{constant, Masked};
+/// use custodian::agent::settings::Embedder;
+///
+/// async fn retrieve(embedder: &Embedder) {
+///     let _ = embedder.embed_query("return policy", Masked::from(constant("return policy"))).await;
+/// }
+/// ```
+///
+/// ```compile_fail,E0308
+/// // proves: AGT-2 (a run's query reaches the embeddings API only masked)
+/// use custodian::agent::settings::Embedder;
+///
+/// async fn retrieve(embedder: &Embedder, question: String) {
+///     let _ = embedder.embed_query(&question, question.clone()).await;
+/// }
+/// ```
 pub type Embedder = knowledge::Embedder<ProviderEmbedder>;
 
 /// The tenant's provider client, or None for the offline responder.
