@@ -46,6 +46,8 @@ pub struct AppState {
     /// their versions with its facts and loads them only after a change.
     pub agent_settings: Arc<crate::agent::settings::SettingsCache>,
     pub agent_actions: Arc<crate::agent::tools::ActionsCache>,
+    /// Each tenant's embedder for the knowledge base, made by the agent from its settings.
+    pub embedders: Arc<dyn crate::knowledge::Embedders>,
     /// Sends the notifications of the hot inbound paths after their commits.
     pub notifier: Arc<crate::events::Notifier>,
     /// Stores verified WhatsApp deliveries, many to a transaction under load.
@@ -91,6 +93,7 @@ impl AppState {
             providers: Arc::default(),
             agent_settings: Arc::default(),
             agent_actions: Arc::default(),
+            embedders: Arc::new(crate::agent::settings::KnowledgeEmbedders),
             endpoints: Arc::default(),
             webhooks,
             notifier,

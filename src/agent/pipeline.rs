@@ -12,10 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::prompts::{Template, PROMPTS};
-use super::provider::{
-    ChatMessage, ChatRequest, ChatResponse, Embedded, Provider, ProviderError, ToolCall,
-};
+use super::provider::{ChatMessage, ChatRequest, ChatResponse, Provider, ProviderError, ToolCall};
 use crate::guardrails::{evaluate, unmask, Context, KnownEntities, Policy, Stage, Vault, Verdict};
+use crate::knowledge::Embedded;
 
 /// Text that passed the inbound stage: what the model may see.
 #[derive(Debug, Clone)]

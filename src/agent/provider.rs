@@ -63,6 +63,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::knowledge::Embedded;
+
 const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
 const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -250,17 +252,6 @@ impl ChatResponse {
     pub fn latency(&self) -> Duration {
         self.latency
     }
-}
-
-/// The vectors of one embeddings call, one per input in input order, and what it cost.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Embedded {
-    pub vectors: Vec<Vec<f32>>,
-    /// Input tokens, when the provider reported them.
-    pub tokens: Option<u32>,
-    /// HTTP requests made, retries included.
-    pub attempts: u32,
-    pub latency: Duration,
 }
 
 /// A configured provider. Cheap to clone: clones share the HTTP connection pool and

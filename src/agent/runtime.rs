@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::decision::{self, Action, Confidence, Decision, Weights};
 use super::pipeline::{self, call_model, constant, Guard, GuardedRequest, Masked, Part};
 use super::prompts::{TemplateUse, PROMPTS};
-use super::provider::{ChatMessage, ChatResponse, Embedded, Provider, ProviderError};
+use super::provider::{ChatMessage, ChatResponse, Provider, ProviderError};
 use super::settings::{self, AgentSettings, Embedder};
 use super::tools::{self, CallScope, ToolEffect};
 use crate::app::AppState;
@@ -31,7 +31,7 @@ use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::guardrails::{Context, KnownEntities, Lang, Vault, Verdict};
-use crate::knowledge::{self, Hit};
+use crate::knowledge::{self, Embedded, Hit};
 use crate::queue::{Job, NewJob, Outcome};
 use crate::reviews;
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::Method;
+use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -19,14 +20,15 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::pipeline::{self, Masked};
-use super::provider::{Embedded, ProviderError};
+use super::provider::{Provider, ProviderError};
 use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::guardrails::{Policy, TenantConfig};
 use crate::http::{Access, Api, Json};
-use crate::knowledge::embed::{embed_local, LOCAL_MODEL};
+use crate::knowledge::embedder::{EmbedError, Remote, RemoteQuery};
+use crate::knowledge::{self, Embedded, EmbedderIdentity};
 use crate::rbac::Permission;
 
 pub fn routes(api: Api<AppState>) -> Api<AppState> {
@@ -103,25 +105,16 @@ impl AgentSettings {
     }
 
     /// What decides the knowledge vectors: the provider, its embedding model and dimensions
-    /// (all `None` for the built-in embedder). When this changes, the knowledge base is
+    /// (the built-in embedder without a provider). When this changes, the knowledge base is
     /// re-embedded.
-    pub fn embedding_identity(&self) -> (Option<&str>, Option<&str>, Option<i32>) {
+    pub fn embedder_identity(&self) -> EmbedderIdentity {
         match &self.provider_base_url {
-            None => (None, None, None),
-            Some(url) => (
-                Some(url.as_str()),
-                Some(self.embedding_model.as_str()),
-                self.embedding_dims,
-            ),
-        }
-    }
-
-    /// The model name stored with each knowledge vector and matched by search.
-    pub fn embedding_model_key(&self) -> &str {
-        if self.is_offline() {
-            LOCAL_MODEL
-        } else {
-            &self.embedding_model
+            None => EmbedderIdentity::Local,
+            Some(url) => EmbedderIdentity::Remote {
+                base_url: url.clone(),
+                model: self.embedding_model.clone(),
+                dims: self.embedding_dims,
+            },
         }
     }
 }
@@ -230,78 +223,66 @@ pub fn check_guardrails(config: &TenantConfig) -> Result<Policy> {
     Policy::new(config).map_err(|e| Error::bad_request("invalid_guardrails", e.to_string()))
 }
 
-/// How a tenant's texts become vectors: its provider's embeddings API, or the built-in
-/// lexical embedder when it has no provider. Everything sent to the provider is masked by the
-/// guardrails' inbound stage first (AGT-2); the built-in embedder sends nothing anywhere and
-/// reads the text as it is.
-pub enum Embedder {
-    Local,
-    Remote {
-        provider: super::provider::Provider,
-        /// The tenant's guardrails, to mask knowledge passages outside any conversation.
-        policy: Arc<Policy>,
-    },
+/// The tenant's provider as the knowledge base's remote embedder. Both of its roads to the
+/// embeddings API go through the pipeline (AGT-1) with masked text (AGT-2): passages are masked
+/// here with the tenant's guardrails, outside any conversation; a run's query arrives masked by
+/// the run's guard, with the conversation's vault.
+pub struct ProviderEmbedder {
+    provider: Provider,
+    /// The tenant's guardrails, to mask knowledge passages outside any conversation.
+    policy: Arc<Policy>,
 }
 
-impl Embedder {
-    /// Knowledge passages: the provider gets them masked ([`pipeline::mask_passages`]), the
-    /// stored passages keep the real text for quoting.
-    pub async fn embed_passages(&self, texts: &[String]) -> Result<Embedded, ProviderError> {
-        match self {
-            Embedder::Local => Ok(local(texts.iter().map(String::as_str))),
-            Embedder::Remote { provider, policy } => {
-                pipeline::embed(provider, &pipeline::mask_passages(policy, texts)).await
-            }
-        }
+impl Remote for ProviderEmbedder {
+    fn embed_passages<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Embedded, EmbedError>> {
+        Box::pin(async move {
+            let masked = pipeline::mask_passages(&self.policy, texts);
+            Ok(pipeline::embed(&self.provider, &masked).await?)
+        })
     }
 
-    /// A search query: the provider gets the masked text (masked by the caller's guard, with
-    /// the conversation's vault when there is one), the built-in embedder the raw one.
-    pub async fn embed_query(&self, raw: &str, masked: Masked) -> Result<Embedded, ProviderError> {
-        match self {
-            Embedder::Local => Ok(local(std::iter::once(raw))),
-            Embedder::Remote { provider, .. } => pipeline::embed(provider, &[masked]).await,
-        }
+    fn model(&self) -> &str {
+        self.provider.embedding_model()
     }
 
-    /// The model name stored with each vector, and matched by search.
-    pub fn model(&self) -> &str {
-        match self {
-            Embedder::Local => LOCAL_MODEL,
-            Embedder::Remote { provider, .. } => provider.embedding_model(),
-        }
-    }
-
-    /// Who computes the vectors (AGT-10): the provider's host, or `None` for the built-in one.
-    pub fn provider_name(&self) -> Option<&str> {
-        match self {
-            Embedder::Local => None,
-            Embedder::Remote { provider, .. } => Some(provider.provider_name()),
-        }
-    }
-
-    pub fn is_local(&self) -> bool {
-        matches!(self, Embedder::Local)
+    fn provider_name(&self) -> &str {
+        self.provider.provider_name()
     }
 }
 
-fn local<'a>(texts: impl Iterator<Item = &'a str>) -> Embedded {
-    let started = std::time::Instant::now();
-    let vectors = texts.map(embed_local).collect();
-    Embedded {
-        vectors,
-        tokens: None,
-        attempts: 0,
-        latency: started.elapsed(),
+impl RemoteQuery for ProviderEmbedder {
+    type Masked = Masked;
+    type Error = ProviderError;
+
+    async fn embed_query(&self, masked: Masked) -> Result<Embedded, ProviderError> {
+        pipeline::embed(&self.provider, &[masked]).await
     }
 }
 
-impl Embedded {
-    /// The first vector as a search query of `embedder`'s model.
-    pub fn into_query(mut self, embedder: &Embedder) -> crate::knowledge::Query {
-        crate::knowledge::Query::new(self.vectors.pop().unwrap_or_default(), embedder.model())
-    }
-}
+/// A run's embedder: the knowledge base's, with the tenant's provider as its remote side, so the
+/// run embeds its queries masked by its own guard and fails with the provider's own error.
+///
+/// ```no_run
+/// use custodian::agent::pipeline::{constant, Masked};
+/// use custodian::agent::settings::Embedder;
+///
+/// async fn retrieve(embedder: &Embedder) {
+///     let _ = embedder.embed_query("return policy", Masked::from(constant("return policy"))).await;
+/// }
+/// ```
+///
+/// ```compile_fail,E0308
+/// // proves: AGT-2 (a run's query reaches the embeddings API only masked)
+/// use custodian::agent::settings::Embedder;
+///
+/// async fn retrieve(embedder: &Embedder, question: String) {
+///     let _ = embedder.embed_query(&question, question.clone()).await;
+/// }
+/// ```
+pub type Embedder = knowledge::Embedder<ProviderEmbedder>;
 
 /// The tenant's provider client, or None for the offline responder.
 pub fn provider(
@@ -410,27 +391,42 @@ pub fn embedder_for(
     state: &AppState,
     tenant_id: Uuid,
     settings: &AgentSettings,
-    provider: Option<&super::provider::Provider>,
+    provider: Option<&Provider>,
 ) -> Result<Embedder> {
     Ok(match provider {
-        Some(provider) => Embedder::Remote {
+        Some(provider) => Embedder::Remote(Box::new(ProviderEmbedder {
             provider: provider.clone(),
             policy: policy(state, tenant_id, settings)?,
-        },
+        })),
         None => Embedder::Local,
     })
 }
 
-/// The tenant's embedder, with the settings it came from.
-pub async fn embedder(
-    state: &AppState,
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-) -> Result<(Embedder, AgentSettings)> {
-    let settings = load(conn, tenant_id).await?;
-    let provider = provider(state, tenant_id, &settings)?;
-    let embedder = embedder_for(state, tenant_id, &settings, provider.as_ref())?;
-    Ok((embedder, settings))
+/// Hands the knowledge base each tenant's embedder, made from the settings the agent owns.
+pub struct KnowledgeEmbedders;
+
+impl knowledge::Embedders for KnowledgeEmbedders {
+    fn current<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        tenant_id: Uuid,
+    ) -> BoxFuture<'a, Result<EmbedderIdentity>> {
+        Box::pin(async move { Ok(load(conn, tenant_id).await?.embedder_identity()) })
+    }
+
+    fn embedder<'a>(
+        &'a self,
+        state: &'a AppState,
+        conn: &'a mut PgConnection,
+        tenant_id: Uuid,
+    ) -> BoxFuture<'a, Result<(knowledge::Embedder, EmbedderIdentity)>> {
+        Box::pin(async move {
+            let settings = load(conn, tenant_id).await?;
+            let provider = provider(state, tenant_id, &settings)?;
+            let embedder = embedder_for(state, tenant_id, &settings, provider.as_ref())?;
+            Ok((embedder.into_dyn(), settings.embedder_identity()))
+        })
+    }
 }
 
 async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Json<AgentSettings>> {
@@ -597,7 +593,7 @@ async fn update(
         _ => e.into(),
     })?;
     let after = load(&mut tx, ctx.tenant_id).await?;
-    if before.embedding_identity() != after.embedding_identity() {
+    if before.embedder_identity() != after.embedder_identity() {
         // The vectors in store came from another embedder: compute them again, in the
         // background; search reads only the current model's meanwhile.
         crate::knowledge::schedule_reembedding(&mut tx, ctx.tenant_id, saved).await?;

@@ -10,11 +10,16 @@
 //! every article (a fan-out job per change, one job per article, progress on the status
 //! endpoint). A provider's embeddings API gets the passages masked by the guardrails' inbound
 //! stage (AGT-2); the stored passages keep their text, for quoting.
+//!
+//! The tenant's embedder comes from its provider settings, which the agent owns: the agent
+//! hands it down through [`Embedders`], registered in `app.rs`.
 
 pub mod chunk;
 pub mod embed;
+pub mod embedder;
 pub mod routes;
 
+use futures_util::future::BoxFuture;
 use pgvector::Vector;
 use serde::Serialize;
 use serde_json::json;
@@ -26,10 +31,32 @@ use crate::db::{Db, Tx};
 use crate::error::Result;
 use crate::queue::{self, Job, NewJob, Outcome};
 
+pub use embedder::{Embedded, Embedder, EmbedderIdentity};
+
 pub const EMBED_JOB: &str = "knowledge.embed";
 
 /// Embedding sizes with an HNSW index (see migration 0003).
 pub const SUPPORTED_DIMS: [usize; 4] = [384, 768, 1024, 1536];
+
+/// Where the knowledge base gets a tenant's embedder. The tenant's provider settings (and their
+/// table) are the agent's, so the agent implements this and `app.rs` registers it; knowledge
+/// asks through it and never reads the settings itself.
+pub trait Embedders: Send + Sync {
+    /// What computes the tenant's vectors now, read on the caller's transaction.
+    fn current<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        tenant_id: Uuid,
+    ) -> BoxFuture<'a, Result<EmbedderIdentity>>;
+
+    /// The tenant's embedder, and what it was made from (read on the caller's transaction).
+    fn embedder<'a>(
+        &'a self,
+        state: &'a AppState,
+        conn: &'a mut PgConnection,
+        tenant_id: Uuid,
+    ) -> BoxFuture<'a, Result<(Embedder, EmbedderIdentity)>>;
+}
 
 /// One passage found by a search.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -250,8 +277,10 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let (embedder, settings) =
-        crate::agent::settings::embedder(state, &mut tx, job.tenant_id).await?;
+    let (embedder, identity) = state
+        .embedders
+        .embedder(state, &mut tx, job.tenant_id)
+        .await?;
     tx.commit().await?;
     let Some(article) = article else {
         return Ok(Outcome::Done);
@@ -316,11 +345,10 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
     let mut tx = state.db.tenant_tx(job.tenant_id).await?;
     // Only the current revision, embedded by the tenant's current embedder, may replace the
     // passages: a job that raced a settings change leaves them to the job of the new embedder.
-    let current = sqlx::query!(
-        r#"SELECT a.revision, s.provider_base_url AS "provider_base_url?", s.embedding_model AS "embedding_model?",
-                  s.embedding_dims AS "embedding_dims?"
-           FROM knowledge_article a LEFT JOIN agent_settings s ON s.tenant_id = a.tenant_id
-           WHERE a.id = $1 FOR UPDATE OF a"#,
+    // The article's lock comes first, so the embedder is read after any change that marked the
+    // article pending has committed.
+    let current = sqlx::query_scalar!(
+        "SELECT revision FROM knowledge_article WHERE id = $1 FOR UPDATE",
         article_id
     )
     .fetch_optional(&mut *tx)
@@ -328,15 +356,9 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
     let Some(current) = current else {
         return Ok(Outcome::Done);
     };
-    let now = match &current.provider_base_url {
-        None => (None, None, None),
-        Some(url) => (
-            Some(url.as_str()),
-            current.embedding_model.as_deref(),
-            current.embedding_dims,
-        ),
-    };
-    if current.revision != revision as i32 || now != settings.embedding_identity() {
+    if current != revision as i32
+        || state.embedders.current(&mut tx, job.tenant_id).await? != identity
+    {
         return Ok(Outcome::Done);
     }
     sqlx::query!(

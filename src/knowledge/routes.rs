@@ -376,8 +376,8 @@ async fn delete(
 /// (`stale_chunks`, replaced as re-embedding proceeds).
 async fn status(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Value>> {
     let mut tx = ctx.begin(&state).await?;
-    let settings = crate::agent::settings::load(&mut tx, ctx.tenant_id).await?;
-    let model = settings.embedding_model_key();
+    let identity = state.embedders.current(&mut tx, ctx.tenant_id).await?;
+    let model = identity.model();
     let row = sqlx::query!(
         r#"SELECT count(*) FILTER (WHERE embedding_status = 'pending') AS "pending!",
                   count(*) FILTER (WHERE embedding_status = 'ready') AS "ready!",
@@ -420,7 +420,10 @@ async fn search(
     }
     let limit = input.limit.unwrap_or(5).clamp(1, 50);
     let mut tx = ctx.begin(&state).await?;
-    let (embedder, _) = crate::agent::settings::embedder(&state, &mut tx, ctx.tenant_id).await?;
+    let (embedder, _) = state
+        .embedders
+        .embedder(&state, &mut tx, ctx.tenant_id)
+        .await?;
     tx.commit().await?;
     // Masked like the passages before it reaches a provider (AGT-2).
     let query = embedder
