@@ -30,7 +30,9 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::Result;
 use crate::events::{self, Event};
-use crate::guardrails::{Context, KnownEntities, Lang, Vault, Verdict};
+use crate::guardrails::{
+    asks_for_human_review, Context, KnownEntities, Lang, Vault, Verdict, HUMAN_REVIEW_RULE,
+};
 use crate::knowledge::{self, Hit};
 use crate::queue::{Job, NewJob, Outcome};
 use crate::reviews;
@@ -295,7 +297,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     if facts.handler != "ai" {
         // People handle the conversation: no model runs. A customer asking for a person to
         // review a decision is still heard (AGT-7): the ingest queued this run for that alone.
-        if reviews::asks_for_human_review(&facts.body) {
+        if asks_for_human_review(&facts.body) {
             human_review_without_run(state, &mut tx, tenant_id, &facts, message_id).await?;
             tx.commit().await?;
         }
@@ -401,8 +403,8 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         .packs
         .as_ref()
         .is_some_and(|packs| !packs.iter().any(|p| p == settings::REQUIRED_PACK));
-    let decided = if pack_off && reviews::asks_for_human_review(&facts.body) {
-        record.reason = reviews::HUMAN_REVIEW_RULE.into();
+    let decided = if pack_off && asks_for_human_review(&facts.body) {
+        record.reason = HUMAN_REVIEW_RULE.into();
         Ok(Final::Handoff {
             reason: HUMAN_REVIEW_REASON.into(),
             suggestion: None,

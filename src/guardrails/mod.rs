@@ -16,6 +16,10 @@
 //! ([`TenantConfig`], JSON), compiled into a [`Policy`] and cached per tenant
 //! and version by [`PolicyCache`] (AGT-3).
 //!
+//! One smaller pure check lives here too, as domains at different heights ask it:
+//! [`asks_for_human_review`] recognises a customer asking for a person to review a decision
+//! (the ingest, the agent).
+//!
 //! Nothing here does I/O (except [`RulePack::load_dir`] and [`scan_jsonl`],
 //! which take their reader/writer from the caller), nothing is async, and
 //! every scanner is linear in its input: hand-written byte scanners,
@@ -25,6 +29,7 @@ pub mod corpus;
 mod decode;
 mod evaluate;
 pub mod fold;
+mod human_review;
 pub mod language;
 pub mod pii;
 mod policy;
@@ -36,6 +41,7 @@ pub use evaluate::{
     evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_MAX_LENGTH,
     RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
 };
+pub use human_review::{asks_for_human_review, HUMAN_REVIEW_RULE};
 pub use language::{ByLang, Wording};
 pub use pii::{detect_all, KnownEntities, KnownEntitiesSpec, PiiSpan, PiiType};
 pub use policy::{

@@ -60,7 +60,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/conversations/delivery.rs", "channels"),
     ("src/conversations/mod.rs", "agent"),
     ("src/conversations/mod.rs", "app"),
-    ("src/conversations/mod.rs", "reviews"),
     ("src/conversations/routes.rs", "app"),
     ("src/crm/accounts.rs", "app"),
     ("src/crm/contacts.rs", "app"),
