@@ -31,7 +31,7 @@ use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::guardrails::{
-    asks_for_human_review, Context, KnownEntities, Lang, Vault, Verdict, HUMAN_REVIEW_RULE,
+    asks_for_human_review, schema, Context, KnownEntities, Lang, Vault, Verdict, HUMAN_REVIEW_RULE,
 };
 use crate::knowledge::{self, Hit};
 use crate::queue::{Job, NewJob, Outcome};
@@ -669,7 +669,7 @@ fn check_request(
         .as_ref()
         .ok_or(RequestProblem::Unknown)?;
     let action = tools::resolve_request(actions, &request.name).ok_or(RequestProblem::Unknown)?;
-    tools::validate(
+    schema::validate(
         &action.parameters,
         &tools::unmask_value(&request.arguments, guard),
     )

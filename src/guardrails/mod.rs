@@ -16,9 +16,10 @@
 //! ([`TenantConfig`], JSON), compiled into a [`Policy`] and cached per tenant
 //! and version by [`PolicyCache`] (AGT-3).
 //!
-//! One smaller pure check lives here too, as domains at different heights ask it:
-//! [`asks_for_human_review`] recognises a customer asking for a person to review a decision
-//! (the ingest, the agent).
+//! Two smaller pure checks live here too, as domains at different heights ask them: [`schema`]
+//! checks tool-call arguments against a JSON schema (the agent before a call, the review queue
+//! before an edited action is approved), and [`asks_for_human_review`] recognises a customer
+//! asking for a person to review a decision (the ingest, the agent).
 //!
 //! Nothing here does I/O (except [`RulePack::load_dir`] and [`scan_jsonl`],
 //! which take their reader/writer from the caller), nothing is async, and
@@ -35,6 +36,7 @@ pub mod pii;
 mod policy;
 mod rules;
 mod scan;
+pub mod schema;
 mod vault;
 
 pub use evaluate::{

@@ -29,6 +29,7 @@ use crate::auth::Ctx;
 use crate::conversations::{self, Author};
 use crate::db::Tx;
 use crate::error::{Error, Result};
+use crate::guardrails::schema;
 use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::{Permission, Role};
@@ -447,7 +448,7 @@ async fn create(
                 .find(|a| a.id == action_id)
                 .ok_or(Error::NotFound)?;
             let arguments = body.arguments.unwrap_or_else(|| json!({}));
-            tools::validate(&action.parameters, &arguments)
+            schema::validate(&action.parameters, &arguments)
                 .map_err(|e| Error::bad_request("invalid_arguments", e))?;
             let amount = action.amount(&arguments);
             super::open(
@@ -744,7 +745,7 @@ async fn edited_proposal(tx: &mut Tx, item: &ReviewView, edit: &Edit) -> Result<
             .iter()
             .find(|a| Some(a.id) == item.action_id)
             .ok_or_else(|| Error::conflict("action_gone", "the action no longer exists"))?;
-        tools::validate(&action.parameters, &arguments)
+        schema::validate(&action.parameters, &arguments)
             .map_err(|e| Error::bad_request("invalid_arguments", e))?;
         let amount = action.amount(&arguments);
         let mut proposal = item.proposal.clone();
