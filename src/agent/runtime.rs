@@ -332,7 +332,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     let actions = match state.agent_actions.get(tenant_id, facts.actions_version) {
         Some(actions) => actions,
         None => {
-            let loaded = Arc::new(tools::tenant_actions(&mut tx).await?);
+            let loaded = Arc::new(reviews::tenant_actions(&mut tx).await?);
             state
                 .agent_actions
                 .put(tenant_id, facts.actions_version, loaded.clone());
@@ -661,7 +661,7 @@ enum RequestProblem {
 /// (with the real values the placeholders stand for, as the endpoint would get them).
 fn check_request(
     parsed: &Decision,
-    actions: &[tools::TenantAction],
+    actions: &[reviews::TenantAction],
     guard: &Guard<'_>,
 ) -> std::result::Result<(), RequestProblem> {
     let request = parsed
@@ -794,7 +794,7 @@ fn decide_on(
     parsed: Decision,
     confidence: f64,
     settings: &AgentSettings,
-    actions: &[tools::TenantAction],
+    actions: &[reviews::TenantAction],
     guard: &mut Guard<'_>,
     record: &mut Record,
 ) -> std::result::Result<Final, Stop> {
@@ -1151,7 +1151,7 @@ async fn finish(
     mut record: Record,
     final_step: Final,
     guard: &Guard<'_>,
-    actions: &[tools::TenantAction],
+    actions: &[reviews::TenantAction],
     vault_before: Option<&[u8]>,
 ) -> Result<()> {
     let finishing = Instant::now();

@@ -9,10 +9,9 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use std::sync::LazyLock;
@@ -29,9 +28,7 @@ use crate::guardrails::schema::{check_schema, validate};
 use crate::guardrails::Lang;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
-
-/// Built-in kinds of action with material effect: always reviewed, whatever the flag (AGT-6).
-pub const MATERIAL_KINDS: &[&str] = &["refund", "discount", "exchange", "escalation"];
+use crate::reviews::{tenant_actions, TenantAction, MATERIAL_KINDS};
 
 /// What the customer is told while a material action waits for a reviewer, in their language.
 pub fn pending_message(lang: Lang) -> &'static str {
@@ -68,48 +65,9 @@ pub fn routes(api: Api) -> Api {
     )
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct TenantAction {
-    pub id: Uuid,
-    pub name: String,
-    pub description: String,
-    pub parameters: Value,
-    pub target_url: String,
-    pub requires_approval: bool,
-    pub kind: Option<String>,
-    pub amount_field: Option<String>,
-    #[serde(skip)]
-    pub secret: Vec<u8>,
-}
-
-impl TenantAction {
-    /// Refunds, discounts, exchanges and escalations always need approval, whatever the flag
-    /// (the database keeps the flag true for them as well, migration 0015).
-    pub fn is_material(&self) -> bool {
-        self.requires_approval || self.kind.is_some()
-    }
-
-    pub fn amount(&self, arguments: &Value) -> Option<f64> {
-        let field = self.amount_field.as_deref()?;
-        let v = arguments.get(field)?;
-        v.as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-    }
-}
-
 /// A tenant's actions by the tenant's `actions_version`, which every change to its actions
 /// bumps (migration 0019).
 pub type ActionsCache = super::settings::TenantCache<i64, std::sync::Arc<Vec<TenantAction>>>;
-
-pub async fn tenant_actions(conn: &mut PgConnection) -> Result<Vec<TenantAction>> {
-    Ok(sqlx::query_as!(
-        TenantAction,
-        "SELECT id, name, description, parameters, target_url, requires_approval, kind, amount_field, secret
-         FROM tenant_action WHERE tenant_id = current_tenant_id() ORDER BY name"
-    )
-    .fetch_all(conn)
-    .await?)
-}
 
 /// The built-in tools, fixed texts compiled into the binary.
 static BUILTIN: LazyLock<Vec<ToolSpec>> = LazyLock::new(|| {

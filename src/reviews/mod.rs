@@ -6,6 +6,7 @@
 //! item's idempotency key); an item that waits too long is rejected as expired and the
 //! customer is told (fail closed).
 
+mod actions;
 pub mod policy;
 pub mod routes;
 
@@ -14,13 +15,14 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::agent::tools::{self, TenantAction};
+use crate::agent::tools;
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::conversations::{self, Author};
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::queue::{Job, Outcome};
+pub use actions::{tenant_actions, TenantAction, MATERIAL_KINDS};
 pub use policy::{RequiredRole, ReviewPolicy, Subject};
 
 /// Runs an approved action.
@@ -299,7 +301,7 @@ async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> 
     }
 
     let action = match item.action_id {
-        Some(id) => tools::tenant_actions(&mut *state.db.tenant_tx(tenant_id).await?)
+        Some(id) => tenant_actions(&mut *state.db.tenant_tx(tenant_id).await?)
             .await?
             .into_iter()
             .find(|a| a.id == id),

@@ -88,8 +88,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/retention/routes.rs", "app"),
     ("src/reviews/mod.rs", "agent"),
     ("src/reviews/mod.rs", "app"),
-    ("src/reviews/policy.rs", "agent"),
-    ("src/reviews/routes.rs", "agent"),
     ("src/reviews/routes.rs", "app"),
     ("src/server.rs", "app"),
     ("src/tenants/invitations.rs", "app"),
