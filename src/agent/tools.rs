@@ -2,8 +2,9 @@
 //! `create_ticket`, `add_note`, `handoff_to_human`, and the tenant's own HTTP actions.
 //! Arguments are validated against each tool's JSON schema; an invalid call is returned to the
 //! model once, then the conversation goes to a human. A tenant action's description and schema,
-//! and every result, pass the inbound stage before the model sees them. A tenant action with material effect is never executed here: it becomes a
-//! pending review item (AGT-6).
+//! and every result, pass the inbound stage before the model sees them. A tenant action with
+//! material effect is never executed on the model's call: it becomes a pending review item
+//! (AGT-6), carried out here once approved (`review.execute`).
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -27,8 +28,9 @@ use crate::error::{Error, Result};
 use crate::guardrails::schema::{check_schema, validate};
 use crate::guardrails::Lang;
 use crate::http::{Access, Api, Json, Path};
+use crate::queue::{Job, Outcome};
 use crate::rbac::Permission;
-use crate::reviews::{tenant_actions, TenantAction, MATERIAL_KINDS};
+use crate::reviews::{self, tenant_actions, TenantAction, MATERIAL_KINDS};
 
 /// What the customer is told while a material action waits for a reviewer, in their language.
 pub fn pending_message(lang: Lang) -> &'static str {
@@ -436,9 +438,79 @@ fn secret_context(action_id: Uuid, target_url: &str) -> String {
     format!("action:{action_id}:{target_url}")
 }
 
+/// The `review.execute` job: carries out an action a reviewer approved (AGT-6), exactly once.
+/// The review queue claims the item and records the outcome; calling the endpoint, and handing
+/// the conversation to the people when it fails for good, are the agent's.
+pub async fn run_approved_job(state: &AppState, job: &Job) -> Outcome {
+    let Some(item_id) = reviews::approved_item(job) else {
+        return Outcome::Fail {
+            error: "the job names no review item".into(),
+        };
+    };
+    match execute_approved(state, job, item_id).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Retry {
+            error: e.to_string(),
+            after: None,
+        },
+    }
+}
+
+async fn execute_approved(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> {
+    let tenant_id = job.tenant_id;
+    let Some(approved) = reviews::claim_approved(&state.db, tenant_id, item_id).await? else {
+        return Ok(Outcome::Done);
+    };
+    let action = match approved.action_id {
+        Some(id) => tenant_actions(&mut *state.db.tenant_tx(tenant_id).await?)
+            .await?
+            .into_iter()
+            .find(|a| a.id == id),
+        None => None,
+    };
+    let (status, body) = match (&action, approved.conversation_id) {
+        (Some(action), Some(conversation_id)) => {
+            invoke(
+                state,
+                action,
+                &approved.arguments,
+                conversation_id,
+                &approved.idempotency_key,
+            )
+            .await
+        }
+        _ => (0, "the action no longer exists".to_string()),
+    };
+    let success = (200..300).contains(&status);
+    let permanent =
+        action.is_none() || ((400..500).contains(&status) && status != 408 && status != 429);
+    if !success && !permanent && job.attempts < job.max_attempts {
+        return Ok(Outcome::Retry {
+            error: format!("the action endpoint answered {status}: {body}"),
+            after: None,
+        });
+    }
+
+    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    // Handed over in the transaction that records the failure, and audited before it.
+    if let (false, Some(conversation_id)) = (success, approved.conversation_id) {
+        super::runtime::hand_to_humans(
+            &mut tx,
+            tenant_id,
+            conversation_id,
+            "approved_action_failed",
+            None,
+        )
+        .await?;
+    }
+    reviews::settle_approved(&mut tx, tenant_id, &approved, success, status, &body).await?;
+    tx.commit().await?;
+    Ok(Outcome::Done)
+}
+
 /// Calls a tenant's action endpoint: JSON body, HMAC-SHA256 signature of the body under the
 /// action's secret, and an idempotency key the endpoint can use to act once.
-pub async fn invoke(
+async fn invoke(
     state: &AppState,
     action: &TenantAction,
     arguments: &Value,

@@ -86,7 +86,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/queue/worker.rs", "reviews"),
     ("src/retention/mod.rs", "app"),
     ("src/retention/routes.rs", "app"),
-    ("src/reviews/mod.rs", "agent"),
     ("src/reviews/mod.rs", "app"),
     ("src/reviews/routes.rs", "app"),
     ("src/server.rs", "app"),
