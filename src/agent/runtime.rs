@@ -30,7 +30,9 @@ use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::Result;
 use crate::events::{self, Event};
-use crate::guardrails::{Context, KnownEntities, Lang, Vault, Verdict};
+use crate::guardrails::{
+    asks_for_human_review, schema, Context, KnownEntities, Lang, Vault, Verdict, HUMAN_REVIEW_RULE,
+};
 use crate::knowledge::{self, Embedded, Hit};
 use crate::queue::{Job, NewJob, Outcome};
 use crate::reviews;
@@ -295,7 +297,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     if facts.handler != "ai" {
         // People handle the conversation: no model runs. A customer asking for a person to
         // review a decision is still heard (AGT-7): the ingest queued this run for that alone.
-        if reviews::asks_for_human_review(&facts.body) {
+        if asks_for_human_review(&facts.body) {
             human_review_without_run(state, &mut tx, tenant_id, &facts, message_id).await?;
             tx.commit().await?;
         }
@@ -330,7 +332,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     let actions = match state.agent_actions.get(tenant_id, facts.actions_version) {
         Some(actions) => actions,
         None => {
-            let loaded = Arc::new(tools::tenant_actions(&mut tx).await?);
+            let loaded = Arc::new(reviews::tenant_actions(&mut tx).await?);
             state
                 .agent_actions
                 .put(tenant_id, facts.actions_version, loaded.clone());
@@ -401,8 +403,8 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         .packs
         .as_ref()
         .is_some_and(|packs| !packs.iter().any(|p| p == settings::REQUIRED_PACK));
-    let decided = if pack_off && reviews::asks_for_human_review(&facts.body) {
-        record.reason = reviews::HUMAN_REVIEW_RULE.into();
+    let decided = if pack_off && asks_for_human_review(&facts.body) {
+        record.reason = HUMAN_REVIEW_RULE.into();
         Ok(Final::Handoff {
             reason: HUMAN_REVIEW_REASON.into(),
             suggestion: None,
@@ -659,7 +661,7 @@ enum RequestProblem {
 /// (with the real values the placeholders stand for, as the endpoint would get them).
 fn check_request(
     parsed: &Decision,
-    actions: &[tools::TenantAction],
+    actions: &[reviews::TenantAction],
     guard: &Guard<'_>,
 ) -> std::result::Result<(), RequestProblem> {
     let request = parsed
@@ -667,7 +669,7 @@ fn check_request(
         .as_ref()
         .ok_or(RequestProblem::Unknown)?;
     let action = tools::resolve_request(actions, &request.name).ok_or(RequestProblem::Unknown)?;
-    tools::validate(
+    schema::validate(
         &action.parameters,
         &tools::unmask_value(&request.arguments, guard),
     )
@@ -792,7 +794,7 @@ fn decide_on(
     parsed: Decision,
     confidence: f64,
     settings: &AgentSettings,
-    actions: &[tools::TenantAction],
+    actions: &[reviews::TenantAction],
     guard: &mut Guard<'_>,
     record: &mut Record,
 ) -> std::result::Result<Final, Stop> {
@@ -1149,7 +1151,7 @@ async fn finish(
     mut record: Record,
     final_step: Final,
     guard: &Guard<'_>,
-    actions: &[tools::TenantAction],
+    actions: &[reviews::TenantAction],
     vault_before: Option<&[u8]>,
 ) -> Result<()> {
     let finishing = Instant::now();

@@ -223,7 +223,7 @@ impl Columns {
         // the review item and calls no model). One pack's phrases: cheap enough for every
         // message.
         self.asks_review
-            .push(crate::reviews::asks_for_human_review(msg.body));
+            .push(crate::guardrails::asks_for_human_review(msg.body));
         self.message_id.push(message_id);
         self.conversation_id.push(Uuid::now_v7());
         self.new_contact_id.push(Uuid::now_v7());

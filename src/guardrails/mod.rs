@@ -16,6 +16,11 @@
 //! ([`TenantConfig`], JSON), compiled into a [`Policy`] and cached per tenant
 //! and version by [`PolicyCache`] (AGT-3).
 //!
+//! Two smaller pure checks live here too, as domains at different heights ask them: [`schema`]
+//! checks tool-call arguments against a JSON schema (the agent before a call, the review queue
+//! before an edited action is approved), and [`asks_for_human_review`] recognises a customer
+//! asking for a person to review a decision (the ingest, the agent).
+//!
 //! Nothing here does I/O (except [`RulePack::load_dir`] and [`scan_jsonl`],
 //! which take their reader/writer from the caller), nothing is async, and
 //! every scanner is linear in its input: hand-written byte scanners,
@@ -25,17 +30,20 @@ pub mod corpus;
 mod decode;
 mod evaluate;
 pub mod fold;
+mod human_review;
 pub mod language;
 pub mod pii;
 mod policy;
 mod rules;
 mod scan;
+pub mod schema;
 mod vault;
 
 pub use evaluate::{
     evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_MAX_LENGTH,
     RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
 };
+pub use human_review::{asks_for_human_review, HUMAN_REVIEW_RULE};
 pub use language::{ByLang, Wording};
 pub use pii::{detect_all, KnownEntities, KnownEntitiesSpec, PiiSpan, PiiType};
 pub use policy::{

@@ -156,7 +156,7 @@ async fn dispatch(state: &AppState, job: &Job) -> Outcome {
             super::SEND_MESSAGE => crate::conversations::delivery::run(state, job).await,
             crate::agent::runtime::RUN_JOB => crate::agent::runtime::run_job(state, job).await,
             crate::knowledge::EMBED_JOB => crate::knowledge::run_embed_job(state, job).await,
-            crate::reviews::EXECUTE_JOB => crate::reviews::run_execute_job(state, job).await,
+            crate::reviews::EXECUTE_JOB => crate::agent::tools::run_approved_job(state, job).await,
             crate::audit::export::JOB => crate::audit::export::run_job(state, job).await,
             other => Outcome::Fail {
                 error: format!("unknown job kind {other}"),

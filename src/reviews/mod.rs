@@ -6,6 +6,7 @@
 //! item's idempotency key); an item that waits too long is rejected as expired and the
 //! customer is told (fail closed).
 
+mod actions;
 pub mod policy;
 pub mod routes;
 
@@ -14,71 +15,22 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::agent::tools::{self, TenantAction};
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::conversations::{self, Author};
+use crate::db::Db;
 use crate::error::Result;
 use crate::events::{self, Event};
-use crate::queue::{Job, Outcome};
+use crate::queue::Job;
+pub use actions::{tenant_actions, TenantAction, MATERIAL_KINDS};
 pub use policy::{RequiredRole, ReviewPolicy, Subject};
 
-/// Runs an approved action.
+/// Runs an approved action. Enqueued here with the item's id when the last approval is given;
+/// handled by the agent, which calls the tenant's actions, through [`claim_approved`] and
+/// [`settle_approved`]: the review queue never calls up into the agent.
 pub const EXECUTE_JOB: &str = "review.execute";
 
-/// The rule of the `human_review` pack that recognises a customer asking for a person to
-/// review a decision (AGT-7).
-pub const HUMAN_REVIEW_RULE: &str = "human-review.request";
-
-/// Whether a customer's message asks for a person to review a decision, by the `human_review`
-/// pack alone (four languages). The tenant's configuration plays no part: asking for human
-/// review is the customer's right, not a tenant option. Pure and cheap (one pack's phrases, no
-/// PII detection), so the ingest can ask it of every message of a conversation people handle.
-pub fn asks_for_human_review(text: &str) -> bool {
-    use crate::guardrails::{
-        evaluate, Context, KnownEntities, Policy, Stage, TenantConfig, TenantOptions, Vault,
-    };
-    static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(|| {
-        let config = TenantConfig {
-            rules: Vec::new(),
-            options: TenantOptions {
-                packs: Some(vec!["human_review".into()]),
-                pii_types: Some(Default::default()),
-                ..TenantOptions::default()
-            },
-        };
-        // The built-in packs are checked at start-up and by the test suite.
-        Policy::new(&config).unwrap_or_else(|e| panic!("the human_review pack: {e}"))
-    });
-    let mut ctx = Context::new(Vault::new(), KnownEntities::new());
-    evaluate(Stage::Inbound, text, &mut ctx, &POLICY)
-        .findings
-        .iter()
-        .any(|f| f.rule_id == HUMAN_REVIEW_RULE)
-}
-
 pub const KINDS: &[&str] = &["action", "low_confidence", "guardrail_flag", "human_review"];
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_pure_check_finds_requests_for_human_review_in_four_languages_and_nothing_else() {
-        for text in [
-            "That is wrong, I want a human to review this decision.",
-            "Quero que uma pessoa revise essa decisão.",
-            "Quiero que una persona revise esta decisión.",
-            "Ich möchte eine menschliche Überprüfung.",
-        ] {
-            assert!(super::asks_for_human_review(text), "{text}");
-        }
-        for text in [
-            "Please review my order, it has two items.",
-            "Where is my parcel?",
-        ] {
-            assert!(!super::asks_for_human_review(text), "{text}");
-        }
-    }
-}
 
 /// Who asked for the review.
 #[derive(Debug, Clone, Copy)]
@@ -299,30 +251,35 @@ pub async fn expire_due(state: &AppState) -> Result<usize> {
     Ok(expired)
 }
 
-/// The job that carries out an approved action, exactly once.
-pub async fn run_execute_job(state: &AppState, job: &Job) -> Outcome {
-    let Some(item_id) = job
-        .payload
+/// The review item an [`EXECUTE_JOB`] names.
+pub fn approved_item(job: &Job) -> Option<Uuid> {
+    job.payload
         .get("review_id")
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
-    else {
-        return Outcome::Fail {
-            error: "the job names no review item".into(),
-        };
-    };
-    match execute(state, job, item_id).await {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Retry {
-            error: e.to_string(),
-            after: None,
-        },
-    }
 }
 
-async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> {
-    let tenant_id = job.tenant_id;
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+/// An approved action, claimed for execution: what the endpoint is called with, and what
+/// [`settle_approved`] needs to record the outcome.
+pub struct Approved {
+    pub item_id: Uuid,
+    pub action_id: Option<Uuid>,
+    pub conversation_id: Option<Uuid>,
+    /// As approved: the reviewer's edit, else the proposal.
+    pub arguments: Value,
+    /// The item's own key, sent to the endpoint, so that a retry after a crash acts once.
+    pub idempotency_key: String,
+    execution_id: Option<Uuid>,
+    decided_by: Option<Uuid>,
+}
+
+/// Claims an approved item for execution: `approved → executing` under the row lock,
+/// committed before the endpoint is called, so from then on a retry knows the endpoint may have
+/// been called already (and sends the same idempotency key). An item found `executing` is such
+/// a retry. `None`: nothing to do (executed, failed, never approved, or gone), whatever the
+/// queue says.
+pub async fn claim_approved(db: &Db, tenant_id: Uuid, item_id: Uuid) -> Result<Option<Approved>> {
+    let mut tx = db.tenant_tx(tenant_id).await?;
     let item = sqlx::query!(
         "SELECT status, action_id, conversation_id, execution_id, proposal, approved_proposal, idempotency_key,
                 decided_by
@@ -332,10 +289,9 @@ async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> 
     .fetch_optional(&mut *tx)
     .await?;
     let Some(item) = item else {
-        return Ok(Outcome::Done);
+        return Ok(None);
     };
     match item.status.as_str() {
-        // Claim it: from here on a retry knows the endpoint may have been called already.
         "approved" => {
             sqlx::query!(
                 "UPDATE review_item SET status = 'executing', updated_at = now() WHERE id = $1",
@@ -346,42 +302,33 @@ async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> 
             tx.commit().await?;
         }
         "executing" => tx.commit().await?,
-        // Executed, failed or never approved: nothing to do, whatever the queue says.
-        _ => return Ok(Outcome::Done),
+        _ => return Ok(None),
     }
-
-    let action = match item.action_id {
-        Some(id) => tools::tenant_actions(&mut *state.db.tenant_tx(tenant_id).await?)
-            .await?
-            .into_iter()
-            .find(|a| a.id == id),
-        None => None,
-    };
     let proposal = item.approved_proposal.unwrap_or(item.proposal);
-    let (status, body) = match (&action, item.conversation_id) {
-        (Some(action), Some(conversation_id)) => {
-            tools::invoke(
-                state,
-                action,
-                &proposal["arguments"],
-                conversation_id,
-                &item.idempotency_key,
-            )
-            .await
-        }
-        _ => (0, "the action no longer exists".to_string()),
-    };
-    let success = (200..300).contains(&status);
-    let permanent =
-        action.is_none() || ((400..500).contains(&status) && status != 408 && status != 429);
-    if !success && !permanent && job.attempts < job.max_attempts {
-        return Ok(Outcome::Retry {
-            error: format!("the action endpoint answered {status}: {body}"),
-            after: None,
-        });
-    }
+    Ok(Some(Approved {
+        item_id,
+        action_id: item.action_id,
+        conversation_id: item.conversation_id,
+        arguments: proposal["arguments"].clone(),
+        idempotency_key: item.idempotency_key,
+        execution_id: item.execution_id,
+        decided_by: item.decided_by,
+    }))
+}
 
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+/// Records how a claimed action ended, on the caller's tenant transaction: `executed` or
+/// `failed` with the endpoint's answer; on success the customer hears the tenant's approval
+/// wording in the approver's name. Audited and announced. (On failure the caller hands the
+/// conversation to the people, in the same transaction.)
+pub async fn settle_approved(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    approved: &Approved,
+    success: bool,
+    status: u16,
+    body: &str,
+) -> Result<()> {
+    let item_id = approved.item_id;
     let final_status = if success { "executed" } else { "failed" };
     let result = json!({ "status": status, "body": body });
     sqlx::query!(
@@ -391,31 +338,20 @@ async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> 
         final_status,
         result
     )
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    if let Some(conversation_id) = item.conversation_id {
-        if success {
-            let policy = load_policy(&mut tx).await?;
-            let lang = conversations::language(&mut tx, conversation_id).await?;
-            let author = item.decided_by.map_or(Author::System, Author::Member);
-            conversations::post_outbound(
-                &mut tx,
-                tenant_id,
-                conversation_id,
-                author,
-                policy.approval_message(lang),
-            )
-            .await?;
-        } else {
-            crate::agent::runtime::hand_to_humans(
-                &mut tx,
-                tenant_id,
-                conversation_id,
-                "approved_action_failed",
-                None,
-            )
-            .await?;
-        }
+    if let (true, Some(conversation_id)) = (success, approved.conversation_id) {
+        let policy = load_policy(&mut *conn).await?;
+        let lang = conversations::language(&mut *conn, conversation_id).await?;
+        let author = approved.decided_by.map_or(Author::System, Author::Member);
+        conversations::post_outbound(
+            &mut *conn,
+            tenant_id,
+            conversation_id,
+            author,
+            policy.approval_message(lang),
+        )
+        .await?;
     }
     let mut event = AuditEvent::new(
         if success {
@@ -426,17 +362,18 @@ async fn execute(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> 
         "review_item",
         item_id,
     )
-    .after(json!({ "status": final_status, "http_status": status, "action_id": item.action_id }));
-    event.execution_id = item.execution_id;
-    audit::record(&mut tx, &AuditSource::system(tenant_id), event).await?;
+    .after(
+        json!({ "status": final_status, "http_status": status, "action_id": approved.action_id }),
+    );
+    event.execution_id = approved.execution_id;
+    audit::record(&mut *conn, &AuditSource::system(tenant_id), event).await?;
     announce(
-        &mut tx,
+        conn,
         tenant_id,
         item_id,
-        item.conversation_id,
+        approved.conversation_id,
         final_status,
     )
     .await?;
-    tx.commit().await?;
-    Ok(Outcome::Done)
+    Ok(())
 }

@@ -222,10 +222,10 @@ impl ReviewPolicy {
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
             if let Some(kind) = &rule.kind {
-                if !crate::agent::tools::MATERIAL_KINDS.contains(&canonical_kind(kind)) {
+                if !super::MATERIAL_KINDS.contains(&canonical_kind(kind)) {
                     return Err(format!(
                         "{at}.kind must be one of {} (exchange_approval stands for exchange)",
-                        crate::agent::tools::MATERIAL_KINDS.join(", ")
+                        super::MATERIAL_KINDS.join(", ")
                     ));
                 }
             }

@@ -21,14 +21,17 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::policy::{RequiredRole, ReviewPolicy, Subject};
-use super::{announce, customer_waits, load_policy, NewItem, Requester, EXECUTE_JOB, KINDS};
-use crate::agent::tools;
+use super::{
+    announce, customer_waits, load_policy, tenant_actions, NewItem, Requester, TenantAction,
+    EXECUTE_JOB, KINDS,
+};
 use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::conversations::{self, Author};
 use crate::db::Tx;
 use crate::error::{Error, Result};
+use crate::guardrails::schema;
 use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::{Permission, Role};
@@ -441,13 +444,13 @@ async fn create(
             let action_id = body.action_id.ok_or_else(|| {
                 Error::bad_request("action_required", "an action review needs action_id")
             })?;
-            let actions = tools::tenant_actions(&mut tx).await?;
+            let actions = tenant_actions(&mut tx).await?;
             let action = actions
                 .iter()
                 .find(|a| a.id == action_id)
                 .ok_or(Error::NotFound)?;
             let arguments = body.arguments.unwrap_or_else(|| json!({}));
-            tools::validate(&action.parameters, &arguments)
+            schema::validate(&action.parameters, &arguments)
                 .map_err(|e| Error::bad_request("invalid_arguments", e))?;
             let amount = action.amount(&arguments);
             super::open(
@@ -724,7 +727,7 @@ async fn approve(
 struct Edited {
     proposal: Value,
     /// For an action: the action and the edited amount, which may change what the item needs.
-    action: Option<(tools::TenantAction, Option<f64>)>,
+    action: Option<(TenantAction, Option<f64>)>,
 }
 
 /// Checks an edit against the item's kind.
@@ -739,12 +742,12 @@ async fn edited_proposal(tx: &mut Tx, item: &ReviewView, edit: &Edit) -> Result<
         let arguments = edit.arguments.clone().ok_or_else(|| {
             Error::bad_request("invalid_edit", "edit.arguments is required for an action")
         })?;
-        let actions = tools::tenant_actions(tx).await?;
+        let actions = tenant_actions(tx).await?;
         let action = actions
             .iter()
             .find(|a| Some(a.id) == item.action_id)
             .ok_or_else(|| Error::conflict("action_gone", "the action no longer exists"))?;
-        tools::validate(&action.parameters, &arguments)
+        schema::validate(&action.parameters, &arguments)
             .map_err(|e| Error::bad_request("invalid_arguments", e))?;
         let amount = action.amount(&arguments);
         let mut proposal = item.proposal.clone();

@@ -1,0 +1,54 @@
+//! A customer asking for a person to review a decision (AGT-7), recognised by the
+//! `human_review` pack alone. The ingest asks it of every message and the agent of the message
+//! it answers; the ingest sits below the review queue, so the check lives with the pack it reads.
+
+use super::{evaluate, Context, KnownEntities, Policy, Stage, TenantConfig, TenantOptions, Vault};
+
+/// The rule of the `human_review` pack that recognises a customer asking for a person to
+/// review a decision (AGT-7).
+pub const HUMAN_REVIEW_RULE: &str = "human-review.request";
+
+/// Whether a customer's message asks for a person to review a decision, by the `human_review`
+/// pack alone (four languages). The tenant's configuration plays no part: asking for human
+/// review is the customer's right, not a tenant option. Pure and cheap (one pack's phrases, no
+/// PII detection), so the ingest can ask it of every message of a conversation people handle.
+pub fn asks_for_human_review(text: &str) -> bool {
+    static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(|| {
+        let config = TenantConfig {
+            rules: Vec::new(),
+            options: TenantOptions {
+                packs: Some(vec!["human_review".into()]),
+                pii_types: Some(Default::default()),
+                ..TenantOptions::default()
+            },
+        };
+        // The built-in packs are checked at start-up and by the test suite.
+        Policy::new(&config).unwrap_or_else(|e| panic!("the human_review pack: {e}"))
+    });
+    let mut ctx = Context::new(Vault::new(), KnownEntities::new());
+    evaluate(Stage::Inbound, text, &mut ctx, &POLICY)
+        .findings
+        .iter()
+        .any(|f| f.rule_id == HUMAN_REVIEW_RULE)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pure_check_finds_requests_for_human_review_in_four_languages_and_nothing_else() {
+        for text in [
+            "That is wrong, I want a human to review this decision.",
+            "Quero que uma pessoa revise essa decisão.",
+            "Quiero que una persona revise esta decisión.",
+            "Ich möchte eine menschliche Überprüfung.",
+        ] {
+            assert!(super::asks_for_human_review(text), "{text}");
+        }
+        for text in [
+            "Please review my order, it has two items.",
+            "Where is my parcel?",
+        ] {
+            assert!(!super::asks_for_human_review(text), "{text}");
+        }
+    }
+}
