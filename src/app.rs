@@ -14,6 +14,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::guard::{require, RouteGuard, Throttle};
 use crate::auth::token::Keys;
+use crate::auth::AuthState;
 use crate::channels::whatsapp::GraphClient;
 use crate::config::Config;
 use crate::crypto::Sealer;
@@ -104,6 +105,16 @@ impl AppState {
         })
     }
 
+    /// What authentication needs of the process.
+    pub fn auth(&self) -> AuthState {
+        AuthState {
+            config: self.config.clone(),
+            db: self.db.clone(),
+            keys: self.keys.clone(),
+            throttle: self.throttle.clone(),
+        }
+    }
+
     /// What live event streams need of the process.
     pub fn live(&self) -> crate::events::Live {
         crate::events::Live {
@@ -126,6 +137,12 @@ impl AsRef<Db> for AppState {
     }
 }
 
+impl FromRef<AppState> for AuthState {
+    fn from_ref(state: &AppState) -> AuthState {
+        state.auth()
+    }
+}
+
 impl FromRef<AppState> for Db {
     fn from_ref(state: &AppState) -> Db {
         state.db.clone()
@@ -138,7 +155,7 @@ fn guard(state: &AppState) -> Guard<AppState> {
     Arc::new(move |access, route| {
         route.route_layer(axum::middleware::from_fn_with_state(
             RouteGuard {
-                state: state.clone(),
+                state: state.auth(),
                 access,
             },
             require,

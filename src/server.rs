@@ -183,7 +183,7 @@ async fn ensure_demo_tenant(state: &AppState, addr: SocketAddr) -> anyhow::Resul
         display_name: "Demo Owner".into(),
         password: password.clone().into(),
     };
-    let (created, _) = tenants::create_tenant(state, body, &RequestMeta::default())
+    let (created, _) = tenants::create_tenant(&state.auth(), body, &RequestMeta::default())
         .await
         .map_err(|e| anyhow::anyhow!("creating the demo tenant failed: {e}"))?;
     let inbox_id = seed_demo(state, created.tenant.id, addr)

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::session::COOKIE;
 use super::token::{sha256, API_TOKEN_PREFIX};
-use crate::app::AppState;
+use super::AuthState;
 use crate::error::{Error, Result};
 use crate::http::{Access, RequestMeta};
 pub use crate::http::{Credential, Ctx};
@@ -32,7 +32,7 @@ use crate::rbac::Role;
 
 #[derive(Clone)]
 pub struct RouteGuard {
-    pub state: AppState,
+    pub state: AuthState,
     pub access: Access,
 }
 
@@ -66,7 +66,7 @@ pub async fn require(
 /// Resolves the request's credential, if any. A bearer token wins over a cookie.
 /// Credentials are looked up through the owner pool: before this, no tenant is known.
 pub async fn authenticate(
-    state: &AppState,
+    state: &AuthState,
     headers: &HeaderMap,
     meta: RequestMeta,
 ) -> Result<Option<Ctx>> {

@@ -9,3 +9,25 @@ pub mod session;
 pub mod token;
 
 pub use guard::{Credential, Ctx};
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Db;
+
+/// What authentication needs of the process: the database, the session keys, the throttles and
+/// the configuration (session lifetime). Cheap to clone; the domains above take it to sign
+/// members in.
+#[derive(Clone)]
+pub struct AuthState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub keys: Arc<token::Keys>,
+    pub throttle: Arc<guard::Throttle>,
+}
+
+impl AsRef<Db> for AuthState {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
+}

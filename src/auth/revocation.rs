@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::guard::{authenticate, Credential, Ctx};
-use crate::app::AppState;
+use super::AuthState;
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::http::RequestMeta;
@@ -37,7 +37,7 @@ pub async fn announce(conn: &mut PgConnection, tenant_id: Uuid, member_id: Uuid)
 
 /// The credential of a long-lived request, kept to be checked again while it lasts.
 pub struct Held {
-    state: AppState,
+    state: AuthState,
     tenant_id: Uuid,
     member_id: Uuid,
     credential: Credential,
@@ -48,7 +48,7 @@ pub struct Held {
 
 impl Held {
     /// `permission` is what the request needed: a member who lost it loses the stream too.
-    pub fn new(state: &AppState, ctx: &Ctx, headers: &HeaderMap, permission: Permission) -> Held {
+    pub fn new(state: &AuthState, ctx: &Ctx, headers: &HeaderMap, permission: Permission) -> Held {
         let mut kept = HeaderMap::new();
         for name in [header::AUTHORIZATION, header::COOKIE] {
             for value in headers.get_all(&name) {

@@ -1,7 +1,7 @@
 //! Login, logout, the caller's own account, password change and API tokens. Each of these is
 //! a security event in the audit log (AUD-2).
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::IntoResponse;
 use secrecy::SecretString;
@@ -12,15 +12,19 @@ use uuid::Uuid;
 
 use super::guard::{Credential, Ctx};
 use super::member::{self, MemberView};
+use super::AuthState;
 use super::{password, revocation, session, token};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::{Error, Result};
 use crate::http::Rfc3339;
 use crate::http::{Access, Api, Json, Path, RequestMeta};
 use crate::rbac::{Permission, Role};
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::POST,
@@ -84,7 +88,7 @@ struct SessionView {
 }
 
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     meta: RequestMeta,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse> {
@@ -183,7 +187,7 @@ fn invalid_credentials() -> Error {
     Error::InvalidCredentials
 }
 
-async fn logout(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResponse> {
+async fn logout(State(state): State<AuthState>, ctx: Ctx) -> Result<impl IntoResponse> {
     let Credential::Session(session_id) = ctx.credential else {
         return Err(Error::bad_request(
             "not_a_session",
@@ -220,7 +224,7 @@ struct PasswordBody {
 }
 
 async fn change_password(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<PasswordBody>,
 ) -> Result<StatusCode> {
@@ -293,7 +297,7 @@ struct TokenView {
     revoked_at: Option<OffsetDateTime>,
 }
 
-async fn list_tokens(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<TokenView>>> {
+async fn list_tokens(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Vec<TokenView>>> {
     let mut tx = ctx.begin(&state).await?;
     let tokens = sqlx::query_as!(
         TokenView,
@@ -317,7 +321,7 @@ struct CreateToken {
 }
 
 async fn create_token(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<CreateToken>,
 ) -> Result<(StatusCode, Json<serde_json::Value>)> {
@@ -378,7 +382,7 @@ async fn create_token(
 }
 
 async fn revoke_token(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Path(token_id): Path<Uuid>,
 ) -> Result<StatusCode> {

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use super::AuthState;
 use crate::error::Result;
 use crate::http::RequestMeta;
 
@@ -23,7 +23,7 @@ pub struct NewSession {
 
 pub async fn create(
     conn: &mut PgConnection,
-    state: &AppState,
+    state: &AuthState,
     tenant_id: Uuid,
     member_id: Uuid,
     meta: &RequestMeta,

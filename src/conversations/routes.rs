@@ -692,7 +692,7 @@ async fn live(
         limit: state.config.streams.member_per_credential,
         per: "session or API token",
     }])?;
-    let held = Held::new(&state, &ctx, &headers, Permission::ConversationsRead);
+    let held = Held::new(&state.auth(), &ctx, &headers, Permission::ConversationsRead);
     let tenant = ctx.tenant_id;
     Ok(events::stream(
         &state.live(),

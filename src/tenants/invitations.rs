@@ -1,7 +1,7 @@
 //! Invitations: owners and admins invite members with a role; the invitee accepts with the
 //! single-use token (sent by the inviter out of band) and chooses a password.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::IntoResponse;
 use secrecy::SecretString;
@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::members::{self, DisplayName, Email};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
+use crate::auth::AuthState;
 use crate::auth::{password, session, token, Ctx};
 use crate::error::{Error, Result};
 use crate::http::Rfc3339;
@@ -22,7 +22,11 @@ use crate::rbac::{Permission, Role};
 /// How long an invitation stays valid.
 const INVITATION_DAYS: i32 = 7;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -67,7 +71,7 @@ struct InvitationView {
     expires_at: OffsetDateTime,
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<InvitationView>>> {
+async fn list(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Vec<InvitationView>>> {
     let mut tx = ctx.begin(&state).await?;
     let rows = sqlx::query_as!(
         InvitationView,
@@ -92,7 +96,7 @@ struct CreateInvitation {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<CreateInvitation>,
 ) -> Result<(StatusCode, Json<serde_json::Value>)> {
@@ -200,7 +204,7 @@ pub async fn withdraw_unbacked(
 }
 
 async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Path(invitation_id): Path<Uuid>,
 ) -> Result<StatusCode> {
@@ -234,7 +238,7 @@ struct AcceptInvitation {
 }
 
 async fn accept(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     meta: RequestMeta,
     Json(body): Json<AcceptInvitation>,
 ) -> Result<impl IntoResponse> {

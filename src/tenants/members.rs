@@ -1,7 +1,7 @@
 //! Members of a tenant, their roles, and partner organisations. Role changes and disabling
 //! are security events (AUD-2); the last active owner can never be removed.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -9,15 +9,19 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 pub use crate::auth::member::{fetch, MemberView};
+use crate::auth::AuthState;
 use crate::auth::{revocation, session, Ctx};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::{Permission, Role};
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -149,7 +153,7 @@ pub async fn check_partner_org(
     .map(drop)
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<MemberView>>> {
+async fn list(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Vec<MemberView>>> {
     let mut tx = ctx.begin(&state).await?;
     let members = sqlx::query_as!(
         MemberView,
@@ -164,7 +168,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<Member
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Path(member_id): Path<Uuid>,
 ) -> Result<Json<MemberView>> {
@@ -185,7 +189,7 @@ struct UpdateMember {
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Path(member_id): Path<Uuid>,
     Json(body): Json<UpdateMember>,
@@ -325,7 +329,7 @@ struct PartnerOrgView {
 }
 
 async fn list_partner_orgs(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
 ) -> Result<Json<Vec<PartnerOrgView>>> {
     let mut tx = ctx.begin(&state).await?;
@@ -347,7 +351,7 @@ struct CreatePartnerOrg {
 }
 
 async fn create_partner_org(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<CreatePartnerOrg>,
 ) -> Result<(StatusCode, Json<PartnerOrgView>)> {

@@ -3,7 +3,7 @@
 pub mod invitations;
 pub mod members;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::IntoResponse;
 use secrecy::SecretString;
@@ -13,8 +13,8 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
+use crate::auth::AuthState;
 use crate::auth::{password, session, Credential, Ctx};
 use crate::error::Result;
 use crate::http::Rfc3339;
@@ -22,7 +22,11 @@ use crate::http::{Access, Api, Json, RequestMeta};
 use crate::rbac::{Permission, Role};
 use members::{DisplayName, Email};
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AuthState: FromRef<S>,
+{
     use Access::*;
     let api = api
         .route(
@@ -92,7 +96,7 @@ pub struct NewTenant {
 
 /// Creates a tenant and its owner in one transaction, audited. Used by sign-up and `--demo`.
 pub async fn create_tenant(
-    state: &AppState,
+    state: &AuthState,
     body: SignupBody,
     meta: &RequestMeta,
 ) -> Result<(NewTenant, session::NewSession)> {
@@ -151,7 +155,7 @@ pub async fn create_tenant(
 }
 
 async fn signup(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     meta: RequestMeta,
     Json(body): Json<SignupBody>,
 ) -> Result<impl IntoResponse> {
@@ -166,7 +170,7 @@ async fn signup(
     ))
 }
 
-async fn get_tenant(State(state): State<AppState>, ctx: Ctx) -> Result<Json<TenantView>> {
+async fn get_tenant(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<TenantView>> {
     let mut tx = ctx.begin(&state).await?;
     let tenant = fetch(&mut tx).await?;
     tx.commit().await?;
@@ -180,7 +184,7 @@ struct UpdateTenant {
 }
 
 async fn update_tenant(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<UpdateTenant>,
 ) -> Result<Json<TenantView>> {
@@ -208,7 +212,7 @@ async fn update_tenant(
 
 /// The caller, its tenant and what its role allows. Served under `/auth` with the other
 /// routes of the signed-in member, answered here where the tenant is known.
-async fn me(State(state): State<AppState>, ctx: Ctx) -> Result<Json<serde_json::Value>> {
+async fn me(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<serde_json::Value>> {
     let mut tx = ctx.begin(&state).await?;
     let member = members::fetch(&mut tx, ctx.member_id).await?;
     let tenant = fetch(&mut tx).await?;

@@ -46,10 +46,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/audit/export.rs", "queue"),
     ("src/audit/export.rs", "retention"),
     ("src/audit/routes.rs", "app"),
-    ("src/auth/guard.rs", "app"),
-    ("src/auth/revocation.rs", "app"),
-    ("src/auth/routes.rs", "app"),
-    ("src/auth/session.rs", "app"),
     ("src/channels/mod.rs", "app"),
     ("src/channels/webchat.rs", "app"),
     ("src/channels/whatsapp_webhook.rs", "app"),
@@ -73,9 +69,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/retention/routes.rs", "app"),
     ("src/reviews/mod.rs", "app"),
     ("src/reviews/routes.rs", "app"),
-    ("src/tenants/invitations.rs", "app"),
-    ("src/tenants/members.rs", "app"),
-    ("src/tenants/mod.rs", "app"),
 ];
 
 fn rank(module: &str) -> Option<usize> {
