@@ -143,6 +143,12 @@ impl FromRef<AppState> for AuthState {
     }
 }
 
+impl FromRef<AppState> for crate::events::Live {
+    fn from_ref(state: &AppState) -> crate::events::Live {
+        state.live()
+    }
+}
+
 impl FromRef<AppState> for Db {
     fn from_ref(state: &AppState) -> Db {
         state.db.clone()

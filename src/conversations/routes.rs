@@ -2,7 +2,7 @@
 //! take over from the AI and hand back, snooze, resolve, reopen, label, and follow live
 //! updates. Every mutation is audited with before and after (AUD-1).
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -13,13 +13,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{fetch, fetch_message, ConversationView, MessageView};
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent};
 use crate::auth::revocation::Held;
-use crate::auth::{Credential, Ctx};
+use crate::auth::{AuthState, Credential, Ctx};
 use crate::crm::accounts::like_pattern;
 use crate::crm::page_limit;
-use crate::db::Tx;
+use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::events::{self, Cap, Event, Holder};
 use crate::guardrails::Lang;
@@ -27,7 +26,13 @@ use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+    AuthState: FromRef<S>,
+    events::Live: FromRef<S>,
+{
     use Access::*;
     use Permission::*;
     api.route(
@@ -156,7 +161,7 @@ fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<()> {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<ConversationView, String>>> {
@@ -227,11 +232,7 @@ async fn list(
     Ok(Json(Page::new(items, limit, encode_cursor)))
 }
 
-async fn show(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<Json<Value>> {
+async fn show(State(state): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Json<Value>> {
     let mut tx = ctx.begin(&state).await?;
     let conversation = fetch(&mut tx, id).await?;
     let contact = crate::crm::contacts::fetch(&mut tx, conversation.contact_id).await?;
@@ -250,7 +251,7 @@ struct ThreadQuery {
 }
 
 async fn thread(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Query(q): Query<ThreadQuery>,
@@ -299,7 +300,7 @@ pub struct Template {
 pub const SERVICE_WINDOW: time::Duration = time::Duration::hours(24);
 
 async fn reply(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<ReplyBody>,
@@ -479,7 +480,7 @@ struct AssignBody {
 }
 
 async fn assign(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<AssignBody>,
@@ -509,7 +510,7 @@ async fn assign(
 }
 
 async fn takeover(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ConversationView>> {
@@ -521,7 +522,7 @@ async fn takeover(
 }
 
 async fn handback(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ConversationView>> {
@@ -541,7 +542,7 @@ struct StatusBody {
 }
 
 async fn set_status(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<StatusBody>,
@@ -600,7 +601,7 @@ struct LabelsBody {
 }
 
 async fn set_labels(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<LabelsBody>,
@@ -644,7 +645,7 @@ struct LanguageBody {
 }
 
 async fn set_language(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<LanguageBody>,
@@ -682,20 +683,21 @@ async fn set_language(
 /// The tenant's live updates: new messages, delivery states, status and assignment changes,
 /// for as long as the caller's credential holds.
 async fn live(
-    State(state): State<AppState>,
+    State(live): State<events::Live>,
+    State(auth): State<AuthState>,
     ctx: Ctx,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse> {
     let (Credential::Session(id) | Credential::ApiToken(id)) = ctx.credential;
-    let slot = state.streams.open(&[Cap {
+    let slot = live.streams.open(&[Cap {
         holder: Holder::Credential(id),
-        limit: state.config.streams.member_per_credential,
+        limit: live.limits.member_per_credential,
         per: "session or API token",
     }])?;
-    let held = Held::new(&state.auth(), &ctx, &headers, Permission::ConversationsRead);
+    let held = Held::new(&auth, &ctx, &headers, Permission::ConversationsRead);
     let tenant = ctx.tenant_id;
     Ok(events::stream(
-        &state.live(),
+        &live,
         move |event| event.tenant_id == tenant,
         held,
         slot,

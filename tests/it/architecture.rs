@@ -53,7 +53,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/conversations/delivery.rs", "channels"),
     ("src/conversations/mod.rs", "agent"),
     ("src/conversations/mod.rs", "app"),
-    ("src/conversations/routes.rs", "app"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "app"),
     ("src/queue/routes.rs", "app"),
