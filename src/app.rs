@@ -270,6 +270,28 @@ async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(openapi::document(state.routes()))
 }
 
+/// Every job kind the application runs and its handler, each registered by the domain that
+/// owns the work: the queue itself knows none of them.
+pub fn jobs() -> crate::queue::Handlers<AppState> {
+    let mut jobs = crate::queue::Handlers::default();
+    crate::audit::export::register(&mut jobs);
+    crate::knowledge::register(&mut jobs);
+    crate::conversations::register(&mut jobs);
+    crate::agent::register(&mut jobs);
+    jobs
+}
+
+/// The job worker, running every registered kind against this state.
+pub fn worker(state: &AppState) -> crate::queue::worker::Worker<AppState> {
+    crate::queue::worker::Worker {
+        state: state.clone(),
+        jobs: jobs(),
+        pool: state.db.system.clone(),
+        config: state.config.worker.clone(),
+        shutdown: state.shutdown.clone(),
+    }
+}
+
 /// Background work that lives as long as the server: the event listener, the job worker (unless
 /// disabled), housekeeping and the request log's writer. All stop when `state.shutdown` is
 /// cancelled (the request log's writer once the requests still running are logged).
@@ -277,7 +299,7 @@ pub fn spawn_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![spawn_listener(state)];
     tasks.extend(state.request_log.start());
     if state.config.worker.enabled {
-        tasks.push(crate::queue::worker::spawn(state.clone()));
+        tasks.push(crate::queue::worker::spawn(worker(state)));
     }
     tasks.push(housekeeping(state));
     tasks

@@ -33,6 +33,16 @@ pub fn warm_up() {
     tools::builtin_specs();
 }
 
+/// The job kinds the agent runs.
+pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
+    jobs.register(runtime::RUN_JOB, |state, job| {
+        Box::pin(runtime::run_job(state, job))
+    });
+    jobs.register(crate::reviews::EXECUTE_JOB, |state, job| {
+        Box::pin(tools::run_approved_job(state, job))
+    });
+}
+
 pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     // The router is built once at start-up (and by every test app): the templates load here.

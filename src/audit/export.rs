@@ -256,6 +256,11 @@ pub async fn download(
     Ok(response)
 }
 
+/// The job kinds audit runs.
+pub fn register(jobs: &mut queue::Handlers<AppState>) {
+    jobs.register(JOB, |state, job| Box::pin(run_job(state, job)));
+}
+
 /// Writes one export, batch by batch. Each batch is one transaction that appends a chunk and
 /// moves the progress forward, so a retried job resumes after the last written event.
 pub async fn run_job(state: &AppState, job: &Job) -> Outcome {

@@ -15,6 +15,16 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::guardrails::Lang;
 
+/// Delivers an outbound message to the customer's channel.
+pub const SEND_MESSAGE: &str = "message.send";
+
+/// The job kinds conversations run.
+pub fn register(jobs: &mut crate::queue::Handlers<crate::app::AppState>) {
+    jobs.register(SEND_MESSAGE, |state, job| {
+        Box::pin(delivery::run(state, job))
+    });
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConversationView {
     pub id: Uuid,
@@ -696,7 +706,7 @@ pub async fn post_outbound(
             conn,
             tenant_id,
             crate::queue::NewJob::new(
-                crate::queue::SEND_MESSAGE,
+                SEND_MESSAGE,
                 format!("send:{id}"),
                 json!({ "message_id": id }),
             ),

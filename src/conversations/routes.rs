@@ -373,7 +373,7 @@ async fn reply(
             &mut tx,
             ctx.tenant_id,
             NewJob::new(
-                queue::SEND_MESSAGE,
+                super::SEND_MESSAGE,
                 format!("send:{message_id}"),
                 json!({ "message_id": message_id }),
             ),

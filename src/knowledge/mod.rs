@@ -35,6 +35,11 @@ pub use embedder::{Embedded, Embedder, EmbedderIdentity};
 
 pub const EMBED_JOB: &str = "knowledge.embed";
 
+/// The job kinds knowledge runs.
+pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
+    jobs.register(EMBED_JOB, |state, job| Box::pin(run_embed_job(state, job)));
+}
+
 /// Embedding sizes with an HNSW index (see migration 0003).
 pub const SUPPORTED_DIMS: [usize; 4] = [384, 768, 1024, 1536];
 

@@ -3,12 +3,18 @@
 //! lost. Delivery is at-least-once: a worker claims due jobs with `FOR UPDATE SKIP LOCKED`
 //! under a lease; a job whose worker dies comes back when its lease runs out. Failures retry
 //! with exponential backoff and end in a visible dead-letter state.
+//!
+//! The queue is an engine and knows no domain: a job's kind is only a name here. The domains
+//! register a handler for each kind they run in a [`Handlers`] table, which the application
+//! assembles (`app.rs`) and hands to the [`worker`].
 
 pub mod routes;
 pub mod worker;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
@@ -18,9 +24,6 @@ use uuid::Uuid;
 
 /// Workers listen here for new work.
 pub const JOBS_CHANNEL: &str = "custodian_jobs";
-
-/// Kinds of work the worker knows.
-pub const SEND_MESSAGE: &str = "message.send";
 
 pub struct NewJob {
     pub kind: &'static str,
@@ -126,6 +129,43 @@ pub enum Outcome {
         after: Duration,
         note: String,
     },
+}
+
+/// Runs one job of a kind, borrowing the state and the job: an `async fn(&S, &Job) -> Outcome`
+/// behind `Box::pin`. A plain function, not a closure: a handler carries no state of its own.
+pub type Handler<S> = for<'a> fn(&'a S, &'a Job) -> BoxFuture<'a, Outcome>;
+
+/// Which handler runs which kind of job, each registered by the domain that owns the work.
+pub struct Handlers<S> {
+    by_kind: HashMap<&'static str, Handler<S>>,
+}
+
+impl<S> Default for Handlers<S> {
+    fn default() -> Self {
+        Handlers {
+            by_kind: HashMap::new(),
+        }
+    }
+}
+
+impl<S> Handlers<S> {
+    /// Two handlers for one kind would be a wiring mistake that silently drops one domain's
+    /// work, so it stops the start instead.
+    pub fn register(&mut self, kind: &'static str, handler: Handler<S>) {
+        let earlier = self.by_kind.insert(kind, handler);
+        assert!(earlier.is_none(), "job kind {kind} registered twice");
+    }
+
+    /// Runs the job with its kind's handler. A kind nobody registered can never run here, so it
+    /// goes to the dead letters at once, named, rather than retrying in vain.
+    pub async fn run(&self, state: &S, job: &Job) -> Outcome {
+        match self.by_kind.get(job.kind.as_str()) {
+            Some(handler) => handler(state, job).await,
+            None => Outcome::Fail {
+                error: format!("unknown job kind {}", job.kind),
+            },
+        }
+    }
 }
 
 /// Records the outcome of a claimed job. Only the worker holding the claim may settle it.
@@ -258,6 +298,41 @@ pub struct JobView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(kind: &str) -> Job {
+        Job {
+            id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            kind: kind.into(),
+            payload: Value::Null,
+            attempts: 1,
+            max_attempts: 8,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_runs_with_its_kinds_handler_and_an_unknown_kind_fails_for_good() {
+        let mut jobs = Handlers::<u32>::default();
+        jobs.register("known", |seen, _| {
+            Box::pin(async move {
+                assert_eq!(*seen, 7);
+                Outcome::Done
+            })
+        });
+        assert!(matches!(jobs.run(&7, &job("known")).await, Outcome::Done));
+        match jobs.run(&7, &job("stray")).await {
+            Outcome::Fail { error } => assert_eq!(error, "unknown job kind stray"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "job kind twice registered twice")]
+    fn a_kind_registered_twice_stops_the_start() {
+        let mut jobs = Handlers::<()>::default();
+        jobs.register("twice", |_, _| Box::pin(async { Outcome::Done }));
+        jobs.register("twice", |_, _| Box::pin(async { Outcome::Done }));
+    }
 
     #[test]
     fn backoff_grows_exponentially_and_stops_at_the_cap() {

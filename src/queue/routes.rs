@@ -87,7 +87,7 @@ async fn retry(
     .ok_or(Error::NotFound)?;
     // A send is only worth retrying if its message goes back in line: the job does nothing
     // for a message that is no longer waiting to be sent.
-    let message = if before.kind == super::SEND_MESSAGE {
+    let message = if before.kind == crate::conversations::SEND_MESSAGE {
         let message_id = before
             .payload
             .get("message_id")

@@ -15,8 +15,13 @@ async fn enqueueing_the_same_work_twice_creates_one_job() {
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
     let mut tx = app.state.db.tenant_tx(owner.tenant_id).await.unwrap();
-    let job =
-        || custodian::queue::NewJob::new(custodian::queue::SEND_MESSAGE, "send:same", json!({}));
+    let job = || {
+        custodian::queue::NewJob::new(
+            custodian::conversations::SEND_MESSAGE,
+            "send:same",
+            json!({}),
+        )
+    };
     let first = custodian::queue::enqueue(&mut tx, owner.tenant_id, job())
         .await
         .unwrap();
@@ -333,8 +338,10 @@ async fn a_clean_stop_gives_jobs_it_cut_short_back_to_the_queue() {
     .await;
     let (reply, _, _) = reply_to_send(&app, &fake).await;
     fake.push(Reply::Hang);
-    let worker =
-        custodian::queue::worker::spawn_draining_for(app.state.clone(), Duration::from_millis(200));
+    let worker = custodian::queue::worker::spawn_draining_for(
+        custodian::app::worker(&app.state),
+        Duration::from_millis(200),
+    );
     eventually(10, "the send to be in flight", || async {
         (fake.request_count() == 1).then_some(())
     })
