@@ -35,7 +35,7 @@ pub fn warm_up() {
 
 /// The job kinds the agent runs.
 pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
-    jobs.register(runtime::RUN_JOB, |state, job| {
+    jobs.register(crate::conversations::AGENT_RUN, |state, job| {
         Box::pin(runtime::run_job(state, job))
     });
     jobs.register(crate::reviews::EXECUTE_JOB, |state, job| {

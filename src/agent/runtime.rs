@@ -34,26 +34,15 @@ use crate::guardrails::{
     asks_for_human_review, schema, Context, KnownEntities, Lang, Vault, Verdict, HUMAN_REVIEW_RULE,
 };
 use crate::knowledge::{self, Embedded, Hit};
-use crate::queue::{Job, NewJob, Outcome};
+use crate::queue::{Job, Outcome};
 use crate::reviews;
 
-pub const RUN_JOB: &str = "agent.run";
 /// Below this similarity the offline responder does not quote a passage at all.
 const OFFLINE_MIN_SCORE: f64 = 0.12;
 const MAX_TOOL_ROUNDS: usize = 4;
 const HISTORY: i64 = 12;
 /// The hand-off reason when an agent run failed on every attempt of its job.
 pub const AGENT_FAILED: &str = "agent_failed";
-
-/// The agent run a customer's message asks for. The ingest statement enqueues it together with
-/// the message, so a stored message on an AI-handled conversation always has its run.
-pub fn run_for(message_id: Uuid) -> NewJob {
-    NewJob::new(
-        RUN_JOB,
-        format!("agent:{message_id}"),
-        json!({ "message_id": message_id }),
-    )
-}
 
 /// The `agent.run` job. A failure is retried by the queue; on the job's last attempt the
 /// conversation is handed to a person instead (AGT-11: the message is not dropped, and is

@@ -18,6 +18,22 @@ use crate::guardrails::Lang;
 /// Delivers an outbound message to the customer's channel.
 pub const SEND_MESSAGE: &str = "message.send";
 
+/// What a customer's message asks for when the AI handles its conversation, or when the message
+/// asks for a person's review (AGT-7): an agent run on it. The ingest statement queues it with
+/// the message, so a stored message on an AI-handled conversation always has its run.
+/// Conversations only asks: the agent sits above it and registers the handler. The kind keeps
+/// the name stored jobs carry.
+pub const AGENT_RUN: &str = "agent.run";
+
+/// The agent run one message asks for; a message has one at most (its idempotency key).
+pub fn agent_run(message_id: Uuid) -> crate::queue::NewJob {
+    crate::queue::NewJob::new(
+        AGENT_RUN,
+        format!("agent:{message_id}"),
+        json!({ "message_id": message_id }),
+    )
+}
+
 /// The job kinds conversations run.
 pub fn register(jobs: &mut crate::queue::Handlers<crate::app::AppState>) {
     jobs.register(SEND_MESSAGE, |state, job| {
@@ -210,7 +226,7 @@ impl Columns {
             ),
         };
         let message_id = Uuid::now_v7();
-        let run = crate::agent::runtime::run_for(message_id);
+        let run = agent_run(message_id);
         self.ord.push(ord as i32);
         self.inbox_id.push(msg.inbox_id);
         self.known_id.push(known);
@@ -348,7 +364,7 @@ pub async fn ingest_many(
 /// the agent's run for it. Every lookup is by key (a `LATERAL … LIMIT 1`, or `= ANY` of the
 /// keys), so no plan can join the batch against a scan of the tenant's rows.
 async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> Result<Vec<Row>> {
-    let job = crate::agent::runtime::run_for(Uuid::nil());
+    let job = agent_run(Uuid::nil());
     let rows = sqlx::query!(
         r#"WITH input AS (
                SELECT * FROM unnest($2::int[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],

@@ -51,7 +51,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/channels/whatsapp_webhook.rs", "app"),
     ("src/conversations/delivery.rs", "app"),
     ("src/conversations/delivery.rs", "channels"),
-    ("src/conversations/mod.rs", "agent"),
     ("src/conversations/mod.rs", "app"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "app"),
