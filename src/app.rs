@@ -276,7 +276,7 @@ pub fn jobs() -> crate::queue::Handlers<AppState> {
     let mut jobs = crate::queue::Handlers::default();
     crate::audit::export::register(&mut jobs);
     crate::knowledge::register(&mut jobs);
-    crate::conversations::register(&mut jobs);
+    crate::channels::register(&mut jobs);
     crate::agent::register(&mut jobs);
     jobs
 }

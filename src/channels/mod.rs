@@ -30,6 +30,13 @@ use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
 use whatsapp::{BusinessNumber, ConfirmError};
 
+/// The job kinds the channels run.
+pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
+    jobs.register(crate::conversations::SEND_MESSAGE, |state, job| {
+        Box::pin(whatsapp::send::run(state, job))
+    });
+}
+
 pub fn routes(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     let api = api

@@ -313,7 +313,7 @@ pub(super) async fn store_deliveries(
             if !matches!(name, "sent" | "delivered" | "read" | "failed") {
                 continue;
             }
-            // Our message id, given to Meta at send time (see conversations::delivery).
+            // Our message id, given to Meta at send time (see channels::whatsapp::send).
             let callback = status
                 .biz_opaque_callback_data
                 .as_deref()

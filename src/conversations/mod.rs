@@ -1,5 +1,5 @@
 //! Conversations and messages: the ingest path both channels share, the members' inbox API,
-//! and delivery of outbound messages through the durable queue.
+//! and the states of outbound messages on their way through the durable queue.
 
 pub mod delivery;
 pub mod routes;
@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::guardrails::Lang;
 
-/// Delivers an outbound message to the customer's channel.
+/// Delivers an outbound message to the customer's channel. Conversations queue it with the
+/// message; the channels, above them, register the handler that sends.
 pub const SEND_MESSAGE: &str = "message.send";
 
 /// What a customer's message asks for when the AI handles its conversation, or when the message
@@ -32,13 +33,6 @@ pub fn agent_run(message_id: Uuid) -> crate::queue::NewJob {
         format!("agent:{message_id}"),
         json!({ "message_id": message_id }),
     )
-}
-
-/// The job kinds conversations run.
-pub fn register(jobs: &mut crate::queue::Handlers<crate::app::AppState>) {
-    jobs.register(SEND_MESSAGE, |state, job| {
-        Box::pin(delivery::run(state, job))
-    });
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,13 +1,14 @@
 //! WhatsApp Cloud API wire layer: what Meta sends us (webhook payloads and their
 //! signature) and what we send Meta (the Graph API messages endpoint).
 //!
-//! Everything here is pure protocol: no database, no tenant, no queue. The channel
-//! module that owns routes and storage calls in here at its edges:
+//! Everything here is pure protocol (no database, no tenant, no queue) except [`send`], the
+//! outbound job. The channel code that owns routes and storage calls in here at its edges:
 //! [`signature::verify`] over the raw bytes first (SEC-9), then [`payload::parse`],
-//! and [`client::GraphClient::send`] from the outbound worker, which owns retries.
+//! and [`client::GraphClient::send`] from [`send`], which owns retries.
 
 pub mod client;
 pub mod payload;
+pub mod send;
 pub mod signature;
 
 pub use client::{
