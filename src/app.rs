@@ -207,7 +207,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::reviews::routes::routes(api);
     let api = crate::retention::routes::routes(api);
     let api = crate::http::request_log::routes(api);
-    crate::queue::routes::routes(api)
+    crate::channels::jobs::routes(api)
 }
 
 /// The complete router with every layer; `main` serves it and the tests drive it.

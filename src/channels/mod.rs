@@ -2,6 +2,7 @@
 //! chat inbox is one embeddable widget. Channel secrets are sealed with AES-256-GCM before they
 //! reach the database, bound to their inbox, and never returned, logged or audited (SEC-10).
 
+pub mod jobs;
 pub mod webchat;
 pub mod webhook_writer;
 pub mod whatsapp;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{self, Event};
 
 /// The code recorded on a free-form message that was not sent because the customer's 24-hour
@@ -230,4 +230,62 @@ async fn announce(
     )
     .await?;
     Ok(())
+}
+
+/// Puts a dead send's message back in line (`queued`, its failure cleared) and returns its id
+/// and the status it had. A message Meta already took (it has a wamid) is not sent again; one
+/// left `sending` by an interrupted attempt stays so, and the job first waits for Meta's word
+/// on that attempt as any other run would.
+pub async fn requeue(
+    tx: &mut crate::db::Tx,
+    tenant_id: Uuid,
+    message_id: Option<Uuid>,
+) -> Result<(Uuid, Option<String>)> {
+    let message_id = message_id
+        .ok_or_else(|| Error::conflict("nothing_to_retry", "this job names no message to send"))?;
+    let message = sqlx::query!(
+        "SELECT delivery_status, provider_message_id, conversation_id FROM message
+         WHERE id = $1 AND tenant_id = current_tenant_id() FOR UPDATE",
+        message_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| Error::conflict("nothing_to_retry", "the job's message no longer exists"))?;
+    if message.provider_message_id.is_some() {
+        return Err(Error::conflict(
+            "already_sent",
+            "WhatsApp already took this message; sending it again would deliver it twice",
+        ));
+    }
+    if !matches!(
+        message.delivery_status.as_deref(),
+        Some("queued" | "sending" | "failed")
+    ) {
+        return Err(Error::conflict(
+            "nothing_to_retry",
+            "the job's message is not waiting to be sent",
+        ));
+    }
+    if message.delivery_status.as_deref() == Some("sending") {
+        return Ok((message_id, message.delivery_status));
+    }
+    sqlx::query!(
+        "UPDATE message SET delivery_status = 'queued', delivery_error = NULL, failed_at = NULL
+         WHERE id = $1",
+        message_id
+    )
+    .execute(&mut **tx)
+    .await?;
+    events::publish(
+        tx,
+        &Event {
+            tenant_id,
+            kind: "message.updated".into(),
+            conversation_id: Some(message.conversation_id),
+            message_id: Some(message_id),
+            data: json!({ "delivery_status": "queued" }),
+        },
+    )
+    .await?;
+    Ok((message_id, message.delivery_status))
 }

@@ -8,7 +8,6 @@
 //! register a handler for each kind they run in a [`Handlers`] table, which the application
 //! assembles (`app.rs`) and hands to the [`worker`].
 
-pub mod routes;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -293,6 +292,67 @@ pub struct JobView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+}
+
+/// A tenant's jobs, newest first, of one status or all: what the dead-letter view lists.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    status: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<JobView>> {
+    sqlx::query_as!(
+        JobView,
+        "SELECT id, kind, status, attempts, max_attempts, last_error, payload, run_at, created_at, finished_at
+         FROM job WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC LIMIT $3",
+        tenant_id,
+        status,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// A dead job as it died.
+#[derive(Debug)]
+pub struct DeadJob {
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// Locks one of the tenant's dead jobs for a retry, on the caller's transaction; `None` when
+/// the tenant has no such dead job.
+pub async fn lock_dead(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> sqlx::Result<Option<DeadJob>> {
+    sqlx::query_as!(
+        DeadJob,
+        "SELECT kind, payload, attempts, last_error FROM job
+         WHERE id = $1 AND tenant_id = $2 AND status = 'dead' FOR UPDATE",
+        job_id,
+        tenant_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Puts a dead job (locked by [`lock_dead`]) back in line with all its attempts, due now;
+/// workers are woken at commit.
+pub async fn revive(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE job SET status = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+                last_error = NULL, updated_at = now()
+         WHERE id = $1",
+        job_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    crate::events::notify(conn, JOBS_CHANNEL, String::new()).await
 }
 
 #[cfg(test)]
