@@ -1,8 +1,9 @@
 //! Exports of the audit log (AUD-4): a member asks for the events matching a search as CSV or
 //! JSON; a job writes the file in batches into Postgres, with visible progress; the file can be
-//! downloaded until it expires (seven days at most, DSR-7), after which retention deletes the
-//! content and the download answers 410. Asking for and downloading an export are themselves
-//! audit events (AUD-2).
+//! downloaded until it expires (after the tenant's period for exports, seven days at most,
+//! DSR-7); retention's purge then expires it here ([`expire`]): the content goes and the
+//! download answers 410. Asking for and downloading an export are themselves audit events
+//! (AUD-2).
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -25,6 +26,9 @@ use crate::queue::{self, Job, NewJob, Outcome};
 pub const JOB: &str = "audit.export";
 /// Rows per batch: one chunk of the file and one progress update each.
 pub const BATCH: i64 = 1000;
+/// The longest an export may be kept, and how long it is kept unless the tenant shortened it
+/// (DSR-7).
+pub const MAX_DAYS: i32 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,6 +118,19 @@ async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ExportView> {
     .ok_or(Error::NotFound)
 }
 
+/// How many days the tenant keeps exports. The setting sits with the tenant's other retention
+/// periods (`retention_policy`, changed through the retention API); what it means for an
+/// export, when it expires and that its content then goes, is the export's own.
+async fn period(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<i32> {
+    let days = sqlx::query_scalar!(
+        "SELECT exports_days FROM retention_policy WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(days.unwrap_or(MAX_DAYS))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -122,9 +139,7 @@ pub async fn create(
     let request = ExportRequest::parse(body)?;
     let filters = serde_json::to_value(&request.filter).map_err(anyhow::Error::from)?;
     let mut tx = ctx.begin(&state).await?;
-    let days = crate::retention::policy(&mut tx, ctx.tenant_id)
-        .await?
-        .exports_days;
+    let days = period(&mut tx, ctx.tenant_id).await?;
     let id = Uuid::now_v7();
     let source = ctx.audit_source();
     let requested_by = format!(
@@ -391,6 +406,55 @@ async fn write(state: &AppState, tenant_id: Uuid, id: Uuid) -> anyhow::Result<()
             return Ok(());
         }
     }
+}
+
+/// How many exports are past their time: asked for before `cutoff` (the tenant's period as it
+/// stands now, which may have been shortened since), or past their own expiry.
+pub async fn count_expired(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    cutoff: OffsetDateTime,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM audit_export
+           WHERE tenant_id = $1 AND purged_at IS NULL AND (created_at < $2 OR expires_at <= now())"#,
+        tenant_id,
+        cutoff
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Expires up to `limit` exports past their time (see [`count_expired`]) and returns how many.
+/// The record stays (who exported what, when) so a late download answers 410; the content goes.
+/// Retention runs it, on its purge's transaction.
+pub async fn expire(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    cutoff: OffsetDateTime,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let ids = sqlx::query_scalar!(
+        "UPDATE audit_export SET purged_at = now(), status = 'expired'
+         WHERE id IN (SELECT id FROM audit_export
+                      WHERE tenant_id = $1 AND purged_at IS NULL
+                        AND (created_at < $2 OR expires_at <= now())
+                      LIMIT $3)
+         RETURNING id",
+        tenant_id,
+        cutoff,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
+        tenant_id,
+        &ids
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(ids.len() as u64)
 }
 
 // The WHERE clauses below are the listing's (routes.rs), bounded by the export's snapshot.

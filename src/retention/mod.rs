@@ -75,7 +75,7 @@ impl Class {
             Class::AgentExecutions => (180, 3650, Some(180)),
             Class::AuditLog => (365, 3650, Some(365)),
             Class::ClosedConversations => (1, 3650, None),
-            Class::Exports => (1, 7, Some(7)),
+            Class::Exports => (1, audit::export::MAX_DAYS, Some(audit::export::MAX_DAYS)),
             Class::FinishedJobs => (1, 30, Some(30)),
             Class::RequestLog => (1, 30, Some(30)),
         };
@@ -108,7 +108,7 @@ impl Default for Policy {
             agent_executions_days: 180,
             audit_log_days: 365,
             closed_conversations_days: None,
-            exports_days: 7,
+            exports_days: audit::export::MAX_DAYS,
             finished_jobs_days: 30,
             request_log_days: 30,
         }
@@ -292,17 +292,10 @@ pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<V
                 .await?;
                 (r.count, r.held)
             }
-            Class::Exports => {
-                let n = sqlx::query_scalar!(
-                    r#"SELECT count(*) AS "n!" FROM audit_export
-                       WHERE tenant_id = $1 AND purged_at IS NULL AND (created_at < $2 OR expires_at <= now())"#,
-                    tenant_id,
-                    cutoff
-                )
-                .fetch_one(&mut *conn)
-                .await?;
-                (n, 0)
-            }
+            Class::Exports => (
+                audit::export::count_expired(conn, tenant_id, cutoff).await?,
+                0,
+            ),
             Class::FinishedJobs => {
                 let n = sqlx::query_scalar!(
                     r#"SELECT count(*) AS "n!" FROM job
@@ -498,31 +491,7 @@ async fn purge_batch(
             .await?;
             n
         }
-        Class::Exports => {
-            // The record stays (who exported what, when) so a late download answers 410; the
-            // content goes.
-            let ids = sqlx::query_scalar!(
-                "UPDATE audit_export SET purged_at = now(), status = 'expired'
-                 WHERE id IN (SELECT id FROM audit_export
-                              WHERE tenant_id = $1 AND purged_at IS NULL
-                                AND (created_at < $2 OR expires_at <= now())
-                              LIMIT $3)
-                 RETURNING id",
-                tenant_id,
-                cutoff,
-                BATCH
-            )
-            .fetch_all(&mut *conn)
-            .await?;
-            sqlx::query!(
-                "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
-                tenant_id,
-                &ids
-            )
-            .execute(&mut *conn)
-            .await?;
-            ids.len() as u64
-        }
+        Class::Exports => audit::export::expire(conn, tenant_id, cutoff, BATCH).await?,
         Class::FinishedJobs => sqlx::query!(
             "DELETE FROM job WHERE id IN (
                  SELECT id FROM job

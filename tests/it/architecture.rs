@@ -44,7 +44,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/agent/tools.rs", "app"),
     ("src/audit/export.rs", "app"),
     ("src/audit/export.rs", "queue"),
-    ("src/audit/export.rs", "retention"),
     ("src/audit/routes.rs", "app"),
     ("src/channels/jobs.rs", "app"),
     ("src/channels/mod.rs", "app"),
