@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{HeaderName, Method, StatusCode};
 use axum::Router;
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -22,6 +23,7 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::api::Guard;
 use crate::http::{middleware as mw, openapi, Access, Api, Json, RouteSpec};
+use crate::queue::{Job, Outcome};
 
 /// Everything a request handler may need; cheap to clone.
 #[derive(Clone)]
@@ -196,7 +198,7 @@ fn api(state: AppState) -> Api<AppState> {
         );
     let api = crate::auth::routes::routes(api);
     let api = crate::tenants::routes(api);
-    let api = crate::audit::routes::routes(api);
+    let api = crate::audit::routes::routes(api, enqueue);
     let api = crate::crm::accounts::routes(api);
     let api = crate::crm::contacts::routes(api);
     let api = crate::privacy::routes(api);
@@ -274,11 +276,38 @@ async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// owns the work: the queue itself knows none of them.
 pub fn jobs() -> crate::queue::Handlers<AppState> {
     let mut jobs = crate::queue::Handlers::default();
-    crate::audit::export::register(&mut jobs);
+    jobs.register(crate::audit::export::JOB, audit_export);
     crate::knowledge::register(&mut jobs);
     crate::channels::register(&mut jobs);
     crate::agent::register(&mut jobs);
     jobs
+}
+
+/// The queue's enqueue, in terms an engine may take without naming the queue: the audit
+/// export's routes queue its job with it, as audit and the queue are both engines and neither
+/// may import the other.
+fn enqueue<'a>(
+    conn: &'a mut sqlx::PgConnection,
+    tenant_id: uuid::Uuid,
+    kind: &'static str,
+    key: String,
+    payload: serde_json::Value,
+) -> BoxFuture<'a, sqlx::Result<()>> {
+    let job = crate::queue::NewJob::new(kind, key, payload);
+    Box::pin(async move { crate::queue::enqueue(conn, tenant_id, job).await.map(drop) })
+}
+
+/// The audit export's job, in the queue's terms.
+fn audit_export<'a>(state: &'a AppState, job: &'a Job) -> BoxFuture<'a, Outcome> {
+    use crate::audit::export::{run_job, Written};
+    Box::pin(async move {
+        let last_attempt = job.attempts >= job.max_attempts;
+        match run_job(state, job.tenant_id, &job.payload, last_attempt).await {
+            Written::Done => Outcome::Done,
+            Written::Retry(error) => Outcome::Retry { error, after: None },
+            Written::Invalid(error) => Outcome::Fail { error },
+        }
+    })
 }
 
 /// The job worker, running every registered kind against this state.

@@ -8,6 +8,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sqlx::PgConnection;
@@ -20,10 +21,30 @@ use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::Ctx;
 use crate::http::{Json, Path};
-use crate::queue::{self, Job, NewJob, Outcome};
 
-/// The job kind that writes an export.
+/// The job kind that writes an export. Audit and the queue are both engines, neither below the
+/// other, so audit does not name the queue: the application joins them (`app.rs`), handing the
+/// routes an [`Enqueue`] and running [`run_job`] for this kind.
 pub const JOB: &str = "audit.export";
+
+/// Queues a job on the caller's transaction: tenant, kind, idempotency key, payload.
+pub type Enqueue = for<'a> fn(
+    &'a mut PgConnection,
+    Uuid,
+    &'static str,
+    String,
+    Value,
+) -> BoxFuture<'a, sqlx::Result<()>>;
+
+/// What writing an export came to, for the job that runs it.
+#[derive(Debug)]
+pub enum Written {
+    Done,
+    /// Failed this time and worth another try; on the last try the export is marked failed.
+    Retry(String),
+    /// The job names no export: no try will do better.
+    Invalid(String),
+}
 /// Rows per batch: one chunk of the file and one progress update each.
 pub const BATCH: i64 = 1000;
 /// The longest an export may be kept, and how long it is kept unless the tenant shortened it
@@ -131,10 +152,12 @@ async fn period(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<i32> {
     Ok(days.unwrap_or(MAX_DAYS))
 }
 
+/// Asks for an export; its job is queued with `enqueue` in the same transaction.
 pub async fn create(
-    State(state): State<AppState>,
+    state: AppState,
     ctx: Ctx,
-    Json(body): Json<Map<String, Value>>,
+    body: Map<String, Value>,
+    enqueue: Enqueue,
 ) -> Result<(StatusCode, Json<ExportView>)> {
     let request = ExportRequest::parse(body)?;
     let filters = serde_json::to_value(&request.filter).map_err(anyhow::Error::from)?;
@@ -162,14 +185,12 @@ pub async fn create(
     )
     .execute(&mut *tx)
     .await?;
-    queue::enqueue(
+    enqueue(
         &mut tx,
         ctx.tenant_id,
-        NewJob::new(
-            JOB,
-            format!("audit-export:{id}"),
-            json!({ "export_id": id }),
-        ),
+        JOB,
+        format!("audit-export:{id}"),
+        json!({ "export_id": id }),
     )
     .await?;
     ctx.audit(
@@ -271,34 +292,31 @@ pub async fn download(
     Ok(response)
 }
 
-/// The job kinds audit runs.
-pub fn register(jobs: &mut queue::Handlers<AppState>) {
-    jobs.register(JOB, |state, job| Box::pin(run_job(state, job)));
-}
-
-/// Writes one export, batch by batch. Each batch is one transaction that appends a chunk and
-/// moves the progress forward, so a retried job resumes after the last written event.
-pub async fn run_job(state: &AppState, job: &Job) -> Outcome {
-    let Some(export_id) = job
-        .payload
+/// The [`JOB`]: writes one export, batch by batch. Each batch is one transaction that appends a
+/// chunk and moves the progress forward, so a retried job resumes after the last written event.
+pub async fn run_job(
+    state: &AppState,
+    tenant_id: Uuid,
+    payload: &Value,
+    last_attempt: bool,
+) -> Written {
+    let Some(export_id) = payload
         .get("export_id")
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
     else {
-        return Outcome::Fail {
-            error: "the job names no export".into(),
-        };
+        return Written::Invalid("the job names no export".into());
     };
-    match write(state, job.tenant_id, export_id).await {
-        Ok(()) => Outcome::Done,
+    match write(state, tenant_id, export_id).await {
+        Ok(()) => Written::Done,
         Err(e) => {
             let error = format!("{e:#}");
-            if job.attempts >= job.max_attempts {
-                if let Err(e) = fail(state, job.tenant_id, export_id, &error).await {
+            if last_attempt {
+                if let Err(e) = fail(state, tenant_id, export_id, &error).await {
                     tracing::warn!(error = %e, "could not mark the export failed");
                 }
             }
-            Outcome::Retry { error, after: None }
+            Written::Retry(error)
         }
     }
 }

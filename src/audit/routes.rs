@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -15,7 +15,8 @@ use crate::http::Ctx;
 use crate::http::{Access, Api, Json, Query};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+/// `enqueue` queues the job that writes an export (see [`super::export::JOB`]).
+pub fn routes(api: Api<AppState>, enqueue: super::export::Enqueue) -> Api<AppState> {
     use Access::*;
     api.route(
         Method::GET,
@@ -36,7 +37,9 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
         "/api/v1/audit/exports",
         Requires(Permission::AuditExport),
         ("audit", "Export the (filtered) audit log as CSV or JSON"),
-        super::export::create,
+        move |State(state): State<AppState>, ctx: Ctx, Json(body): Json<Map<String, Value>>| {
+            super::export::create(state, ctx, body, enqueue)
+        },
     )
     .route(
         Method::GET,

@@ -43,7 +43,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/agent/settings.rs", "app"),
     ("src/agent/tools.rs", "app"),
     ("src/audit/export.rs", "app"),
-    ("src/audit/export.rs", "queue"),
     ("src/audit/routes.rs", "app"),
     ("src/channels/jobs.rs", "app"),
     ("src/channels/mod.rs", "app"),
