@@ -370,13 +370,13 @@ fn housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
                         Err(e) => tracing::warn!(error = %e, "expiring review items failed"),
                     }
                     // A snooze ends by itself when its time comes, not only when the customer writes.
-                    match crate::conversations::wake_snoozed(&state).await {
+                    match crate::conversations::wake_snoozed(&state.db).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(woken = n, "snoozed conversations woke"),
                         Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
                     }
                 }
-                _ = retention.tick() => crate::retention::run_all(&state).await,
+                _ = retention.tick() => crate::retention::run_all(&state.db, &state.shutdown).await,
             }
         }
     })

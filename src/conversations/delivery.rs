@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
 
@@ -19,14 +19,14 @@ pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
 
 /// Marks the message `sending` if it is still as we read it; false when it changed meanwhile.
 pub async fn start_sending(
-    state: &AppState,
+    db: &Db,
     tenant_id: Uuid,
     message_id: Uuid,
     conversation_id: Uuid,
     seen_status: &str,
     seen_attempt: Option<OffsetDateTime>,
 ) -> Result<bool> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let mut tx = db.tenant_tx(tenant_id).await?;
     let claimed = sqlx::query!(
         "UPDATE message SET delivery_status = 'sending', send_attempted_at = now()
          WHERE id = $1 AND delivery_status = $2 AND send_attempted_at IS NOT DISTINCT FROM $3
@@ -47,8 +47,8 @@ pub async fn start_sending(
 }
 
 /// A request that certainly did not go out: the next attempt need not wait for Meta.
-pub async fn back_in_line(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+pub async fn back_in_line(db: &Db, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
+    let mut tx = db.tenant_tx(tenant_id).await?;
     sqlx::query!(
         "UPDATE message SET delivery_status = 'queued' WHERE id = $1 AND delivery_status = 'sending'",
         message_id
@@ -60,12 +60,12 @@ pub async fn back_in_line(state: &AppState, tenant_id: Uuid, message_id: Uuid) -
 }
 
 pub async fn mark_sent(
-    state: &AppState,
+    db: &Db,
     tenant_id: Uuid,
     message_id: Uuid,
     wamid: Option<&str>,
 ) -> Result<()> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let mut tx = db.tenant_tx(tenant_id).await?;
     // A status webhook may have been faster than this (it names the message by our id): then
     // the message is already as far as Meta said, and stays there.
     let row = sqlx::query!(
@@ -88,13 +88,8 @@ pub async fn mark_sent(
     Ok(())
 }
 
-pub async fn mark_failed(
-    state: &AppState,
-    tenant_id: Uuid,
-    message_id: Uuid,
-    error: Value,
-) -> Result<()> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+pub async fn mark_failed(db: &Db, tenant_id: Uuid, message_id: Uuid, error: Value) -> Result<()> {
+    let mut tx = db.tenant_tx(tenant_id).await?;
     failed(&mut tx, tenant_id, message_id, error).await?;
     tx.commit().await?;
     Ok(())
@@ -127,7 +122,7 @@ async fn failed(
 /// answer): recorded as failed, and the conversation goes to a person with a note saying why,
 /// since only a person can choose a template to reach the customer now.
 pub async fn outside_window(
-    state: &AppState,
+    db: &Db,
     tenant_id: Uuid,
     message_id: Uuid,
     conversation_id: Uuid,
@@ -142,7 +137,7 @@ pub async fn outside_window(
     if let Some(meta) = meta_error {
         error["graph"] = meta;
     }
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+    let mut tx = db.tenant_tx(tenant_id).await?;
     if !failed(&mut tx, tenant_id, message_id, error).await? {
         tx.commit().await?;
         return Ok(());

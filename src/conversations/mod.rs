@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEvent};
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::guardrails::Lang;
@@ -743,16 +744,16 @@ pub async fn post_outbound(
 /// Housekeeping: reopens snoozed conversations whose time has come, each in its tenant's own
 /// transaction, audited as the platform's doing, announced live. (A customer's message wakes
 /// one sooner: see [`ingest`].) Returns how many woke.
-pub async fn wake_snoozed(state: &crate::app::AppState) -> Result<usize> {
+pub async fn wake_snoozed(db: &Db) -> Result<usize> {
     let due = sqlx::query!(
         "SELECT id, tenant_id FROM conversation WHERE status = 'snoozed' AND snoozed_until <= now()
          ORDER BY snoozed_until LIMIT 500"
     )
-    .fetch_all(&state.db.system)
+    .fetch_all(&db.system)
     .await?;
     let mut woken = 0;
     for row in due {
-        match wake(state, row.tenant_id, row.id).await {
+        match wake(db, row.tenant_id, row.id).await {
             Ok(true) => woken += 1,
             Ok(false) => {}
             Err(e) => {
@@ -763,8 +764,8 @@ pub async fn wake_snoozed(state: &crate::app::AppState) -> Result<usize> {
     Ok(woken)
 }
 
-async fn wake(state: &crate::app::AppState, tenant_id: Uuid, id: Uuid) -> Result<bool> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+async fn wake(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool> {
+    let mut tx = db.tenant_tx(tenant_id).await?;
     // Locked, and still due: a customer's message or a member may have woken it meanwhile.
     let due = sqlx::query_scalar!(
         "SELECT id FROM conversation WHERE id = $1 AND status = 'snoozed' AND snoozed_until <= now()

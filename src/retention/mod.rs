@@ -21,8 +21,8 @@ use sqlx::PgConnection;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
+use crate::db::Db;
 
 /// Rows per DELETE statement.
 pub const BATCH: i64 = 1000;
@@ -166,10 +166,10 @@ pub struct ClassReport {
 /// batched deletes and the `retention.purged` audit event commit together, so no purge goes
 /// unrecorded. A class with nothing to purge writes nothing.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id))]
-pub async fn run(state: &AppState, tenant_id: Uuid) -> anyhow::Result<Vec<ClassReport>> {
+pub async fn run(db: &Db, tenant_id: Uuid) -> anyhow::Result<Vec<ClassReport>> {
     let mut reports = Vec::new();
     for class in Class::ALL {
-        let mut tx = state.db.system.begin().await?;
+        let mut tx = db.system.begin().await?;
         crate::db::set_tenant(&mut tx, tenant_id).await?;
         // Several servers may run housekeeping at once: one purge per tenant and class at a
         // time, the others skip it until their next run.
@@ -220,10 +220,10 @@ pub async fn run(state: &AppState, tenant_id: Uuid) -> anyhow::Result<Vec<ClassR
 }
 
 /// Runs the purge for every tenant, one after the other (housekeeping). A failing tenant is
-/// logged and does not stop the others.
-pub async fn run_all(state: &AppState) {
+/// logged and does not stop the others; `stop` ends it between tenants.
+pub async fn run_all(db: &Db, stop: &tokio_util::sync::CancellationToken) {
     let tenants = match sqlx::query_scalar!("SELECT id FROM tenant ORDER BY id")
-        .fetch_all(&state.db.system)
+        .fetch_all(&db.system)
         .await
     {
         Ok(ids) => ids,
@@ -233,10 +233,10 @@ pub async fn run_all(state: &AppState) {
         }
     };
     for tenant_id in tenants {
-        if state.shutdown.is_cancelled() {
+        if stop.is_cancelled() {
             return;
         }
-        if let Err(e) = run(state, tenant_id).await {
+        if let Err(e) = run(db, tenant_id).await {
             tracing::warn!(%tenant_id, error = ?e, "retention run failed");
         }
     }

@@ -1,6 +1,6 @@
 //! The retention policy, a preview and an on-demand run of the purge, and legal holds.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -8,14 +8,18 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Class, ClassReport, Policy};
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::{explicit_null, Access, Api, Json, Path};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     use Permission::RetentionManage;
     api.route(
@@ -96,8 +100,8 @@ fn view(policy: Policy) -> PolicyView {
     }
 }
 
-async fn show_policy(State(state): State<AppState>, ctx: Ctx) -> Result<Json<PolicyView>> {
-    let mut tx = ctx.begin(&state).await?;
+async fn show_policy(State(db): State<Db>, ctx: Ctx) -> Result<Json<PolicyView>> {
+    let mut tx = ctx.begin(&db).await?;
     let policy = super::policy(&mut tx, ctx.tenant_id).await?;
     tx.commit().await?;
     Ok(Json(view(policy)))
@@ -156,11 +160,11 @@ fn check(class: Class, days: i32) -> Result<()> {
 }
 
 async fn update_policy(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Json(change): Json<PolicyChange>,
 ) -> Result<Json<PolicyView>> {
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let before = super::policy(&mut tx, ctx.tenant_id).await?;
     let after = Policy {
         agent_executions_days: change
@@ -226,17 +230,17 @@ struct Reports {
     classes: Vec<ClassReport>,
 }
 
-async fn preview(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Reports>> {
-    let mut tx = ctx.begin(&state).await?;
+async fn preview(State(db): State<Db>, ctx: Ctx) -> Result<Json<Reports>> {
+    let mut tx = ctx.begin(&db).await?;
     let classes = super::preview(&mut tx, ctx.tenant_id).await?;
     tx.commit().await?;
     Ok(Json(Reports { classes }))
 }
 
-async fn run_now(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Reports>> {
-    let classes = super::run(&state, ctx.tenant_id).await?;
+async fn run_now(State(db): State<Db>, ctx: Ctx) -> Result<Json<Reports>> {
+    let classes = super::run(&db, ctx.tenant_id).await?;
     // Who asked for it; each class's purge is recorded by the run itself.
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let counts: serde_json::Map<String, Value> = classes
         .iter()
         .map(|r| (r.class.as_str().to_string(), json!(r.count)))
@@ -273,7 +277,7 @@ struct HoldView {
 }
 
 async fn create_hold(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Json(hold): Json<NewHold>,
 ) -> Result<(StatusCode, Json<HoldView>)> {
@@ -284,7 +288,7 @@ async fn create_hold(
             "reason must be 1 to 2000 characters",
         ));
     }
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     // The entity must be the caller's: another tenant's id is simply not found.
     match hold.entity_type.as_str() {
         "contact" => {
@@ -325,8 +329,8 @@ async fn create_hold(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-async fn list_holds(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<HoldView>>> {
-    let mut tx = ctx.begin(&state).await?;
+async fn list_holds(State(db): State<Db>, ctx: Ctx) -> Result<Json<Vec<HoldView>>> {
+    let mut tx = ctx.begin(&db).await?;
     let holds = sqlx::query_as!(
         HoldView,
         "SELECT id, entity_type, entity_id, reason, created_by, created_at, released_at, released_by
@@ -341,11 +345,11 @@ async fn list_holds(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<
 }
 
 async fn release_hold(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<HoldView>> {
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let current = sqlx::query_scalar!(
         "SELECT released_at FROM legal_hold WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         id,

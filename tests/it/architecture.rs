@@ -49,12 +49,8 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/channels/webchat.rs", "app"),
     ("src/channels/whatsapp/send.rs", "app"),
     ("src/channels/whatsapp_webhook.rs", "app"),
-    ("src/conversations/delivery.rs", "app"),
-    ("src/conversations/mod.rs", "app"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "app"),
-    ("src/retention/mod.rs", "app"),
-    ("src/retention/routes.rs", "app"),
     ("src/reviews/mod.rs", "app"),
     ("src/reviews/routes.rs", "app"),
 ];

@@ -559,7 +559,7 @@ async fn a_snoozed_conversation_wakes_by_itself_when_its_time_comes_audited_and_
 
     // The housekeeping sweep, called directly.
     assert_eq!(
-        custodian::conversations::wake_snoozed(&app.state)
+        custodian::conversations::wake_snoozed(&app.state.db)
             .await
             .unwrap(),
         1
@@ -590,7 +590,7 @@ async fn a_snoozed_conversation_wakes_by_itself_when_its_time_comes_audited_and_
     assert!(woken[0]["after"]["snoozed_until"].is_null());
     // Nothing more is due: the next sweep changes nothing.
     assert_eq!(
-        custodian::conversations::wake_snoozed(&app.state)
+        custodian::conversations::wake_snoozed(&app.state.db)
             .await
             .unwrap(),
         0

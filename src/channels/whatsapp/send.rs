@@ -61,7 +61,7 @@ pub async fn run(state: &AppState, job: &Job) -> Outcome {
                         "retryable": true,
                         "message": format!("the platform could not send this message: {e}"),
                     });
-                    if let Err(e) = mark_failed(state, job.tenant_id, message_id, error).await {
+                    if let Err(e) = mark_failed(&state.db, job.tenant_id, message_id, error).await {
                         tracing::warn!(%message_id, error = %e, "recording a send's failure failed");
                     }
                 }
@@ -120,7 +120,7 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         _ => return Ok(Outcome::Done),
     }
     if row.channel != "whatsapp" {
-        mark_sent(state, job.tenant_id, message_id, None).await?;
+        mark_sent(&state.db, job.tenant_id, message_id, None).await?;
         return Ok(Outcome::Done);
     }
     let is_template = row.content_type == "template";
@@ -128,7 +128,14 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         .last_inbound_at
         .is_none_or(|at| now - at > SERVICE_WINDOW);
     if !is_template && window_closed {
-        outside_window(state, job.tenant_id, message_id, row.conversation_id, None).await?;
+        outside_window(
+            &state.db,
+            job.tenant_id,
+            message_id,
+            row.conversation_id,
+            None,
+        )
+        .await?;
         return Ok(Outcome::Done);
     }
 
@@ -170,7 +177,7 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
     // Committed before the request leaves: from here on, a crash leaves a trace that says
     // Meta may have the message.
     if !start_sending(
-        state,
+        &state.db,
         job.tenant_id,
         message_id,
         row.conversation_id,
@@ -198,14 +205,14 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         .await
     {
         Ok(sent) => {
-            mark_sent(state, job.tenant_id, message_id, Some(&sent.wamid)).await?;
+            mark_sent(&state.db, job.tenant_id, message_id, Some(&sent.wamid)).await?;
             Ok(Outcome::Done)
         }
         Err(e) if e.is_retryable() && job.attempts < job.max_attempts => {
             tracing::info!(%message_id, error = %e, "send failed; will retry");
             if !e.may_have_been_sent() {
                 // Meta answered with an error, or was never reached: nothing went out.
-                back_in_line(state, job.tenant_id, message_id).await?;
+                back_in_line(&state.db, job.tenant_id, message_id).await?;
             }
             Ok(Outcome::Retry {
                 error: e.to_string(),
@@ -215,7 +222,7 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         Err(SendError::OutsideWindow { code, message }) => {
             let error = SendError::OutsideWindow { code, message }.as_json();
             outside_window(
-                state,
+                &state.db,
                 job.tenant_id,
                 message_id,
                 row.conversation_id,
@@ -226,7 +233,7 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Err(e) => {
-            mark_failed(state, job.tenant_id, message_id, e.as_json()).await?;
+            mark_failed(&state.db, job.tenant_id, message_id, e.as_json()).await?;
             Ok(Outcome::Fail {
                 error: e.to_string(),
             })
