@@ -302,7 +302,7 @@ fn audit_export<'a>(state: &'a AppState, job: &'a Job) -> BoxFuture<'a, Outcome>
     use crate::audit::export::{run_job, Written};
     Box::pin(async move {
         let last_attempt = job.attempts >= job.max_attempts;
-        match run_job(state, job.tenant_id, &job.payload, last_attempt).await {
+        match run_job(&state.db, job.tenant_id, &job.payload, last_attempt).await {
             Written::Done => Outcome::Done,
             Written::Retry(error) => Outcome::Retry { error, after: None },
             Written::Invalid(error) => Outcome::Fail { error },

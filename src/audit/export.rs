@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::routes::{EventView, Filter};
 use super::AuditEvent;
-use crate::app::AppState;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::Ctx;
 use crate::http::{Json, Path};
@@ -154,14 +154,14 @@ async fn period(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<i32> {
 
 /// Asks for an export; its job is queued with `enqueue` in the same transaction.
 pub async fn create(
-    state: AppState,
+    db: Db,
     ctx: Ctx,
     body: Map<String, Value>,
     enqueue: Enqueue,
 ) -> Result<(StatusCode, Json<ExportView>)> {
     let request = ExportRequest::parse(body)?;
     let filters = serde_json::to_value(&request.filter).map_err(anyhow::Error::from)?;
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let days = period(&mut tx, ctx.tenant_id).await?;
     let id = Uuid::now_v7();
     let source = ctx.audit_source();
@@ -204,8 +204,8 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
-pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<ExportView>>> {
-    let mut tx = ctx.begin(&state).await?;
+pub async fn list(State(db): State<Db>, ctx: Ctx) -> Result<Json<Vec<ExportView>>> {
+    let mut tx = ctx.begin(&db).await?;
     let rows = sqlx::query_as!(
         ExportView,
         "SELECT id, format, filters, status, rows_total, rows_done, bytes, error, requested_by,
@@ -220,22 +220,18 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<Ex
 }
 
 pub async fn show(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ExportView>> {
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let view = fetch(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(view))
 }
 
-pub async fn download(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<Response> {
-    let mut tx = ctx.begin(&state).await?;
+pub async fn download(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response> {
+    let mut tx = ctx.begin(&db).await?;
     let export = fetch(&mut tx, id).await?;
     if export.purged_at.is_some() || export.expires_at <= OffsetDateTime::now_utc() {
         return Err(Error::Gone(
@@ -294,12 +290,7 @@ pub async fn download(
 
 /// The [`JOB`]: writes one export, batch by batch. Each batch is one transaction that appends a
 /// chunk and moves the progress forward, so a retried job resumes after the last written event.
-pub async fn run_job(
-    state: &AppState,
-    tenant_id: Uuid,
-    payload: &Value,
-    last_attempt: bool,
-) -> Written {
+pub async fn run_job(db: &Db, tenant_id: Uuid, payload: &Value, last_attempt: bool) -> Written {
     let Some(export_id) = payload
         .get("export_id")
         .and_then(Value::as_str)
@@ -307,12 +298,12 @@ pub async fn run_job(
     else {
         return Written::Invalid("the job names no export".into());
     };
-    match write(state, tenant_id, export_id).await {
+    match write(db, tenant_id, export_id).await {
         Ok(()) => Written::Done,
         Err(e) => {
             let error = format!("{e:#}");
             if last_attempt {
-                if let Err(e) = fail(state, tenant_id, export_id, &error).await {
+                if let Err(e) = fail(db, tenant_id, export_id, &error).await {
                     tracing::warn!(error = %e, "could not mark the export failed");
                 }
             }
@@ -321,8 +312,8 @@ pub async fn run_job(
     }
 }
 
-async fn fail(state: &AppState, tenant_id: Uuid, id: Uuid, error: &str) -> sqlx::Result<()> {
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
+async fn fail(db: &Db, tenant_id: Uuid, id: Uuid, error: &str) -> sqlx::Result<()> {
+    let mut tx = db.tenant_tx(tenant_id).await?;
     sqlx::query!(
         "UPDATE audit_export SET status = 'failed', error = $2, finished_at = now()
          WHERE id = $1 AND tenant_id = current_tenant_id() AND status IN ('queued', 'running')",
@@ -335,9 +326,9 @@ async fn fail(state: &AppState, tenant_id: Uuid, id: Uuid, error: &str) -> sqlx:
 }
 
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id, export_id = %id))]
-async fn write(state: &AppState, tenant_id: Uuid, id: Uuid) -> anyhow::Result<()> {
+async fn write(db: &Db, tenant_id: Uuid, id: Uuid) -> anyhow::Result<()> {
     loop {
-        let mut tx = state.db.tenant_tx(tenant_id).await?;
+        let mut tx = db.tenant_tx(tenant_id).await?;
         let Some(export) = sqlx::query!(
             r#"SELECT format, filters, status, through_seq, last_seq, rows_done, rows_total,
                       (SELECT count(*) FROM audit_export_chunk c WHERE c.export_id = e.id) AS "chunks!"

@@ -1,7 +1,7 @@
 //! Reading the audit log: chain verification (AUD-3), search by actor, entity, action, time
 //! and execution (AUD-4), and exports (`export.rs`).
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -9,14 +9,18 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Verification;
-use crate::app::AppState;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::Ctx;
 use crate::http::{Access, Api, Json, Query};
 use crate::rbac::Permission;
 
 /// `enqueue` queues the job that writes an export (see [`super::export::JOB`]).
-pub fn routes(api: Api<AppState>, enqueue: super::export::Enqueue) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>, enqueue: super::export::Enqueue) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -37,8 +41,8 @@ pub fn routes(api: Api<AppState>, enqueue: super::export::Enqueue) -> Api<AppSta
         "/api/v1/audit/exports",
         Requires(Permission::AuditExport),
         ("audit", "Export the (filtered) audit log as CSV or JSON"),
-        move |State(state): State<AppState>, ctx: Ctx, Json(body): Json<Map<String, Value>>| {
-            super::export::create(state, ctx, body, enqueue)
+        move |State(db): State<Db>, ctx: Ctx, Json(body): Json<Map<String, Value>>| {
+            super::export::create(db, ctx, body, enqueue)
         },
     )
     .route(
@@ -64,8 +68,8 @@ pub fn routes(api: Api<AppState>, enqueue: super::export::Enqueue) -> Api<AppSta
     )
 }
 
-async fn verify(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Verification>> {
-    Ok(Json(super::verify(&state.db.app, ctx.tenant_id).await?))
+async fn verify(State(db): State<Db>, ctx: Ctx) -> Result<Json<Verification>> {
+    Ok(Json(super::verify(&db.app, ctx.tenant_id).await?))
 }
 
 /// What to look for in the audit log (AUD-4). Shared by the listing and exports, so an
@@ -187,11 +191,7 @@ struct Page {
     next_cursor: Option<i64>,
 }
 
-async fn list(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Query(search): Query<Search>,
-) -> Result<Json<Page>> {
+async fn list(State(db): State<Db>, ctx: Ctx, Query(search): Query<Search>) -> Result<Json<Page>> {
     let (filter, before_seq, limit) = search.split();
     filter.check()?;
     let limit = limit.unwrap_or(100);
@@ -201,7 +201,7 @@ async fn list(
             "limit must be 1 to 1000",
         ));
     }
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     // The filter itself is `audit_search` (migration 0007), shared with the exports.
     let events = sqlx::query_as!(
         EventView,

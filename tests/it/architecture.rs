@@ -42,8 +42,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/agent/runtime.rs", "app"),
     ("src/agent/settings.rs", "app"),
     ("src/agent/tools.rs", "app"),
-    ("src/audit/export.rs", "app"),
-    ("src/audit/routes.rs", "app"),
     ("src/channels/jobs.rs", "app"),
     ("src/channels/mod.rs", "app"),
     ("src/channels/webchat.rs", "app"),
