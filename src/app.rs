@@ -364,7 +364,7 @@ fn housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
                 _ = tick.tick() => {
                     state.throttle.shrink();
                     // Fail closed: a review that waited too long is rejected and the customer told.
-                    match crate::reviews::expire_due(&state).await {
+                    match crate::reviews::expire_due(&state.db).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(expired = n, "review items expired"),
                         Err(e) => tracing::warn!(error = %e, "expiring review items failed"),

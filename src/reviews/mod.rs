@@ -15,7 +15,6 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::conversations::{self, Author};
 use crate::db::Db;
@@ -181,16 +180,16 @@ pub(crate) fn customer_waits(kind: &str) -> bool {
 /// Rejects every pending item whose time ran out, in every tenant (fail closed): the item is
 /// rejected with reason `expired`, the customer is told with the tenant's wording, and the
 /// fact is audited. Returns how many expired.
-pub async fn expire_due(state: &AppState) -> Result<usize> {
+pub async fn expire_due(db: &Db) -> Result<usize> {
     let due = sqlx::query!(
         "SELECT id, tenant_id FROM review_item WHERE status = 'pending' AND expires_at <= now()
          ORDER BY expires_at LIMIT 500"
     )
-    .fetch_all(&state.db.system)
+    .fetch_all(&db.system)
     .await?;
     let mut expired = 0;
     for row in due {
-        let mut tx = state.db.tenant_tx(row.tenant_id).await?;
+        let mut tx = db.tenant_tx(row.tenant_id).await?;
         let item = sqlx::query!(
             "SELECT kind, conversation_id, status, expires_at FROM review_item WHERE id = $1 FOR UPDATE",
             row.id

@@ -13,7 +13,7 @@
 //! Rejecting (a reason is required) is final for every kind. Approving, rejecting and being
 //! assigned all need the role the item requires.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -25,10 +25,10 @@ use super::{
     announce, customer_waits, load_policy, tenant_actions, NewItem, Requester, TenantAction,
     EXECUTE_JOB, KINDS,
 };
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::conversations::{self, Author};
+use crate::db::Db;
 use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::guardrails::schema;
@@ -36,7 +36,11 @@ use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::{Permission, Role};
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -214,7 +218,7 @@ const STATUSES: &[&str] = &[
 ];
 
 async fn list(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<ReviewView>>> {
@@ -241,7 +245,7 @@ async fn list(
             ));
         }
     }
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let items = sqlx::query_as!(
         ReviewView,
         r#"SELECT r.id, r.kind, r.status, r.expired, r.conversation_id, r.execution_id, r.action_id, r.proposal,
@@ -283,8 +287,8 @@ struct Counts {
     sla_breached: i64,
 }
 
-async fn counts(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Counts>> {
-    let mut tx = ctx.begin(&state).await?;
+async fn counts(State(db): State<Db>, ctx: Ctx) -> Result<Json<Counts>> {
+    let mut tx = ctx.begin(&db).await?;
     let rows = sqlx::query!(
         r#"SELECT status, kind, count(*) AS "n!", count(*) FILTER (WHERE status = 'pending' AND due_at < now()) AS "breached!"
            FROM review_item WHERE tenant_id = current_tenant_id() GROUP BY status, kind"#
@@ -322,12 +326,8 @@ struct Detail {
     execution: Option<Value>,
 }
 
-async fn show(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<Json<Detail>> {
-    let mut tx = ctx.begin(&state).await?;
+async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Json<Detail>> {
+    let mut tx = ctx.begin(&db).await?;
     let item = fetch(&mut tx, id, false).await?;
     let approvals_given = sqlx::query_scalar!(
         r#"SELECT jsonb_build_object('member_id', member_id, 'role', role, 'note', note, 'at', created_at) AS "a!"
@@ -383,12 +383,12 @@ struct CreateBody {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Json(body): Json<CreateBody>,
 ) -> Result<(StatusCode, Json<ReviewView>)> {
     let note = note(body.note.as_deref())?;
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     conversations::fetch(&mut tx, body.conversation_id).await?;
     let source = ctx.audit_source();
     let key = format!("member:{}", Uuid::now_v7());
@@ -615,7 +615,7 @@ fn role_refusal(required: RequiredRole) -> Error {
 }
 
 async fn approve(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     // A JSON body, `{}` at least: an approval runs an action, so it is never read from a
@@ -623,7 +623,7 @@ async fn approve(
     Json(body): Json<ApproveBody>,
 ) -> Result<Json<ReviewView>> {
     let note = note(body.note.as_deref())?;
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let before = fetch(&mut tx, id, true).await?;
     still_pending(&before)?;
     check_approval(&before, &body)?;
@@ -896,7 +896,7 @@ struct RejectBody {
 }
 
 async fn reject(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<RejectBody>,
@@ -908,7 +908,7 @@ async fn reject(
             "a rejection needs a reason of 1 to 2000 characters",
         ));
     }
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let before = fetch(&mut tx, id, true).await?;
     still_pending(&before)?;
     // A rejection is as final as an approval: it needs the same role.
@@ -958,7 +958,7 @@ struct AssignBody {
 }
 
 async fn assign(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<AssignBody>,
@@ -969,7 +969,7 @@ async fn assign(
             "assignee_id is required (null unassigns)",
         ));
     };
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let before = fetch(&mut tx, id, true).await?;
     if before.status != "pending" {
         return Err(Error::conflict(
@@ -1026,15 +1026,15 @@ async fn assign(
     Ok(Json(after))
 }
 
-async fn show_policy(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ReviewPolicy>> {
-    let mut tx = ctx.begin(&state).await?;
+async fn show_policy(State(db): State<Db>, ctx: Ctx) -> Result<Json<ReviewPolicy>> {
+    let mut tx = ctx.begin(&db).await?;
     let policy = load_policy(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(policy))
 }
 
 async fn update_policy(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ctx: Ctx,
     Json(body): Json<Value>,
 ) -> Result<Json<ReviewPolicy>> {
@@ -1044,7 +1044,7 @@ async fn update_policy(
         .validate()
         .map_err(|e| Error::bad_request("invalid_policy", e))?;
     let policy = policy.normalized();
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(&db).await?;
     let before = load_policy(&mut tx).await?;
     let stored = serde_json::to_value(&policy).map_err(anyhow::Error::from)?;
     sqlx::query!(

@@ -49,8 +49,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/channels/whatsapp_webhook.rs", "app"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "app"),
-    ("src/reviews/mod.rs", "app"),
-    ("src/reviews/routes.rs", "app"),
 ];
 
 fn rank(module: &str) -> Option<usize> {
