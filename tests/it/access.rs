@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use custodian::http::Access;
 use custodian::rbac::Role;
-use uuid::Uuid;
 
-use crate::common::{Req, TestApp};
+use crate::common::{concrete, Req, TestApp};
 
 /// The routes that answer without credentials. Adding one is a deliberate act: it has to be
 /// added here too, where a reviewer sees it.
@@ -31,19 +30,6 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/webchat/{inbox_id}/events"),
     ("GET", "/demo/chat/{inbox_id}"),
 ];
-
-fn concrete(path: &str) -> String {
-    path.split('/')
-        .map(|seg| {
-            if seg.starts_with('{') {
-                Uuid::new_v4().to_string()
-            } else {
-                seg.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
 
 // proves: SEC-1
 #[tokio::test]

@@ -5,22 +5,8 @@
 use axum::http::StatusCode;
 use custodian::http::api::takes_body;
 use serde_json::json;
-use uuid::Uuid;
 
-use crate::common::{Req, TestApp};
-
-fn concrete(path: &str) -> String {
-    path.split('/')
-        .map(|seg| {
-            if seg.starts_with('{') {
-                Uuid::new_v4().to_string()
-            } else {
-                seg.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
+use crate::common::{concrete, Req, TestApp};
 
 #[tokio::test]
 async fn every_route_that_changes_something_refuses_a_body_that_is_not_json() {
