@@ -563,3 +563,109 @@ fn phone_numbers_of_the_generated_corpus_are_valid_for_libphonenumber_itself() {
     }
     assert!(checked > 500);
 }
+
+// Issue 18: the classes of misses found on messages written elsewhere.
+
+#[test]
+fn cards_of_every_issuer_range_are_found_in_any_grouping_with_or_without_a_card_word() {
+    assert_finds(
+        PiiType::Card,
+        &[
+            (
+                "my credit card number is 3589 1234 5678 9018",
+                "3589 1234 5678 9018",
+            ),
+            ("jcb 3530111333300000 pls", "3530111333300000"),
+            // JCB's original 15-digit ranges.
+            ("card 180001234567899 ok", "180001234567899"),
+            ("charged on 2131-0000-0000-001", "2131-0000-0000-001"),
+            // 12-digit Maestro: grouped, or compact with a card word around.
+            ("the charge on 6763 7881 5093 is not mine", "6763 7881 5093"),
+            (
+                "Can you refund to 676319646029? It's the same card I used.",
+                "676319646029",
+            ),
+        ],
+    );
+    assert_clean(&[
+        // Luhn-valid 12 digits with nothing card-like about them.
+        "Tracking says 378779407451 but UPS has no record.",
+        "order 676319646029",
+    ]);
+}
+
+#[test]
+fn checksum_valid_cpf_and_cnpj_after_a_fiscal_document_word_are_still_found() {
+    assert_finds(
+        PiiType::Cpf,
+        &[
+            ("Quero a nota no 52998224725, por favor.", "52998224725"),
+            ("nota para 52998224725", "52998224725"),
+            ("Emitam a nota fiscal com o 52998224725", "52998224725"),
+            ("O cadastro está com 529982247-25", "529982247-25"),
+        ],
+    );
+    assert_finds(
+        PiiType::Cnpj,
+        &[("nota para 11222333000181, obrigado", "11222333000181")],
+    );
+    // An order word still wins over a checksum it happens to pass.
+    assert_clean(&["pedido 52998224725 atrasado"]);
+}
+
+#[test]
+fn ssns_compact_or_spaced_are_found_by_their_structure_and_the_words_around() {
+    assert_finds(
+        PiiType::Ssn,
+        &[
+            ("You can verify me with 123456789", "123456789"),
+            ("The form had 219099999 on it", "219099999"),
+            ("I entered 123 45 6789 in the tax form", "123 45 6789"),
+            ("ssn 123 45 6789", "123 45 6789"),
+        ],
+    );
+    assert_clean(&[
+        // Invalid area, group or serial.
+        "verify me with 666123456",
+        "the tax form had 900 12 3456",
+        "verify me with 123 00 6789",
+    ]);
+}
+
+#[test]
+fn phones_are_found_as_people_and_fake_data_libraries_write_them() {
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("call 206.269.0743x9150 today", "206.269.0743x9150"),
+            ("call +1-780-563-6083 x 7783.", "+1-780-563-6083 x 7783"),
+            ("tel 415-555-2671 ext. 12, thanks", "415-555-2671 ext. 12"),
+            (
+                "liga no (11) 3456-7890 ramal 123",
+                "(11) 3456-7890 ramal 123",
+            ),
+            ("or 001-248-323-5762x20519", "001-248-323-5762x20519"),
+            ("ruf an: 00 49 151 23456789", "00 49 151 23456789"),
+            ("+1-992-378-4364 is mine", "+1-992-378-4364"),
+            ("whats 77 9056-6615", "77 9056-6615"),
+            ("me liga (11) 91234-5678", "(11) 91234-5678"),
+            ("mobil +49 1512 3456789", "+49 1512 3456789"),
+            ("Telefon +49(0) 901915084", "+49(0) 901915084"),
+            ("ich habe von (03449) 78690 aus angerufen", "(03449) 78690"),
+            ("my cell is 9688546251, text me", "9688546251"),
+            ("Update my number to 7983370366 please", "7983370366"),
+            ("Bitte rufen Sie 04694191339 an", "04694191339"),
+        ],
+    );
+}
+
+#[test]
+fn clock_times_and_timestamps_next_to_dates_are_not_phones() {
+    assert_clean(&[
+        "the line dropped at 2026-04-26 05:08:31",
+        "crashed at 06/09/2026 18:39 again",
+        "Last update: 1779835556.",
+        "O app travou às 1773576252 de ontem.",
+        "Order 4711: 3x at 14:30",
+    ]);
+}
