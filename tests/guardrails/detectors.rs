@@ -516,8 +516,16 @@ fn occupations_after_a_weak_introduction_are_not_names() {
         &[
             ("Ich bin Lehrer, mein Name ist Jonas Weber", "Jonas Weber"),
             ("Soy profesora, me llamo Lucía", "Lucía"),
-            ("Ich bin Schneider, Klaus Schneider", "Schneider"),
         ],
+    );
+    // "Schneider" after "Ich bin" is a surname here; the full name after it
+    // is found on its own as a listed first name with a surname.
+    assert_eq!(
+        found("Ich bin Schneider, Klaus Schneider"),
+        vec![
+            (PiiType::Name, "Schneider".to_string()),
+            (PiiType::Name, "Klaus Schneider".to_string())
+        ]
     );
 }
 
@@ -668,4 +676,49 @@ fn clock_times_and_timestamps_next_to_dates_are_not_phones() {
         "O app travou às 1773576252 de ontem.",
         "Order 4711: 3x at 14:30",
     ]);
+}
+
+#[test]
+fn names_are_found_anywhere_in_a_sentence_not_only_after_an_introduction() {
+    assert_finds(
+        PiiType::Name,
+        &[
+            (
+                "I'm writing on behalf of my mother, Jennifer Gay, who can't",
+                "Jennifer Gay",
+            ),
+            ("transfira a conta para Lavínia Alves", "Lavínia Alves"),
+            ("falei com o atendente Lucas e nada", "Lucas"),
+            (
+                "das Paket wurde von Annelene Ester Wernecke angenommen",
+                "Annelene Ester Wernecke",
+            ),
+            // An unlisted first name with a listed surname.
+            ("Hablé ayer con Perlita Escobar y nada", "Perlita Escobar"),
+            (
+                "Der Techniker Siegmund Conradi kam nicht",
+                "Siegmund Conradi",
+            ),
+            ("Bitte an Herrn Wernecke weiterleiten", "Wernecke"),
+            ("Thanks for your help!\nGustavo", "Gustavo"),
+            ("Who is Crystal Martinez? Not me.", "Crystal Martinez"),
+        ],
+    );
+}
+
+#[test]
+fn places_brands_nouns_and_first_names_that_are_words_stay_text() {
+    assert_clean(&[
+        "Moro em São Paulo e compro na Magazine Luiza sempre.",
+        "Vivo en Valencia y compro en El Corte Inglés.",
+        "Black Friday deals were great, but the Amazon Echo never came.",
+        "I paid with Apple Pay and Will was not there.",
+        "Hope this helps. May I ask again?",
+        "ich schreibe im Namen von Blumenhaus Schäfer",
+        "Die Rechnung zur Bestellung bitte an die Buchhaltung, danke. Vielen Dank!",
+        "Am Black Friday war alles billig, aber der Thermomix kam nie.",
+    ]);
+    // A word run on into digits is a token (here a password), not a name.
+    let text = "das Token Hunter8415! funktioniert nicht mehr";
+    assert!(!found(text).iter().any(|(k, _)| *k == PiiType::Name));
 }

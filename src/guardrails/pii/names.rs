@@ -253,6 +253,824 @@ pub(super) fn detect(
     introductions(text, folded, cues, out);
     sign_offs(text, folded, cues, out);
     closing_line(text, out);
+    anywhere(text, out);
+}
+
+/// First names of the census and name-dictionary lists in
+/// `data/first-names.txt` (see `data/README.md`), folded, one per line.
+static FIRST_NAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../../../data/first-names.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// The most frequent surnames of the US Census list in `data/surnames.txt`,
+/// folded: the last word of a capitalised pair whose first name is not
+/// listed ("Hablé con Perlita Giralt").
+static SURNAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../../../data/surnames.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// Forces the name lists to load.
+pub(crate) fn warm_up() {
+    LazyLock::force(&FIRST_NAMES);
+    LazyLock::force(&SURNAMES);
+}
+
+/// Words that begin the names of places, shops, brands and events rather
+/// than of people ("São Paulo", "El Corte Inglés", "Apple Pay", "Black
+/// Friday"): never the head of a name found without a role word.
+const NEVER_HEAD: &[&str] = &[
+    "sao",
+    "santa",
+    "santo",
+    "san",
+    "rio",
+    "porto",
+    "belo",
+    "new",
+    "los",
+    "las",
+    "el",
+    "la",
+    "le",
+    "black",
+    "cyber",
+    "amazon",
+    "apple",
+    "google",
+    "samsung",
+    "mercado",
+    "banco",
+    "bank",
+    "deutsche",
+    "corte",
+    "magazine",
+    "casas",
+    "lojas",
+    "caixa",
+    "nubank",
+    "itau",
+    "bradesco",
+    "santander",
+    "paypal",
+    "visa",
+    "master",
+    "american",
+    "united",
+    "western",
+    "saint",
+    "st",
+    "fort",
+    "port",
+    "lake",
+    "mount",
+    "hotel",
+    "uber",
+    "air",
+    "via",
+    "rua",
+    "avenida",
+    "calle",
+    "plaza",
+    "strasse",
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+];
+
+static NEVER_HEAD_SORTED: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| super::numeric::sorted(NEVER_HEAD));
+
+/// Whether `folded` (one word, folded) is a first name of the lists; a
+/// hyphenated one ("klaus-gunter") by its first part too.
+fn is_first_name(folded: &str) -> bool {
+    FIRST_NAMES.contains(folded)
+        || folded
+            .split_once('-')
+            .is_some_and(|(head, _)| FIRST_NAMES.contains(head))
+}
+
+/// First names that are also everyday words, months, places or products
+/// ("Will", "Hope", "Rosa", "São", "Echo", "Mercedes", "Ernst"): alone, or
+/// at the head of a capitalised phrase, they need a role word before them.
+const AMBIGUOUS_FIRST: &[&str] = &[
+    // English
+    "will",
+    "may",
+    "june",
+    "april",
+    "august",
+    "mark",
+    "bill",
+    "rose",
+    "grace",
+    "hope",
+    "faith",
+    "joy",
+    "ivy",
+    "art",
+    "chance",
+    "rich",
+    "sky",
+    "summer",
+    "autumn",
+    "dawn",
+    "eve",
+    "guy",
+    "ray",
+    "pat",
+    "sue",
+    "don",
+    "echo",
+    "alexa",
+    "siri",
+    "apple",
+    "page",
+    "case",
+    "day",
+    "king",
+    "young",
+    "long",
+    "white",
+    "brown",
+    "major",
+    "miles",
+    "price",
+    "sunny",
+    "star",
+    "crystal",
+    "jewel",
+    "honey",
+    "angel",
+    "baby",
+    "cherry",
+    "ginger",
+    "holly",
+    "lane",
+    "rocky",
+    "precious",
+    "lucky",
+    "happy",
+    "chase",
+    "wells",
+    "sterling",
+    "jan",
+    "mon",
+    "sat",
+    "sun",
+    "best",
+    "dear",
+    "ok",
+    "can",
+    "hi",
+    "bud",
+    "buck",
+    "carol",
+    "christian",
+    "english",
+    "france",
+    "georgia",
+    "india",
+    "jordan",
+    "kansas",
+    "paris",
+    "china",
+    "israel",
+    "sydney",
+    "victoria",
+    "virginia",
+    "florida",
+    "dakota",
+    "austin",
+    "denver",
+    "phoenix",
+    "houston",
+    "dallas",
+    "memphis",
+    "orlando",
+    "raleigh",
+    "tracy",
+    "early",
+    "love",
+    "lovely",
+    "royal",
+    "rusty",
+    "sandy",
+    "storm",
+    "winter",
+    "spring",
+    "story",
+    "trinity",
+    "unique",
+    "destiny",
+    "harmony",
+    "justice",
+    "liberty",
+    "serenity",
+    "amber",
+    "ruby",
+    "pearl",
+    "jade",
+    "coral",
+    "olive",
+    "iris",
+    "violet",
+    "lily",
+    "daisy",
+    "poppy",
+    "willow",
+    "ash",
+    "river",
+    "ocean",
+    "rain",
+    "cash",
+    "gene",
+    "ken",
+    "lee",
+    "lou",
+    "ping",
+    "wang",
+    "van",
+    "von",
+    "le",
+    "la",
+    "les",
+    "del",
+    "della",
+    "al",
+    "el",
+    "sir",
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+    "amazon",
+    "target",
+    "prime",
+    "order",
+    "tracking",
+    "refund",
+    "delivery",
+    "package",
+    "black",
+    "friday",
+    "cyber",
+    "monday",
+    // Portuguese
+    "paz",
+    "luz",
+    "cruz",
+    "rosa",
+    "flor",
+    "gloria",
+    "vitoria",
+    "dia",
+    "sol",
+    "santa",
+    "santo",
+    "sao",
+    "rio",
+    "porto",
+    "belo",
+    "bom",
+    "boa",
+    "amor",
+    "mar",
+    "neve",
+    "estrela",
+    "perola",
+    "graca",
+    "fe",
+    "bahia",
+    "natal",
+    "lapa",
+    "campos",
+    "salvador",
+    "aurora",
+    "alegre",
+    "fortaleza",
+    "recife",
+    "belem",
+    "manaus",
+    "goiania",
+    "curitiba",
+    "londrina",
+    "olinda",
+    "maringa",
+    "caxias",
+    "santos",
+    "campinas",
+    "brasil",
+    "magazine",
+    "casa",
+    "nota",
+    "pedido",
+    "conta",
+    "cartao",
+    "oi",
+    "ola",
+    "obrigado",
+    "obrigada",
+    "bom",
+    "tudo",
+    "boleto",
+    "pix",
+    // Spanish
+    "reyes",
+    "pilar",
+    "dolores",
+    "consuelo",
+    "rocio",
+    "mercedes",
+    "san",
+    "santiago",
+    "leon",
+    "blanca",
+    "angeles",
+    "montserrat",
+    "nieves",
+    "soledad",
+    "socorro",
+    "esperanza",
+    "remedios",
+    "valencia",
+    "sevilla",
+    "granada",
+    "toledo",
+    "malaga",
+    "murcia",
+    "alicante",
+    "bilbao",
+    "madrid",
+    "barcelona",
+    "zaragoza",
+    "cordoba",
+    "espana",
+    "corte",
+    "ingles",
+    "hola",
+    "buenas",
+    "gracias",
+    "milagros",
+    "purificacion",
+    "inmaculada",
+    "encarnacion",
+    "asuncion",
+    "concepcion",
+    "candelaria",
+    "visitacion",
+    "trinidad",
+    "natividad",
+    "rosario",
+    "luna",
+    "cielo",
+    "alma",
+    // German
+    "ernst",
+    "frank",
+    "wolf",
+    "engel",
+    "sonne",
+    "mai",
+    "juni",
+    "juli",
+    "heide",
+    "liebe",
+    "otto",
+    "gerade",
+    "bitte",
+    "danke",
+    "hallo",
+    "moin",
+    "gruss",
+    "kai",
+    "hans",
+    "konig",
+    "kaiser",
+    "graf",
+    "furst",
+    "herzog",
+    "ritter",
+    "vogel",
+    "fink",
+    "fuchs",
+    "hahn",
+    "bar",
+    "berlin",
+    "hamburg",
+    "koln",
+    "munchen",
+    "frankfurt",
+    "bremen",
+    "dresden",
+    "leipzig",
+    "deutschland",
+    "osterreich",
+    "schweiz",
+    "zalando",
+    "thermomix",
+    "sparkasse",
+    "paket",
+    "konto",
+    "karte",
+    "rechnung",
+    "bestellung",
+    "gutschein",
+    "lieferung",
+    "ware",
+    "fahrer",
+    "kunde",
+    "kundin",
+    "erika",
+    "linde",
+    "tanne",
+    "birke",
+    "eiche",
+    "ilse",
+    "lotte",
+];
+
+/// Words that put a person's name right after them: relations, roles,
+/// titles, and labels ("my mother, Jennifer Gay", "o atendente Lucas",
+/// "der Techniker Siegmund Conradi", "Herr Wernecke", "Titular: Ana").
+const ROLE_WORDS: &[&str] = &[
+    // English
+    "mother",
+    "mom",
+    "mum",
+    "father",
+    "dad",
+    "wife",
+    "husband",
+    "son",
+    "daughter",
+    "brother",
+    "sister",
+    "friend",
+    "colleague",
+    "coworker",
+    "co-worker",
+    "partner",
+    "boss",
+    "manager",
+    "agent",
+    "technician",
+    "tech",
+    "supervisor",
+    "driver",
+    "courier",
+    "neighbor",
+    "neighbour",
+    "assistant",
+    "rep",
+    "representative",
+    "attendant",
+    "advisor",
+    "adviser",
+    "consultant",
+    "employee",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "dr",
+    "mister",
+    "aunt",
+    "uncle",
+    "grandmother",
+    "grandma",
+    "grandfather",
+    "grandpa",
+    "cousin",
+    "nephew",
+    "niece",
+    "fiance",
+    "fiancee",
+    "girlfriend",
+    "boyfriend",
+    "roommate",
+    "tenant",
+    "landlord",
+    "lawyer",
+    "accountant",
+    "holder",
+    "prof",
+    "operator",
+    "clerk",
+    "cashier",
+    "nurse",
+    "doctor",
+    "specialist",
+    // Portuguese
+    "mae",
+    "pai",
+    "esposa",
+    "marido",
+    "filho",
+    "filha",
+    "irmao",
+    "irma",
+    "amigo",
+    "amiga",
+    "colega",
+    "socio",
+    "socia",
+    "chefe",
+    "gerente",
+    "atendente",
+    "tecnico",
+    "tecnica",
+    "supervisor",
+    "supervisora",
+    "entregador",
+    "entregadora",
+    "motorista",
+    "vizinho",
+    "vizinha",
+    "assistente",
+    "consultor",
+    "consultora",
+    "funcionario",
+    "funcionaria",
+    "sr",
+    "sra",
+    "srta",
+    "senhor",
+    "senhora",
+    "dona",
+    "dra",
+    "tia",
+    "tio",
+    "avo",
+    "prima",
+    "primo",
+    "sobrinho",
+    "sobrinha",
+    "namorado",
+    "namorada",
+    "noivo",
+    "noiva",
+    "advogado",
+    "advogada",
+    "contador",
+    "contadora",
+    "vendedor",
+    "vendedora",
+    "titular",
+    "operadora",
+    "analista",
+    // Spanish
+    "madre",
+    "padre",
+    "hijo",
+    "hija",
+    "hermano",
+    "hermana",
+    "companero",
+    "companera",
+    "jefe",
+    "jefa",
+    "agente",
+    "repartidor",
+    "repartidora",
+    "conductor",
+    "conductora",
+    "vecino",
+    "vecina",
+    "asesor",
+    "asesora",
+    "empleado",
+    "empleada",
+    "senor",
+    "senora",
+    "don",
+    "abuela",
+    "abuelo",
+    "novio",
+    "novia",
+    "abogado",
+    "abogada",
+    "compañero",
+    // German
+    "mutter",
+    "vater",
+    "frau",
+    "mann",
+    "ehefrau",
+    "ehemann",
+    "sohn",
+    "tochter",
+    "bruder",
+    "schwester",
+    "freund",
+    "freundin",
+    "kollege",
+    "kollegin",
+    "partnerin",
+    "chef",
+    "chefin",
+    "mitarbeiter",
+    "mitarbeiterin",
+    "techniker",
+    "technikerin",
+    "fahrer",
+    "fahrerin",
+    "bote",
+    "botin",
+    "nachbar",
+    "nachbarin",
+    "assistent",
+    "assistentin",
+    "berater",
+    "beraterin",
+    "herr",
+    "herrn",
+    "tante",
+    "onkel",
+    "oma",
+    "opa",
+    "cousine",
+    "verlobter",
+    "verlobte",
+    "anwalt",
+    "anwaltin",
+    "kontoinhaber",
+    "kontoinhaberin",
+    "inhaber",
+    "inhaberin",
+    "sachbearbeiter",
+    "sachbearbeiterin",
+    "monteur",
+    "zusteller",
+    "zustellerin",
+];
+
+/// Titles written with a dot ("Dr.", "Sr.", "Sra."): the dot ends no sentence.
+const TITLES: &[&str] = &[
+    "dr", "dra", "mr", "mrs", "ms", "sr", "sra", "srta", "prof", "profa", "hr", "fr",
+];
+
+static ROLE_WORDS_SORTED: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| super::numeric::sorted(ROLE_WORDS));
+static AMBIGUOUS_SORTED: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| super::numeric::sorted(AMBIGUOUS_FIRST));
+
+/// What stands right before a word on its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Before {
+    /// Start of text, line or sentence; or a comma after an ordinary word.
+    Start,
+    /// A role, relation or title word ("mother,", "atendente", "Herr", "Dr.").
+    Role,
+    /// A capitalised word right before ("São Paulo", "Magazine Luiza"): the
+    /// word continues a proper noun that is not a person's name.
+    Capitalised,
+    /// Any other word, with only a space between: mid-sentence.
+    Word,
+}
+
+/// Whether the last word of a name is a listed surname.
+fn surname_last(parts: &[&str]) -> bool {
+    let mut buf = [0u8; 48];
+    parts
+        .last()
+        .and_then(|w| fold::fold_small(w, &mut buf))
+        .is_some_and(|f| SURNAMES.contains(f))
+}
+
+fn before_word(text: &str, at: usize) -> Before {
+    let head = text[..at].trim_end_matches(' ');
+    let spaces = at - head.len();
+    let (head, punct) = match head.chars().next_back() {
+        Some(c @ (',' | ':' | '.')) => (&head[..head.len() - 1], Some(c)),
+        _ => (head, None),
+    };
+    if spaces == 0 && punct.is_none() {
+        return Before::Start;
+    }
+    let word_start = head
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_alphabetic() || c == '-')
+        .last()
+        .map_or(head.len(), |(i, _)| i);
+    let word = &head[word_start..];
+    if word.is_empty() {
+        return Before::Start;
+    }
+    let mut buf = [0u8; 48];
+    let Some(f) = fold::fold_small(word, &mut buf) else {
+        return Before::Start;
+    };
+    let role = super::numeric::contains(&ROLE_WORDS_SORTED, f);
+    match punct {
+        Some('.') if TITLES.contains(&f) => Before::Role,
+        Some(',' | ':') if role => Before::Role,
+        Some(':') if matches!(f, "name" | "nome" | "nombre") => Before::Role,
+        Some(_) => Before::Start,
+        None if role => Before::Role,
+        None if is_capitalised(word) && !not_a_name(f) => Before::Capitalised,
+        None => Before::Word,
+    }
+}
+
+/// Names anywhere in a sentence, not only after an introduction: a
+/// capitalised first name of the lists with capitalised words after it
+/// ("transfira a conta para Lavínia Alves"), a first name alone in the
+/// middle of a sentence ("falei com Lucas ontem"), and capitalised words
+/// after a role word even when the first name is not listed ("der
+/// Techniker Siegmund Conradi", "Herr Wernecke"). Words that are first
+/// names and everyday words ("Will", "Rosa", "São") need the role word.
+fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // Word starts only; the first character must be uppercase, which
+        // rules out most words before any folding.
+        let c = match text[i..].chars().next() {
+            Some(c) => c,
+            None => break,
+        };
+        let starts_word = c.is_uppercase()
+            && text[..i].chars().next_back().is_none_or(|p| {
+                !(p.is_alphanumeric() || p == '\'' || p == '-' || p == '_' || p == '@' || p == '.')
+            });
+        if !starts_word {
+            i += c.len_utf8();
+            continue;
+        }
+        let Some(word) = word_at(text, i) else {
+            i += c.len_utf8();
+            continue;
+        };
+        let mut buf = [0u8; 48];
+        let folded = fold::fold_small(word, &mut buf).unwrap_or("");
+        let listed = is_first_name(folded);
+        let before = before_word(text, i);
+        if !is_capitalised(word)
+            || word.chars().all(char::is_uppercase)
+            || before == Before::Capitalised
+            || not_a_name(folded)
+            // "Herrn Wernecke": the role word introduces the name.
+            || super::numeric::contains(&ROLE_WORDS_SORTED, folded)
+        {
+            i += word.len();
+            continue;
+        }
+        let ambiguous = super::numeric::contains(&AMBIGUOUS_SORTED, folded);
+        let never_head = super::numeric::contains(&NEVER_HEAD_SORTED, folded);
+        let Some((s, e, _)) = read_name(text, i, false) else {
+            i += word.len();
+            continue;
+        };
+        let parts: Vec<&str> = text[s..e].split(' ').collect();
+        let words = parts.len();
+        let common = parts.iter().any(|w| {
+            let mut buf = [0u8; 48];
+            fold::fold_small(w, &mut buf).is_none_or(not_a_name)
+        });
+        // A first name alone on the last line, under a closing remark
+        // ("Thanks for your help!\nGustavo").
+        let signature = before == Before::Start && text[..s].ends_with('\n') && ends_text(text, e);
+        // "Hunter8415!": a word run on into digits is a token, not a name.
+        let glued = text[e..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let accept = match before {
+            _ if glued => false,
+            Before::Role => true,
+            _ if never_head || common => false,
+            _ if signature => listed || words >= 2,
+            // "Crystal Martinez", "Aurora Moraes": a name with its surname.
+            _ if ambiguous => words >= 2 && before == Before::Word,
+            Before::Word if listed => true,
+            // An unlisted first name with a listed surname; not in German,
+            // where two capitalised nouns in a row are everyday text ("im
+            // Namen von Blumenhaus Schäfer").
+            Before::Word => {
+                words >= 2
+                    && surname_last(&parts)
+                    && crate::guardrails::language::detect(text)
+                        != Some(crate::guardrails::Lang::De)
+            }
+            _ => listed && words >= 2,
+        };
+        if accept {
+            out.push(PiiSpan::new(PiiType::Name, s, e, 0.75));
+            i = e;
+        } else {
+            i += word.len();
+        }
+    }
 }
 
 fn crm(folded: &Folded<'_>, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
@@ -411,6 +1229,33 @@ pub(super) const SIGN_OFFS: &[&str] = &[
 /// Words that follow "I am", "ich bin", "soy"… capitalised without being a
 /// name: nationalities, roles, states, and German nouns.
 const NOT_NAMES: &[&str] = &[
+    // Words that start a closing remark or a polite line, and pronouns
+    // written capitalised mid-sentence ("Können Sie …").
+    "any",
+    "this",
+    "that",
+    "these",
+    "those",
+    "vielen",
+    "dank",
+    "danke",
+    "aguardo",
+    "retorno",
+    "quedo",
+    "alguma",
+    "alguna",
+    "sie",
+    "ihr",
+    "ihre",
+    "ihnen",
+    "ihrem",
+    "ihren",
+    "ihrer",
+    "du",
+    "usted",
+    "ustedes",
+    "voce",
+    "voces",
     // English
     "i",
     "a",

@@ -586,9 +586,8 @@ fn code_prefix(window: &str) -> bool {
 
 /// Reference words naming a fiscal document, which is issued to a CPF or
 /// CNPJ ("quero a nota no 52998224725", "nota para …").
-const DOCUMENT_WORDS: &[&str] = &[
-    "nota", "nf", "nfe", "fatura", "boleto", "invoice", "factura",
-];
+/// (Portuguese only: a Spanish "factura n.º …" is an invoice number.)
+const DOCUMENT_WORDS: &[&str] = &["nota", "nf", "nfe", "fatura", "boleto"];
 
 /// Words that say a number is a payment card.
 const CARD_WORDS: &[&str] = &[
