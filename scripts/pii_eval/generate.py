@@ -271,6 +271,131 @@ T = {
     },
 }
 
+# A second, held-out set of templates (`--templates heldout`), written after
+# the detectors were changed and measured once, to see how much the figures
+# owe to the wording of the first set.
+HELDOUT = {
+    "en_US": {
+        "NAME": [
+            "{v} called me yesterday about the same problem.",
+            "cc {v} - she handles our billing now",
+            "I got an email from {v} saying my order {order} was cancelled??",
+            "The account is in the name of {v} (my late father).",
+            "my landlord {v} needs a copy of the invoice",
+            "Attn: {v}\nRe: order {order}",
+            "Can {v} pick up the parcel for me on {date}?",
+            "we already talked to {v} from your billing department",
+            "-- {v}",
+            "Please ask for {v} when you call back.",
+        ],
+        "PHONE": [
+            "best number to reach me: {v}",
+            "{v} is my work line, call after 3",
+            "wrong number on file, it should be {v}",
+            "Text {v} if the courier is late",
+        ],
+        "CARD": [
+            "why was {v} charged {amount}??",
+            "I want to use {v} for the next payment",
+            "the last card I used was {v}",
+        ],
+        "SSN": [
+            "SSN: {v}",
+            "the IRS letter lists {v} as my number",
+            "my social is {v}",
+        ],
+        "IBAN": ["wire it to {v}", "IBAN for the refund: {v}"],
+    },
+    "pt_BR": {
+        "NAME": [
+            "{v} me ligou ontem sobre o mesmo problema.",
+            "Quem fez a compra foi {v}, minha cunhada.",
+            "recebi um email de {v} dizendo que o pedido {order} foi cancelado",
+            "A conta está no nome de {v} (meu falecido pai).",
+            "o porteiro {v} recebeu a caixa e sumiu",
+            "Aos cuidados de {v}\nPedido {order}",
+            "O {v} pode retirar a encomenda pra mim no dia {date}?",
+            "já conversamos com {v} do financeiro de vocês",
+            "Att, {v}",
+            "Peçam para falar com {v} quando retornarem.",
+        ],
+        "PHONE": [
+            "melhor número pra falar comigo: {v}",
+            "{v} é o fixo do escritório",
+            "o número cadastrado está errado, o certo é {v}",
+            "Mandem mensagem pro {v} se atrasar",
+        ],
+        "CARD": [
+            "por que o {v} foi cobrado {amount}??",
+            "quero usar o {v} na próxima parcela",
+            "o último cartão que usei foi {v}",
+        ],
+        "CPF": [
+            "CPF do titular: {v}",
+            "o documento que passei foi {v}",
+            "confere se está certo: {v}",
+        ],
+        "CNPJ": [
+            "a loja é {v}",
+            "faturamento em nome de {v}",
+            "CNPJ: {v}",
+        ],
+        "IBAN": ["transfiram para {v}", "IBAN pro estorno: {v}"],
+    },
+    "de_DE": {
+        "NAME": [
+            "{v} hat mich gestern wegen desselben Problems angerufen.",
+            "Die Bestellung hat {v} aufgegeben, meine Schwägerin.",
+            "ich habe eine Mail von {v} bekommen, dass Bestellung {order} storniert wurde",
+            "Das Konto läuft auf den Namen {v} (mein verstorbener Vater).",
+            "unser Hausmeister {v} hat das Paket angenommen und nicht weitergegeben",
+            "z. Hd. {v}\nBestellung {order}",
+            "Kann {v} das Paket am {date} für mich abholen?",
+            "wir haben schon mit {v} aus Ihrer Buchhaltung gesprochen",
+            "Gruß {v}",
+            "Bitte fragen Sie nach {v}, wenn Sie zurückrufen.",
+        ],
+        "PHONE": [
+            "am besten erreichbar: {v}",
+            "{v} ist meine Büronummer",
+            "die hinterlegte Nummer ist falsch, richtig ist {v}",
+            "Schreiben Sie an {v}, falls der Fahrer später kommt",
+        ],
+        "CARD": [
+            "warum wurde {v} mit {amount} belastet?",
+            "für die nächste Zahlung bitte {v} verwenden",
+            "zuletzt habe ich {v} benutzt",
+        ],
+        "IBAN": ["bitte auf {v} überweisen", "IBAN für die Gutschrift: {v}"],
+    },
+    "es_ES": {
+        "NAME": [
+            "{v} me llamó ayer por el mismo problema.",
+            "La compra la hizo {v}, mi cuñada.",
+            "me llegó un correo de {v} diciendo que el pedido {order} se canceló",
+            "La cuenta está a nombre de {v} (mi difunto padre).",
+            "el portero {v} recogió la caja y no me la dio",
+            "A la atención de {v}\nPedido {order}",
+            "¿Puede {v} recoger el paquete por mí el {date}?",
+            "ya hablamos con {v} de vuestro departamento de facturación",
+            "Un saludo, {v}",
+            "Pregunten por {v} cuando devuelvan la llamada.",
+        ],
+        "PHONE": [
+            "el mejor número para contactarme: {v}",
+            "{v} es el fijo de la oficina",
+            "el número que tienen está mal, el bueno es {v}",
+            "Escriban al {v} si el repartidor se retrasa",
+        ],
+        "CARD": [
+            "¿por qué se cobraron {amount} en {v}?",
+            "quiero usar la {v} para el próximo pago",
+            "la última tarjeta que usé fue la {v}",
+        ],
+        "IBAN": ["transfiéranlo a {v}", "IBAN para el reembolso: {v}"],
+    },
+}
+
 # Sentences with distractors and ordinary proper nouns only: no PII at all.
 FILLER = {
     "en_US": [
@@ -589,7 +714,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--per-locale", type=int, default=2500)
+    ap.add_argument("--templates", choices=["main", "heldout"], default="main")
     args = ap.parse_args()
+    if args.templates == "heldout":
+        T.clear()
+        T.update(HELDOUT)
+        for locale in WEIGHTS:
+            WEIGHTS[locale] = {k: v for k, v in WEIGHTS[locale].items() if k in T[locale]}
     n = 0
     for li, locale in enumerate(LOCALES):
         fake = Faker(locale)
