@@ -53,6 +53,22 @@ def surnames(root, count):
     return sorted(set(out))
 
 
+# Entries of the sources that are everyday words of our four languages
+# (articles, pronouns, prepositions, greetings, kinship words, months...):
+# a list of names has no use for them, and each costs precision. Names that
+# are also words but real names too ("Will", "Hope", "Rosa") stay in the
+# list; the detector asks for more evidence before taking them alone.
+STOP = set("""
+a al an and any as at be by can con da das de del den der des di dia dias do dos du e el
+ela ele en es esta este et hay i if in is it ja just la las le les lo los me mi my na nao
+no o oder ok ola on or os ou para pero por que se seu si so su the this to tu um un una
+und uns von was we y yo you job man many page price red said see son tell gray
+filha filho irma irmao mae pai rua segunda senhora senhor gracas gusta hermana hermano
+glaube bitte danke hallo herr frau hola oi obrigado gracias mama papa tia tio
+cade deine sem
+""".split())
+
+
 def main(root):
     out = set()
     for path in glob.glob(os.path.join(root, "names-0.3.0/names/dist.*.first")):
@@ -74,7 +90,7 @@ def main(root):
             continue
         if any(line[c] not in " \n\r$" for c in columns):
             out.add(fold(name))
-    for name in sorted(n for n in out if ok(n)):
+    for name in sorted(n for n in out if ok(n) and n not in STOP):
         print(name)
 
 

@@ -722,3 +722,44 @@ fn places_brands_nouns_and_first_names_that_are_words_stay_text() {
     let text = "das Token Hunter8415! funktioniert nicht mehr";
     assert!(!found(text).iter().any(|(k, _)| *k == PiiType::Name));
 }
+
+#[test]
+fn names_opening_a_sentence_or_after_a_german_noun_or_a_sign_off_dash_are_found() {
+    assert_finds(
+        PiiType::Name,
+        &[
+            ("Robert called me yesterday.", "Robert"),
+            (
+                "Hallo, Kann Enrico Linke das Paket abholen?",
+                "Enrico Linke",
+            ),
+            ("Das Konto läuft auf den Namen Thorsten.", "Thorsten"),
+            ("unser Hausmeister Felix Kaul hat es", "Felix Kaul"),
+            ("-- Kristina Matthews Any update?", "Kristina Matthews"),
+            ("Attn: Lauren\nRe: order 4711", "Lauren"),
+            (
+                "O técnico Enzo Gabriel Henrique da Silva Souza não veio",
+                "Enzo Gabriel Henrique da Silva Souza",
+            ),
+        ],
+    );
+    // "me llamó ayer" (called me yesterday) is no introduction.
+    let text = "Claudia me llamó ayer por el mismo problema.";
+    assert!(!found(text).iter().any(|(_, v)| v.contains("ayer")));
+}
+
+#[test]
+fn a_phone_right_after_another_value_in_the_same_run_of_digits_is_found() {
+    assert_finds(
+        PiiType::Phone,
+        &[("the IBAN ends 5031 51 684.774.3092 call me", "684.774.3092")],
+    );
+    let text = "SSN: 597-96-2314 (960)675-4211 is my work line";
+    assert_eq!(
+        found(text),
+        vec![
+            (PiiType::Ssn, "597-96-2314".to_string()),
+            (PiiType::Phone, "(960)675-4211".to_string())
+        ]
+    );
+}

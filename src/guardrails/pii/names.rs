@@ -696,6 +696,31 @@ const AMBIGUOUS_FIRST: &[&str] = &[
     "eiche",
     "ilse",
     "lotte",
+    "sommer",
+    "winter",
+    "august",
+    "april",
+    "september",
+    "marco",
+    "julio",
+    "love",
+    "spring",
+    "easter",
+    "natal",
+    "pascoa",
+    "glaube",
+    "domingo",
+    "ella",
+    "nada",
+    "nice",
+];
+
+/// Words that open a closing remark: a capitalised name ends before them
+/// ("-- Kristina Matthews Any update?", "Att, João Pedro Alguma novidade?").
+const CLOSERS: &[&str] = &[
+    "any", "please", "thanks", "thank", "regards", "cheers", "hi", "hello", "hey", "quedo",
+    "alguma", "alguna", "aguardo", "obrigado", "obrigada", "gracias", "saludos", "vielen", "danke",
+    "bitte", "hallo", "ola", "oi", "hola", "iban", "cpf", "cnpj", "ssn", "re",
 ];
 
 /// Words that put a person's name right after them: relations, roles,
@@ -762,6 +787,39 @@ const ROLE_WORDS: &[&str] = &[
     "lawyer",
     "accountant",
     "holder",
+    "attn",
+    "landlady",
+    "janitor",
+    "doorman",
+    "plumber",
+    "concierge",
+    "brother-in-law",
+    "sister-in-law",
+    "mother-in-law",
+    "father-in-law",
+    "cunhada",
+    "cunhado",
+    "sogra",
+    "sogro",
+    "porteiro",
+    "porteira",
+    "zelador",
+    "zeladora",
+    "cunada",
+    "cunado",
+    "suegra",
+    "suegro",
+    "portero",
+    "portera",
+    "conserje",
+    "namen",
+    "hausmeister",
+    "hausmeisterin",
+    "schwager",
+    "schwagerin",
+    "schwiegermutter",
+    "schwiegervater",
+    "pfortner",
     "prof",
     "operator",
     "clerk",
@@ -915,7 +973,7 @@ const ROLE_WORDS: &[&str] = &[
 
 /// Titles written with a dot ("Dr.", "Sr.", "Sra."): the dot ends no sentence.
 const TITLES: &[&str] = &[
-    "dr", "dra", "mr", "mrs", "ms", "sr", "sra", "srta", "prof", "profa", "hr", "fr",
+    "dr", "dra", "mr", "mrs", "ms", "sr", "sra", "srta", "prof", "profa", "hr", "fr", "hd",
 ];
 
 static ROLE_WORDS_SORTED: LazyLock<Vec<&'static str>> =
@@ -933,6 +991,10 @@ enum Before {
     /// A capitalised word right before ("São Paulo", "Magazine Luiza"): the
     /// word continues a proper noun that is not a person's name.
     Capitalised,
+    /// The capitalised word right before opens the sentence ("Kann Peggy
+    /// …", "¿Puede Morena Alberola …"): a verb or a pronoun, mid-sentence
+    /// for the word after it.
+    AfterOpening,
     /// Any other word, with only a space between: mid-sentence.
     Word,
 }
@@ -977,9 +1039,32 @@ fn before_word(text: &str, at: usize) -> Before {
         Some(':') if matches!(f, "name" | "nome" | "nombre") => Before::Role,
         Some(_) => Before::Start,
         None if role => Before::Role,
-        None if is_capitalised(word) && !not_a_name(f) => Before::Capitalised,
+        None if is_capitalised(word) && !not_a_name(f) => {
+            if !super::numeric::contains(&NEVER_HEAD_SORTED, f) && opens_sentence(text, word_start)
+            {
+                Before::AfterOpening
+            } else {
+                Before::Capitalised
+            }
+        }
         None => Before::Word,
     }
+}
+
+/// Whether the word at `at` opens a sentence: nothing but spaces and
+/// opening marks since the start of the text, a line break or `.`/`!`/`?`.
+fn opens_sentence(text: &str, at: usize) -> bool {
+    let head = text[..at].trim_end_matches([' ', '¿', '¡', '"', '(', '-', '–', '—']);
+    head.is_empty() || head.ends_with(['\n', '\r', '.', '!', '?', ':', ','])
+}
+
+/// Whether the name ending at `end` is followed by a lowercase word, as a
+/// subject is by its verb ("Robert called me", "Tilo hat mich angerufen").
+fn verb_after(text: &str, end: usize) -> bool {
+    text[end..]
+        .strip_prefix(' ')
+        .and_then(|r| r.chars().next())
+        .is_some_and(char::is_lowercase)
 }
 
 /// Names anywhere in a sentence, not only after an introduction: a
@@ -992,6 +1077,7 @@ fn before_word(text: &str, at: usize) -> Before {
 fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
     let bytes = text.as_bytes();
     let mut i = 0;
+    let mut german: Option<bool> = None;
     while i < bytes.len() {
         // Word starts only; the first character must be uppercase, which
         // rules out most words before any folding.
@@ -1014,7 +1100,18 @@ fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
         let mut buf = [0u8; 48];
         let folded = fold::fold_small(word, &mut buf).unwrap_or("");
         let listed = is_first_name(folded);
-        let before = before_word(text, i);
+        let mut before = before_word(text, i);
+        // German capitalises every noun: "auf den Namen Thorsten", "unser
+        // Hausmeister Felix Kaul". A capitalised word before says nothing
+        // there.
+        if before == Before::Capitalised && listed {
+            let de = *german.get_or_insert_with(|| {
+                crate::guardrails::language::detect(text) == Some(crate::guardrails::Lang::De)
+            });
+            if de {
+                before = Before::Word;
+            }
+        }
         if !is_capitalised(word)
             || word.chars().all(char::is_uppercase)
             || before == Before::Capitalised
@@ -1031,11 +1128,30 @@ fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
             i += word.len();
             continue;
         };
+        // German articles are no particles: "Kann Enrico Linke das Paket …"
+        // (but "Ana Liz das Neves", "Erdmute van der Dussen").
+        let e = match [" das ", " der ", " den ", " dem "]
+            .iter()
+            .filter_map(|a| text[s..e].find(a))
+            .min()
+        {
+            Some(cut)
+                if !text[s..s + cut].ends_with(" van")
+                    && !text[s..s + cut].ends_with(" von")
+                    && *german.get_or_insert_with(|| {
+                        crate::guardrails::language::detect(text)
+                            == Some(crate::guardrails::Lang::De)
+                    }) =>
+            {
+                s + cut
+            }
+            _ => e,
+        };
         let parts: Vec<&str> = text[s..e].split(' ').collect();
         let words = parts.len();
         let common = parts.iter().any(|w| {
             let mut buf = [0u8; 48];
-            fold::fold_small(w, &mut buf).is_none_or(not_a_name)
+            fold::fold_small(w, &mut buf).is_none_or(|f| not_a_name(f) && !PARTICLES.contains(&f))
         });
         // A first name alone on the last line, under a closing remark
         // ("Thanks for your help!\nGustavo").
@@ -1051,8 +1167,12 @@ fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
             _ if never_head || common => false,
             _ if signature => listed || words >= 2,
             // "Crystal Martinez", "Aurora Moraes": a name with its surname.
-            _ if ambiguous => words >= 2 && before == Before::Word,
-            Before::Word if listed => true,
+            _ if ambiguous => words >= 2 && matches!(before, Before::Word | Before::AfterOpening),
+            Before::Word | Before::AfterOpening if listed => true,
+            // A sentence opened by a first name and its verb ("Robert
+            // called me yesterday").
+            Before::Start if listed && words == 1 => opens_sentence(text, s) && verb_after(text, e),
+            Before::AfterOpening => words >= 2 && surname_last(&parts),
             // An unlisted first name with a listed surname; not in German,
             // where two capitalised nouns in a row are everyday text ("im
             // Namen von Blumenhaus Schäfer").
@@ -2023,7 +2143,8 @@ fn read_name(text: &str, at: usize, strong: bool) -> Option<(usize, usize, bool)
         return None;
     }
     let capitalised = is_capitalised(first);
-    let max_words = if capitalised { 4 } else { 3 };
+    // Brazilian names run long: "Enzo Gabriel Henrique da Silva Souza".
+    let max_words = if capitalised { 6 } else { 3 };
     // After a capitalised first name only a few words stop the name ("Paz
     // Will Souza" is one person); after a lowercase one, any common word does.
     let name_word = |w: &str| {
@@ -2037,6 +2158,8 @@ fn read_name(text: &str, at: usize, strong: bool) -> Option<(usize, usize, bool)
         if capitalised {
             is_capitalised(w)
                 && !["i", "the", "and", "und", "y", "e", "ich", "eu", "yo"].contains(&f)
+                // "-- Kristina Matthews Any update?": the name ends there.
+                && !CLOSERS.contains(&f)
         } else {
             !not_a_name(f) && w.chars().all(char::is_lowercase)
         }
@@ -2082,7 +2205,12 @@ fn introductions(text: &str, folded: &Folded<'_>, cues: &[CueMatch], out: &mut V
         let Cue::Intro { strong } = m.cue else {
             continue;
         };
-        let (_, orig_end) = folded.original_range(m.start, m.end);
+        let (orig_start, orig_end) = folded.original_range(m.start, m.end);
+        // "me llamó ayer" (called me yesterday) folds to "me llamo".
+        let phrase = &text[orig_start..orig_end];
+        if phrase.contains("lamó") || phrase.contains("LAMÓ") {
+            continue;
+        }
         let rest = &text[orig_end..];
         let skipped = rest.len() - rest.trim_start_matches([' ', ':', ',']).len();
         if skipped == 0 || skipped > 3 {

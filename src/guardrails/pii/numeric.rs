@@ -286,6 +286,17 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
             digits.push_str(&text[g.start..g.end]);
             ends.push(digits.len());
         }
+        // A phone may also begin where a parenthesis opens, or where the
+        // separators change from a space to dots or dashes: "SSN 597-96-2314
+        // (960)675-4211", "… 5031 51 684.774.3092" after an IBAN's digits.
+        let fresh = i == resume
+            || (i > 0 && text.as_bytes()[run.groups[i].start - 1] == b'(')
+            || (i > 0
+                && run.seps[i - 1] == Sep::Space
+                && run
+                    .seps
+                    .get(i)
+                    .is_some_and(|s| matches!(s, Sep::Dot | Sep::Dash)));
         // Longest window first: the first valid one is the one we keep, and
         // shorter windows need no validation at all.
         let mut best: Option<Candidate> = None;
@@ -295,9 +306,10 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
                 first: i,
                 last: i + k,
                 digits: &digits[..end],
+                fresh,
             };
             if let Some((kind, score)) = window.classify(&context, known) {
-                if kind != PiiType::Phone || i == resume || score >= 1.0 {
+                if kind != PiiType::Phone || fresh || score >= 1.0 {
                     best = Some(Candidate {
                         last: i + k,
                         kind,
@@ -311,6 +323,8 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
             Some(c) => {
                 let start = if i == 0 {
                     run.lead_start
+                } else if text.as_bytes()[run.groups[i].start - 1] == b'(' {
+                    run.groups[i].start - 1
                 } else {
                     run.groups[i].start
                 };
@@ -372,6 +386,9 @@ struct Context<'t> {
 struct Around {
     card: bool,
     ssn: bool,
+    /// An SSN word in the sentence before the number ("the IRS letter
+    /// lists …").
+    ssn_before: bool,
     phone: bool,
     reference: bool,
 }
@@ -502,6 +519,11 @@ impl<'t> Context<'t> {
             let after = after.split(['\n', '\r']).next().unwrap_or(after);
             let mut around = Around::default();
             let mut buf = [0u8; 48];
+            for w in before.split(|c: char| !c.is_alphanumeric() && c != '-') {
+                if let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) {
+                    around.ssn_before |= SSN_WORDS.contains(&f);
+                }
+            }
             for w in before
                 .split(|c: char| !c.is_alphanumeric() && c != '-')
                 .chain(after.split(|c: char| !c.is_alphanumeric() && c != '-'))
@@ -618,7 +640,14 @@ const CARD_WORDS: &[&str] = &[
     "debitkarte",
     "ec-karte",
     "girocard",
-    // A charge is made to a card.
+    // A charge or a payment is made with a card.
+    "payment",
+    "payments",
+    "pagamento",
+    "parcela",
+    "pago",
+    "zahlung",
+    "belastet",
     "charge",
     "charged",
     "cobranca",
@@ -937,6 +966,15 @@ const FILLER_WORDS: &[&str] = &[
     "for",
     "para",
     "fur",
+    "says",
+    "said",
+    "shows",
+    "showed",
+    "mostra",
+    "diz",
+    "zeigt",
+    "dice",
+    "muestra",
     "to",
     "auf",
     "al",
@@ -984,6 +1022,8 @@ struct Window<'a> {
     first: usize,
     last: usize,
     digits: &'a str,
+    /// Starts the run, follows a value, or opens a new group style.
+    fresh: bool,
 }
 
 impl Window<'_> {
@@ -1130,7 +1170,7 @@ impl Window<'_> {
         if spaced && (around.ssn || !around.phone) {
             return Some(Some((PiiType::Ssn, 0.85)));
         }
-        if self.compact() && around.ssn && !around.phone {
+        if self.compact() && around.ssn && (!around.phone || around.ssn_before) {
             return Some(Some((PiiType::Ssn, 0.85)));
         }
         None
@@ -1161,7 +1201,7 @@ impl Window<'_> {
     /// 78"; or any 0-prefixed 10-12 digits with a phone word around.
     fn phone_shaped(&self, ctx: &Context<'_>) -> bool {
         use Sep::*;
-        if !self.starts_run() {
+        if (!self.starts_run() && !self.fresh) || self.digits.len() < 7 {
             return false;
         }
         let d = self.digits.as_bytes();
@@ -1169,7 +1209,12 @@ impl Window<'_> {
         let seps = self.inner_seps();
         let sizes: Vec<usize> = self.sizes().collect();
         let uniform = matches!(self.uniform_sep(), Some(Space | Dash | Dot));
-        let paren = self.run.paren_lead && seps.first() == Some(&Paren);
+        let opens = if self.starts_run() {
+            self.run.paren_lead
+        } else {
+            self.run.seps[self.first - 1] == Paren
+        };
+        let paren = opens && seps.first() == Some(&Paren);
         let tidy = seps
             .iter()
             .all(|s| matches!(s, Space | Dash | Dot | Paren | Slash));
