@@ -763,3 +763,34 @@ fn a_phone_right_after_another_value_in_the_same_run_of_digits_is_found() {
         ]
     );
 }
+
+/// Capitalised words that are no one's name, in the four languages:
+/// products, shops, banks, places, holidays and German nouns.
+#[test]
+fn products_shops_places_holidays_and_nouns_are_not_names() {
+    let texts = [
+        "My new iPhone and the Apple Watch both stopped syncing with Google Pay.",
+        "I cancelled Netflix and Spotify Premium but Amazon Prime still charges me.",
+        "The PlayStation arrived, the Nintendo Switch did not. Shipped from New York.",
+        "We moved from Los Angeles to San Diego in March.",
+        "Paguei pelo Mercado Pago e o Banco do Brasil recusou.",
+        "Moro em Belo Horizonte, mas a entrega foi para Porto Alegre.",
+        "Comprei na Black Friday e no Dia das Mães, chegou em São José dos Campos.",
+        "A Caixa Econômica bloqueou o pix ontem.",
+        "Die Deutsche Post hat das Paket nach Frankfurt am Main geschickt.",
+        "Ich habe bei der Deutschen Bank angerufen, aber niemand ging ran.",
+        "Zu Ostern und Weihnachten bestelle ich immer bei Otto.",
+        "Meine Frau und ich wohnen in Bad Homburg.",
+        "Der Kundenservice hat mir eine Gutschrift versprochen.",
+        "Vivo en Santiago de Compostela y el pedido fue a Las Palmas.",
+        "Pagué con PayPal en El Corte Inglés durante la Semana Santa.",
+        "Correos Express dice que lo entregó en San Sebastián.",
+    ];
+    for text in texts {
+        let names: Vec<_> = found(text)
+            .into_iter()
+            .filter(|(k, _)| *k == PiiType::Name)
+            .collect();
+        assert!(names.is_empty(), "{text:?}: {names:?}");
+    }
+}

@@ -285,6 +285,11 @@ pub(crate) fn warm_up() {
 /// than of people ("São Paulo", "El Corte Inglés", "Apple Pay", "Black
 /// Friday"): never the head of a name found without a role word.
 const NEVER_HEAD: &[&str] = &[
+    "dia",
+    "dias",
+    "semana",
+    "festa",
+    "feira",
     "sao",
     "santa",
     "santo",
@@ -1039,6 +1044,10 @@ fn before_word(text: &str, at: usize) -> Before {
         Some(':') if matches!(f, "name" | "nome" | "nombre") => Before::Role,
         Some(_) => Before::Start,
         None if role => Before::Role,
+        // "New York", "San Diego", "El Corte Inglés": a place or shop.
+        None if is_capitalised(word) && super::numeric::contains(&NEVER_HEAD_SORTED, f) => {
+            Before::Capitalised
+        }
         None if is_capitalised(word) && !not_a_name(f) => {
             if !super::numeric::contains(&NEVER_HEAD_SORTED, f) && opens_sentence(text, word_start)
             {
@@ -1167,7 +1176,15 @@ fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
             _ if never_head || common => false,
             _ if signature => listed || words >= 2,
             // "Crystal Martinez", "Aurora Moraes": a name with its surname.
-            _ if ambiguous => words >= 2 && matches!(before, Before::Word | Before::AfterOpening),
+            // (Not "Dia das Mães", "Rosa dos Ventos": no particle after one.)
+            _ if ambiguous => {
+                words >= 2
+                    && matches!(before, Before::Word | Before::AfterOpening)
+                    && !parts.iter().any(|w| {
+                        let mut buf = [0u8; 48];
+                        fold::fold_small(w, &mut buf).is_some_and(|f| PARTICLES.contains(&f))
+                    })
+            }
             Before::Word | Before::AfterOpening if listed => true,
             // A sentence opened by a first name and its verb ("Robert
             // called me yesterday").
