@@ -11,8 +11,9 @@
 
 use memchr::memmem;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::LazyLock;
 
 use crate::guardrails::fold::{self, Folded};
@@ -258,7 +259,7 @@ pub(super) fn detect(
 
 /// First names of the census and name-dictionary lists in
 /// `data/first-names.txt` (see `data/README.md`), folded, one per line.
-static FIRST_NAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+static FIRST_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     include_str!("../../../data/first-names.txt")
         .lines()
         .filter(|l| !l.is_empty())
@@ -268,7 +269,7 @@ static FIRST_NAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 /// The most frequent surnames of the US Census list in `data/surnames.txt`,
 /// folded: the last word of a capitalised pair whose first name is not
 /// listed ("Hablé con Perlita Giralt").
-static SURNAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+static SURNAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     include_str!("../../../data/surnames.txt")
         .lines()
         .filter(|l| !l.is_empty())
@@ -277,8 +278,67 @@ static SURNAMES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 
 /// Forces the name lists to load.
 pub(crate) fn warm_up() {
-    LazyLock::force(&FIRST_NAMES);
-    LazyLock::force(&SURNAMES);
+    LazyLock::force(&LEXICON);
+}
+
+/// What a folded word is to the name detector, as bit flags.
+const FIRST: u8 = 1;
+const SURNAME: u8 = 2;
+const NOT_NAME: u8 = 4;
+const AMBIGUOUS: u8 = 8;
+const NEVER: u8 = 16;
+const ROLE: u8 = 32;
+
+/// FNV-1a: words are a few bytes long, where it beats SipHash several
+/// times over, and the keys are our own lists, not attacker input.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Every word list of this module in one map, so that a word costs one
+/// lookup instead of one per list.
+static LEXICON: LazyLock<HashMap<&'static str, u8, BuildHasherDefault<Fnv>>> =
+    LazyLock::new(|| {
+        let mut map: HashMap<&'static str, u8, BuildHasherDefault<Fnv>> = HashMap::default();
+        map.reserve(FIRST_NAMES.len() + SURNAMES.len() + 2_000);
+        let lists: [(&[&'static str], u8); 4] = [
+            (NOT_NAMES, NOT_NAME),
+            (AMBIGUOUS_FIRST, AMBIGUOUS),
+            (NEVER_HEAD, NEVER),
+            (ROLE_WORDS, ROLE),
+        ];
+        for &w in FIRST_NAMES.iter() {
+            *map.entry(w).or_default() |= FIRST;
+        }
+        for &w in SURNAMES.iter() {
+            *map.entry(w).or_default() |= SURNAME;
+        }
+        for (list, flag) in lists {
+            for &w in list {
+                *map.entry(w).or_default() |= flag;
+            }
+        }
+        map
+    });
+
+fn flags(folded: &str) -> u8 {
+    LEXICON.get(folded).copied().unwrap_or(0)
 }
 
 /// Words that begin the names of places, shops, brands and events rather
@@ -350,16 +410,13 @@ const NEVER_HEAD: &[&str] = &[
     "prof",
 ];
 
-static NEVER_HEAD_SORTED: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| super::numeric::sorted(NEVER_HEAD));
-
 /// Whether `folded` (one word, folded) is a first name of the lists; a
 /// hyphenated one ("klaus-gunter") by its first part too.
 fn is_first_name(folded: &str) -> bool {
-    FIRST_NAMES.contains(folded)
+    flags(folded) & FIRST != 0
         || folded
             .split_once('-')
-            .is_some_and(|(head, _)| FIRST_NAMES.contains(head))
+            .is_some_and(|(head, _)| flags(head) & FIRST != 0)
 }
 
 /// First names that are also everyday words, months, places or products
@@ -981,11 +1038,6 @@ const TITLES: &[&str] = &[
     "dr", "dra", "mr", "mrs", "ms", "sr", "sra", "srta", "prof", "profa", "hr", "fr", "hd",
 ];
 
-static ROLE_WORDS_SORTED: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| super::numeric::sorted(ROLE_WORDS));
-static AMBIGUOUS_SORTED: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| super::numeric::sorted(AMBIGUOUS_FIRST));
-
 /// What stands right before a word on its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Before {
@@ -1004,13 +1056,43 @@ enum Before {
     Word,
 }
 
+/// Whether `text` reads as German: more of its common function words than
+/// English, Portuguese or Spanish ones, counted without allocating (the
+/// full language detector costs twenty times as much, and this question is
+/// asked on the hot path).
+fn looks_german(text: &str) -> bool {
+    const DE: &[&str] = &[
+        "der", "die", "das", "und", "ich", "nicht", "ist", "mit", "ein", "eine", "mein", "meine",
+        "bitte", "sie", "wir", "auf", "von", "hat", "habe", "wurde", "kann", "wegen", "danke",
+        "hallo", "ihre", "ihr", "dem", "den", "zu", "im", "vom", "bei", "noch", "auch", "wie",
+    ];
+    const OTHER: &[&str] = &[
+        "the", "and", "is", "my", "you", "to", "of", "for", "with", "please", "it", "que", "de",
+        "o", "a", "e", "meu", "minha", "com", "para", "el", "la", "los", "mi", "por", "y", "es",
+        "em", "no", "na", "con",
+    ];
+    let (mut de, mut other) = (0u32, 0u32);
+    for w in text.split(|c: char| !c.is_alphabetic()) {
+        if w.is_empty() || w.len() > 6 {
+            continue;
+        }
+        let is = |list: &[&str]| list.iter().any(|x| x.eq_ignore_ascii_case(w));
+        if is(DE) {
+            de += 1;
+        } else if is(OTHER) {
+            other += 1;
+        }
+    }
+    de >= 2 && de > other
+}
+
 /// Whether the last word of a name is a listed surname.
 fn surname_last(parts: &[&str]) -> bool {
     let mut buf = [0u8; 48];
     parts
         .last()
         .and_then(|w| fold::fold_small(w, &mut buf))
-        .is_some_and(|f| SURNAMES.contains(f))
+        .is_some_and(|f| flags(f) & SURNAME != 0)
 }
 
 fn before_word(text: &str, at: usize) -> Before {
@@ -1037,7 +1119,7 @@ fn before_word(text: &str, at: usize) -> Before {
     let Some(f) = fold::fold_small(word, &mut buf) else {
         return Before::Start;
     };
-    let role = super::numeric::contains(&ROLE_WORDS_SORTED, f);
+    let role = flags(f) & ROLE != 0;
     match punct {
         Some('.') if TITLES.contains(&f) => Before::Role,
         Some(',' | ':') if role => Before::Role,
@@ -1045,12 +1127,9 @@ fn before_word(text: &str, at: usize) -> Before {
         Some(_) => Before::Start,
         None if role => Before::Role,
         // "New York", "San Diego", "El Corte Inglés": a place or shop.
-        None if is_capitalised(word) && super::numeric::contains(&NEVER_HEAD_SORTED, f) => {
-            Before::Capitalised
-        }
+        None if is_capitalised(word) && flags(f) & NEVER != 0 => Before::Capitalised,
         None if is_capitalised(word) && !not_a_name(f) => {
-            if !super::numeric::contains(&NEVER_HEAD_SORTED, f) && opens_sentence(text, word_start)
-            {
+            if flags(f) & NEVER == 0 && opens_sentence(text, word_start) {
                 Before::AfterOpening
             } else {
                 Before::Capitalised
@@ -1089,68 +1168,90 @@ fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
     let mut german: Option<bool> = None;
     while i < bytes.len() {
         // Word starts only; the first character must be uppercase, which
-        // rules out most words before any folding.
-        let c = match text[i..].chars().next() {
-            Some(c) => c,
-            None => break,
+        // rules out most bytes without decoding them.
+        let b = bytes[i];
+        let c = if b < 0x80 {
+            if !b.is_ascii_uppercase() {
+                i += 1;
+                continue;
+            }
+            char::from(b)
+        } else {
+            match text[i..].chars().next() {
+                Some(c) => c,
+                None => break,
+            }
+        };
+        let glued = |p: char| {
+            p.is_alphanumeric() || p == '\'' || p == '-' || p == '_' || p == '@' || p == '.'
         };
         let starts_word = c.is_uppercase()
-            && text[..i].chars().next_back().is_none_or(|p| {
-                !(p.is_alphanumeric() || p == '\'' || p == '-' || p == '_' || p == '@' || p == '.')
-            });
-        if !starts_word {
-            i += c.len_utf8();
-            continue;
-        }
-        let Some(word) = word_at(text, i) else {
+            && match i.checked_sub(1).map(|j| bytes[j]) {
+                None => true,
+                Some(p) if p < 0x80 => !glued(char::from(p)),
+                Some(_) => text[..i].chars().next_back().is_none_or(|p| !glued(p)),
+            };
+        let Some(word) = starts_word.then(|| word_at(text, i)).flatten() else {
             i += c.len_utf8();
             continue;
         };
+        if !is_capitalised(word) || word.chars().all(char::is_uppercase) {
+            i += word.len();
+            continue;
+        }
         let mut buf = [0u8; 48];
         let folded = fold::fold_small(word, &mut buf).unwrap_or("");
         let listed = is_first_name(folded);
         let mut before = before_word(text, i);
-        // German capitalises every noun: "auf den Namen Thorsten", "unser
-        // Hausmeister Felix Kaul". A capitalised word before says nothing
-        // there.
-        if before == Before::Capitalised && listed {
-            let de = *german.get_or_insert_with(|| {
-                crate::guardrails::language::detect(text) == Some(crate::guardrails::Lang::De)
-            });
-            if de {
-                before = Before::Word;
-            }
-        }
-        if !is_capitalised(word)
-            || word.chars().all(char::is_uppercase)
-            || before == Before::Capitalised
-            || not_a_name(folded)
-            // "Herrn Wernecke": the role word introduces the name.
-            || super::numeric::contains(&ROLE_WORDS_SORTED, folded)
+        // An unlisted word needs a role word, a word before it, or a line
+        // of its own to be a name at all: most capitalised words stop here.
+        if !listed
+            && before != Before::Role
+            && before != Before::Word
+            && before != Before::AfterOpening
+            && !(before == Before::Start && text[..i].ends_with('\n'))
         {
             i += word.len();
             continue;
         }
-        let ambiguous = super::numeric::contains(&AMBIGUOUS_SORTED, folded);
-        let never_head = super::numeric::contains(&NEVER_HEAD_SORTED, folded);
+        // German capitalises every noun: "auf den Namen Thorsten", "unser
+        // Hausmeister Felix Kaul". A capitalised word before says nothing
+        // there.
+        if before == Before::Capitalised && listed {
+            let de = *german.get_or_insert_with(|| looks_german(text));
+            if de {
+                before = Before::Word;
+            }
+        }
+        if before == Before::Capitalised
+            || not_a_name(folded)
+            // "Herrn Wernecke": the role word introduces the name.
+            || flags(folded) & ROLE != 0
+        {
+            i += word.len();
+            continue;
+        }
+        let ambiguous = flags(folded) & AMBIGUOUS != 0;
+        let never_head = flags(folded) & NEVER != 0;
         let Some((s, e, _)) = read_name(text, i, false) else {
             i += word.len();
             continue;
         };
         // German articles are no particles: "Kann Enrico Linke das Paket …"
         // (but "Ana Liz das Neves", "Erdmute van der Dussen").
-        let e = match [" das ", " der ", " den ", " dem "]
-            .iter()
-            .filter_map(|a| text[s..e].find(a))
-            .min()
-        {
+        let articles = if text[s..e].contains(" d") {
+            [" das ", " der ", " den ", " dem "]
+                .iter()
+                .filter_map(|a| text[s..e].find(a))
+                .min()
+        } else {
+            None
+        };
+        let e = match articles {
             Some(cut)
                 if !text[s..s + cut].ends_with(" van")
                     && !text[s..s + cut].ends_with(" von")
-                    && *german.get_or_insert_with(|| {
-                        crate::guardrails::language::detect(text)
-                            == Some(crate::guardrails::Lang::De)
-                    }) =>
+                    && *german.get_or_insert_with(|| looks_german(text)) =>
             {
                 s + cut
             }
@@ -1196,8 +1297,7 @@ fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
             Before::Word => {
                 words >= 2
                     && surname_last(&parts)
-                    && crate::guardrails::language::detect(text)
-                        != Some(crate::guardrails::Lang::De)
+                    && !*german.get_or_insert_with(|| looks_german(text))
             }
             _ => listed && words >= 2,
         };
@@ -2126,13 +2226,11 @@ fn word_at(text: &str, at: usize) -> Option<&str> {
     (word.chars().filter(|c| c.is_alphabetic()).count() >= 2).then_some(word)
 }
 
-static NOT_NAMES_SORTED: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| super::numeric::sorted(NOT_NAMES));
 static OCCUPATIONS_SORTED: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| super::numeric::sorted(OCCUPATIONS));
 
 fn not_a_name(folded: &str) -> bool {
-    super::numeric::contains(&NOT_NAMES_SORTED, folded)
+    flags(folded) & NOT_NAME != 0
 }
 
 fn acceptable_first(word: &str, strong: bool) -> bool {
