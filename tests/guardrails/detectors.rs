@@ -794,3 +794,16 @@ fn products_shops_places_holidays_and_nouns_are_not_names() {
         assert!(names.is_empty(), "{text:?}: {names:?}");
     }
 }
+
+#[test]
+fn a_sentence_ending_in_n_dot_is_no_number_abbreviation() {
+    // "ankommen." ends with "n." like the abbreviation "n. 123" does.
+    assert_finds(
+        PiiType::Phone,
+        &[(
+            "Es sollte ankommen. 08718598895 ist meine Büronummer",
+            "08718598895",
+        )],
+    );
+    assert_clean(&["factura n. 3331715182", "pedido no. 11987654321"]);
+}

@@ -417,9 +417,13 @@ impl<'t> Context<'t> {
             around: std::cell::OnceCell::new(),
             reference_far: false,
             code: code_prefix(window),
+            // "n." and "no." as words: "ankommen. 0871…" ends a sentence.
             reference: trimmed.ends_with('#')
-                || lower_ends("n.")
-                || lower_ends("no.")
+                || (lower_ends("n.") || lower_ends("no.")) && {
+                    let head = trimmed.trim_end_matches(['.', 'o', 'O']);
+                    let head = head.strip_suffix(['n', 'N']).unwrap_or(head);
+                    !head.chars().next_back().is_some_and(char::is_alphanumeric)
+                }
                 || trimmed.ends_with("nº"),
             amount,
             ssn: false,
@@ -925,6 +929,12 @@ const PHONE_WORDS: &[&str] = &[
     "angerufen",
     "durchwahl",
     "ramal",
+    "erreichbar",
+    "buronummer",
+    "mobilnummer",
+    "privatnummer",
+    "geschaftsnummer",
+    "kontaktnummer",
 ];
 
 const FILLER_WORDS: &[&str] = &[
