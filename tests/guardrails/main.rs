@@ -3,6 +3,7 @@
 //! `// proves:` comment (see shared/PROMISES.md).
 
 mod detectors;
+mod independent;
 mod language;
 mod linear;
 mod masking;

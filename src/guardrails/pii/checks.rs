@@ -37,6 +37,10 @@ pub fn card_brand_matches(digits: &str) -> bool {
     let len = digits.len();
     let p = |n: usize| -> u32 { digits.get(..n).and_then(|s| s.parse().ok()).unwrap_or(0) };
     let (p1, p2, p3, p4) = (p(1), p(2), p(3), p(4));
+    // JCB's original 15-digit ranges.
+    if (p4 == 1800 || p4 == 2131) && len == 15 {
+        return true;
+    }
     match p1 {
         4 => matches!(len, 13 | 16 | 19),
         2 => {
@@ -55,14 +59,21 @@ pub fn card_brand_matches(digits: &str) -> bool {
             34 | 37 => len == 15,
             36 | 38 | 39 => (14..=19).contains(&len),
             30 => (300..=305).contains(&p3) && (14..=19).contains(&len),
-            // JCB; RuPay's co-branded 353 and 356 fall inside it.
-            35 => (3528..=3589).contains(&p4) && (16..=19).contains(&len),
+            // JCB (3528-3589; RuPay's co-branded 353 and 356 fall inside
+            // it). The rest of 35 is unassigned but Luhn-valid numbers
+            // there are still written as cards, by people and by fake-data
+            // libraries alike: a card is the only thing they can be.
+            35 => (16..=19).contains(&len),
             _ => false,
         },
         6 => {
-            // Discover, UnionPay, Elo, Hipercard, Maestro; RuPay's 60 and 65.
-            (16..=19).contains(&len)
-                && (p4 == 6011 || matches!(p2, 60 | 62 | 63 | 65 | 67) || (644..=649).contains(&p3))
+            // Discover, UnionPay, Elo, Hipercard, Maestro (6304, 6759,
+            // 676x, 6390: also 12-15 digits); RuPay's 60 and 65.
+            ((16..=19).contains(&len)
+                && (p4 == 6011
+                    || matches!(p2, 60 | 62 | 63 | 65 | 67)
+                    || (644..=649).contains(&p3)))
+                || ((12..=19).contains(&len) && matches!(p2, 63 | 67))
         }
         // RuPay (81, 82) and UnionPay (81).
         8 => matches!(p2, 81 | 82) && (16..=19).contains(&len),

@@ -26,7 +26,14 @@ use crate::guardrails::fold::{self, Folded};
 pub use checks::{cnpj_is_valid, cpf_is_valid, iban_is_valid, luhn_is_valid, ssn_is_valid};
 pub use names::{KnownEntities, KnownEntitiesSpec};
 pub(crate) use phone::e164_candidates;
-pub use phone::{phone_is_valid, warm_up};
+pub use phone::phone_is_valid;
+
+/// Loads what the detectors otherwise build on first use: the numbering
+/// plans and the first-name list.
+pub fn warm_up() {
+    phone::warm_up();
+    names::warm_up();
+}
 
 /// The kinds of personal data the engine detects and masks.
 ///

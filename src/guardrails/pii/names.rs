@@ -11,8 +11,9 @@
 
 use memchr::memmem;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::LazyLock;
 
 use crate::guardrails::fold::{self, Folded};
@@ -253,6 +254,1060 @@ pub(super) fn detect(
     introductions(text, folded, cues, out);
     sign_offs(text, folded, cues, out);
     closing_line(text, out);
+    anywhere(text, out);
+}
+
+/// First names of the census and name-dictionary lists in
+/// `data/first-names.txt` (see `data/README.md`), folded, one per line.
+static FIRST_NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    include_str!("../../../data/first-names.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// The most frequent surnames of the US Census list in `data/surnames.txt`,
+/// folded: the last word of a capitalised pair whose first name is not
+/// listed ("Hablé con Perlita Giralt").
+static SURNAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    include_str!("../../../data/surnames.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// Forces the name lists to load.
+pub(crate) fn warm_up() {
+    LazyLock::force(&LEXICON);
+}
+
+/// What a folded word is to the name detector, as bit flags.
+const FIRST: u8 = 1;
+const SURNAME: u8 = 2;
+const NOT_NAME: u8 = 4;
+const AMBIGUOUS: u8 = 8;
+const NEVER: u8 = 16;
+const ROLE: u8 = 32;
+
+/// FNV-1a: words are a few bytes long, where it beats SipHash several
+/// times over, and the keys are our own lists, not attacker input.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Every word list of this module in one map, so that a word costs one
+/// lookup instead of one per list.
+static LEXICON: LazyLock<HashMap<&'static str, u8, BuildHasherDefault<Fnv>>> =
+    LazyLock::new(|| {
+        let mut map: HashMap<&'static str, u8, BuildHasherDefault<Fnv>> = HashMap::default();
+        map.reserve(FIRST_NAMES.len() + SURNAMES.len() + 2_000);
+        let lists: [(&[&'static str], u8); 4] = [
+            (NOT_NAMES, NOT_NAME),
+            (AMBIGUOUS_FIRST, AMBIGUOUS),
+            (NEVER_HEAD, NEVER),
+            (ROLE_WORDS, ROLE),
+        ];
+        for &w in FIRST_NAMES.iter() {
+            *map.entry(w).or_default() |= FIRST;
+        }
+        for &w in SURNAMES.iter() {
+            *map.entry(w).or_default() |= SURNAME;
+        }
+        for (list, flag) in lists {
+            for &w in list {
+                *map.entry(w).or_default() |= flag;
+            }
+        }
+        map
+    });
+
+fn flags(folded: &str) -> u8 {
+    LEXICON.get(folded).copied().unwrap_or(0)
+}
+
+/// Words that begin the names of places, shops, brands and events rather
+/// than of people ("São Paulo", "El Corte Inglés", "Apple Pay", "Black
+/// Friday"): never the head of a name found without a role word.
+const NEVER_HEAD: &[&str] = &[
+    "dia",
+    "dias",
+    "semana",
+    "festa",
+    "feira",
+    "sao",
+    "santa",
+    "santo",
+    "san",
+    "rio",
+    "porto",
+    "belo",
+    "new",
+    "los",
+    "las",
+    "el",
+    "la",
+    "le",
+    "black",
+    "cyber",
+    "amazon",
+    "apple",
+    "google",
+    "samsung",
+    "mercado",
+    "banco",
+    "bank",
+    "deutsche",
+    "corte",
+    "magazine",
+    "casas",
+    "lojas",
+    "caixa",
+    "nubank",
+    "itau",
+    "bradesco",
+    "santander",
+    "paypal",
+    "visa",
+    "master",
+    "american",
+    "united",
+    "western",
+    "saint",
+    "st",
+    "fort",
+    "port",
+    "lake",
+    "mount",
+    "hotel",
+    "uber",
+    "air",
+    "via",
+    "rua",
+    "avenida",
+    "calle",
+    "plaza",
+    "strasse",
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+];
+
+/// Whether `folded` (one word, folded) is a first name of the lists; a
+/// hyphenated one ("klaus-gunter") by its first part too.
+fn is_first_name(folded: &str) -> bool {
+    flags(folded) & FIRST != 0
+        || folded
+            .split_once('-')
+            .is_some_and(|(head, _)| flags(head) & FIRST != 0)
+}
+
+/// First names that are also everyday words, months, places or products
+/// ("Will", "Hope", "Rosa", "São", "Echo", "Mercedes", "Ernst"): alone, or
+/// at the head of a capitalised phrase, they need a role word before them.
+const AMBIGUOUS_FIRST: &[&str] = &[
+    // English
+    "will",
+    "may",
+    "june",
+    "april",
+    "august",
+    "mark",
+    "bill",
+    "rose",
+    "grace",
+    "hope",
+    "faith",
+    "joy",
+    "ivy",
+    "art",
+    "chance",
+    "rich",
+    "sky",
+    "summer",
+    "autumn",
+    "dawn",
+    "eve",
+    "guy",
+    "ray",
+    "pat",
+    "sue",
+    "don",
+    "echo",
+    "alexa",
+    "siri",
+    "apple",
+    "page",
+    "case",
+    "day",
+    "king",
+    "young",
+    "long",
+    "white",
+    "brown",
+    "major",
+    "miles",
+    "price",
+    "sunny",
+    "star",
+    "crystal",
+    "jewel",
+    "honey",
+    "angel",
+    "baby",
+    "cherry",
+    "ginger",
+    "holly",
+    "lane",
+    "rocky",
+    "precious",
+    "lucky",
+    "happy",
+    "chase",
+    "wells",
+    "sterling",
+    "jan",
+    "mon",
+    "sat",
+    "sun",
+    "best",
+    "dear",
+    "ok",
+    "can",
+    "hi",
+    "bud",
+    "buck",
+    "carol",
+    "christian",
+    "english",
+    "france",
+    "georgia",
+    "india",
+    "jordan",
+    "kansas",
+    "paris",
+    "china",
+    "israel",
+    "sydney",
+    "victoria",
+    "virginia",
+    "florida",
+    "dakota",
+    "austin",
+    "denver",
+    "phoenix",
+    "houston",
+    "dallas",
+    "memphis",
+    "orlando",
+    "raleigh",
+    "tracy",
+    "early",
+    "love",
+    "lovely",
+    "royal",
+    "rusty",
+    "sandy",
+    "storm",
+    "winter",
+    "spring",
+    "story",
+    "trinity",
+    "unique",
+    "destiny",
+    "harmony",
+    "justice",
+    "liberty",
+    "serenity",
+    "amber",
+    "ruby",
+    "pearl",
+    "jade",
+    "coral",
+    "olive",
+    "iris",
+    "violet",
+    "lily",
+    "daisy",
+    "poppy",
+    "willow",
+    "ash",
+    "river",
+    "ocean",
+    "rain",
+    "cash",
+    "gene",
+    "ken",
+    "lee",
+    "lou",
+    "ping",
+    "wang",
+    "van",
+    "von",
+    "le",
+    "la",
+    "les",
+    "del",
+    "della",
+    "al",
+    "el",
+    "sir",
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+    "amazon",
+    "target",
+    "prime",
+    "order",
+    "tracking",
+    "refund",
+    "delivery",
+    "package",
+    "black",
+    "friday",
+    "cyber",
+    "monday",
+    // Portuguese
+    "paz",
+    "luz",
+    "cruz",
+    "rosa",
+    "flor",
+    "gloria",
+    "vitoria",
+    "dia",
+    "sol",
+    "santa",
+    "santo",
+    "sao",
+    "rio",
+    "porto",
+    "belo",
+    "bom",
+    "boa",
+    "amor",
+    "mar",
+    "neve",
+    "estrela",
+    "perola",
+    "graca",
+    "fe",
+    "bahia",
+    "natal",
+    "lapa",
+    "campos",
+    "salvador",
+    "aurora",
+    "alegre",
+    "fortaleza",
+    "recife",
+    "belem",
+    "manaus",
+    "goiania",
+    "curitiba",
+    "londrina",
+    "olinda",
+    "maringa",
+    "caxias",
+    "santos",
+    "campinas",
+    "brasil",
+    "magazine",
+    "casa",
+    "nota",
+    "pedido",
+    "conta",
+    "cartao",
+    "oi",
+    "ola",
+    "obrigado",
+    "obrigada",
+    "bom",
+    "tudo",
+    "boleto",
+    "pix",
+    // Spanish
+    "reyes",
+    "pilar",
+    "dolores",
+    "consuelo",
+    "rocio",
+    "mercedes",
+    "san",
+    "santiago",
+    "leon",
+    "blanca",
+    "angeles",
+    "montserrat",
+    "nieves",
+    "soledad",
+    "socorro",
+    "esperanza",
+    "remedios",
+    "valencia",
+    "sevilla",
+    "granada",
+    "toledo",
+    "malaga",
+    "murcia",
+    "alicante",
+    "bilbao",
+    "madrid",
+    "barcelona",
+    "zaragoza",
+    "cordoba",
+    "espana",
+    "corte",
+    "ingles",
+    "hola",
+    "buenas",
+    "gracias",
+    "milagros",
+    "purificacion",
+    "inmaculada",
+    "encarnacion",
+    "asuncion",
+    "concepcion",
+    "candelaria",
+    "visitacion",
+    "trinidad",
+    "natividad",
+    "rosario",
+    "luna",
+    "cielo",
+    "alma",
+    // German
+    "ernst",
+    "frank",
+    "wolf",
+    "engel",
+    "sonne",
+    "mai",
+    "juni",
+    "juli",
+    "heide",
+    "liebe",
+    "otto",
+    "gerade",
+    "bitte",
+    "danke",
+    "hallo",
+    "moin",
+    "gruss",
+    "kai",
+    "hans",
+    "konig",
+    "kaiser",
+    "graf",
+    "furst",
+    "herzog",
+    "ritter",
+    "vogel",
+    "fink",
+    "fuchs",
+    "hahn",
+    "bar",
+    "berlin",
+    "hamburg",
+    "koln",
+    "munchen",
+    "frankfurt",
+    "bremen",
+    "dresden",
+    "leipzig",
+    "deutschland",
+    "osterreich",
+    "schweiz",
+    "zalando",
+    "thermomix",
+    "sparkasse",
+    "paket",
+    "konto",
+    "karte",
+    "rechnung",
+    "bestellung",
+    "gutschein",
+    "lieferung",
+    "ware",
+    "fahrer",
+    "kunde",
+    "kundin",
+    "erika",
+    "linde",
+    "tanne",
+    "birke",
+    "eiche",
+    "ilse",
+    "lotte",
+    "sommer",
+    "winter",
+    "august",
+    "april",
+    "september",
+    "marco",
+    "julio",
+    "love",
+    "spring",
+    "easter",
+    "natal",
+    "pascoa",
+    "glaube",
+    "domingo",
+    "ella",
+    "nada",
+    "nice",
+];
+
+/// Words that open a closing remark: a capitalised name ends before them
+/// ("-- Kristina Matthews Any update?", "Att, João Pedro Alguma novidade?").
+const CLOSERS: &[&str] = &[
+    "any", "please", "thanks", "thank", "regards", "cheers", "hi", "hello", "hey", "quedo",
+    "alguma", "alguna", "aguardo", "obrigado", "obrigada", "gracias", "saludos", "vielen", "danke",
+    "bitte", "hallo", "ola", "oi", "hola", "iban", "cpf", "cnpj", "ssn", "re",
+];
+
+/// Words that put a person's name right after them: relations, roles,
+/// titles, and labels ("my mother, Jennifer Gay", "o atendente Lucas",
+/// "der Techniker Siegmund Conradi", "Herr Wernecke", "Titular: Ana").
+const ROLE_WORDS: &[&str] = &[
+    // English
+    "mother",
+    "mom",
+    "mum",
+    "father",
+    "dad",
+    "wife",
+    "husband",
+    "son",
+    "daughter",
+    "brother",
+    "sister",
+    "friend",
+    "colleague",
+    "coworker",
+    "co-worker",
+    "partner",
+    "boss",
+    "manager",
+    "agent",
+    "technician",
+    "tech",
+    "supervisor",
+    "driver",
+    "courier",
+    "neighbor",
+    "neighbour",
+    "assistant",
+    "rep",
+    "representative",
+    "attendant",
+    "advisor",
+    "adviser",
+    "consultant",
+    "employee",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "dr",
+    "mister",
+    "aunt",
+    "uncle",
+    "grandmother",
+    "grandma",
+    "grandfather",
+    "grandpa",
+    "cousin",
+    "nephew",
+    "niece",
+    "fiance",
+    "fiancee",
+    "girlfriend",
+    "boyfriend",
+    "roommate",
+    "tenant",
+    "landlord",
+    "lawyer",
+    "accountant",
+    "holder",
+    "attn",
+    "landlady",
+    "janitor",
+    "doorman",
+    "plumber",
+    "concierge",
+    "brother-in-law",
+    "sister-in-law",
+    "mother-in-law",
+    "father-in-law",
+    "cunhada",
+    "cunhado",
+    "sogra",
+    "sogro",
+    "porteiro",
+    "porteira",
+    "zelador",
+    "zeladora",
+    "cunada",
+    "cunado",
+    "suegra",
+    "suegro",
+    "portero",
+    "portera",
+    "conserje",
+    "namen",
+    "hausmeister",
+    "hausmeisterin",
+    "schwager",
+    "schwagerin",
+    "schwiegermutter",
+    "schwiegervater",
+    "pfortner",
+    "prof",
+    "operator",
+    "clerk",
+    "cashier",
+    "nurse",
+    "doctor",
+    "specialist",
+    // Portuguese
+    "mae",
+    "pai",
+    "esposa",
+    "marido",
+    "filho",
+    "filha",
+    "irmao",
+    "irma",
+    "amigo",
+    "amiga",
+    "colega",
+    "socio",
+    "socia",
+    "chefe",
+    "gerente",
+    "atendente",
+    "tecnico",
+    "tecnica",
+    "supervisor",
+    "supervisora",
+    "entregador",
+    "entregadora",
+    "motorista",
+    "vizinho",
+    "vizinha",
+    "assistente",
+    "consultor",
+    "consultora",
+    "funcionario",
+    "funcionaria",
+    "sr",
+    "sra",
+    "srta",
+    "senhor",
+    "senhora",
+    "dona",
+    "dra",
+    "tia",
+    "tio",
+    "avo",
+    "prima",
+    "primo",
+    "sobrinho",
+    "sobrinha",
+    "namorado",
+    "namorada",
+    "noivo",
+    "noiva",
+    "advogado",
+    "advogada",
+    "contador",
+    "contadora",
+    "vendedor",
+    "vendedora",
+    "titular",
+    "operadora",
+    "analista",
+    // Spanish
+    "madre",
+    "padre",
+    "hijo",
+    "hija",
+    "hermano",
+    "hermana",
+    "companero",
+    "companera",
+    "jefe",
+    "jefa",
+    "agente",
+    "repartidor",
+    "repartidora",
+    "conductor",
+    "conductora",
+    "vecino",
+    "vecina",
+    "asesor",
+    "asesora",
+    "empleado",
+    "empleada",
+    "senor",
+    "senora",
+    "don",
+    "abuela",
+    "abuelo",
+    "novio",
+    "novia",
+    "abogado",
+    "abogada",
+    "compañero",
+    // German
+    "mutter",
+    "vater",
+    "frau",
+    "mann",
+    "ehefrau",
+    "ehemann",
+    "sohn",
+    "tochter",
+    "bruder",
+    "schwester",
+    "freund",
+    "freundin",
+    "kollege",
+    "kollegin",
+    "partnerin",
+    "chef",
+    "chefin",
+    "mitarbeiter",
+    "mitarbeiterin",
+    "techniker",
+    "technikerin",
+    "fahrer",
+    "fahrerin",
+    "bote",
+    "botin",
+    "nachbar",
+    "nachbarin",
+    "assistent",
+    "assistentin",
+    "berater",
+    "beraterin",
+    "herr",
+    "herrn",
+    "tante",
+    "onkel",
+    "oma",
+    "opa",
+    "cousine",
+    "verlobter",
+    "verlobte",
+    "anwalt",
+    "anwaltin",
+    "kontoinhaber",
+    "kontoinhaberin",
+    "inhaber",
+    "inhaberin",
+    "sachbearbeiter",
+    "sachbearbeiterin",
+    "monteur",
+    "zusteller",
+    "zustellerin",
+];
+
+/// Titles written with a dot ("Dr.", "Sr.", "Sra."): the dot ends no sentence.
+const TITLES: &[&str] = &[
+    "dr", "dra", "mr", "mrs", "ms", "sr", "sra", "srta", "prof", "profa", "hr", "fr", "hd",
+];
+
+/// What stands right before a word on its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Before {
+    /// Start of text, line or sentence; or a comma after an ordinary word.
+    Start,
+    /// A role, relation or title word ("mother,", "atendente", "Herr", "Dr.").
+    Role,
+    /// A capitalised word right before ("São Paulo", "Magazine Luiza"): the
+    /// word continues a proper noun that is not a person's name.
+    Capitalised,
+    /// The capitalised word right before opens the sentence ("Kann Peggy
+    /// …", "¿Puede Morena Alberola …"): a verb or a pronoun, mid-sentence
+    /// for the word after it.
+    AfterOpening,
+    /// Any other word, with only a space between: mid-sentence.
+    Word,
+}
+
+/// Whether `text` reads as German: more of its common function words than
+/// English, Portuguese or Spanish ones, counted without allocating (the
+/// full language detector costs twenty times as much, and this question is
+/// asked on the hot path).
+fn looks_german(text: &str) -> bool {
+    const DE: &[&str] = &[
+        "der", "die", "das", "und", "ich", "nicht", "ist", "mit", "ein", "eine", "mein", "meine",
+        "bitte", "sie", "wir", "auf", "von", "hat", "habe", "wurde", "kann", "wegen", "danke",
+        "hallo", "ihre", "ihr", "dem", "den", "zu", "im", "vom", "bei", "noch", "auch", "wie",
+    ];
+    const OTHER: &[&str] = &[
+        "the", "and", "is", "my", "you", "to", "of", "for", "with", "please", "it", "que", "de",
+        "o", "a", "e", "meu", "minha", "com", "para", "el", "la", "los", "mi", "por", "y", "es",
+        "em", "no", "na", "con",
+    ];
+    let (mut de, mut other) = (0u32, 0u32);
+    for w in text.split(|c: char| !c.is_alphabetic()) {
+        if w.is_empty() || w.len() > 6 {
+            continue;
+        }
+        let is = |list: &[&str]| list.iter().any(|x| x.eq_ignore_ascii_case(w));
+        if is(DE) {
+            de += 1;
+        } else if is(OTHER) {
+            other += 1;
+        }
+    }
+    de >= 2 && de > other
+}
+
+/// Whether the last word of a name is a listed surname.
+fn surname_last(parts: &[&str]) -> bool {
+    let mut buf = [0u8; 48];
+    parts
+        .last()
+        .and_then(|w| fold::fold_small(w, &mut buf))
+        .is_some_and(|f| flags(f) & SURNAME != 0)
+}
+
+fn before_word(text: &str, at: usize) -> Before {
+    let head = text[..at].trim_end_matches(' ');
+    let spaces = at - head.len();
+    let (head, punct) = match head.chars().next_back() {
+        Some(c @ (',' | ':' | '.')) => (&head[..head.len() - 1], Some(c)),
+        _ => (head, None),
+    };
+    if spaces == 0 && punct.is_none() {
+        return Before::Start;
+    }
+    let word_start = head
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| c.is_alphabetic() || c == '-')
+        .last()
+        .map_or(head.len(), |(i, _)| i);
+    let word = &head[word_start..];
+    if word.is_empty() {
+        return Before::Start;
+    }
+    let mut buf = [0u8; 48];
+    let Some(f) = fold::fold_small(word, &mut buf) else {
+        return Before::Start;
+    };
+    let role = flags(f) & ROLE != 0;
+    match punct {
+        Some('.') if TITLES.contains(&f) => Before::Role,
+        Some(',' | ':') if role => Before::Role,
+        Some(':') if matches!(f, "name" | "nome" | "nombre") => Before::Role,
+        Some(_) => Before::Start,
+        None if role => Before::Role,
+        // "New York", "San Diego", "El Corte Inglés": a place or shop.
+        None if is_capitalised(word) && flags(f) & NEVER != 0 => Before::Capitalised,
+        None if is_capitalised(word) && !not_a_name(f) => {
+            if flags(f) & NEVER == 0 && opens_sentence(text, word_start) {
+                Before::AfterOpening
+            } else {
+                Before::Capitalised
+            }
+        }
+        None => Before::Word,
+    }
+}
+
+/// Whether the word at `at` opens a sentence: nothing but spaces and
+/// opening marks since the start of the text, a line break or `.`/`!`/`?`.
+fn opens_sentence(text: &str, at: usize) -> bool {
+    let head = text[..at].trim_end_matches([' ', '¿', '¡', '"', '(', '-', '–', '—']);
+    head.is_empty() || head.ends_with(['\n', '\r', '.', '!', '?', ':', ','])
+}
+
+/// Whether the name ending at `end` is followed by a lowercase word, as a
+/// subject is by its verb ("Robert called me", "Tilo hat mich angerufen").
+fn verb_after(text: &str, end: usize) -> bool {
+    text[end..]
+        .strip_prefix(' ')
+        .and_then(|r| r.chars().next())
+        .is_some_and(char::is_lowercase)
+}
+
+/// Names anywhere in a sentence, not only after an introduction: a
+/// capitalised first name of the lists with capitalised words after it
+/// ("transfira a conta para Lavínia Alves"), a first name alone in the
+/// middle of a sentence ("falei com Lucas ontem"), and capitalised words
+/// after a role word even when the first name is not listed ("der
+/// Techniker Siegmund Conradi", "Herr Wernecke"). Words that are first
+/// names and everyday words ("Will", "Rosa", "São") need the role word.
+fn anywhere(text: &str, out: &mut Vec<PiiSpan>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut german: Option<bool> = None;
+    while i < bytes.len() {
+        // Word starts only; the first character must be uppercase, which
+        // rules out most bytes without decoding them.
+        let b = bytes[i];
+        let c = if b < 0x80 {
+            if !b.is_ascii_uppercase() {
+                i += 1;
+                continue;
+            }
+            char::from(b)
+        } else {
+            match text[i..].chars().next() {
+                Some(c) => c,
+                None => break,
+            }
+        };
+        let glued = |p: char| {
+            p.is_alphanumeric() || p == '\'' || p == '-' || p == '_' || p == '@' || p == '.'
+        };
+        let starts_word = c.is_uppercase()
+            && match i.checked_sub(1).map(|j| bytes[j]) {
+                None => true,
+                Some(p) if p < 0x80 => !glued(char::from(p)),
+                Some(_) => text[..i].chars().next_back().is_none_or(|p| !glued(p)),
+            };
+        let Some(word) = starts_word.then(|| word_at(text, i)).flatten() else {
+            i += c.len_utf8();
+            continue;
+        };
+        if !is_capitalised(word) || word.chars().all(char::is_uppercase) {
+            i += word.len();
+            continue;
+        }
+        let mut buf = [0u8; 48];
+        let folded = fold::fold_small(word, &mut buf).unwrap_or("");
+        let listed = is_first_name(folded);
+        let mut before = before_word(text, i);
+        // An unlisted word needs a role word, a word before it, or a line
+        // of its own to be a name at all: most capitalised words stop here.
+        if !listed
+            && before != Before::Role
+            && before != Before::Word
+            && before != Before::AfterOpening
+            && !(before == Before::Start && text[..i].ends_with('\n'))
+        {
+            i += word.len();
+            continue;
+        }
+        // German capitalises every noun: "auf den Namen Thorsten", "unser
+        // Hausmeister Felix Kaul". A capitalised word before says nothing
+        // there.
+        if before == Before::Capitalised && listed {
+            let de = *german.get_or_insert_with(|| looks_german(text));
+            if de {
+                before = Before::Word;
+            }
+        }
+        if before == Before::Capitalised
+            || not_a_name(folded)
+            // "Herrn Wernecke": the role word introduces the name.
+            || flags(folded) & ROLE != 0
+        {
+            i += word.len();
+            continue;
+        }
+        let ambiguous = flags(folded) & AMBIGUOUS != 0;
+        let never_head = flags(folded) & NEVER != 0;
+        let Some((s, e, _)) = read_name(text, i, false) else {
+            i += word.len();
+            continue;
+        };
+        // German articles are no particles: "Kann Enrico Linke das Paket …"
+        // (but "Ana Liz das Neves", "Erdmute van der Dussen").
+        let articles = if text[s..e].contains(" d") {
+            [" das ", " der ", " den ", " dem "]
+                .iter()
+                .filter_map(|a| text[s..e].find(a))
+                .min()
+        } else {
+            None
+        };
+        let e = match articles {
+            Some(cut)
+                if !text[s..s + cut].ends_with(" van")
+                    && !text[s..s + cut].ends_with(" von")
+                    && *german.get_or_insert_with(|| looks_german(text)) =>
+            {
+                s + cut
+            }
+            _ => e,
+        };
+        let parts: Vec<&str> = text[s..e].split(' ').collect();
+        let words = parts.len();
+        let common = parts.iter().any(|w| {
+            let mut buf = [0u8; 48];
+            fold::fold_small(w, &mut buf).is_none_or(|f| not_a_name(f) && !PARTICLES.contains(&f))
+        });
+        // A first name alone on the last line, under a closing remark
+        // ("Thanks for your help!\nGustavo").
+        let signature = before == Before::Start && text[..s].ends_with('\n') && ends_text(text, e);
+        // "Hunter8415!": a word run on into digits is a token, not a name.
+        let glued = text[e..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let accept = match before {
+            _ if glued => false,
+            Before::Role => true,
+            _ if never_head || common => false,
+            _ if signature => listed || words >= 2,
+            // "Crystal Martinez", "Aurora Moraes": a name with its surname.
+            // (Not "Dia das Mães", "Rosa dos Ventos": no particle after one.)
+            _ if ambiguous => {
+                words >= 2
+                    && matches!(before, Before::Word | Before::AfterOpening)
+                    && !parts.iter().any(|w| {
+                        let mut buf = [0u8; 48];
+                        fold::fold_small(w, &mut buf).is_some_and(|f| PARTICLES.contains(&f))
+                    })
+            }
+            Before::Word | Before::AfterOpening if listed => true,
+            // A sentence opened by a first name and its verb ("Robert
+            // called me yesterday").
+            Before::Start if listed && words == 1 => opens_sentence(text, s) && verb_after(text, e),
+            Before::AfterOpening => words >= 2 && surname_last(&parts),
+            // An unlisted first name with a listed surname; not in German,
+            // where two capitalised nouns in a row are everyday text ("im
+            // Namen von Blumenhaus Schäfer").
+            Before::Word => {
+                words >= 2
+                    && surname_last(&parts)
+                    && !*german.get_or_insert_with(|| looks_german(text))
+            }
+            _ => listed && words >= 2,
+        };
+        if accept {
+            out.push(PiiSpan::new(PiiType::Name, s, e, 0.75));
+            i = e;
+        } else {
+            i += word.len();
+        }
+    }
 }
 
 fn crm(folded: &Folded<'_>, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
@@ -411,6 +1466,33 @@ pub(super) const SIGN_OFFS: &[&str] = &[
 /// Words that follow "I am", "ich bin", "soy"… capitalised without being a
 /// name: nationalities, roles, states, and German nouns.
 const NOT_NAMES: &[&str] = &[
+    // Words that start a closing remark or a polite line, and pronouns
+    // written capitalised mid-sentence ("Können Sie …").
+    "any",
+    "this",
+    "that",
+    "these",
+    "those",
+    "vielen",
+    "dank",
+    "danke",
+    "aguardo",
+    "retorno",
+    "quedo",
+    "alguma",
+    "alguna",
+    "sie",
+    "ihr",
+    "ihre",
+    "ihnen",
+    "ihrem",
+    "ihren",
+    "ihrer",
+    "du",
+    "usted",
+    "ustedes",
+    "voce",
+    "voces",
     // English
     "i",
     "a",
@@ -1144,13 +2226,11 @@ fn word_at(text: &str, at: usize) -> Option<&str> {
     (word.chars().filter(|c| c.is_alphabetic()).count() >= 2).then_some(word)
 }
 
-static NOT_NAMES_SORTED: LazyLock<Vec<&'static str>> =
-    LazyLock::new(|| super::numeric::sorted(NOT_NAMES));
 static OCCUPATIONS_SORTED: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| super::numeric::sorted(OCCUPATIONS));
 
 fn not_a_name(folded: &str) -> bool {
-    super::numeric::contains(&NOT_NAMES_SORTED, folded)
+    flags(folded) & NOT_NAME != 0
 }
 
 fn acceptable_first(word: &str, strong: bool) -> bool {
@@ -1178,7 +2258,8 @@ fn read_name(text: &str, at: usize, strong: bool) -> Option<(usize, usize, bool)
         return None;
     }
     let capitalised = is_capitalised(first);
-    let max_words = if capitalised { 4 } else { 3 };
+    // Brazilian names run long: "Enzo Gabriel Henrique da Silva Souza".
+    let max_words = if capitalised { 6 } else { 3 };
     // After a capitalised first name only a few words stop the name ("Paz
     // Will Souza" is one person); after a lowercase one, any common word does.
     let name_word = |w: &str| {
@@ -1192,6 +2273,8 @@ fn read_name(text: &str, at: usize, strong: bool) -> Option<(usize, usize, bool)
         if capitalised {
             is_capitalised(w)
                 && !["i", "the", "and", "und", "y", "e", "ich", "eu", "yo"].contains(&f)
+                // "-- Kristina Matthews Any update?": the name ends there.
+                && !CLOSERS.contains(&f)
         } else {
             !not_a_name(f) && w.chars().all(char::is_lowercase)
         }
@@ -1237,7 +2320,12 @@ fn introductions(text: &str, folded: &Folded<'_>, cues: &[CueMatch], out: &mut V
         let Cue::Intro { strong } = m.cue else {
             continue;
         };
-        let (_, orig_end) = folded.original_range(m.start, m.end);
+        let (orig_start, orig_end) = folded.original_range(m.start, m.end);
+        // "me llamó ayer" (called me yesterday) folds to "me llamo".
+        let phrase = &text[orig_start..orig_end];
+        if phrase.contains("lamó") || phrase.contains("LAMÓ") {
+            continue;
+        }
         let rest = &text[orig_end..];
         let skipped = rest.len() - rest.trim_start_matches([' ', ':', ',']).len();
         if skipped == 0 || skipped > 3 {

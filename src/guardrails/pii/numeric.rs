@@ -88,6 +88,9 @@ struct Run {
     lead_start: usize,
     plus: bool,
     paren_lead: bool,
+    /// End of a phone extension written after the last group ("x5344",
+    /// " ext. 12", " ramal 123"): a phone ending the run runs on to it.
+    ext_end: Option<usize>,
 }
 
 pub(super) fn detect(text: &str, known: &KnownEntities, out: &mut Vec<PiiSpan>) {
@@ -137,6 +140,7 @@ fn scan_run(text: &str, start: usize, run: &mut Run) -> usize {
     run.seps.clear();
     run.plus = false;
     run.paren_lead = false;
+    run.ext_end = None;
     run.lead_start = start;
     // A leading "+" or "(" (or "+(") belongs to the value.
     let mut lead = start;
@@ -165,14 +169,28 @@ fn scan_run(text: &str, start: usize, run: &mut Run) -> usize {
             start: g_start,
             end: i,
         };
+        // An hour ("14:30", "2026-04-26 05:08:31"): a clock, never part of
+        // a number; the run ends before it.
+        if i + 1 < bytes.len() && bytes[i] == b':' && bytes[i + 1].is_ascii_digit() {
+            run.seps.pop();
+            return i.max(start + 1);
+        }
         // A letter right after the digits ("5kg", "3x") makes the group part
-        // of a word: it ends the run and is not a candidate itself.
+        // of a word: it ends the run and is not a candidate itself, unless
+        // it is a phone extension glued on ("0743x9150").
         if i < bytes.len()
             && text[i..]
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_alphabetic() || c == '_')
         {
+            if !run.groups.is_empty() || group.len() >= 7 {
+                if let Some(end) = extension_at(bytes, i) {
+                    run.groups.push(group);
+                    run.ext_end = Some(end);
+                    return end;
+                }
+            }
             return skip_token(bytes, i);
         }
         run.groups.push(group);
@@ -188,11 +206,51 @@ fn scan_run(text: &str, start: usize, run: &mut Run) -> usize {
             .then(|| Sep::parse(&bytes[i..j]))
             .flatten()
         else {
+            if let Some(end) = extension_at(bytes, i) {
+                run.ext_end = Some(end);
+                return end;
+            }
             return i.max(start + 1);
         };
         run.seps.push(sep);
         i = j;
     }
+}
+
+/// A phone extension starting at `at` (right after a digit group): "x5344",
+/// " x 12", " ext. 12", " ext 123", " extension 12", " ramal 123", " Durchwahl
+/// 12", " anexo 12"; returns where its digits end. Up to six digits, not
+/// glued to a letter after.
+fn extension_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut i = at;
+    while i < bytes.len() && i - at < 2 && matches!(bytes[i], b' ' | b',' | b'-') {
+        i += 1;
+    }
+    let word_start = i;
+    while i < bytes.len() && bytes[i].is_ascii_alphabetic() && i - word_start < 10 {
+        i += 1;
+    }
+    let word = std::str::from_utf8(&bytes[word_start..i]).ok()?;
+    if !matches!(
+        word.to_ascii_lowercase().as_str(),
+        "x" | "ext" | "extn" | "extension" | "ramal" | "durchwahl" | "dw" | "anexo"
+    ) {
+        return None;
+    }
+    // "0743x9150" glues the x on; a spelled-out word needs a space before.
+    if word.len() > 1 && word_start == at {
+        return None;
+    }
+    while i < bytes.len() && matches!(bytes[i], b'.' | b':' | b' ') && i - word_start < 14 {
+        i += 1;
+    }
+    let digits = i;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    let n = i - digits;
+    let glued = i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_');
+    ((1..=6).contains(&n) && !glued).then_some(i)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +286,17 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
             digits.push_str(&text[g.start..g.end]);
             ends.push(digits.len());
         }
+        // A phone may also begin where a parenthesis opens, or where the
+        // separators change from a space to dots or dashes: "SSN 597-96-2314
+        // (960)675-4211", "… 5031 51 684.774.3092" after an IBAN's digits.
+        let fresh = i == resume
+            || (i > 0 && text.as_bytes()[run.groups[i].start - 1] == b'(')
+            || (i > 0
+                && run.seps[i - 1] == Sep::Space
+                && run
+                    .seps
+                    .get(i)
+                    .is_some_and(|s| matches!(s, Sep::Dot | Sep::Dash)));
         // Longest window first: the first valid one is the one we keep, and
         // shorter windows need no validation at all.
         let mut best: Option<Candidate> = None;
@@ -237,9 +306,10 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
                 first: i,
                 last: i + k,
                 digits: &digits[..end],
+                fresh,
             };
             if let Some((kind, score)) = window.classify(&context, known) {
-                if kind != PiiType::Phone || i == resume || score >= 1.0 {
+                if kind != PiiType::Phone || fresh || score >= 1.0 {
                     best = Some(Candidate {
                         last: i + k,
                         kind,
@@ -253,10 +323,15 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
             Some(c) => {
                 let start = if i == 0 {
                     run.lead_start
+                } else if text.as_bytes()[run.groups[i].start - 1] == b'(' {
+                    run.groups[i].start - 1
                 } else {
                     run.groups[i].start
                 };
                 let mut end = run.groups[c.last].end;
+                if c.kind == PiiType::Phone && c.last + 1 == n {
+                    end = run.ext_end.unwrap_or(end);
+                }
                 // "(11)" closes after the digits when the window starts inside it.
                 if end < text.len()
                     && text.as_bytes()[end] == b')'
@@ -276,9 +351,15 @@ fn classify_run(text: &str, run: &Run, known: &KnownEntities, out: &mut Vec<PiiS
 }
 
 /// What precedes a run on its line.
-struct Context {
+struct Context<'t> {
     /// An order/tracking/invoice/ticket word (or `#`) right before the number.
     reference: bool,
+    /// The reference word is a fiscal document ("nota", "NF", "fatura",
+    /// "boleto"): one is issued *to* a CPF or CNPJ, so a checksum-valid
+    /// one after it is still the person's or company's number.
+    document: bool,
+    /// A card word ("card", "cartão", "Karte"…) right before the number.
+    card: bool,
     /// "the order I placed on Monday has the number …": a reference word
     /// earlier in the sentence, the number introduced as "the number", and
     /// no phone or contact word between (see [`Context::far_reference`]).
@@ -293,10 +374,27 @@ struct Context {
     cpf: bool,
     /// "CEP", "PLZ", "ZIP code": a postal code, which is no phone number.
     postal: bool,
+    /// The run's line, for the words around it, read only when a candidate
+    /// needs them (see [`Context::around`]).
+    text: &'t str,
+    at: usize,
+    around: std::cell::OnceCell<Around>,
 }
 
-impl Context {
-    fn before(text: &str, at: usize) -> Context {
+/// Words anywhere in the sentence around a number (before or after it).
+#[derive(Debug, Clone, Copy, Default)]
+struct Around {
+    card: bool,
+    ssn: bool,
+    /// An SSN word in the sentence before the number ("the IRS letter
+    /// lists …").
+    ssn_before: bool,
+    phone: bool,
+    reference: bool,
+}
+
+impl<'t> Context<'t> {
+    fn before(text: &'t str, at: usize) -> Context<'t> {
         let start = floor_char_boundary(text, at.saturating_sub(48));
         let window = &text[start..at];
         let window = window.rsplit(['\n', '\r']).next().unwrap_or(window);
@@ -312,11 +410,20 @@ impl Context {
         .iter()
         .any(|c| lower_ends(c));
         let mut ctx = Context {
+            document: false,
+            card: false,
+            text,
+            at,
+            around: std::cell::OnceCell::new(),
             reference_far: false,
             code: code_prefix(window),
+            // "n." and "no." as words: "ankommen. 0871…" ends a sentence.
             reference: trimmed.ends_with('#')
-                || lower_ends("n.")
-                || lower_ends("no.")
+                || (lower_ends("n.") || lower_ends("no.")) && {
+                    let head = trimmed.trim_end_matches(['.', 'o', 'O']);
+                    let head = head.strip_suffix(['n', 'N']).unwrap_or(head);
+                    !head.chars().next_back().is_some_and(char::is_alphanumeric)
+                }
                 || trimmed.ends_with("nº"),
             amount,
             ssn: false,
@@ -336,6 +443,7 @@ impl Context {
         // precedes it ("ZIP code", "código postal" reads the other way).
         let mut code = false;
         let mut number_noun = false;
+        let mut last_was_number_noun = false;
         for (k, w) in words.enumerate() {
             let Some(w) = crate::guardrails::fold::fold_small(w, &mut buf) else {
                 break;
@@ -352,12 +460,23 @@ impl Context {
             }
             if contains(&REFERENCE_WORDS_SORTED, w) {
                 ctx.reference = true;
+                ctx.document = DOCUMENT_WORDS.contains(&w);
                 break;
             }
-            if ["ssn", "security", "social"].contains(&w) {
+            if CARD_WORDS.contains(&w) {
+                ctx.card = true;
+                break;
+            }
+            if SSN_WORDS.contains(&w) {
                 ctx.ssn = true;
                 break;
             }
+            // "my number is …", "meine Nummer …": someone's own number.
+            if k > 0 && last_was_number_noun && POSSESSIVES.contains(&w) {
+                ctx.phone = true;
+                break;
+            }
+            last_was_number_noun = NUMBER_NOUNS.contains(&w);
             if contains(&PHONE_WORDS_SORTED, w) {
                 ctx.phone = true;
                 break;
@@ -380,6 +499,50 @@ impl Context {
             ctx.reference_far = Context::far_reference(text, at);
         }
         ctx
+    }
+
+    /// The card, SSN and phone words of the sentence around the number, up
+    /// to 120 bytes either side on its line: "Can you refund to 4111…? It's
+    /// the same card", "I entered 123 45 6789 in the tax form".
+    fn around(&self) -> Around {
+        *self.around.get_or_init(|| {
+            let text = self.text;
+            let start = floor_char_boundary(text, self.at.saturating_sub(120));
+            let end = floor_char_boundary(text, (self.at + 160).min(text.len()));
+            // The sentence before, and what follows on the line: a phone
+            // word in an earlier sentence says nothing about this number,
+            // but "Can you refund to …? It's the same card" does.
+            let before = &text[start..self.at];
+            let before = before
+                .rfind(['\n', '\r'])
+                .into_iter()
+                .chain(before.rfind(". "))
+                .max()
+                .map_or(before, |cut| &before[cut + 1..]);
+            let after = &text[self.at..end];
+            let after = after.split(['\n', '\r']).next().unwrap_or(after);
+            let mut around = Around::default();
+            let mut buf = [0u8; 48];
+            for w in before.split(|c: char| !c.is_alphanumeric() && c != '-') {
+                if let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) {
+                    around.ssn_before |= SSN_WORDS.contains(&f);
+                }
+            }
+            for w in before
+                .split(|c: char| !c.is_alphanumeric() && c != '-')
+                .chain(after.split(|c: char| !c.is_alphanumeric() && c != '-'))
+                .filter(|w| !w.is_empty() && !w.as_bytes()[0].is_ascii_digit())
+            {
+                let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) else {
+                    continue;
+                };
+                around.card |= CARD_WORDS.contains(&f);
+                around.ssn |= SSN_WORDS.contains(&f);
+                around.phone |= contains(&PHONE_WORDS_SORTED, f);
+                around.reference |= contains(&REFERENCE_WORDS_SORTED, f);
+            }
+            around
+        })
     }
 
     /// Whether the number at `at` is introduced as "the number" / "o número"
@@ -446,6 +609,84 @@ fn code_prefix(window: &str) -> bool {
         && !contains(&PHONE_WORDS_SORTED, &lower)
         && !CONTACT_WORDS.contains(&lower.as_str())
 }
+
+/// Reference words naming a fiscal document, which is issued to a CPF or
+/// CNPJ ("quero a nota no 52998224725", "nota para …").
+/// (Portuguese only: a Spanish "factura n.º …" is an invoice number.)
+const DOCUMENT_WORDS: &[&str] = &["nota", "nf", "nfe", "fatura", "boleto"];
+
+/// Words that say a number is a payment card.
+const CARD_WORDS: &[&str] = &[
+    "card",
+    "cards",
+    "creditcard",
+    "credit",
+    "debit",
+    "visa",
+    "mastercard",
+    "amex",
+    "maestro",
+    "jcb",
+    "diners",
+    "discover",
+    "elo",
+    "hipercard",
+    "cartao",
+    "cartoes",
+    "credito",
+    "debito",
+    "tarjeta",
+    "tarjetas",
+    "karte",
+    "kreditkarte",
+    "kreditkartennummer",
+    "kartennummer",
+    "debitkarte",
+    "ec-karte",
+    "girocard",
+    // A charge or a payment is made with a card.
+    "payment",
+    "payments",
+    "pagamento",
+    "parcela",
+    "pago",
+    "zahlung",
+    "belastet",
+    "charge",
+    "charged",
+    "cobranca",
+    "cobraram",
+    "cobrado",
+    "cargo",
+    "cobraron",
+    "abbuchung",
+    "abgebucht",
+];
+
+/// Words that say a 9-digit number is a US Social Security Number.
+const SSN_WORDS: &[&str] = &[
+    "ssn",
+    "social",
+    "security",
+    "tax",
+    "taxes",
+    "taxpayer",
+    "irs",
+    "w-9",
+    "w9",
+    "w-2",
+    "w2",
+    "1099",
+    "itin",
+    "form",
+    "forms",
+    "verify",
+    "verified",
+    "verification",
+    "identity",
+    "identification",
+    "ssa",
+];
 
 /// Words that name the number itself ("the number", "o número").
 const NUMBER_NOUNS: &[&str] = &["number", "numero", "nummer", "nr", "no", "num", "nro"];
@@ -668,6 +909,32 @@ const PHONE_WORDS: &[&str] = &[
     "liga",
     "fijo",
     "fixo",
+    "calling",
+    "called",
+    "reach",
+    "text",
+    "ligou",
+    "ligando",
+    "liguem",
+    "retornem",
+    "llamen",
+    "llamarme",
+    "llamada",
+    "llamando",
+    "rufen",
+    "rufe",
+    "ruf",
+    "anruf",
+    "ruckruf",
+    "angerufen",
+    "durchwahl",
+    "ramal",
+    "erreichbar",
+    "buronummer",
+    "mobilnummer",
+    "privatnummer",
+    "geschaftsnummer",
+    "kontaktnummer",
 ];
 
 const FILLER_WORDS: &[&str] = &[
@@ -709,6 +976,18 @@ const FILLER_WORDS: &[&str] = &[
     "for",
     "para",
     "fur",
+    "says",
+    "said",
+    "shows",
+    "showed",
+    "mostra",
+    "diz",
+    "zeigt",
+    "dice",
+    "muestra",
+    "to",
+    "auf",
+    "al",
     "on",
     "at",
     "me",
@@ -736,11 +1015,25 @@ const FILLER_WORDS: &[&str] = &[
     "fiscal",
 ];
 
+/// A Brazilian area code (DDD) in use.
+fn brazil_area(dd: &[u8]) -> bool {
+    const DDD: &[u8] = &[
+        11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38, 41, 42,
+        43, 44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69, 71, 73, 74,
+        75, 77, 79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97, 98, 99,
+    ];
+    dd.len() == 2
+        && dd.iter().all(u8::is_ascii_digit)
+        && DDD.contains(&((dd[0] - b'0') * 10 + (dd[1] - b'0')))
+}
+
 struct Window<'a> {
     run: &'a Run,
     first: usize,
     last: usize,
     digits: &'a str,
+    /// Starts the run, follows a value, or opens a new group style.
+    fresh: bool,
 }
 
 impl Window<'_> {
@@ -786,7 +1079,7 @@ impl Window<'_> {
         before.is_some_and(Sep::is_tight) || after.is_some_and(Sep::is_tight)
     }
 
-    fn classify(&self, ctx: &Context, known: &KnownEntities) -> Option<(PiiType, f32)> {
+    fn classify(&self, ctx: &Context<'_>, known: &KnownEntities) -> Option<(PiiType, f32)> {
         let n = self.digits.len();
         if known.is_known_phone(self.digits) {
             return Some((PiiType::Phone, 1.0));
@@ -798,7 +1091,11 @@ impl Window<'_> {
         // A bare number right after "order", "pedido", "Sendungsnummer"… is a
         // reference, whatever checksum it happens to pass.
         let bare = self.compact() && !self.run.plus && !self.run.paren_lead;
-        if bare && ctx.reference {
+        // …except a checksum-valid CPF or CNPJ after a fiscal-document word:
+        // a "nota" is issued *to* one ("quero a nota no 52998224725").
+        let checksummed_id =
+            (n == 11 && cpf_is_valid(self.digits)) || (n == 14 && cnpj_is_valid(self.digits));
+        if bare && ctx.reference && !(ctx.document && checksummed_id) {
             return None;
         }
         // A leading "+" announces a phone number, whatever checksum the
@@ -826,43 +1123,157 @@ impl Window<'_> {
             // mobile plan is more often a CPF (1 in 100 numbers pass the check
             // digits, about 1 in 15 look like a mobile), unless the words
             // around it say phone.
-            if (partly || (self.compact() && !ctx.reference_far))
-                && !(ctx.phone && phone::national(self.digits))
-            {
+            let phone_words = !ctx.cpf && (ctx.phone || ctx.around().phone);
+            let phone_like = phone::national(self.digits) || self.digits.starts_with('0');
+            if partly || (self.compact() && !ctx.reference_far && !(phone_words && phone_like)) {
                 return Some((PiiType::Cpf, if self.compact() { 0.9 } else { 0.95 }));
             }
         }
-        if (13..=19).contains(&n)
-            && self.card_grouping()
-            && luhn_is_valid(self.digits)
-            && card_brand_matches(self.digits)
-        {
-            return Some((PiiType::Card, if self.compact() { 0.93 } else { 0.97 }));
-        }
-        if n == 9
-            && (self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Dash) || ctx.ssn)
-            && !ssn_is_valid(self.digits)
-        {
-            // SSN-shaped but invalid: not a phone either.
-            return None;
+        if (12..=19).contains(&n) && self.card_grouping() && luhn_is_valid(self.digits) {
+            // A brand's range is evidence enough from 13 digits on; a
+            // 12-digit Maestro needs its 4-4-4 grouping or a card word in
+            // the sentence, and a number of no listed range (a Maestro
+            // range we do not list, a new issuer) a card word.
+            let brand = card_brand_matches(self.digits);
+            let worded = ctx.card || ctx.around().card;
+            let card = if n == 12 {
+                (brand && !self.compact()) || worded
+            } else {
+                brand || worded
+            };
+            if card {
+                return Some((PiiType::Card, if self.compact() { 0.93 } else { 0.97 }));
+            }
         }
         if n == 9 {
-            let formatted =
-                self.sizes_are(&[3, 2, 4]) && matches!(self.uniform_sep(), Some(Dash | Space));
-            if (formatted || (self.compact() && ctx.ssn)) && ssn_is_valid(self.digits) {
-                // "123 45 6789" without an SSN word could as well be a phone.
-                if formatted && (self.uniform_sep() == Some(Dash) || ctx.ssn) {
-                    return Some((PiiType::Ssn, 0.95));
-                }
-                if ctx.ssn {
-                    return Some((PiiType::Ssn, 0.85));
-                }
+            if let Some(found) = self.ssn(ctx) {
+                return found;
             }
         }
         if self.groups().len() == 4 && self.uniform_sep() == Some(Dot) && self.is_ipv4() {
             return Some((PiiType::Ip, 0.9));
         }
+        if n == 9 && self.compact() && self.bare_ssn(ctx) {
+            return Some((PiiType::Ssn, 0.6));
+        }
         self.phone(ctx)
+    }
+
+    /// A 9-digit window read as a US SSN by the SSA's structure rules (area
+    /// not 000, 666 or 900-999, group not 00, serial not 0000) and its shape
+    /// or the words around it: `Some(Some(..))` an SSN, `Some(None)` not PII
+    /// at all (SSN-shaped but invalid), `None` undecided (may be a phone).
+    #[allow(clippy::option_option)]
+    fn ssn(&self, ctx: &Context<'_>) -> Option<Option<(PiiType, f32)>> {
+        use Sep::*;
+        let dashed = self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Dash);
+        let spaced = self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Space);
+        if !ssn_is_valid(self.digits) {
+            return (dashed || ctx.ssn).then_some(None);
+        }
+        if dashed || ctx.ssn {
+            return Some(Some((PiiType::Ssn, 0.95)));
+        }
+        // "123 45 6789" is how an SSN is read out; no phone plan of ours
+        // groups nine digits 3-2-4, so only a phone word makes it a phone.
+        let around = ctx.around();
+        if spaced && (around.ssn || !around.phone) {
+            return Some(Some((PiiType::Ssn, 0.85)));
+        }
+        if self.compact() && around.ssn && (!around.phone || around.ssn_before) {
+            return Some(Some((PiiType::Ssn, 0.85)));
+        }
+        None
+    }
+
+    /// A compact, SSA-valid 9-digit number that nothing else explains, in an
+    /// English message with no order or phone word around it: an SSN is what
+    /// such a number most often is there ("here is the number you asked
+    /// for: 123456789"), and a placeholder too many costs little.
+    fn bare_ssn(&self, ctx: &Context<'_>) -> bool {
+        let around = ctx.around();
+        ssn_is_valid(self.digits)
+            && !around.phone
+            && !around.reference
+            && !ctx.reference
+            && !ctx.reference_far
+            && !ctx.postal
+            && !ctx.phone
+            && crate::guardrails::language::detect(ctx.text) == Some(crate::guardrails::Lang::En)
+    }
+
+    /// Written the way phone numbers are written in our countries, valid in
+    /// a numbering plan or not (people mistype, fake-data libraries draw
+    /// area codes at random, and plans change: "77 9056-6615" is an old
+    /// Brazilian mobile): NANP "415-555-2671" / "(415)555-2671", Brazil
+    /// "11 91234-5678" / "(11) 3456-7890" / "0800 123 4567", a trunk-zero
+    /// area code apart ("(03449) 78690", "03662 585178"), Spain "612 34 56
+    /// 78"; or any 0-prefixed 10-12 digits with a phone word around.
+    fn phone_shaped(&self, ctx: &Context<'_>) -> bool {
+        use Sep::*;
+        if (!self.starts_run() && !self.fresh) || self.digits.len() < 7 {
+            return false;
+        }
+        let d = self.digits.as_bytes();
+        let n = d.len();
+        let seps = self.inner_seps();
+        let sizes: Vec<usize> = self.sizes().collect();
+        let uniform = matches!(self.uniform_sep(), Some(Space | Dash | Dot));
+        let opens = if self.starts_run() {
+            self.run.paren_lead
+        } else {
+            self.run.seps[self.first - 1] == Paren
+        };
+        let paren = opens && seps.first() == Some(&Paren);
+        let tidy = seps
+            .iter()
+            .all(|s| matches!(s, Space | Dash | Dot | Paren | Slash));
+        if !tidy {
+            return false;
+        }
+        if sizes == [3, 3, 4] && (uniform || (paren && seps[1..].iter().all(|&s| s == seps[1]))) {
+            return true;
+        }
+        if sizes == [1, 3, 3, 4] && d[0] == b'1' && uniform {
+            return true;
+        }
+        let dash_last = seps.last() == Some(&Dash);
+        if matches!(sizes.as_slice(), [2, 4, 4] | [2, 5, 4]) && dash_last && brazil_area(&d[..2]) {
+            return true;
+        }
+        if matches!(sizes.as_slice(), [3, 4, 4] | [3, 5, 4])
+            && dash_last
+            && d[0] == b'0'
+            && brazil_area(&d[1..3])
+        {
+            return true;
+        }
+        if sizes == [4, 3, 4] && d[0] == b'0' && d[2..4] == *b"00" && b"3589".contains(&d[1]) {
+            return true;
+        }
+        if d[0] == b'0'
+            && d[1] != b'0'
+            && (3..=5).contains(&sizes[0])
+            && (2..=3).contains(&sizes.len())
+            && (8..=12).contains(&n)
+            && n - sizes[0] >= 4
+            && (paren || matches!(self.uniform_sep(), Some(Space | Slash | Dash)))
+        {
+            return true;
+        }
+        if matches!(sizes.as_slice(), [3, 3, 3] | [3, 2, 2, 2])
+            && (b'6'..=b'9').contains(&d[0])
+            && self.uniform_sep() == Some(Space)
+        {
+            return true;
+        }
+        // Bare digits need a phone word: "my cell is 9688546251", "bitte
+        // rufen Sie 04694191339 an".
+        self.compact()
+            && ((d[0] == b'0' && d[1] != b'0' && (10..=12).contains(&n))
+                || (n == 10 && d[0] != b'0')
+                || (n == 11 && d[0] == b'1'))
+            && (ctx.phone || ctx.around().phone)
     }
 
     /// "089 12345", "089/12345", "(089) 12345", "0521-1234": a trunk zero and
@@ -940,7 +1351,7 @@ impl Window<'_> {
             && matches!(self.uniform_sep(), Some(Sep::Dot | Sep::Comma))
     }
 
-    fn phone(&self, ctx: &Context) -> Option<(PiiType, f32)> {
+    fn phone(&self, ctx: &Context<'_>) -> Option<(PiiType, f32)> {
         let seps = self.inner_seps();
         if seps.iter().any(|s| matches!(s, Sep::Loose | Sep::Comma))
             || self.looks_like_date()
@@ -948,8 +1359,13 @@ impl Window<'_> {
         {
             return None;
         }
+        // A leading "+" is the strongest sign of a phone there is: a country
+        // code and a length that country's numbers have will do when the
+        // number is not in its plan ("+55 91 0388-3685", "+49(0) 901915084").
         if self.starts_run() && self.run.plus {
-            return phone::international(self.digits).map(|s| (PiiType::Phone, s));
+            return phone::international(self.digits)
+                .or_else(|| phone::international_possible(self.digits))
+                .map(|s| (PiiType::Phone, s));
         }
         if ctx.postal {
             return None;
@@ -958,9 +1374,29 @@ impl Window<'_> {
             if let Some(score) = phone::international(rest) {
                 return Some((PiiType::Phone, score - 0.05));
             }
+            // "001-248-323-5762", "00 49 151 …": an exit prefix written
+            // apart (CPFs start with 00 too, but are never grouped so).
+            if self.starts_run() && !self.compact() && self.groups()[0].len() <= 3 {
+                if let Some(score) = phone::international_possible(rest) {
+                    return Some((PiiType::Phone, score - 0.05));
+                }
+            }
         }
         let formatted = !self.compact() || (self.starts_run() && self.run.paren_lead);
+        // A Unix timestamp of these years (15…-19…, 2017-2033) read as a
+        // bare 10-digit national number: no phone without a phone word.
+        if self.compact()
+            && self.digits.len() == 10
+            && self.digits.as_bytes()[0] == b'1'
+            && (b'5'..=b'9').contains(&self.digits.as_bytes()[1])
+            && !ctx.phone
+        {
+            return None;
+        }
         if !phone::national(self.digits) {
+            if !ctx.reference && !ctx.reference_far && self.phone_shaped(ctx) {
+                return Some((PiiType::Phone, 0.7));
+            }
             // A short landline ("089 12345", "030 123456", "0521 1234") is
             // valid for libphonenumber, but so is nearly any 6-8 digit
             // number somewhere: it counts only as a fixed line of one of our

@@ -168,6 +168,53 @@ pub fn international(digits: &str) -> Option<f32> {
     None
 }
 
+/// A number written with an international prefix that is not in its
+/// country's plan but has a length that country's numbers have (after a
+/// trunk digit written in, as in "+49 (0)30 …"): a mistyped or unassigned
+/// number is still someone's phone once a "+" announces it. Lower score
+/// than a valid one.
+pub fn international_possible(digits: &str) -> Option<f32> {
+    if !(8..=15).contains(&digits.len()) {
+        return None;
+    }
+    let plan = &*PLAN;
+    for cc_len in 1..=3 {
+        let Ok(cc) = digits[..cc_len].parse::<u16>() else {
+            continue;
+        };
+        if !plan.country_codes.contains(&cc) {
+            continue;
+        }
+        let mut nsn = &digits[cc_len..];
+        let lengths = match cc {
+            1 => 10..=10,
+            55 => 10..=11,
+            49 => 5..=13,
+            33 | 34 | 351 => 9..=9,
+            39 => 6..=11,
+            44 => 9..=10,
+            _ => 6..=13,
+        };
+        let trunk = plan
+            .regions
+            .iter()
+            .find(|r| r.code == cc)
+            .and_then(|r| match r.prefix {
+                Prefix::Required(p) | Prefix::Optional(p) => Some(p),
+                Prefix::None => None,
+            });
+        if let Some(p) = trunk {
+            // A trunk digit written in ("+49 (0)30 …"; German numbers
+            // never start with 0 after the country code).
+            if nsn.as_bytes().first() == Some(&p) && (cc == 49 || !lengths.contains(&nsn.len())) {
+                nsn = &nsn[1..];
+            }
+        }
+        return lengths.contains(&nsn.len()).then_some(0.75);
+    }
+    None
+}
+
 /// Validates a number written nationally (no country code) against the
 /// plans of our customers' countries.
 pub fn national(digits: &str) -> bool {
