@@ -807,3 +807,15 @@ fn a_sentence_ending_in_n_dot_is_no_number_abbreviation() {
     );
     assert_clean(&["factura n. 3331715182", "pedido no. 11987654321"]);
 }
+
+#[test]
+fn words_of_another_sentence_do_not_decide_a_number() {
+    // The SSN word belongs to the sentence before; the phone word to the
+    // sentence after.
+    let text = "405-84-5807 is my SSN. 217 705 980. ok";
+    assert!(!found(text)
+        .iter()
+        .any(|(k, v)| *k == PiiType::Ssn && v == "217 705 980"));
+    let text = "Moin, 52998224725. rufen Sie mich unter +44 7911 879284 an.";
+    assert!(found(text).contains(&(PiiType::Cpf, "52998224725".to_string())));
+}

@@ -521,6 +521,12 @@ impl<'t> Context<'t> {
                 .map_or(before, |cut| &before[cut + 1..]);
             let after = &text[self.at..end];
             let after = after.split(['\n', '\r']).next().unwrap_or(after);
+            // Phone, SSN and reference words count in this sentence only.
+            let sentence_end = ["? ", "! ", ". "]
+                .iter()
+                .filter_map(|p| after.find(p))
+                .min()
+                .unwrap_or(after.len());
             let mut around = Around::default();
             let mut buf = [0u8; 48];
             for w in before.split(|c: char| !c.is_alphanumeric() && c != '-') {
@@ -528,11 +534,16 @@ impl<'t> Context<'t> {
                     around.ssn_before |= SSN_WORDS.contains(&f);
                 }
             }
-            for w in before
-                .split(|c: char| !c.is_alphanumeric() && c != '-')
-                .chain(after.split(|c: char| !c.is_alphanumeric() && c != '-'))
-                .filter(|w| !w.is_empty() && !w.as_bytes()[0].is_ascii_digit())
-            {
+            let words = |s: &'t str| {
+                s.split(|c: char| !c.is_alphanumeric() && c != '-')
+                    .filter(|w| !w.is_empty() && !w.as_bytes()[0].is_ascii_digit())
+            };
+            for w in words(&after[sentence_end..]) {
+                if let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) {
+                    around.card |= CARD_WORDS.contains(&f);
+                }
+            }
+            for w in words(before).chain(words(&after[..sentence_end])) {
                 let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) else {
                     continue;
                 };
@@ -1168,10 +1179,13 @@ impl Window<'_> {
         use Sep::*;
         let dashed = self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Dash);
         let spaced = self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Space);
+        // An SSN word before the number only counts for the shapes SSNs
+        // are written in ("is my SSN. 217 705 980" is a phone).
+        let worded = ctx.ssn && (self.compact() || spaced);
         if !ssn_is_valid(self.digits) {
-            return (dashed || ctx.ssn).then_some(None);
+            return (dashed || worded).then_some(None);
         }
-        if dashed || ctx.ssn {
+        if dashed || worded {
             return Some(Some((PiiType::Ssn, 0.95)));
         }
         // "123 45 6789" is how an SSN is read out; no phone plan of ours
