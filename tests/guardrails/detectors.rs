@@ -819,3 +819,19 @@ fn words_of_another_sentence_do_not_decide_a_number() {
     let text = "Moin, 52998224725. rufen Sie mich unter +44 7911 879284 an.";
     assert!(found(text).contains(&(PiiType::Cpf, "52998224725".to_string())));
 }
+
+#[test]
+fn with_a_phone_word_in_the_sentence_any_phone_shaped_number_is_a_phone() {
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("Ich habe von (00247) 89787 aus angerufen", "(00247) 89787"),
+            (
+                "meine handynummer ist 00497782673, bitte sms",
+                "00497782673",
+            ),
+        ],
+    );
+    // Without one, a 00-prefixed number is no phone ("00" CPFs exist).
+    assert_clean(&["Bestellung 00171 51879 vom Montag"]);
+}

@@ -1265,8 +1265,11 @@ impl Window<'_> {
         if sizes == [4, 3, 4] && d[0] == b'0' && d[2..4] == *b"00" && b"3589".contains(&d[1]) {
             return true;
         }
+        // With a phone word in the sentence, whatever the digits: "Ich habe
+        // von (00247) 89787 aus angerufen".
+        let worded = || ctx.phone || ctx.around().phone;
         if d[0] == b'0'
-            && d[1] != b'0'
+            && (d[1] != b'0' || worded())
             && (3..=5).contains(&sizes[0])
             && (2..=3).contains(&sizes.len())
             && (8..=12).contains(&n)
@@ -1284,10 +1287,10 @@ impl Window<'_> {
         // Bare digits need a phone word: "my cell is 9688546251", "bitte
         // rufen Sie 04694191339 an".
         self.compact()
-            && ((d[0] == b'0' && d[1] != b'0' && (10..=12).contains(&n))
+            && ((d[0] == b'0' && (10..=12).contains(&n))
                 || (n == 10 && d[0] != b'0')
                 || (n == 11 && d[0] == b'1'))
-            && (ctx.phone || ctx.around().phone)
+            && worded()
     }
 
     /// "089 12345", "089/12345", "(089) 12345", "0521-1234": a trunk zero and
@@ -1390,7 +1393,8 @@ impl Window<'_> {
             }
             // "001-248-323-5762", "00 49 151 …": an exit prefix written
             // apart (CPFs start with 00 too, but are never grouped so).
-            if self.starts_run() && !self.compact() && self.groups()[0].len() <= 3 {
+            let apart = !self.compact() && self.groups()[0].len() <= 3;
+            if self.starts_run() && (apart || ctx.phone || ctx.around().phone) {
                 if let Some(score) = phone::international_possible(rest) {
                     return Some((PiiType::Phone, score - 0.05));
                 }
