@@ -835,3 +835,19 @@ fn with_a_phone_word_in_the_sentence_any_phone_shaped_number_is_a_phone() {
     // Without one, a 00-prefixed number is no phone ("00" CPFs exist).
     assert_clean(&["Bestellung 00171 51879 vom Montag"]);
 }
+
+#[test]
+fn a_lowercase_first_name_after_a_role_word_is_a_name_but_everyday_words_are_not() {
+    assert_finds(
+        PiiType::Name,
+        &[
+            ("falei com o atendente lucas e nada", "lucas"),
+            ("ihr mitarbeiter alexei hat angerufen", "alexei"),
+        ],
+    );
+    assert_clean(&[
+        "my husband will call you",
+        "o técnico não apareceu",
+        "the agent said it was fine",
+    ]);
+}
