@@ -33,6 +33,7 @@ Rules kept while writing it (so it stays honest):
 """
 
 import argparse
+import datetime
 import json
 import random
 import re
@@ -42,6 +43,13 @@ import phonenumbers
 from faker import Faker
 
 LOCALES = ["en_US", "pt_BR", "de_DE", "es_ES"]
+
+# Fixed bounds: Faker's relative ones ("-2y", "now") would make the set
+# depend on the day it is generated.
+FIRST_DAY = datetime.date(2024, 12, 1)
+LAST_DAY = datetime.date(2026, 12, 31)
+FIRST_TIME = datetime.datetime(2025, 12, 1)
+LAST_TIME = datetime.datetime(2026, 12, 1)
 REGION = {"en_US": "US", "pt_BR": "BR", "de_DE": "DE", "es_ES": "ES"}
 
 # ----------------------------------------------------------------- templates
@@ -574,7 +582,7 @@ def order(fake, rng, locale):
 
 
 def date(fake, rng, locale):
-    d = fake.date_between(start_date="-2y", end_date="+30d")
+    d = fake.date_between(start_date=FIRST_DAY, end_date=LAST_DAY)
     if locale == "en_US":
         return rng.choice([d.strftime("%m/%d/%Y"), d.strftime("%B %d, %Y"), d.isoformat()])
     if locale == "de_DE":
@@ -604,7 +612,7 @@ def tracking(fake, rng, locale):
 
 
 def time_(fake, rng, locale):
-    dt = fake.date_time_between(start_date="-1y", end_date="now")
+    dt = fake.date_time_between(start_date=FIRST_TIME, end_date=LAST_TIME)
     r = rng.random()
     if r < 0.4:
         return dt.strftime("%H:%M")

@@ -807,3 +807,47 @@ fn a_sentence_ending_in_n_dot_is_no_number_abbreviation() {
     );
     assert_clean(&["factura n. 3331715182", "pedido no. 11987654321"]);
 }
+
+#[test]
+fn words_of_another_sentence_do_not_decide_a_number() {
+    // The SSN word belongs to the sentence before; the phone word to the
+    // sentence after.
+    let text = "405-84-5807 is my SSN. 217 705 980. ok";
+    assert!(!found(text)
+        .iter()
+        .any(|(k, v)| *k == PiiType::Ssn && v == "217 705 980"));
+    let text = "Moin, 52998224725. rufen Sie mich unter +44 7911 879284 an.";
+    assert!(found(text).contains(&(PiiType::Cpf, "52998224725".to_string())));
+}
+
+#[test]
+fn with_a_phone_word_in_the_sentence_any_phone_shaped_number_is_a_phone() {
+    assert_finds(
+        PiiType::Phone,
+        &[
+            ("Ich habe von (00247) 89787 aus angerufen", "(00247) 89787"),
+            (
+                "meine handynummer ist 00497782673, bitte sms",
+                "00497782673",
+            ),
+        ],
+    );
+    // Without one, a 00-prefixed number is no phone ("00" CPFs exist).
+    assert_clean(&["Bestellung 00171 51879 vom Montag"]);
+}
+
+#[test]
+fn a_lowercase_first_name_after_a_role_word_is_a_name_but_everyday_words_are_not() {
+    assert_finds(
+        PiiType::Name,
+        &[
+            ("falei com o atendente lucas e nada", "lucas"),
+            ("ihr mitarbeiter alexei hat angerufen", "alexei"),
+        ],
+    );
+    assert_clean(&[
+        "my husband will call you",
+        "o técnico não apareceu",
+        "the agent said it was fine",
+    ]);
+}

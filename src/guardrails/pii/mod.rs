@@ -197,6 +197,9 @@ pub(crate) enum Cue {
     Intro { strong: bool },
     /// "Obrigado,", "Viele Grüße"…
     SignOff,
+    /// A relation or role word ("mother", "atendente", "Techniker"): a
+    /// lowercase first name after it is still a name.
+    Role,
     /// "password", "senha", "API key"…
     SecretWord,
     /// A well-known key prefix (`sk_live_`, `ghp_`, `AKIA`…), by index into
@@ -224,6 +227,12 @@ static CUES: LazyLock<(AhoCorasick, Vec<Cue>)> = LazyLock::new(|| {
     for &p in names::SIGN_OFFS {
         patterns.push(p);
         cues.push(Cue::SignOff);
+    }
+    for &p in names::ROLE_WORDS {
+        if !patterns.contains(&p) {
+            patterns.push(p);
+            cues.push(Cue::Role);
+        }
     }
     for &p in tokens::SECRET_WORDS {
         patterns.push(p);

@@ -255,6 +255,60 @@ pub(super) fn detect(
     sign_offs(text, folded, cues, out);
     closing_line(text, out);
     anywhere(text, out);
+    lowercase_after_role(text, folded, cues, out);
+}
+
+/// A first name typed in lowercase right after a relation or role word
+/// ("falei com o atendente lucas", "mi marido feliciana portero", "ihr
+/// mitarbeiter alexei"), with the listed first names and surnames that
+/// follow it. Only listed words count, and none that is also an everyday
+/// word, so "my husband will call" stays text.
+fn lowercase_after_role(
+    text: &str,
+    folded: &Folded<'_>,
+    cues: &[CueMatch],
+    out: &mut Vec<PiiSpan>,
+) {
+    for m in cues {
+        if m.cue != Cue::Role {
+            continue;
+        }
+        let (_, orig_end) = folded.original_range(m.start, m.end);
+        let rest = &text[orig_end..];
+        let skipped = rest.len() - rest.trim_start_matches([' ', ',', ':']).len();
+        if skipped == 0 || skipped > 3 {
+            continue;
+        }
+        let start = orig_end + skipped;
+        let name_word = |w: &str, first: bool| {
+            let mut buf = [0u8; 48];
+            let Some(f) = fold::fold_small(w, &mut buf) else {
+                return false;
+            };
+            let fl = flags(f);
+            w.chars().all(char::is_lowercase)
+                && f.len() >= 3
+                && fl & (NOT_NAME | AMBIGUOUS | NEVER | ROLE) == 0
+                && fl & if first { FIRST } else { FIRST | SURNAME } != 0
+        };
+        let Some(first) = word_at(text, start).filter(|w| name_word(w, true)) else {
+            continue;
+        };
+        let mut end = start + first.len();
+        for _ in 0..3 {
+            let Some(w) = text[end..]
+                .strip_prefix(' ')
+                .and_then(|_| word_at(text, end + 1))
+            else {
+                break;
+            };
+            if !name_word(w, false) {
+                break;
+            }
+            end += 1 + w.len();
+        }
+        out.push(PiiSpan::new(PiiType::Name, start, end, 0.7));
+    }
 }
 
 /// First names of the census and name-dictionary lists in
@@ -788,7 +842,7 @@ const CLOSERS: &[&str] = &[
 /// Words that put a person's name right after them: relations, roles,
 /// titles, and labels ("my mother, Jennifer Gay", "o atendente Lucas",
 /// "der Techniker Siegmund Conradi", "Herr Wernecke", "Titular: Ana").
-const ROLE_WORDS: &[&str] = &[
+pub(super) const ROLE_WORDS: &[&str] = &[
     // English
     "mother",
     "mom",

@@ -521,6 +521,12 @@ impl<'t> Context<'t> {
                 .map_or(before, |cut| &before[cut + 1..]);
             let after = &text[self.at..end];
             let after = after.split(['\n', '\r']).next().unwrap_or(after);
+            // Phone, SSN and reference words count in this sentence only.
+            let sentence_end = ["? ", "! ", ". "]
+                .iter()
+                .filter_map(|p| after.find(p))
+                .min()
+                .unwrap_or(after.len());
             let mut around = Around::default();
             let mut buf = [0u8; 48];
             for w in before.split(|c: char| !c.is_alphanumeric() && c != '-') {
@@ -528,11 +534,16 @@ impl<'t> Context<'t> {
                     around.ssn_before |= SSN_WORDS.contains(&f);
                 }
             }
-            for w in before
-                .split(|c: char| !c.is_alphanumeric() && c != '-')
-                .chain(after.split(|c: char| !c.is_alphanumeric() && c != '-'))
-                .filter(|w| !w.is_empty() && !w.as_bytes()[0].is_ascii_digit())
-            {
+            let words = |s: &'t str| {
+                s.split(|c: char| !c.is_alphanumeric() && c != '-')
+                    .filter(|w| !w.is_empty() && !w.as_bytes()[0].is_ascii_digit())
+            };
+            for w in words(&after[sentence_end..]) {
+                if let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) {
+                    around.card |= CARD_WORDS.contains(&f);
+                }
+            }
+            for w in words(before).chain(words(&after[..sentence_end])) {
                 let Some(f) = crate::guardrails::fold::fold_small(w, &mut buf) else {
                     continue;
                 };
@@ -1168,10 +1179,13 @@ impl Window<'_> {
         use Sep::*;
         let dashed = self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Dash);
         let spaced = self.sizes_are(&[3, 2, 4]) && self.uniform_sep() == Some(Space);
+        // An SSN word before the number only counts for the shapes SSNs
+        // are written in ("is my SSN. 217 705 980" is a phone).
+        let worded = ctx.ssn && (self.compact() || spaced);
         if !ssn_is_valid(self.digits) {
-            return (dashed || ctx.ssn).then_some(None);
+            return (dashed || worded).then_some(None);
         }
-        if dashed || ctx.ssn {
+        if dashed || worded {
             return Some(Some((PiiType::Ssn, 0.95)));
         }
         // "123 45 6789" is how an SSN is read out; no phone plan of ours
@@ -1251,8 +1265,11 @@ impl Window<'_> {
         if sizes == [4, 3, 4] && d[0] == b'0' && d[2..4] == *b"00" && b"3589".contains(&d[1]) {
             return true;
         }
+        // With a phone word in the sentence, whatever the digits: "Ich habe
+        // von (00247) 89787 aus angerufen".
+        let worded = || ctx.phone || ctx.around().phone;
         if d[0] == b'0'
-            && d[1] != b'0'
+            && (d[1] != b'0' || worded())
             && (3..=5).contains(&sizes[0])
             && (2..=3).contains(&sizes.len())
             && (8..=12).contains(&n)
@@ -1270,10 +1287,10 @@ impl Window<'_> {
         // Bare digits need a phone word: "my cell is 9688546251", "bitte
         // rufen Sie 04694191339 an".
         self.compact()
-            && ((d[0] == b'0' && d[1] != b'0' && (10..=12).contains(&n))
+            && ((d[0] == b'0' && (10..=12).contains(&n))
                 || (n == 10 && d[0] != b'0')
                 || (n == 11 && d[0] == b'1'))
-            && (ctx.phone || ctx.around().phone)
+            && worded()
     }
 
     /// "089 12345", "089/12345", "(089) 12345", "0521-1234": a trunk zero and
@@ -1376,7 +1393,8 @@ impl Window<'_> {
             }
             // "001-248-323-5762", "00 49 151 …": an exit prefix written
             // apart (CPFs start with 00 too, but are never grouped so).
-            if self.starts_run() && !self.compact() && self.groups()[0].len() <= 3 {
+            let apart = !self.compact() && self.groups()[0].len() <= 3;
+            if self.starts_run() && (apart || ctx.phone || ctx.around().phone) {
                 if let Some(score) = phone::international_possible(rest) {
                     return Some((PiiType::Phone, score - 0.05));
                 }
