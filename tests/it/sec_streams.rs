@@ -4,14 +4,12 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::common::{Member, Req, TestApp, PASSWORD};
+use crate::common::{EventStream, Member, Req, TestApp, PASSWORD};
 
 const ORIGIN: &str = "https://shop.example";
 
@@ -19,13 +17,13 @@ const ORIGIN: &str = "https://shop.example";
 struct Opened {
     status: StatusCode,
     headers: HeaderMap,
-    body: Body,
+    stream: EventStream,
 }
 
 impl Opened {
     /// The JSON body of a response that is not a stream (a refusal).
     async fn json(self) -> Value {
-        let bytes = self.body.collect().await.expect("body").to_bytes();
+        let bytes = self.stream.body.collect().await.expect("body").to_bytes();
         serde_json::from_slice(&bytes).expect("a JSON body")
     }
 
@@ -35,7 +33,7 @@ impl Opened {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         let mut text = String::new();
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+            let frame = tokio::time::timeout_at(deadline, self.stream.body.frame())
                 .await
                 .unwrap_or_else(|_| panic!("the stream was still open after {secs} s: {text}"));
             match frame {
@@ -55,43 +53,16 @@ impl Opened {
 
     /// The next event of `kind`, skipping others; fails after `secs` or if the stream ends.
     async fn next_event(&mut self, kind: &str, secs: u64) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        let mut buffer = String::new();
-        loop {
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let event = block.lines().find_map(|l| l.strip_prefix("event:"));
-                let data = block.lines().find_map(|l| l.strip_prefix("data:"));
-                if let (Some(event), Some(data)) = (event, data) {
-                    if event.trim() == kind {
-                        return serde_json::from_str(data.trim()).expect("event data is JSON");
-                    }
-                }
-            }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("no {kind} event within {secs} s"))
-                .unwrap_or_else(|| panic!("the stream ended before a {kind} event"))
-                .expect("stream error");
-            if let Ok(data) = frame.into_data() {
-                buffer.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
+        self.stream.next_event(kind, secs).await
     }
 }
 
 async fn open(app: &TestApp, req: Req) -> Opened {
-    let response = app
-        .router
-        .clone()
-        .oneshot(req.build())
-        .await
-        .expect("infallible router");
-    let (parts, body) = response.into_parts();
+    let (status, headers, stream) = app.open_stream(req).await;
     Opened {
-        status: parts.status,
-        headers: parts.headers,
-        body,
+        status,
+        headers,
+        stream,
     }
 }
 

@@ -586,7 +586,7 @@ impl TestApp {
 
 /// An open server-sent-events response, read frame by frame.
 pub struct EventStream {
-    body: axum::body::Body,
+    pub body: axum::body::Body,
     buffer: String,
 }
 
