@@ -40,25 +40,16 @@ pub struct AppState {
     pub streams: Arc<crate::events::Streams>,
     /// The WhatsApp Cloud API, at its configured base URL.
     pub graph: Arc<GraphClient>,
-    /// Compiled guardrail policies, per tenant and configuration version.
-    pub policies: Arc<crate::guardrails::PolicyCache>,
-    /// Provider clients, per tenant and configuration version: a run reuses the client's
-    /// connections (and TLS sessions) instead of building a client each time.
-    pub providers: Arc<crate::agent::settings::ProviderCache>,
-    /// The agent's settings and tenant actions, per tenant and version: an agent turn reads
-    /// their versions with its facts and loads them only after a change.
-    pub agent_settings: Arc<crate::agent::settings::SettingsCache>,
-    pub agent_actions: Arc<crate::agent::tools::ActionsCache>,
-    /// Each tenant's embedder for the knowledge base, made by the agent from its settings.
-    pub embedders: Arc<dyn crate::knowledge::Embedders>,
+    /// The agent's caches, secrets and outbound HTTP.
+    pub agent: crate::agent::AgentState,
+    /// The knowledge base's embedders, from the agent's settings.
+    pub knowledge: crate::knowledge::KnowledgeState,
     /// Sends the notifications of the hot inbound paths after their commits.
     pub notifier: Arc<crate::events::Notifier>,
     /// Stores verified WhatsApp deliveries, many to a transaction under load.
     pub webhooks: Arc<crate::channels::webhook_writer::WebhookWriter>,
     /// Inbox rows as the channel endpoints read them on every inbound request.
     pub endpoints: Arc<crate::channels::EndpointCache>,
-    /// Outbound HTTP (tenants' action endpoints).
-    pub http: reqwest::Client,
     /// Authenticated API requests, written in batches off the request path.
     pub request_log: Arc<crate::http::request_log::RequestLog>,
     /// Cancelled once on shutdown; the server and every worker watch it.
@@ -71,13 +62,22 @@ impl AppState {
         let throttle = Throttle::new(&config.limits);
         let wa = &config.whatsapp;
         let graph = GraphClient::new(&wa.graph_base_url, &wa.graph_version, wa.timeout)?;
-        // Only tenants' action endpoints are called with it: public addresses only.
-        let http = crate::agent::egress::client(config.actions_allow_private)?;
         let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
         let webhooks = Arc::new(crate::channels::webhook_writer::WebhookWriter::new(
             db.clone(),
             notifier.clone(),
         ));
+        let sealer = Arc::new(sealer);
+        let agent = crate::agent::AgentState::new(
+            db.clone(),
+            sealer.clone(),
+            config.actions_allow_private,
+            notifier.clone(),
+        )?;
+        let knowledge = crate::knowledge::KnowledgeState {
+            db: db.clone(),
+            embedders: Arc::new(crate::agent::settings::KnowledgeEmbedders(agent.clone())),
+        };
         let shutdown = CancellationToken::new();
         let request_log = Arc::new(crate::http::request_log::RequestLog::new(
             db.system.clone(),
@@ -88,19 +88,15 @@ impl AppState {
             db,
             keys: Arc::new(keys),
             throttle: Arc::new(throttle),
-            sealer: Arc::new(sealer),
+            sealer,
             bus: crate::events::Bus::default(),
             streams: Arc::default(),
             graph: Arc::new(graph),
-            policies: Arc::new(crate::guardrails::PolicyCache::new()),
-            providers: Arc::default(),
-            agent_settings: Arc::default(),
-            agent_actions: Arc::default(),
-            embedders: Arc::new(crate::agent::settings::KnowledgeEmbedders),
+            agent,
+            knowledge,
             endpoints: Arc::default(),
             webhooks,
             notifier,
-            http,
             request_log,
             shutdown,
             routes: Arc::default(),
@@ -148,6 +144,18 @@ impl FromRef<AppState> for AuthState {
 impl FromRef<AppState> for crate::events::Live {
     fn from_ref(state: &AppState) -> crate::events::Live {
         state.live()
+    }
+}
+
+impl FromRef<AppState> for crate::agent::AgentState {
+    fn from_ref(state: &AppState) -> crate::agent::AgentState {
+        state.agent.clone()
+    }
+}
+
+impl FromRef<AppState> for crate::knowledge::KnowledgeState {
+    fn from_ref(state: &AppState) -> crate::knowledge::KnowledgeState {
+        state.knowledge.clone()
     }
 }
 

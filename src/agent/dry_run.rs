@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
+use super::AgentState;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::guardrails::{
@@ -38,7 +38,11 @@ use crate::reviews::{RequiredRole, ReviewPolicy, Subject};
 const MAX_MESSAGES: i64 = 20_000;
 const MAX_DAYS: i64 = 90;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AgentState: axum::extract::FromRef<S>,
+{
     api.route(
         Method::POST,
         "/api/v1/agent/guardrails/dry-run",
@@ -201,7 +205,7 @@ struct Row {
 }
 
 async fn dry_run(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Json(body): Json<DryRunBody>,
 ) -> Result<Json<Report>> {

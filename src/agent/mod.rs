@@ -12,15 +12,18 @@ pub mod runtime;
 pub mod settings;
 pub mod tools;
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
 use axum::http::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::auth::Ctx;
+use crate::crypto::Sealer;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::Rfc3339;
 use crate::http::{Access, Api, Json, Path};
@@ -33,17 +36,79 @@ pub fn warm_up() {
     tools::builtin_specs();
 }
 
+/// What the agent needs of the process: the database, the sealer of its secrets, the caches
+/// that spare a run reloading what did not change, and its outbound HTTP.
+#[derive(Clone)]
+pub struct AgentState {
+    pub db: Db,
+    /// Seals the provider API key and action secrets at rest (SEC-10).
+    pub sealer: Arc<Sealer>,
+    /// Whether tenants' action endpoints and providers may sit on private addresses (tests,
+    /// closed deployments); public addresses only otherwise.
+    pub allow_private: bool,
+    /// Compiled guardrail policies, per tenant and configuration version.
+    pub policies: Arc<crate::guardrails::PolicyCache>,
+    /// Provider clients, per tenant and configuration version: a run reuses the client's
+    /// connections (and TLS sessions) instead of building a client each time.
+    pub providers: Arc<settings::ProviderCache>,
+    /// The agent's settings and tenant actions, per tenant and version: an agent turn reads
+    /// their versions with its facts and loads them only after a change.
+    pub settings: Arc<settings::SettingsCache>,
+    pub actions: Arc<tools::ActionsCache>,
+    /// Sends a run's notifications after its commit.
+    pub notifier: Arc<crate::events::Notifier>,
+    /// Outbound HTTP to tenants' action endpoints (public addresses only, see [`egress`]).
+    pub http: reqwest::Client,
+}
+
+impl AgentState {
+    pub fn new(
+        db: Db,
+        sealer: Arc<Sealer>,
+        allow_private: bool,
+        notifier: Arc<crate::events::Notifier>,
+    ) -> anyhow::Result<Self> {
+        Ok(AgentState {
+            db,
+            sealer,
+            allow_private,
+            policies: Arc::new(crate::guardrails::PolicyCache::new()),
+            providers: Arc::default(),
+            settings: Arc::default(),
+            actions: Arc::default(),
+            notifier,
+            http: egress::client(allow_private)?,
+        })
+    }
+}
+
+impl AsRef<Db> for AgentState {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
+}
+
 /// The job kinds the agent runs.
-pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
+pub fn register<S>(jobs: &mut crate::queue::Handlers<S>)
+where
+    S: Send + Sync + 'static,
+    AgentState: FromRef<S>,
+{
     jobs.register(crate::conversations::AGENT_RUN, |state, job| {
-        Box::pin(runtime::run_job(state, job))
+        let state = AgentState::from_ref(state);
+        Box::pin(async move { runtime::run_job(&state, job).await })
     });
     jobs.register(crate::reviews::EXECUTE_JOB, |state, job| {
-        Box::pin(tools::run_approved_job(state, job))
+        let state = AgentState::from_ref(state);
+        Box::pin(async move { tools::run_approved_job(&state, job).await })
     });
 }
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AgentState: FromRef<S>,
+{
     use Access::*;
     // The router is built once at start-up (and by every test app): the templates load here.
     warm_up();
@@ -101,7 +166,7 @@ struct ExecutionSummary {
 }
 
 async fn by_conversation(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<ExecutionSummary>>> {
@@ -120,7 +185,7 @@ async fn by_conversation(
 }
 
 async fn by_contact(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<ExecutionSummary>>> {
@@ -142,7 +207,7 @@ async fn by_contact(
 /// embeddings API that processed (masked) data of the contact's conversations, with the
 /// purpose, how many runs and when.
 async fn processors(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Value>> {
@@ -174,7 +239,7 @@ async fn processors(
 /// recorded before digests were). Together with the chain's verification
 /// (`GET /api/v1/audit/verify`), a changed record is detected.
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Value>> {

@@ -26,10 +26,11 @@ use super::prompts::{TemplateUse, PROMPTS};
 use super::provider::{ChatMessage, ChatResponse, Provider, ProviderError};
 use super::settings::{self, AgentSettings, Embedder};
 use super::tools::{self, CallScope, ToolEffect};
-use crate::app::AppState;
+use super::AgentState;
 use crate::audit::{self, AuditEvent, AuditSource};
+use crate::conversations;
 use crate::error::Result;
-use crate::events::{self, Event};
+use crate::events;
 use crate::guardrails::{
     asks_for_human_review, schema, Context, KnownEntities, Lang, Vault, Verdict, HUMAN_REVIEW_RULE,
 };
@@ -47,7 +48,7 @@ pub const AGENT_FAILED: &str = "agent_failed";
 /// The `agent.run` job. A failure is retried by the queue; on the job's last attempt the
 /// conversation is handed to a person instead (AGT-11: the message is not dropped, and is
 /// not left waiting for an agent that will never answer).
-pub async fn run_job(state: &AppState, job: &Job) -> Outcome {
+pub async fn run_job(state: &AgentState, job: &Job) -> Outcome {
     let Some(message_id) = job
         .payload
         .get("message_id")
@@ -238,7 +239,7 @@ struct Facts {
     actions_version: i64,
 }
 
-async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
+async fn run(state: &AgentState, tenant_id: Uuid, message_id: Uuid) -> Result<()> {
     let started = Instant::now();
     let mut tx = state.db.tenant_tx(tenant_id).await?;
     let facts = sqlx::query_as!(
@@ -294,7 +295,7 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
     }
     if facts.restricted {
         // DSR-4: a restricted contact is never processed by the agent; humans only.
-        hand_to_humans(
+        conversations::hand_to_humans(
             &mut tx,
             tenant_id,
             facts.conversation_id,
@@ -306,24 +307,24 @@ async fn run(state: &AppState, tenant_id: Uuid, message_id: Uuid) -> Result<()> 
         return Ok(());
     }
     let settings_version = facts.settings_version.unwrap_or(0);
-    let settings = match state.agent_settings.get(tenant_id, settings_version) {
+    let settings = match state.settings.get(tenant_id, settings_version) {
         Some(settings) => settings,
         None => {
             let loaded = Arc::new(settings::load(&mut tx, tenant_id).await?);
             // Under the version the settings themselves carry: a change committed since the
             // facts were read is then simply loaded again by the next run.
             state
-                .agent_settings
+                .settings
                 .put(tenant_id, loaded.config_version, loaded.clone());
             loaded
         }
     };
-    let actions = match state.agent_actions.get(tenant_id, facts.actions_version) {
+    let actions = match state.actions.get(tenant_id, facts.actions_version) {
         Some(actions) => actions,
         None => {
             let loaded = Arc::new(reviews::tenant_actions(&mut tx).await?);
             state
-                .agent_actions
+                .actions
                 .put(tenant_id, facts.actions_version, loaded.clone());
             loaded
         }
@@ -898,7 +899,7 @@ fn messages_json(messages: &[ChatMessage]) -> Value {
     )
 }
 
-fn open_vault(state: &AppState, sealed: Option<&[u8]>, conversation_id: Uuid) -> Result<Vault> {
+fn open_vault(state: &AgentState, sealed: Option<&[u8]>, conversation_id: Uuid) -> Result<Vault> {
     match sealed {
         None => Ok(Vault::new()),
         Some(sealed) => state
@@ -980,70 +981,6 @@ pub(super) async fn send_as_agent(
     .await
 }
 
-/// Gives the conversation to the humans, with a private note saying why (and the draft when
-/// there is one).
-pub(crate) async fn hand_to_humans(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    conversation_id: Uuid,
-    reason: &str,
-    suggestion: Option<&str>,
-) -> Result<()> {
-    sqlx::query!(
-        "UPDATE conversation SET handler = 'human', status = CASE WHEN status = 'resolved' THEN status ELSE 'open' END,
-                updated_at = now()
-         WHERE id = $1",
-        conversation_id
-    )
-    .execute(&mut *conn)
-    .await?;
-    let note = match suggestion {
-        Some(draft) => {
-            format!("Handed to a human ({reason}). The AI's draft, not sent:\n\n{draft}")
-        }
-        None => format!("Handed to a human ({reason})."),
-    };
-    let inbox_id = sqlx::query_scalar!(
-        "SELECT inbox_id FROM conversation WHERE id = $1",
-        conversation_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query!(
-        "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, content_type, body, private)
-         VALUES ($1, $2, $3, $4, 'outbound', $5, 'note', $6, true)",
-        Uuid::now_v7(),
-        tenant_id,
-        conversation_id,
-        inbox_id,
-        if suggestion.is_some() { "ai" } else { "system" },
-        note
-    )
-    .execute(&mut *conn)
-    .await?;
-    audit::record(
-        conn,
-        &AuditSource {
-            tenant_id,
-            actor_type: "agent",
-            actor_id: None,
-            meta: Default::default(),
-        },
-        AuditEvent::new("conversation.handed_off", "conversation", conversation_id)
-            .after(json!({ "handler": "human", "reason": reason })),
-    )
-    .await?;
-    events::publish(conn, &Event {
-        tenant_id,
-        kind: "conversation.updated".into(),
-        conversation_id: Some(conversation_id),
-        message_id: None,
-        data: json!({ "action": "conversation.handed_off", "handler": "human", "reason": reason }),
-    })
-    .await?;
-    Ok(())
-}
-
 /// The guardrail reason of a customer's request for human review (the `human_review` pack).
 const HUMAN_REVIEW_REASON: &str = "guardrail:human-review.request";
 
@@ -1075,7 +1012,7 @@ async fn previous_decision(
 /// the queue (once per message, by its idempotency key) about the agent's last decision, and
 /// the customer is told, in the tenant's wording of the pack's reply, that a person will look.
 async fn human_review_without_run(
-    state: &AppState,
+    state: &AgentState,
     tx: &mut sqlx::PgConnection,
     tenant_id: Uuid,
     facts: &Facts,
@@ -1133,7 +1070,7 @@ fn findings(record: &Record) -> Value {
 
 #[allow(clippy::too_many_arguments)]
 async fn finish(
-    state: &AppState,
+    state: &AgentState,
     tenant_id: Uuid,
     facts: &Facts,
     message_id: Uuid,
@@ -1176,7 +1113,7 @@ async fn finish(
                     )
                     .await?;
                 }
-                hand_to_humans(
+                conversations::hand_to_humans(
                     &mut tx,
                     tenant_id,
                     facts.conversation_id,
@@ -1308,15 +1245,7 @@ async fn finish(
         let sealed = state
             .sealer
             .seal(&vault, &vault_context(facts.conversation_id));
-        sqlx::query!(
-            "INSERT INTO conversation_vault (conversation_id, tenant_id, sealed) VALUES ($1, $2, $3)
-             ON CONFLICT (conversation_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
-            facts.conversation_id,
-            tenant_id,
-            sealed
-        )
-        .execute(&mut *tx)
-        .await?;
+        conversations::store_vault(&mut tx, tenant_id, facts.conversation_id, &sealed).await?;
     }
     let outcome = if record.outcome == "blocked"
         || record.outcome == "replied"
@@ -1403,7 +1332,7 @@ async fn audit_execution(
 /// Finishes a run that posts nothing (`abandoned`: another attempt answered; `failed`: the
 /// job gave up), with its record and audit entry. A row already finished is left alone.
 async fn close_execution(
-    state: &AppState,
+    state: &AgentState,
     tenant_id: Uuid,
     conversation_id: Uuid,
     mut record: Record,
@@ -1444,7 +1373,7 @@ async fn close_execution(
 /// The job's last attempt failed: the conversation goes to a person (AGT-11), unless a run
 /// answered the message after all or people already have it, and the attempts still marked
 /// running are closed as failed.
-async fn give_up(state: &AppState, tenant_id: Uuid, message_id: Uuid, error: &str) -> Result<()> {
+async fn give_up(state: &AgentState, tenant_id: Uuid, message_id: Uuid, error: &str) -> Result<()> {
     let mut tx = state.db.tenant_tx(tenant_id).await?;
     let Some(row) = sqlx::query!(
         r#"SELECT c.id AS conversation_id, c.handler,
@@ -1463,7 +1392,8 @@ async fn give_up(state: &AppState, tenant_id: Uuid, message_id: Uuid, error: &st
         return Ok(());
     };
     if !row.done && row.handler == "ai" {
-        hand_to_humans(&mut tx, tenant_id, row.conversation_id, AGENT_FAILED, None).await?;
+        conversations::hand_to_humans(&mut tx, tenant_id, row.conversation_id, AGENT_FAILED, None)
+            .await?;
     }
     let closed = sqlx::query!(
         r#"UPDATE agent_execution

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::pipeline::{self, Masked};
 use super::provider::{Provider, ProviderError};
-use crate::app::AppState;
+use super::AgentState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
@@ -31,7 +31,11 @@ use crate::knowledge::embedder::{EmbedError, Remote, RemoteQuery};
 use crate::knowledge::{self, Embedded, EmbedderIdentity};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AgentState: axum::extract::FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -186,7 +190,11 @@ fn key_context(tenant_id: Uuid, base_url: &str) -> String {
 }
 
 /// The tenant's compiled guardrail policy, from the cache while its version is current.
-pub fn policy(state: &AppState, tenant_id: Uuid, settings: &AgentSettings) -> Result<Arc<Policy>> {
+pub fn policy(
+    state: &AgentState,
+    tenant_id: Uuid,
+    settings: &AgentSettings,
+) -> Result<Arc<Policy>> {
     let version = settings.config_version as u64;
     state
         .policies
@@ -286,7 +294,7 @@ pub type Embedder = knowledge::Embedder<ProviderEmbedder>;
 
 /// The tenant's provider client, or None for the offline responder.
 pub fn provider(
-    state: &AppState,
+    state: &AgentState,
     tenant_id: Uuid,
     settings: &AgentSettings,
 ) -> Result<Option<super::provider::Provider>> {
@@ -306,7 +314,7 @@ pub fn provider(
 /// A provider client from the settings, uncached: what a settings change is checked with (the
 /// cache holds clients per saved version, and the version being saved is not one yet).
 fn build_provider(
-    state: &AppState,
+    state: &AgentState,
     tenant_id: Uuid,
     settings: &AgentSettings,
     base_url: &str,
@@ -338,7 +346,7 @@ fn build_provider(
         timeout: std::time::Duration::from_millis(settings.timeout_ms as u64),
         max_retries: settings.max_retries as u32,
         embedding_dimensions: settings.embedding_dims.map(|d| d as u32),
-        allow_private: state.config.actions_allow_private,
+        allow_private: state.allow_private,
     };
     super::provider::Provider::new(config)
         .map_err(|e| Error::bad_request("invalid_provider", e.to_string()))
@@ -388,7 +396,7 @@ pub type SettingsCache = TenantCache<i64, std::sync::Arc<AgentSettings>>;
 
 /// The tenant's embedder, from its settings (and compiled policy, for masking).
 pub fn embedder_for(
-    state: &AppState,
+    state: &AgentState,
     tenant_id: Uuid,
     settings: &AgentSettings,
     provider: Option<&Provider>,
@@ -403,7 +411,7 @@ pub fn embedder_for(
 }
 
 /// Hands the knowledge base each tenant's embedder, made from the settings the agent owns.
-pub struct KnowledgeEmbedders;
+pub struct KnowledgeEmbedders(pub AgentState);
 
 impl knowledge::Embedders for KnowledgeEmbedders {
     fn current<'a>(
@@ -416,11 +424,11 @@ impl knowledge::Embedders for KnowledgeEmbedders {
 
     fn embedder<'a>(
         &'a self,
-        state: &'a AppState,
         conn: &'a mut PgConnection,
         tenant_id: Uuid,
     ) -> BoxFuture<'a, Result<(knowledge::Embedder, EmbedderIdentity)>> {
         Box::pin(async move {
+            let state = &self.0;
             let settings = load(conn, tenant_id).await?;
             let provider = provider(state, tenant_id, &settings)?;
             let embedder = embedder_for(state, tenant_id, &settings, provider.as_ref())?;
@@ -429,7 +437,7 @@ impl knowledge::Embedders for KnowledgeEmbedders {
     }
 }
 
-async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Json<AgentSettings>> {
+async fn show(State(state): State<AgentState>, ctx: Ctx) -> Result<Json<AgentSettings>> {
     let mut tx = ctx.begin(&state).await?;
     let settings = load(&mut tx, ctx.tenant_id).await?;
     tx.commit().await?;
@@ -464,7 +472,7 @@ struct UpdateSettings {
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Json(body): Json<UpdateSettings>,
 ) -> Result<Json<AgentSettings>> {
@@ -481,14 +489,10 @@ async fn update(
             }
             // Like an action's endpoint: not into the platform's own network (the provider
             // client checks host names again when it resolves them).
-            super::egress::check_target(
-                u,
-                state.config.actions_allow_private,
-                super::egress::Target::Provider,
-            )
-            .map_err(|e| {
-                Error::bad_request("invalid_provider", format!("provider_base_url: {e}"))
-            })?;
+            super::egress::check_target(u, state.allow_private, super::egress::Target::Provider)
+                .map_err(|e| {
+                    Error::bad_request("invalid_provider", format!("provider_base_url: {e}"))
+                })?;
         }
         s.provider_base_url = url.map(|u| u.trim_end_matches('/').to_string());
     }

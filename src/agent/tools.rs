@@ -21,7 +21,7 @@ use super::pipeline::{constant, trusted_tool, Guard, Screened, ToolSpec};
 use super::provider::ToolCall;
 use super::runtime::{Final, Record, Stop};
 use super::settings::Embedder;
-use crate::app::AppState;
+use super::AgentState;
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
@@ -42,7 +42,11 @@ pub fn pending_message(lang: Lang) -> &'static str {
     ])
 }
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AgentState: axum::extract::FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -209,7 +213,7 @@ fn screened(guard: &mut Guard<'_>, source: &str, text: &str) -> Screened {
 
 /// What a run hands a tool call: where it runs and what it may use.
 pub struct CallScope<'a> {
-    pub state: &'a AppState,
+    pub state: &'a AgentState,
     pub tenant_id: Uuid,
     pub conversation_id: Uuid,
     pub contact_id: Uuid,
@@ -347,23 +351,13 @@ pub(super) async fn call(
         ("add_note", Some(_)) => {
             let text = args["text"].as_str().unwrap_or_default();
             let mut tx = state.db.tenant_tx(tenant_id).await?;
-            let inbox_id = sqlx::query_scalar!(
-                "SELECT inbox_id FROM conversation WHERE id = $1",
-                conversation_id
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = Uuid::now_v7();
-            sqlx::query!(
-                "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, content_type, body, private)
-                 VALUES ($1, $2, $3, $4, 'outbound', 'ai', 'note', $5, true)",
-                id,
+            let id = crate::conversations::add_note(
+                &mut tx,
                 tenant_id,
                 conversation_id,
-                inbox_id,
-                text
+                crate::conversations::Author::Ai,
+                text,
             )
-            .execute(&mut *tx)
             .await?;
             audit::record(
                 &mut tx,
@@ -441,7 +435,7 @@ fn secret_context(action_id: Uuid, target_url: &str) -> String {
 /// The `review.execute` job: carries out an action a reviewer approved (AGT-6), exactly once.
 /// The review queue claims the item and records the outcome; calling the endpoint, and handing
 /// the conversation to the people when it fails for good, are the agent's.
-pub async fn run_approved_job(state: &AppState, job: &Job) -> Outcome {
+pub async fn run_approved_job(state: &AgentState, job: &Job) -> Outcome {
     let Some(item_id) = reviews::approved_item(job) else {
         return Outcome::Fail {
             error: "the job names no review item".into(),
@@ -456,7 +450,7 @@ pub async fn run_approved_job(state: &AppState, job: &Job) -> Outcome {
     }
 }
 
-async fn execute_approved(state: &AppState, job: &Job, item_id: Uuid) -> Result<Outcome> {
+async fn execute_approved(state: &AgentState, job: &Job, item_id: Uuid) -> Result<Outcome> {
     let tenant_id = job.tenant_id;
     let Some(approved) = reviews::claim_approved(&state.db, tenant_id, item_id).await? else {
         return Ok(Outcome::Done);
@@ -494,7 +488,7 @@ async fn execute_approved(state: &AppState, job: &Job, item_id: Uuid) -> Result<
     let mut tx = state.db.tenant_tx(tenant_id).await?;
     // Handed over in the transaction that records the failure, and audited before it.
     if let (false, Some(conversation_id)) = (success, approved.conversation_id) {
-        super::runtime::hand_to_humans(
+        crate::conversations::hand_to_humans(
             &mut tx,
             tenant_id,
             conversation_id,
@@ -511,14 +505,13 @@ async fn execute_approved(state: &AppState, job: &Job, item_id: Uuid) -> Result<
 /// Calls a tenant's action endpoint: JSON body, HMAC-SHA256 signature of the body under the
 /// action's secret, and an idempotency key the endpoint can use to act once.
 async fn invoke(
-    state: &AppState,
+    state: &AgentState,
     action: &TenantAction,
     arguments: &Value,
     conversation_id: Uuid,
     idempotency_key: &str,
 ) -> (u16, String) {
-    if let Err(e) = super::egress::check_url(&action.target_url, state.config.actions_allow_private)
-    {
+    if let Err(e) = super::egress::check_url(&action.target_url, state.allow_private) {
         return (0, format!("refused: {e}"));
     }
     let Ok(secret) = state.sealer.open(
@@ -582,7 +575,7 @@ fn yes() -> bool {
     true
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<TenantAction>>> {
+async fn list(State(state): State<AgentState>, ctx: Ctx) -> Result<Json<Vec<TenantAction>>> {
     let mut tx = ctx.begin(&state).await?;
     let actions = tenant_actions(&mut tx).await?;
     tx.commit().await?;
@@ -590,7 +583,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<Tenant
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Json(body): Json<CreateAction>,
 ) -> Result<(StatusCode, Json<TenantAction>)> {
@@ -598,7 +591,7 @@ async fn create(
         .parameters
         .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
     check_schema(&parameters).map_err(|e| Error::bad_request("invalid_parameters", e))?;
-    super::egress::check_url(&body.target_url, state.config.actions_allow_private)
+    super::egress::check_url(&body.target_url, state.allow_private)
         .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
     if body
         .kind
@@ -654,7 +647,7 @@ async fn create(
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {

@@ -668,6 +668,120 @@ pub enum Author {
     Member(Uuid),
 }
 
+impl Author {
+    /// The `author_kind` and `author_id` a message stores.
+    fn columns(self) -> (&'static str, Option<Uuid>) {
+        match self {
+            Author::Ai => ("ai", None),
+            Author::System => ("system", None),
+            Author::Member(id) => ("member", Some(id)),
+        }
+    }
+}
+
+/// Adds a private note for the members to a conversation of the caller's tenant, on the
+/// caller's transaction; returns its id. The caller audits it in its own terms.
+pub async fn add_note(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    author: Author,
+    text: &str,
+) -> Result<Uuid> {
+    let (author_kind, author_id) = author.columns();
+    let id = Uuid::now_v7();
+    let added = sqlx::query!(
+        "INSERT INTO message (id, tenant_id, conversation_id, inbox_id, direction, author_kind, author_id,
+                              content_type, body, private)
+         SELECT $1, $2, c.id, c.inbox_id, 'outbound', $4, $5, 'note', $6, true
+         FROM conversation c WHERE c.id = $3 AND c.tenant_id = current_tenant_id()",
+        id,
+        tenant_id,
+        conversation_id,
+        author_kind,
+        author_id,
+        text
+    )
+    .execute(&mut *conn)
+    .await?;
+    if added.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(id)
+}
+
+/// Gives the conversation to the humans, with a private note saying why (and the AI's draft
+/// when there is one), on the caller's transaction: audited as the agent's doing, announced
+/// live. The agent calls it when it stops short of an answer; so does an approved action that
+/// failed.
+pub async fn hand_to_humans(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    reason: &str,
+    suggestion: Option<&str>,
+) -> Result<()> {
+    sqlx::query!(
+        "UPDATE conversation SET handler = 'human', status = CASE WHEN status = 'resolved' THEN status ELSE 'open' END,
+                updated_at = now()
+         WHERE id = $1",
+        conversation_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let (note, author) = match suggestion {
+        Some(draft) => (
+            format!("Handed to a human ({reason}). The AI's draft, not sent:\n\n{draft}"),
+            Author::Ai,
+        ),
+        None => (format!("Handed to a human ({reason})."), Author::System),
+    };
+    add_note(conn, tenant_id, conversation_id, author, &note).await?;
+    audit::record(
+        conn,
+        &audit::AuditSource {
+            tenant_id,
+            actor_type: "agent",
+            actor_id: None,
+            meta: Default::default(),
+        },
+        AuditEvent::new("conversation.handed_off", "conversation", conversation_id)
+            .after(json!({ "handler": "human", "reason": reason })),
+    )
+    .await?;
+    events::publish(
+        conn,
+        &Event {
+            tenant_id,
+            kind: "conversation.updated".into(),
+            conversation_id: Some(conversation_id),
+            message_id: None,
+            data: json!({ "action": "conversation.handed_off", "handler": "human", "reason": reason }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the conversation's PII vault (sealed by the agent) on the caller's transaction.
+pub async fn store_vault(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    conversation_id: Uuid,
+    sealed: &[u8],
+) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO conversation_vault (conversation_id, tenant_id, sealed) VALUES ($1, $2, $3)
+             ON CONFLICT (conversation_id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
+        conversation_id,
+        tenant_id,
+        sealed
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Stores a message to the customer on the caller's tenant transaction, queues its delivery
 /// (web chat visitors receive it over their live stream instead) and announces it.
 pub async fn post_outbound(
@@ -677,11 +791,7 @@ pub async fn post_outbound(
     author: Author,
     text: &str,
 ) -> Result<Uuid> {
-    let (author_kind, author_id) = match author {
-        Author::Ai => ("ai", None),
-        Author::System => ("system", None),
-        Author::Member(id) => ("member", Some(id)),
-    };
+    let (author_kind, author_id) = author.columns();
     let id = Uuid::now_v7();
     // One round trip: the conversation's channel decides the status (web chat is delivered by
     // the live stream at once, other channels by a send job), and the conversation is touched.

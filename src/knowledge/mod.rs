@@ -12,13 +12,16 @@
 //! stage (AGT-2); the stored passages keep their text, for quoting.
 //!
 //! The tenant's embedder comes from its provider settings, which the agent owns: the agent
-//! hands it down through [`Embedders`], registered in `app.rs`.
+//! hands it down through [`Embedders`], which `app.rs` puts in [`KnowledgeState`].
 
 pub mod chunk;
 pub mod embed;
 pub mod embedder;
 pub mod routes;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
 use futures_util::future::BoxFuture;
 use pgvector::Vector;
 use serde::Serialize;
@@ -26,7 +29,6 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::db::{Db, Tx};
 use crate::error::Result;
 use crate::queue::{self, Job, NewJob, Outcome};
@@ -35,9 +37,30 @@ pub use embedder::{Embedded, Embedder, EmbedderIdentity};
 
 pub const EMBED_JOB: &str = "knowledge.embed";
 
+/// What the knowledge base needs of the process: the database and where each tenant's
+/// embedder comes from.
+#[derive(Clone)]
+pub struct KnowledgeState {
+    pub db: Db,
+    pub embedders: Arc<dyn Embedders>,
+}
+
+impl AsRef<Db> for KnowledgeState {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
+}
+
 /// The job kinds knowledge runs.
-pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
-    jobs.register(EMBED_JOB, |state, job| Box::pin(run_embed_job(state, job)));
+pub fn register<S>(jobs: &mut crate::queue::Handlers<S>)
+where
+    S: Send + Sync + 'static,
+    KnowledgeState: FromRef<S>,
+{
+    jobs.register(EMBED_JOB, |state, job| {
+        let state = KnowledgeState::from_ref(state);
+        Box::pin(async move { run_embed_job(&state, job).await })
+    });
 }
 
 /// Embedding sizes with an HNSW index (see migration 0003).
@@ -57,7 +80,6 @@ pub trait Embedders: Send + Sync {
     /// The tenant's embedder, and what it was made from (read on the caller's transaction).
     fn embedder<'a>(
         &'a self,
-        state: &'a AppState,
         conn: &'a mut PgConnection,
         tenant_id: Uuid,
     ) -> BoxFuture<'a, Result<(Embedder, EmbedderIdentity)>>;
@@ -206,7 +228,7 @@ pub async fn schedule_reembedding(
 
 /// The fan-out of [`schedule_reembedding`]: an embedding job for each article, keyed by the
 /// configuration version so the article's earlier job for the same revision does not hide it.
-async fn fan_out(state: &AppState, job: &Job, version: i64) -> Result<Outcome> {
+async fn fan_out(state: &KnowledgeState, job: &Job, version: i64) -> Result<Outcome> {
     let mut tx = state.db.tenant_tx(job.tenant_id).await?;
     let articles = sqlx::query!(
         "SELECT id, revision FROM knowledge_article WHERE tenant_id = current_tenant_id() ORDER BY id"
@@ -250,7 +272,7 @@ pub async fn schedule_embedding(
 }
 
 /// The `knowledge.embed` job.
-pub async fn run_embed_job(state: &AppState, job: &Job) -> Outcome {
+pub async fn run_embed_job(state: &KnowledgeState, job: &Job) -> Outcome {
     match embed_article(state, job).await {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Retry {
@@ -260,7 +282,7 @@ pub async fn run_embed_job(state: &AppState, job: &Job) -> Outcome {
     }
 }
 
-async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
+async fn embed_article(state: &KnowledgeState, job: &Job) -> Result<Outcome> {
     if let Some(version) = job.payload.get("reembed").and_then(|v| v.as_i64()) {
         return fan_out(state, job, version).await;
     }
@@ -282,10 +304,7 @@ async fn embed_article(state: &AppState, job: &Job) -> Result<Outcome> {
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let (embedder, identity) = state
-        .embedders
-        .embedder(state, &mut tx, job.tenant_id)
-        .await?;
+    let (embedder, identity) = state.embedders.embedder(&mut tx, job.tenant_id).await?;
     tx.commit().await?;
     let Some(article) = article else {
         return Ok(Outcome::Done);

@@ -1,6 +1,6 @@
 //! Managing the knowledge base: articles (one by one or in bulk), embedding progress, search.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -8,7 +8,6 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::crm::accounts::like_pattern;
@@ -17,7 +16,13 @@ use crate::error::{Error, Result};
 use crate::http::{Access, Api, Json, Path, Query};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+use super::KnowledgeState;
+
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    KnowledgeState: FromRef<S>,
+{
     use Access::*;
     use Permission::*;
     api.route(
@@ -119,7 +124,7 @@ struct ListQuery {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>> {
@@ -238,7 +243,7 @@ fn summary(a: &ArticleView) -> Value {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Json(input): Json<ArticleBody>,
 ) -> Result<(StatusCode, Json<ArticleView>)> {
@@ -262,7 +267,7 @@ struct BulkBody {
 }
 
 async fn bulk(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Json(input): Json<BulkBody>,
 ) -> Result<(StatusCode, Json<Value>)> {
@@ -301,7 +306,7 @@ async fn bulk(
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ArticleView>> {
@@ -312,7 +317,7 @@ async fn show(
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(input): Json<ArticleBody>,
@@ -348,7 +353,7 @@ async fn update(
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {
@@ -374,7 +379,7 @@ async fn delete(
 /// Embedding progress: articles by state, and passages by whether their vectors are of the
 /// tenant's current embedding model (`chunks`, the ones search reads) or of an earlier one
 /// (`stale_chunks`, replaced as re-embedding proceeds).
-async fn status(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Value>> {
+async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Value>> {
     let mut tx = ctx.begin(&state).await?;
     let identity = state.embedders.current(&mut tx, ctx.tenant_id).await?;
     let model = identity.model();
@@ -407,7 +412,7 @@ struct SearchBody {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    State(state): State<KnowledgeState>,
     ctx: Ctx,
     Json(input): Json<SearchBody>,
 ) -> Result<Json<Value>> {
@@ -420,10 +425,7 @@ async fn search(
     }
     let limit = input.limit.unwrap_or(5).clamp(1, 50);
     let mut tx = ctx.begin(&state).await?;
-    let (embedder, _) = state
-        .embedders
-        .embedder(&state, &mut tx, ctx.tenant_id)
-        .await?;
+    let (embedder, _) = state.embedders.embedder(&mut tx, ctx.tenant_id).await?;
     tx.commit().await?;
     // Masked like the passages before it reaches a provider (AGT-2).
     let query = embedder

@@ -41,7 +41,7 @@ async fn drain_embedding(app: &TestApp) {
                 attempts: 1,
                 max_attempts: 8,
             };
-            let outcome = custodian::knowledge::run_embed_job(&app.state, &job).await;
+            let outcome = custodian::knowledge::run_embed_job(&app.state.knowledge, &job).await;
             assert!(
                 matches!(outcome, custodian::queue::Outcome::Done),
                 "{outcome:?}"
@@ -208,7 +208,7 @@ async fn vectors_of_a_size_without_an_index_fail_the_article_with_a_clear_messag
         attempts: 1,
         max_attempts: 8,
     };
-    let outcome = custodian::knowledge::run_embed_job(&app.state, &job).await;
+    let outcome = custodian::knowledge::run_embed_job(&app.state.knowledge, &job).await;
     assert!(
         matches!(outcome, custodian::queue::Outcome::Fail { .. }),
         "{outcome:?}"
