@@ -50,7 +50,10 @@ async fn two_runs_of_one_message_racing_post_a_single_reply() {
         .push(decision("reply", "Your order ships today!", 0.9));
     let job = queued_run(&w, "Where is my order?", "wamid.RACE").await;
 
-    let (first, second) = tokio::join!(run_job(&w.app.state.agent, &job), run_job(&w.app.state.agent, &job));
+    let (first, second) = tokio::join!(
+        run_job(&w.app.state.agent, &job),
+        run_job(&w.app.state.agent, &job)
+    );
 
     assert!(matches!(first, Outcome::Done), "{first:?}");
     assert!(matches!(second, Outcome::Done), "{second:?}");
@@ -83,7 +86,10 @@ async fn two_runs_of_one_message_racing_post_a_single_reply() {
         .as_str()
         .is_some_and(|d| d.len() == 64)));
     // A third delivery of the same job does nothing.
-    assert!(matches!(run_job(&w.app.state.agent, &job).await, Outcome::Done));
+    assert!(matches!(
+        run_job(&w.app.state.agent, &job).await,
+        Outcome::Done
+    ));
     assert_eq!(w.model.chat_requests().len(), 2);
     assert_eq!(ai_replies(&w).await, 1);
 }
@@ -114,7 +120,10 @@ async fn a_crashed_attempt_is_closed_as_abandoned_when_the_next_attempt_starts()
     let crashed = crashed_attempt(&w).await;
     let mut conn = w.app.superuser().await;
 
-    assert!(matches!(run_job(&w.app.state.agent, &job).await, Outcome::Done));
+    assert!(matches!(
+        run_job(&w.app.state.agent, &job).await,
+        Outcome::Done
+    ));
 
     let (outcome, finished, reason): (String, bool, Option<String>) = sqlx::query_as(
         "SELECT outcome, finished_at IS NOT NULL, record->>'reason' FROM agent_execution WHERE id = $1",
