@@ -20,6 +20,7 @@ mod guardrail_config;
 mod http_basics;
 mod inbox;
 mod isolation;
+mod provider;
 mod queue;
 mod retention;
 mod reviews;
