@@ -34,3 +34,5 @@ mod sec_streams;
 mod sec_whatsapp;
 mod webchat;
 mod whatsapp;
+mod whatsapp_client;
+mod whatsapp_payload;
