@@ -206,6 +206,22 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
             "the partner role needs a partner_org_id, and only the partner role takes one",
         ),
     ),
+    ("account_name_length", Invalid("name_too_long", "name must be at most 200 characters")),
+    ("contact_name_length", Invalid("name_too_long", "name must be at most 200 characters")),
+    (
+        "contact_external_id_length",
+        Invalid("external_id_too_long", "external_id must be at most 200 characters"),
+    ),
+    ("contact_email_key", Conflict("email_taken", "a contact with that email already exists")),
+    (
+        "contact_whatsapp_key",
+        Conflict("whatsapp_id_taken", "a contact with that whatsapp_id already exists"),
+    ),
+    (
+        "contact_external_key",
+        Conflict("external_id_taken", "a contact with that external_id already exists"),
+    ),
+    ("inbox_name_length", Invalid("name_too_long", "name must be at most 100 characters")),
     (
         "inbox_tenant_phone_number_key",
         Conflict("phone_number_in_use", "another of your inboxes already serves that WhatsApp number"),

@@ -13,6 +13,7 @@ mod audit_api;
 mod audit_chain;
 mod auth;
 mod common;
+mod constraints;
 mod egress;
 mod embedded_pg;
 mod fakes;
