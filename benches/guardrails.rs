@@ -9,8 +9,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use custodian::guardrails::corpus::generate;
 use custodian::guardrails::{evaluate, Context, KnownEntities, Policy, Stage};
+
+// The corpus generator is test support (tests/support/corpus.rs), kept out of the crate.
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
+
+use corpus::generate;
 
 struct Message {
     text: String,

@@ -8,7 +8,11 @@
 //! With `--jsonl` it prints the corpus as JSON lines instead (text, context,
 //! labels), ready for `custodian guardrails scan` or any external scorer.
 
-use custodian::guardrails::{corpus, Policy};
+use custodian::guardrails::Policy;
+
+// The corpus generator is test support (tests/support/corpus.rs), kept out of the crate.
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
 
 fn main() {
     let mut seed = 42u64;

@@ -15,8 +15,13 @@
 
 use std::hint::black_box;
 
-use custodian::guardrails::corpus::generate;
 use custodian::guardrails::{evaluate, Context, KnownEntities, Policy, Stage};
+
+// The corpus generator is test support (tests/support/corpus.rs), kept out of the crate.
+#[path = "../tests/support/corpus.rs"]
+mod corpus;
+
+use corpus::generate;
 
 fn main() {
     let passes: usize = std::env::args()

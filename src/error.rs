@@ -135,9 +135,8 @@ impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::RowNotFound => Error::NotFound,
-            sqlx::Error::Database(db) => match db.constraint() {
-                Some(constraint) => constraint_error(constraint)
-                    .unwrap_or_else(|| Error::Internal(anyhow::Error::new(err))),
+            sqlx::Error::Database(db) => match db.constraint().and_then(on_constraint) {
+                Some(refused) => refused,
                 None => Error::Internal(anyhow::Error::new(err)),
             },
             _ => Error::Internal(anyhow::Error::new(err)),
@@ -145,38 +144,118 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// Named constraints that users can violate map to a clear 4xx; the rest stay internal.
-fn constraint_error(constraint: &str) -> Option<Error> {
-    let (code, message) = match constraint {
-        "tenant_slug_key" => ("slug_taken", "that tenant slug is already taken"),
-        "tenant_slug_format" => (
+/// What breaking a named constraint tells the client.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// 400: the value itself is not acceptable.
+    Invalid(&'static str, &'static str),
+    /// 409: the value clashes with what is stored.
+    Conflict(&'static str, &'static str),
+    /// 404: a tenant-scoped reference (a `(tenant_id, x)` foreign key) that names nothing in
+    /// the caller's tenant, another tenant's id included (SEC-3).
+    NotFound,
+}
+
+use Refusal::{Conflict, Invalid, NotFound};
+
+/// The named constraints (migrations/*.sql) a client can break, and the answer each gets: the
+/// one place that maps them, so a handler only adds a name here. A name ending in `*` covers
+/// every constraint that starts with what precedes it, and the broken constraint's name follows
+/// its message. A constraint not listed is a bug if it breaks: a 500, its cause logged.
+const CONSTRAINTS: &[(&str, Refusal)] = &[
+    ("tenant_slug_key", Conflict("slug_taken", "that tenant slug is already taken")),
+    (
+        "tenant_slug_format",
+        Conflict(
             "invalid_slug",
             "slug must be 2-63 lowercase letters, digits or dashes, starting with a letter or digit",
         ),
-        "tenant_name_length" => ("invalid_name", "name must be 1 to 200 characters"),
-        "member_email_key" => ("email_taken", "a member with that email already exists"),
-        "api_token_name_key" => ("token_name_taken", "an active token with that name exists"),
-        "partner_org_name_key" => ("partner_org_taken", "a partner organisation with that name exists"),
-        "member_partner_org_fkey" | "invitation_partner_org_fkey" => {
-            return Some(Error::bad_request("unknown_partner_org", "no such partner organisation"))
-        }
-        // Tenant-scoped references (`(tenant_id, x)` foreign keys): a value that names nothing
-        // in the caller's tenant, another tenant's id included, is not found (SEC-3).
-        "account_partner_org_fkey" | "contact_account_fkey" | "conversation_assignee_fkey" => {
-            return Some(Error::NotFound)
-        }
-        // Migration 0022: no delete reaches data under a legal hold.
-        "legal_hold_blocks_delete" => (
+    ),
+    // A 409 where 400 would be apter; kept, as clients already see it.
+    ("tenant_name_length", Conflict("invalid_name", "name must be 1 to 200 characters")),
+    ("member_email_key", Conflict("email_taken", "a member with that email already exists")),
+    ("api_token_name_key", Conflict("token_name_taken", "an active token with that name exists")),
+    (
+        "partner_org_name_key",
+        Conflict("partner_org_taken", "a partner organisation with that name exists"),
+    ),
+    ("member_partner_org_fkey", Invalid("unknown_partner_org", "no such partner organisation")),
+    ("invitation_partner_org_fkey", Invalid("unknown_partner_org", "no such partner organisation")),
+    ("account_partner_org_fkey", NotFound),
+    ("contact_account_fkey", NotFound),
+    ("conversation_assignee_fkey", NotFound),
+    // Migration 0022: no delete reaches data under a legal hold.
+    (
+        "legal_hold_blocks_delete",
+        Conflict(
             "legal_hold",
             "this data is under a legal hold: it cannot be deleted until the hold is released",
         ),
-        "member_partner_org_required" | "invitation_partner_org_required" => {
-            return Some(Error::bad_request(
-                "partner_org_required",
-                "the partner role needs a partner_org_id, and only the partner role takes one",
-            ))
-        }
-        _ => return None,
+    ),
+    (
+        "member_partner_org_required",
+        Invalid(
+            "partner_org_required",
+            "the partner role needs a partner_org_id, and only the partner role takes one",
+        ),
+    ),
+    (
+        "invitation_partner_org_required",
+        Invalid(
+            "partner_org_required",
+            "the partner role needs a partner_org_id, and only the partner role takes one",
+        ),
+    ),
+    ("account_name_length", Invalid("name_too_long", "name must be at most 200 characters")),
+    ("contact_name_length", Invalid("name_too_long", "name must be at most 200 characters")),
+    (
+        "contact_external_id_length",
+        Invalid("external_id_too_long", "external_id must be at most 200 characters"),
+    ),
+    ("contact_email_key", Conflict("email_taken", "a contact with that email already exists")),
+    (
+        "contact_whatsapp_key",
+        Conflict("whatsapp_id_taken", "a contact with that whatsapp_id already exists"),
+    ),
+    (
+        "contact_external_key",
+        Conflict("external_id_taken", "a contact with that external_id already exists"),
+    ),
+    ("inbox_name_length", Invalid("name_too_long", "name must be at most 100 characters")),
+    (
+        "inbox_tenant_phone_number_key",
+        Conflict("phone_number_in_use", "another of your inboxes already serves that WhatsApp number"),
+    ),
+    (
+        "conversation_active_key",
+        Conflict(
+            "conversation_already_open",
+            "this contact already has an open conversation in this inbox",
+        ),
+    ),
+    (
+        "tenant_action_name",
+        Invalid("invalid_name", "name must be lowercase letters, digits and underscores"),
+    ),
+    ("tenant_action_name_key", Conflict("name_taken", "an action with that name exists")),
+    ("agent_settings_*", Invalid("invalid_settings", "out of range")),
+];
+
+/// The answer to a broken constraint named `constraint`, if a client can break it.
+fn on_constraint(constraint: &str) -> Option<Error> {
+    let (name, refusal) = CONSTRAINTS
+        .iter()
+        .find(|(name, _)| match name.strip_suffix('*') {
+            Some(prefix) => constraint.starts_with(prefix),
+            None => *name == constraint,
+        })?;
+    let message = |text: &str| match name.ends_with('*') {
+        true => format!("{text}: {constraint}"),
+        false => text.to_string(),
     };
-    Some(Error::conflict(code, message))
+    Some(match *refusal {
+        Invalid(code, text) => Error::bad_request(code, message(text)),
+        Conflict(code, text) => Error::conflict(code, message(text)),
+        NotFound => Error::NotFound,
+    })
 }

@@ -61,7 +61,7 @@ pub struct Decision {
 
 /// Parses a decision from the model's content: the whole text as JSON, else the first balanced
 /// `{…}` object inside it.
-pub fn parse(content: &str) -> Result<Decision, String> {
+pub fn parse(content: &str) -> Result<Decision, NoDecision> {
     let trimmed = content.trim();
     if let Ok(d) = serde_json::from_str::<Decision>(trimmed) {
         return Ok(sane(d));
@@ -101,10 +101,17 @@ pub fn parse(content: &str) -> Result<Decision, String> {
             _ => {}
         }
     }
-    Err(format!(
-        "no decision object in the model's answer ({} characters)",
-        content.len()
-    ))
+    Err(NoDecision {
+        chars: content.len(),
+    })
+}
+
+/// The model's answer held no decision object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no decision object in the model's answer ({chars} characters)")]
+pub struct NoDecision {
+    /// The answer's length in bytes (what the message has always called characters).
+    pub chars: usize,
 }
 
 fn sane(mut d: Decision) -> Decision {

@@ -138,14 +138,38 @@ impl Target {
     }
 }
 
+/// Why a tenant-named URL may not be called: the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlRefused(String);
+
+impl From<String> for UrlRefused {
+    fn from(message: String) -> Self {
+        UrlRefused(message)
+    }
+}
+
+impl From<&str> for UrlRefused {
+    fn from(message: &str) -> Self {
+        UrlRefused(message.to_string())
+    }
+}
+
+/// Callers answer with the message (an HTTP error, a note to the model).
+impl From<UrlRefused> for String {
+    fn from(e: UrlRefused) -> String {
+        e.0
+    }
+}
+
 /// Checks an action URL before it is saved or called: http(s), a host, and, when the host is an
 /// IP address, a public one (unless private targets are allowed).
-pub fn check_url(raw: &str, allow_private: bool) -> Result<(), String> {
+pub fn check_url(raw: &str, allow_private: bool) -> Result<(), UrlRefused> {
     check_target(raw, allow_private, Target::Action)
 }
 
 /// [`check_url`] for any tenant-named target (an action endpoint, a model provider).
-pub fn check_target(raw: &str, allow_private: bool, target: Target) -> Result<(), String> {
+pub fn check_target(raw: &str, allow_private: bool, target: Target) -> Result<(), UrlRefused> {
     let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("the URL must be http or https".into());
@@ -160,10 +184,9 @@ pub fn check_target(raw: &str, allow_private: bool, target: Target) -> Result<()
         .parse::<IpAddr>()
         .ok();
     match ip {
-        Some(ip) if !allow_private && !is_public(ip) => Err(format!(
-            "{ip} is not a public address: {}",
-            target.refusal()
-        )),
+        Some(ip) if !allow_private && !is_public(ip) => {
+            Err(format!("{ip} is not a public address: {}", target.refusal()).into())
+        }
         _ => Ok(()),
     }
 }
@@ -319,14 +342,16 @@ mod tests {
 
     #[test]
     fn a_private_provider_is_refused_with_a_message_naming_the_opt_in() {
-        let refused =
-            check_target("http://127.0.0.1:11434/v1", false, Target::Provider).unwrap_err();
+        let refused = check_target("http://127.0.0.1:11434/v1", false, Target::Provider)
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("ACTIONS_ALLOW_PRIVATE"), "{refused}");
         assert!(check_target("http://127.0.0.1:11434/v1", true, Target::Provider).is_ok());
         assert!(check_target("https://api.openai.com/v1", false, Target::Provider).is_ok());
         assert!(
             check_target("https://k:sk-1@api.openai.com/v1", true, Target::Provider)
                 .unwrap_err()
+                .to_string()
                 .contains("API key")
         );
     }

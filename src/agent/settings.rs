@@ -589,13 +589,7 @@ async fn update(
         s.retrieval_scale
     )
     .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.constraint().is_some_and(|c| c.starts_with("agent_settings_")) => {
-            Error::bad_request("invalid_settings", format!("out of range: {}", db.constraint().unwrap_or_default()))
-        }
-        _ => e.into(),
-    })?;
+    .await?;
     let after = load(&mut tx, ctx.tenant_id).await?;
     if before.embedder_identity() != after.embedder_identity() {
         // The vectors in store came from another embedder: compute them again, in the

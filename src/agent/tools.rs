@@ -629,14 +629,7 @@ async fn create(
         body.amount_field
     )
     .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("tenant_action_name") => {
-            Error::bad_request("invalid_name", "name must be lowercase letters, digits and underscores")
-        }
-        sqlx::Error::Database(db) if db.constraint() == Some("tenant_action_name_key") => Error::conflict("name_taken", "an action with that name exists"),
-        _ => e.into(),
-    })?;
+    .await?;
     ctx.audit(
         &mut tx,
         AuditEvent::new("action.created", "tenant_action", id).after(&action),

@@ -421,20 +421,6 @@ fn meta_id(value: Option<String>, field: &str) -> Result<String> {
     Ok(value)
 }
 
-/// The answer to a WhatsApp number that another of the tenant's inboxes already serves. The
-/// uniqueness is per tenant, so this can only be about the caller's own inboxes.
-fn number_in_use(e: sqlx::Error) -> Error {
-    match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("inbox_tenant_phone_number_key") => {
-            Error::conflict(
-                "phone_number_in_use",
-                "another of your inboxes already serves that WhatsApp number",
-            )
-        }
-        _ => e.into(),
-    }
-}
-
 /// Has Meta confirm, with the tenant's own access token, that the token may use the number of
 /// `settings` and that it is one of their business account's, before an inbox takes it. On the
 /// tenant's word alone anyone who knows a number's id could claim it, receive nothing and yet
@@ -613,8 +599,7 @@ async fn create(
         secrets
     )
     .fetch_one(&mut *tx)
-    .await
-    .map_err(number_in_use)?;
+    .await?;
     let view: InboxView = row.into();
     ctx.audit(
         &mut tx,
@@ -740,8 +725,7 @@ async fn update(
         read_at
     )
     .fetch_optional(&mut *tx)
-    .await
-    .map_err(number_in_use)?
+    .await?
     .ok_or_else(|| {
         Error::conflict(
             "inbox_changed",

@@ -579,16 +579,7 @@ async fn set_status(
         snoozed_until
     )
     .execute(&mut *tx)
-    .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("conversation_active_key") => {
-            Error::conflict(
-                "conversation_already_open",
-                "this contact already has an open conversation in this inbox",
-            )
-        }
-        _ => e.into(),
-    })?;
+    .await?;
     let after = changed(&mut tx, &ctx, "conversation.status_changed", &before).await?;
     tx.commit().await?;
     Ok(Json(after))

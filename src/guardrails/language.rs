@@ -358,13 +358,13 @@ impl Wording {
 
     /// Refuses a wording with no text, or with a blank or overlong one in any language;
     /// `name` says which setting it is in the error.
-    pub fn check(&self, name: &str, max_chars: usize) -> Result<(), String> {
+    pub fn check(&self, name: &str, max_chars: usize) -> Result<(), WordingError> {
         let texts: Vec<&String> = match self {
             Wording::All(text) => vec![text],
             Wording::ByLang(t) => [&t.en, &t.pt, &t.es, &t.de].into_iter().flatten().collect(),
         };
         if texts.is_empty() {
-            return Err(format!("{name} must name at least one language"));
+            return Err(format!("{name} must name at least one language").into());
         }
         if texts
             .iter()
@@ -372,7 +372,8 @@ impl Wording {
         {
             return Err(format!(
                 "{name} must be 1 to {max_chars} characters (in every language given)"
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -443,5 +444,29 @@ impl Lang {
             Lang::Es => es,
             Lang::De => de,
         }
+    }
+}
+
+/// Why a tenant's wording is refused: the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WordingError(String);
+
+impl From<String> for WordingError {
+    fn from(message: String) -> Self {
+        WordingError(message)
+    }
+}
+
+impl From<&str> for WordingError {
+    fn from(message: &str) -> Self {
+        WordingError(message.to_string())
+    }
+}
+
+/// Callers answer with the message (an HTTP error, a note to the model).
+impl From<WordingError> for String {
+    fn from(e: WordingError) -> String {
+        e.0
     }
 }

@@ -26,7 +26,6 @@
 //! every scanner is linear in its input: hand-written byte scanners,
 //! Aho-Corasick and the `regex` crate, which does not backtrack.
 
-pub mod corpus;
 mod decode;
 mod evaluate;
 pub mod fold;

@@ -85,11 +85,7 @@ impl PackSet {
             .enumerate()
             .flat_map(|(i, p)| std::iter::repeat_n(i, p.rules.len()))
             .collect();
-        let rules = CompiledRules::compile(&all, Limits::BUILTIN).map_err(|reason| PackError {
-            source_name: "packs".into(),
-            rule: None,
-            reason,
-        })?;
+        let rules = CompiledRules::compile("packs", &all, Limits::BUILTIN)?;
         let safe_replies = packs.iter().flat_map(|p| p.safe_replies.clone()).collect();
         Ok(PackSet {
             packs,
@@ -273,7 +269,7 @@ impl Policy {
         for (key, wording) in &options.safe_replies {
             wording
                 .check(&format!("safe_replies.{key}"), MAX_SAFE_REPLY_CHARS)
-                .map_err(|reason| err(None, reason))?;
+                .map_err(|reason| err(None, reason.into()))?;
         }
         for rule in &config.rules {
             if packs.rules.rules.iter().any(|r| r.id == rule.id) || rule.id == COMMITMENT_RULE {

@@ -653,10 +653,19 @@ fn fold_pattern(pattern: &str) -> String {
 pub(crate) const MAX_MATCHES_PER_REGEX: usize = 32;
 
 impl CompiledRules {
-    pub fn compile(rules: &[Rule], limits: Limits) -> Result<CompiledRules, String> {
-        Self::compile_rules(rules, limits).map_err(|(at, reason)| match at {
-            Some(i) => format!("rule `{}`: {reason}", rules[i].id),
-            None => reason,
+    /// Compiles rules gathered from several packs; an error names `source_name` and the rule.
+    pub fn compile(
+        source_name: &str,
+        rules: &[Rule],
+        limits: Limits,
+    ) -> Result<CompiledRules, PackError> {
+        Self::compile_rules(rules, limits).map_err(|(at, reason)| PackError {
+            source_name: source_name.into(),
+            rule: None,
+            reason: match at {
+                Some(i) => format!("rule `{}`: {reason}", rules[i].id),
+                None => reason,
+            },
         })
     }
 
@@ -883,14 +892,15 @@ mod tests {
 
     #[test]
     fn phrases_match_on_word_boundaries_only() {
-        let c = CompiledRules::compile(&[rule(&["sue"])], Limits::BUILTIN).unwrap();
+        let c = CompiledRules::compile("test", &[rule(&["sue"])], Limits::BUILTIN).unwrap();
         assert!(c.matches_any("I will SUE you"));
         assert!(!c.matches_any("I will pursue this"));
     }
 
     #[test]
     fn accents_and_case_do_not_matter() {
-        let c = CompiledRules::compile(&[rule(&["ação judicial"])], Limits::BUILTIN).unwrap();
+        let c =
+            CompiledRules::compile("test", &[rule(&["ação judicial"])], Limits::BUILTIN).unwrap();
         assert!(c.matches_any("vou entrar com uma ACAO   JUDICIAL"));
     }
 

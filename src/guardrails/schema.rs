@@ -13,36 +13,62 @@ const MAX_DEPTH: usize = 32;
 const MAX_PATTERN_CHARS: usize = 1000;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-fn pattern(source: &str) -> std::result::Result<regex::Regex, String> {
+/// Why a schema or the arguments it checks are refused: the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(String);
+
+impl From<String> for SchemaError {
+    fn from(message: String) -> Self {
+        SchemaError(message)
+    }
+}
+
+impl From<&str> for SchemaError {
+    fn from(message: &str) -> Self {
+        SchemaError(message.to_string())
+    }
+}
+
+/// Callers answer with the message (an HTTP error, a note to the model).
+impl From<SchemaError> for String {
+    fn from(e: SchemaError) -> String {
+        e.0
+    }
+}
+
+fn pattern(source: &str) -> std::result::Result<regex::Regex, SchemaError> {
     if source.chars().count() > MAX_PATTERN_CHARS {
-        return Err(format!(
-            "a pattern is limited to {MAX_PATTERN_CHARS} characters"
-        ));
+        return Err(format!("a pattern is limited to {MAX_PATTERN_CHARS} characters").into());
     }
     regex::RegexBuilder::new(source)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|_| "a pattern is not a supported regular expression".to_string())
+        .map_err(|_| SchemaError::from("a pattern is not a supported regular expression"))
 }
 
 /// Checks a tenant's parameter schema when the action is saved: an object schema whose
 /// keywords validation understands have the right shapes, and whose patterns compile.
-pub fn check_schema(schema: &Value) -> std::result::Result<(), String> {
+pub fn check_schema(schema: &Value) -> std::result::Result<(), SchemaError> {
     if schema.get("type") != Some(&json!("object")) {
         return Err("parameters must be a JSON schema of type object".into());
     }
     check_schema_node(schema, "parameters", 0)
 }
 
-fn check_schema_node(schema: &Value, path: &str, depth: usize) -> std::result::Result<(), String> {
+fn check_schema_node(
+    schema: &Value,
+    path: &str,
+    depth: usize,
+) -> std::result::Result<(), SchemaError> {
     if depth > MAX_DEPTH {
-        return Err(format!("{path} nests too deeply"));
+        return Err(format!("{path} nests too deeply").into());
     }
     let Some(node) = schema.as_object() else {
         return match schema {
             Value::Bool(_) => Ok(()),
-            _ => Err(format!("{path} must be a schema object")),
+            _ => Err(format!("{path} must be a schema object").into()),
         };
     };
     if let Some(t) = node.get("type") {
@@ -54,28 +80,28 @@ fn check_schema_node(schema: &Value, path: &str, depth: usize) -> std::result::R
             _ => false,
         };
         if !ok {
-            return Err(format!("{path}.type names an unknown type"));
+            return Err(format!("{path}.type names an unknown type").into());
         }
     }
     for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
         if node.get(key).is_some_and(|v| !v.is_number()) {
-            return Err(format!("{path}.{key} must be a number"));
+            return Err(format!("{path}.{key} must be a number").into());
         }
     }
     for key in ["minLength", "maxLength", "minItems", "maxItems"] {
         if node.get(key).is_some_and(|v| !v.is_u64()) {
-            return Err(format!("{path}.{key} must be a non-negative integer"));
+            return Err(format!("{path}.{key} must be a non-negative integer").into());
         }
     }
     if node.get("enum").is_some_and(|v| !v.is_array()) {
-        return Err(format!("{path}.enum must be an array"));
+        return Err(format!("{path}.enum must be an array").into());
     }
     if let Some(required) = node.get("required") {
         if !required
             .as_array()
             .is_some_and(|r| r.iter().all(Value::is_string))
         {
-            return Err(format!("{path}.required must be an array of names"));
+            return Err(format!("{path}.required must be an array of names").into());
         }
     }
     if let Some(p) = node.get("pattern") {
@@ -111,7 +137,7 @@ const TYPES: &[&str] = &[
 /// [`pattern`]), `minimum`/`maximum`/`exclusiveMinimum`/`exclusiveMaximum`, nested to any
 /// depth up to [`MAX_DEPTH`]. Keywords outside this subset are ignored. Messages name the
 /// path and the rule broken, never the value (they go back to the model).
-pub fn validate(schema: &Value, args: &Value) -> std::result::Result<(), String> {
+pub fn validate(schema: &Value, args: &Value) -> std::result::Result<(), SchemaError> {
     if !args.is_object() {
         return Err("arguments must be a JSON object".into());
     }
@@ -142,12 +168,12 @@ fn check(
     value: &Value,
     path: &str,
     depth: usize,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), SchemaError> {
     if depth > MAX_DEPTH {
-        return Err(format!("{path} nests too deeply"));
+        return Err(format!("{path} nests too deeply").into());
     }
     let node = match schema {
-        Value::Bool(false) => return Err(format!("{path} is not allowed")),
+        Value::Bool(false) => return Err(format!("{path} is not allowed").into()),
         Value::Object(node) => node,
         _ => return Ok(()),
     };
@@ -161,16 +187,17 @@ fn check(
             return Err(format!(
                 "{path} has the wrong type (expected {})",
                 types.join(" or ")
-            ));
+            )
+            .into());
         }
     }
     if let Some(allowed) = node.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
-            return Err(format!("{path} is not one of the allowed values"));
+            return Err(format!("{path} is not one of the allowed values").into());
         }
     }
     if node.get("const").is_some_and(|c| c != value) {
-        return Err(format!("{path} is not the required value"));
+        return Err(format!("{path} is not the required value").into());
     }
     let bound = |key: &str| node.get(key).and_then(Value::as_f64);
     let count = |key: &str| node.get(key).and_then(Value::as_u64);
@@ -178,15 +205,15 @@ fn check(
         Value::String(text) => {
             let chars = text.chars().count() as u64;
             if count("minLength").is_some_and(|min| chars < min) {
-                return Err(format!("{path} is too short"));
+                return Err(format!("{path} is too short").into());
             }
             if count("maxLength").is_some_and(|max| chars > max) {
-                return Err(format!("{path} is too long"));
+                return Err(format!("{path} is too long").into());
             }
             if let Some(p) = node.get("pattern").and_then(Value::as_str) {
                 let re = pattern(p).map_err(|e| format!("{path}: {e}"))?;
                 if !re.is_match(text) {
-                    return Err(format!("{path} does not match the required pattern"));
+                    return Err(format!("{path} does not match the required pattern").into());
                 }
             }
         }
@@ -194,25 +221,25 @@ fn check(
             // JSON numbers are finite: every comparison below is a plain one.
             let x = n.as_f64().unwrap_or_default();
             if bound("minimum").is_some_and(|min| x < min) {
-                return Err(format!("{path} is below the minimum"));
+                return Err(format!("{path} is below the minimum").into());
             }
             if bound("maximum").is_some_and(|max| x > max) {
-                return Err(format!("{path} is above the maximum"));
+                return Err(format!("{path} is above the maximum").into());
             }
             if bound("exclusiveMinimum").is_some_and(|min| x <= min) {
-                return Err(format!("{path} must be greater than its minimum"));
+                return Err(format!("{path} must be greater than its minimum").into());
             }
             if bound("exclusiveMaximum").is_some_and(|max| x >= max) {
-                return Err(format!("{path} must be less than its maximum"));
+                return Err(format!("{path} must be less than its maximum").into());
             }
         }
         Value::Array(items) => {
             let n = items.len() as u64;
             if count("minItems").is_some_and(|min| n < min) {
-                return Err(format!("{path} has too few items"));
+                return Err(format!("{path} has too few items").into());
             }
             if count("maxItems").is_some_and(|max| n > max) {
-                return Err(format!("{path} has too many items"));
+                return Err(format!("{path} has too many items").into());
             }
             if let Some(item_schema) = node.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -230,7 +257,7 @@ fn check(
                 .filter_map(Value::as_str)
             {
                 if !object.contains_key(required) {
-                    return Err(format!("missing required argument {path}.{required}"));
+                    return Err(format!("missing required argument {path}.{required}").into());
                 }
             }
             for (name, item) in object {
@@ -239,7 +266,7 @@ fn check(
                     Some(property) => check(property, item, &child, depth + 1)?,
                     None => match node.get("additionalProperties") {
                         Some(Value::Bool(false)) => {
-                            return Err(format!("unknown argument {child}"));
+                            return Err(format!("unknown argument {child}").into());
                         }
                         Some(extra) => check(extra, item, &child, depth + 1)?,
                         None => {}
@@ -263,13 +290,16 @@ mod tests {
         assert!(validate(&schema, &json!({ "order_id": "A1", "amount": 20.5 })).is_ok());
         assert!(validate(&schema, &json!({ "order_id": "A1" }))
             .unwrap_err()
+            .to_string()
             .contains("amount"));
         assert!(validate(&schema, &json!({ "order_id": 7, "amount": 1 }))
             .unwrap_err()
+            .to_string()
             .contains("order_id"));
         assert!(
             validate(&schema, &json!({ "order_id": "A1", "amount": 1, "x": 1 }))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown")
         );
         assert!(validate(
@@ -347,7 +377,7 @@ mod tests {
                 "arguments.order has the wrong type",
             ),
         ] {
-            let problem = validate(&schema, &bad).unwrap_err();
+            let problem = validate(&schema, &bad).unwrap_err().to_string();
             assert!(problem.contains(says), "{bad}: {problem}");
         }
         // Integral floats are integers, as JSON Schema says.
@@ -358,7 +388,8 @@ mod tests {
             &schema,
             &json!({ "order": { "id": "maria@example.com", "lines": [] } }),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(!secret.contains("maria"), "{secret}");
     }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guardrails::language::WordingError;
 pub use crate::guardrails::language::{ByLang, Wording};
 use crate::guardrails::Lang;
 use crate::rbac::Role;
@@ -30,6 +31,36 @@ pub const DEFAULT_SLA_MINUTES: u32 = 240;
 pub const DEFAULT_EXPIRY_MINUTES: u32 = 24 * 60;
 const MAX_MINUTES: u32 = 30 * 24 * 60;
 const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Why a review policy is refused: the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(String);
+
+impl From<String> for PolicyError {
+    fn from(message: String) -> Self {
+        PolicyError(message)
+    }
+}
+
+impl From<&str> for PolicyError {
+    fn from(message: &str) -> Self {
+        PolicyError(message.to_string())
+    }
+}
+
+/// Callers answer with the message (an HTTP error, a note to the model).
+impl From<PolicyError> for String {
+    fn from(e: PolicyError) -> String {
+        e.0
+    }
+}
+
+impl From<WordingError> for PolicyError {
+    fn from(e: WordingError) -> Self {
+        PolicyError(e.into())
+    }
+}
 
 /// What the customer is told when a reviewer rejects their request, by default.
 pub fn default_rejection_message(lang: Lang) -> &'static str {
@@ -195,14 +226,14 @@ pub struct Subject<'a> {
 }
 
 impl ReviewPolicy {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         for (name, minutes) in [
             ("sla_minutes", self.sla_minutes),
             ("expiry_minutes", self.expiry_minutes),
         ] {
             if let Some(m) = minutes {
                 if m == 0 || m > MAX_MINUTES {
-                    return Err(format!("{name} must be 1 to {MAX_MINUTES}"));
+                    return Err(format!("{name} must be 1 to {MAX_MINUTES}").into());
                 }
             }
         }
@@ -226,33 +257,35 @@ impl ReviewPolicy {
                     return Err(format!(
                         "{at}.kind must be one of {} (exchange_approval stands for exchange)",
                         super::MATERIAL_KINDS.join(", ")
-                    ));
+                    )
+                    .into());
                 }
             }
             if let Some(action) = &rule.action {
                 if action.trim().is_empty() || action.len() > 64 {
-                    return Err(format!("{at}.action must be 1 to 64 characters"));
+                    return Err(format!("{at}.action must be 1 to 64 characters").into());
                 }
             }
             if let Some(above) = rule.above {
                 if !above.is_finite() || above < 0.0 {
-                    return Err(format!("{at}.above must be a number of at least 0"));
+                    return Err(format!("{at}.above must be a number of at least 0").into());
                 }
             }
             if let Some(n) = rule.approvals {
                 if !(1..=5).contains(&n) {
-                    return Err(format!("{at}.approvals must be 1 to 5"));
+                    return Err(format!("{at}.approvals must be 1 to 5").into());
                 }
             }
             if let Some(m) = rule.expiry_minutes {
                 if m == 0 || m > MAX_MINUTES {
-                    return Err(format!("{at}.expiry_minutes must be 1 to {MAX_MINUTES}"));
+                    return Err(format!("{at}.expiry_minutes must be 1 to {MAX_MINUTES}").into());
                 }
             }
             if rule.role.is_none() && rule.approvals.is_none() && rule.expiry_minutes.is_none() {
                 return Err(format!(
                     "{at} demands nothing: give role, approvals or expiry_minutes"
-                ));
+                )
+                .into());
             }
         }
         Ok(())
@@ -515,7 +548,7 @@ mod tests {
         let bad = |v: serde_json::Value| {
             serde_json::from_value::<ReviewPolicy>(v)
                 .map_err(|e| e.to_string())
-                .and_then(|p| p.validate())
+                .and_then(|p| p.validate().map_err(String::from))
                 .unwrap_err()
         };
         assert!(

@@ -548,13 +548,13 @@ fn every_finding_reports_the_pii_type_in_json_as_its_label() {
 fn phone_numbers_of_the_generated_corpus_are_valid_for_libphonenumber_itself() {
     // The corpus draws phones through libphonenumber's full validator; this
     // checks our fast validator agrees on every one of them.
-    let samples = custodian::guardrails::corpus::generate(7, 4000);
+    let samples = crate::corpus::generate(7, 4000);
     let mut checked = 0;
     for s in &samples {
         for span in s
             .spans
             .iter()
-            .filter(|l| l.category == custodian::guardrails::corpus::Category::Phone)
+            .filter(|l| l.category == crate::corpus::Category::Phone)
         {
             let value = &s.text[span.start..span.end];
             let digits: String = value.chars().filter(char::is_ascii_digit).collect();

@@ -2,6 +2,10 @@
 //! per concern. Tests that prove a platform promise say so in a
 //! `// proves:` comment (see shared/PROMISES.md).
 
+// The corpus generator is test support (tests/support/corpus.rs), kept out of the crate.
+#[path = "../support/corpus.rs"]
+mod corpus;
+
 mod detectors;
 mod independent;
 mod language;

@@ -2,7 +2,7 @@
 //! corpus (a test, not a timing). `cargo run --release --example
 //! guardrail_corpus` prints the same table for any seed and size.
 
-use custodian::guardrails::corpus::{generate, score, Category};
+use crate::corpus::{generate, score, Category};
 use custodian::guardrails::Policy;
 
 #[test]

@@ -212,7 +212,7 @@ pub(super) fn check_request(
         &action.parameters,
         &tools::unmask_value(&request.arguments, guard),
     )
-    .map_err(RequestProblem::Invalid)
+    .map_err(|e| RequestProblem::Invalid(e.into()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -251,7 +251,7 @@ pub(super) async fn converse(
             let parsed = match decision::parse(answer.content().unwrap_or_default()) {
                 Ok(d) => d,
                 Err(e) => {
-                    record.errors.push(e);
+                    record.errors.push(e.to_string());
                     return Ok(Final::Handoff {
                         reason: "unparseable_decision".into(),
                         suggestion: answer.content().map(str::to_owned),

@@ -10,18 +10,21 @@
 //! the labels do not depend on the detector's own notion of validity.
 //!
 //! Deterministic: the same seed gives the same corpus on every machine.
+//!
+//! Test support, not part of the crate: the guardrail tests, the bench and the examples mount
+//! it with `#[path]`, so the shipped binary holds none of it. It uses only the crate's public
+//! API.
+#![allow(dead_code)] // each target that mounts it uses a different part
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::guardrails::evaluate::{evaluate, Context, FindingKind};
-use crate::guardrails::pii::{
+use custodian::guardrails::pii::{
     cnpj_is_valid, cpf_is_valid, KnownEntities, KnownEntitiesSpec, PiiType,
 };
-use crate::guardrails::policy::Policy;
-use crate::guardrails::rules::{Lang, Stage};
+use custodian::guardrails::{evaluate, Context, FindingKind, Lang, Policy, Stage};
 
 /// What a labelled span is, finer than [`PiiType`] where targets differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -197,7 +200,7 @@ fn luhn_complete(rng: &mut Rng, prefix: &str, len: usize) -> String {
     s.push_str(&rng.digits(len - prefix.len() - 1));
     for check in 0..10u8 {
         let candidate = format!("{s}{check}");
-        if crate::guardrails::pii::luhn_is_valid(&candidate) {
+        if custodian::guardrails::pii::luhn_is_valid(&candidate) {
             return candidate;
         }
     }
