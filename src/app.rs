@@ -54,7 +54,7 @@ pub struct AppState {
     /// Sends the notifications of the hot inbound paths after their commits.
     pub notifier: Arc<crate::events::Notifier>,
     /// Stores verified WhatsApp deliveries, many to a transaction under load.
-    pub webhooks: Arc<crate::channels::webhook_writer::WebhookWriter>,
+    pub webhooks: Arc<crate::channels::whatsapp::writer::WebhookWriter>,
     /// Inbox rows as the channel endpoints read them on every inbound request.
     pub endpoints: Arc<crate::channels::EndpointCache>,
     /// Outbound HTTP (tenants' action endpoints).
@@ -74,7 +74,7 @@ impl AppState {
         // Only tenants' action endpoints are called with it: public addresses only.
         let http = crate::agent::egress::client(config.actions_allow_private)?;
         let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
-        let webhooks = Arc::new(crate::channels::webhook_writer::WebhookWriter::new(
+        let webhooks = Arc::new(crate::channels::whatsapp::writer::WebhookWriter::new(
             db.clone(),
             notifier.clone(),
         ));

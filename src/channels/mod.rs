@@ -4,9 +4,7 @@
 
 pub mod jobs;
 pub mod webchat;
-pub mod webhook_writer;
 pub mod whatsapp;
-pub mod whatsapp_webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -76,7 +74,7 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
             ("channels", "Delete an inbox and its conversations"),
             delete,
         );
-    webchat::routes(whatsapp_webhook::routes(api))
+    webchat::routes(whatsapp::webhook::routes(api))
 }
 
 /// What a WhatsApp inbox needs to receive and send.

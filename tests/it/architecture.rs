@@ -46,7 +46,7 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/channels/mod.rs", "app"),
     ("src/channels/webchat.rs", "app"),
     ("src/channels/whatsapp/send.rs", "app"),
-    ("src/channels/whatsapp_webhook.rs", "app"),
+    ("src/channels/whatsapp/webhook.rs", "app"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "app"),
 ];

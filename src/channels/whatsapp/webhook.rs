@@ -17,9 +17,10 @@ use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::webhook_writer::Delivery;
-use super::whatsapp::{self, Content, Event};
-use super::{ChannelEndpoint, WhatsAppSecrets};
+use super::writer::Delivery;
+use super::{Content, Event};
+use crate::channels::whatsapp;
+use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
 use crate::app::AppState;
 use crate::conversations::{self, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
