@@ -77,6 +77,19 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
     webchat::routes(whatsapp::webhook::routes(api))
 }
 
+/// Whether a free-form message (not a WhatsApp template) may go to a customer on `channel`
+/// now, who last wrote at `last_inbound_at`: on WhatsApp only inside its service window, on
+/// the web chat always. The members' replies are checked with it (handed down to
+/// `conversations` by `app.rs`), the send job with the window itself when the message is
+/// about to go.
+pub fn free_form_open(
+    channel: &str,
+    last_inbound_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> bool {
+    channel != "whatsapp" || whatsapp::window::is_open(last_inbound_at, now)
+}
+
 /// What a WhatsApp inbox needs to receive and send.
 #[derive(Serialize, Deserialize)]
 pub struct WhatsAppSecrets {

@@ -1,6 +1,7 @@
 //! WhatsApp, in one place: what Meta sends us (webhook payloads and their signature), the
-//! webhook routes and the batched writer that stores their deliveries, and what we send Meta
-//! (the Graph API client and the send job).
+//! webhook routes and the batched writer that stores their deliveries, what we send Meta (the
+//! Graph API client and the send job), and the 24-hour service window both the send job and
+//! the members' replies answer to ([`window`]).
 //!
 //! [`payload`], [`signature`] and [`client`] are pure protocol (no database, no tenant, no
 //! queue). The routes and storage call them at their edges: [`webhook`] checks
@@ -12,6 +13,7 @@ pub mod payload;
 pub mod send;
 pub mod signature;
 pub mod webhook;
+pub mod window;
 pub mod writer;
 
 pub use client::{

@@ -24,13 +24,12 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Outbound, SendError};
+use super::{window, Outbound, SendError};
 use crate::app::AppState;
 use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
 use crate::conversations::delivery::{
     back_in_line, mark_failed, mark_sent, outside_window, start_sending,
 };
-use crate::conversations::routes::SERVICE_WINDOW;
 use crate::error::Result;
 use crate::queue::{Job, Outcome};
 
@@ -124,10 +123,7 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     let is_template = row.content_type == "template";
-    let window_closed = row
-        .last_inbound_at
-        .is_none_or(|at| now - at > SERVICE_WINDOW);
-    if !is_template && window_closed {
+    if !is_template && !window::is_open(row.last_inbound_at, now) {
         outside_window(
             &state.db,
             job.tenant_id,

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use super::writer::Delivery;
 use super::{Content, Event};
+use crate::app::AppState;
 use crate::channels::whatsapp;
 use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
-use crate::app::AppState;
 use crate::conversations::{self, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Path, Query};
