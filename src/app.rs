@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::guard::{require, RouteGuard, Throttle};
 use crate::auth::token::Keys;
 use crate::auth::AuthState;
-use crate::channels::whatsapp::GraphClient;
+use crate::channels::ChannelsState;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::db::Db;
@@ -38,8 +38,6 @@ pub struct AppState {
     pub bus: crate::events::Bus,
     /// The live streams open in this process, per holder.
     pub streams: Arc<crate::events::Streams>,
-    /// The WhatsApp Cloud API, at its configured base URL.
-    pub graph: Arc<GraphClient>,
     /// Compiled guardrail policies, per tenant and configuration version.
     pub policies: Arc<crate::guardrails::PolicyCache>,
     /// Provider clients, per tenant and configuration version: a run reuses the client's
@@ -53,10 +51,9 @@ pub struct AppState {
     pub embedders: Arc<dyn crate::knowledge::Embedders>,
     /// Sends the notifications of the hot inbound paths after their commits.
     pub notifier: Arc<crate::events::Notifier>,
-    /// Stores verified WhatsApp deliveries, many to a transaction under load.
-    pub webhooks: Arc<crate::channels::whatsapp::writer::WebhookWriter>,
-    /// Inbox rows as the channel endpoints read them on every inbound request.
-    pub endpoints: Arc<crate::channels::EndpointCache>,
+    /// What the channels need, their own parts (the Graph API client, the inbox cache, the
+    /// webhook writer) with clones of the shared ones above.
+    pub channels: ChannelsState,
     /// Outbound HTTP (tenants' action endpoints).
     pub http: reqwest::Client,
     /// Authenticated API requests, written in batches off the request path.
@@ -68,37 +65,46 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, db: Db, keys: Keys, sealer: Sealer) -> anyhow::Result<Self> {
-        let throttle = Throttle::new(&config.limits);
-        let wa = &config.whatsapp;
-        let graph = GraphClient::new(&wa.graph_base_url, &wa.graph_version, wa.timeout)?;
+        let config = Arc::new(config);
+        let throttle = Arc::new(Throttle::new(&config.limits));
+        let sealer = Arc::new(sealer);
+        let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
+        let bus = crate::events::Bus::default();
+        let streams: Arc<crate::events::Streams> = Arc::default();
+        let shutdown = CancellationToken::new();
+        let channels = ChannelsState::new(
+            config.clone(),
+            db.clone(),
+            sealer.clone(),
+            throttle.clone(),
+            notifier.clone(),
+            crate::events::Live {
+                bus: bus.clone(),
+                streams: streams.clone(),
+                limits: config.streams,
+                shutdown: shutdown.clone(),
+            },
+        )?;
         // Only tenants' action endpoints are called with it: public addresses only.
         let http = crate::agent::egress::client(config.actions_allow_private)?;
-        let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
-        let webhooks = Arc::new(crate::channels::whatsapp::writer::WebhookWriter::new(
-            db.clone(),
-            notifier.clone(),
-        ));
-        let shutdown = CancellationToken::new();
         let request_log = Arc::new(crate::http::request_log::RequestLog::new(
             db.system.clone(),
             shutdown.clone(),
         ));
         Ok(AppState {
-            config: Arc::new(config),
+            config,
             db,
             keys: Arc::new(keys),
-            throttle: Arc::new(throttle),
-            sealer: Arc::new(sealer),
-            bus: crate::events::Bus::default(),
-            streams: Arc::default(),
-            graph: Arc::new(graph),
+            throttle,
+            sealer,
+            bus,
+            streams,
             policies: Arc::new(crate::guardrails::PolicyCache::new()),
             providers: Arc::default(),
             agent_settings: Arc::default(),
             agent_actions: Arc::default(),
             embedders: Arc::new(crate::agent::settings::KnowledgeEmbedders),
-            endpoints: Arc::default(),
-            webhooks,
+            channels,
             notifier,
             http,
             request_log,
@@ -148,6 +154,12 @@ impl FromRef<AppState> for AuthState {
 impl FromRef<AppState> for crate::events::Live {
     fn from_ref(state: &AppState) -> crate::events::Live {
         state.live()
+    }
+}
+
+impl FromRef<AppState> for ChannelsState {
+    fn from_ref(state: &AppState) -> ChannelsState {
+        state.channels.clone()
     }
 }
 
@@ -337,7 +349,7 @@ pub fn spawn_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
 /// The event listener, with what each domain does with every event it hears first.
 pub fn spawn_listener(state: &AppState) -> tokio::task::JoinHandle<()> {
     let hooks = vec![crate::channels::forget_changed_inboxes(
-        state.endpoints.clone(),
+        state.channels.endpoints.clone(),
     )];
     crate::events::spawn_listener(
         state.db.system.clone(),

@@ -6,21 +6,25 @@
 //! first. Auditing the retry needs the audit engine, which the queue, an engine beside it, may
 //! not name.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::AuditEvent;
 use crate::conversations::{delivery, SEND_MESSAGE};
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Ctx, Json, Path, Query};
 use crate::queue::{self, JobView};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -46,7 +50,7 @@ struct Filter {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Query(filter): Query<Filter>,
 ) -> Result<Json<Vec<JobView>>> {
@@ -65,11 +69,7 @@ async fn list(
     Ok(Json(jobs))
 }
 
-async fn retry(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(job_id): Path<Uuid>,
-) -> Result<StatusCode> {
+async fn retry(State(state): State<Db>, ctx: Ctx, Path(job_id): Path<Uuid>) -> Result<StatusCode> {
     let mut tx = ctx.begin(&state).await?;
     let before = queue::lock_dead(&mut tx, ctx.tenant_id, job_id)
         .await?

@@ -42,11 +42,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("src/agent/runtime.rs", "app"),
     ("src/agent/settings.rs", "app"),
     ("src/agent/tools.rs", "app"),
-    ("src/channels/jobs.rs", "app"),
-    ("src/channels/mod.rs", "app"),
-    ("src/channels/webchat.rs", "app"),
-    ("src/channels/whatsapp/send.rs", "app"),
-    ("src/channels/whatsapp/webhook.rs", "app"),
     ("src/knowledge/mod.rs", "app"),
     ("src/knowledge/routes.rs", "app"),
 ];

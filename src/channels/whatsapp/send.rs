@@ -25,8 +25,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{window, Outbound, SendError};
-use crate::app::AppState;
-use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
+use crate::channels::{ChannelEndpoint, ChannelsState, WhatsAppSecrets};
 use crate::conversations::delivery::{
     back_in_line, mark_failed, mark_sent, outside_window, start_sending,
 };
@@ -45,7 +44,7 @@ fn job_message_id(job: &Job) -> Option<Uuid> {
         .and_then(|s| Uuid::parse_str(s).ok())
 }
 
-pub async fn run(state: &AppState, job: &Job) -> Outcome {
+pub async fn run(state: &ChannelsState, job: &Job) -> Outcome {
     match attempt(state, job).await {
         Ok(outcome) => outcome,
         // Our own trouble (database unreachable, unreadable channel secrets...): try again
@@ -73,7 +72,7 @@ pub async fn run(state: &AppState, job: &Job) -> Outcome {
     }
 }
 
-async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
+async fn attempt(state: &ChannelsState, job: &Job) -> Result<Outcome> {
     let Some(message_id) = job_message_id(job) else {
         return Ok(Outcome::Fail {
             error: "the job names no message".into(),

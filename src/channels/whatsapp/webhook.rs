@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -19,9 +19,8 @@ use uuid::Uuid;
 
 use super::writer::Delivery;
 use super::{Content, Event};
-use crate::app::AppState;
 use crate::channels::whatsapp;
-use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
+use crate::channels::{ChannelEndpoint, ChannelsState, WhatsAppSecrets};
 use crate::conversations::{self, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Path, Query};
@@ -29,7 +28,11 @@ use crate::http::{Access, Api, Path, Query};
 /// Meta sends at most a few MB per delivery.
 pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChannelsState: FromRef<S>,
+{
     api.route(
         Method::GET,
         "/webhooks/whatsapp/{inbox_id}",
@@ -51,7 +54,7 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
 }
 
 async fn whatsapp_endpoint(
-    state: &AppState,
+    state: &ChannelsState,
     inbox_id: Uuid,
 ) -> Result<(Arc<ChannelEndpoint>, WhatsAppSecrets)> {
     let endpoint = state
@@ -67,7 +70,7 @@ async fn whatsapp_endpoint(
 /// `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` answers the challenge as plain
 /// text when the token matches; anything else is refused.
 async fn handshake(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response> {
@@ -90,7 +93,7 @@ async fn handshake(
 }
 
 async fn receive(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     body: Bytes,
@@ -141,7 +144,7 @@ async fn receive(
 /// several tenants, and which one really has it is Meta's to know, not the id's. Only a
 /// delivery naming another number pays for the look-up.
 async fn other_numbers(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     secrets: &WhatsAppSecrets,
     our_number: &str,
