@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::audit::AuditEvent;
-use crate::conversations::{delivery, SEND_MESSAGE};
+use crate::conversations::delivery::{self, DeliveryStatus};
+use crate::conversations::SEND_MESSAGE;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Ctx, Json, Path, Query};
@@ -92,9 +93,9 @@ async fn retry(State(state): State<Db>, ctx: Ctx, Path(job_id): Path<Uuid>) -> R
         "kind": before.kind, "status": "dead", "attempts": before.attempts, "last_error": before.last_error,
     });
     if let Some((message_id, previous)) = message {
-        let now = match previous.as_deref() {
-            Some("sending") => "sending",
-            _ => "queued",
+        let now = match previous {
+            Some(DeliveryStatus::Sending) => DeliveryStatus::Sending,
+            _ => DeliveryStatus::Queued,
         };
         prior["message"] = json!({ "id": message_id, "delivery_status": previous });
         after["message"] = json!({ "id": message_id, "delivery_status": now });

@@ -21,6 +21,6 @@ pub use client::{
     Sent,
 };
 pub use payload::{
-    parse, Attachment, Content, DeliveryStatus, Event, GraphErrorDetail, InboundMessage, MediaKind,
-    PayloadError, StatusUpdate, SystemError, Webhook,
+    parse, Attachment, Content, Event, GraphErrorDetail, InboundMessage, MediaKind, PayloadError,
+    ReportedStatus, StatusUpdate, SystemError, Webhook,
 };

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::conversations::delivery::DeliveryStatus;
+
 /// The only `object` a WhatsApp Business Account webhook carries.
 pub const OBJECT: &str = "whatsapp_business_account";
 /// The only `messaging_product` this layer understands.
@@ -171,7 +173,7 @@ pub struct StatusUpdate {
     pub recipient_id: Option<String>,
     /// The recipient's business-scoped user id, when Meta sends one.
     pub recipient_user_id: Option<String>,
-    pub status: DeliveryStatus,
+    pub status: ReportedStatus,
     pub timestamp: OffsetDateTime,
     /// Why a `failed` status failed.
     pub errors: Vec<GraphErrorDetail>,
@@ -179,12 +181,12 @@ pub struct StatusUpdate {
     pub biz_opaque_callback_data: Option<String>,
 }
 
-/// Meta's statuses do not arrive in order, and `read` may come without `delivered`
-/// (Meta skips `delivered` when a message is read at once). Consumers should only
-/// move a message forward: see [`DeliveryStatus::progress`].
+/// A status as Meta reports it. Meta's statuses do not arrive in order, and `read` may come
+/// without `delivered` (Meta skips `delivered` when a message is read at once): what one
+/// means for the message is its [`DeliveryStatus`], which only moves forward.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
+pub enum ReportedStatus {
     Sent,
     Delivered,
     Read,
@@ -510,12 +512,12 @@ fn parse_status(
         .ok_or_else(|| missing(format!("{at}.status")))?
         .as_str()
     {
-        "sent" => DeliveryStatus::Sent,
-        "delivered" => DeliveryStatus::Delivered,
-        "read" => DeliveryStatus::Read,
-        "played" => DeliveryStatus::Played,
-        "failed" => DeliveryStatus::Failed,
-        other => DeliveryStatus::Other(other.to_string()),
+        "sent" => ReportedStatus::Sent,
+        "delivered" => ReportedStatus::Delivered,
+        "read" => ReportedStatus::Read,
+        "played" => ReportedStatus::Played,
+        "failed" => ReportedStatus::Failed,
+        other => ReportedStatus::Other(other.to_string()),
     };
     Ok(StatusUpdate {
         phone_number_id: phone_number_id.to_string(),
@@ -672,29 +674,27 @@ impl MediaKind {
     }
 }
 
-impl DeliveryStatus {
+impl ReportedStatus {
     pub fn as_str(&self) -> &str {
         match self {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Read => "read",
-            DeliveryStatus::Played => "played",
-            DeliveryStatus::Failed => "failed",
-            DeliveryStatus::Other(s) => s,
+            ReportedStatus::Sent => "sent",
+            ReportedStatus::Delivered => "delivered",
+            ReportedStatus::Read => "read",
+            ReportedStatus::Played => "played",
+            ReportedStatus::Failed => "failed",
+            ReportedStatus::Other(s) => s,
         }
     }
 
-    /// How far along a message is, for "only move forward" updates: a late `sent`
-    /// must not overwrite `read`, and `read` without `delivered` is a jump, not an
-    /// error. `failed` ranks above all so it is never hidden by a stale receipt;
-    /// unknown statuses rank 0 and so change nothing.
-    pub fn progress(&self) -> u8 {
+    /// What the report means for the message: a played voice message was read; a status
+    /// this layer does not know changes nothing.
+    pub fn delivery_status(&self) -> Option<DeliveryStatus> {
         match self {
-            DeliveryStatus::Other(_) => 0,
-            DeliveryStatus::Sent => 1,
-            DeliveryStatus::Delivered => 2,
-            DeliveryStatus::Read | DeliveryStatus::Played => 3,
-            DeliveryStatus::Failed => 4,
+            ReportedStatus::Sent => Some(DeliveryStatus::Sent),
+            ReportedStatus::Delivered => Some(DeliveryStatus::Delivered),
+            ReportedStatus::Read | ReportedStatus::Played => Some(DeliveryStatus::Read),
+            ReportedStatus::Failed => Some(DeliveryStatus::Failed),
+            ReportedStatus::Other(_) => None,
         }
     }
 }
@@ -1183,7 +1183,7 @@ mod tests {
     #[test]
     fn statuses_parse_for_sent_delivered_read_and_failed() {
         let sent = only_status("status_sent.json");
-        assert_eq!(sent.status, DeliveryStatus::Sent);
+        assert_eq!(sent.status, ReportedStatus::Sent);
         assert_eq!(sent.phone_number_id, "106540352242922");
         assert_eq!(
             sent.provider_message_id,
@@ -1195,12 +1195,12 @@ mod tests {
 
         assert_eq!(
             only_status("status_delivered.json").status,
-            DeliveryStatus::Delivered
+            ReportedStatus::Delivered
         );
-        assert_eq!(only_status("status_read.json").status, DeliveryStatus::Read);
+        assert_eq!(only_status("status_read.json").status, ReportedStatus::Read);
 
         let failed = only_status("status_failed.json");
-        assert_eq!(failed.status, DeliveryStatus::Failed);
+        assert_eq!(failed.status, ReportedStatus::Failed);
         assert_eq!(failed.errors.len(), 1);
         assert_eq!(failed.errors[0].code, 131_047);
         assert!(failed.errors[0].is_outside_window());
@@ -1219,13 +1219,15 @@ mod tests {
     fn a_status_without_delivered_can_be_read() {
         // Meta skips `delivered` when a message is read at once: `read` straight after
         // `sent` is a forward move, and a late `delivered` must not undo it.
-        let sent = only_status("status_sent.json").status;
-        let read = only_status("status_read.json").status;
-        let delivered = only_status("status_delivered.json").status;
-        assert!(read.progress() > sent.progress());
-        assert!(delivered.progress() < read.progress());
-        assert!(DeliveryStatus::Failed.progress() > read.progress());
-        assert_eq!(DeliveryStatus::Other("deleted".into()).progress(), 0);
+        let rank = |status: ReportedStatus| status.delivery_status().map(DeliveryStatus::rank);
+        let sent = rank(only_status("status_sent.json").status);
+        let read = rank(only_status("status_read.json").status);
+        let delivered = rank(only_status("status_delivered.json").status);
+        assert!(read > sent);
+        assert!(delivered < read);
+        assert!(rank(ReportedStatus::Failed) > read);
+        assert_eq!(rank(ReportedStatus::Played), read);
+        assert_eq!(rank(ReportedStatus::Other("deleted".into())), None);
     }
 
     #[test]

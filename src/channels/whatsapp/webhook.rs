@@ -21,7 +21,7 @@ use super::writer::Delivery;
 use super::{Content, Event};
 use crate::channels::whatsapp;
 use crate::channels::{ChannelEndpoint, ChannelsState, WhatsAppSecrets};
-use crate::conversations::{self, Inbound, Ingested, Sender};
+use crate::conversations::{self, delivery, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Path, Query};
 
@@ -309,32 +309,29 @@ pub(super) async fn store_deliveries(
             let Some(inbox_id) = delivery.route(&status.phone_number_id) else {
                 continue;
             };
-            let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
-            let name = match status.status.as_str() {
-                "played" => "read",
-                other => other,
-            };
-            if !matches!(name, "sent" | "delivered" | "read" | "failed") {
+            // A status Meta added that we do not know changes nothing.
+            let Some(new) = status.status.delivery_status() else {
                 continue;
-            }
+            };
+            let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
             // Our message id, given to Meta at send time (see channels::whatsapp::send).
             let callback = status
                 .biz_opaque_callback_data
                 .as_deref()
                 .and_then(|data| Uuid::parse_str(data).ok());
-            let known = conversations::apply_status(
+            let known = delivery::apply_status(
                 &mut *tx,
                 tenant_id,
                 inbox_id,
                 &status.provider_message_id,
                 callback,
-                name,
+                new,
                 status.timestamp,
                 error,
             )
             .await?;
             if !known {
-                tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = name, "status for an unknown message ignored");
+                tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = new.as_str(), "status for an unknown message ignored");
             }
         }
     }
