@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::guard::{require, RouteGuard, Throttle};
 use crate::auth::token::Keys;
 use crate::auth::AuthState;
-use crate::channels::whatsapp::GraphClient;
+use crate::channels::ChannelsState;
 use crate::config::Config;
 use crate::crypto::Sealer;
 use crate::db::Db;
@@ -38,18 +38,15 @@ pub struct AppState {
     pub bus: crate::events::Bus,
     /// The live streams open in this process, per holder.
     pub streams: Arc<crate::events::Streams>,
-    /// The WhatsApp Cloud API, at its configured base URL.
-    pub graph: Arc<GraphClient>,
     /// The agent's caches, secrets and outbound HTTP.
     pub agent: crate::agent::AgentState,
     /// The knowledge base's embedders, from the agent's settings.
     pub knowledge: crate::knowledge::KnowledgeState,
     /// Sends the notifications of the hot inbound paths after their commits.
     pub notifier: Arc<crate::events::Notifier>,
-    /// Stores verified WhatsApp deliveries, many to a transaction under load.
-    pub webhooks: Arc<crate::channels::webhook_writer::WebhookWriter>,
-    /// Inbox rows as the channel endpoints read them on every inbound request.
-    pub endpoints: Arc<crate::channels::EndpointCache>,
+    /// What the channels need, their own parts (the Graph API client, the inbox cache, the
+    /// webhook writer) with clones of the shared ones above.
+    pub channels: ChannelsState,
     /// Authenticated API requests, written in batches off the request path.
     pub request_log: Arc<crate::http::request_log::RequestLog>,
     /// Cancelled once on shutdown; the server and every worker watch it.
@@ -59,15 +56,26 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, db: Db, keys: Keys, sealer: Sealer) -> anyhow::Result<Self> {
-        let throttle = Throttle::new(&config.limits);
-        let wa = &config.whatsapp;
-        let graph = GraphClient::new(&wa.graph_base_url, &wa.graph_version, wa.timeout)?;
-        let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
-        let webhooks = Arc::new(crate::channels::webhook_writer::WebhookWriter::new(
-            db.clone(),
-            notifier.clone(),
-        ));
+        let config = Arc::new(config);
+        let throttle = Arc::new(Throttle::new(&config.limits));
         let sealer = Arc::new(sealer);
+        let notifier = Arc::new(crate::events::Notifier::new(db.system.clone()));
+        let bus = crate::events::Bus::default();
+        let streams: Arc<crate::events::Streams> = Arc::default();
+        let shutdown = CancellationToken::new();
+        let channels = ChannelsState::new(
+            config.clone(),
+            db.clone(),
+            sealer.clone(),
+            throttle.clone(),
+            notifier.clone(),
+            crate::events::Live {
+                bus: bus.clone(),
+                streams: streams.clone(),
+                limits: config.streams,
+                shutdown: shutdown.clone(),
+            },
+        )?;
         let agent = crate::agent::AgentState::new(
             db.clone(),
             sealer.clone(),
@@ -78,24 +86,21 @@ impl AppState {
             db: db.clone(),
             embedders: Arc::new(crate::agent::settings::KnowledgeEmbedders(agent.clone())),
         };
-        let shutdown = CancellationToken::new();
         let request_log = Arc::new(crate::http::request_log::RequestLog::new(
             db.system.clone(),
             shutdown.clone(),
         ));
         Ok(AppState {
-            config: Arc::new(config),
+            config,
             db,
             keys: Arc::new(keys),
-            throttle: Arc::new(throttle),
+            throttle,
             sealer,
-            bus: crate::events::Bus::default(),
-            streams: Arc::default(),
-            graph: Arc::new(graph),
+            bus,
+            streams,
             agent,
             knowledge,
-            endpoints: Arc::default(),
-            webhooks,
+            channels,
             notifier,
             request_log,
             shutdown,
@@ -159,6 +164,12 @@ impl FromRef<AppState> for crate::knowledge::KnowledgeState {
     }
 }
 
+impl FromRef<AppState> for ChannelsState {
+    fn from_ref(state: &AppState) -> ChannelsState {
+        state.channels.clone()
+    }
+}
+
 impl FromRef<AppState> for Db {
     fn from_ref(state: &AppState) -> Db {
         state.db.clone()
@@ -211,7 +222,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::crm::contacts::routes(api);
     let api = crate::privacy::routes(api);
     let api = crate::channels::routes(api);
-    let api = crate::conversations::routes::routes(api);
+    let api = crate::conversations::routes::routes(api, crate::channels::free_form_open);
     let api = crate::knowledge::routes::routes(api);
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);
@@ -345,7 +356,7 @@ pub fn spawn_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
 /// The event listener, with what each domain does with every event it hears first.
 pub fn spawn_listener(state: &AppState) -> tokio::task::JoinHandle<()> {
     let hooks = vec![crate::channels::forget_changed_inboxes(
-        state.endpoints.clone(),
+        state.channels.endpoints.clone(),
     )];
     crate::events::spawn_listener(
         state.db.system.clone(),

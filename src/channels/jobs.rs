@@ -6,21 +6,26 @@
 //! first. Auditing the retry needs the audit engine, which the queue, an engine beside it, may
 //! not name.
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::AuditEvent;
-use crate::conversations::{delivery, SEND_MESSAGE};
+use crate::conversations::delivery::{self, DeliveryStatus};
+use crate::conversations::SEND_MESSAGE;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Ctx, Json, Path, Query};
 use crate::queue::{self, JobView};
 use crate::rbac::Permission;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+{
     use Access::*;
     api.route(
         Method::GET,
@@ -46,7 +51,7 @@ struct Filter {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<Db>,
     ctx: Ctx,
     Query(filter): Query<Filter>,
 ) -> Result<Json<Vec<JobView>>> {
@@ -65,11 +70,7 @@ async fn list(
     Ok(Json(jobs))
 }
 
-async fn retry(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(job_id): Path<Uuid>,
-) -> Result<StatusCode> {
+async fn retry(State(state): State<Db>, ctx: Ctx, Path(job_id): Path<Uuid>) -> Result<StatusCode> {
     let mut tx = ctx.begin(&state).await?;
     let before = queue::lock_dead(&mut tx, ctx.tenant_id, job_id)
         .await?
@@ -92,9 +93,9 @@ async fn retry(
         "kind": before.kind, "status": "dead", "attempts": before.attempts, "last_error": before.last_error,
     });
     if let Some((message_id, previous)) = message {
-        let now = match previous.as_deref() {
-            Some("sending") => "sending",
-            _ => "queued",
+        let now = match previous {
+            Some(DeliveryStatus::Sending) => DeliveryStatus::Sending,
+            _ => DeliveryStatus::Queued,
         };
         prior["message"] = json!({ "id": message_id, "delivery_status": previous });
         after["message"] = json!({ "id": message_id, "delivery_status": now });

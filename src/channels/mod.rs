@@ -4,15 +4,13 @@
 
 pub mod jobs;
 pub mod webchat;
-pub mod webhook_writer;
 pub mod whatsapp;
-pub mod whatsapp_webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -21,24 +19,91 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::AuditEvent;
+use crate::auth::guard::Throttle;
 use crate::auth::Ctx;
+use crate::config::Config;
 use crate::crypto::{secret_string, Sealer};
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
-use whatsapp::{BusinessNumber, ConfirmError};
+use whatsapp::writer::WebhookWriter;
+use whatsapp::{BusinessNumber, ConfirmError, GraphClient};
+
+/// What the channels need of the process; cheap to clone. The Graph API client, the inbox
+/// cache and the webhook writer are the channels' own; the rest is shared with the other
+/// domains (`app.rs` builds the state once and hands the channels their parts).
+#[derive(Clone)]
+pub struct ChannelsState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    /// Seals the inboxes' secrets at rest (SEC-10).
+    pub sealer: Arc<Sealer>,
+    /// Web chat sessions per client address, and messages per session.
+    pub throttle: Arc<Throttle>,
+    /// Sends the notifications of the hot inbound paths after their commits.
+    pub notifier: Arc<events::Notifier>,
+    /// The web chat visitors' live streams.
+    pub live: events::Live,
+    /// The WhatsApp Cloud API, at its configured base URL.
+    pub graph: Arc<GraphClient>,
+    /// Inbox rows as the channel endpoints read them on every inbound request.
+    pub endpoints: Arc<EndpointCache>,
+    /// Stores verified WhatsApp deliveries, many to a transaction under load.
+    pub webhooks: Arc<WebhookWriter>,
+}
+
+impl ChannelsState {
+    /// The channels' state over the process's shared parts, with their own made here.
+    pub fn new(
+        config: Arc<Config>,
+        db: Db,
+        sealer: Arc<Sealer>,
+        throttle: Arc<Throttle>,
+        notifier: Arc<events::Notifier>,
+        live: events::Live,
+    ) -> anyhow::Result<Self> {
+        let wa = &config.whatsapp;
+        let graph = GraphClient::new(&wa.graph_base_url, &wa.graph_version, wa.timeout)?;
+        let webhooks = WebhookWriter::new(db.clone(), notifier.clone());
+        Ok(ChannelsState {
+            graph: Arc::new(graph),
+            endpoints: Arc::default(),
+            webhooks: Arc::new(webhooks),
+            config,
+            db,
+            sealer,
+            throttle,
+            notifier,
+            live,
+        })
+    }
+}
+
+impl AsRef<Db> for ChannelsState {
+    fn as_ref(&self) -> &Db {
+        &self.db
+    }
+}
 
 /// The job kinds the channels run.
-pub fn register(jobs: &mut crate::queue::Handlers<AppState>) {
+pub fn register<S>(jobs: &mut crate::queue::Handlers<S>)
+where
+    ChannelsState: FromRef<S>,
+{
     jobs.register(crate::conversations::SEND_MESSAGE, |state, job| {
-        Box::pin(whatsapp::send::run(state, job))
+        let state = ChannelsState::from_ref(state);
+        Box::pin(async move { whatsapp::send::run(&state, job).await })
     });
 }
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChannelsState: FromRef<S>,
+{
     use Access::*;
     let api = api
         .route(
@@ -76,7 +141,20 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
             ("channels", "Delete an inbox and its conversations"),
             delete,
         );
-    webchat::routes(whatsapp_webhook::routes(api))
+    webchat::routes(whatsapp::webhook::routes(api))
+}
+
+/// Whether a free-form message (not a WhatsApp template) may go to a customer on `channel`
+/// now, who last wrote at `last_inbound_at`: on WhatsApp only inside its service window, on
+/// the web chat always. The members' replies are checked with it (handed down to
+/// `conversations` by `app.rs`), the send job with the window itself when the message is
+/// about to go.
+pub fn free_form_open(
+    channel: &str,
+    last_inbound_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> bool {
+    channel != "whatsapp" || whatsapp::window::is_open(last_inbound_at, now)
 }
 
 /// What a WhatsApp inbox needs to receive and send.
@@ -427,7 +505,7 @@ fn meta_id(value: Option<String>, field: &str) -> Result<String> {
 /// hold it; Meta's answer is the one proof of control it offers.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id))]
 async fn confirm_number(
-    state: &AppState,
+    state: &ChannelsState,
     tenant_id: Uuid,
     settings: &Value,
     access_token: &SecretString,
@@ -490,7 +568,7 @@ fn check_origins(origins: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<InboxView>>> {
+async fn list(State(state): State<ChannelsState>, ctx: Ctx) -> Result<Json<Vec<InboxView>>> {
     let mut tx = ctx.begin(&state).await?;
     let rows = sqlx::query_as!(
         InboxRow,
@@ -505,7 +583,7 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Vec<InboxV
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<InboxView>> {
@@ -516,7 +594,7 @@ async fn show(
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     ctx: Ctx,
     Json(body): Json<InboxBody>,
 ) -> Result<(StatusCode, Json<InboxView>)> {
@@ -611,7 +689,7 @@ async fn create(
 }
 
 async fn update(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<InboxBody>,
@@ -748,7 +826,7 @@ async fn update(
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {

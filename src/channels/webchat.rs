@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response, Sse};
@@ -20,8 +20,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
-use super::{ChannelEndpoint, WebchatSecrets};
-use crate::app::AppState;
+use super::{ChannelEndpoint, ChannelsState, WebchatSecrets};
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::token;
 use crate::conversations::{self, Inbound, Ingested, Sender};
@@ -34,7 +33,11 @@ const SESSION_HEADER: &str = "x-webchat-session";
 const SESSION_DAYS: i32 = 30;
 const WIDGET_JS: &str = include_str!("widget.js");
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChannelsState: FromRef<S>,
+{
     use Access::Public;
     let doc = |summary| ("webchat", summary);
     api.route(
@@ -115,7 +118,10 @@ async fn widget() -> Response {
 }
 
 /// A page embedding the widget, for trying an inbox locally (the README's demo).
-async fn demo_page(State(state): State<AppState>, Path(inbox_id): Path<Uuid>) -> Result<Response> {
+async fn demo_page(
+    State(state): State<ChannelsState>,
+    Path(inbox_id): Path<Uuid>,
+) -> Result<Response> {
     webchat_endpoint(&state, inbox_id).await?;
     let html = include_str!("demo.html").replace("{{inbox_id}}", &inbox_id.to_string());
     Ok((
@@ -132,7 +138,7 @@ async fn demo_page(State(state): State<AppState>, Path(inbox_id): Path<Uuid>) ->
         .into_response())
 }
 
-async fn webchat_endpoint(state: &AppState, inbox_id: Uuid) -> Result<Arc<ChannelEndpoint>> {
+async fn webchat_endpoint(state: &ChannelsState, inbox_id: Uuid) -> Result<Arc<ChannelEndpoint>> {
     state
         .endpoints
         .get(&state.db.system, inbox_id)
@@ -185,7 +191,7 @@ fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
 }
 
 async fn preflight(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -240,7 +246,7 @@ fn identity_ok(secret: &str, user_id: &str, hash: &str) -> bool {
 }
 
 async fn start_session(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     meta: RequestMeta,
@@ -253,7 +259,7 @@ async fn start_session(
 }
 
 async fn open_session(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     meta: &RequestMeta,
     body: Result<Json<SessionBody>>,
@@ -460,7 +466,7 @@ struct Visitor {
 }
 
 async fn visitor(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     token: Option<&str>,
 ) -> Result<Visitor> {
@@ -496,7 +502,7 @@ struct VisitorMessage {
 }
 
 async fn history(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -509,7 +515,7 @@ async fn history(
 }
 
 async fn read_history(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     headers: &HeaderMap,
 ) -> Result<Response> {
@@ -541,7 +547,7 @@ struct SendBody {
 }
 
 async fn send(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     body: Result<Json<SendBody>>,
@@ -555,7 +561,7 @@ async fn send(
 }
 
 async fn store_message(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     headers: &HeaderMap,
     body: Result<Json<SendBody>>,
@@ -623,7 +629,7 @@ struct EventsQuery {
 /// and a client address may hold only a few streams open at once, and a stream ends with its
 /// session (and at the latest after the longest stream lifetime; the widget reconnects).
 async fn events(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     meta: RequestMeta,
@@ -653,7 +659,7 @@ fn data_id(event: &crate::events::Event, field: &str) -> Option<Uuid> {
 }
 
 async fn visitor_stream(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     meta: &RequestMeta,
     query: Result<Query<EventsQuery>>,
@@ -661,7 +667,7 @@ async fn visitor_stream(
     let Query(query) = query?;
     let inbox_id = endpoint.inbox_id;
     let visitor = visitor(state, endpoint, Some(&query.session)).await?;
-    let limits = state.config.streams;
+    let limits = state.live.limits;
     let mut caps = vec![Cap {
         holder: Holder::Visitor(visitor.session_id),
         limit: limits.webchat_per_session,
@@ -674,7 +680,7 @@ async fn visitor_stream(
             per: "client address",
         });
     }
-    let slot = state.streams.open(&caps)?;
+    let slot = state.live.streams.open(&caps)?;
     let tenant_id = endpoint.tenant_id;
     let contact_id = visitor.contact_id;
     // An expired session could not open the stream again, so it keeps none open either.
@@ -683,7 +689,7 @@ async fn visitor_stream(
             .unwrap_or_default();
     let expires = tokio::time::Instant::now().checked_add(session_left);
     let lookup_state = state.clone();
-    let stream = BroadcastStream::new(state.bus.subscribe())
+    let stream = BroadcastStream::new(state.live.bus.subscribe())
         .filter_map(move |item| {
             // Every stream sees every event of every tenant: only replies addressed to this
             // visitor, by the ids the event carries, go on to the database.
@@ -727,7 +733,7 @@ async fn visitor_stream(
             let _open = &slot;
             Ok::<_, std::convert::Infallible>(event)
         })
-        .take_until(crate::events::end_of_life(&state.live(), expires));
+        .take_until(crate::events::end_of_life(&state.live, expires));
     let sse = Sse::new(stream).keep_alive(
         axum::response::sse::KeepAlive::new().interval(std::time::Duration::from_secs(15)),
     );
@@ -735,13 +741,13 @@ async fn visitor_stream(
 }
 
 async fn visible_message(
-    state: &AppState,
+    state: &ChannelsState,
     tenant_id: Uuid,
     contact_id: Uuid,
     inbox_id: Uuid,
     message_id: Uuid,
 ) -> Option<VisitorMessage> {
-    state.streams.looked_up();
+    state.live.streams.looked_up();
     let mut tx = state.db.tenant_tx(tenant_id).await.ok()?;
     let message = sqlx::query_as!(
         VisitorMessage,

@@ -1,10 +1,14 @@
-//! An outbound message's way to the customer, as its states: `queued`, then `sending` (with the
-//! time of the attempt) before a request leaves, then `sent` with the provider's id, or
-//! `failed` with the reason; every change announced live. The send job that moves a message
-//! along these states talks to the channel (`channels::whatsapp::send`); the states and what
-//! they mean for the conversation are the conversation's own, kept here.
+//! An outbound message's way to the customer, as its states ([`DeliveryStatus`]): `queued`,
+//! then `sending` (with the time of the attempt) before a request leaves, then `sent` with the
+//! provider's id, `delivered` and `read` as the provider reports them, or `failed` with the
+//! reason; every change announced live. The send job that moves a message along these states
+//! talks to the channel (`channels::whatsapp::send`), and the channel's webhook reports the
+//! provider's statuses ([`apply_status`]); the states, their order and what they mean for the
+//! conversation are the conversation's own, kept here.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -12,6 +16,66 @@ use crate::audit::{self, AuditEvent, AuditSource};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Event};
+
+/// Where an outbound message is on its way to the customer: `message.delivery_status`, the
+/// `delivery_status` of the `message.updated` events, and what a provider's status report
+/// becomes once the channel has read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The order a message moves in, written once here. A status only ever replaces one before
+    /// it, whatever order the provider's notifications arrive in: a late `sent` does not undo
+    /// `read`, and `read` may come without `delivered` (WhatsApp skips it when a message is
+    /// read at once). `failed` is last, so no stale receipt hides it.
+    pub const ORDER: [DeliveryStatus; 6] = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Sending,
+        DeliveryStatus::Sent,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Read,
+        DeliveryStatus::Failed,
+    ];
+
+    /// [`ORDER`](Self::ORDER) by name, for the SQL that compares a stored status with a new one.
+    const ORDER_NAMES: [&'static str; 6] = {
+        let mut names = [""; 6];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ORDER[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// The status's place in [`ORDER`](Self::ORDER): a message only moves to a higher rank.
+    pub fn rank(self) -> i32 {
+        Self::ORDER
+            .iter()
+            .position(|s| *s == self)
+            .map_or(-1, |i| i as i32)
+    }
+}
 
 /// The code recorded on a free-form message that was not sent because the customer's 24-hour
 /// window had closed by the time it was to go.
@@ -23,7 +87,7 @@ pub async fn start_sending(
     tenant_id: Uuid,
     message_id: Uuid,
     conversation_id: Uuid,
-    seen_status: &str,
+    seen_status: DeliveryStatus,
     seen_attempt: Option<OffsetDateTime>,
 ) -> Result<bool> {
     let mut tx = db.tenant_tx(tenant_id).await?;
@@ -32,7 +96,7 @@ pub async fn start_sending(
          WHERE id = $1 AND delivery_status = $2 AND send_attempted_at IS NOT DISTINCT FROM $3
            AND provider_message_id IS NULL",
         message_id,
-        seen_status,
+        seen_status.as_str(),
         seen_attempt
     )
     .execute(&mut *tx)
@@ -40,7 +104,14 @@ pub async fn start_sending(
     .rows_affected()
         == 1;
     if claimed {
-        announce(&mut tx, tenant_id, message_id, conversation_id, "sending").await?;
+        announce(
+            &mut tx,
+            tenant_id,
+            message_id,
+            conversation_id,
+            DeliveryStatus::Sending,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(claimed)
@@ -69,20 +140,21 @@ pub async fn mark_sent(
     // A status webhook may have been faster than this (it names the message by our id): then
     // the message is already as far as Meta said, and stays there.
     let row = sqlx::query!(
-        "UPDATE message SET provider_message_id = COALESCE(provider_message_id, $2),
+        r#"UPDATE message SET provider_message_id = COALESCE(provider_message_id, $2),
                 delivery_status = CASE WHEN delivery_status IN ('queued', 'sending') THEN 'sent'
                                        ELSE delivery_status END,
                 sent_at = COALESCE(sent_at, now())
          WHERE id = $1
-         RETURNING conversation_id, delivery_status",
+         RETURNING conversation_id, delivery_status AS "delivery_status: DeliveryStatus""#,
         message_id,
         wamid
     )
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(row) = row {
-        let status = row.delivery_status.unwrap_or_default();
-        announce(&mut tx, tenant_id, message_id, row.conversation_id, &status).await?;
+    if let Some((conversation_id, Some(status))) =
+        row.map(|r| (r.conversation_id, r.delivery_status))
+    {
+        announce(&mut tx, tenant_id, message_id, conversation_id, status).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -114,7 +186,14 @@ async fn failed(
     let Some(conversation_id) = conversation_id else {
         return Ok(false);
     };
-    announce(tx, tenant_id, message_id, conversation_id, "failed").await?;
+    announce(
+        tx,
+        tenant_id,
+        message_id,
+        conversation_id,
+        DeliveryStatus::Failed,
+    )
+    .await?;
     Ok(true)
 }
 
@@ -211,7 +290,7 @@ async fn announce(
     tenant_id: Uuid,
     message_id: Uuid,
     conversation_id: Uuid,
-    status: &str,
+    status: DeliveryStatus,
 ) -> Result<()> {
     events::publish(
         tx,
@@ -235,12 +314,13 @@ pub async fn requeue(
     tx: &mut crate::db::Tx,
     tenant_id: Uuid,
     message_id: Option<Uuid>,
-) -> Result<(Uuid, Option<String>)> {
+) -> Result<(Uuid, Option<DeliveryStatus>)> {
     let message_id = message_id
         .ok_or_else(|| Error::conflict("nothing_to_retry", "this job names no message to send"))?;
     let message = sqlx::query!(
-        "SELECT delivery_status, provider_message_id, conversation_id FROM message
-         WHERE id = $1 AND tenant_id = current_tenant_id() FOR UPDATE",
+        r#"SELECT delivery_status AS "delivery_status: DeliveryStatus", provider_message_id,
+                  conversation_id FROM message
+         WHERE id = $1 AND tenant_id = current_tenant_id() FOR UPDATE"#,
         message_id
     )
     .fetch_optional(&mut **tx)
@@ -253,15 +333,15 @@ pub async fn requeue(
         ));
     }
     if !matches!(
-        message.delivery_status.as_deref(),
-        Some("queued" | "sending" | "failed")
+        message.delivery_status,
+        Some(DeliveryStatus::Queued | DeliveryStatus::Sending | DeliveryStatus::Failed)
     ) {
         return Err(Error::conflict(
             "nothing_to_retry",
             "the job's message is not waiting to be sent",
         ));
     }
-    if message.delivery_status.as_deref() == Some("sending") {
+    if message.delivery_status == Some(DeliveryStatus::Sending) {
         return Ok((message_id, message.delivery_status));
     }
     sqlx::query!(
@@ -278,9 +358,100 @@ pub async fn requeue(
             kind: "message.updated".into(),
             conversation_id: Some(message.conversation_id),
             message_id: Some(message_id),
-            data: json!({ "delivery_status": "queued" }),
+            data: json!({ "delivery_status": DeliveryStatus::Queued }),
         },
     )
     .await?;
     Ok((message_id, message.delivery_status))
+}
+
+/// Applies a provider's status notification to the outbound message with that provider id, or,
+/// when the send's own answer was lost (a crash after Meta took the message), to the message
+/// its callback data names (our message id, echoed by Meta), which then learns its wamid. The
+/// message only moves forward in [`DeliveryStatus::ORDER`]. Returns false when no such message
+/// exists (the caller logs it and answers normally).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_status(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    inbox_id: Uuid,
+    provider_message_id: &str,
+    callback_message_id: Option<Uuid>,
+    status: DeliveryStatus,
+    at: OffsetDateTime,
+    error: Option<Value>,
+) -> Result<bool> {
+    // Each branch is a lookup by a unique key (the wamid first: once known it wins), so the
+    // statement stays one index probe or two whatever plan the table's statistics suggest.
+    let updated = sqlx::query!(
+        r#"UPDATE message SET
+             provider_message_id = COALESCE(provider_message_id, $2),
+             delivery_status = CASE WHEN $4 > COALESCE(array_position($9::text[], delivery_status) - 1, -1)
+                 THEN $3 ELSE delivery_status END,
+             sent_at = CASE WHEN $3 IN ('sent', 'delivered', 'read') THEN COALESCE(sent_at, $5) ELSE sent_at END,
+             delivered_at = CASE WHEN $3 IN ('delivered', 'read') THEN COALESCE(delivered_at, $5) ELSE delivered_at END,
+             read_at = CASE WHEN $3 = 'read' THEN COALESCE(read_at, $5) ELSE read_at END,
+             failed_at = CASE WHEN $3 = 'failed' THEN COALESCE(failed_at, $5) ELSE failed_at END,
+             delivery_error = CASE WHEN $3 = 'failed' THEN $6 ELSE delivery_error END
+         WHERE tenant_id = $7 AND id = (
+             SELECT id FROM message
+             WHERE tenant_id = $7 AND inbox_id = $1 AND provider_message_id = $2 AND direction = 'outbound'
+             UNION ALL
+             SELECT id FROM message
+             WHERE tenant_id = $7 AND id = $8 AND inbox_id = $1 AND provider_message_id IS NULL
+               AND direction = 'outbound'
+             LIMIT 1)
+         RETURNING id, conversation_id, delivery_status AS "delivery_status: DeliveryStatus""#,
+        inbox_id,
+        provider_message_id,
+        status.as_str(),
+        status.rank(),
+        at,
+        error,
+        tenant_id,
+        callback_message_id,
+        &DeliveryStatus::ORDER_NAMES[..] as &[&str]
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = updated else { return Ok(false) };
+    events::publish(
+        conn,
+        &Event {
+            tenant_id,
+            kind: "message.updated".into(),
+            conversation_id: Some(row.conversation_id),
+            message_id: Some(row.id),
+            data: json!({ "delivery_status": row.delivery_status }),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryStatus::{self, *};
+
+    #[test]
+    fn a_message_moves_forward_through_its_statuses_and_failed_is_last() {
+        assert!(Queued.rank() < Sending.rank());
+        assert!(Sending.rank() < Sent.rank());
+        assert!(Sent.rank() < Delivered.rank());
+        assert!(Delivered.rank() < Read.rank());
+        assert!(Read.rank() < Failed.rank());
+        for (rank, status) in DeliveryStatus::ORDER.into_iter().enumerate() {
+            assert_eq!(status.rank(), rank as i32);
+            assert_eq!(DeliveryStatus::ORDER_NAMES[rank], status.as_str());
+        }
+    }
+
+    #[test]
+    fn a_status_is_stored_and_announced_by_its_lowercase_name() {
+        assert_eq!(serde_json::json!(Delivered), serde_json::json!("delivered"));
+        for status in DeliveryStatus::ORDER {
+            let name = serde_json::to_value(status).unwrap();
+            assert_eq!(name, status.as_str());
+        }
+    }
 }

@@ -26,7 +26,13 @@ use crate::http::{Access, Api, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
 
-pub fn routes<S>(api: Api<S>) -> Api<S>
+/// Whether a free-form message may go to a customer on `channel` now, who last wrote at
+/// `last_inbound_at` (WhatsApp's 24-hour service window). The channels know their rules and
+/// rank above conversations, so `app.rs` hands the answer down.
+pub type FreeFormOpen =
+    fn(channel: &str, last_inbound_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool;
+
+pub fn routes<S>(api: Api<S>, free_form_open: FreeFormOpen) -> Api<S>
 where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
@@ -61,7 +67,9 @@ where
         "/api/v1/conversations/{conversation_id}/messages",
         Requires(ConversationsReply),
         ("inbox", "Reply through the channel, or add a private note"),
-        reply,
+        move |db: State<Db>, ctx: Ctx, id: Path<Uuid>, body: Json<ReplyBody>| {
+            reply(db, ctx, id, body, free_form_open)
+        },
     )
     .route(
         Method::POST,
@@ -296,14 +304,12 @@ pub struct Template {
     pub components: Value,
 }
 
-/// WhatsApp lets a business answer freely only within 24 hours of the customer's last message.
-pub const SERVICE_WINDOW: time::Duration = time::Duration::hours(24);
-
 async fn reply(
     State(state): State<Db>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
     Json(body): Json<ReplyBody>,
+    free_form_open: FreeFormOpen,
 ) -> Result<(StatusCode, Json<MessageView>)> {
     let text = body
         .body
@@ -328,14 +334,12 @@ async fn reply(
     }
     let mut tx = ctx.begin(&state).await?;
     let conversation = fetch(&mut tx, id).await?;
-    let outside_window = conversation
-        .last_inbound_at
-        .is_none_or(|at| OffsetDateTime::now_utc() - at > SERVICE_WINDOW);
-    if !body.private
-        && conversation.channel == "whatsapp"
-        && outside_window
-        && body.template.is_none()
-    {
+    let open = free_form_open(
+        &conversation.channel,
+        conversation.last_inbound_at,
+        OffsetDateTime::now_utc(),
+    );
+    if !body.private && !open && body.template.is_none() {
         return Err(Error::conflict(
             "outside_service_window",
             "the customer wrote more than 24 hours ago: only a WhatsApp template may be sent",

@@ -3,10 +3,8 @@
 //! inline `crate::…` / `super::…` paths alike, comments and string literals left out), and fails
 //! when a path points up the layer table or closes a cycle between top-level modules, naming the
 //! file and the import.
-//!
-//! Imports that point up today are listed in [`KNOWN_UPWARD`], each as the file and the module
-//! it names: the architecture issue removes them one by one, and the list may only shrink. A new
-//! upward import fails the test; so does a listed one that is gone (take it off the list).
+//! There is no list of tolerated exceptions: the last upward import went with the architecture
+//! issue (#12), and a new one fails the test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,15 +31,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("privacy", &["privacy"]),
     ("composition", &["app", "server", "lib", "main"]),
     ("web", &["web"]),
-];
-
-/// Today's upward imports, as (file, module it names). Only ever remove lines.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("src/channels/jobs.rs", "app"),
-    ("src/channels/mod.rs", "app"),
-    ("src/channels/webchat.rs", "app"),
-    ("src/channels/whatsapp/send.rs", "app"),
-    ("src/channels/whatsapp_webhook.rs", "app"),
 ];
 
 fn rank(module: &str) -> Option<usize> {
@@ -371,10 +360,8 @@ fn imports_point_down_the_layers_only() {
             }
         }
     }
-    let known: BTreeSet<(&str, &str)> = KNOWN_UPWARD.iter().copied().collect();
-    let new: Vec<String> = upward
+    let upward: Vec<String> = upward
         .iter()
-        .filter(|(file, module, _)| !known.contains(&(file.as_str(), module.as_str())))
         .map(|(file, module, own)| {
             format!(
                 "{file} ({}) imports crate::{module} ({}), which is above it",
@@ -384,40 +371,18 @@ fn imports_point_down_the_layers_only() {
         })
         .collect();
     assert!(
-        new.is_empty(),
+        upward.is_empty(),
         "imports that point up the layers:\n{}",
-        new.join("\n")
-    );
-    let gone: Vec<_> = known
-        .iter()
-        .filter(|(file, module)| !upward.iter().any(|(f, m, _)| f == file && m == module))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "these upward imports are gone: take them off KNOWN_UPWARD: {gone:?}"
+        upward.join("\n")
     );
 }
 
 #[test]
 fn no_cycle_joins_top_level_modules() {
-    // Today's upward imports are debts of their own test; every other import must leave the
-    // modules in an order (peers of a layer included).
-    let known: BTreeSet<(String, String)> = imports()
-        .into_iter()
-        .flat_map(|(file, own, named)| {
-            named
-                .into_iter()
-                .filter(move |m| KNOWN_UPWARD.contains(&(file.as_str(), m.as_str())))
-                .map(move |m| (own.clone(), m))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // Every import must leave the modules in an order (peers of a layer included).
     let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (file, own, named) in imports() {
         for module in named {
-            if known.contains(&(own.clone(), module.clone())) {
-                continue;
-            }
             edges
                 .entry(own.clone())
                 .or_default()

@@ -826,12 +826,12 @@ async fn one_delivery_that_cannot_be_stored_costs_no_other_delivery_in_its_share
                 good += 1;
             }
         }
-        if app.state.webhooks.shared_failures() > 0 {
+        if app.state.channels.webhooks.shared_failures() > 0 {
             break;
         }
     }
     assert!(
-        app.state.webhooks.shared_failures() > 0,
+        app.state.channels.webhooks.shared_failures() > 0,
         "the poisoned delivery never shared a transaction, so the fallback was not exercised"
     );
     assert_eq!(
@@ -853,9 +853,9 @@ async fn an_inbox_change_made_in_one_process_reaches_another_processs_cache_at_o
     // it read the inbox again.
     let b = a
         .another_process(|state| {
-            state.endpoints = std::sync::Arc::new(custodian::channels::EndpointCache::with_ttl(
-                std::time::Duration::from_secs(3600),
-            ))
+            state.channels.endpoints = std::sync::Arc::new(
+                custodian::channels::EndpointCache::with_ttl(std::time::Duration::from_secs(3600)),
+            )
         })
         .await;
     let mut bus = b.state.bus.subscribe();

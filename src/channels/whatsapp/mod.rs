@@ -1,21 +1,26 @@
-//! WhatsApp Cloud API wire layer: what Meta sends us (webhook payloads and their
-//! signature) and what we send Meta (the Graph API messages endpoint).
+//! WhatsApp, in one place: what Meta sends us (webhook payloads and their signature), the
+//! webhook routes and the batched writer that stores their deliveries, what we send Meta (the
+//! Graph API client and the send job), and the 24-hour service window both the send job and
+//! the members' replies answer to ([`window`]).
 //!
-//! Everything here is pure protocol (no database, no tenant, no queue) except [`send`], the
-//! outbound job. The channel code that owns routes and storage calls in here at its edges:
-//! [`signature::verify`] over the raw bytes first (SEC-9), then [`payload::parse`],
-//! and [`client::GraphClient::send`] from [`send`], which owns retries.
+//! [`payload`], [`signature`] and [`client`] are pure protocol (no database, no tenant, no
+//! queue). The routes and storage call them at their edges: [`webhook`] checks
+//! [`signature::verify`] over the raw bytes first (SEC-9), then [`payload::parse`], and hands
+//! the delivery to [`writer`]; [`send`] calls [`client::GraphClient::send`] and owns retries.
 
 pub mod client;
 pub mod payload;
 pub mod send;
 pub mod signature;
+pub mod webhook;
+pub mod window;
+pub mod writer;
 
 pub use client::{
     BusinessNumber, ClientConfigError, ConfirmError, GraphClient, MediaSource, Outbound, SendError,
     Sent,
 };
 pub use payload::{
-    parse, Attachment, Content, DeliveryStatus, Event, GraphErrorDetail, InboundMessage, MediaKind,
-    PayloadError, StatusUpdate, SystemError, Webhook,
+    parse, Attachment, Content, Event, GraphErrorDetail, InboundMessage, MediaKind, PayloadError,
+    ReportedStatus, StatusUpdate, SystemError, Webhook,
 };

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::conversations::delivery::DeliveryStatus;
+
 /// The only `object` a WhatsApp Business Account webhook carries.
 pub const OBJECT: &str = "whatsapp_business_account";
 /// The only `messaging_product` this layer understands.
@@ -171,7 +173,7 @@ pub struct StatusUpdate {
     pub recipient_id: Option<String>,
     /// The recipient's business-scoped user id, when Meta sends one.
     pub recipient_user_id: Option<String>,
-    pub status: DeliveryStatus,
+    pub status: ReportedStatus,
     pub timestamp: OffsetDateTime,
     /// Why a `failed` status failed.
     pub errors: Vec<GraphErrorDetail>,
@@ -179,12 +181,12 @@ pub struct StatusUpdate {
     pub biz_opaque_callback_data: Option<String>,
 }
 
-/// Meta's statuses do not arrive in order, and `read` may come without `delivered`
-/// (Meta skips `delivered` when a message is read at once). Consumers should only
-/// move a message forward: see [`DeliveryStatus::progress`].
+/// A status as Meta reports it. Meta's statuses do not arrive in order, and `read` may come
+/// without `delivered` (Meta skips `delivered` when a message is read at once): what one
+/// means for the message is its [`DeliveryStatus`], which only moves forward.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
+pub enum ReportedStatus {
     Sent,
     Delivered,
     Read,
@@ -510,12 +512,12 @@ fn parse_status(
         .ok_or_else(|| missing(format!("{at}.status")))?
         .as_str()
     {
-        "sent" => DeliveryStatus::Sent,
-        "delivered" => DeliveryStatus::Delivered,
-        "read" => DeliveryStatus::Read,
-        "played" => DeliveryStatus::Played,
-        "failed" => DeliveryStatus::Failed,
-        other => DeliveryStatus::Other(other.to_string()),
+        "sent" => ReportedStatus::Sent,
+        "delivered" => ReportedStatus::Delivered,
+        "read" => ReportedStatus::Read,
+        "played" => ReportedStatus::Played,
+        "failed" => ReportedStatus::Failed,
+        other => ReportedStatus::Other(other.to_string()),
     };
     Ok(StatusUpdate {
         phone_number_id: phone_number_id.to_string(),
@@ -672,29 +674,27 @@ impl MediaKind {
     }
 }
 
-impl DeliveryStatus {
+impl ReportedStatus {
     pub fn as_str(&self) -> &str {
         match self {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Read => "read",
-            DeliveryStatus::Played => "played",
-            DeliveryStatus::Failed => "failed",
-            DeliveryStatus::Other(s) => s,
+            ReportedStatus::Sent => "sent",
+            ReportedStatus::Delivered => "delivered",
+            ReportedStatus::Read => "read",
+            ReportedStatus::Played => "played",
+            ReportedStatus::Failed => "failed",
+            ReportedStatus::Other(s) => s,
         }
     }
 
-    /// How far along a message is, for "only move forward" updates: a late `sent`
-    /// must not overwrite `read`, and `read` without `delivered` is a jump, not an
-    /// error. `failed` ranks above all so it is never hidden by a stale receipt;
-    /// unknown statuses rank 0 and so change nothing.
-    pub fn progress(&self) -> u8 {
+    /// What the report means for the message: a played voice message was read; a status
+    /// this layer does not know changes nothing.
+    pub fn delivery_status(&self) -> Option<DeliveryStatus> {
         match self {
-            DeliveryStatus::Other(_) => 0,
-            DeliveryStatus::Sent => 1,
-            DeliveryStatus::Delivered => 2,
-            DeliveryStatus::Read | DeliveryStatus::Played => 3,
-            DeliveryStatus::Failed => 4,
+            ReportedStatus::Sent => Some(DeliveryStatus::Sent),
+            ReportedStatus::Delivered => Some(DeliveryStatus::Delivered),
+            ReportedStatus::Read | ReportedStatus::Played => Some(DeliveryStatus::Read),
+            ReportedStatus::Failed => Some(DeliveryStatus::Failed),
+            ReportedStatus::Other(_) => None,
         }
     }
 }

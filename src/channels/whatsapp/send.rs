@@ -24,13 +24,11 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Outbound, SendError};
-use crate::app::AppState;
-use crate::channels::{ChannelEndpoint, WhatsAppSecrets};
+use super::{window, Outbound, SendError};
+use crate::channels::{ChannelEndpoint, ChannelsState, WhatsAppSecrets};
 use crate::conversations::delivery::{
-    back_in_line, mark_failed, mark_sent, outside_window, start_sending,
+    back_in_line, mark_failed, mark_sent, outside_window, start_sending, DeliveryStatus,
 };
-use crate::conversations::routes::SERVICE_WINDOW;
 use crate::error::Result;
 use crate::queue::{Job, Outcome};
 
@@ -46,7 +44,7 @@ fn job_message_id(job: &Job) -> Option<Uuid> {
         .and_then(|s| Uuid::parse_str(s).ok())
 }
 
-pub async fn run(state: &AppState, job: &Job) -> Outcome {
+pub async fn run(state: &ChannelsState, job: &Job) -> Outcome {
     match attempt(state, job).await {
         Ok(outcome) => outcome,
         // Our own trouble (database unreachable, unreadable channel secrets...): try again
@@ -74,7 +72,7 @@ pub async fn run(state: &AppState, job: &Job) -> Outcome {
     }
 }
 
-async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
+async fn attempt(state: &ChannelsState, job: &Job) -> Result<Outcome> {
     let Some(message_id) = job_message_id(job) else {
         return Ok(Outcome::Fail {
             error: "the job names no message".into(),
@@ -82,14 +80,14 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
     };
     let mut tx = state.db.tenant_tx(job.tenant_id).await?;
     let row = sqlx::query!(
-        "SELECT m.delivery_status, m.send_attempted_at, m.provider_message_id, m.body, m.content_type,
+        r#"SELECT m.delivery_status AS "delivery_status: DeliveryStatus", m.send_attempted_at, m.provider_message_id, m.body, m.content_type,
                 m.attachments, m.inbox_id, m.conversation_id, c.last_inbound_at,
                 i.channel, i.settings, i.secrets, p.whatsapp_id, p.phone
          FROM message m
          JOIN conversation c ON c.id = m.conversation_id
          JOIN contact p ON p.id = c.contact_id
          JOIN inbox i ON i.id = m.inbox_id
-         WHERE m.id = $1 AND m.tenant_id = current_tenant_id()",
+         WHERE m.id = $1 AND m.tenant_id = current_tenant_id()"#,
         message_id
     )
     .fetch_optional(&mut *tx)
@@ -100,11 +98,13 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         return Ok(Outcome::Done);
     };
     let now = OffsetDateTime::now_utc();
-    match row.delivery_status.as_deref() {
-        Some("queued") => {}
+    let seen = match row.delivery_status {
+        Some(DeliveryStatus::Queued) => DeliveryStatus::Queued,
         // Meta's status webhook already named the message: it was sent.
-        Some("sending") if row.provider_message_id.is_some() => return Ok(Outcome::Done),
-        Some("sending") => {
+        Some(DeliveryStatus::Sending) if row.provider_message_id.is_some() => {
+            return Ok(Outcome::Done)
+        }
+        Some(DeliveryStatus::Sending) => {
             let since = row.send_attempted_at.map_or(SEND_GRACE, |at| now - at);
             if since < SEND_GRACE {
                 tracing::info!(%message_id, "an earlier attempt may have reached Meta; waiting for its status webhook");
@@ -116,18 +116,16 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
                 });
             }
             tracing::warn!(%message_id, "no word from Meta on an interrupted send within the grace period; sending again");
+            DeliveryStatus::Sending
         }
         _ => return Ok(Outcome::Done),
-    }
+    };
     if row.channel != "whatsapp" {
         mark_sent(&state.db, job.tenant_id, message_id, None).await?;
         return Ok(Outcome::Done);
     }
     let is_template = row.content_type == "template";
-    let window_closed = row
-        .last_inbound_at
-        .is_none_or(|at| now - at > SERVICE_WINDOW);
-    if !is_template && window_closed {
+    if !is_template && !window::is_open(row.last_inbound_at, now) {
         outside_window(
             &state.db,
             job.tenant_id,
@@ -181,7 +179,7 @@ async fn attempt(state: &AppState, job: &Job) -> Result<Outcome> {
         job.tenant_id,
         message_id,
         row.conversation_id,
-        row.delivery_status.as_deref().unwrap_or_default(),
+        seen,
         row.send_attempted_at,
     )
     .await?

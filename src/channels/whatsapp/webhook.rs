@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -17,18 +17,22 @@ use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::webhook_writer::Delivery;
-use super::whatsapp::{self, Content, Event};
-use super::{ChannelEndpoint, WhatsAppSecrets};
-use crate::app::AppState;
-use crate::conversations::{self, Inbound, Ingested, Sender};
+use super::writer::Delivery;
+use super::{Content, Event};
+use crate::channels::whatsapp;
+use crate::channels::{ChannelEndpoint, ChannelsState, WhatsAppSecrets};
+use crate::conversations::{self, delivery, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Path, Query};
 
 /// Meta sends at most a few MB per delivery.
 pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
 
-pub fn routes(api: Api<AppState>) -> Api<AppState> {
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChannelsState: FromRef<S>,
+{
     api.route(
         Method::GET,
         "/webhooks/whatsapp/{inbox_id}",
@@ -50,7 +54,7 @@ pub fn routes(api: Api<AppState>) -> Api<AppState> {
 }
 
 async fn whatsapp_endpoint(
-    state: &AppState,
+    state: &ChannelsState,
     inbox_id: Uuid,
 ) -> Result<(Arc<ChannelEndpoint>, WhatsAppSecrets)> {
     let endpoint = state
@@ -66,7 +70,7 @@ async fn whatsapp_endpoint(
 /// `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` answers the challenge as plain
 /// text when the token matches; anything else is refused.
 async fn handshake(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response> {
@@ -89,7 +93,7 @@ async fn handshake(
 }
 
 async fn receive(
-    State(state): State<AppState>,
+    State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     body: Bytes,
@@ -140,7 +144,7 @@ async fn receive(
 /// several tenants, and which one really has it is Meta's to know, not the id's. Only a
 /// delivery naming another number pays for the look-up.
 async fn other_numbers(
-    state: &AppState,
+    state: &ChannelsState,
     endpoint: &ChannelEndpoint,
     secrets: &WhatsAppSecrets,
     our_number: &str,
@@ -305,32 +309,29 @@ pub(super) async fn store_deliveries(
             let Some(inbox_id) = delivery.route(&status.phone_number_id) else {
                 continue;
             };
-            let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
-            let name = match status.status.as_str() {
-                "played" => "read",
-                other => other,
-            };
-            if !matches!(name, "sent" | "delivered" | "read" | "failed") {
+            // A status Meta added that we do not know changes nothing.
+            let Some(new) = status.status.delivery_status() else {
                 continue;
-            }
+            };
+            let error = (!status.errors.is_empty()).then(|| json!({ "errors": status.errors }));
             // Our message id, given to Meta at send time (see channels::whatsapp::send).
             let callback = status
                 .biz_opaque_callback_data
                 .as_deref()
                 .and_then(|data| Uuid::parse_str(data).ok());
-            let known = conversations::apply_status(
+            let known = delivery::apply_status(
                 &mut *tx,
                 tenant_id,
                 inbox_id,
                 &status.provider_message_id,
                 callback,
-                name,
+                new,
                 status.timestamp,
                 error,
             )
             .await?;
             if !known {
-                tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = name, "status for an unknown message ignored");
+                tracing::info!(%inbox_id, wamid = %status.provider_message_id, status = new.as_str(), "status for an unknown message ignored");
             }
         }
     }

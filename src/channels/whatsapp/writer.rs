@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::whatsapp::{Event, Webhook};
-use super::whatsapp_webhook::store_deliveries;
+use super::webhook::store_deliveries;
+use super::{Event, Webhook};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Notifier};
