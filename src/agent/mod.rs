@@ -2,9 +2,11 @@
 //! (or the offline responder), always behind the guardrail pipeline, with every execution
 //! recorded and material decisions held for a reviewer.
 
+pub mod actions;
 pub mod decision;
 pub mod dry_run;
 pub mod egress;
+pub mod execute;
 pub mod pipeline;
 pub mod prompts;
 pub mod provider;
@@ -100,7 +102,7 @@ where
     });
     jobs.register(crate::reviews::EXECUTE_JOB, |state, job| {
         let state = AgentState::from_ref(state);
-        Box::pin(async move { tools::run_approved_job(&state, job).await })
+        Box::pin(async move { execute::run_approved_job(&state, job).await })
     });
 }
 
@@ -145,7 +147,7 @@ where
             ("agent", "One execution's full record"),
             show,
         );
-    dry_run::routes(tools::routes(settings::routes(api)))
+    dry_run::routes(actions::routes(settings::routes(api)))
 }
 
 #[derive(Debug, Serialize)]

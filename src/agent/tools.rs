@@ -4,33 +4,23 @@
 //! model once, then the conversation goes to a human. A tenant action's description and schema,
 //! and every result, pass the inbound stage before the model sees them. A tenant action with
 //! material effect is never executed on the model's call: it becomes a pending review item
-//! (AGT-6), carried out here once approved (`review.execute`).
+//! (AGT-6), carried out once approved (`execute.rs`).
 
-use axum::extract::State;
-use axum::http::{Method, StatusCode};
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use uuid::Uuid;
 
 use std::sync::LazyLock;
 
+use super::execute::invoke;
 use super::pipeline::{constant, trusted_tool, Guard, Screened, ToolSpec};
 use super::provider::ToolCall;
 use super::runtime::{Final, Record, Stop};
 use super::settings::Embedder;
 use super::AgentState;
 use crate::audit::{self, AuditEvent, AuditSource};
-use crate::auth::Ctx;
-use crate::error::{Error, Result};
-use crate::guardrails::schema::{check_schema, validate};
+use crate::guardrails::schema::validate;
 use crate::guardrails::Lang;
-use crate::http::{Access, Api, Json, Path};
-use crate::queue::{Job, Outcome};
-use crate::rbac::Permission;
-use crate::reviews::{self, tenant_actions, TenantAction, MATERIAL_KINDS};
+use crate::reviews::TenantAction;
 
 /// What the customer is told while a material action waits for a reviewer, in their language.
 pub fn pending_message(lang: Lang) -> &'static str {
@@ -40,35 +30,6 @@ pub fn pending_message(lang: Lang) -> &'static str {
         "He pasado esto a un compañero que debe confirmarlo. Te responderemos en breve.",
         "Ich habe das an eine Kollegin oder einen Kollegen weitergegeben, die oder der es bestätigen muss. Sie hören in Kürze von uns.",
     ])
-}
-
-pub fn routes<S>(api: Api<S>) -> Api<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AgentState: axum::extract::FromRef<S>,
-{
-    use Access::*;
-    api.route(
-        Method::GET,
-        "/api/v1/agent/actions",
-        Requires(Permission::AgentConfigure),
-        ("agent", "List the tenant's HTTP actions"),
-        list,
-    )
-    .route(
-        Method::POST,
-        "/api/v1/agent/actions",
-        Requires(Permission::AgentConfigure),
-        ("agent", "Define an HTTP action the agent may call"),
-        create,
-    )
-    .route(
-        Method::DELETE,
-        "/api/v1/agent/actions/{action_id}",
-        Requires(Permission::AgentConfigure),
-        ("agent", "Remove an HTTP action"),
-        delete,
-    )
 }
 
 /// A tenant's actions by the tenant's `actions_version`, which every change to its actions
@@ -425,242 +386,10 @@ pub(super) async fn call(
     }
 }
 
-/// The sealing context of an action's secret names the endpoint it signs for: a target URL
-/// changed without the secret being saved again (by any path, the database included) finds a
-/// secret that no longer opens, so nothing signed with it goes to the new address.
-fn secret_context(action_id: Uuid, target_url: &str) -> String {
-    format!("action:{action_id}:{target_url}")
-}
-
-/// The `review.execute` job: carries out an action a reviewer approved (AGT-6), exactly once.
-/// The review queue claims the item and records the outcome; calling the endpoint, and handing
-/// the conversation to the people when it fails for good, are the agent's.
-pub async fn run_approved_job(state: &AgentState, job: &Job) -> Outcome {
-    let Some(item_id) = reviews::approved_item(job) else {
-        return Outcome::Fail {
-            error: "the job names no review item".into(),
-        };
-    };
-    match execute_approved(state, job, item_id).await {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::Retry {
-            error: e.to_string(),
-            after: None,
-        },
-    }
-}
-
-async fn execute_approved(state: &AgentState, job: &Job, item_id: Uuid) -> Result<Outcome> {
-    let tenant_id = job.tenant_id;
-    let Some(approved) = reviews::claim_approved(&state.db, tenant_id, item_id).await? else {
-        return Ok(Outcome::Done);
-    };
-    let action = match approved.action_id {
-        Some(id) => tenant_actions(&mut *state.db.tenant_tx(tenant_id).await?)
-            .await?
-            .into_iter()
-            .find(|a| a.id == id),
-        None => None,
-    };
-    let (status, body) = match (&action, approved.conversation_id) {
-        (Some(action), Some(conversation_id)) => {
-            invoke(
-                state,
-                action,
-                &approved.arguments,
-                conversation_id,
-                &approved.idempotency_key,
-            )
-            .await
-        }
-        _ => (0, "the action no longer exists".to_string()),
-    };
-    let success = (200..300).contains(&status);
-    let permanent =
-        action.is_none() || ((400..500).contains(&status) && status != 408 && status != 429);
-    if !success && !permanent && job.attempts < job.max_attempts {
-        return Ok(Outcome::Retry {
-            error: format!("the action endpoint answered {status}: {body}"),
-            after: None,
-        });
-    }
-
-    let mut tx = state.db.tenant_tx(tenant_id).await?;
-    // Handed over in the transaction that records the failure, and audited before it.
-    if let (false, Some(conversation_id)) = (success, approved.conversation_id) {
-        crate::conversations::hand_to_humans(
-            &mut tx,
-            tenant_id,
-            conversation_id,
-            "approved_action_failed",
-            None,
-        )
-        .await?;
-    }
-    reviews::settle_approved(&mut tx, tenant_id, &approved, success, status, &body).await?;
-    tx.commit().await?;
-    Ok(Outcome::Done)
-}
-
-/// Calls a tenant's action endpoint: JSON body, HMAC-SHA256 signature of the body under the
-/// action's secret, and an idempotency key the endpoint can use to act once.
-async fn invoke(
-    state: &AgentState,
-    action: &TenantAction,
-    arguments: &Value,
-    conversation_id: Uuid,
-    idempotency_key: &str,
-) -> (u16, String) {
-    if let Err(e) = super::egress::check_url(&action.target_url, state.allow_private) {
-        return (0, format!("refused: {e}"));
-    }
-    let Ok(secret) = state.sealer.open(
-        &action.secret,
-        &secret_context(action.id, &action.target_url),
-    ) else {
-        return (
-            0,
-            "refused: the action's secret was saved for another endpoint".into(),
-        );
-    };
-    let body = json!({ "action": action.name, "arguments": arguments, "conversation_id": conversation_id, "idempotency_key": idempotency_key }).to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key");
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let response = state
-        .http
-        .post(&action.target_url)
-        .header("content-type", "application/json")
-        .header("x-custodian-signature", signature)
-        .header("idempotency-key", idempotency_key)
-        .body(body)
-        .send()
-        .await;
-    match response {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            (status, text.chars().take(2000).collect())
-        }
-        Err(e) => {
-            // reqwest's message names the URL only; the cause (a refused address, a timeout)
-            // is in its source chain.
-            let mut message = format!("the action endpoint did not answer: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            (0, message)
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateAction {
-    name: String,
-    description: String,
-    #[serde(default)]
-    parameters: Option<Value>,
-    target_url: String,
-    secret: SecretString,
-    #[serde(default = "yes")]
-    requires_approval: bool,
-    kind: Option<String>,
-    amount_field: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-async fn list(State(state): State<AgentState>, ctx: Ctx) -> Result<Json<Vec<TenantAction>>> {
-    let mut tx = ctx.begin(&state).await?;
-    let actions = tenant_actions(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Json(actions))
-}
-
-async fn create(
-    State(state): State<AgentState>,
-    ctx: Ctx,
-    Json(body): Json<CreateAction>,
-) -> Result<(StatusCode, Json<TenantAction>)> {
-    let parameters = body
-        .parameters
-        .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
-    check_schema(&parameters).map_err(|e| Error::bad_request("invalid_parameters", e))?;
-    super::egress::check_url(&body.target_url, state.allow_private)
-        .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
-    if body
-        .kind
-        .as_deref()
-        .is_some_and(|k| !MATERIAL_KINDS.contains(&k))
-    {
-        return Err(Error::bad_request(
-            "invalid_kind",
-            "kind must be refund, discount, exchange or escalation",
-        ));
-    }
-    // AGT-6: a material kind is always reviewed; the stored flag says so rather than the
-    // opposite of what happens (the database refuses it too).
-    let requires_approval = body.requires_approval || body.kind.is_some();
-    let id = Uuid::now_v7();
-    let secret = state.sealer.seal(
-        body.secret.expose_secret().as_bytes(),
-        &secret_context(id, &body.target_url),
-    );
-    let mut tx = ctx.begin(&state).await?;
-    let action = sqlx::query_as!(
-        TenantAction,
-        "INSERT INTO tenant_action (id, tenant_id, name, description, parameters, target_url, secret, requires_approval, kind, amount_field)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         RETURNING id, name, description, parameters, target_url, requires_approval, kind, amount_field, secret",
-        id,
-        ctx.tenant_id,
-        body.name,
-        body.description,
-        parameters,
-        body.target_url,
-        secret,
-        requires_approval,
-        body.kind,
-        body.amount_field
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    ctx.audit(
-        &mut tx,
-        AuditEvent::new("action.created", "tenant_action", id).after(&action),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(action)))
-}
-
-async fn delete(
-    State(state): State<AgentState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<StatusCode> {
-    let mut tx = ctx.begin(&state).await?;
-    let name = sqlx::query_scalar!("DELETE FROM tenant_action WHERE id = $1 AND tenant_id = current_tenant_id() RETURNING name", id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound)?;
-    ctx.audit(
-        &mut tx,
-        AuditEvent::new("action.deleted", "tenant_action", id).before(json!({ "name": name })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guardrails::schema::check_schema;
 
     #[test]
     fn the_built_in_tools_parse_and_their_own_arguments_validate() {

@@ -1,0 +1,157 @@
+//! The tenant's own HTTP actions, as admins define them: list, create (the secret sealed for
+//! its endpoint), delete. The agent offers them to the model as tools (`tools.rs`) and carries
+//! out approved ones (`execute.rs`).
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::AgentState;
+use crate::audit::AuditEvent;
+use crate::auth::Ctx;
+use crate::error::{Error, Result};
+use crate::guardrails::schema::check_schema;
+use crate::http::{Access, Api, Json, Path};
+use crate::rbac::Permission;
+use crate::reviews::{tenant_actions, TenantAction, MATERIAL_KINDS};
+
+pub fn routes<S>(api: Api<S>) -> Api<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AgentState: axum::extract::FromRef<S>,
+{
+    use Access::*;
+    api.route(
+        Method::GET,
+        "/api/v1/agent/actions",
+        Requires(Permission::AgentConfigure),
+        ("agent", "List the tenant's HTTP actions"),
+        list,
+    )
+    .route(
+        Method::POST,
+        "/api/v1/agent/actions",
+        Requires(Permission::AgentConfigure),
+        ("agent", "Define an HTTP action the agent may call"),
+        create,
+    )
+    .route(
+        Method::DELETE,
+        "/api/v1/agent/actions/{action_id}",
+        Requires(Permission::AgentConfigure),
+        ("agent", "Remove an HTTP action"),
+        delete,
+    )
+}
+
+/// The sealing context of an action's secret names the endpoint it signs for: a target URL
+/// changed without the secret being saved again (by any path, the database included) finds a
+/// secret that no longer opens, so nothing signed with it goes to the new address.
+pub(super) fn secret_context(action_id: Uuid, target_url: &str) -> String {
+    format!("action:{action_id}:{target_url}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAction {
+    name: String,
+    description: String,
+    #[serde(default)]
+    parameters: Option<Value>,
+    target_url: String,
+    secret: SecretString,
+    #[serde(default = "yes")]
+    requires_approval: bool,
+    kind: Option<String>,
+    amount_field: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn list(State(state): State<AgentState>, ctx: Ctx) -> Result<Json<Vec<TenantAction>>> {
+    let mut tx = ctx.begin(&state).await?;
+    let actions = tenant_actions(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(actions))
+}
+
+async fn create(
+    State(state): State<AgentState>,
+    ctx: Ctx,
+    Json(body): Json<CreateAction>,
+) -> Result<(StatusCode, Json<TenantAction>)> {
+    let parameters = body
+        .parameters
+        .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
+    check_schema(&parameters).map_err(|e| Error::bad_request("invalid_parameters", e))?;
+    super::egress::check_url(&body.target_url, state.allow_private)
+        .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
+    if body
+        .kind
+        .as_deref()
+        .is_some_and(|k| !MATERIAL_KINDS.contains(&k))
+    {
+        return Err(Error::bad_request(
+            "invalid_kind",
+            "kind must be refund, discount, exchange or escalation",
+        ));
+    }
+    // AGT-6: a material kind is always reviewed; the stored flag says so rather than the
+    // opposite of what happens (the database refuses it too).
+    let requires_approval = body.requires_approval || body.kind.is_some();
+    let id = Uuid::now_v7();
+    let secret = state.sealer.seal(
+        body.secret.expose_secret().as_bytes(),
+        &secret_context(id, &body.target_url),
+    );
+    let mut tx = ctx.begin(&state).await?;
+    let action = sqlx::query_as!(
+        TenantAction,
+        "INSERT INTO tenant_action (id, tenant_id, name, description, parameters, target_url, secret, requires_approval, kind, amount_field)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING id, name, description, parameters, target_url, requires_approval, kind, amount_field, secret",
+        id,
+        ctx.tenant_id,
+        body.name,
+        body.description,
+        parameters,
+        body.target_url,
+        secret,
+        requires_approval,
+        body.kind,
+        body.amount_field
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("action.created", "tenant_action", id).after(&action),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(action)))
+}
+
+async fn delete(
+    State(state): State<AgentState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode> {
+    let mut tx = ctx.begin(&state).await?;
+    let name = sqlx::query_scalar!("DELETE FROM tenant_action WHERE id = $1 AND tenant_id = current_tenant_id() RETURNING name", id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("action.deleted", "tenant_action", id).before(json!({ "name": name })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
