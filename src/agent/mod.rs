@@ -159,7 +159,7 @@ struct ExecutionSummary {
     provider: String,
     model: String,
     offline: bool,
-    outcome: String,
+    outcome: runtime::RunOutcome,
     confidence: Option<f32>,
     #[serde(with = "time::serde::rfc3339")]
     started_at: OffsetDateTime,
@@ -176,8 +176,8 @@ async fn by_conversation(
     crate::conversations::fetch(&mut tx, id).await?;
     let rows = sqlx::query_as!(
         ExecutionSummary,
-        "SELECT id, conversation_id, contact_id, trigger_message_id, provider, model, offline, outcome, confidence, started_at, finished_at
-         FROM agent_execution WHERE conversation_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at DESC",
+        r#"SELECT id, conversation_id, contact_id, trigger_message_id, provider, model, offline, outcome AS "outcome: runtime::RunOutcome", confidence, started_at, finished_at
+         FROM agent_execution WHERE conversation_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at DESC"#,
         id
     )
     .fetch_all(&mut *tx)
@@ -195,8 +195,8 @@ async fn by_contact(
     crate::crm::contacts::fetch(&mut tx, id).await?;
     let rows = sqlx::query_as!(
         ExecutionSummary,
-        "SELECT id, conversation_id, contact_id, trigger_message_id, provider, model, offline, outcome, confidence, started_at, finished_at
-         FROM agent_execution WHERE contact_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at DESC",
+        r#"SELECT id, conversation_id, contact_id, trigger_message_id, provider, model, offline, outcome AS "outcome: runtime::RunOutcome", confidence, started_at, finished_at
+         FROM agent_execution WHERE contact_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at DESC"#,
         id
     )
     .fetch_all(&mut *tx)

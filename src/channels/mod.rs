@@ -150,11 +150,12 @@ where
 /// `conversations` by `app.rs`), the send job with the window itself when the message is
 /// about to go.
 pub fn free_form_open(
-    channel: &str,
+    channel: crate::conversations::Channel,
     last_inbound_at: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> bool {
-    channel != "whatsapp" || whatsapp::window::is_open(last_inbound_at, now)
+    channel != crate::conversations::Channel::Whatsapp
+        || whatsapp::window::is_open(last_inbound_at, now)
 }
 
 /// What a WhatsApp inbox needs to receive and send.

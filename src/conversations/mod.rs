@@ -4,7 +4,7 @@
 pub mod delivery;
 pub mod routes;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -36,14 +36,83 @@ pub fn agent_run(message_id: Uuid) -> crate::queue::NewJob {
     )
 }
 
+/// Who answers a conversation: the AI agent, or the members (`conversation.handler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Handler {
+    Ai,
+    Human,
+}
+
+impl Handler {
+    pub const ALL: [Handler; 2] = [Handler::Ai, Handler::Human];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Handler::Ai => "ai",
+            Handler::Human => "human",
+        }
+    }
+}
+
+/// Where a conversation stands for the members (`conversation.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Pending,
+    Snoozed,
+    Resolved,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Open,
+        Status::Pending,
+        Status::Snoozed,
+        Status::Resolved,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Pending => "pending",
+            Status::Snoozed => "snoozed",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// The channel a conversation runs on: its inbox's (`inbox.channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Channel {
+    Whatsapp,
+    Webchat,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Whatsapp, Channel::Webchat];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::Whatsapp => "whatsapp",
+            Channel::Webchat => "webchat",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ConversationView {
     pub id: Uuid,
     pub inbox_id: Uuid,
     pub contact_id: Uuid,
-    pub channel: String,
-    pub status: String,
-    pub handler: String,
+    pub channel: Channel,
+    pub status: Status,
+    pub handler: Handler,
     pub assignee_id: Option<Uuid>,
     pub labels: Vec<String>,
     /// The customer's language (`en`, `pt`, `es`, `de`), once known.
@@ -93,10 +162,11 @@ pub struct MessageView {
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ConversationView> {
     sqlx::query_as!(
         ConversationView,
-        "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
+        r#"SELECT c.id, c.inbox_id, c.contact_id, i.channel AS "channel: Channel", c.status AS "status: Status",
+                c.handler AS "handler: Handler", c.assignee_id, c.labels,
                 c.language, c.language_set_by_member, c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
          FROM conversation c JOIN inbox i ON i.id = c.inbox_id
-         WHERE c.id = $1 AND c.tenant_id = current_tenant_id()",
+         WHERE c.id = $1 AND c.tenant_id = current_tenant_id()"#,
         id
     )
     .fetch_optional(conn)

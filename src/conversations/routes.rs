@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{fetch, fetch_message, ConversationView, MessageView};
+use super::{fetch, fetch_message, Channel, ConversationView, Handler, MessageView, Status};
 use crate::audit::{self, AuditEvent};
 use crate::auth::revocation::Held;
 use crate::auth::{AuthState, Credential, Ctx};
@@ -30,7 +30,7 @@ use crate::rbac::Permission;
 /// `last_inbound_at` (WhatsApp's 24-hour service window). The channels know their rules and
 /// rank above conversations, so `app.rs` hands the answer down.
 pub type FreeFormOpen =
-    fn(channel: &str, last_inbound_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool;
+    fn(channel: Channel, last_inbound_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool;
 
 pub fn routes<S>(api: Api<S>, free_form_open: FreeFormOpen) -> Api<S>
 where
@@ -158,13 +158,27 @@ fn decode_cursor(raw: &str) -> Result<(OffsetDateTime, Uuid)> {
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
-fn one_of(field: &str, value: &Option<String>, allowed: &[&str]) -> Result<()> {
-    match value {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(Error::bad_request(
+/// A filter's value, one of a closed set (named by `name`), or a 400 that lists them.
+fn one_of<T: Copy>(
+    field: &str,
+    value: &Option<String>,
+    allowed: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Option<T>> {
+    let Some(value) = value else { return Ok(None) };
+    match allowed.iter().find(|a| name(**a) == value) {
+        Some(found) => Ok(Some(*found)),
+        None => Err(Error::bad_request(
             "invalid_filter",
-            format!("{field} must be one of {}", allowed.join(", ")),
+            format!(
+                "{field} must be one of {}",
+                allowed
+                    .iter()
+                    .map(|a| name(*a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )),
-        _ => Ok(()),
     }
 }
 
@@ -174,13 +188,9 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<ConversationView, String>>> {
     let limit = page_limit(q.limit)?;
-    one_of(
-        "status",
-        &q.status,
-        &["open", "pending", "snoozed", "resolved"],
-    )?;
-    one_of("handler", &q.handler, &["ai", "human"])?;
-    one_of("channel", &q.channel, &["whatsapp", "webchat"])?;
+    let status = one_of("status", &q.status, &Status::ALL, Status::as_str)?;
+    let handler = one_of("handler", &q.handler, &Handler::ALL, Handler::as_str)?;
+    let channel = one_of("channel", &q.channel, &Channel::ALL, Channel::as_str)?;
     let (unassigned, assignee) = match q.assignee.as_deref() {
         None => (false, None),
         Some("none") => (true, None),
@@ -202,7 +212,8 @@ async fn list(
     // migration 0008); ordering by step, then exact time, is ordering by exact time.
     let items = sqlx::query_as!(
         ConversationView,
-        "SELECT c.id, c.inbox_id, c.contact_id, i.channel, c.status, c.handler, c.assignee_id, c.labels,
+        r#"SELECT c.id, c.inbox_id, c.contact_id, i.channel AS "channel: Channel", c.status AS "status: Status",
+                c.handler AS "handler: Handler", c.assignee_id, c.labels,
                 c.language, c.language_set_by_member, c.snoozed_until, c.last_message_at, c.last_inbound_at, c.created_at, c.updated_at
          FROM conversation c
          JOIN inbox i ON i.id = c.inbox_id
@@ -220,14 +231,14 @@ async fn list(
            AND ($10::timestamptz IS NULL
                 OR (c.activity_step <= activity_step($10) AND (c.last_message_at, c.id) < ($10, $11)))
          ORDER BY c.activity_step DESC, c.last_message_at DESC, c.id DESC
-         LIMIT $12",
+         LIMIT $12"#,
         ctx.tenant_id,
-        q.status,
+        status.map(Status::as_str),
         unassigned,
         assignee,
-        q.handler,
+        handler.map(Handler::as_str),
         q.inbox_id,
-        q.channel,
+        channel.map(Channel::as_str),
         q.label,
         pattern,
         after_at,
@@ -335,7 +346,7 @@ async fn reply(
     let mut tx = ctx.begin(&state).await?;
     let conversation = fetch(&mut tx, id).await?;
     let open = free_form_open(
-        &conversation.channel,
+        conversation.channel,
         conversation.last_inbound_at,
         OffsetDateTime::now_utc(),
     );
@@ -346,11 +357,11 @@ async fn reply(
         ));
     }
     let (content_type, attachments, status) =
-        match (&body.template, body.private, conversation.channel.as_str()) {
+        match (&body.template, body.private, conversation.channel) {
             (_, true, _) => ("text", json!([]), None),
             (Some(t), _, _) => ("template", json!([{ "template": t }]), Some("queued")),
             // Web chat visitors receive replies over their live stream: nothing to hand off.
-            (None, _, "webchat") => ("text", json!([]), Some("sent")),
+            (None, _, Channel::Webchat) => ("text", json!([]), Some("sent")),
             (None, _, _) => ("text", json!([]), Some("queued")),
         };
     let message_id = Uuid::now_v7();
@@ -406,8 +417,15 @@ async fn reply(
     )
     .await?;
     // A member answering the customer takes the conversation over from the AI.
-    if !body.private && conversation.handler == "ai" {
-        set_handler(&mut tx, &ctx, &conversation, "human", "member replied").await?;
+    if !body.private && conversation.handler == Handler::Ai {
+        set_handler(
+            &mut tx,
+            &ctx,
+            &conversation,
+            Handler::Human,
+            "member replied",
+        )
+        .await?;
     }
     events::publish(
         &mut tx,
@@ -457,23 +475,23 @@ async fn set_handler(
     tx: &mut Tx,
     ctx: &Ctx,
     before: &ConversationView,
-    handler: &str,
+    handler: Handler,
     reason: &str,
 ) -> Result<ConversationView> {
     sqlx::query!(
         "UPDATE conversation SET handler = $2, updated_at = now() WHERE id = $1 AND tenant_id = current_tenant_id()",
         before.id,
-        handler
+        handler.as_str()
     )
     .execute(&mut **tx)
     .await?;
-    let action = if handler == "human" {
+    let action = if handler == Handler::Human {
         "conversation.taken_over"
     } else {
         "conversation.handed_back"
     };
     let after = changed(tx, ctx, action, before).await?;
-    tracing::info!(conversation_id = %before.id, handler, reason, "conversation handler changed");
+    tracing::info!(conversation_id = %before.id, handler = handler.as_str(), reason, "conversation handler changed");
     Ok(after)
 }
 
@@ -520,7 +538,7 @@ async fn takeover(
 ) -> Result<Json<ConversationView>> {
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
-    let after = set_handler(&mut tx, &ctx, &before, "human", "taken over").await?;
+    let after = set_handler(&mut tx, &ctx, &before, Handler::Human, "taken over").await?;
     tx.commit().await?;
     Ok(Json(after))
 }
@@ -532,7 +550,7 @@ async fn handback(
 ) -> Result<Json<ConversationView>> {
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
-    let after = set_handler(&mut tx, &ctx, &before, "ai", "handed back").await?;
+    let after = set_handler(&mut tx, &ctx, &before, Handler::Ai, "handed back").await?;
     tx.commit().await?;
     Ok(Json(after))
 }
@@ -551,25 +569,28 @@ async fn set_status(
     Path(id): Path<Uuid>,
     Json(body): Json<StatusBody>,
 ) -> Result<Json<ConversationView>> {
-    let snoozed_until = match (body.status.as_str(), body.snoozed_until) {
-        ("snoozed", Some(until)) if until > OffsetDateTime::now_utc() => Some(until),
-        ("snoozed", _) => {
+    let status = Status::ALL
+        .into_iter()
+        .find(|s| s.as_str() == body.status)
+        .ok_or_else(|| {
+            Error::bad_request(
+                "invalid_status",
+                "status must be open, pending, snoozed or resolved",
+            )
+        })?;
+    let snoozed_until = match (status, body.snoozed_until) {
+        (Status::Snoozed, Some(until)) if until > OffsetDateTime::now_utc() => Some(until),
+        (Status::Snoozed, _) => {
             return Err(Error::bad_request(
                 "invalid_snooze",
                 "snoozing needs a snoozed_until in the future",
             ))
         }
-        ("open" | "pending" | "resolved", None) => None,
-        ("open" | "pending" | "resolved", Some(_)) => {
+        (_, None) => None,
+        (_, Some(_)) => {
             return Err(Error::bad_request(
                 "invalid_snooze",
                 "snoozed_until goes only with status snoozed",
-            ))
-        }
-        _ => {
-            return Err(Error::bad_request(
-                "invalid_status",
-                "status must be open, pending, snoozed or resolved",
             ))
         }
     };
@@ -579,7 +600,7 @@ async fn set_status(
         "UPDATE conversation SET status = $2, snoozed_until = $3, updated_at = now()
          WHERE id = $1 AND tenant_id = current_tenant_id()",
         id,
-        body.status,
+        status.as_str(),
         snoozed_until
     )
     .execute(&mut *tx)

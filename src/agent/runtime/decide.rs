@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::record::{millis, Record};
+use super::record::{millis, Record, RunOutcome};
 use super::{sqlx_history, Facts, Final, Stop};
 use crate::agent::decision::{self, Action, Decision, Weights};
 use crate::agent::pipeline::{self, call_model, constant, Guard, GuardedRequest, Masked, Part};
@@ -34,7 +34,7 @@ pub(super) fn stopped(verdict: &Verdict, record: &mut Record, guard: &Guard) -> 
     match (verdict.action, &verdict.safe_reply) {
         (crate::guardrails::Action::Block, Some(text)) => Final::Reply {
             text: guard.unmask(text),
-            outcome: "blocked",
+            outcome: RunOutcome::Blocked,
         },
         _ => Final::Handoff {
             reason: format!("guardrail:{}", record.reason),
@@ -384,7 +384,7 @@ pub(super) fn decide_on(
         }
         Action::Reply => Ok(Final::Reply {
             text: reply,
-            outcome: "replied",
+            outcome: RunOutcome::Replied,
         }),
     }
 }

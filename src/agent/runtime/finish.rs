@@ -7,13 +7,13 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::record::{findings, millis, Record};
+use super::record::{findings, millis, Record, RunOutcome};
 use super::{agent_source, send_as_agent, vault_context, Facts, Final, AGENT_FAILED};
 use crate::agent::pipeline::Guard;
 use crate::agent::settings;
 use crate::agent::AgentState;
 use crate::audit::{self, AuditEvent, AuditSource};
-use crate::conversations;
+use crate::conversations::{self, Handler};
 use crate::db::Tx;
 use crate::error::Result;
 use crate::guardrails::Lang;
@@ -113,7 +113,7 @@ pub(super) async fn finish(
     let finishing = Instant::now();
     let mut tx = state.db.tenant_tx(tenant_id).await?;
     let handler = sqlx::query_scalar!(
-        "SELECT handler FROM conversation WHERE id = $1 FOR UPDATE",
+        r#"SELECT handler AS "handler: Handler" FROM conversation WHERE id = $1 FOR UPDATE"#,
         facts.conversation_id
     )
     .fetch_one(&mut *tx)
@@ -124,9 +124,9 @@ pub(super) async fn finish(
         message_id,
         confidence: record.confidence.as_ref().map(|c| c.value as f32),
     };
-    if handler != "ai" {
+    if handler != Handler::Ai {
         // A person took over while the agent was thinking: record, send nothing.
-        record.outcome = "handed_off".into();
+        record.outcome = RunOutcome::HandedOff;
         record.reason = "taken_over_during_run".into();
     } else {
         run.carry_out(&mut tx, &mut record, final_step, guard, actions)
@@ -169,7 +169,7 @@ impl Finishing<'_> {
         match final_step {
             Final::Reply { text, outcome } => {
                 send_as_agent(tx, tenant_id, conversation_id, &text).await?;
-                record.outcome = outcome.into();
+                record.outcome = outcome;
             }
             Final::Handoff {
                 reason,
@@ -190,7 +190,7 @@ impl Finishing<'_> {
                 self.open_handoff_review(tx, record, &reason, suggestion)
                     .await?;
                 record.reason = reason;
-                record.outcome = "handed_off".into();
+                record.outcome = RunOutcome::HandedOff;
             }
             Final::PendingReview {
                 action_id,
@@ -220,7 +220,7 @@ impl Finishing<'_> {
                 )
                 .await?;
                 send_as_agent(tx, tenant_id, conversation_id, &tell_customer).await?;
-                record.outcome = "pending_review".into();
+                record.outcome = RunOutcome::PendingReview;
                 record.reason = match item {
                     Some(item) => format!("review_item:{item}"),
                     None => "review_item_exists".into(),
@@ -327,9 +327,12 @@ impl Finishing<'_> {
     /// after the conversation's lock, so of two runs racing for one message exactly one posts.
     /// The loser's transaction is dropped and its record closed as abandoned.
     async fn settle(&self, state: &AgentState, mut tx: Tx, record: Record) -> Result<()> {
-        let outcome = match record.outcome.as_str() {
-            "blocked" | "replied" | "handed_off" | "pending_review" => record.outcome.clone(),
-            _ => "failed".to_string(),
+        let outcome = match record.outcome {
+            RunOutcome::Blocked
+            | RunOutcome::Replied
+            | RunOutcome::HandedOff
+            | RunOutcome::PendingReview => record.outcome,
+            _ => RunOutcome::Failed,
         };
         // The digest is of the record as stored.
         let digest = sqlx::query_scalar!(
@@ -341,7 +344,7 @@ impl Finishing<'_> {
                                AND x.outcome NOT IN ('running', 'abandoned'))
            RETURNING encode(sha256(convert_to(record::text, 'UTF8')), 'hex') AS "digest!""#,
             record.execution_id,
-            outcome,
+            outcome.as_str(),
             self.confidence,
             serde_json::to_value(&record).unwrap_or_default(),
             self.facts.conversation_id,
@@ -359,7 +362,7 @@ impl Finishing<'_> {
                 self.tenant_id,
                 self.facts.conversation_id,
                 record,
-                "abandoned",
+                RunOutcome::Abandoned,
                 "superseded",
             )
             .await;
@@ -369,7 +372,7 @@ impl Finishing<'_> {
             self.tenant_id,
             self.facts.conversation_id,
             &record,
-            &outcome,
+            outcome,
             self.confidence,
             &digest,
         )
@@ -387,7 +390,7 @@ pub(super) async fn audit_execution(
     tenant_id: Uuid,
     conversation_id: Uuid,
     record: &Record,
-    outcome: &str,
+    outcome: RunOutcome,
     confidence: Option<f32>,
     digest: &str,
 ) -> Result<()> {
@@ -408,10 +411,10 @@ pub(super) async fn close_execution(
     tenant_id: Uuid,
     conversation_id: Uuid,
     mut record: Record,
-    outcome: &str,
+    outcome: RunOutcome,
     reason: &str,
 ) -> Result<()> {
-    record.outcome = outcome.into();
+    record.outcome = outcome;
     record.reason = reason.into();
     let confidence = record.confidence.as_ref().map(|c| c.value as f32);
     let mut tx = state.db.tenant_tx(tenant_id).await?;
@@ -420,7 +423,7 @@ pub(super) async fn close_execution(
            WHERE id = $1 AND finished_at IS NULL
            RETURNING encode(sha256(convert_to(record::text, 'UTF8')), 'hex') AS "digest!""#,
         record.execution_id,
-        outcome,
+        outcome.as_str(),
         confidence,
         serde_json::to_value(&record).unwrap_or_default()
     )
@@ -453,7 +456,7 @@ pub(super) async fn give_up(
 ) -> Result<()> {
     let mut tx = state.db.tenant_tx(tenant_id).await?;
     let Some(row) = sqlx::query!(
-        r#"SELECT c.id AS conversation_id, c.handler,
+        r#"SELECT c.id AS conversation_id, c.handler AS "handler: Handler",
                   EXISTS (SELECT 1 FROM agent_execution x
                           WHERE x.tenant_id = m.tenant_id AND x.conversation_id = m.conversation_id
                             AND x.trigger_message_id = m.id
@@ -468,7 +471,7 @@ pub(super) async fn give_up(
     else {
         return Ok(());
     };
-    if !row.done && row.handler == "ai" {
+    if !row.done && row.handler == Handler::Ai {
         conversations::hand_to_humans(&mut tx, tenant_id, row.conversation_id, AGENT_FAILED, None)
             .await?;
     }
@@ -504,7 +507,7 @@ pub(super) async fn give_up(
             tenant_id,
             row.conversation_id,
             &record,
-            "failed",
+            RunOutcome::Failed,
             None,
             &execution.digest,
         )

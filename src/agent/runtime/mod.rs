@@ -24,7 +24,7 @@ use super::settings::{self, Embedder};
 use super::tools::CallScope;
 use super::AgentState;
 use crate::audit::AuditSource;
-use crate::conversations;
+use crate::conversations::{self, Handler};
 use crate::error::Result;
 use crate::events;
 use crate::guardrails::{
@@ -40,7 +40,7 @@ mod record;
 use decide::decide;
 use finish::{finish, give_up, human_review_without_run, HUMAN_REVIEW_REASON};
 use record::millis;
-pub use record::{Record, UsageTotals};
+pub use record::{Record, RunOutcome, UsageTotals};
 
 const HISTORY: i64 = 12;
 /// The hand-off reason when an agent run failed on every attempt of its job.
@@ -81,7 +81,7 @@ pub async fn run_job(state: &AgentState, job: &Job) -> Outcome {
 pub(super) enum Final {
     Reply {
         text: String,
-        outcome: &'static str,
+        outcome: RunOutcome,
     },
     Handoff {
         reason: String,
@@ -110,7 +110,7 @@ impl Final {
 struct Facts {
     conversation_id: Uuid,
     contact_id: Uuid,
-    handler: String,
+    handler: Handler,
     body: String,
     restricted: bool,
     tenant_name: String,
@@ -142,7 +142,7 @@ async fn run(state: &AgentState, tenant_id: Uuid, message_id: Uuid) -> Result<()
         // every contact of the tenant here, on every turn.
         // Everything else a turn reads comes in the same round trip: the vault, the history,
         // and the versions of the tenant's settings and actions.
-        r#"SELECT m.conversation_id, c.contact_id, c.handler, m.body, p.restricted,
+        r#"SELECT m.conversation_id, c.contact_id, c.handler AS "handler: Handler", m.body, p.restricted,
                   t.name AS tenant_name, p.name AS "name?", p.email AS "email?", p.phone AS "phone?",
                   a.name AS "company?", c.language AS "language?",
                   EXISTS (SELECT 1 FROM agent_execution x
@@ -177,7 +177,7 @@ async fn run(state: &AgentState, tenant_id: Uuid, message_id: Uuid) -> Result<()
     if facts.done {
         return Ok(());
     }
-    if facts.handler != "ai" {
+    if facts.handler != Handler::Ai {
         // People handle the conversation: no model runs. A customer asking for a person to
         // review a decision is still heard (AGT-7): the ingest queued this run for that alone.
         if asks_for_human_review(&facts.body) {

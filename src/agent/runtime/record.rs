@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -14,6 +14,35 @@ use crate::agent::prompts::TemplateUse;
 use crate::agent::provider::{ChatResponse, Provider, ProviderError};
 use crate::agent::settings::Embedder;
 use crate::knowledge::Embedded;
+
+/// How a run ended (`agent_execution.outcome`): `running` until it finishes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RunOutcome {
+    #[default]
+    Running,
+    Replied,
+    Blocked,
+    HandedOff,
+    PendingReview,
+    Failed,
+    Abandoned,
+}
+
+impl RunOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Replied => "replied",
+            RunOutcome::Blocked => "blocked",
+            RunOutcome::HandedOff => "handed_off",
+            RunOutcome::PendingReview => "pending_review",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Abandoned => "abandoned",
+        }
+    }
+}
 
 /// Token counts summed over every provider call of a run.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -44,7 +73,7 @@ pub struct Record {
     pub decision: Option<Decision>,
     pub confidence: Option<Confidence>,
     pub guardrails: Vec<pipeline::VerdictRecord>,
-    pub outcome: String,
+    pub outcome: RunOutcome,
     pub reason: String,
     /// Milliseconds, to the microsecond.
     pub timings_ms: BTreeMap<&'static str, f64>,
