@@ -42,12 +42,8 @@ use async_openai::config::OpenAIConfig;
 use super::pipeline::{ModelAccess, ToolSpec};
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
-    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
-    ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionTools,
-    CreateChatCompletionRequest, FunctionCall, FunctionObject, ResponseFormat,
-    ResponseFormatJsonSchema,
+    ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, FunctionObject,
+    ResponseFormat, ResponseFormatJsonSchema,
 };
 use async_openai::types::embeddings::{CreateEmbeddingRequest, EmbeddingInput};
 use async_openai::Client;
@@ -59,9 +55,11 @@ use crate::knowledge::Embedded;
 
 mod parse;
 mod transport;
+mod wire;
 
 use parse::{parse_chat, parse_embeddings, unit_length};
 use transport::{describe_transport_error, is_retryable, RetryPolicy, Transport};
+use wire::wire_message;
 
 const DEFAULT_RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
 const DEFAULT_MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -710,52 +708,6 @@ impl Provider {
             ProviderError::Malformed(message) => ProviderError::Malformed(clean(message)),
             ProviderError::Config(message) => ProviderError::Config(clean(message)),
         }
-    }
-}
-
-fn wire_message(message: &ChatMessage) -> ChatCompletionRequestMessage {
-    match message {
-        ChatMessage::System(content) => ChatCompletionRequestSystemMessage {
-            content: content.clone().into(),
-            name: None,
-        }
-        .into(),
-        ChatMessage::User(content) => ChatCompletionRequestUserMessage {
-            content: content.clone().into(),
-            name: None,
-        }
-        .into(),
-        ChatMessage::Assistant {
-            content,
-            tool_calls,
-        } => {
-            let tool_calls = tool_calls
-                .iter()
-                .map(|call| {
-                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
-                        id: call.id.clone(),
-                        function: FunctionCall {
-                            name: call.name.clone(),
-                            arguments: call.arguments.clone(),
-                        },
-                    })
-                })
-                .collect::<Vec<_>>();
-            ChatCompletionRequestAssistantMessage {
-                content: content.clone().map(Into::into),
-                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
-                ..Default::default()
-            }
-            .into()
-        }
-        ChatMessage::Tool {
-            tool_call_id,
-            content,
-        } => ChatCompletionRequestToolMessage {
-            content: content.clone().into(),
-            tool_call_id: tool_call_id.clone(),
-        }
-        .into(),
     }
 }
 
