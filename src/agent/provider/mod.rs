@@ -32,6 +32,13 @@
 //! the HTTP client here is `reqwest013`. Its TLS is rustls with the *ring* provider and
 //! the webpki roots, the same stack as the platform's reqwest 0.12: enabling
 //! async-openai's default `rustls` feature would compile aws-lc-rs as well.
+//!
+//! # Where things are
+//!
+//! This file is the client: its configuration, its errors, [`Provider`] and its calls.
+//! `types.rs` holds what is sent and answered ([`ChatMessage`], [`ChatResponse`]...),
+//! `wire.rs` turns our messages into async-openai's, `parse.rs` is the lenient reader and
+//! `transport.rs` the retrying transport.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
