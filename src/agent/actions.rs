@@ -89,7 +89,7 @@ async fn create(
         .parameters
         .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
     check_schema(&parameters).map_err(|e| Error::bad_request("invalid_parameters", e))?;
-    super::egress::check_url(&body.target_url, state.allow_private)
+    crate::http::egress::check_url(&body.target_url, state.allow_private)
         .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
     if body
         .kind

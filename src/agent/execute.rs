@@ -92,7 +92,7 @@ pub(super) async fn invoke(
     conversation_id: Uuid,
     idempotency_key: &str,
 ) -> (u16, String) {
-    if let Err(e) = super::egress::check_url(&action.target_url, state.allow_private) {
+    if let Err(e) = crate::http::egress::check_url(&action.target_url, state.allow_private) {
         return (0, format!("refused: {e}"));
     }
     let Ok(secret) = state.sealer.open(

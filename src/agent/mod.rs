@@ -5,7 +5,6 @@
 pub mod actions;
 pub mod decision;
 pub mod dry_run;
-pub mod egress;
 pub mod execute;
 pub mod pipeline;
 pub mod prompts;
@@ -59,7 +58,7 @@ pub struct AgentState {
     pub actions: Arc<tools::ActionsCache>,
     /// Sends a run's notifications after its commit.
     pub notifier: Arc<crate::events::Notifier>,
-    /// Outbound HTTP to tenants' action endpoints (public addresses only, see [`egress`]).
+    /// Outbound HTTP to tenants' action endpoints (public addresses only, see [`crate::http::egress`]).
     pub http: reqwest::Client,
 }
 
@@ -79,7 +78,7 @@ impl AgentState {
             settings: Arc::default(),
             actions: Arc::default(),
             notifier,
-            http: egress::client(allow_private)?,
+            http: crate::http::egress::client(allow_private)?,
         })
     }
 }

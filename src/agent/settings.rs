@@ -489,10 +489,14 @@ async fn update(
             }
             // Like an action's endpoint: not into the platform's own network (the provider
             // client checks host names again when it resolves them).
-            super::egress::check_target(u, state.allow_private, super::egress::Target::Provider)
-                .map_err(|e| {
-                    Error::bad_request("invalid_provider", format!("provider_base_url: {e}"))
-                })?;
+            crate::http::egress::check_target(
+                u,
+                state.allow_private,
+                crate::http::egress::Target::Provider,
+            )
+            .map_err(|e| {
+                Error::bad_request("invalid_provider", format!("provider_base_url: {e}"))
+            })?;
         }
         s.provider_base_url = url.map(|u| u.trim_end_matches('/').to_string());
     }

@@ -1,8 +1,10 @@
 //! HTTP plumbing shared by every domain: extractors that answer in our error shape, request
-//! metadata, the route registry (where each route declares its access), middleware, OpenAPI.
+//! metadata, the route registry (where each route declares its access), middleware, OpenAPI,
+//! and the egress policy every outbound call to a tenant-named address follows.
 
 pub mod api;
 pub mod ctx;
+pub mod egress;
 pub mod middleware;
 pub mod openapi;
 pub mod request_log;

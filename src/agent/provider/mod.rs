@@ -186,10 +186,10 @@ impl Provider {
             return config_error("base URL must not hold credentials; use the API key");
         }
         // A tenant names this URL: it must not lead into the platform's own network.
-        super::egress::check_target(
+        crate::http::egress::check_target(
             &base_url,
             config.allow_private,
-            super::egress::Target::Provider,
+            crate::http::egress::Target::Provider,
         )
         .map_err(|e| ProviderError::Config(format!("base URL: {e}")))?;
         let name = match url.port() {
@@ -249,7 +249,9 @@ impl Provider {
         } else {
             // Host names are checked after resolution: one that resolves to a private
             // address is refused at call time, like a private IP literal here.
-            builder.dns_resolver(super::egress::PublicOnly(super::egress::Target::Provider))
+            builder.dns_resolver(crate::http::egress::PublicOnly(
+                crate::http::egress::Target::Provider,
+            ))
         };
         let http = builder
             .tls_backend_preconfigured(tls)
