@@ -7,8 +7,8 @@
 //! customer is told (fail closed).
 
 mod actions;
+pub mod decide;
 pub mod policy;
-pub mod routes;
 
 use serde_json::{json, Value};
 use sqlx::PgConnection;
