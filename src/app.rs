@@ -225,7 +225,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::conversations::routes::routes(api, crate::channels::free_form_open);
     let api = crate::knowledge::routes::routes(api);
     let api = crate::agent::routes(api);
-    let api = crate::reviews::decide::routes(api);
+    let api = crate::reviews::routes::routes(api);
     let api = crate::retention::routes::routes(api);
     let api = crate::http::request_log::routes(api);
     crate::channels::jobs::routes(api)

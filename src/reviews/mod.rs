@@ -7,8 +7,10 @@
 //! customer is told (fail closed).
 
 mod actions;
-pub mod decide;
+mod decide;
 pub mod policy;
+mod policy_routes;
+pub mod routes;
 
 use serde_json::{json, Value};
 use sqlx::PgConnection;
