@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use super::policy::{RequiredRole, Subject};
 use super::routes::{fetch, note, ReviewView};
-use super::{announce, customer_waits, load_policy, tenant_actions, TenantAction, EXECUTE_JOB};
+use super::{
+    announce, load_policy, tenant_actions, ReviewKind, ReviewStatus, TenantAction, EXECUTE_JOB,
+};
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::conversations::{self, Author};
@@ -60,7 +62,7 @@ enum Outcome {
 
 /// Checks what an approval says against the item's kind, before anything is written.
 fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
-    let resolves = item.kind == "human_review";
+    let resolves = item.kind == ReviewKind::HumanReview;
     if resolves && body.outcome.is_none() {
         return Err(Error::bad_request(
             "outcome_required",
@@ -82,13 +84,18 @@ fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
             ));
         }
     }
-    if body.edit.is_some() && matches!(item.kind.as_str(), "human_review" | "guardrail_flag") {
+    if body.edit.is_some()
+        && matches!(
+            item.kind,
+            ReviewKind::HumanReview | ReviewKind::GuardrailFlag
+        )
+    {
         return Err(Error::bad_request(
             "invalid_edit",
             "only an action or a draft can be edited",
         ));
     }
-    if item.kind == "low_confidence" && body.edit.is_none() {
+    if item.kind == ReviewKind::LowConfidence && body.edit.is_none() {
         let proposal = item.approved_proposal.as_ref().unwrap_or(&item.proposal);
         if proposal["draft"]
             .as_str()
@@ -112,7 +119,7 @@ async fn changed(mut tx: Tx, ctx: &Ctx, event: AuditEvent, after: &ReviewView) -
         ctx.tenant_id,
         after.id,
         after.conversation_id,
-        &after.status,
+        after.status,
     )
     .await?;
     tx.commit().await?;
@@ -121,7 +128,7 @@ async fn changed(mut tx: Tx, ctx: &Ctx, event: AuditEvent, after: &ReviewView) -
 
 /// Refusals every decision shares: the item must still wait, and not be past its time.
 fn still_pending(item: &ReviewView) -> Result<()> {
-    if item.status != "pending" {
+    if item.status != ReviewStatus::Pending {
         return Err(Error::conflict(
             "already_decided",
             format!("this item is already {}", item.status),
@@ -165,7 +172,7 @@ pub(super) async fn approve(
             "four eyes: whoever asked for a review cannot approve it",
         ));
     }
-    let mut required = RequiredRole::parse(&before.required_role).unwrap_or(RequiredRole::Owner);
+    let mut required = before.required_role;
     if !required.allows(ctx.role) {
         return Err(role_refusal(required));
     }
@@ -265,7 +272,7 @@ struct Edited {
 
 /// Checks an edit against the item's kind.
 async fn edited_proposal(tx: &mut Tx, item: &ReviewView, edit: &Edit) -> Result<Edited> {
-    if item.kind == "action" {
+    if item.kind == ReviewKind::Action {
         if edit.draft.is_some() {
             return Err(Error::bad_request(
                 "invalid_edit",
@@ -321,8 +328,8 @@ async fn carry_out(
     item: &ReviewView,
     body: &ApproveBody,
 ) -> Result<Option<Uuid>> {
-    match item.kind.as_str() {
-        "human_review" => {
+    match item.kind {
+        ReviewKind::HumanReview => {
             let outcome = body.outcome.unwrap_or(Outcome::Upheld);
             let mut message_id = None;
             if let Some(conversation_id) = item.conversation_id {
@@ -354,7 +361,7 @@ async fn carry_out(
             resolve(tx, ctx, item.id, result).await?;
             return Ok(message_id);
         }
-        "guardrail_flag" => {
+        ReviewKind::GuardrailFlag => {
             resolve(tx, ctx, item.id, json!({ "acknowledged": true })).await?;
             return Ok(None);
         }
@@ -368,7 +375,7 @@ async fn carry_out(
     )
     .execute(&mut **tx)
     .await?;
-    if item.kind == "action" {
+    if item.kind == ReviewKind::Action {
         queue::enqueue(
             tx,
             ctx.tenant_id,
@@ -445,7 +452,7 @@ pub(super) async fn reject(
     let before = fetch(&mut tx, id, true).await?;
     still_pending(&before)?;
     // A rejection is as final as an approval: it needs the same role.
-    let required = RequiredRole::parse(&before.required_role).unwrap_or(RequiredRole::Owner);
+    let required = before.required_role;
     if !required.allows(ctx.role) {
         return Err(role_refusal(required));
     }
@@ -460,7 +467,7 @@ pub(super) async fn reject(
     .execute(&mut *tx)
     .await?;
     let mut told = None;
-    if let (true, Some(conversation_id)) = (customer_waits(&before.kind), before.conversation_id) {
+    if let (true, Some(conversation_id)) = (before.kind.customer_waits(), before.conversation_id) {
         let policy = load_policy(&mut tx).await?;
         let lang = conversations::language(&mut tx, conversation_id).await?;
         told = Some(
@@ -504,7 +511,7 @@ pub(super) async fn assign(
     };
     let mut tx = ctx.begin(&db).await?;
     let before = fetch(&mut tx, id, true).await?;
-    if before.status != "pending" {
+    if before.status != ReviewStatus::Pending {
         return Err(Error::conflict(
             "already_decided",
             format!("this item is already {}", before.status),
@@ -529,7 +536,7 @@ pub(super) async fn assign(
             ));
         }
         // Giving an item to someone who could not decide it would only park it.
-        let required = RequiredRole::parse(&before.required_role).unwrap_or(RequiredRole::Owner);
+        let required = before.required_role;
         if !role.is_some_and(|r| required.allows(r)) {
             return Err(Error::bad_request(
                 "assignee_cannot_decide",

@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{decide, policy_routes, tenant_actions, NewItem, Requester, KINDS};
+use super::policy::RequiredRole;
+use super::{
+    decide, policy_routes, tenant_actions, NewItem, RequestedBy, Requester, ReviewKind,
+    ReviewStatus,
+};
 use crate::auth::Ctx;
 use crate::conversations;
 use crate::db::Db;
@@ -109,8 +113,8 @@ where
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewView {
     pub id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: ReviewKind,
+    pub status: ReviewStatus,
     pub expired: bool,
     pub conversation_id: Option<Uuid>,
     pub execution_id: Option<Uuid>,
@@ -119,11 +123,11 @@ pub struct ReviewView {
     pub approved_proposal: Option<Value>,
     pub confidence: Option<f32>,
     pub findings: Value,
-    pub requested_by: String,
+    pub requested_by: RequestedBy,
     pub requested_by_member: Option<Uuid>,
     pub request_note: Option<String>,
     pub assignee_id: Option<Uuid>,
-    pub required_role: String,
+    pub required_role: RequiredRole,
     pub approvals_required: i32,
     pub approvals: i64,
     pub policy: Value,
@@ -166,9 +170,11 @@ pub(super) async fn fetch(
     }
     sqlx::query_as!(
         ReviewView,
-        r#"SELECT r.id, r.kind, r.status, r.expired, r.conversation_id, r.execution_id, r.action_id, r.proposal,
-                  r.approved_proposal, r.confidence, r.findings, r.requested_by, r.requested_by_member,
-                  r.request_note, r.assignee_id, r.required_role, r.approvals_required,
+        r#"SELECT r.id, r.kind AS "kind: ReviewKind", r.status AS "status: ReviewStatus", r.expired,
+                  r.conversation_id, r.execution_id, r.action_id, r.proposal, r.approved_proposal,
+                  r.confidence, r.findings, r.requested_by AS "requested_by: RequestedBy",
+                  r.requested_by_member, r.request_note, r.assignee_id,
+                  r.required_role AS "required_role: RequiredRole", r.approvals_required,
                   (SELECT count(*) FROM review_approval a WHERE a.review_item_id = r.id) AS "approvals!",
                   r.policy, r.decided_by, r.decision_reason, r.result,
                   (r.status = 'pending' AND r.due_at < now()) AS "sla_breached!",
@@ -195,16 +201,6 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-const STATUSES: &[&str] = &[
-    "pending",
-    "approved",
-    "executing",
-    "executed",
-    "failed",
-    "rejected",
-    "resolved",
-];
-
 async fn list(
     State(db): State<Db>,
     ctx: Ctx,
@@ -217,28 +213,38 @@ async fn list(
             "limit must be 1 to 200",
         ));
     }
-    if let Some(s) = &q.status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(Error::bad_request(
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(raw) => Some(ReviewStatus::parse(raw).ok_or_else(|| {
+            Error::bad_request(
                 "invalid_status",
-                format!("status must be one of {}", STATUSES.join(", ")),
-            ));
-        }
-    }
-    if let Some(k) = &q.kind {
-        if !KINDS.contains(&k.as_str()) {
-            return Err(Error::bad_request(
+                format!(
+                    "status must be one of {}",
+                    ReviewStatus::ALL.map(ReviewStatus::as_str).join(", ")
+                ),
+            )
+        })?),
+    };
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(raw) => Some(ReviewKind::parse(raw).ok_or_else(|| {
+            Error::bad_request(
                 "invalid_kind",
-                format!("kind must be one of {}", KINDS.join(", ")),
-            ));
-        }
-    }
+                format!(
+                    "kind must be one of {}",
+                    ReviewKind::ALL.map(ReviewKind::as_str).join(", ")
+                ),
+            )
+        })?),
+    };
     let mut tx = ctx.begin(&db).await?;
     let items = sqlx::query_as!(
         ReviewView,
-        r#"SELECT r.id, r.kind, r.status, r.expired, r.conversation_id, r.execution_id, r.action_id, r.proposal,
-                  r.approved_proposal, r.confidence, r.findings, r.requested_by, r.requested_by_member,
-                  r.request_note, r.assignee_id, r.required_role, r.approvals_required,
+        r#"SELECT r.id, r.kind AS "kind: ReviewKind", r.status AS "status: ReviewStatus", r.expired,
+                  r.conversation_id, r.execution_id, r.action_id, r.proposal, r.approved_proposal,
+                  r.confidence, r.findings, r.requested_by AS "requested_by: RequestedBy",
+                  r.requested_by_member, r.request_note, r.assignee_id,
+                  r.required_role AS "required_role: RequiredRole", r.approvals_required,
                   (SELECT count(*) FROM review_approval a WHERE a.review_item_id = r.id) AS "approvals!",
                   r.policy, r.decided_by, r.decision_reason, r.result,
                   (r.status = 'pending' AND r.due_at < now()) AS "sla_breached!",
@@ -254,8 +260,8 @@ async fn list(
              AND ($6::uuid IS NULL OR r.id > $6)
            ORDER BY r.id
            LIMIT $7"#,
-        q.status,
-        q.kind,
+        status.map(ReviewStatus::as_str),
+        kind.map(ReviewKind::as_str),
         q.assignee_id,
         q.conversation_id,
         q.sla_breached,
@@ -278,22 +284,28 @@ struct Counts {
 async fn counts(State(db): State<Db>, ctx: Ctx) -> Result<Json<Counts>> {
     let mut tx = ctx.begin(&db).await?;
     let rows = sqlx::query!(
-        r#"SELECT status, kind, count(*) AS "n!", count(*) FILTER (WHERE status = 'pending' AND due_at < now()) AS "breached!"
+        r#"SELECT status AS "status: ReviewStatus", kind AS "kind: ReviewKind", count(*) AS "n!", count(*) FILTER (WHERE status = 'pending' AND due_at < now()) AS "breached!"
            FROM review_item WHERE tenant_id = current_tenant_id() GROUP BY status, kind"#
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut by_status: serde_json::Map<String, Value> =
-        STATUSES.iter().map(|s| (s.to_string(), json!(0))).collect();
-    let mut pending_by_kind: serde_json::Map<String, Value> =
-        KINDS.iter().map(|k| (k.to_string(), json!(0))).collect();
+    let mut by_status: serde_json::Map<String, Value> = ReviewStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), json!(0)))
+        .collect();
+    let mut pending_by_kind: serde_json::Map<String, Value> = ReviewKind::ALL
+        .iter()
+        .map(|k| (k.as_str().to_string(), json!(0)))
+        .collect();
     let mut sla_breached = 0;
     for row in rows {
-        let slot = by_status.entry(row.status.clone()).or_insert(json!(0));
+        let slot = by_status
+            .entry(row.status.as_str().to_string())
+            .or_insert(json!(0));
         *slot = json!(slot.as_i64().unwrap_or(0) + row.n);
-        if row.status == "pending" {
-            pending_by_kind.insert(row.kind, json!(row.n));
+        if row.status == ReviewStatus::Pending {
+            pending_by_kind.insert(row.kind.as_str().to_string(), json!(row.n));
         }
         sla_breached += row.breached;
     }
@@ -380,8 +392,8 @@ async fn create(
     conversations::fetch(&mut tx, body.conversation_id).await?;
     let source = ctx.audit_source();
     let key = format!("member:{}", Uuid::now_v7());
-    let opened = match body.kind.as_str() {
-        "human_review" => {
+    let opened = match ReviewKind::parse(&body.kind) {
+        Some(ReviewKind::HumanReview) => {
             if note.is_none() {
                 return Err(Error::bad_request(
                     "note_required",
@@ -413,7 +425,7 @@ async fn create(
                 &mut tx,
                 &source,
                 NewItem {
-                    kind: "human_review",
+                    kind: ReviewKind::HumanReview,
                     conversation_id: Some(body.conversation_id),
                     execution_id: execution.map(|e| e.id),
                     action: None,
@@ -428,7 +440,7 @@ async fn create(
             )
             .await?
         }
-        "action" => {
+        Some(ReviewKind::Action) => {
             let action_id = body.action_id.ok_or_else(|| {
                 Error::bad_request("action_required", "an action review needs action_id")
             })?;
@@ -445,7 +457,7 @@ async fn create(
                 &mut tx,
                 &source,
                 NewItem {
-                    kind: "action",
+                    kind: ReviewKind::Action,
                     conversation_id: Some(body.conversation_id),
                     execution_id: None,
                     action: Some(action),
