@@ -7,7 +7,10 @@
 //! customer is told (fail closed).
 
 mod actions;
+mod decide;
+mod item;
 pub mod policy;
+mod policy_routes;
 pub mod routes;
 
 use serde_json::{json, Value};
@@ -22,14 +25,13 @@ use crate::error::Result;
 use crate::events::{self, Event};
 use crate::queue::Job;
 pub use actions::{tenant_actions, TenantAction, MATERIAL_KINDS};
+pub use item::{RequestedBy, ReviewKind, ReviewStatus};
 pub use policy::{RequiredRole, ReviewPolicy, Subject};
 
 /// Runs an approved action. Enqueued here with the item's id when the last approval is given;
 /// handled by the agent, which calls the tenant's actions, through [`claim_approved`] and
 /// [`settle_approved`]: the review queue never calls up into the agent.
 pub const EXECUTE_JOB: &str = "review.execute";
-
-pub const KINDS: &[&str] = &["action", "low_confidence", "guardrail_flag", "human_review"];
 
 /// Who asked for the review.
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +42,11 @@ pub enum Requester {
 }
 
 impl Requester {
-    fn label(self) -> &'static str {
+    fn requested_by(self) -> RequestedBy {
         match self {
-            Requester::Agent => "agent",
-            Requester::Member(_) => "member",
-            Requester::Customer => "customer",
+            Requester::Agent => RequestedBy::Agent,
+            Requester::Member(_) => RequestedBy::Member,
+            Requester::Customer => RequestedBy::Customer,
         }
     }
 
@@ -58,7 +60,7 @@ impl Requester {
 
 /// A new item for the queue.
 pub struct NewItem<'a> {
-    pub kind: &'static str,
+    pub kind: ReviewKind,
     pub conversation_id: Option<Uuid>,
     pub execution_id: Option<Uuid>,
     pub action: Option<&'a TenantAction>,
@@ -86,7 +88,7 @@ pub async fn load_policy(conn: &mut PgConnection) -> Result<ReviewPolicy> {
 
 /// Opens an item on the caller's tenant transaction, with the demands of the tenant's policy.
 /// Returns `None` when an item with the same idempotency key exists already.
-#[tracing::instrument(skip_all, fields(tenant_id = %source.tenant_id, kind = item.kind))]
+#[tracing::instrument(skip_all, fields(tenant_id = %source.tenant_id, kind = item.kind.as_str()))]
 pub async fn open(
     conn: &mut PgConnection,
     source: &AuditSource,
@@ -109,14 +111,14 @@ pub async fn open(
          RETURNING id",
         id,
         source.tenant_id,
-        item.kind,
+        item.kind.as_str(),
         item.conversation_id,
         item.execution_id,
         item.action.map(|a| a.id),
         item.proposal,
         item.confidence,
         item.findings,
-        item.requester.label(),
+        item.requester.requested_by().as_str(),
         item.requester.member(),
         item.note,
         requirement.role.as_str(),
@@ -131,12 +133,19 @@ pub async fn open(
     .await?;
     let Some(id) = opened else { return Ok(None) };
     let mut event = AuditEvent::new("review.opened", "review_item", id).after(json!({
-        "kind": item.kind, "conversation_id": item.conversation_id, "requested_by": item.requester.label(),
+        "kind": item.kind, "conversation_id": item.conversation_id, "requested_by": item.requester.requested_by(),
         "required_role": requirement.role.as_str(), "approvals_required": requirement.approvals,
     }));
     event.execution_id = item.execution_id;
     audit::record(conn, source, event).await?;
-    announce(conn, source.tenant_id, id, item.conversation_id, "pending").await?;
+    announce(
+        conn,
+        source.tenant_id,
+        id,
+        item.conversation_id,
+        ReviewStatus::Pending,
+    )
+    .await?;
     Ok(Some(id))
 }
 
@@ -146,7 +155,7 @@ pub(crate) async fn announce(
     tenant_id: Uuid,
     item_id: Uuid,
     conversation_id: Option<Uuid>,
-    status: &str,
+    status: ReviewStatus,
 ) -> Result<()> {
     events::publish(
         conn,
@@ -160,21 +169,6 @@ pub(crate) async fn announce(
     )
     .await?;
     Ok(())
-}
-
-/// Kinds where the customer asked or was promised something, so hears the outcome of a
-/// rejection or an expiry: an action (they were told it waits for approval) and a human-review
-/// request (they asked for it).
-///
-/// Not a low-confidence draft: when it was opened the conversation went to a person, and the
-/// customer was neither shown the draft nor promised anything about it; the draft is only a
-/// suggestion to whoever answers in the inbox. Rejecting it (or letting it expire) means the
-/// draft is not sent; the conversation itself stays with the people, who answer the customer
-/// themselves. Telling the customer "your request was not approved" about a request they never
-/// made would be wrong. Nor a guardrail flag: the run went on and the customer already has
-/// its answer; the flag only asks a person to look.
-pub(crate) fn customer_waits(kind: &str) -> bool {
-    matches!(kind, "action" | "human_review")
 }
 
 /// Rejects every pending item whose time ran out, in every tenant (fail closed): the item is
@@ -191,12 +185,13 @@ pub async fn expire_due(db: &Db) -> Result<usize> {
     for row in due {
         let mut tx = db.tenant_tx(row.tenant_id).await?;
         let item = sqlx::query!(
-            "SELECT kind, conversation_id, status, expires_at FROM review_item WHERE id = $1 FOR UPDATE",
+            r#"SELECT kind AS "kind: ReviewKind", conversation_id, status AS "status: ReviewStatus", expires_at
+               FROM review_item WHERE id = $1 FOR UPDATE"#,
             row.id
         )
         .fetch_one(&mut *tx)
         .await?;
-        let still_due = item.status == "pending"
+        let still_due = item.status == ReviewStatus::Pending
             && item
                 .expires_at
                 .is_some_and(|at| at <= OffsetDateTime::now_utc());
@@ -212,7 +207,7 @@ pub async fn expire_due(db: &Db) -> Result<usize> {
         .execute(&mut *tx)
         .await?;
         let mut told = None;
-        if let (true, Some(conversation_id)) = (customer_waits(&item.kind), item.conversation_id) {
+        if let (true, Some(conversation_id)) = (item.kind.customer_waits(), item.conversation_id) {
             let policy = load_policy(&mut tx).await?;
             let lang = conversations::language(&mut tx, conversation_id).await?;
             told = Some(
@@ -241,7 +236,7 @@ pub async fn expire_due(db: &Db) -> Result<usize> {
             row.tenant_id,
             row.id,
             item.conversation_id,
-            "rejected",
+            ReviewStatus::Rejected,
         )
         .await?;
         tx.commit().await?;
@@ -280,9 +275,9 @@ pub struct Approved {
 pub async fn claim_approved(db: &Db, tenant_id: Uuid, item_id: Uuid) -> Result<Option<Approved>> {
     let mut tx = db.tenant_tx(tenant_id).await?;
     let item = sqlx::query!(
-        "SELECT status, action_id, conversation_id, execution_id, proposal, approved_proposal, idempotency_key,
-                decided_by
-         FROM review_item WHERE id = $1 FOR UPDATE",
+        r#"SELECT status AS "status: ReviewStatus", action_id, conversation_id, execution_id, proposal,
+                  approved_proposal, idempotency_key, decided_by
+           FROM review_item WHERE id = $1 FOR UPDATE"#,
         item_id
     )
     .fetch_optional(&mut *tx)
@@ -290,8 +285,8 @@ pub async fn claim_approved(db: &Db, tenant_id: Uuid, item_id: Uuid) -> Result<O
     let Some(item) = item else {
         return Ok(None);
     };
-    match item.status.as_str() {
-        "approved" => {
+    match item.status {
+        ReviewStatus::Approved => {
             sqlx::query!(
                 "UPDATE review_item SET status = 'executing', updated_at = now() WHERE id = $1",
                 item_id
@@ -300,7 +295,7 @@ pub async fn claim_approved(db: &Db, tenant_id: Uuid, item_id: Uuid) -> Result<O
             .await?;
             tx.commit().await?;
         }
-        "executing" => tx.commit().await?,
+        ReviewStatus::Executing => tx.commit().await?,
         _ => return Ok(None),
     }
     let proposal = item.approved_proposal.unwrap_or(item.proposal);
@@ -328,13 +323,17 @@ pub async fn settle_approved(
     body: &str,
 ) -> Result<()> {
     let item_id = approved.item_id;
-    let final_status = if success { "executed" } else { "failed" };
+    let final_status = if success {
+        ReviewStatus::Executed
+    } else {
+        ReviewStatus::Failed
+    };
     let result = json!({ "status": status, "body": body });
     sqlx::query!(
         "UPDATE review_item SET status = $2, result = $3, executed_at = now(), updated_at = now()
          WHERE id = $1 AND status = 'executing'",
         item_id,
-        final_status,
+        final_status.as_str(),
         result
     )
     .execute(&mut *conn)

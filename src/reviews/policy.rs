@@ -123,9 +123,13 @@ pub fn canonical_kind(kind: &str) -> &str {
     }
 }
 
-/// The least role that may approve, in rank order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// The least role that may approve, in rank order. Also `review_item.required_role` (text,
+/// CHECK `review_item_required_role`), read through `sqlx::Type`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RequiredRole {
     Reviewer,
     Admin,

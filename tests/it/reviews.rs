@@ -678,6 +678,67 @@ async fn reviewers_follow_the_queue_live_with_counts_and_sla_breaches() {
 }
 
 #[tokio::test]
+async fn the_queue_filters_refuse_an_unknown_status_or_kind_and_speak_the_stored_names() {
+    let w = world().await;
+    let item = w.refund(&w.agent, 12.0).await;
+
+    let status = w
+        .app
+        .send(Req::get("/api/v1/reviews?status=expired").by(&w.reviewer))
+        .await;
+    assert_eq!(status.status, StatusCode::BAD_REQUEST);
+    assert_eq!(status.error_code(), "invalid_status");
+    assert_eq!(
+        status.body["error"]["message"],
+        "status must be one of pending, approved, executing, executed, failed, rejected, resolved"
+    );
+    let kind = w
+        .app
+        .send(Req::get("/api/v1/reviews?kind=Action").by(&w.reviewer))
+        .await;
+    assert_eq!(kind.status, StatusCode::BAD_REQUEST);
+    assert_eq!(kind.error_code(), "invalid_kind");
+    assert_eq!(
+        kind.body["error"]["message"],
+        "kind must be one of action, low_confidence, guardrail_flag, human_review"
+    );
+
+    let found = w
+        .app
+        .send(Req::get("/api/v1/reviews?status=pending&kind=action").by(&w.reviewer))
+        .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    let items = found.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], item.to_string());
+    assert_eq!(items[0]["kind"], "action");
+    assert_eq!(items[0]["status"], "pending");
+    assert_eq!(items[0]["requested_by"], "member");
+    assert_eq!(items[0]["required_role"], "reviewer");
+    let none = w
+        .app
+        .send(Req::get("/api/v1/reviews?kind=low_confidence").by(&w.reviewer))
+        .await;
+    assert_eq!(none.body["items"], json!([]));
+
+    // Every status and kind is counted, at zero when nothing has it.
+    let counts = w
+        .app
+        .send(Req::get("/api/v1/reviews/counts").by(&w.reviewer))
+        .await;
+    assert_eq!(
+        counts.body,
+        json!({
+            "by_status": { "pending": 1, "approved": 0, "executing": 0, "executed": 0,
+                           "failed": 0, "rejected": 0, "resolved": 0 },
+            "pending_by_kind": { "action": 1, "low_confidence": 0, "guardrail_flag": 0,
+                                 "human_review": 0 },
+            "sla_breached": 0,
+        })
+    );
+}
+
+#[tokio::test]
 async fn an_approval_policy_that_makes_no_sense_is_refused_and_changes_are_audited() {
     let w = world().await;
     for bad in [

@@ -62,7 +62,7 @@ pub(super) async fn human_review_without_run(
         &mut *tx,
         &AuditSource::system(tenant_id),
         reviews::NewItem {
-            kind: "human_review",
+            kind: reviews::ReviewKind::HumanReview,
             conversation_id: Some(facts.conversation_id),
             execution_id: reviewed,
             action: None,
@@ -205,7 +205,7 @@ impl Finishing<'_> {
                     tx,
                     &agent_source(tenant_id, record.execution_id),
                     reviews::NewItem {
-                        kind: "action",
+                        kind: reviews::ReviewKind::Action,
                         conversation_id: Some(conversation_id),
                         execution_id: Some(record.execution_id),
                         action,
@@ -243,7 +243,7 @@ impl Finishing<'_> {
         let facts = self.facts;
         let (kind, proposal, key, note, reviewed) = match reason {
             "low_confidence" => (
-                "low_confidence",
+                reviews::ReviewKind::LowConfidence,
                 json!({ "draft": suggestion }),
                 format!("low-confidence:{}", record.execution_id),
                 None,
@@ -253,7 +253,7 @@ impl Finishing<'_> {
                 let (reviewed, decision) =
                     previous_decision(tx, facts.conversation_id, record.execution_id).await?;
                 (
-                    "human_review",
+                    reviews::ReviewKind::HumanReview,
                     json!({ "request": facts.body, "decision": decision }),
                     format!("human-review:{}", self.message_id),
                     Some(facts.body.chars().take(4000).collect::<String>()),
@@ -275,7 +275,7 @@ impl Finishing<'_> {
                 amount: None,
                 confidence: self.confidence,
                 findings: findings(record),
-                requester: if kind == "human_review" {
+                requester: if kind == reviews::ReviewKind::HumanReview {
                     reviews::Requester::Customer
                 } else {
                     reviews::Requester::Agent
@@ -305,7 +305,7 @@ impl Finishing<'_> {
             tx,
             &agent_source(self.tenant_id, record.execution_id),
             reviews::NewItem {
-                kind: "guardrail_flag",
+                kind: reviews::ReviewKind::GuardrailFlag,
                 conversation_id: Some(self.facts.conversation_id),
                 execution_id: Some(record.execution_id),
                 action: None,
