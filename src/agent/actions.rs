@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::guardrails::schema::check_schema;
 use crate::http::{Access, Api, Json, Path};
 use crate::rbac::Permission;
-use crate::reviews::{tenant_actions, TenantAction, MATERIAL_KINDS};
+use crate::reviews::{self, tenant_actions, TenantAction, MATERIAL_KINDS};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -110,23 +110,21 @@ async fn create(
         &secret_context(id, &body.target_url),
     );
     let mut tx = ctx.begin(&state).await?;
-    let action = sqlx::query_as!(
-        TenantAction,
-        "INSERT INTO tenant_action (id, tenant_id, name, description, parameters, target_url, secret, requires_approval, kind, amount_field)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         RETURNING id, name, description, parameters, target_url, requires_approval, kind, amount_field, secret",
-        id,
+    let action = reviews::create_action(
+        &mut tx,
         ctx.tenant_id,
-        body.name,
-        body.description,
-        parameters,
-        body.target_url,
-        secret,
-        requires_approval,
-        body.kind,
-        body.amount_field
+        reviews::NewAction {
+            id,
+            name: &body.name,
+            description: &body.description,
+            parameters: &parameters,
+            target_url: &body.target_url,
+            sealed_secret: &secret,
+            requires_approval,
+            kind: body.kind.as_deref(),
+            amount_field: body.amount_field.as_deref(),
+        },
     )
-    .fetch_one(&mut *tx)
     .await?;
     ctx.audit(
         &mut tx,
@@ -143,10 +141,7 @@ async fn delete(
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {
     let mut tx = ctx.begin(&state).await?;
-    let name = sqlx::query_scalar!("DELETE FROM tenant_action WHERE id = $1 AND tenant_id = current_tenant_id() RETURNING name", id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let name = reviews::delete_action(&mut tx, id).await?;
     ctx.audit(
         &mut tx,
         AuditEvent::new("action.deleted", "tenant_action", id).before(json!({ "name": name })),

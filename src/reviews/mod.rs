@@ -24,7 +24,9 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::events::{self, Event};
 use crate::queue::Job;
-pub use actions::{tenant_actions, TenantAction, MATERIAL_KINDS};
+pub use actions::{
+    create_action, delete_action, tenant_actions, NewAction, TenantAction, MATERIAL_KINDS,
+};
 pub use item::{RequestedBy, ReviewKind, ReviewStatus};
 pub use policy::{RequiredRole, ReviewPolicy, Subject};
 
