@@ -259,3 +259,34 @@ fn on_constraint(constraint: &str) -> Option<Error> {
         NotFound => Error::NotFound,
     })
 }
+
+/// Declares a refusal that is only its message, saying what to fix, for checks whose callers
+/// answer with the text (an HTTP error, a note to the model): a `thiserror` newtype over the
+/// message, made from a `String` or `&str` and turned back into one.
+macro_rules! message_error {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("{0}")]
+        $vis struct $name(String);
+
+        impl From<String> for $name {
+            fn from(message: String) -> Self {
+                $name(message)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(message: &str) -> Self {
+                $name(message.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(e: $name) -> String {
+                e.0
+            }
+        }
+    };
+}
+pub(crate) use message_error;

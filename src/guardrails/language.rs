@@ -447,26 +447,7 @@ impl Lang {
     }
 }
 
-/// Why a tenant's wording is refused: the message says what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct WordingError(String);
-
-impl From<String> for WordingError {
-    fn from(message: String) -> Self {
-        WordingError(message)
-    }
-}
-
-impl From<&str> for WordingError {
-    fn from(message: &str) -> Self {
-        WordingError(message.to_string())
-    }
-}
-
-/// Callers answer with the message (an HTTP error, a note to the model).
-impl From<WordingError> for String {
-    fn from(e: WordingError) -> String {
-        e.0
-    }
+crate::error::message_error! {
+    /// Why a tenant's wording is refused: the message says what to fix.
+    pub struct WordingError;
 }

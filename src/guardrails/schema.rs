@@ -13,28 +13,9 @@ const MAX_DEPTH: usize = 32;
 const MAX_PATTERN_CHARS: usize = 1000;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// Why a schema or the arguments it checks are refused: the message says what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SchemaError(String);
-
-impl From<String> for SchemaError {
-    fn from(message: String) -> Self {
-        SchemaError(message)
-    }
-}
-
-impl From<&str> for SchemaError {
-    fn from(message: &str) -> Self {
-        SchemaError(message.to_string())
-    }
-}
-
-/// Callers answer with the message (an HTTP error, a note to the model).
-impl From<SchemaError> for String {
-    fn from(e: SchemaError) -> String {
-        e.0
-    }
+crate::error::message_error! {
+    /// Why a schema or the arguments it checks are refused: the message says what to fix.
+    pub struct SchemaError;
 }
 
 fn pattern(source: &str) -> std::result::Result<regex::Regex, SchemaError> {

@@ -138,28 +138,9 @@ impl Target {
     }
 }
 
-/// Why a tenant-named URL may not be called: the message says what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UrlRefused(String);
-
-impl From<String> for UrlRefused {
-    fn from(message: String) -> Self {
-        UrlRefused(message)
-    }
-}
-
-impl From<&str> for UrlRefused {
-    fn from(message: &str) -> Self {
-        UrlRefused(message.to_string())
-    }
-}
-
-/// Callers answer with the message (an HTTP error, a note to the model).
-impl From<UrlRefused> for String {
-    fn from(e: UrlRefused) -> String {
-        e.0
-    }
+crate::error::message_error! {
+    /// Why a tenant-named URL may not be called: the message says what to fix.
+    pub struct UrlRefused;
 }
 
 /// Checks an action URL before it is saved or called: http(s), a host, and, when the host is an

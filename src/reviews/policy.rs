@@ -32,28 +32,9 @@ pub const DEFAULT_EXPIRY_MINUTES: u32 = 24 * 60;
 const MAX_MINUTES: u32 = 30 * 24 * 60;
 const MAX_MESSAGE_CHARS: usize = 1000;
 
-/// Why a review policy is refused: the message says what to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PolicyError(String);
-
-impl From<String> for PolicyError {
-    fn from(message: String) -> Self {
-        PolicyError(message)
-    }
-}
-
-impl From<&str> for PolicyError {
-    fn from(message: &str) -> Self {
-        PolicyError(message.to_string())
-    }
-}
-
-/// Callers answer with the message (an HTTP error, a note to the model).
-impl From<PolicyError> for String {
-    fn from(e: PolicyError) -> String {
-        e.0
-    }
+crate::error::message_error! {
+    /// Why a review policy is refused: the message says what to fix.
+    pub struct PolicyError;
 }
 
 impl From<WordingError> for PolicyError {
