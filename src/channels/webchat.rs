@@ -24,7 +24,10 @@ use super::{ChannelEndpoint, ChannelsState, WebchatSecrets};
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::token;
 use crate::conversations::{self, Inbound, Ingested, Sender};
-use crate::crm::contacts::{channel_contact, channel_source};
+use crate::crm::{
+    self,
+    contacts::{channel_contact, channel_source},
+};
 use crate::error::{Error, Result};
 use crate::events::{Cap, Holder};
 use crate::http::{Access, Api, Json, Path, Query, RequestMeta};
@@ -335,26 +338,9 @@ async fn open_session(
     let contact_id = match &verified_user {
         Some(user_id) => {
             // `prior` reads the snapshot before the upsert: whether a name was filled in.
-            let row = sqlx::query!(
-                r#"WITH prior AS (
-                       SELECT name FROM contact WHERE tenant_id = $2 AND external_id = $4
-                   ),
-                   upserted AS (
-                       INSERT INTO contact (id, tenant_id, name, external_id) VALUES ($1, $2, $3, $4)
-                       ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL
-                       DO UPDATE SET name = COALESCE(contact.name, EXCLUDED.name)
-                       RETURNING id, (xmax = 0) AS inserted, name
-                   )
-                   SELECT id AS "id!", inserted AS "inserted!", name,
-                          (SELECT name FROM prior) AS prior_name
-                   FROM upserted"#,
-                Uuid::now_v7(),
-                tenant_id,
-                name,
-                user_id
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let row =
+                crm::contacts::upsert_by_external_id(&mut tx, tenant_id, name.as_deref(), user_id)
+                    .await?;
             if row.inserted {
                 audit::record(
                     &mut tx,
@@ -395,15 +381,9 @@ async fn open_session(
                 }
                 None => json!({}),
             };
-            let id = sqlx::query_scalar!(
-                "INSERT INTO contact (id, tenant_id, name, attributes) VALUES ($1, $2, $3, $4) RETURNING id",
-                Uuid::now_v7(),
-                tenant_id,
-                name,
-                attributes
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let id =
+                crm::contacts::create_visitor(&mut tx, tenant_id, name.as_deref(), &attributes)
+                    .await?;
             audit::record(
                 &mut tx,
                 &source,

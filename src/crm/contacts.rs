@@ -427,6 +427,74 @@ pub fn channel_source(tenant_id: Uuid, inbox_id: Uuid) -> AuditSource {
     }
 }
 
+/// A contact the web chat identified by the tenant's own user id, as [`upsert_by_external_id`]
+/// left it.
+pub struct Identified {
+    pub id: Uuid,
+    /// Whether this call created the contact.
+    pub inserted: bool,
+    pub name: Option<String>,
+    /// The name before the call (`None` for a new contact, or one that had none).
+    pub prior_name: Option<String>,
+}
+
+/// Finds the tenant's contact with this external id, or creates it; a name fills in only a
+/// missing one. On the caller's transaction; the caller audits what changed.
+pub async fn upsert_by_external_id(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    name: Option<&str>,
+    external_id: &str,
+) -> Result<Identified> {
+    // `prior` reads the snapshot before the upsert: whether a name was filled in.
+    let row = sqlx::query!(
+        r#"WITH prior AS (
+                       SELECT name FROM contact WHERE tenant_id = $2 AND external_id = $4
+                   ),
+                   upserted AS (
+                       INSERT INTO contact (id, tenant_id, name, external_id) VALUES ($1, $2, $3, $4)
+                       ON CONFLICT (tenant_id, external_id) WHERE external_id IS NOT NULL
+                       DO UPDATE SET name = COALESCE(contact.name, EXCLUDED.name)
+                       RETURNING id, (xmax = 0) AS inserted, name
+                   )
+                   SELECT id AS "id!", inserted AS "inserted!", name,
+                          (SELECT name FROM prior) AS prior_name
+                   FROM upserted"#,
+        Uuid::now_v7(),
+        tenant_id,
+        name,
+        external_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Identified {
+        id: row.id,
+        inserted: row.inserted,
+        name: row.name,
+        prior_name: row.prior_name,
+    })
+}
+
+/// Creates a contact for an unverified web chat visitor (what they claim, such as an e-mail,
+/// kept in `attributes`, never merged into an existing customer). On the caller's transaction;
+/// the caller audits it.
+pub async fn create_visitor(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    name: Option<&str>,
+    attributes: &serde_json::Value,
+) -> Result<Uuid> {
+    Ok(sqlx::query_scalar!(
+        "INSERT INTO contact (id, tenant_id, name, attributes) VALUES ($1, $2, $3, $4) RETURNING id",
+        Uuid::now_v7(),
+        tenant_id,
+        name,
+        attributes
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
