@@ -3,6 +3,7 @@
 //! and the egress policy every outbound call to a tenant-named address follows.
 
 pub mod api;
+pub mod contract;
 pub mod ctx;
 pub mod egress;
 pub mod middleware;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::error::Error;
 
 pub use api::{Access, Api, RouteSpec};
+pub use contract::Contract;
 pub use ctx::{Credential, Ctx};
 
 /// The name of the cookie that carries a browser session (set by `auth`, named here so the
