@@ -107,11 +107,11 @@ struct LoginBody {
 
 #[derive(Serialize, ToSchema)]
 #[schema(as = Session)]
-struct SessionView {
-    member: MemberView,
-    tenant_id: Uuid,
+pub struct SessionView {
+    pub member: MemberView,
+    pub tenant_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }
 
 async fn login(
