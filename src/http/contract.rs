@@ -174,10 +174,21 @@ impl Contract {
     }
 }
 
+/// The parameters of `T`. An optional one is simply left out: a query string or path cannot
+/// carry JSON's `null`, so the `Option`'s null is dropped from its type.
 fn params<T: IntoParams>(location: ParameterIn) -> Vec<Value> {
     T::into_params(|| Some(location.clone()))
         .iter()
-        .map(to_value)
+        .map(|param| {
+            let mut param = to_value(param);
+            if let Some(types) = param["schema"]["type"].as_array_mut() {
+                types.retain(|t| t != "null");
+                if let [only] = types.as_slice() {
+                    param["schema"]["type"] = only.clone();
+                }
+            }
+            param
+        })
         .collect()
 }
 

@@ -293,9 +293,13 @@ impl Rfc3339 for Option<time::OffsetDateTime> {
 
 /// One page of a cursor-paginated list. The cursor names the last item of a full page (a
 /// shorter page is the last one): the caller asks for the items after it next.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(bound = "T: utoipa::ToSchema")]
 pub struct Page<T, C = uuid::Uuid> {
     pub items: Vec<T>,
+    /// Ask for the next page with this as `after`; `null` on the last page. Opaque: every
+    /// cursor is a string (an id, or an encoded position).
+    #[schema(value_type = Option<String>)]
     pub next_cursor: Option<C>,
 }
 
