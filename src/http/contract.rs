@@ -181,15 +181,28 @@ fn params<T: IntoParams>(location: ParameterIn) -> Vec<Value> {
         .iter()
         .map(|param| {
             let mut param = to_value(param);
-            if let Some(types) = param["schema"]["type"].as_array_mut() {
-                types.retain(|t| t != "null");
-                if let [only] = types.as_slice() {
-                    param["schema"]["type"] = only.clone();
-                }
+            if let Some(schema) = param.get_mut("schema") {
+                drop_null(schema);
             }
             param
         })
         .collect()
+}
+
+/// `["string", "null"]` becomes `"string"`, `oneOf: [null, X]` becomes `X`.
+fn drop_null(schema: &mut Value) {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            schema["type"] = only.clone();
+        }
+    }
+    if let Some(choices) = schema.get_mut("oneOf").and_then(Value::as_array_mut) {
+        choices.retain(|c| c.get("type").and_then(Value::as_str) != Some("null"));
+        if let [only] = choices.as_slice() {
+            *schema = only.clone();
+        }
+    }
 }
 
 fn to_value(value: &impl serde::Serialize) -> Value {
