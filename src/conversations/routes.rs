@@ -47,7 +47,7 @@ where
         "/api/v1/conversations",
         Requires(ConversationsRead),
         ("inbox", "List conversations with filters"),
-        Contract::new().query::<ListQuery>().ok::<Page<ConversationView, String>>().error(StatusCode::BAD_REQUEST, "invalid_limit").error(StatusCode::BAD_REQUEST, "invalid_filter").error(StatusCode::BAD_REQUEST, "invalid_cursor"),
+        Contract::new().query::<ListQuery>().ok_page::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_limit").error(StatusCode::BAD_REQUEST, "invalid_filter").error(StatusCode::BAD_REQUEST, "invalid_cursor"),
         list,
     )
     .endpoint(
@@ -63,7 +63,7 @@ where
         "/api/v1/conversations/{conversation_id}/messages",
         Requires(ConversationsRead),
         ("inbox", "Read a conversation's thread"),
-        Contract::new().query::<ThreadQuery>().ok::<Page<MessageView>>().error(StatusCode::BAD_REQUEST, "invalid_limit"),
+        Contract::new().query::<ThreadQuery>().ok_page::<MessageView>().error(StatusCode::BAD_REQUEST, "invalid_limit"),
         thread,
     )
     .endpoint(

@@ -31,7 +31,7 @@ where
         ("crm", "List and search accounts"),
         Contract::new()
             .query::<ListQuery>()
-            .ok::<Page<AccountView>>()
+            .ok_page::<AccountView>()
             .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )

@@ -34,7 +34,7 @@ where
         ("crm", "List and search contacts"),
         Contract::new()
             .query::<ListQuery>()
-            .ok::<Page<ContactView>>()
+            .ok_page::<ContactView>()
             .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )

@@ -75,6 +75,13 @@ impl Contract {
         self
     }
 
+    /// `200 OK` with one page of `T` (`Page<T>`, whatever its cursor: every cursor is a string).
+    pub fn ok_page<T: ToSchema>(mut self) -> Self {
+        // A generic's own schemas leave out its type argument: name it here.
+        self.schema_of::<T>();
+        self.returns::<super::Page<T>>(StatusCode::OK)
+    }
+
     /// `status` with `T` as JSON.
     pub fn returns<T: ToSchema>(mut self, status: StatusCode) -> Self {
         let schema = self.schema_of::<T>();

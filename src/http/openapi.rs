@@ -26,12 +26,7 @@ pub const UNDOCUMENTED: &[(&str, &str)] = &[
     ("GET", "/api/v1/executions/{execution_id}"),
     ("GET", "/api/v1/agent/settings"),
     ("PUT", "/api/v1/agent/settings"),
-    ("GET", "/api/v1/audit/verify"),
-    ("GET", "/api/v1/audit/events"),
     ("POST", "/api/v1/audit/exports"),
-    ("GET", "/api/v1/audit/exports"),
-    ("GET", "/api/v1/audit/exports/{export_id}"),
-    ("GET", "/api/v1/audit/exports/{export_id}/download"),
     ("GET", "/api/v1/jobs"),
     ("POST", "/api/v1/jobs/{job_id}/retry"),
     ("GET", "/api/v1/inboxes"),
@@ -47,7 +42,6 @@ pub const UNDOCUMENTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/webchat/{inbox_id}/messages"),
     ("GET", "/api/v1/webchat/{inbox_id}/events"),
     ("GET", "/demo/chat/{inbox_id}"),
-    ("GET", "/api/v1/request-log"),
     ("GET", "/api/v1/knowledge/articles"),
     ("POST", "/api/v1/knowledge/articles"),
     ("POST", "/api/v1/knowledge/articles/bulk"),
@@ -189,14 +183,16 @@ fn describe(operation: &mut Value, spec: &RouteSpec, contract: &Contract) {
     }
     let mut responses = Map::new();
     for (status, content) in &contract.responses {
-        let mut response = json!({ "description": reason(*status) });
+        let response = responses
+            .entry(status.as_u16().to_string())
+            .or_insert_with(|| json!({ "description": reason(*status) }));
         if let Some(content) = content {
             if !content.description.is_empty() {
                 response["description"] = content.description.into();
             }
-            response["content"] = json!({ content.media_type: { "schema": content.schema } });
+            // One status may answer several media types (an export as CSV or JSON).
+            response["content"][content.media_type] = json!({ "schema": content.schema });
         }
-        responses.insert(status.as_u16().to_string(), response);
     }
     for (status, codes) in error_codes(spec, contract) {
         let codes: Vec<&str> = codes.into_iter().collect();
