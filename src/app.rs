@@ -22,7 +22,7 @@ use crate::crypto::Sealer;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::api::Guard;
-use crate::http::{middleware as mw, openapi, Access, Api, Json, RouteSpec};
+use crate::http::{middleware as mw, openapi, Access, Api, Contract, Json, RouteSpec};
 use crate::queue::{Job, Outcome};
 
 /// Everything a request handler may need; cheap to clone.
@@ -194,25 +194,30 @@ fn guard(state: &AppState) -> Guard<AppState> {
 fn api(state: AppState) -> Api<AppState> {
     use Access::Public;
     let api = Api::new(guard(&state), state.request_log.clone())
-        .route(
+        .endpoint(
             Method::GET,
             "/healthz",
             Public,
             ("system", "Liveness"),
+            Contract::new().ok::<Health>(),
             healthz,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/readyz",
             Public,
             ("system", "Readiness: the database answers"),
+            Contract::new()
+                .ok::<Health>()
+                .error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             readyz,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/openapi.json",
             Public,
             ("system", "This API's OpenAPI 3.1 document"),
+            Contract::new().ok_free_form("this API's OpenAPI 3.1 document"),
             openapi_doc,
         );
     let api = crate::auth::routes::routes(api);
@@ -272,11 +277,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    status: HealthStatus,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+/// Whether the server answers (`ok`, liveness) or also its database (`ready`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum HealthStatus {
+    Ok,
+    Ready,
+}
+
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
     sqlx::query_scalar!("SELECT 1 AS \"one!\"")
         .fetch_one(&state.db.app)
         .await
@@ -284,7 +304,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
             tracing::warn!(error = %e, "database not ready");
             Error::Unavailable("the database does not answer")
         })?;
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    Ok(Json(Health {
+        status: HealthStatus::Ready,
+    }))
 }
 
 async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {

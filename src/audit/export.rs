@@ -51,8 +51,9 @@ pub const BATCH: i64 = 1000;
 /// (DSR-7).
 pub const MAX_DAYS: i32 = 7;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = ExportFormat)]
 pub enum Format {
     Csv,
     Json,
@@ -105,11 +106,16 @@ impl ExportRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditExport)]
 pub struct ExportView {
     id: Uuid,
+    #[schema(value_type = Format)]
     format: String,
+    /// The search the export holds, as it was asked.
+    #[schema(value_type = Object)]
     filters: Value,
+    /// `queued`, `running`, `done`, `failed` or `expired`.
     status: String,
     rows_total: Option<i64>,
     rows_done: i64,

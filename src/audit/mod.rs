@@ -117,7 +117,8 @@ pub async fn record(
 }
 
 /// The outcome of walking one tenant's chain.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = AuditVerification)]
 pub struct Verification {
     pub valid: bool,
     /// Rows checked.
@@ -128,7 +129,7 @@ pub struct Verification {
     pub broken: Option<BrokenLink>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct BrokenLink {
     pub seq: i64,
     pub reason: String,

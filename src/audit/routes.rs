@@ -12,8 +12,10 @@ use super::Verification;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::Ctx;
-use crate::http::{Access, Api, Json, Query};
+use crate::http::{Access, Api, Contract, Json, Query};
 use crate::rbac::Permission;
+use axum::http::StatusCode;
+use utoipa::{IntoParams, ToSchema};
 
 /// `enqueue` queues the job that writes an export (see [`super::export::JOB`]).
 pub fn routes<S>(api: Api<S>, enqueue: super::export::Enqueue) -> Api<S>
@@ -22,18 +24,24 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/audit/verify",
         Requires(Permission::AuditRead),
         ("audit", "Verify the tenant's audit hash chain"),
+        Contract::new().ok::<Verification>(),
         verify,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/audit/events",
         Requires(Permission::AuditRead),
         ("audit", "Search audit events, newest first"),
+        Contract::new()
+            .query::<Search>()
+            .ok::<Page>()
+            .error(StatusCode::BAD_REQUEST, "invalid_filter")
+            .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )
     .route(
@@ -45,25 +53,37 @@ where
             super::export::create(db, ctx, body, enqueue)
         },
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/audit/exports",
         Requires(Permission::AuditExport),
         ("audit", "List audit exports and their progress"),
+        Contract::new().ok_list::<super::export::ExportView>(),
         super::export::list,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/audit/exports/{export_id}",
         Requires(Permission::AuditExport),
         ("audit", "One audit export and its progress"),
+        Contract::new().ok::<super::export::ExportView>(),
         super::export::show,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/audit/exports/{export_id}/download",
         Requires(Permission::AuditExport),
         ("audit", "Download a finished audit export"),
+        Contract::new()
+            .returns_media(
+                StatusCode::OK,
+                "text/csv",
+                "The export's events, as CSV or as a JSON array, by the format it was asked in",
+            )
+            .ok_list::<EventView>()
+            .error(StatusCode::GONE, "gone")
+            .error(StatusCode::CONFLICT, "export_failed")
+            .error(StatusCode::CONFLICT, "export_not_ready"),
         super::export::download,
     )
 }
@@ -130,22 +150,35 @@ impl Filter {
 
 /// The listing's query: the filter plus the cursor. Spelled out rather than flattened, because
 /// serde's flatten cannot refuse unknown fields nor parse numbers from a query string.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct Search {
+    /// `member`, `api_token`, `system`...
+    #[param(min_length = 1, max_length = 200)]
     actor_type: Option<String>,
+    #[param(min_length = 1, max_length = 200)]
     actor_id: Option<String>,
+    #[param(min_length = 1, max_length = 200)]
     entity_type: Option<String>,
+    #[param(min_length = 1, max_length = 200)]
     entity_id: Option<String>,
+    /// An exact action, e.g. `member.role_changed`.
+    #[param(min_length = 1, max_length = 200)]
     action: Option<String>,
+    /// Every action starting with this, e.g. `review.` or `auth.login`.
+    #[param(min_length = 1, max_length = 200)]
     action_prefix: Option<String>,
     execution_id: Option<Uuid>,
+    /// Inclusive.
     #[serde(default, with = "time::serde::rfc3339::option")]
     from: Option<OffsetDateTime>,
+    /// Exclusive; after `from`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     to: Option<OffsetDateTime>,
     /// Return events with a sequence number below this (the `next_cursor` of a previous page).
     before_seq: Option<i64>,
+    /// 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -166,7 +199,9 @@ impl Search {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// One audit entry. `before` and `after` are free-form: the entity as it was and became.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEvent)]
 pub struct EventView {
     pub seq: i64,
     pub id: Uuid,
@@ -185,9 +220,11 @@ pub struct EventView {
     pub execution_id: Option<Uuid>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = AuditPage)]
 struct Page {
     events: Vec<EventView>,
+    /// Ask for the next page with this as `before_seq`; `null` on the last page.
     next_cursor: Option<i64>,
 }
 

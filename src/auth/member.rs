@@ -8,16 +8,32 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Member)]
 pub struct MemberView {
     pub id: Uuid,
+    #[schema(format = Email)]
     pub email: String,
     pub display_name: String,
+    #[schema(value_type = crate::rbac::Role)]
     pub role: String,
+    /// The partner organisation of a member with the partner role.
     pub partner_org_id: Option<Uuid>,
+    #[schema(value_type = MemberStatus)]
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// A member's status as the database keeps it (`member_status_known`); named for the API
+/// document, as the view carries the stored text.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum MemberStatus {
+    Active,
+    /// Cannot sign in.
+    Disabled,
 }
 
 /// One member of the transaction's tenant; another tenant's id is simply not found.

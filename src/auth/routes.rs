@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::guard::{Credential, Ctx};
@@ -17,7 +18,7 @@ use super::{password, revocation, session, token};
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::{Error, Result};
 use crate::http::Rfc3339;
-use crate::http::{Access, Api, Json, Path, RequestMeta};
+use crate::http::{Access, Api, Contract, Json, Path, RequestMeta};
 use crate::rbac::{Permission, Role};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
@@ -26,65 +27,91 @@ where
     AuthState: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::POST,
         "/api/v1/auth/login",
         Public,
         ("auth", "Log in; sets the session cookie"),
+        Contract::new()
+            .body::<LoginBody>()
+            .ok::<SessionView>()
+            .error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+            .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         login,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/auth/logout",
         Authenticated,
         ("auth", "End the current session"),
+        Contract::new()
+            .no_content()
+            .error(StatusCode::BAD_REQUEST, "not_a_session"),
         logout,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/auth/password",
         Authenticated,
         ("auth", "Change the caller's password"),
+        Contract::new()
+            .body::<PasswordBody>()
+            .no_content()
+            .error(StatusCode::BAD_REQUEST, "invalid_credentials")
+            .error(StatusCode::BAD_REQUEST, "weak_password")
+            .error(StatusCode::FORBIDDEN, "forbidden"),
         change_password,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/tokens",
         Requires(Permission::TokensManage),
         ("tokens", "List API tokens"),
+        Contract::new().ok_list::<TokenView>(),
         list_tokens,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/tokens",
         Requires(Permission::TokensManage),
         ("tokens", "Create an API token (shown once)"),
+        Contract::new()
+            .body::<CreateToken>()
+            .created::<CreatedToken>()
+            .error(StatusCode::BAD_REQUEST, "invalid_name")
+            .error(StatusCode::BAD_REQUEST, "invalid_role")
+            .error(StatusCode::BAD_REQUEST, "invalid_expiry")
+            .error(StatusCode::CONFLICT, "token_name_taken"),
         create_token,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/tokens/{token_id}",
         Requires(Permission::TokensManage),
         ("tokens", "Revoke an API token"),
+        Contract::new().no_content(),
         revoke_token,
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     /// The tenant's slug: members belong to one tenant.
     tenant: String,
+    #[schema(format = Email)]
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
-#[derive(Serialize)]
-struct SessionView {
-    member: MemberView,
-    tenant_id: Uuid,
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
+pub struct SessionView {
+    pub member: MemberView,
+    pub tenant_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }
 
 async fn login(
@@ -216,10 +243,13 @@ async fn logout(State(state): State<AuthState>, ctx: Ctx) -> Result<impl IntoRes
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
+    #[schema(value_type = String, format = Password)]
     current_password: SecretString,
+    /// Neither very common nor the member's email (`password::check_policy`).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 256)]
     new_password: SecretString,
 }
 
@@ -280,11 +310,14 @@ async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ApiToken)]
 struct TokenView {
     id: Uuid,
     name: String,
+    #[schema(value_type = Role)]
     role: String,
+    /// The token's first characters, to recognise it by.
     prefix: String,
     created_by: Uuid,
     #[serde(with = "time::serde::rfc3339")]
@@ -311,20 +344,39 @@ async fn list_tokens(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Ve
     Ok(Json(tokens))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
+    /// Unique among the tenant's active tokens; trimmed.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    /// At most the caller's own role; never owner nor partner.
     role: Role,
     /// Days until expiry; no expiry when absent.
+    #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
+}
+
+/// A new API token: the only answer that holds its secret.
+#[derive(Serialize, ToSchema)]
+struct CreatedToken {
+    id: Uuid,
+    name: String,
+    role: Role,
+    prefix: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    /// The bearer token. Shown once: only its hash is kept.
+    token: String,
 }
 
 async fn create_token(
     State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<CreateToken>,
-) -> Result<(StatusCode, Json<serde_json::Value>)> {
+) -> Result<(StatusCode, Json<CreatedToken>)> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(Error::bad_request(
@@ -373,11 +425,15 @@ async fn create_token(
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": row.id, "name": name, "role": body.role, "prefix": prefix,
-            "created_at": row.created_at.rfc3339(), "expires_at": row.expires_at.rfc3339(),
-            "token": secret,
-        })),
+        Json(CreatedToken {
+            id: row.id,
+            name: name.to_string(),
+            role: body.role,
+            prefix,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            token: secret,
+        }),
     ))
 }
 

@@ -20,7 +20,9 @@ use crate::events::{self, Event};
 /// Where an outbound message is on its way to the customer: `message.delivery_status`, the
 /// `delivery_status` of the `message.updated` events, and what a provider's status report
 /// becomes once the channel has read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum DeliveryStatus {

@@ -37,7 +37,9 @@ pub fn agent_run(message_id: Uuid) -> crate::queue::NewJob {
 }
 
 /// Who answers a conversation: the AI agent, or the members (`conversation.handler`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Handler {
@@ -57,9 +59,12 @@ impl Handler {
 }
 
 /// Where a conversation stands for the members (`conversation.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[schema(as = ConversationStatus)]
 pub enum Status {
     Open,
     Pending,
@@ -86,7 +91,9 @@ impl Status {
 }
 
 /// The channel a conversation runs on: its inbox's (`inbox.channel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Channel {
@@ -105,7 +112,8 @@ impl Channel {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Conversation)]
 pub struct ConversationView {
     pub id: Uuid,
     pub inbox_id: Uuid,
@@ -131,19 +139,31 @@ pub struct ConversationView {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 pub struct MessageView {
     pub id: Uuid,
     pub conversation_id: Uuid,
+    /// `inbound` (from the customer) or `outbound`.
     pub direction: String,
+    /// `customer`, `member`, `ai` or `system`.
     pub author_kind: String,
     pub author_id: Option<Uuid>,
+    /// `text`, `template`...
     pub content_type: String,
     pub body: String,
+    /// Free-form: what came or went with the message (a template, media references).
+    #[schema(value_type = Object)]
     pub attachments: Value,
+    /// A note for the members, never sent to the customer.
     pub private: bool,
+    /// The channel provider's id for the message (WhatsApp's `wamid`).
     pub provider_message_id: Option<String>,
+    /// Where an outbound message is on its way to the customer.
+    #[schema(value_type = Option<delivery::DeliveryStatus>)]
     pub delivery_status: Option<String>,
+    /// Free-form: the provider's error when delivery failed.
+    #[schema(value_type = Option<Object>)]
     pub delivery_error: Option<Value>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub provider_timestamp: Option<OffsetDateTime>,

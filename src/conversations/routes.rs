@@ -22,9 +22,10 @@ use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::events::{self, Cap, Event, Holder};
 use crate::guardrails::Lang;
-use crate::http::{Access, Api, Json, Page, Path, Query};
+use crate::http::{Access, Api, Contract, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
+use utoipa::{IntoParams, ToSchema};
 
 /// Whether a free-form message may go to a customer on `channel` now, who last wrote at
 /// `last_inbound_at` (WhatsApp's 24-hour service window). The channels know their rules and
@@ -41,72 +42,85 @@ where
 {
     use Access::*;
     use Permission::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/conversations",
         Requires(ConversationsRead),
         ("inbox", "List conversations with filters"),
+        Contract::new().query::<ListQuery>().ok_page::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_limit").error(StatusCode::BAD_REQUEST, "invalid_filter").error(StatusCode::BAD_REQUEST, "invalid_cursor"),
         list,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/conversations/{conversation_id}",
         Requires(ConversationsRead),
         ("inbox", "Show a conversation"),
+        Contract::new().ok::<ConversationDetail>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/conversations/{conversation_id}/messages",
         Requires(ConversationsRead),
         ("inbox", "Read a conversation's thread"),
+        Contract::new().query::<ThreadQuery>().ok_page::<MessageView>().error(StatusCode::BAD_REQUEST, "invalid_limit"),
         thread,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/conversations/{conversation_id}/messages",
         Requires(ConversationsReply),
         ("inbox", "Reply through the channel, or add a private note"),
+        Contract::new()
+            .body::<ReplyBody>()
+            .created::<MessageView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_message")
+            .error(StatusCode::CONFLICT, "outside_service_window"),
         move |db: State<Db>, ctx: Ctx, id: Path<Uuid>, body: Json<ReplyBody>| {
             reply(db, ctx, id, body, free_form_open)
         },
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/conversations/{conversation_id}/assign",
         Requires(ConversationsManage),
         ("inbox", "Assign or unassign"),
+        Contract::new().body::<AssignBody>().ok::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_assignee"),
         assign,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/conversations/{conversation_id}/takeover",
         Requires(ConversationsManage),
         ("inbox", "Take the conversation over from the AI"),
+        Contract::new().ok::<ConversationView>(),
         takeover,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/conversations/{conversation_id}/handback",
         Requires(ConversationsManage),
         ("inbox", "Hand the conversation back to the AI"),
+        Contract::new().ok::<ConversationView>(),
         handback,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/conversations/{conversation_id}/status",
         Requires(ConversationsManage),
         ("inbox", "Open, mark pending, snooze or resolve"),
+        Contract::new().body::<StatusBody>().ok::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_status").error(StatusCode::BAD_REQUEST, "invalid_snooze"),
         set_status,
     )
-    .route(
+    .endpoint(
         Method::PUT,
         "/api/v1/conversations/{conversation_id}/labels",
         Requires(ConversationsManage),
         ("inbox", "Replace the labels"),
+        Contract::new().body::<LabelsBody>().ok::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_labels"),
         set_labels,
     )
-    .route(
+    .endpoint(
         Method::PUT,
         "/api/v1/conversations/{conversation_id}/language",
         Requires(ConversationsManage),
@@ -114,30 +128,38 @@ where
             "inbox",
             "Set the customer's language, or null to detect it again",
         ),
+        Contract::new().body::<LanguageBody>().ok::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_language"),
         set_language,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/events",
         Requires(ConversationsRead),
         ("inbox", "Live updates (server-sent events)"),
+        Contract::new().returns_media(StatusCode::OK, "text/event-stream", "Server-sent events: the tenant's new messages, delivery states, status and assignment changes, while the credential holds").error(StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
         live,
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// A member id, `me`, or `none`.
     assignee: Option<String>,
+    #[param(value_type = Option<Handler>)]
     handler: Option<String>,
     inbox_id: Option<Uuid>,
+    #[param(value_type = Option<Channel>)]
     channel: Option<String>,
     label: Option<String>,
     /// Text in the contact's name, email or phone, or in a message.
     q: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -251,21 +273,35 @@ async fn list(
     Ok(Json(Page::new(items, limit, encode_cursor)))
 }
 
-async fn show(State(state): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Json<Value>> {
+/// A conversation and the contact it is with.
+#[derive(serde::Serialize, ToSchema)]
+struct ConversationDetail {
+    conversation: ConversationView,
+    contact: crate::crm::contacts::ContactView,
+}
+
+async fn show(
+    State(state): State<Db>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationDetail>> {
     let mut tx = ctx.begin(&state).await?;
     let conversation = fetch(&mut tx, id).await?;
     let contact = crate::crm::contacts::fetch(&mut tx, conversation.contact_id).await?;
     tx.commit().await?;
-    Ok(Json(
-        json!({ "conversation": conversation, "contact": contact }),
-    ))
+    Ok(Json(ConversationDetail {
+        conversation,
+        contact,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ThreadQuery {
-    /// The last message id of the previous page.
+    /// The last message id of the previous page (its `next_cursor`).
     after: Option<Uuid>,
+    /// 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -296,22 +332,30 @@ async fn thread(
     Ok(Json(Page::new(items, limit, |m| m.id)))
 }
 
-#[derive(Deserialize)]
+/// A reply (`body`), a private note (`body` and `private`), or a WhatsApp template.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplyBody {
+    /// Required unless a template is sent; trimmed.
+    #[schema(max_length = 4096)]
     body: Option<String>,
+    /// A note for the members only, never sent to the customer.
     #[serde(default)]
     private: bool,
     /// A WhatsApp message template, the only thing that may go outside the 24-hour window.
     template: Option<Template>,
 }
 
-#[derive(Deserialize, serde::Serialize)]
+#[derive(Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
+    /// The template's name as approved in WhatsApp Business.
     pub name: String,
+    /// Its language code, e.g. `en_US`.
     pub language: String,
+    /// Free-form: the template's components (parameters), as WhatsApp's Cloud API takes them.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub components: Value,
 }
 
@@ -495,9 +539,10 @@ async fn set_handler(
     Ok(after)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignBody {
+    /// An active staff member; absent or null unassigns.
     assignee_id: Option<Uuid>,
 }
 
@@ -555,10 +600,12 @@ async fn handback(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
+    #[schema(value_type = Status)]
     status: String,
+    /// In the future; with status `snoozed` only, and required with it.
     #[serde(default, with = "time::serde::rfc3339::option")]
     snoozed_until: Option<OffsetDateTime>,
 }
@@ -610,9 +657,11 @@ async fn set_status(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LabelsBody {
+    /// At most 20, each 1 to 50 characters (trimmed).
+    #[schema(max_items = 20)]
     labels: Vec<String>,
 }
 
@@ -653,10 +702,11 @@ async fn set_labels(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LanguageBody {
     /// `en`, `pt`, `es` or `de` (regional variants such as `pt-BR` accepted), or null.
+    #[schema(value_type = Option<String>, required = true)]
     language: Value,
 }
 

@@ -14,8 +14,9 @@ use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Json, Page, Path, Query};
+use crate::http::{Access, Api, Contract, Json, Page, Path, Query};
 use crate::rbac::{Permission, Role};
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -23,42 +24,63 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/accounts",
         Requires(Permission::ContactsRead),
         ("crm", "List and search accounts"),
+        Contract::new()
+            .query::<ListQuery>()
+            .ok_page::<AccountView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/accounts",
         Requires(Permission::ContactsWrite),
         ("crm", "Create an account"),
+        Contract::new()
+            .body::<AccountBody>()
+            .created::<AccountView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_name")
+            .error(StatusCode::BAD_REQUEST, "name_too_long")
+            .error(StatusCode::BAD_REQUEST, "invalid_attributes")
+            .error(StatusCode::NOT_FOUND, "not_found"),
         create,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/accounts/{account_id}",
         Requires(Permission::ContactsRead),
         ("crm", "Show an account"),
+        Contract::new().ok::<AccountView>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::PATCH,
         "/api/v1/accounts/{account_id}",
         Requires(Permission::ContactsWrite),
         ("crm", "Update an account"),
+        Contract::new()
+            .body::<AccountBody>()
+            .ok::<AccountView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_name")
+            .error(StatusCode::BAD_REQUEST, "name_too_long")
+            .error(StatusCode::BAD_REQUEST, "invalid_attributes"),
         update,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/accounts/{account_id}",
         Requires(Permission::ContactsWrite),
         ("crm", "Delete an account"),
+        Contract::new()
+            .no_content()
+            .error(StatusCode::CONFLICT, "legal_hold"),
         delete,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/partner/accounts",
         Requires(Permission::PartnerSharedRead),
@@ -66,16 +88,21 @@ where
             "partner",
             "Accounts shared with the caller's partner organisation",
         ),
+        Contract::new().ok_list::<AccountView>(),
         partner_list,
     )
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountView {
     pub id: Uuid,
     pub name: String,
     pub domain: Option<String>,
+    /// Free-form: the tenant's own fields, a JSON object of at most 16 KiB.
+    #[schema(value_type = Object)]
     pub attributes: Value,
+    /// The partner organisation the account is shared with.
     pub partner_org_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -95,12 +122,15 @@ pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<AccountView> {
     .ok_or(Error::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// A case-insensitive part of the name or domain.
     q: Option<String>,
-    /// The last id of the previous page.
+    /// The last id of the previous page (its `next_cursor`).
     after: Option<Uuid>,
+    /// 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -141,13 +171,21 @@ pub fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
-#[derive(Deserialize)]
+/// An account to create (`name` required), or the fields to change: an absent field stays as
+/// it is, `null` clears it.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AccountFields)]
 struct AccountBody {
+    /// Required to create; trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     domain: Option<Option<String>>,
+    /// Free-form: the tenant's own fields, a JSON object of at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Value>,
+    /// Share the account with this partner organisation.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     partner_org_id: Option<Option<Uuid>>,
 }

@@ -16,9 +16,10 @@ use crate::auth::Ctx;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::Page;
-use crate::http::{Access, Api, Json, Path, Query};
+use crate::http::{Access, Api, Contract, Json, Path, Query};
 use crate::rbac::Permission;
 use crate::tenants::members::Email;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -26,35 +27,66 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/contacts",
         Requires(Permission::ContactsRead),
         ("crm", "List and search contacts"),
+        Contract::new()
+            .query::<ListQuery>()
+            .ok_page::<ContactView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/contacts",
         Requires(Permission::ContactsWrite),
         ("crm", "Create a contact"),
+        Contract::new()
+            .body::<ContactBody>()
+            .created::<ContactView>()
+            .error(StatusCode::BAD_REQUEST, "empty_contact")
+            .error(StatusCode::BAD_REQUEST, "invalid_email")
+            .error(StatusCode::BAD_REQUEST, "invalid_phone")
+            .error(StatusCode::BAD_REQUEST, "invalid_whatsapp_id")
+            .error(StatusCode::BAD_REQUEST, "invalid_attributes")
+            .error(StatusCode::BAD_REQUEST, "name_too_long")
+            .error(StatusCode::BAD_REQUEST, "external_id_too_long")
+            .error(StatusCode::NOT_FOUND, "not_found")
+            .error(StatusCode::CONFLICT, "email_taken")
+            .error(StatusCode::CONFLICT, "whatsapp_id_taken")
+            .error(StatusCode::CONFLICT, "external_id_taken"),
         create,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/contacts/{contact_id}",
         Requires(Permission::ContactsRead),
         ("crm", "Show a contact"),
+        Contract::new().ok::<ContactView>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::PATCH,
         "/api/v1/contacts/{contact_id}",
         Requires(Permission::ContactsWrite),
         ("crm", "Correct a contact's fields"),
+        Contract::new()
+            .body::<ContactBody>()
+            .ok::<ContactView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_email")
+            .error(StatusCode::BAD_REQUEST, "invalid_phone")
+            .error(StatusCode::BAD_REQUEST, "invalid_whatsapp_id")
+            .error(StatusCode::BAD_REQUEST, "invalid_attributes")
+            .error(StatusCode::BAD_REQUEST, "name_too_long")
+            .error(StatusCode::BAD_REQUEST, "external_id_too_long")
+            .error(StatusCode::CONFLICT, "email_taken")
+            .error(StatusCode::CONFLICT, "whatsapp_id_taken")
+            .error(StatusCode::CONFLICT, "external_id_taken"),
         update,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/contacts/{contact_id}",
         // Deleting a person's data is a data-subject decision, not everyday CRM work: it takes
@@ -64,6 +96,9 @@ where
             "crm",
             "Delete a contact and their conversations (not while under a legal hold)",
         ),
+        Contract::new()
+            .no_content()
+            .error(StatusCode::CONFLICT, "legal_hold"),
         delete,
     )
 }
@@ -118,16 +153,23 @@ impl E164 {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Contact)]
 pub struct ContactView {
     pub id: Uuid,
     pub account_id: Option<Uuid>,
     pub name: Option<String>,
+    #[schema(format = Email)]
     pub email: Option<String>,
+    /// E.164.
     pub phone: Option<String>,
     pub whatsapp_id: Option<String>,
+    /// The contact's id in the tenant's own systems.
     pub external_id: Option<String>,
+    /// Free-form: the tenant's own fields, a JSON object of at most 16 KiB.
+    #[schema(value_type = Object)]
     pub attributes: Value,
+    /// Processing is restricted (DSR-4): the agent does not answer them, people do.
     pub restricted: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -148,12 +190,17 @@ pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ContactView> {
     .ok_or(Error::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// A case-insensitive part of the name, email, phone or external id.
     q: Option<String>,
+    /// Only the contacts of this account.
     account_id: Option<Uuid>,
+    /// The last id of the previous page (its `next_cursor`).
     after: Option<Uuid>,
+    /// 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -187,22 +234,32 @@ async fn list(
     Ok(Json(Page::new(items, limit, |c| c.id)))
 }
 
-/// Fields of a contact; on update, absent means unchanged and `null` clears.
-#[derive(Deserialize, Default)]
+/// A contact to create (with at least one of name, email, phone, whatsapp_id, external_id), or
+/// the fields to correct: an absent field stays as it is, `null` (or an empty text) clears it.
+/// Texts are trimmed.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ContactFields)]
 struct ContactBody {
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(max_length = 200)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(format = Email, max_length = 254)]
     email: Option<Option<String>>,
+    /// E.164 (`+` and 7 to 15 digits); spaces, dashes, dots and parentheses are dropped.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     phone: Option<Option<String>>,
+    /// The number's digits, or a WhatsApp user id such as `US.13491208655302741918`.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     whatsapp_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(max_length = 200)]
     external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     account_id: Option<Option<Uuid>>,
+    /// Free-form: the tenant's own fields, a JSON object of at most 16 KiB.
+    #[schema(value_type = Option<Object>)]
     attributes: Option<Value>,
 }
 

@@ -18,7 +18,8 @@ pub fn page_limit(requested: Option<i64>) -> Result<i64> {
     Ok(limit)
 }
 
-/// A custom-attributes value must be a JSON object of modest size.
+/// A custom-attributes value must be a JSON object of modest size (the API document says so
+/// where a body carries one).
 pub fn check_attributes(value: &serde_json::Value) -> Result<()> {
     if !value.is_object() {
         return Err(Error::bad_request(

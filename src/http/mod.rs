@@ -3,6 +3,7 @@
 //! and the egress policy every outbound call to a tenant-named address follows.
 
 pub mod api;
+pub mod contract;
 pub mod ctx;
 pub mod egress;
 pub mod middleware;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::error::Error;
 
 pub use api::{Access, Api, RouteSpec};
+pub use contract::Contract;
 pub use ctx::{Credential, Ctx};
 
 /// The name of the cookie that carries a browser session (set by `auth`, named here so the
@@ -155,6 +157,8 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Invalid UTF-8 in a segment is axum's rejection below (`invalid_path`).
+        check_text(parts.uri.path())?;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
@@ -174,11 +178,60 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        check_text(parts.uri.query().unwrap_or_default())?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
             .map_err(|e: QueryRejection| Error::bad_request("invalid_query", e.body_text()))
     }
+}
+
+/// Refuses a percent-encoded path or query string that decodes to a NUL character or to bytes
+/// that are not UTF-8, before any value of it reaches a handler: PostgreSQL's text cannot hold
+/// NUL, and a lossy decoding would hand the handler a value the client did not send.
+fn check_text(encoded: &str) -> Result<(), Error> {
+    for part in encoded.split(['&', '=', '/']) {
+        let decoded = percent_decode(part);
+        if decoded.contains(&0) {
+            return Err(Error::bad_request(
+                "invalid_text",
+                "the path and query may not contain the NUL character (%00)",
+            ));
+        }
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(Error::bad_request(
+                "invalid_text",
+                "the path and query must be UTF-8 once percent-decoded",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` escapes decoded; a `%` without two hex digits after it stays as it is, as the
+/// form decoding reads it.
+fn percent_decode(part: &str) -> Vec<u8> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Where a request came from, for audit rows and throttles. Filled in by middleware for
@@ -291,9 +344,13 @@ impl Rfc3339 for Option<time::OffsetDateTime> {
 
 /// One page of a cursor-paginated list. The cursor names the last item of a full page (a
 /// shorter page is the last one): the caller asks for the items after it next.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(bound = "T: utoipa::ToSchema")]
 pub struct Page<T, C = uuid::Uuid> {
     pub items: Vec<T>,
+    /// Ask for the next page with this as `after`; `null` on the last page. Opaque: every
+    /// cursor is a string (an id, or an encoded position).
+    #[schema(value_type = Option<String>)]
     pub next_cursor: Option<C>,
 }
 
@@ -380,6 +437,23 @@ mod tests {
         assert_eq!(client(&[b"203.0.113.5:443"], 1), ip("203.0.113.5"));
         assert_eq!(client(&[b"[2001:db8::1]:443"], 1), ip("2001:db8::1"));
         assert_eq!(client(&[b"::ffff:203.0.113.5"], 1), ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn a_nul_or_invalid_utf8_in_the_path_or_query_is_refused_and_other_text_passes() {
+        for bad in ["actor_id=%00", "q=a%00b", "q=%FF", "%00=x", "q=%C3"] {
+            assert!(check_text(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "",
+            "q=caf%C3%A9",
+            "q=100%",
+            "q=%zz",
+            "q=a+b&limit=3",
+            "/api/v1/x",
+        ] {
+            assert!(check_text(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -1,26 +1,90 @@
 //! The OpenAPI 3.1 document, generated from the route registry so it lists every route with
-//! its access rule, and can never drift from what is served.
+//! its access rule and the schemas of what it takes and answers (its `Contract`), and can never
+//! drift from what is served.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::api::takes_body;
+use super::contract::Contract;
 use super::{Access, RouteSpec};
+
+/// The routes still registered without their schemas (`Api::route`), as `(method, path)`.
+/// Debt that may only shrink: registering a route missing from here without a contract panics,
+/// and a test fails when a route listed here has one (or no longer exists). Issue #13 empties
+/// it; then it goes, with `Api::route`.
+pub const UNDOCUMENTED: &[(&str, &str)] = &[
+    ("GET", "/api/v1/agent/actions"),
+    ("POST", "/api/v1/agent/actions"),
+    ("DELETE", "/api/v1/agent/actions/{action_id}"),
+    ("POST", "/api/v1/agent/guardrails/dry-run"),
+    ("GET", "/api/v1/conversations/{conversation_id}/executions"),
+    ("GET", "/api/v1/contacts/{contact_id}/executions"),
+    ("GET", "/api/v1/contacts/{contact_id}/processors"),
+    ("GET", "/api/v1/executions/{execution_id}"),
+    ("GET", "/api/v1/agent/settings"),
+    ("PUT", "/api/v1/agent/settings"),
+    ("POST", "/api/v1/audit/exports"),
+    ("GET", "/api/v1/jobs"),
+    ("POST", "/api/v1/jobs/{job_id}/retry"),
+    ("GET", "/api/v1/inboxes"),
+    ("POST", "/api/v1/inboxes"),
+    ("GET", "/api/v1/inboxes/{inbox_id}"),
+    ("PATCH", "/api/v1/inboxes/{inbox_id}"),
+    ("DELETE", "/api/v1/inboxes/{inbox_id}"),
+    ("GET", "/widget.js"),
+    ("OPTIONS", "/api/v1/webchat/{inbox_id}/sessions"),
+    ("POST", "/api/v1/webchat/{inbox_id}/sessions"),
+    ("OPTIONS", "/api/v1/webchat/{inbox_id}/messages"),
+    ("GET", "/api/v1/webchat/{inbox_id}/messages"),
+    ("POST", "/api/v1/webchat/{inbox_id}/messages"),
+    ("GET", "/api/v1/webchat/{inbox_id}/events"),
+    ("GET", "/demo/chat/{inbox_id}"),
+    ("GET", "/api/v1/knowledge/articles"),
+    ("POST", "/api/v1/knowledge/articles"),
+    ("POST", "/api/v1/knowledge/articles/bulk"),
+    ("GET", "/api/v1/knowledge/articles/{article_id}"),
+    ("PATCH", "/api/v1/knowledge/articles/{article_id}"),
+    ("DELETE", "/api/v1/knowledge/articles/{article_id}"),
+    ("GET", "/api/v1/knowledge/status"),
+    ("POST", "/api/v1/knowledge/search"),
+    ("GET", "/api/v1/retention/policy"),
+    ("PUT", "/api/v1/retention/policy"),
+    ("GET", "/api/v1/retention/preview"),
+    ("POST", "/api/v1/retention/run"),
+    ("POST", "/api/v1/legal-holds"),
+    ("GET", "/api/v1/legal-holds"),
+    ("DELETE", "/api/v1/legal-holds/{hold_id}"),
+    ("GET", "/api/v1/reviews"),
+    ("POST", "/api/v1/reviews"),
+    ("GET", "/api/v1/reviews/counts"),
+    ("GET", "/api/v1/reviews/policy"),
+    ("PUT", "/api/v1/reviews/policy"),
+    ("GET", "/api/v1/reviews/{review_id}"),
+    ("POST", "/api/v1/reviews/{review_id}/approve"),
+    ("POST", "/api/v1/reviews/{review_id}/reject"),
+    ("POST", "/api/v1/reviews/{review_id}/assign"),
+    ("GET", "/webhooks/whatsapp/{inbox_id}"),
+    ("POST", "/webhooks/whatsapp/{inbox_id}"),
+];
+
+pub fn is_undocumented(method: &Method, path: &str) -> bool {
+    UNDOCUMENTED
+        .iter()
+        .any(|(m, p)| *m == method.as_str() && *p == path)
+}
 
 pub fn document(specs: &[RouteSpec]) -> Value {
     let mut paths = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert("Error".into(), error_schema());
     for spec in specs {
         let path = paths
             .entry(spec.path.to_string())
             .or_insert_with(|| json!({}));
         let method = spec.method.as_str().to_ascii_lowercase();
-        let parameters: Vec<Value> = spec
-            .params()
-            .map(|name| {
-                json!({
-                    "name": name, "in": "path", "required": true,
-                    "schema": { "type": "string", "format": "uuid" }
-                })
-            })
-            .collect();
         let (security, permission) = match spec.access {
             Access::Public => (json!([]), Value::Null),
             Access::Authenticated => (json!([{ "session": [] }, { "bearer": [] }]), Value::Null),
@@ -33,22 +97,21 @@ pub fn document(specs: &[RouteSpec]) -> Value {
             "operationId": operation_id(spec),
             "summary": spec.summary,
             "tags": [spec.tag],
-            "parameters": parameters,
             "security": security,
-            "responses": {
-                "2XX": { "description": "Success" },
-                "4XX": { "$ref": "#/components/responses/Error" },
-                "5XX": { "$ref": "#/components/responses/Error" }
-            }
         });
         if !permission.is_null() {
             operation["x-permission"] = permission;
         }
-        if matches!(spec.method.as_str(), "POST" | "PUT" | "PATCH") {
-            operation["requestBody"] = json!({
-                "required": false,
-                "content": { "application/json": { "schema": { "type": "object" } } }
-            });
+        match &spec.contract {
+            Some(contract) => {
+                describe(&mut operation, spec, contract);
+                for (name, schema) in &contract.components {
+                    schemas
+                        .entry(name.clone())
+                        .or_insert_with(|| schema.clone());
+                }
+            }
+            None => undescribed(&mut operation, spec),
         }
         path[method] = operation;
     }
@@ -58,7 +121,8 @@ pub fn document(specs: &[RouteSpec]) -> Value {
             "title": "Custodian",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Governance-first customer-success platform. Every error answers \
-                            {\"error\":{\"code\",\"message\"}}."
+                            {\"error\":{\"code\",\"message\"}}; each operation lists the \
+                            codes it can answer per status (`x-error-codes`)."
         },
         "paths": paths,
         "components": {
@@ -66,20 +130,7 @@ pub fn document(specs: &[RouteSpec]) -> Value {
                 "session": { "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE },
                 "bearer": { "type": "http", "scheme": "bearer" }
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": { "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": { "type": "string" },
-                            "message": { "type": "string" }
-                        }
-                    }}
-                }
-            },
+            "schemas": schemas,
             "responses": {
                 "Error": {
                     "description": "Error",
@@ -88,6 +139,152 @@ pub fn document(specs: &[RouteSpec]) -> Value {
             }
         }
     })
+}
+
+/// The error shape every 4xx and 5xx answer has (`error::error_response`).
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Every error the API answers.",
+        "required": ["error"],
+        "additionalProperties": false,
+        "properties": { "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "additionalProperties": false,
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "description": "Stable, machine-readable: what went wrong."
+                },
+                "message": {
+                    "type": "string",
+                    "description": "For people; may change."
+                }
+            }
+        }}
+    })
+}
+
+/// An operation from its route's contract.
+fn describe(operation: &mut Value, spec: &RouteSpec, contract: &Contract) {
+    let mut parameters: Vec<Value> = Vec::new();
+    for name in spec.params() {
+        let declared = contract.path.iter().find(|p| p["name"] == name);
+        parameters.push(declared.cloned().unwrap_or_else(|| uuid_param(name)));
+    }
+    parameters.extend(contract.query.iter().cloned());
+    operation["parameters"] = Value::Array(parameters);
+    if let Some(body) = &contract.request {
+        operation["requestBody"] = json!({
+            "required": true,
+            "content": { body.media_type: { "schema": body.schema } }
+        });
+    }
+    let mut responses = Map::new();
+    for (status, content) in &contract.responses {
+        let response = responses
+            .entry(status.as_u16().to_string())
+            .or_insert_with(|| json!({ "description": reason(*status) }));
+        if let Some(content) = content {
+            if !content.description.is_empty() {
+                response["description"] = content.description.into();
+            }
+            // One status may answer several media types (an export as CSV or JSON).
+            response["content"][content.media_type] = json!({ "schema": content.schema });
+        }
+    }
+    for (status, codes) in error_codes(spec, contract) {
+        let codes: Vec<&str> = codes.into_iter().collect();
+        responses.insert(
+            status.as_u16().to_string(),
+            json!({
+                "description": format!("{}: {}", reason(status), codes.join(", ")),
+                "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/Error" }
+                } },
+                "x-error-codes": codes,
+            }),
+        );
+    }
+    responses.insert(
+        "default".into(),
+        json!({ "$ref": "#/components/responses/Error" }),
+    );
+    operation["responses"] = Value::Object(responses);
+}
+
+/// The error codes a route can answer, by status: those of every route of its kind, and those
+/// its contract names.
+fn error_codes(
+    spec: &RouteSpec,
+    contract: &Contract,
+) -> BTreeMap<StatusCode, BTreeSet<&'static str>> {
+    let mut codes: BTreeMap<StatusCode, BTreeSet<&'static str>> = BTreeMap::new();
+    let mut add = |status: StatusCode, code: &'static str| {
+        codes.entry(status).or_default().insert(code);
+    };
+    add(StatusCode::REQUEST_TIMEOUT, "timeout");
+    add(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    match spec.access {
+        Access::Public => {}
+        Access::Authenticated => {
+            add(StatusCode::UNAUTHORIZED, "unauthorized");
+            add(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        }
+        Access::Requires(_) => {
+            add(StatusCode::UNAUTHORIZED, "unauthorized");
+            add(StatusCode::FORBIDDEN, "forbidden");
+            add(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        }
+    }
+    if takes_body(&spec.method) {
+        add(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    }
+    if contract.request.is_some() {
+        add(StatusCode::BAD_REQUEST, "invalid_body");
+        add(StatusCode::BAD_REQUEST, "malformed_json");
+        add(StatusCode::BAD_REQUEST, "invalid_text");
+        add(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    }
+    if spec.params().next().is_some() {
+        add(StatusCode::BAD_REQUEST, "invalid_path");
+        add(StatusCode::NOT_FOUND, "not_found");
+    }
+    if !contract.query.is_empty() {
+        add(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    for (status, code) in &contract.errors {
+        add(*status, code);
+    }
+    codes
+}
+
+fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Answer")
+}
+
+fn uuid_param(name: &str) -> Value {
+    json!({
+        "name": name, "in": "path", "required": true,
+        "schema": { "type": "string", "format": "uuid" }
+    })
+}
+
+/// A route still without a contract (`UNDOCUMENTED`): its path parameters and generic bodies.
+fn undescribed(operation: &mut Value, spec: &RouteSpec) {
+    operation["parameters"] = spec.params().map(uuid_param).collect();
+    operation["responses"] = json!({
+        "2XX": { "description": "Success" },
+        "4XX": { "$ref": "#/components/responses/Error" },
+        "5XX": { "$ref": "#/components/responses/Error" }
+    });
+    if matches!(spec.method.as_str(), "POST" | "PUT" | "PATCH") {
+        operation["requestBody"] = json!({
+            "required": false,
+            "content": { "application/json": { "schema": { "type": "object" } } }
+        });
+    }
 }
 
 fn operation_id(spec: &RouteSpec) -> String {

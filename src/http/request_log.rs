@@ -417,7 +417,7 @@ where
     S: Clone + Send + Sync + 'static,
     Db: axum::extract::FromRef<S>,
 {
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/request-log",
         Access::Requires(Permission::RequestLogRead),
@@ -425,11 +425,17 @@ where
             "audit",
             "The request log: authenticated API requests, newest first (kept 30 days at most)",
         ),
+        super::Contract::new()
+            .query::<ListQuery>()
+            .ok_page::<LogView>()
+            .error(axum::http::StatusCode::BAD_REQUEST, "invalid_limit")
+            .error(axum::http::StatusCode::BAD_REQUEST, "invalid_status")
+            .error(axum::http::StatusCode::BAD_REQUEST, "invalid_range"),
         list,
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     member_id: Option<Uuid>,
@@ -437,6 +443,7 @@ struct ListQuery {
     /// A route template exactly as logged, e.g. `/api/v1/reviews/{review_id}`.
     route: Option<String>,
     method: Option<String>,
+    #[param(minimum = 100, maximum = 599)]
     status: Option<i16>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     from: Option<OffsetDateTime>,
@@ -444,10 +451,13 @@ struct ListQuery {
     until: Option<OffsetDateTime>,
     /// Entries older than this one (the `next_cursor` of the previous page).
     before: Option<Uuid>,
+    /// 100 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RequestLogEntry)]
 struct LogView {
     id: Uuid,
     member_id: Uuid,

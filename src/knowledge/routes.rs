@@ -423,7 +423,10 @@ async fn search(
             "query must be 1 to 2000 characters",
         ));
     }
-    let limit = input.limit.unwrap_or(5).clamp(1, 50);
+    let limit = input.limit.unwrap_or(5);
+    if !(1..=50).contains(&limit) {
+        return Err(Error::bad_request("invalid_limit", "limit must be 1 to 50"));
+    }
     let mut tx = ctx.begin(&state).await?;
     let (embedder, _) = state.embedders.embedder(&mut tx, ctx.tenant_id).await?;
     tx.commit().await?;

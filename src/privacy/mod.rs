@@ -10,7 +10,7 @@ use crate::audit::AuditEvent;
 use crate::crm::contacts::{self, ContactView};
 use crate::db::Db;
 use crate::error::Result;
-use crate::http::{Access, Api, Ctx, Json, Path};
+use crate::http::{Access, Api, Contract, Ctx, Json, Path};
 use crate::rbac::Permission;
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
@@ -19,7 +19,7 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::POST,
         "/api/v1/contacts/{contact_id}/restrict",
         Requires(Permission::DataSubjectRights),
@@ -27,13 +27,15 @@ where
             "crm",
             "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
         ),
+        Contract::new().ok::<ContactView>(),
         restrict,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/contacts/{contact_id}/unrestrict",
         Requires(Permission::DataSubjectRights),
         ("crm", "Lift a restriction of processing (DSR-4)"),
+        Contract::new().ok::<ContactView>(),
         unrestrict,
     )
 }

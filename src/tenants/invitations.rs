@@ -12,12 +12,13 @@ use uuid::Uuid;
 
 use super::members::{self, DisplayName, Email};
 use crate::audit::{self, AuditEvent, AuditSource};
+use crate::auth::routes::SessionView;
 use crate::auth::AuthState;
 use crate::auth::{password, session, token, Ctx};
 use crate::error::{Error, Result};
-use crate::http::Rfc3339;
-use crate::http::{Access, Api, Json, Path, RequestMeta};
+use crate::http::{Access, Api, Contract, Json, Path, RequestMeta};
 use crate::rbac::{Permission, Role};
+use utoipa::ToSchema;
 
 /// How long an invitation stays valid.
 const INVITATION_DAYS: i32 = 7;
@@ -28,40 +29,59 @@ where
     AuthState: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/invitations",
         Requires(Permission::MembersRead),
         ("members", "List pending invitations"),
+        Contract::new().ok_list::<InvitationView>(),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/invitations",
         Requires(Permission::MembersManage),
         ("members", "Invite a member with a role"),
+        Contract::new()
+            .body::<CreateInvitation>()
+            .created::<CreatedInvitation>()
+            .error(StatusCode::BAD_REQUEST, "invalid_email")
+            .error(StatusCode::BAD_REQUEST, "unknown_partner_org")
+            .error(StatusCode::BAD_REQUEST, "partner_org_required")
+            .error(StatusCode::CONFLICT, "email_taken"),
         create,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/invitations/{invitation_id}",
         Requires(Permission::MembersManage),
         ("members", "Withdraw an invitation"),
+        Contract::new().no_content(),
         revoke,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/invitations/accept",
         Public,
         ("members", "Accept an invitation; sets the session cookie"),
+        Contract::new()
+            .body::<AcceptInvitation>()
+            .created::<SessionView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_invitation")
+            .error(StatusCode::BAD_REQUEST, "invalid_display_name")
+            .error(StatusCode::BAD_REQUEST, "weak_password")
+            .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         accept,
     )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Invitation)]
 struct InvitationView {
     id: Uuid,
+    #[schema(format = Email)]
     email: String,
+    #[schema(value_type = Role)]
     role: String,
     partner_org_id: Option<Uuid>,
     invited_by: Uuid,
@@ -87,19 +107,31 @@ async fn list(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Vec<Invit
     Ok(Json(rows))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateInvitation {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// At most the inviter's own role.
     role: Role,
+    /// Needed with the partner role, refused with any other.
     partner_org_id: Option<Uuid>,
+}
+
+/// A new invitation: the only answer that holds its token.
+#[derive(Serialize, ToSchema)]
+struct CreatedInvitation {
+    #[serde(flatten)]
+    invitation: InvitationView,
+    /// What the invited person accepts with. Shown once: only its hash is kept.
+    token: String,
 }
 
 async fn create(
     State(state): State<AuthState>,
     ctx: Ctx,
     Json(body): Json<CreateInvitation>,
-) -> Result<(StatusCode, Json<serde_json::Value>)> {
+) -> Result<(StatusCode, Json<CreatedInvitation>)> {
     let email = Email::parse(&body.email)?;
     if !ctx.role.can_grant(body.role) {
         return Err(Error::Forbidden(
@@ -144,9 +176,13 @@ async fn create(
     )
     .await?;
     tx.commit().await?;
-    let mut view = serde_json::to_value(&invitation).map_err(anyhow::Error::from)?;
-    view["token"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedInvitation {
+            invitation,
+            token: secret,
+        }),
+    ))
 }
 
 /// Whether a member may stand behind an invitation to `invited`: active, still managing
@@ -229,11 +265,16 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AcceptInvitation {
+    /// The invitation's token, as its creation answered it.
     token: String,
+    /// Trimmed; no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     display_name: String,
+    /// Neither very common nor the member's email (`password::check_policy`).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 256)]
     password: SecretString,
 }
 
@@ -332,9 +373,11 @@ async fn accept(
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, new_session.cookie)],
-        Json(
-            json!({ "member": member, "tenant_id": found.tenant_id, "expires_at": new_session.expires_at.rfc3339() }),
-        ),
+        Json(SessionView {
+            member,
+            tenant_id: found.tenant_id,
+            expires_at: new_session.expires_at,
+        }),
     ))
 }
 

@@ -14,8 +14,9 @@ pub use crate::auth::member::{fetch, MemberView};
 use crate::auth::AuthState;
 use crate::auth::{revocation, session, Ctx};
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Json, Path};
+use crate::http::{Access, Api, Contract, Json, Path};
 use crate::rbac::{Permission, Role};
+use utoipa::ToSchema;
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -23,39 +24,54 @@ where
     AuthState: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/members",
         Requires(Permission::MembersRead),
         ("members", "List members"),
+        Contract::new().ok_list::<MemberView>(),
         list,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/members/{member_id}",
         Requires(Permission::MembersRead),
         ("members", "Show a member"),
+        Contract::new().ok::<MemberView>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::PATCH,
         "/api/v1/members/{member_id}",
         Requires(Permission::MembersManage),
         ("members", "Change a member's role or status"),
+        Contract::new()
+            .body::<UpdateMember>()
+            .ok::<MemberView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_status")
+            .error(StatusCode::BAD_REQUEST, "invalid_display_name")
+            .error(StatusCode::BAD_REQUEST, "unknown_partner_org")
+            .error(StatusCode::BAD_REQUEST, "partner_org_required")
+            .error(StatusCode::CONFLICT, "last_owner"),
         update,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/partner-orgs",
         Requires(Permission::MembersRead),
         ("members", "List partner organisations"),
+        Contract::new().ok_list::<PartnerOrgView>(),
         list_partner_orgs,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/partner-orgs",
         Requires(Permission::MembersManage),
         ("members", "Create a partner organisation"),
+        Contract::new()
+            .body::<CreatePartnerOrg>()
+            .created::<PartnerOrgView>()
+            .error(StatusCode::CONFLICT, "partner_org_taken"),
         create_partner_org,
     )
 }
@@ -178,13 +194,18 @@ async fn show(
     Ok(Json(member))
 }
 
-#[derive(Deserialize)]
+/// What to change; an absent field stays as it is.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateMember {
     role: Option<Role>,
     /// `active` or `disabled`.
+    #[schema(value_type = Option<crate::auth::member::MemberStatus>)]
     status: Option<String>,
+    /// Needed with the partner role, refused with any other.
     partner_org_id: Option<Uuid>,
+    /// Trimmed; no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     display_name: Option<String>,
 }
 
@@ -320,7 +341,8 @@ async fn update(
     Ok(Json(after))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PartnerOrg)]
 struct PartnerOrgView {
     id: Uuid,
     name: String,
@@ -344,9 +366,11 @@ async fn list_partner_orgs(
     Ok(Json(orgs))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreatePartnerOrg {
+    /// Unique in the tenant, case-insensitively; trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 

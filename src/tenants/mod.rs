@@ -17,10 +17,10 @@ use crate::audit::{self, AuditEvent, AuditSource};
 use crate::auth::AuthState;
 use crate::auth::{password, session, Credential, Ctx};
 use crate::error::Result;
-use crate::http::Rfc3339;
-use crate::http::{Access, Api, Json, RequestMeta};
+use crate::http::{Access, Api, Contract, Json, RequestMeta};
 use crate::rbac::{Permission, Role};
 use members::{DisplayName, Email};
+use utoipa::ToSchema;
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -29,38 +29,55 @@ where
 {
     use Access::*;
     let api = api
-        .route(
+        .endpoint(
             Method::POST,
             "/api/v1/auth/signup",
             Public,
             ("auth", "Create a tenant and its owner"),
+            Contract::new()
+                .body::<SignupBody>()
+                .created::<SignedUp>()
+                .error(StatusCode::BAD_REQUEST, "invalid_email")
+                .error(StatusCode::BAD_REQUEST, "invalid_display_name")
+                .error(StatusCode::BAD_REQUEST, "weak_password")
+                .error(StatusCode::CONFLICT, "slug_taken")
+                .error(StatusCode::CONFLICT, "invalid_slug")
+                .error(StatusCode::CONFLICT, "invalid_name")
+                .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             signup,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/auth/me",
             Authenticated,
             ("auth", "The caller, its tenant and permissions"),
+            Contract::new().ok::<Me>(),
             me,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/tenant",
             Requires(Permission::TenantRead),
             ("tenant", "The caller's tenant"),
+            Contract::new().ok::<TenantView>(),
             get_tenant,
         )
-        .route(
+        .endpoint(
             Method::PATCH,
             "/api/v1/tenant",
             Requires(Permission::TenantManage),
             ("tenant", "Rename the tenant"),
+            Contract::new()
+                .body::<UpdateTenant>()
+                .ok::<TenantView>()
+                .error(StatusCode::CONFLICT, "invalid_name"),
             update_tenant,
         );
     invitations::routes(members::routes(api))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Tenant)]
 pub struct TenantView {
     pub id: Uuid,
     pub slug: String,
@@ -79,14 +96,33 @@ pub async fn fetch(conn: &mut PgConnection) -> Result<TenantView> {
     .await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
+    /// Trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     pub tenant_name: String,
+    /// Members name it when they log in.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
     pub tenant_slug: String,
+    /// The owner's address.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// Trimmed; no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub display_name: String,
+    /// Neither very common nor the owner's email (`password::check_policy`).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 256)]
     pub password: SecretString,
+}
+
+/// A new tenant and its owner, signed in (the session cookie is set).
+#[derive(Serialize, ToSchema)]
+struct SignedUp {
+    tenant: TenantView,
+    member: members::MemberView,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
 }
 
 pub struct NewTenant {
@@ -164,9 +200,11 @@ async fn signup(
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, new_session.cookie)],
-        Json(
-            json!({ "tenant": created.tenant, "member": created.owner, "expires_at": new_session.expires_at.rfc3339() }),
-        ),
+        Json(SignedUp {
+            tenant: created.tenant,
+            member: created.owner,
+            expires_at: new_session.expires_at,
+        }),
     ))
 }
 
@@ -177,10 +215,33 @@ async fn get_tenant(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Ten
     Ok(Json(tenant))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateTenant {
+    /// Trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+}
+
+/// The caller: who they are, in which tenant, and what they may do.
+#[derive(Serialize, ToSchema)]
+struct Me {
+    member: members::MemberView,
+    tenant: TenantView,
+    role: Role,
+    /// The permissions the role holds (`tenant.read`, `members.manage`...).
+    permissions: Vec<&'static str>,
+    credential: CredentialKind,
+}
+
+/// What the caller authenticated with.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum CredentialKind {
+    /// A browser session (cookie).
+    Session,
+    /// An API token (bearer).
+    ApiToken,
 }
 
 async fn update_tenant(
@@ -212,20 +273,20 @@ async fn update_tenant(
 
 /// The caller, its tenant and what its role allows. Served under `/auth` with the other
 /// routes of the signed-in member, answered here where the tenant is known.
-async fn me(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<serde_json::Value>> {
+async fn me(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Me>> {
     let mut tx = ctx.begin(&state).await?;
     let member = members::fetch(&mut tx, ctx.member_id).await?;
     let tenant = fetch(&mut tx).await?;
     tx.commit().await?;
-    let permissions: Vec<&str> = ctx.role.permissions().iter().map(|p| p.as_str()).collect();
-    Ok(Json(json!({
-        "member": member,
-        "tenant": tenant,
-        "role": ctx.role,
-        "permissions": permissions,
-        "credential": match ctx.credential {
-            Credential::Session(_) => "session",
-            Credential::ApiToken(_) => "api_token",
+    let permissions = ctx.role.permissions().iter().map(|p| p.as_str()).collect();
+    Ok(Json(Me {
+        member,
+        tenant,
+        role: ctx.role,
+        permissions,
+        credential: match ctx.credential {
+            Credential::Session(_) => CredentialKind::Session,
+            Credential::ApiToken(_) => CredentialKind::ApiToken,
         },
-    })))
+    }))
 }

@@ -361,3 +361,46 @@ async fn a_server_error_answers_500_in_our_shape_without_its_cause() {
     );
     assert_has_security_headers(&resp);
 }
+
+#[tokio::test]
+async fn a_nul_or_invalid_utf8_in_a_query_or_path_answers_400_before_reaching_the_database() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    for uri in [
+        "/api/v1/audit/events?actor_id=%00",
+        "/api/v1/audit/events?action=a%00b",
+        "/api/v1/contacts?q=%FF",
+        "/api/v1/contacts?q=caf%C3",
+        "/api/v1/contacts/%00",
+    ] {
+        let resp = app.send(Req::get(uri).by(&owner)).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{uri}: {}", resp.body);
+        assert_eq!(resp.error_code(), "invalid_text", "{uri}");
+    }
+    let fine = app
+        .send(Req::get("/api/v1/contacts?q=caf%C3%A9").by(&owner))
+        .await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
+}
+
+#[tokio::test]
+async fn a_knowledge_search_limit_out_of_range_is_refused_not_clamped() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    for limit in [-1, 0, 51] {
+        let resp = app
+            .send(
+                Req::post("/api/v1/knowledge/search")
+                    .by(&owner)
+                    .json(json!({ "query": "returns", "limit": limit })),
+            )
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{limit}: {}",
+            resp.body
+        );
+        assert_eq!(resp.error_code(), "invalid_limit");
+    }
+}
