@@ -222,6 +222,8 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
         Conflict("external_id_taken", "a contact with that external_id already exists"),
     ),
     ("inbox_name_length", Invalid("name_too_long", "name must be at most 100 characters")),
+    ("partner_org_name_length", Invalid("invalid_name", "name must be 1 to 200 characters")),
+    ("api_token_name_length", Invalid("invalid_name", "name must be 1 to 100 characters")),
     (
         "inbox_tenant_phone_number_key",
         Conflict("phone_number_in_use", "another of your inboxes already serves that WhatsApp number"),

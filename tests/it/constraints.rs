@@ -155,3 +155,45 @@ async fn a_second_contact_with_the_same_external_id_is_refused_with_409_not_500(
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_partner_organisation_name_longer_than_the_limit_is_refused_with_400_not_500() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+
+    refused(
+        &app,
+        Req::post("/api/v1/partner-orgs")
+            .by(&owner)
+            .json(json!({ "name": "a".repeat(201) })),
+        StatusCode::BAD_REQUEST,
+        "invalid_name",
+        "SELECT count(*) FROM partner_org",
+    )
+    .await;
+    let resp = app
+        .send(
+            Req::post("/api/v1/partner-orgs")
+                .by(&owner)
+                .json(json!({ "name": "a".repeat(200) })),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+}
+
+#[tokio::test]
+async fn an_api_token_name_longer_than_the_limit_is_refused_with_400_not_500() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+
+    refused(
+        &app,
+        Req::post("/api/v1/tokens")
+            .by(&owner)
+            .json(json!({ "name": "a".repeat(101), "role": "agent" })),
+        StatusCode::BAD_REQUEST,
+        "invalid_name",
+        "SELECT count(*) FROM api_token",
+    )
+    .await;
+}
