@@ -43,20 +43,9 @@ where
         "/api/v1/contacts",
         Requires(Permission::ContactsWrite),
         ("crm", "Create a contact"),
-        Contract::new()
-            .body::<ContactBody>()
-            .created::<ContactView>()
+        written(Contract::new().created::<ContactView>())
             .error(StatusCode::BAD_REQUEST, "empty_contact")
-            .error(StatusCode::BAD_REQUEST, "invalid_email")
-            .error(StatusCode::BAD_REQUEST, "invalid_phone")
-            .error(StatusCode::BAD_REQUEST, "invalid_whatsapp_id")
-            .error(StatusCode::BAD_REQUEST, "invalid_attributes")
-            .error(StatusCode::BAD_REQUEST, "name_too_long")
-            .error(StatusCode::BAD_REQUEST, "external_id_too_long")
-            .error(StatusCode::NOT_FOUND, "not_found")
-            .error(StatusCode::CONFLICT, "email_taken")
-            .error(StatusCode::CONFLICT, "whatsapp_id_taken")
-            .error(StatusCode::CONFLICT, "external_id_taken"),
+            .error(StatusCode::NOT_FOUND, "not_found"),
         create,
     )
     .endpoint(
@@ -72,18 +61,7 @@ where
         "/api/v1/contacts/{contact_id}",
         Requires(Permission::ContactsWrite),
         ("crm", "Correct a contact's fields"),
-        Contract::new()
-            .body::<ContactBody>()
-            .ok::<ContactView>()
-            .error(StatusCode::BAD_REQUEST, "invalid_email")
-            .error(StatusCode::BAD_REQUEST, "invalid_phone")
-            .error(StatusCode::BAD_REQUEST, "invalid_whatsapp_id")
-            .error(StatusCode::BAD_REQUEST, "invalid_attributes")
-            .error(StatusCode::BAD_REQUEST, "name_too_long")
-            .error(StatusCode::BAD_REQUEST, "external_id_too_long")
-            .error(StatusCode::CONFLICT, "email_taken")
-            .error(StatusCode::CONFLICT, "whatsapp_id_taken")
-            .error(StatusCode::CONFLICT, "external_id_taken"),
+        written(Contract::new().ok::<ContactView>()),
         update,
     )
     .endpoint(
@@ -550,6 +528,21 @@ pub async fn create_visitor(
     )
     .fetch_one(conn)
     .await?)
+}
+
+/// What creating and correcting a contact share: the body, and the refusals of its fields.
+fn written(contract: Contract) -> Contract {
+    contract
+        .body::<ContactBody>()
+        .error(StatusCode::BAD_REQUEST, "invalid_email")
+        .error(StatusCode::BAD_REQUEST, "invalid_phone")
+        .error(StatusCode::BAD_REQUEST, "invalid_whatsapp_id")
+        .error(StatusCode::BAD_REQUEST, "invalid_attributes")
+        .error(StatusCode::BAD_REQUEST, "name_too_long")
+        .error(StatusCode::BAD_REQUEST, "external_id_too_long")
+        .error(StatusCode::CONFLICT, "email_taken")
+        .error(StatusCode::CONFLICT, "whatsapp_id_taken")
+        .error(StatusCode::CONFLICT, "external_id_taken")
 }
 
 #[cfg(test)]
