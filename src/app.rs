@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, State};
-use axum::http::{HeaderName, Method, StatusCode};
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::response::IntoResponse;
 use axum::Router;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -219,6 +220,26 @@ fn api(state: AppState) -> Api<AppState> {
             ("system", "This API's OpenAPI 3.1 document"),
             Contract::new().ok_free_form("this API's OpenAPI 3.1 document"),
             openapi_doc,
+        )
+        .endpoint(
+            Method::GET,
+            "/api/docs",
+            Public,
+            ("system", "This API's reference, as a page for people"),
+            Contract::new().returns_media(
+                StatusCode::OK,
+                "text/html",
+                "The reference page, rendered from /api/openapi.json",
+            ),
+            api_docs,
+        )
+        .endpoint(
+            Method::GET,
+            "/api/docs.css",
+            Public,
+            ("system", "The reference page's stylesheet"),
+            Contract::new().returns_media(StatusCode::OK, "text/css", "A stylesheet"),
+            api_docs_css,
         );
     let api = crate::auth::routes::routes(api);
     let api = crate::tenants::routes(api);
@@ -311,6 +332,27 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
 
 async fn openapi_doc(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(openapi::document(state.routes()))
+}
+
+async fn api_docs(State(state): State<AppState>) -> impl IntoResponse {
+    let page = crate::http::docs::page(&openapi::document(state.routes()));
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, crate::http::docs::CSP),
+        ],
+        page,
+    )
+}
+
+async fn api_docs_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        crate::http::docs::STYLESHEET,
+    )
 }
 
 /// Every job kind the application runs and its handler, each registered by the domain that

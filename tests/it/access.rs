@@ -14,6 +14,9 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/api/openapi.json"),
+    // The API's reference for people, rendered from the document.
+    ("GET", "/api/docs"),
+    ("GET", "/api/docs.css"),
     ("POST", "/api/v1/auth/signup"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/invitations/accept"),
