@@ -14,6 +14,25 @@ use utoipa::{IntoParams, ToSchema};
 /// A named schema for `components.schemas`.
 pub type Component = (String, Value);
 
+/// Text without U+0000, which PostgreSQL's text and jsonb cannot hold: every request refuses
+/// it (`invalid_text`), so every string in the document says so.
+pub const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// Text that is not blank once trimmed, without U+0000: for the required names and texts the
+/// handlers trim. (A character outside the pattern's `\s` is never white space to `str::trim`.)
+pub const NOT_BLANK: &str = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$";
+
+/// A name of one line: not blank once trimmed, and no control character (`char::is_control`,
+/// the category Cc) anywhere.
+pub const ONE_LINE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// The patterns a type names with `#[schema(pattern = "$name")]` (utoipa takes only a literal
+/// there), so each is written once.
+const PATTERNS: &[(&str, &str)] = &[("$not_blank", NOT_BLANK), ("$one_line", ONE_LINE)];
+
+/// The name of the free-form JSON value schema (`attributes`, a guardrail configuration).
+const JSON_VALUE: &str = "JsonValue";
+
 #[derive(Debug, Clone, Default)]
 pub struct Contract {
     pub(crate) request: Option<Content>,
@@ -48,6 +67,18 @@ impl Contract {
             schema,
             description: "",
         });
+        self
+    }
+
+    /// A rule of the request body that its type cannot state (which fields go together, which
+    /// one of several is required), as JSON Schema keywords the body must also meet. The rule
+    /// belongs to this route: the same type may go without it elsewhere (creating needs a
+    /// name, correcting does not).
+    pub fn body_rule(mut self, rule: Value) -> Self {
+        let content = self.request.as_mut().expect("body_rule after body");
+        let mut rule = rule;
+        harden(&mut rule);
+        content.schema = json!({ "allOf": [content.schema.take(), rule] });
         self
     }
 
@@ -165,12 +196,21 @@ impl Contract {
     fn schema_of<T: ToSchema>(&mut self) -> Value {
         let mut named = Vec::new();
         T::schemas(&mut named);
-        self.components.extend(
-            named
-                .into_iter()
-                .map(|(name, schema)| (name, to_value(&schema))),
-        );
-        let schema = to_value(&T::schema());
+        let mut free_form = false;
+        let mut harden = |mut schema: Value| {
+            free_form |= harden(&mut schema);
+            schema
+        };
+        let named: Vec<Component> = named
+            .into_iter()
+            .map(|(name, schema)| (name, harden(to_value(&schema))))
+            .collect();
+        self.components.extend(named);
+        let schema = harden(to_value(&T::schema()));
+        if free_form {
+            self.components
+                .push((JSON_VALUE.into(), json_value_schema()));
+        }
         if std::any::type_name::<T>().contains('<') {
             return schema;
         }
@@ -190,10 +230,132 @@ fn params<T: IntoParams>(location: ParameterIn) -> Vec<Value> {
             let mut param = to_value(param);
             if let Some(schema) = param.get_mut("schema") {
                 drop_null(schema);
+                harden(schema);
             }
             param
         })
         .collect()
+}
+
+/// States what every request refuses in the schemas the types give: a string without choices
+/// or a pattern of its own may not hold U+0000, and a free-form object (a `Value`) holds
+/// JSON values whose texts and keys may not either. Whether a free-form object was found: its
+/// values refer to the `JsonValue` component.
+fn harden(schema: &mut Value) -> bool {
+    let mut free_form = false;
+    match schema {
+        Value::Object(map) => {
+            let types: Vec<String> = match map.get("type") {
+                Some(Value::String(t)) => vec![t.clone()],
+                Some(Value::Array(ts)) => ts
+                    .iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if let Some(Value::String(pattern)) = map.get_mut("pattern") {
+                if pattern.starts_with('$') {
+                    let (_, real) = PATTERNS
+                        .iter()
+                        .find(|(name, _)| name == pattern)
+                        .unwrap_or_else(|| panic!("no pattern named {pattern}"));
+                    *pattern = real.to_string();
+                }
+            }
+            // A format such as `password` does not rule U+0000 out; choices and patterns do.
+            let plain = ["enum", "const", "pattern"]
+                .iter()
+                .all(|k| !map.contains_key(*k));
+            if types.iter().any(|t| t == "string") && plain {
+                map.insert("pattern".into(), NO_NUL.into());
+            }
+            if types.iter().any(|t| t == "number") {
+                number_limits(map);
+            } else if types.iter().any(|t| t == "integer") {
+                integer_limits(map);
+            }
+            if types.iter().any(|t| t == "object")
+                && !map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+            {
+                map.insert("propertyNames".into(), json!({ "pattern": NO_NUL }));
+                map.insert(
+                    "additionalProperties".into(),
+                    json!({ "$ref": format!("#/components/schemas/{JSON_VALUE}") }),
+                );
+                free_form = true;
+            }
+            for value in map.values_mut() {
+                free_form |= harden(value);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                free_form |= harden(item);
+            }
+        }
+        _ => {}
+    }
+    free_form
+}
+
+/// Every request refuses a number too small or too large for PostgreSQL's jsonb to give back
+/// (`http::NUMBER_MAGNITUDE`): a number's schema says so.
+fn number_limits(map: &mut serde_json::Map<String, Value>) {
+    let (smallest, largest) = super::NUMBER_MAGNITUDE;
+    if !map.contains_key("maximum") && !map.contains_key("exclusiveMaximum") {
+        map.insert("maximum".into(), largest.into());
+    }
+    if !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum") {
+        map.insert("minimum".into(), (-largest).into());
+    }
+    if map.get("type") == Some(&Value::String("number".into())) && !map.contains_key("not") {
+        map.insert(
+            "not".into(),
+            json!({ "exclusiveMinimum": -smallest, "exclusiveMaximum": smallest, "not": { "const": 0 } }),
+        );
+    }
+}
+
+/// An integer's bounds are its Rust type's, which the format names but a generator does not
+/// read: say them.
+fn integer_limits(map: &mut serde_json::Map<String, Value>) {
+    let (min, max): (i128, i128) = match map.get("format").and_then(Value::as_str) {
+        Some("int8") => (i8::MIN.into(), i8::MAX.into()),
+        Some("uint8") => (0, u8::MAX.into()),
+        Some("int16") => (i16::MIN.into(), i16::MAX.into()),
+        Some("uint16") => (0, u16::MAX.into()),
+        Some("int32") => (i32::MIN.into(), i32::MAX.into()),
+        Some("uint32") => (0, u32::MAX.into()),
+        Some("uint64") => (0, u64::MAX.into()),
+        _ => (i64::MIN.into(), i64::MAX.into()),
+    };
+    let bound = |v: i128| match v < 0 {
+        true => Value::from(v as i64),
+        false => Value::from(v as u64),
+    };
+    if !map.contains_key("maximum") && !map.contains_key("exclusiveMaximum") {
+        map.insert("maximum".into(), bound(max));
+    }
+    if !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum") {
+        map.insert("minimum".into(), bound(min));
+    }
+}
+
+/// Any JSON value whose texts and keys hold no U+0000.
+fn json_value_schema() -> Value {
+    let any = json!({ "$ref": format!("#/components/schemas/{JSON_VALUE}") });
+    json!({
+        "description": "Any JSON value; no text or key may hold U+0000.",
+        "anyOf": [
+            { "type": ["null", "boolean"] },
+            { "type": "number", "minimum": -1e300, "maximum": 1e300,
+              "not": { "exclusiveMinimum": -1e-300, "exclusiveMaximum": 1e-300, "not": { "const": 0 } } },
+            { "type": "string", "pattern": NO_NUL },
+            { "type": "array", "items": any },
+            { "type": "object", "propertyNames": { "pattern": NO_NUL }, "additionalProperties": any }
+        ]
+    })
 }
 
 /// `["string", "null"]` becomes `"string"`, `oneOf: [null, X]` becomes `X`.
@@ -212,6 +374,30 @@ fn drop_null(schema: &mut Value) {
     }
 }
 
+/// A schema written as JSON, for a field or parameter whose type cannot describe itself
+/// (`#[param(schema_with = ...)]`).
+pub fn schema(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    serde_json::from_value(value).expect("a valid schema")
+}
+
 fn to_value(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).expect("an OpenAPI object serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_written_as_json_are_taken() {
+        for value in [
+            json!({ "anyOf": [{ "type": "string", "format": "uuid" }, { "type": "string", "enum": ["me", "none"] }] }),
+            json!({ "type": "array", "maxItems": 20, "items": { "type": "string", "maxLength": 50, "pattern": NOT_BLANK } }),
+            json!({ "type": ["string", "null"], "pattern": "^x$" }),
+            json!({ "type": "string", "enum": ["admin", "agent"] }),
+        ] {
+            let back = to_value(&schema(value.clone()));
+            assert_eq!(back, value);
+        }
+    }
 }

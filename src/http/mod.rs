@@ -5,6 +5,7 @@
 pub mod api;
 pub mod contract;
 pub mod ctx;
+pub mod docs;
 pub mod egress;
 pub mod middleware;
 pub mod openapi;
@@ -12,7 +13,7 @@ pub mod request_log;
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -67,11 +68,48 @@ where
                 "text may not contain the NUL character (\\u0000)",
             ));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::bad_request("malformed_json", "the request body is not valid JSON")
+        })?;
+        settle_numbers(&mut value)?;
+        serde_json::from_value(value).map(Json).map_err(|e| {
+            Error::bad_request(
+                "invalid_body",
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+        })
     }
+}
+
+/// The smallest and largest magnitude a JSON number may have (besides zero): PostgreSQL's jsonb
+/// keeps numbers as exact decimals, and one far smaller (`1e-311`) comes back as a text of
+/// hundreds of digits that cannot be read again, so a stored body would break every read.
+pub const NUMBER_MAGNITUDE: (f64, f64) = (1e-300, 1e300);
+
+/// Refuses numbers outside `NUMBER_MAGNITUDE`, and writes a whole number written as a float
+/// (`224.0`, which JSON Schema calls an integer) as the integer, so an integer field takes it.
+fn settle_numbers(value: &mut serde_json::Value) -> Result<(), Error> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            let (smallest, largest) = NUMBER_MAGNITUDE;
+            if f != 0.0 && !(smallest..=largest).contains(&f.abs()) {
+                return Err(Error::bad_request(
+                    "invalid_number",
+                    "numbers must be 0 or between 1e-300 and 1e300 in magnitude",
+                ));
+            }
+            // Whole numbers up to 2^53 are exact in a float, and so in the integer.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(settle_numbers)?,
+        Value::Object(map) => map.values_mut().try_for_each(settle_numbers)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Where a JSON text holds the escape `\u0000` (a NUL character in a string), by byte offset.
@@ -124,18 +162,6 @@ pub async fn json_bodies_only(req: Request, next: axum::middleware::Next) -> Res
         next.run(req).await
     } else {
         Error::UnsupportedMediaType.into_response()
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> Error {
-    match rejection {
-        JsonRejection::JsonDataError(e) => Error::bad_request("invalid_body", e.body_text()),
-        JsonRejection::JsonSyntaxError(_) => {
-            Error::bad_request("malformed_json", "the request body is not valid JSON")
-        }
-        JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
-        other => Error::bad_request("invalid_body", other.body_text()),
     }
 }
 

@@ -245,6 +245,7 @@ fn error_codes(
         add(StatusCode::BAD_REQUEST, "invalid_body");
         add(StatusCode::BAD_REQUEST, "malformed_json");
         add(StatusCode::BAD_REQUEST, "invalid_text");
+        add(StatusCode::BAD_REQUEST, "invalid_number");
         add(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
     if spec.params().next().is_some() {

@@ -46,7 +46,7 @@ async fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
         ),
         (
             Req::patch("/api/v1/tenant").json(json!({ "name": "" })),
-            StatusCode::CONFLICT,
+            StatusCode::BAD_REQUEST,
             "invalid_name",
         ),
         (
@@ -403,4 +403,63 @@ async fn a_knowledge_search_limit_out_of_range_is_refused_not_clamped() {
         );
         assert_eq!(resp.error_code(), "invalid_limit");
     }
+}
+
+#[tokio::test]
+async fn a_number_jsonb_could_not_give_back_is_refused_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    // PostgreSQL keeps 1e-311 as hundreds of digits that no JSON reader takes back: stored,
+    // it would make the contact unreadable for good.
+    for tiny in ["-2.225073858507e-311", "1e-320", "1e301"] {
+        let body = format!(r#"{{"name": "Ana", "attributes": {{"score": [{tiny}]}}}}"#);
+        let resp = app
+            .send(
+                Req::post("/api/v1/contacts")
+                    .by(&owner)
+                    .raw("application/json", body),
+            )
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{tiny}: {}",
+            resp.body
+        );
+        assert_eq!(resp.error_code(), "invalid_number");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM contact").await, 0);
+    let resp = app
+        .send(Req::post("/api/v1/contacts").by(&owner).json(json!({
+            "name": "Ana", "attributes": { "score": [0.0, 1.5e-300, -3.25, 1e300] }
+        })))
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+    let id = resp.uuid("/id");
+    let shown = app
+        .send(Req::get(format!("/api/v1/contacts/{id}")).by(&owner))
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+}
+
+#[tokio::test]
+async fn a_whole_number_written_as_a_float_fills_an_integer_field() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    // JSON Schema calls 30.0 an integer, and Python's json writes a float so.
+    let resp = app
+        .send(Req::post("/api/v1/tokens").by(&owner).raw(
+            "application/json",
+            r#"{"name": "ci", "role": "agent", "expires_in_days": 30.0}"#,
+        ))
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+    let resp = app
+        .send(Req::post("/api/v1/tokens").by(&owner).raw(
+            "application/json",
+            r#"{"name": "ci2", "role": "agent", "expires_in_days": 30.5}"#,
+        ))
+        .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.body);
+    assert_eq!(resp.error_code(), "invalid_body");
 }
