@@ -171,16 +171,15 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
             "slug must be 2-63 lowercase letters, digits or dashes, starting with a letter or digit",
         ),
     ),
-    // A 409 where 400 would be apter; kept, as clients already see it.
-    ("tenant_name_length", Conflict("invalid_name", "name must be 1 to 200 characters")),
+    ("tenant_name_length", Invalid("invalid_name", "name must be 1 to 200 characters")),
     ("member_email_key", Conflict("email_taken", "a member with that email already exists")),
     ("api_token_name_key", Conflict("token_name_taken", "an active token with that name exists")),
     (
         "partner_org_name_key",
         Conflict("partner_org_taken", "a partner organisation with that name exists"),
     ),
-    ("member_partner_org_fkey", Invalid("unknown_partner_org", "no such partner organisation")),
-    ("invitation_partner_org_fkey", Invalid("unknown_partner_org", "no such partner organisation")),
+    ("member_partner_org_fkey", NotFound),
+    ("invitation_partner_org_fkey", NotFound),
     ("account_partner_org_fkey", NotFound),
     ("contact_account_fkey", NotFound),
     ("conversation_assignee_fkey", NotFound),
@@ -192,9 +191,11 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
             "this data is under a legal hold: it cannot be deleted until the hold is released",
         ),
     ),
+    // A member's role and organisation change in parts (`PATCH`): the pair breaks against
+    // what the member already is, a conflict with their state.
     (
         "member_partner_org_required",
-        Invalid(
+        Conflict(
             "partner_org_required",
             "the partner role needs a partner_org_id, and only the partner role takes one",
         ),

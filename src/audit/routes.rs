@@ -136,14 +136,8 @@ impl Filter {
                 ));
             }
         }
-        if let (Some(from), Some(to)) = (self.from, self.to) {
-            if from >= to {
-                return Err(Error::bad_request(
-                    "invalid_range",
-                    "from must be before to",
-                ));
-            }
-        }
+        // A range that ends before it starts is not refused: it matches nothing, like any
+        // filter nothing meets (a schema cannot state the order of two fields).
         Ok(())
     }
 }

@@ -351,10 +351,18 @@ struct CreateToken {
     #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// At most the caller's own role; never owner nor partner.
+    #[schema(schema_with = token_role_schema)]
     role: Role,
     /// Days until expiry; no expiry when absent.
     #[schema(minimum = 1, maximum = 3650)]
     expires_in_days: Option<u32>,
+}
+
+fn token_role_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::http::contract::schema(serde_json::json!({
+        "type": "string",
+        "enum": ["admin", "agent", "reviewer", "auditor"]
+    }))
 }
 
 /// A new API token: the only answer that holds its secret.

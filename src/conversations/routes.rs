@@ -5,8 +5,6 @@
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -22,6 +20,7 @@ use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::events::{self, Cap, Event, Holder};
 use crate::guardrails::Lang;
+use crate::http::contract::NOT_BLANK;
 use crate::http::{Access, Api, Contract, Json, Page, Path, Query};
 use crate::queue::{self, NewJob};
 use crate::rbac::Permission;
@@ -73,6 +72,17 @@ where
         ("inbox", "Reply through the channel, or add a private note"),
         Contract::new()
             .body::<ReplyBody>()
+            // A text, or a template; a note is never a template.
+            .body_rule(serde_json::json!({
+                "anyOf": [
+                    { "required": ["body"], "properties": { "body": { "type": "string", "pattern": NOT_BLANK } } },
+                    { "required": ["template"], "properties": { "template": { "type": "object" } } }
+                ],
+                "not": {
+                    "required": ["private", "template"],
+                    "properties": { "private": { "const": true }, "template": { "type": "object" } }
+                }
+            }))
             .created::<MessageView>()
             .error(StatusCode::BAD_REQUEST, "invalid_message")
             .error(StatusCode::CONFLICT, "outside_service_window"),
@@ -109,7 +119,27 @@ where
         "/api/v1/conversations/{conversation_id}/status",
         Requires(ConversationsManage),
         ("inbox", "Open, mark pending, snooze or resolve"),
-        Contract::new().body::<StatusBody>().ok::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_status").error(StatusCode::BAD_REQUEST, "invalid_snooze"),
+        Contract::new()
+            .body::<StatusBody>()
+            // A snooze has its end (in the future); nothing else has one.
+            .body_rule(serde_json::json!({
+                "anyOf": [
+                    {
+                        "required": ["snoozed_until"],
+                        "properties": {
+                            "status": { "const": "snoozed" },
+                            "snoozed_until": { "type": "string", "format": "date-time" }
+                        }
+                    },
+                    {
+                        "properties": {
+                            "status": { "enum": ["open", "pending", "resolved"] },
+                            "snoozed_until": { "type": "null" }
+                        }
+                    }
+                ]
+            }))
+            .ok::<ConversationView>().error(StatusCode::BAD_REQUEST, "invalid_status").error(StatusCode::BAD_REQUEST, "invalid_snooze"),
         set_status,
     )
     .endpoint(
@@ -147,6 +177,7 @@ struct ListQuery {
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// A member id, `me`, or `none`.
+    #[param(schema_with = assignee_schema)]
     assignee: Option<String>,
     #[param(value_type = Option<Handler>)]
     handler: Option<String>,
@@ -157,24 +188,33 @@ struct ListQuery {
     /// Text in the contact's name, email or phone, or in a message.
     q: Option<String>,
     /// The previous page's `next_cursor`.
+    #[param(
+        pattern = "^-?[0-9]{1,19}_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     cursor: Option<String>,
     /// 50 when absent.
     #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
+fn assignee_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::http::contract::schema(serde_json::json!({
+        "anyOf": [
+            { "type": "string", "format": "uuid" },
+            { "type": "string", "enum": ["me", "none"] }
+        ]
+    }))
+}
+
+/// A page's end: the last conversation's activity time (Unix nanoseconds) and id, as
+/// `{nanos}_{id}`; the pattern of `ListQuery::cursor` says which texts are cursors.
 fn encode_cursor(c: &ConversationView) -> String {
-    B64.encode(format!(
-        "{}|{}",
-        c.last_message_at.unix_timestamp_nanos(),
-        c.id
-    ))
+    format!("{}_{}", c.last_message_at.unix_timestamp_nanos(), c.id)
 }
 
 fn decode_cursor(raw: &str) -> Result<(OffsetDateTime, Uuid)> {
     let bad = || Error::bad_request("invalid_cursor", "the cursor is not one this API gave out");
-    let text = String::from_utf8(B64.decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (nanos, id) = text.split_once('|').ok_or_else(bad)?;
+    let (nanos, id) = raw.split_once('_').ok_or_else(bad)?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().map_err(|_| bad())?)
         .map_err(|_| bad())?;
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
@@ -660,9 +700,17 @@ async fn set_status(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LabelsBody {
-    /// At most 20, each 1 to 50 characters (trimmed).
-    #[schema(max_items = 20)]
+    /// At most 20, each 1 to 50 characters (trimmed, then lowercased).
+    #[schema(schema_with = labels_schema)]
     labels: Vec<String>,
+}
+
+fn labels_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::http::contract::schema(serde_json::json!({
+        "type": "array",
+        "maxItems": 20,
+        "items": { "type": "string", "maxLength": 50, "pattern": NOT_BLANK }
+    }))
 }
 
 async fn set_labels(
@@ -671,6 +719,18 @@ async fn set_labels(
     Path(id): Path<Uuid>,
     Json(body): Json<LabelsBody>,
 ) -> Result<Json<ConversationView>> {
+    // Counted as written: lowercasing may lengthen a text (`İ` becomes two characters).
+    if body.labels.len() > 20
+        || body.labels.iter().any(|l| {
+            let l = l.trim();
+            l.is_empty() || l.chars().count() > 50
+        })
+    {
+        return Err(Error::bad_request(
+            "invalid_labels",
+            "up to 20 labels of 1 to 50 characters",
+        ));
+    }
     let mut labels: Vec<String> = body
         .labels
         .iter()
@@ -678,16 +738,6 @@ async fn set_labels(
         .collect();
     labels.sort();
     labels.dedup();
-    if labels.len() > 20
-        || labels
-            .iter()
-            .any(|l| l.is_empty() || l.chars().count() > 50)
-    {
-        return Err(Error::bad_request(
-            "invalid_labels",
-            "up to 20 labels of 1 to 50 characters",
-        ));
-    }
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
     sqlx::query!(
@@ -706,8 +756,16 @@ async fn set_labels(
 #[serde(deny_unknown_fields)]
 struct LanguageBody {
     /// `en`, `pt`, `es` or `de` (regional variants such as `pt-BR` accepted), or null.
-    #[schema(value_type = Option<String>, required = true)]
+    #[schema(schema_with = language_schema, required = true)]
     language: Value,
+}
+
+/// What `Lang::from_code` takes: a code whose part before the first `-` or `_` is one of ours.
+fn language_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::http::contract::schema(serde_json::json!({
+        "type": ["string", "null"],
+        "pattern": "^([Ee][Nn]|[Pp][Tt]|[Ee][Ss]|[Dd][Ee])([-_][^\\u0000]*)?$"
+    }))
 }
 
 async fn set_language(

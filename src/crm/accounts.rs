@@ -42,6 +42,9 @@ where
         ("crm", "Create an account"),
         Contract::new()
             .body::<AccountBody>()
+            .body_rule(
+                json!({ "required": ["name"], "properties": { "name": { "type": "string" } } }),
+            )
             .created::<AccountView>()
             .error(StatusCode::BAD_REQUEST, "invalid_name")
             .error(StatusCode::BAD_REQUEST, "name_too_long")
@@ -178,7 +181,7 @@ pub fn like_pattern(q: &str) -> String {
 #[schema(as = AccountFields)]
 struct AccountBody {
     /// Required to create; trimmed.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "$not_blank")]
     name: Option<String>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     domain: Option<Option<String>>,

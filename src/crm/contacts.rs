@@ -43,7 +43,12 @@ where
         "/api/v1/contacts",
         Requires(Permission::ContactsWrite),
         ("crm", "Create a contact"),
-        written(Contract::new().created::<ContactView>())
+        written(Contract::new())
+            // Something to know the person by.
+            .body_rule(json!({ "anyOf": IDENTIFIERS.map(|field| {
+                json!({ "required": [field], "properties": { field: { "type": "string" } } })
+            }) }))
+            .created::<ContactView>()
             .error(StatusCode::BAD_REQUEST, "empty_contact")
             .error(StatusCode::NOT_FOUND, "not_found"),
         create,
@@ -220,19 +225,21 @@ async fn list(
 #[schema(as = ContactFields)]
 struct ContactBody {
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "$not_blank")]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(format = Email, max_length = 254)]
     email: Option<Option<String>>,
     /// E.164 (`+` and 7 to 15 digits); spaces, dashes, dots and parentheses are dropped.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(pattern = "^[ .()-]*\\+[ .()-]*[1-9]([ .()-]*[0-9]){6,14}[ .()-]*$")]
     phone: Option<Option<String>>,
     /// The number's digits, or a WhatsApp user id such as `US.13491208655302741918`.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(pattern = "^([0-9]{1,20}|[A-Z]{2}\\.[A-Za-z0-9.]{1,125})$")]
     whatsapp_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "$not_blank")]
     external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     account_id: Option<Option<Uuid>>,
@@ -529,6 +536,9 @@ pub async fn create_visitor(
     .fetch_one(conn)
     .await?)
 }
+
+/// The fields a contact is known by: creating one needs at least one of them.
+const IDENTIFIERS: [&str; 5] = ["name", "email", "phone", "whatsapp_id", "external_id"];
 
 /// What creating and correcting a contact share: the body, and the refusals of its fields.
 fn written(contract: Contract) -> Contract {

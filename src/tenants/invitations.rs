@@ -44,9 +44,10 @@ where
         ("members", "Invite a member with a role"),
         Contract::new()
             .body::<CreateInvitation>()
+            .body_rule(crate::tenants::members::PARTNER_ORG_RULE.clone())
             .created::<CreatedInvitation>()
             .error(StatusCode::BAD_REQUEST, "invalid_email")
-            .error(StatusCode::BAD_REQUEST, "unknown_partner_org")
+            .error(StatusCode::NOT_FOUND, "not_found")
             .error(StatusCode::BAD_REQUEST, "partner_org_required")
             .error(StatusCode::CONFLICT, "email_taken"),
         create,
@@ -67,7 +68,7 @@ where
         Contract::new()
             .body::<AcceptInvitation>()
             .created::<SessionView>()
-            .error(StatusCode::BAD_REQUEST, "invalid_invitation")
+            .error(StatusCode::CONFLICT, "invalid_invitation")
             .error(StatusCode::BAD_REQUEST, "invalid_display_name")
             .error(StatusCode::BAD_REQUEST, "weak_password")
             .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -271,7 +272,7 @@ struct AcceptInvitation {
     /// The invitation's token, as its creation answered it.
     token: String,
     /// Trimmed; no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 100, pattern = "$one_line")]
     display_name: String,
     /// Neither very common nor the member's email (`password::check_policy`).
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 256)]
@@ -293,7 +294,7 @@ async fn accept(
     )
     .fetch_optional(&state.db.system)
     .await?
-    .ok_or_else(|| Error::bad_request("invalid_invitation", "the invitation is unknown, used or expired"))?;
+    .ok_or_else(|| Error::conflict("invalid_invitation", "the invitation is unknown, used or expired"))?;
     let display_name = DisplayName::parse(&body.display_name)?;
     password::check_policy(&body.password, &found.email)?;
     let password_hash = password::hash(body.password).await?;
@@ -323,7 +324,7 @@ async fn accept(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| {
-        Error::bad_request(
+        Error::conflict(
             "invalid_invitation",
             "the invitation is unknown, used or expired",
         )
@@ -336,7 +337,7 @@ async fn accept(
     if !backed {
         // Dropped with the transaction: the invitation stays unclaimed, and the refusal reads
         // like any other dead invitation.
-        return Err(Error::bad_request(
+        return Err(Error::conflict(
             "invalid_invitation",
             "the invitation is unknown, used or expired",
         ));

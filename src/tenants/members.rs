@@ -50,8 +50,8 @@ where
             .ok::<MemberView>()
             .error(StatusCode::BAD_REQUEST, "invalid_status")
             .error(StatusCode::BAD_REQUEST, "invalid_display_name")
-            .error(StatusCode::BAD_REQUEST, "unknown_partner_org")
-            .error(StatusCode::BAD_REQUEST, "partner_org_required")
+            .error(StatusCode::NOT_FOUND, "not_found")
+            .error(StatusCode::CONFLICT, "partner_org_required")
             .error(StatusCode::CONFLICT, "last_owner"),
         update,
     )
@@ -109,6 +109,29 @@ impl Email {
 
 #[derive(Debug, Clone)]
 pub struct DisplayName(String);
+
+/// The partner role and a partner organisation go together (`partner_org_required`): the rule
+/// of a body with `role` and `partner_org_id` fields.
+pub static PARTNER_ORG_RULE: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| {
+        serde_json::json!({
+            "anyOf": [
+                {
+                    "required": ["role", "partner_org_id"],
+                    "properties": {
+                        "role": { "const": "partner" },
+                        "partner_org_id": { "type": "string", "format": "uuid" }
+                    }
+                },
+                {
+                    "properties": {
+                        "role": { "not": { "const": "partner" } },
+                        "partner_org_id": { "type": "null" }
+                    }
+                }
+            ]
+        })
+    });
 
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self> {
@@ -205,7 +228,7 @@ struct UpdateMember {
     /// Needed with the partner role, refused with any other.
     partner_org_id: Option<Uuid>,
     /// Trimmed; no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 100, pattern = "$one_line")]
     display_name: Option<String>,
 }
 

@@ -42,7 +42,7 @@ where
                 .error(StatusCode::BAD_REQUEST, "weak_password")
                 .error(StatusCode::CONFLICT, "slug_taken")
                 .error(StatusCode::CONFLICT, "invalid_slug")
-                .error(StatusCode::CONFLICT, "invalid_name")
+                .error(StatusCode::BAD_REQUEST, "invalid_name")
                 .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             signup,
         )
@@ -70,7 +70,7 @@ where
             Contract::new()
                 .body::<UpdateTenant>()
                 .ok::<TenantView>()
-                .error(StatusCode::CONFLICT, "invalid_name"),
+                .error(StatusCode::BAD_REQUEST, "invalid_name"),
             update_tenant,
         );
     invitations::routes(members::routes(api))
@@ -100,7 +100,7 @@ pub async fn fetch(conn: &mut PgConnection) -> Result<TenantView> {
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "$not_blank")]
     pub tenant_name: String,
     /// Members name it when they log in.
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
@@ -109,7 +109,7 @@ pub struct SignupBody {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// Trimmed; no control characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(min_length = 1, max_length = 100, pattern = "$one_line")]
     pub display_name: String,
     /// Neither very common nor the owner's email (`password::check_policy`).
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 256)]
@@ -219,7 +219,7 @@ async fn get_tenant(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Ten
 #[serde(deny_unknown_fields)]
 struct UpdateTenant {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "$not_blank")]
     name: String,
 }
 

@@ -185,3 +185,39 @@ async fn the_document_version_is_the_crate_version() {
     let (_app, doc) = served_document().await;
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test]
+async fn the_reference_page_lists_every_operation_of_the_document_under_a_csp_of_its_own() {
+    let (app, doc) = served_document().await;
+    let page = app.send(Req::get("/api/docs")).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'self';"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("script-src"),
+        "the page needs no script: {csp}"
+    );
+    let html = page.body.as_str().expect("an HTML page");
+    assert!(!html.contains("<script"), "a script on the reference page");
+    for (path, method, op) in operations(&doc) {
+        let anchor = format!("id=\"{}\"", op["operationId"].as_str().unwrap());
+        assert!(
+            html.contains(&anchor),
+            "{} {path} is not on the page",
+            method.to_uppercase()
+        );
+    }
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(
+            html.contains(&format!("id=\"schema-{name}\"")),
+            "schema {name} is missing"
+        );
+    }
+    let css = app.send(Req::get("/api/docs.css")).await;
+    assert_eq!(css.status, 200);
+    assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
+}

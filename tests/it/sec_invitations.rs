@@ -51,7 +51,7 @@ async fn a_disabled_admins_invitation_no_longer_lets_anyone_in() {
 
     set_member(&app, &owner, &rogue, json!({ "status": "disabled" })).await;
     let refused = accept(&app, &backdoor).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert_eq!(refused.error_code(), "invalid_invitation");
     assert!(refused.session_cookie().is_none());
     assert_eq!(
@@ -81,7 +81,7 @@ async fn a_demoted_admins_invitations_to_roles_they_can_no_longer_grant_are_with
     set_member(&app, &owner, &admin, json!({ "role": "agent" })).await;
     for token in [&as_admin, &as_agent] {
         let refused = accept(&app, token).await;
-        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
         assert_eq!(refused.error_code(), "invalid_invitation");
     }
     assert_eq!(
@@ -108,7 +108,7 @@ async fn an_invitation_is_checked_against_its_inviter_when_it_is_accepted() {
         .await
         .unwrap();
     let refused = accept(&app, &backdoor).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
     assert_eq!(refused.error_code(), "invalid_invitation");
 
     // Restored, the inviter backs their invitations again: the refusal claimed nothing.

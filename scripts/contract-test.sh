@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The API contract test (#13): schemathesis, from PyPI in a virtual environment made here,
+# runs against a live server started here on its own embedded database, and checks every
+# documented operation against the document the server serves (/api/openapi.json): no 5xx,
+# only documented status codes and content types, answers that match their schemas, and no
+# schema-valid request refused. Prints one `test result:` line that scripts/test.sh adds to
+# the suite's closing count.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=scripts/contract
+tmp="$PWD/target/tmp/contract"
+mkdir -p "$tmp"
+
+# The virtual environment, made again only when the pinned requirements change.
+venv="$PWD/target/tmp/contract-venv"
+if ! cmp -s "$here/requirements.txt" "$venv/.requirements" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  cp "$here/requirements.txt" "$venv/.requirements"
+fi
+
+export SQLX_OFFLINE=true
+cargo build --quiet --bin custodian
+
+# A fresh embedded database. As root it runs as `postgres`, which must reach the directory.
+data="$tmp/data"
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$tmp" 2>/dev/null; then
+  data="/var/lib/custodian-contract"
+fi
+rm -rf "$data"
+port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+base="http://127.0.0.1:$port"
+
+# Rate limits raised: the run sends many requests from one address with one token.
+env -u DATABASE_URL API_TENANT_RPS=100000 API_CLIENT_RPS=100000 LOGIN_IP_BURST=100000 \
+  LOGIN_ACCOUNT_BURST=100000 RUST_LOG=warn \
+  target/debug/custodian serve --bind "127.0.0.1:$port" --data-dir "$data" >"$tmp/server.log" 2>&1 &
+server=$!
+stop() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+}
+trap stop EXIT
+for _ in $(seq 1 600); do
+  curl -fs "$base/readyz" >/dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || { cat "$tmp/server.log"; echo "contract: the server did not start"; exit 1; }
+  sleep 0.1
+done
+
+"$venv/bin/python" "$here/seed.py" "$base" >"$tmp/seed.env"
+set -a
+# shellcheck disable=SC1091
+. "$tmp/seed.env"
+set +a
+
+status=0
+PYTHONPATH="$here" SCHEMATHESIS_HOOKS=hooks "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$base/api/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance \
+  --workers 2 --report junit --report-junit-path "$tmp/junit.xml" "$@" || status=$?
+
+# One line in cargo's words, for scripts/test.sh's closing count: an operation passes when
+# schemathesis found nothing wrong with it.
+"$venv/bin/python" - "$tmp/junit.xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+cases = ET.parse(sys.argv[1]).getroot().iter("testcase")
+passed = failed = 0
+for case in cases:
+    if case.find("failure") is not None or case.find("error") is not None:
+        failed += 1
+    elif case.find("skipped") is None:
+        passed += 1
+print(f"test result: {'ok' if failed == 0 else 'FAILED'}. {passed} passed; {failed} failed; contract (schemathesis)")
+PY
+exit "$status"
