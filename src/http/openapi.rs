@@ -16,16 +16,6 @@ use super::{Access, RouteSpec};
 /// and a test fails when a route listed here has one (or no longer exists). Issue #13 empties
 /// it; then it goes, with `Api::route`.
 pub const UNDOCUMENTED: &[(&str, &str)] = &[
-    ("GET", "/api/v1/agent/actions"),
-    ("POST", "/api/v1/agent/actions"),
-    ("DELETE", "/api/v1/agent/actions/{action_id}"),
-    ("POST", "/api/v1/agent/guardrails/dry-run"),
-    ("GET", "/api/v1/conversations/{conversation_id}/executions"),
-    ("GET", "/api/v1/contacts/{contact_id}/executions"),
-    ("GET", "/api/v1/contacts/{contact_id}/processors"),
-    ("GET", "/api/v1/executions/{execution_id}"),
-    ("GET", "/api/v1/agent/settings"),
-    ("PUT", "/api/v1/agent/settings"),
     ("POST", "/api/v1/audit/exports"),
     ("GET", "/api/v1/jobs"),
     ("POST", "/api/v1/jobs/{job_id}/retry"),
