@@ -17,8 +17,6 @@ use super::{Access, RouteSpec};
 /// it; then it goes, with `Api::route`.
 pub const UNDOCUMENTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/audit/exports"),
-    ("GET", "/api/v1/jobs"),
-    ("POST", "/api/v1/jobs/{job_id}/retry"),
     ("GET", "/api/v1/inboxes"),
     ("POST", "/api/v1/inboxes"),
     ("GET", "/api/v1/inboxes/{inbox_id}"),
