@@ -14,9 +14,10 @@ use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::guardrails::schema::check_schema;
-use crate::http::{Access, Api, Json, Path};
+use crate::http::{Access, Api, Contract, Json, Path};
 use crate::rbac::Permission;
-use crate::reviews::{self, tenant_actions, TenantAction, MATERIAL_KINDS};
+use crate::reviews::{self, tenant_actions, ActionKind, TenantAction};
+use utoipa::ToSchema;
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -24,25 +25,34 @@ where
     AgentState: axum::extract::FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/agent/actions",
         Requires(Permission::AgentConfigure),
         ("agent", "List the tenant's HTTP actions"),
+        Contract::new().ok_list::<TenantAction>(),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/agent/actions",
         Requires(Permission::AgentConfigure),
         ("agent", "Define an HTTP action the agent may call"),
+        Contract::new()
+            .body::<CreateAction>()
+            .created::<TenantAction>()
+            .error(StatusCode::BAD_REQUEST, "invalid_parameters")
+            .error(StatusCode::BAD_REQUEST, "invalid_url")
+            .error(StatusCode::BAD_REQUEST, "invalid_name")
+            .error(StatusCode::CONFLICT, "name_taken"),
         create,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/agent/actions/{action_id}",
         Requires(Permission::AgentConfigure),
         ("agent", "Remove an HTTP action"),
+        Contract::new().no_content(),
         delete,
     )
 }
@@ -54,18 +64,34 @@ pub(super) fn secret_context(action_id: Uuid, target_url: &str) -> String {
     format!("action:{action_id}:{target_url}")
 }
 
-#[derive(Deserialize)]
+/// An HTTP action: the agent may call it as a tool, signed with its secret; one of a kind, or
+/// marked `requires_approval`, waits for a reviewer's approval first (AGT-6).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewTenantAction)]
 struct CreateAction {
+    /// Lowercase letters, digits and underscores, starting with a letter; unique in the tenant.
+    #[schema(pattern = "^[a-z][a-z0-9_]{1,63}$")]
     name: String,
+    /// What the action does, as the model reads it.
     description: String,
+    /// Free-form: the JSON Schema of the action's arguments (an object schema); none when
+    /// absent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     parameters: Option<Value>,
+    /// Where the action is sent (a signed POST): an http(s) URL on a public address.
     target_url: String,
+    /// The key of the request's signature; write-only.
+    #[schema(value_type = String, format = Password)]
     secret: SecretString,
+    /// `true` when absent; always so for an action of a kind.
     #[serde(default = "yes")]
+    #[schema(default = true)]
     requires_approval: bool,
-    kind: Option<String>,
+    /// A built-in kind with material effect: always reviewed.
+    kind: Option<ActionKind>,
+    /// The argument that holds the action's amount, which approval rules compare.
     amount_field: Option<String>,
 }
 
@@ -91,16 +117,6 @@ async fn create(
     check_schema(&parameters).map_err(|e| Error::bad_request("invalid_parameters", e))?;
     crate::http::egress::check_url(&body.target_url, state.allow_private)
         .map_err(|e| Error::bad_request("invalid_url", format!("target_url: {e}")))?;
-    if body
-        .kind
-        .as_deref()
-        .is_some_and(|k| !MATERIAL_KINDS.contains(&k))
-    {
-        return Err(Error::bad_request(
-            "invalid_kind",
-            "kind must be refund, discount, exchange or escalation",
-        ));
-    }
     // AGT-6: a material kind is always reviewed; the stored flag says so rather than the
     // opposite of what happens (the database refuses it too).
     let requires_approval = body.requires_approval || body.kind.is_some();
@@ -121,7 +137,7 @@ async fn create(
             target_url: &body.target_url,
             sealed_secret: &secret,
             requires_approval,
-            kind: body.kind.as_deref(),
+            kind: body.kind.map(ActionKind::as_str),
             amount_field: body.amount_field.as_deref(),
         },
     )

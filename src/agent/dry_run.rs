@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -30,9 +30,10 @@ use crate::guardrails::{
     evaluate, mask_text, Action, Context, FindingKind, KnownEntities, Policy, Stage, TenantConfig,
     Verdict,
 };
-use crate::http::{Access, Api, Json};
+use crate::http::{Access, Api, Contract, Json};
 use crate::rbac::Permission;
-use crate::reviews::{RequiredRole, ReviewPolicy, Subject};
+use crate::reviews::{RequiredRole, ReviewKind, ReviewPolicy, ReviewStatus, Subject};
+use utoipa::ToSchema;
 
 /// Most messages one dry-run reads (newest first); the answer says when it stopped there.
 const MAX_MESSAGES: i64 = 20_000;
@@ -43,7 +44,7 @@ where
     S: Clone + Send + Sync + 'static,
     AgentState: axum::extract::FromRef<S>,
 {
-    api.route(
+    api.endpoint(
         Method::POST,
         "/api/v1/agent/guardrails/dry-run",
         Access::Requires(Permission::GuardrailsManage),
@@ -51,22 +52,42 @@ where
             "agent",
             "Evaluate a proposed guardrail configuration against recent conversations",
         ),
+        Contract::new()
+            .body::<DryRunBody>()
+            .ok::<Report>()
+            .error(StatusCode::BAD_REQUEST, "invalid_days")
+            .error(StatusCode::BAD_REQUEST, "invalid_max_examples")
+            .error(StatusCode::BAD_REQUEST, "invalid_threshold")
+            .error(StatusCode::BAD_REQUEST, "invalid_policy")
+            .error(StatusCode::BAD_REQUEST, "invalid_guardrails")
+            .error(StatusCode::BAD_REQUEST, "required_pack"),
         dry_run,
     )
 }
 
-#[derive(Deserialize)]
+/// What to try on the recent past; each part absent is the current one.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GuardrailDryRunRequest)]
 struct DryRunBody {
-    /// The proposed configuration (as for PUT /api/v1/agent/settings); the current one if absent.
+    /// Free-form: the proposed guardrail configuration (as for PUT /api/v1/agent/settings); the
+    /// current one if absent.
+    #[schema(value_type = Option<Object>)]
     guardrails: Option<Value>,
     /// The proposed confidence threshold; the current one if absent.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     confidence_threshold: Option<f32>,
+    /// How many days back to look.
     #[serde(default = "default_days")]
+    #[schema(default = 7, minimum = 1, maximum = 90)]
     days: i64,
+    /// The most examples of each sort to show.
     #[serde(default = "default_examples")]
+    #[schema(default = 20, minimum = 0, maximum = 100)]
     max_examples: usize,
-    /// A proposed approval policy (as for PUT /api/v1/reviews/policy).
+    /// A proposed approval policy (as for PUT /api/v1/reviews/policy), tried on the review
+    /// items pending now or opened in the window.
+    #[schema(value_type = Option<ReviewPolicy>)]
     review_policy: Option<Value>,
 }
 
@@ -78,7 +99,9 @@ fn default_examples() -> usize {
     20
 }
 
-#[derive(Debug, Default, Serialize, PartialEq)]
+/// What a configuration decided about the messages.
+#[derive(Debug, Default, Serialize, PartialEq, ToSchema)]
+#[schema(as = GuardrailTally)]
 pub struct Tally {
     pub blocked: u64,
     pub handed_off: u64,
@@ -86,7 +109,9 @@ pub struct Tally {
     pub flagged: u64,
     /// Messages in which PII would be masked.
     pub masked: u64,
+    /// Findings by rule id.
     pub by_rule: BTreeMap<String, u64>,
+    /// Findings by PII type.
     pub by_pii_type: BTreeMap<String, u64>,
 }
 
@@ -115,20 +140,28 @@ impl Tally {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A message the proposal decides differently (or stops or flags anyway).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunExample)]
 struct Example {
     message_id: Uuid,
     conversation_id: Uuid,
+    /// `inbound` (the customer's message) or `outbound` (the agent's reply).
+    #[schema(value_type = String)]
     stage: &'static str,
     current: Action,
     proposed: Action,
+    /// The rules the proposal's verdict names.
     rules: Vec<String>,
     /// The message with PII masked, cut to 280 characters.
     text: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The proposed confidence threshold tried on the recorded runs.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunConfidence)]
 struct Confidence {
+    /// Recorded runs with a confidence in the window.
     executions: u64,
     current_threshold: f32,
     proposed_threshold: f32,
@@ -143,31 +176,66 @@ struct Confidence {
     examples: Vec<ThresholdExample>,
 }
 
-#[derive(Debug, Serialize)]
+/// A run the proposed threshold would treat otherwise.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunThresholdExample)]
 struct ThresholdExample {
     execution_id: Uuid,
     conversation_id: Uuid,
     confidence: f32,
     /// What the run did.
+    #[schema(value_type = super::runtime::RunOutcome)]
     outcome: String,
     /// What it would do under the proposed threshold: `handed_off` or `replied`.
+    #[schema(value_type = String)]
     proposed: &'static str,
     /// The draft as the model wrote it (placeholders, not real values), cut to 280 characters.
+    #[schema(required = true)]
     draft: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A review item whose demands the proposed policy would change.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunReviewChange)]
 struct ReviewChange {
     review_id: Uuid,
+    #[schema(value_type = ReviewKind)]
     kind: String,
+    #[schema(value_type = ReviewStatus)]
     status: String,
+    /// The tenant action's name, for an action.
+    #[schema(required = true)]
     action: Option<String>,
+    #[schema(required = true)]
     amount: Option<f64>,
-    current: Value,
-    proposed: Value,
+    /// What the item needs now.
+    current: Demands,
+    /// What it would need under the proposed policy.
+    proposed: ProposedDemands,
 }
 
-#[derive(Debug, Serialize)]
+/// Who must approve a review item, and how many.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunDemands)]
+struct Demands {
+    #[schema(value_type = RequiredRole)]
+    role: String,
+    approvals: i32,
+}
+
+/// Who would have to approve a review item, how many, and by which of the policy's rules.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunProposedDemands)]
+struct ProposedDemands {
+    role: RequiredRole,
+    approvals: i32,
+    /// Indexes of the rules that matched.
+    matched_rules: Vec<usize>,
+}
+
+/// The proposed approval policy tried on the review items.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunReviewPolicy)]
 struct ReviewPolicyReport {
     /// Items pending now or opened in the window.
     checked: u64,
@@ -175,19 +243,26 @@ struct ReviewPolicyReport {
     changed: Vec<ReviewChange>,
 }
 
-#[derive(Debug, Serialize)]
+/// What the proposal would have done, next to what the current configuration did.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRun)]
 struct Report {
     days: i64,
+    /// The window's start.
     #[serde(with = "time::serde::rfc3339")]
     since: OffsetDateTime,
+    /// Customer messages evaluated.
     inbound_messages: u64,
+    /// Agent replies evaluated.
     outbound_messages: u64,
+    /// The window held more messages than one dry-run reads (20,000): the newest were read.
     truncated: bool,
     current: Tally,
     proposed: Tally,
     /// Messages on which the two configurations decide differently.
     changed: u64,
     confidence: Confidence,
+    /// The messages decided differently first, then those the proposal stops or flags anyway.
     examples: Vec<Example>,
     /// Present when a review policy was proposed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,9 +390,15 @@ async fn dry_run(
                         status: item.status.clone(),
                         action: item.action.clone().filter(|_| is_action),
                         amount: item.amount,
-                        current: json!({ "role": item.required_role, "approvals": item.approvals_required }),
-                        proposed: json!({ "role": needs.role, "approvals": needs.approvals,
-                                          "matched_rules": needs.matched_rules }),
+                        current: Demands {
+                            role: item.required_role.clone(),
+                            approvals: item.approvals_required,
+                        },
+                        proposed: ProposedDemands {
+                            role: needs.role,
+                            approvals: needs.approvals,
+                            matched_rules: needs.matched_rules,
+                        },
                     }
                 })
             })

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, State};
 use axum::http::Method;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -26,9 +26,9 @@ use crate::auth::Ctx;
 use crate::crypto::Sealer;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::Rfc3339;
-use crate::http::{Access, Api, Json, Path};
+use crate::http::{Access, Api, Contract, Json, Path};
 use crate::rbac::Permission;
+use utoipa::ToSchema;
 
 /// Loads what the agent runtime would otherwise build at its first run (prompt templates, the
 /// built-in tools), so a broken one stops start-up instead of failing a customer's run.
@@ -115,21 +115,23 @@ where
     warm_up();
     use Permission::ExecutionsRead;
     let api = api
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/conversations/{conversation_id}/executions",
             Requires(ExecutionsRead),
-            ("agent", "Agent executions of a conversation"),
+            ("agent", "Agent executions of a conversation, newest first"),
+            Contract::new().ok_list::<ExecutionSummary>(),
             by_conversation,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/contacts/{contact_id}/executions",
             Requires(ExecutionsRead),
-            ("agent", "Agent executions about a contact"),
+            ("agent", "Agent executions about a contact, newest first"),
+            Contract::new().ok_list::<ExecutionSummary>(),
             by_contact,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/contacts/{contact_id}/processors",
             Requires(ExecutionsRead),
@@ -137,33 +139,104 @@ where
                 "agent",
                 "Which providers and models processed a contact's data",
             ),
+            Contract::new().ok::<Processors>(),
             processors,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/executions/{execution_id}",
             Requires(ExecutionsRead),
             ("agent", "One execution's full record"),
+            Contract::new().ok::<ExecutionView>(),
             show,
         );
     dry_run::routes(actions::routes(settings::routes(api)))
 }
 
-#[derive(Debug, Serialize)]
+/// One run of the agent on a conversation (AGT-8), in brief.
+#[derive(Debug, Serialize, ToSchema)]
 struct ExecutionSummary {
     id: Uuid,
     conversation_id: Uuid,
     contact_id: Uuid,
+    /// The customer's message the run answered.
+    #[schema(required = true)]
     trigger_message_id: Option<Uuid>,
+    /// The chat model's provider (`offline`: the built-in responder).
     provider: String,
     model: String,
     offline: bool,
     outcome: runtime::RunOutcome,
+    #[schema(required = true)]
+    confidence: Option<f32>,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    /// `null` while it runs.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
+    finished_at: Option<OffsetDateTime>,
+}
+
+/// Every provider and model that processed (masked) data of a contact's conversations (AGT-10).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ContactProcessors)]
+struct Processors {
+    contact_id: Uuid,
+    /// By first use.
+    processors: Vec<Processor>,
+}
+
+/// A provider and model, what it was used for, how often and when.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ContactProcessor)]
+struct Processor {
+    /// `chat` (the answer) or `embeddings` (knowledge retrieval).
+    purpose: String,
+    provider: String,
+    model: String,
+    /// The built-in offline responder: nothing left the platform.
+    offline: bool,
+    runs: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    first_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_at: OffsetDateTime,
+}
+
+/// An execution with its full record (AGT-8).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Execution)]
+struct ExecutionView {
+    id: Uuid,
+    conversation_id: Uuid,
+    contact_id: Uuid,
+    provider: String,
+    model: String,
+    offline: bool,
+    #[schema(value_type = runtime::RunOutcome)]
+    outcome: String,
+    /// The provider of the embeddings the run used; `null` for the built-in embedder.
+    #[schema(required = true)]
+    embedding_provider: Option<String>,
+    #[schema(required = true)]
+    embedding_model: Option<String>,
+    #[schema(required = true)]
     confidence: Option<f32>,
     #[serde(with = "time::serde::rfc3339")]
     started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     finished_at: Option<OffsetDateTime>,
+    /// The SHA-256 of the stored record, hex.
+    record_sha256: String,
+    /// Whether `record_sha256` is the digest in the run's `agent.executed` audit entry; `null`
+    /// while the run has not finished, or for a run recorded before digests were.
+    #[schema(required = true)]
+    record_digest_ok: Option<bool>,
+    /// Free-form: the run's audit record: the prompt as sent (masked), model and provider,
+    /// sources, tool calls, response, confidence, guardrail verdicts, decision.
+    #[schema(value_type = Object)]
+    record: Value,
 }
 
 async fn by_conversation(
@@ -211,7 +284,7 @@ async fn processors(
     State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Processors>> {
     let mut tx = ctx.begin(&state).await?;
     crate::crm::contacts::fetch(&mut tx, id).await?;
     let rows = sqlx::query!(
@@ -227,11 +300,22 @@ async fn processors(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let items: Vec<Value> = rows
+    let processors = rows
         .into_iter()
-        .map(|r| json!({ "purpose": r.purpose, "provider": r.provider, "model": r.model, "offline": r.offline, "runs": r.runs, "first_at": r.first.rfc3339(), "last_at": r.last.rfc3339() }))
+        .map(|r| Processor {
+            purpose: r.purpose,
+            provider: r.provider,
+            model: r.model,
+            offline: r.offline,
+            runs: r.runs,
+            first_at: r.first,
+            last_at: r.last,
+        })
         .collect();
-    Ok(Json(json!({ "contact_id": id, "processors": items })))
+    Ok(Json(Processors {
+        contact_id: id,
+        processors,
+    }))
 }
 
 /// One execution's record, and whether it is the record that was audited: `record_digest_ok`
@@ -243,7 +327,7 @@ async fn show(
     State(state): State<AgentState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
-) -> Result<Json<Value>> {
+) -> Result<Json<ExecutionView>> {
     let mut tx = ctx.begin(&state).await?;
     let row = sqlx::query!(
         r#"SELECT x.id, x.conversation_id, x.contact_id, x.provider, x.model, x.offline, x.outcome, x.confidence,
@@ -265,11 +349,21 @@ async fn show(
         (Some(_), Some(audited)) => Some(*audited == row.digest),
         _ => None,
     };
-    Ok(Json(json!({
-        "id": row.id, "conversation_id": row.conversation_id, "contact_id": row.contact_id,
-        "provider": row.provider, "model": row.model, "offline": row.offline, "outcome": row.outcome,
-        "embedding_provider": row.embedding_provider, "embedding_model": row.embedding_model,
-        "confidence": row.confidence, "started_at": row.started_at.rfc3339(), "finished_at": row.finished_at.rfc3339(),
-        "record_sha256": row.digest, "record_digest_ok": digest_ok, "record": row.record,
-    })))
+    Ok(Json(ExecutionView {
+        id: row.id,
+        conversation_id: row.conversation_id,
+        contact_id: row.contact_id,
+        provider: row.provider,
+        model: row.model,
+        offline: row.offline,
+        outcome: row.outcome,
+        embedding_provider: row.embedding_provider,
+        embedding_model: row.embedding_model,
+        confidence: row.confidence,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        record_sha256: row.digest,
+        record_digest_ok: digest_ok,
+        record: row.record,
+    }))
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -26,10 +26,11 @@ use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::guardrails::{Policy, TenantConfig};
-use crate::http::{Access, Api, Json};
+use crate::http::{Access, Api, Contract, Json};
 use crate::knowledge::embedder::{EmbedError, Remote, RemoteQuery};
 use crate::knowledge::{self, Embedded, EmbedderIdentity};
 use crate::rbac::Permission;
+use utoipa::ToSchema;
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -37,7 +38,7 @@ where
     AgentState: axum::extract::FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/agent/settings",
         Requires(Permission::AgentConfigure),
@@ -45,9 +46,10 @@ where
             "agent",
             "The agent's provider, threshold and guardrail configuration",
         ),
+        Contract::new().ok::<AgentSettings>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::PUT,
         "/api/v1/agent/settings",
         Requires(Permission::AgentConfigure),
@@ -55,12 +57,44 @@ where
             "agent",
             "Change the agent's settings; guardrail changes apply to the next message",
         ),
+        Contract::new()
+            .body::<UpdateSettings>()
+            .ok::<AgentSettings>()
+            .error(StatusCode::BAD_REQUEST, "invalid_provider")
+            .error(StatusCode::BAD_REQUEST, "api_key_required")
+            .error(StatusCode::BAD_REQUEST, "invalid_weights")
+            .error(StatusCode::BAD_REQUEST, "invalid_guardrails")
+            .error(StatusCode::BAD_REQUEST, "required_pack")
+            .error(StatusCode::BAD_REQUEST, "invalid_settings"),
         update,
     )
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The sizes of knowledge vectors a provider's embedding model may be asked for
+/// (`agent_settings_dims_known`); `null`: the model's own size, no `dimensions` sent.
+fn embedding_dims_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .enum_values(Some([
+            json!(384),
+            json!(768),
+            json!(1024),
+            json!(1536),
+            Value::Null,
+        ]))
+        .description(Some(
+            "Sent to the provider as `dimensions` when set; `null`: the model's own size (vLLM \
+             and ada-002 refuse the parameter).",
+        ))
+        .build()
+}
+
+/// The agent's settings. Every field is always present; those without a value are `null`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentSettings {
+    /// An OpenAI-compatible API; `null`: the built-in offline responder answers.
+    #[schema(required = true)]
     pub provider_base_url: Option<String>,
     /// Whether an API key is stored; the key itself is never shown.
     pub api_key_configured: bool,
@@ -68,20 +102,39 @@ pub struct AgentSettings {
     pub embedding_model: String,
     /// Sent as `dimensions` only when set; `None`: the model's own size (vLLM and ada-002
     /// refuse the parameter).
+    #[schema(schema_with = embedding_dims_schema, required = true)]
     pub embedding_dims: Option<i32>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: f32,
+    /// How long one call to the provider may take.
+    #[schema(minimum = 1000, maximum = 120000)]
     pub timeout_ms: i32,
+    #[schema(minimum = 0, maximum = 10)]
     pub max_retries: i32,
+    /// Below this the draft is not sent: a person gets it as a suggestion (AGT-5).
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence_threshold: f32,
+    /// The weights of the confidence formula: the model's own estimate, its token
+    /// probabilities and the retrieval's similarity.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub weight_self: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub weight_logprob: f32,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub weight_retrieval: f32,
     /// Similarity × this (capped at 1) is what retrieval counts for in the confidence; `None`:
     /// the embedder's default ([`AgentSettings::effective_retrieval_scale`]).
+    #[schema(exclusive_minimum = 0.0, maximum = 10.0, required = true)]
     pub retrieval_scale: Option<f32>,
+    /// Free-form: the tenant's guardrail configuration (`rules`, `options`: PII types, packs,
+    /// safe replies...), checked by compiling it.
+    #[schema(value_type = Object)]
     pub guardrails: Value,
+    /// Bumped by every change.
     pub config_version: i64,
+    /// `null` until the settings are first changed.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub updated_at: Option<OffsetDateTime>,
     #[serde(skip)]
     pub sealed_api_key: Option<Vec<u8>>,
@@ -444,30 +497,49 @@ async fn show(State(state): State<AgentState>, ctx: Ctx) -> Result<Json<AgentSet
     Ok(Json(settings))
 }
 
-#[derive(Deserialize)]
+/// The settings to change: an absent field stays as it is. Ranges as in the settings.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AgentSettingsChange)]
 struct UpdateSettings {
-    /// `null` switches back to the offline responder.
+    /// An OpenAI-compatible API (http or https, on a public address); `null` switches back to
+    /// the offline responder. A stored API key goes only to the address it was saved with: a
+    /// new address needs the `api_key` again.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(value_type = Option<String>)]
     provider_base_url: Option<Option<String>>,
     /// Write-only; `null` removes it.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(value_type = Option<String>, format = Password, pattern = "^[!-~]*$")]
     api_key: Option<Option<SecretString>>,
+    #[schema(min_length = 1, pattern = r"\S")]
     chat_model: Option<String>,
+    #[schema(min_length = 1, pattern = r"\S")]
     embedding_model: Option<String>,
-    /// `null`: the model's own size, no `dimensions` sent.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(schema_with = embedding_dims_schema)]
     embedding_dims: Option<Option<i32>>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
     temperature: Option<f32>,
+    #[schema(minimum = 1000, maximum = 120000)]
     timeout_ms: Option<i32>,
+    #[schema(minimum = 0, maximum = 10)]
     max_retries: Option<i32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     confidence_threshold: Option<f32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     weight_self: Option<f32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     weight_logprob: Option<f32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     weight_retrieval: Option<f32>,
     /// `null`: the embedder's default.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(value_type = Option<f32>, exclusive_minimum = 0.0, maximum = 10.0)]
     retrieval_scale: Option<Option<f32>>,
+    /// Free-form: the tenant's guardrail configuration (`rules`, `options`); refused unless it
+    /// compiles, and `options.packs`, when given, must include `human_review`.
+    #[schema(value_type = Option<Object>)]
     guardrails: Option<Value>,
 }
 

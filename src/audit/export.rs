@@ -83,26 +83,64 @@ impl Format {
     }
 }
 
-/// `{"format": "csv"|"json", ...the search filters of GET /api/v1/audit/events}`.
-struct ExportRequest {
+/// An export to write: its format, and the search it holds (the filters of
+/// `GET /api/v1/audit/events`, beside `format`; all of them when none is given).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AuditExportRequest)]
+pub struct ExportRequest {
     format: Format,
-    filter: Filter,
+    /// `member`, `api_token`, `system`...
+    #[schema(min_length = 1, max_length = 200)]
+    actor_type: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    actor_id: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    entity_type: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    entity_id: Option<String>,
+    /// An exact action, e.g. `member.role_changed`.
+    #[schema(min_length = 1, max_length = 200)]
+    action: Option<String>,
+    /// Every action starting with this, e.g. `review.` or `auth.login`.
+    #[schema(min_length = 1, max_length = 200)]
+    action_prefix: Option<String>,
+    execution_id: Option<Uuid>,
+    /// Inclusive.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    from: Option<OffsetDateTime>,
+    /// Exclusive; after `from`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    to: Option<OffsetDateTime>,
 }
 
 impl ExportRequest {
-    /// The filters sit beside `format` at the top level; anything unknown is refused.
-    fn parse(mut body: Map<String, Value>) -> Result<Self> {
-        let format = match body.remove("format") {
-            Some(Value::String(raw)) => Format::parse(&raw),
-            _ => None,
+    /// Reads a request, refusing a missing or unknown format with `invalid_format` and any
+    /// other field it does not know, or a bad filter, with `invalid_filter`.
+    fn parse(body: Map<String, Value>) -> Result<(Format, Filter)> {
+        let known =
+            matches!(body.get("format"), Some(Value::String(raw)) if Format::parse(raw).is_some());
+        if !known {
+            return Err(Error::bad_request(
+                "invalid_format",
+                "format must be \"csv\" or \"json\"",
+            ));
         }
-        .ok_or_else(|| {
-            Error::bad_request("invalid_format", "format must be \"csv\" or \"json\"")
-        })?;
-        let filter: Filter = serde_json::from_value(Value::Object(body))
+        let request: ExportRequest = serde_json::from_value(Value::Object(body))
             .map_err(|e| Error::bad_request("invalid_filter", e.to_string()))?;
+        let filter = Filter {
+            actor_type: request.actor_type,
+            actor_id: request.actor_id,
+            entity_type: request.entity_type,
+            entity_id: request.entity_id,
+            action: request.action,
+            action_prefix: request.action_prefix,
+            execution_id: request.execution_id,
+            from: request.from,
+            to: request.to,
+        };
         filter.check()?;
-        Ok(ExportRequest { format, filter })
+        Ok((request.format, filter))
     }
 }
 
@@ -165,8 +203,8 @@ pub async fn create(
     body: Map<String, Value>,
     enqueue: Enqueue,
 ) -> Result<(StatusCode, Json<ExportView>)> {
-    let request = ExportRequest::parse(body)?;
-    let filters = serde_json::to_value(&request.filter).map_err(anyhow::Error::from)?;
+    let (format, filter) = ExportRequest::parse(body)?;
+    let filters = serde_json::to_value(&filter).map_err(anyhow::Error::from)?;
     let mut tx = ctx.begin(&db).await?;
     let days = period(&mut tx, ctx.tenant_id).await?;
     let id = Uuid::now_v7();
@@ -185,7 +223,7 @@ pub async fn create(
         id,
         ctx.tenant_id,
         requested_by,
-        request.format.as_str(),
+        format.as_str(),
         filters,
         days
     )
@@ -202,7 +240,7 @@ pub async fn create(
     ctx.audit(
         &mut tx,
         AuditEvent::new("audit.export_requested", "audit_export", id)
-            .after(json!({ "format": request.format, "filters": filters })),
+            .after(json!({ "format": format, "filters": filters })),
     )
     .await?;
     let view = fetch(&mut tx, id).await?;

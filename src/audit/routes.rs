@@ -44,11 +44,19 @@ where
             .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/audit/exports",
         Requires(Permission::AuditExport),
         ("audit", "Export the (filtered) audit log as CSV or JSON"),
+        // The handler reads the request itself, so that a bad format answers `invalid_format`
+        // and any other bad or unknown field `invalid_filter`.
+        Contract::new()
+            .body::<super::export::ExportRequest>()
+            .returns::<super::export::ExportView>(StatusCode::ACCEPTED)
+            .error(StatusCode::BAD_REQUEST, "invalid_format")
+            .error(StatusCode::BAD_REQUEST, "invalid_filter")
+            .error(StatusCode::BAD_REQUEST, "invalid_range"),
         move |State(db): State<Db>, ctx: Ctx, Json(body): Json<Map<String, Value>>| {
             super::export::create(db, ctx, body, enqueue)
         },
@@ -128,7 +136,7 @@ impl Filter {
         for (name, value) in texts {
             if value
                 .as_deref()
-                .is_some_and(|v| v.is_empty() || v.len() > 200)
+                .is_some_and(|v| v.is_empty() || v.chars().count() > 200)
             {
                 return Err(Error::bad_request(
                     "invalid_filter",

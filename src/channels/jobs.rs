@@ -8,7 +8,7 @@
 
 use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -17,9 +17,10 @@ use crate::conversations::delivery::{self, DeliveryStatus};
 use crate::conversations::SEND_MESSAGE;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Ctx, Json, Path, Query};
-use crate::queue::{self, JobView};
+use crate::http::{Access, Api, Contract, Ctx, Json, Path, Query};
+use crate::queue::{self, JobStatus, JobView};
 use crate::rbac::Permission;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -27,26 +28,40 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/jobs",
         Requires(Permission::ChannelsManage),
-        ("jobs", "List background jobs, e.g. the dead letters"),
+        (
+            "jobs",
+            "List background jobs, newest first, e.g. the dead letters",
+        ),
+        Contract::new()
+            .query::<Filter>()
+            .ok_list::<JobView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/jobs/{job_id}/retry",
         Requires(Permission::ChannelsManage),
-        ("jobs", "Retry a dead job"),
+        ("jobs", "Put a dead job back in line with all its attempts"),
+        Contract::new()
+            .returns::<Retried>(StatusCode::ACCEPTED)
+            .error(StatusCode::CONFLICT, "nothing_to_retry")
+            .error(StatusCode::CONFLICT, "already_sent"),
         retry,
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct Filter {
-    status: Option<String>,
+    /// Only the jobs with this status.
+    status: Option<JobStatus>,
+    /// 100 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -55,22 +70,37 @@ async fn list(
     ctx: Ctx,
     Query(filter): Query<Filter>,
 ) -> Result<Json<Vec<JobView>>> {
-    let limit = filter.limit.unwrap_or(100).clamp(1, 500);
-    if let Some(status) = &filter.status {
-        if !matches!(status.as_str(), "queued" | "running" | "done" | "dead") {
-            return Err(Error::bad_request(
-                "invalid_status",
-                "status must be queued, running, done or dead",
-            ));
-        }
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(Error::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 500",
+        ));
     }
     let mut tx = ctx.begin(&state).await?;
-    let jobs = queue::list(&mut tx, ctx.tenant_id, filter.status.as_deref(), limit).await?;
+    let jobs = queue::list(&mut tx, ctx.tenant_id, filter.status, limit).await?;
     tx.commit().await?;
     Ok(Json(jobs))
 }
 
-async fn retry(State(state): State<Db>, ctx: Ctx, Path(job_id): Path<Uuid>) -> Result<StatusCode> {
+/// A dead job back in line.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RetriedJob)]
+struct Retried {
+    id: Uuid,
+    kind: String,
+    /// `queued`.
+    status: JobStatus,
+    /// For a send: its message, back in line to be sent.
+    #[schema(required = true)]
+    message_id: Option<Uuid>,
+}
+
+async fn retry(
+    State(state): State<Db>,
+    ctx: Ctx,
+    Path(job_id): Path<Uuid>,
+) -> Result<(StatusCode, Json<Retried>)> {
     let mut tx = ctx.begin(&state).await?;
     let before = queue::lock_dead(&mut tx, ctx.tenant_id, job_id)
         .await?
@@ -108,5 +138,13 @@ async fn retry(State(state): State<Db>, ctx: Ctx, Path(job_id): Path<Uuid>) -> R
     )
     .await?;
     tx.commit().await?;
-    Ok(StatusCode::ACCEPTED)
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Retried {
+            id: job_id,
+            kind: before.kind,
+            status: JobStatus::Queued,
+            message_id: message.map(|(id, _)| id),
+        }),
+    ))
 }

@@ -318,6 +318,10 @@ pub fn detect(text: &str) -> Option<Lang> {
     (best >= 2 && best >= second + 2).then(|| LANGS[order[0]])
 }
 
+/// The longest text a tenant's wording may have, in characters, in any language (what the
+/// settings that hold wordings allow).
+pub const MAX_WORDING_CHARS: usize = 1000;
+
 /// A tenant's wording: one text for every language, or texts by language.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wording {
@@ -325,16 +329,22 @@ pub enum Wording {
     ByLang(ByLang),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Texts by language, at least one of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WordingByLanguage)]
 pub struct ByLang {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub en: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub pt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub es: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub de: Option<String>,
 }
 
@@ -385,6 +395,62 @@ impl Serialize for Wording {
             Wording::All(text) => text.serialize(serializer),
             Wording::ByLang(t) => t.serialize(serializer),
         }
+    }
+}
+
+/// As (de)serialised above: a text, or an object of texts by language.
+impl utoipa::PartialSchema for Wording {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_WORDING_CHARS))
+            .pattern(Some(r"\S"))
+            .description(Some("The text for every language."));
+        // At least one language with its text (`null` names none).
+        let some_language =
+            ["en", "pt", "es", "de"]
+                .into_iter()
+                .fold(AnyOfBuilder::new(), |any, lang| {
+                    any.item(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Object)
+                            .property(lang, ObjectBuilder::new().schema_type(Type::String))
+                            .required(lang),
+                    )
+                });
+        let by_lang = AllOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name(
+                <ByLang as utoipa::ToSchema>::name(),
+            ))
+            .item(some_language);
+        OneOfBuilder::new()
+            .item(text)
+            .item(by_lang)
+            .description(Some(
+                "One text for every language, or texts by language (`en`, `pt`, `es`, `de`): the \
+                 customer's language is used, else English, else the built-in text.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Wording {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            <ByLang as utoipa::ToSchema>::name().into_owned(),
+            ByLang::schema(),
+        ));
+        <ByLang as utoipa::ToSchema>::schemas(schemas);
     }
 }
 
@@ -450,4 +516,33 @@ impl Lang {
 crate::error::message_error! {
     /// Why a tenant's wording is refused: the message says what to fix.
     pub struct WordingError;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wording_is_documented_with_the_limits_it_is_checked_against() {
+        use utoipa::PartialSchema;
+        let doc = serde_json::to_value(Wording::schema()).unwrap();
+        let text = &doc["oneOf"][0];
+        assert_eq!(text["maxLength"], MAX_WORDING_CHARS);
+        assert_eq!(text["minLength"], 1);
+        let by_lang = serde_json::to_value(ByLang::schema()).unwrap();
+        for lang in ["en", "pt", "es", "de"] {
+            assert_eq!(by_lang["properties"][lang]["maxLength"], MAX_WORDING_CHARS);
+        }
+        // At least one language, with a text: `{}` and `{"en": null}` are refused.
+        let some = doc["oneOf"][1]["allOf"][1]["anyOf"].as_array().unwrap();
+        assert_eq!(some.len(), 4);
+        for bad in [serde_json::json!({}), serde_json::json!({ "en": null })] {
+            let wording: Wording = serde_json::from_value(bad).unwrap();
+            assert!(wording.check("w", MAX_WORDING_CHARS).is_err());
+        }
+        let longest = Wording::All("é".repeat(MAX_WORDING_CHARS));
+        assert!(longest.check("w", MAX_WORDING_CHARS).is_ok());
+        let longer = Wording::All("é".repeat(MAX_WORDING_CHARS + 1));
+        assert!(longer.check("w", MAX_WORDING_CHARS).is_err());
+    }
 }

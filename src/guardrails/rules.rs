@@ -62,9 +62,21 @@ impl RuleStage {
 /// question and a self-harm signal, a person must see it; a canned reply is
 /// not enough.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[schema(as = GuardrailAction)]
 pub enum Action {
     /// Nothing found.
     #[default]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -276,21 +276,51 @@ pub fn backoff_delay(attempt: i32, base: Duration, max: Duration) -> Duration {
     Duration::from_secs_f64(raw * jitter)
 }
 
+/// Where a job is (`job.status`, CHECK `job_status_known`): waiting for its time or a worker,
+/// being run, done, or dead (out of attempts, or failed for good).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Dead,
+}
+
+impl JobStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+        }
+    }
+}
+
 /// A job as members see it in the dead-letter view.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
     pub id: Uuid,
+    /// What the job does, e.g. `message.send`.
     pub kind: String,
+    #[schema(value_type = JobStatus)]
     pub status: String,
     pub attempts: i32,
     pub max_attempts: i32,
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    /// Free-form: what the job was given to do.
+    #[schema(value_type = Object)]
     pub payload: Value,
+    /// When it runs (next).
     #[serde(with = "time::serde::rfc3339")]
     pub run_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub finished_at: Option<OffsetDateTime>,
 }
 
@@ -298,7 +328,7 @@ pub struct JobView {
 pub async fn list(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    status: Option<&str>,
+    status: Option<JobStatus>,
     limit: i64,
 ) -> sqlx::Result<Vec<JobView>> {
     sqlx::query_as!(
@@ -307,7 +337,7 @@ pub async fn list(
          FROM job WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
          ORDER BY created_at DESC LIMIT $3",
         tenant_id,
-        status,
+        status.map(JobStatus::as_str),
         limit
     )
     .fetch_all(conn)

@@ -3,25 +3,70 @@
 //! an approval may edit its arguments, and the approval policy's rules name actions and their
 //! kinds. The review queue, below the agent, needs to know what an action is, so it owns it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::Result;
+use utoipa::ToSchema;
 
-/// Built-in kinds of action with material effect: always reviewed, whatever the flag (AGT-6).
-pub const MATERIAL_KINDS: &[&str] = &["refund", "discount", "exchange", "escalation"];
+/// A built-in kind of action with material effect: always reviewed, whatever the flag (AGT-6).
+/// `tenant_action.kind` (CHECK `tenant_action_kind`), and what approval-policy rules name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Refund,
+    Discount,
+    Exchange,
+    Escalation,
+}
 
-#[derive(Debug, Clone, Serialize)]
+impl ActionKind {
+    pub const ALL: [ActionKind; 4] = [
+        ActionKind::Refund,
+        ActionKind::Discount,
+        ActionKind::Exchange,
+        ActionKind::Escalation,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Refund => "refund",
+            ActionKind::Discount => "discount",
+            ActionKind::Exchange => "exchange",
+            ActionKind::Escalation => "escalation",
+        }
+    }
+}
+
+/// The kinds' stored names.
+pub const MATERIAL_KINDS: [&str; 4] = [
+    ActionKind::Refund.as_str(),
+    ActionKind::Discount.as_str(),
+    ActionKind::Exchange.as_str(),
+    ActionKind::Escalation.as_str(),
+];
+
+/// A tenant's HTTP action. Its secret is never shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TenantAction {
     pub id: Uuid,
+    /// Lowercase letters, digits and underscores; unique in the tenant.
     pub name: String,
+    /// What the action does, as the model reads it.
     pub description: String,
+    /// Free-form: the JSON Schema of the action's arguments.
+    #[schema(value_type = Object)]
     pub parameters: Value,
+    /// Where the action is sent (a signed POST).
     pub target_url: String,
+    /// Carried out only after a reviewer's approval (always so for a kind).
     pub requires_approval: bool,
+    #[schema(value_type = Option<ActionKind>, required = true)]
     pub kind: Option<String>,
+    /// The argument holding the action's amount, which approval rules compare.
+    #[schema(required = true)]
     pub amount_field: Option<String>,
     #[serde(skip)]
     pub secret: Vec<u8>,

@@ -12,6 +12,7 @@
 //! assigned all need the role the item requires.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -28,36 +29,60 @@ use crate::conversations::{self, Author};
 use crate::db::{Db, Tx};
 use crate::error::{Error, Result};
 use crate::guardrails::schema;
-use crate::http::{Json, Path};
+use crate::http::{Contract, Json, Path};
 use crate::queue::{self, NewJob};
 use crate::rbac::{Permission, Role};
+use utoipa::ToSchema;
 
-#[derive(Deserialize, Default)]
+/// A change to what is approved: an action's arguments, or a draft's text.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReviewEdit)]
 struct Edit {
+    /// Free-form: for an action, its arguments as approved, valid against its `parameters`
+    /// schema.
+    #[schema(value_type = Option<Object>)]
     arguments: Option<Value>,
+    /// For a draft: the text to send instead; trimmed.
+    #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
     draft: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// An approval: `{}` at least. A human-review request is resolved with an `outcome` (and
+/// optionally the `message` the customer receives); an action or a draft may be edited by
+/// its first approver.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReviewApprovalRequest)]
 pub(super) struct ApproveBody {
+    /// Trimmed; empty means none.
+    #[schema(max_length = 4000)]
     note: Option<String>,
     edit: Option<Edit>,
-    /// For a human-review request: what the review found.
+    /// For a human-review request (required there): what the review found.
     outcome: Option<Outcome>,
-    /// For a human-review request: what the customer is told (else the tenant's wording).
+    /// For a human-review request: what the customer is told (else the tenant's wording);
+    /// trimmed.
+    #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
     message: Option<String>,
 }
 
 /// How a contested decision was resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ReviewOutcome)]
 enum Outcome {
     /// The decision stands.
     Upheld,
     /// The reviewer changed it.
     Changed,
+}
+
+/// What every decision answers: the item as it now is, or that it is no longer pending.
+pub(super) fn decided(contract: Contract) -> Contract {
+    contract
+        .ok::<ReviewView>()
+        .error(StatusCode::CONFLICT, "already_decided")
 }
 
 /// Checks what an approval says against the item's kind, before anything is written.
@@ -429,9 +454,12 @@ async fn resolve(tx: &mut Tx, ctx: &Ctx, id: Uuid, result: Value) -> Result<()> 
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReviewRejection)]
 pub(super) struct RejectBody {
+    /// Why; trimmed.
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     reason: String,
 }
 
@@ -490,10 +518,13 @@ pub(super) async fn reject(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReviewAssignment)]
 pub(super) struct AssignBody {
+    /// An active member who may decide the item; `null` unassigns it.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(value_type = Option<Uuid>, required = true)]
     assignee_id: Option<Option<Uuid>>,
 }
 

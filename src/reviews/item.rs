@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// What a person is asked to decide: a material action (AGT-6), a low-confidence draft, a
 /// guardrail flag or a request for human review (AGT-7). `review_item.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ReviewKind {
@@ -61,7 +63,9 @@ impl ReviewKind {
 /// Where an item is: `pending` until decided; an approved action goes `approved → executing →
 /// executed | failed`, an approved draft `executed`, a resolved human review or flag
 /// `resolved`; `rejected` covers expiry too. `review_item.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ReviewStatus {
@@ -112,7 +116,9 @@ impl fmt::Display for ReviewStatus {
 
 /// Who asked for the review, as stored: `review_item.requested_by` (the member, when a member
 /// asked, is in `requested_by_member`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RequestedBy {

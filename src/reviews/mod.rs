@@ -25,7 +25,8 @@ use crate::error::Result;
 use crate::events::{self, Event};
 use crate::queue::Job;
 pub use actions::{
-    create_action, delete_action, tenant_actions, NewAction, TenantAction, MATERIAL_KINDS,
+    create_action, delete_action, tenant_actions, ActionKind, NewAction, TenantAction,
+    MATERIAL_KINDS,
 };
 pub use item::{RequestedBy, ReviewKind, ReviewStatus};
 pub use policy::{RequiredRole, ReviewPolicy, Subject};

@@ -21,6 +21,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::guardrails::language::WordingError;
 pub use crate::guardrails::language::{ByLang, Wording};
@@ -30,7 +31,8 @@ use crate::rbac::Role;
 pub const DEFAULT_SLA_MINUTES: u32 = 240;
 pub const DEFAULT_EXPIRY_MINUTES: u32 = 24 * 60;
 const MAX_MINUTES: u32 = 30 * 24 * 60;
-const MAX_MESSAGE_CHARS: usize = 1000;
+const MAX_MESSAGE_CHARS: usize = crate::guardrails::language::MAX_WORDING_CHARS;
+const MAX_RULES: usize = 100;
 
 crate::error::message_error! {
     /// Why a review policy is refused: the message says what to fix.
@@ -107,7 +109,17 @@ pub fn canonical_kind(kind: &str) -> &str {
 /// The least role that may approve, in rank order. Also `review_item.required_role` (text,
 /// CHECK `review_item_required_role`), read through `sqlx::Type`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -149,44 +161,94 @@ impl RequiredRole {
 }
 
 /// One rule: when it matches a proposal, its demands apply (the strictest of all matching rules
-/// wins).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// wins). It demands at least one of `role`, `approvals` and `expiry_minutes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRule {
-    /// Built-in action kind: refund, discount, exchange (or `exchange_approval`), escalation.
-    /// Matches action items of that kind only.
+    /// Built-in action kind (`exchange_approval` is accepted for `exchange`). Matches action
+    /// items of that kind only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::ActionKind>, inline)]
     pub kind: Option<String>,
     /// A tenant action's name. Matches action items of that action only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     pub action: Option<String>,
     /// Applies only to items with an amount above this; an item without an amount never
     /// meets it (see the module's documentation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0)]
     pub above: Option<f64>,
+    /// The least role that may decide a matching item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
     pub role: Option<RequiredRole>,
+    /// How many people must approve a matching item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 5)]
     pub approvals: Option<u8>,
+    /// A matching item expires after this many minutes (at most 30 days), if sooner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 43200)]
     pub expiry_minutes: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A tenant's approval policy. The customer's wordings are one text for every language or texts
+/// by language; a wording left out (or `null`) is the built-in one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReviewPolicy {
-    /// A pending item older than this is flagged as breaching the SLA.
+    /// A pending item older than this is flagged as breaching the SLA (240 when absent).
+    #[schema(minimum = 1, maximum = 43200)]
     pub sla_minutes: Option<u32>,
-    /// A pending item older than this is rejected as expired and the customer is told.
+    /// A pending item older than this is rejected as expired and the customer is told (1440
+    /// when absent).
+    #[schema(minimum = 1, maximum = 43200)]
     pub expiry_minutes: Option<u32>,
+    /// What the customer hears when a reviewer rejects their request.
     pub rejection_message: Option<Wording>,
+    /// What the customer hears when nobody decided in time.
     pub expiry_message: Option<Wording>,
+    /// What the customer hears when the approved action was carried out.
     pub approval_message: Option<Wording>,
     /// A contested decision was reviewed and stands (when the reviewer writes nothing).
     pub upheld_message: Option<Wording>,
     /// A contested decision was reviewed and changed (when the reviewer writes nothing).
     pub changed_message: Option<Wording>,
+    /// At most 100.
+    #[schema(schema_with = rules_schema)]
     pub rules: Vec<ApprovalRule>,
+}
+
+/// The rules: at most 100, each an [`ApprovalRule`] that demands something (a rule with none of
+/// `role`, `approvals` and `expiry_minutes` is refused), which the derive cannot say.
+fn rules_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+    use utoipa::PartialSchema;
+    // At least one demand with a value (`null` demands nothing).
+    let demands = [
+        ("role", Type::String),
+        ("approvals", Type::Integer),
+        ("expiry_minutes", Type::Integer),
+    ]
+    .into_iter()
+    .fold(AnyOfBuilder::new(), |any, (field, value)| {
+        any.item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(field, ObjectBuilder::new().schema_type(value))
+                .required(field),
+        )
+    });
+    ArrayBuilder::new()
+        .items(
+            AllOfBuilder::new()
+                .item(ApprovalRule::schema())
+                .item(demands),
+        )
+        .max_items(Some(MAX_RULES))
+        .description(Some("At most 100 rules."))
+        .build()
 }
 
 /// What a proposal needs, worked out when its item is opened and kept with it.
@@ -232,8 +294,8 @@ impl ReviewPolicy {
             let Some(wording) = wording else { continue };
             wording.check(name, MAX_MESSAGE_CHARS)?;
         }
-        if self.rules.len() > 100 {
-            return Err("at most 100 rules".into());
+        if self.rules.len() > MAX_RULES {
+            return Err(format!("at most {MAX_RULES} rules").into());
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
@@ -247,7 +309,7 @@ impl ReviewPolicy {
                 }
             }
             if let Some(action) = &rule.action {
-                if action.trim().is_empty() || action.len() > 64 {
+                if action.trim().is_empty() || action.chars().count() > 64 {
                     return Err(format!("{at}.action must be 1 to 64 characters").into());
                 }
             }
@@ -526,6 +588,77 @@ mod tests {
         assert!(!RequiredRole::Admin.allows(Role::Reviewer));
         assert!(!RequiredRole::Owner.allows(Role::Admin));
         assert!(!RequiredRole::Reviewer.allows(Role::Agent));
+    }
+
+    /// The policy's schema in the API document, as JSON.
+    fn schema() -> serde_json::Value {
+        use utoipa::PartialSchema;
+        serde_json::to_value(ReviewPolicy::schema()).unwrap()
+    }
+
+    #[test]
+    fn the_documented_limits_are_the_ones_a_policy_is_checked_against() {
+        let doc = schema();
+        let rules = &doc["properties"]["rules"];
+        assert_eq!(rules["maxItems"], MAX_RULES);
+        let rule = &rules["items"]["allOf"][0]["properties"];
+        for minutes in [
+            &doc["properties"]["sla_minutes"],
+            &doc["properties"]["expiry_minutes"],
+            &rule["expiry_minutes"],
+        ] {
+            assert_eq!(
+                (&minutes["minimum"], &minutes["maximum"]),
+                (&1.into(), &MAX_MINUTES.into())
+            );
+        }
+        assert_eq!(rule["action"]["maxLength"], 64);
+        // At the limits, a policy is valid; past them, not.
+        let at = |minutes: u32, rules: usize, action: String| ReviewPolicy {
+            sla_minutes: Some(minutes),
+            rules: vec![
+                ApprovalRule {
+                    kind: None,
+                    action: Some(action),
+                    above: Some(0.0),
+                    role: None,
+                    approvals: Some(5),
+                    expiry_minutes: Some(minutes),
+                };
+                rules
+            ],
+            ..ReviewPolicy::default()
+        };
+        // The limit is in characters, as JSON Schema counts them, not bytes.
+        assert!(at(MAX_MINUTES, MAX_RULES, "é".repeat(64))
+            .validate()
+            .is_ok());
+        assert!(at(MAX_MINUTES + 1, 1, "a".into()).validate().is_err());
+        assert!(at(1, MAX_RULES + 1, "a".into()).validate().is_err());
+        assert!(at(1, 1, "é".repeat(65)).validate().is_err());
+    }
+
+    #[test]
+    fn the_document_says_a_rule_must_demand_something_with_a_value() {
+        let doc = schema();
+        let demands = &doc["properties"]["rules"]["items"]["allOf"][1]["anyOf"];
+        let required: Vec<&str> = demands
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["required"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(required, ["role", "approvals", "expiry_minutes"]);
+        // Present, and with a value: a `null` demand is none.
+        for demand in demands.as_array().unwrap() {
+            let field = demand["required"][0].as_str().unwrap();
+            let kind = demand["properties"][field]["type"].as_str();
+            assert!(matches!(kind, Some("string" | "integer")), "{demand}");
+        }
+        let nothing: ReviewPolicy =
+            serde_json::from_value(serde_json::json!({ "rules": [{ "approvals": null }] }))
+                .unwrap();
+        assert!(nothing.validate().is_err());
     }
 
     #[test]

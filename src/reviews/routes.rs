@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::policy::RequiredRole;
+use super::policy::{RequiredRole, ReviewPolicy};
 use super::{
     decide, policy_routes, tenant_actions, NewItem, RequestedBy, Requester, ReviewKind,
     ReviewStatus,
@@ -21,8 +21,9 @@ use crate::conversations;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::guardrails::schema;
-use crate::http::{Access, Api, Json, Page, Path, Query};
+use crate::http::{Access, Api, Contract, Json, Page, Path, Query};
 use crate::rbac::Permission;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -30,14 +31,20 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/reviews",
         Requires(Permission::ReviewsRead),
         ("reviews", "List review items, oldest waiting first"),
+        Contract::new()
+            .query::<ListQuery>()
+            .ok_page::<ReviewView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_limit")
+            .error(StatusCode::BAD_REQUEST, "invalid_status")
+            .error(StatusCode::BAD_REQUEST, "invalid_kind"),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/reviews",
         Requires(Permission::ReviewsRequest),
@@ -45,23 +52,33 @@ where
             "reviews",
             "Ask for human review of an agent decision, or propose an action for approval",
         ),
+        Contract::new()
+            .body::<CreateBody>()
+            .created::<ReviewView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_note")
+            .error(StatusCode::BAD_REQUEST, "note_required")
+            .error(StatusCode::BAD_REQUEST, "action_required")
+            .error(StatusCode::BAD_REQUEST, "invalid_arguments")
+            .error(StatusCode::NOT_FOUND, "not_found"),
         create,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/reviews/counts",
         Requires(Permission::ReviewsRead),
         ("reviews", "Count review items by status, and SLA breaches"),
+        Contract::new().ok::<Counts>(),
         counts,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/reviews/policy",
         Requires(Permission::ReviewsRead),
         ("reviews", "The tenant's approval policy"),
+        Contract::new().ok::<ReviewPolicy>(),
         policy_routes::show_policy,
     )
-    .route(
+    .endpoint(
         Method::PUT,
         "/api/v1/reviews/policy",
         Requires(Permission::GuardrailsManage),
@@ -69,9 +86,15 @@ where
             "reviews",
             "Change the approval policy; applies to items opened from now on",
         ),
+        // The handler reads the policy itself, so that every refusal of one, unknown fields
+        // included, answers `invalid_policy`.
+        Contract::new()
+            .body::<ReviewPolicy>()
+            .ok::<ReviewPolicy>()
+            .error(StatusCode::BAD_REQUEST, "invalid_policy"),
         policy_routes::update_policy,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/reviews/{review_id}",
         Requires(Permission::ReviewsRead),
@@ -79,9 +102,10 @@ where
             "reviews",
             "One review item with its conversation context and execution",
         ),
+        Contract::new().ok::<Detail>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/reviews/{review_id}/approve",
         Requires(Permission::ReviewsDecide),
@@ -89,9 +113,21 @@ where
             "reviews",
             "Approve an item (optionally edited), or resolve a human review with an outcome; the last needed approval carries it out",
         ),
+        decide::decided(Contract::new().body::<decide::ApproveBody>())
+            .error(StatusCode::BAD_REQUEST, "invalid_note")
+            .error(StatusCode::BAD_REQUEST, "outcome_required")
+            .error(StatusCode::BAD_REQUEST, "invalid_approval")
+            .error(StatusCode::BAD_REQUEST, "invalid_message")
+            .error(StatusCode::BAD_REQUEST, "invalid_edit")
+            .error(StatusCode::BAD_REQUEST, "draft_required")
+            .error(StatusCode::BAD_REQUEST, "invalid_arguments")
+            .error(StatusCode::CONFLICT, "review_expired")
+            .error(StatusCode::CONFLICT, "already_approved")
+            .error(StatusCode::CONFLICT, "edit_after_approval")
+            .error(StatusCode::CONFLICT, "action_gone"),
         decide::approve,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/reviews/{review_id}/reject",
         Requires(Permission::ReviewsDecide),
@@ -99,56 +135,103 @@ where
             "reviews",
             "Reject an item with a reason; final, and the customer is told",
         ),
+        decide::decided(Contract::new().body::<decide::RejectBody>())
+            .error(StatusCode::BAD_REQUEST, "reason_required")
+            .error(StatusCode::CONFLICT, "review_expired"),
         decide::reject,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/reviews/{review_id}/assign",
         Requires(Permission::ReviewsDecide),
         ("reviews", "Give an item to a reviewer, or unassign it"),
+        decide::decided(Contract::new().body::<decide::AssignBody>())
+            .error(StatusCode::BAD_REQUEST, "assignee_required")
+            .error(StatusCode::BAD_REQUEST, "invalid_assignee")
+            .error(StatusCode::BAD_REQUEST, "assignee_cannot_decide"),
         decide::assign,
     )
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A review item. Always every field; those without a value are `null`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Review)]
 pub struct ReviewView {
     pub id: Uuid,
     pub kind: ReviewKind,
     pub status: ReviewStatus,
+    /// Rejected because nobody decided in time.
     pub expired: bool,
+    #[schema(required = true)]
     pub conversation_id: Option<Uuid>,
+    /// The agent execution the item is about.
+    #[schema(required = true)]
     pub execution_id: Option<Uuid>,
+    /// For an action: the tenant action proposed.
+    #[schema(required = true)]
     pub action_id: Option<Uuid>,
+    /// What is proposed, by kind: an action's `action`, `arguments` and `amount`; a draft's
+    /// `draft`; a flag's `outcome` and `rules`; a human review's `decision` (and the customer's
+    /// `request`). After retention only `action`, `amount`, `rules` and `outcome` remain.
+    #[schema(value_type = Object)]
     pub proposal: Value,
+    /// The proposal as a reviewer edited it.
+    #[schema(value_type = Option<Object>, required = true)]
     pub approved_proposal: Option<Value>,
+    #[schema(required = true, minimum = 0.0, maximum = 1.0)]
     pub confidence: Option<f32>,
+    /// The guardrail verdicts that found something, one object per stage.
+    #[schema(value_type = Vec<Object>)]
     pub findings: Value,
     pub requested_by: RequestedBy,
+    #[schema(required = true)]
     pub requested_by_member: Option<Uuid>,
+    #[schema(required = true)]
     pub request_note: Option<String>,
+    #[schema(required = true)]
     pub assignee_id: Option<Uuid>,
+    /// The least role that may decide it.
     pub required_role: RequiredRole,
+    #[schema(minimum = 1, maximum = 5)]
     pub approvals_required: i32,
+    /// Approvals given so far.
     pub approvals: i64,
+    /// What the approval policy demanded when the item was opened: `matched_rules`, `amount`,
+    /// `action_kind`.
+    #[schema(value_type = Object)]
     pub policy: Value,
+    #[schema(required = true)]
     pub decided_by: Option<Uuid>,
+    /// Why it was rejected (`expired` when its time ran out).
+    #[schema(required = true)]
     pub decision_reason: Option<String>,
+    /// What carrying it out came to: the action endpoint's `status` and `body`, the message
+    /// sent, or a human review's `outcome`.
+    #[schema(value_type = Option<Object>, required = true)]
     pub result: Option<Value>,
+    /// Pending past its SLA.
     pub sla_breached: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// When a pending item breaches its SLA.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub due_at: Option<OffsetDateTime>,
+    /// When a pending item is rejected as expired.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub decided_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub executed_at: Option<OffsetDateTime>,
     /// When retention blanked the item's content; what was decided stays.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub content_purged_at: Option<OffsetDateTime>,
 }
 
@@ -188,16 +271,21 @@ pub(super) async fn fetch(
     .ok_or(Error::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    #[param(value_type = Option<ReviewStatus>)]
     status: Option<String>,
+    #[param(value_type = Option<ReviewKind>)]
     kind: Option<String>,
     assignee_id: Option<Uuid>,
     conversation_id: Option<Uuid>,
+    /// Only the items pending past their SLA (`true`), or only the others (`false`).
     sla_breached: Option<bool>,
     /// Items created after this id (the `next_cursor` of the previous page).
     after: Option<Uuid>,
+    /// 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -274,11 +362,62 @@ async fn list(
     Ok(Json(Page::new(items, limit, |i| i.id)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReviewCounts)]
 struct Counts {
-    by_status: serde_json::Map<String, Value>,
-    pending_by_kind: serde_json::Map<String, Value>,
+    by_status: ByStatus,
+    /// The pending items of each kind.
+    pending_by_kind: ByKind,
+    /// Pending items past their SLA.
     sla_breached: i64,
+}
+
+/// How many items have each status (zero when none has it).
+#[derive(Default, Serialize, ToSchema)]
+#[schema(as = ReviewCountsByStatus)]
+struct ByStatus {
+    pending: i64,
+    approved: i64,
+    executing: i64,
+    executed: i64,
+    failed: i64,
+    rejected: i64,
+    resolved: i64,
+}
+
+impl ByStatus {
+    fn of(&mut self, status: ReviewStatus) -> &mut i64 {
+        match status {
+            ReviewStatus::Pending => &mut self.pending,
+            ReviewStatus::Approved => &mut self.approved,
+            ReviewStatus::Executing => &mut self.executing,
+            ReviewStatus::Executed => &mut self.executed,
+            ReviewStatus::Failed => &mut self.failed,
+            ReviewStatus::Rejected => &mut self.rejected,
+            ReviewStatus::Resolved => &mut self.resolved,
+        }
+    }
+}
+
+/// How many items are of each kind (zero when none is).
+#[derive(Default, Serialize, ToSchema)]
+#[schema(as = ReviewCountsByKind)]
+struct ByKind {
+    action: i64,
+    low_confidence: i64,
+    guardrail_flag: i64,
+    human_review: i64,
+}
+
+impl ByKind {
+    fn of(&mut self, kind: ReviewKind) -> &mut i64 {
+        match kind {
+            ReviewKind::Action => &mut self.action,
+            ReviewKind::LowConfidence => &mut self.low_confidence,
+            ReviewKind::GuardrailFlag => &mut self.guardrail_flag,
+            ReviewKind::HumanReview => &mut self.human_review,
+        }
+    }
 }
 
 async fn counts(State(db): State<Db>, ctx: Ctx) -> Result<Json<Counts>> {
@@ -290,40 +429,97 @@ async fn counts(State(db): State<Db>, ctx: Ctx) -> Result<Json<Counts>> {
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut by_status: serde_json::Map<String, Value> = ReviewStatus::ALL
-        .iter()
-        .map(|s| (s.as_str().to_string(), json!(0)))
-        .collect();
-    let mut pending_by_kind: serde_json::Map<String, Value> = ReviewKind::ALL
-        .iter()
-        .map(|k| (k.as_str().to_string(), json!(0)))
-        .collect();
-    let mut sla_breached = 0;
+    let mut counts = Counts {
+        by_status: ByStatus::default(),
+        pending_by_kind: ByKind::default(),
+        sla_breached: 0,
+    };
     for row in rows {
-        let slot = by_status
-            .entry(row.status.as_str().to_string())
-            .or_insert(json!(0));
-        *slot = json!(slot.as_i64().unwrap_or(0) + row.n);
+        *counts.by_status.of(row.status) += row.n;
         if row.status == ReviewStatus::Pending {
-            pending_by_kind.insert(row.kind.as_str().to_string(), json!(row.n));
+            *counts.pending_by_kind.of(row.kind) += row.n;
         }
-        sla_breached += row.breached;
+        counts.sla_breached += row.breached;
     }
-    Ok(Json(Counts {
-        by_status,
-        pending_by_kind,
-        sla_breached,
-    }))
+    Ok(Json(counts))
 }
 
-#[derive(Serialize)]
+/// A review item with what a reviewer needs to decide it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReviewDetail)]
 struct Detail {
     #[serde(flatten)]
     item: ReviewView,
-    approvals_given: Vec<Value>,
-    /// The conversation's latest messages, oldest first.
-    context: Vec<Value>,
-    execution: Option<Value>,
+    /// Oldest first.
+    approvals_given: Vec<ApprovalGiven>,
+    /// The conversation's latest messages (up to 20), oldest first.
+    context: Vec<ContextMessage>,
+    /// The agent execution the item is about, in brief.
+    #[schema(required = true)]
+    execution: Option<ExecutionBrief>,
+}
+
+/// One approval an item received.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[schema(as = ReviewApproval)]
+struct ApprovalGiven {
+    member_id: Uuid,
+    /// The approver's role when they approved.
+    #[schema(value_type = crate::rbac::Role)]
+    role: String,
+    #[schema(required = true)]
+    note: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+/// A message of the item's conversation.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[schema(as = ReviewContextMessage)]
+struct ContextMessage {
+    id: Uuid,
+    /// `inbound` (from the customer) or `outbound`.
+    direction: String,
+    /// `customer`, `member`, `ai` or `system`.
+    author_kind: String,
+    body: String,
+    /// A note for the members, never sent to the customer.
+    private: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// An agent execution as a reviewer sees it; the whole record is at
+/// `GET /api/v1/executions/{execution_id}`.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[schema(as = ReviewExecution)]
+struct ExecutionBrief {
+    id: Uuid,
+    /// How the run ended: `running`, `replied`, `blocked`, `handed_off`, `pending_review`,
+    /// `failed` or `abandoned`.
+    outcome: String,
+    #[schema(required = true)]
+    confidence: Option<f32>,
+    provider: String,
+    model: String,
+    offline: bool,
+    /// Why the run ended as it did, e.g. `low_confidence`; `null` while it runs.
+    #[schema(required = true)]
+    reason: Option<String>,
+    /// The model's decision as recorded; `null` while the run has none.
+    #[schema(value_type = Option<Object>, required = true)]
+    decision: Option<Value>,
+    /// The run's guardrail verdicts, one object per stage.
+    #[schema(value_type = Option<Vec<Object>>, required = true)]
+    guardrails: Option<Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+}
+
+/// Reads what a query below built as JSON into the type the API answers with.
+fn typed<T: serde::de::DeserializeOwned>(built: Value) -> Result<T> {
+    serde_json::from_value(built)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("a review detail does not read: {e}")))
 }
 
 async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Json<Detail>> {
@@ -365,21 +561,50 @@ async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Js
     tx.commit().await?;
     Ok(Json(Detail {
         item,
-        approvals_given,
-        context,
-        execution,
+        approvals_given: approvals_given
+            .into_iter()
+            .map(typed)
+            .collect::<Result<_>>()?,
+        context: context.into_iter().map(typed).collect::<Result<_>>()?,
+        execution: execution.map(typed).transpose()?,
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    kind: String,
-    conversation_id: Uuid,
-    execution_id: Option<Uuid>,
-    action_id: Option<Uuid>,
-    arguments: Option<Value>,
-    note: Option<String>,
+/// A member asking for human review of an agent decision (AGT-7), or proposing one of the
+/// tenant's actions for approval (AGT-6).
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[schema(as = NewReview)]
+enum CreateBody {
+    /// A person should look at a decision of the agent in the conversation.
+    HumanReview {
+        conversation_id: Uuid,
+        /// The execution whose decision is contested; the conversation's latest finished one
+        /// when absent.
+        execution_id: Option<Uuid>,
+        /// What should be reviewed, and why; trimmed.
+        #[schema(
+            value_type = String,
+            required = true,
+            min_length = 1,
+            max_length = 4000,
+            pattern = r"\S"
+        )]
+        note: Option<String>,
+    },
+    /// One of the tenant's actions, to be carried out once approved.
+    Action {
+        conversation_id: Uuid,
+        #[schema(value_type = Uuid, required = true)]
+        action_id: Option<Uuid>,
+        /// Free-form: the action's arguments, valid against its `parameters` schema; `{}` when
+        /// absent.
+        #[schema(value_type = Option<Object>)]
+        arguments: Option<Value>,
+        /// Trimmed; empty means none.
+        #[schema(max_length = 4000)]
+        note: Option<String>,
+    },
 }
 
 async fn create(
@@ -387,23 +612,28 @@ async fn create(
     ctx: Ctx,
     Json(body): Json<CreateBody>,
 ) -> Result<(StatusCode, Json<ReviewView>)> {
-    let note = note(body.note.as_deref())?;
+    let (CreateBody::HumanReview {
+        conversation_id,
+        note: raw_note,
+        ..
+    }
+    | CreateBody::Action {
+        conversation_id,
+        note: raw_note,
+        ..
+    }) = &body;
+    let conversation_id = *conversation_id;
+    let note = note(raw_note.as_deref())?.map(str::to_string);
     let mut tx = ctx.begin(&db).await?;
-    conversations::fetch(&mut tx, body.conversation_id).await?;
+    conversations::fetch(&mut tx, conversation_id).await?;
     let source = ctx.audit_source();
     let key = format!("member:{}", Uuid::now_v7());
-    let opened = match ReviewKind::parse(&body.kind) {
-        Some(ReviewKind::HumanReview) => {
+    let opened = match body {
+        CreateBody::HumanReview { execution_id, .. } => {
             if note.is_none() {
                 return Err(Error::bad_request(
                     "note_required",
                     "say what should be reviewed, and why, in note",
-                ));
-            }
-            if body.action_id.is_some() || body.arguments.is_some() {
-                return Err(Error::bad_request(
-                    "invalid_review",
-                    "a human review takes no action_id or arguments",
                 ));
             }
             let execution = sqlx::query!(
@@ -411,12 +641,12 @@ async fn create(
                  WHERE conversation_id = $1 AND ($2::uuid IS NULL OR id = $2)
                    AND outcome NOT IN ('running', 'abandoned')
                  ORDER BY started_at DESC LIMIT 1",
-                body.conversation_id,
-                body.execution_id
+                conversation_id,
+                execution_id
             )
             .fetch_optional(&mut *tx)
             .await?;
-            if body.execution_id.is_some() && execution.is_none() {
+            if execution_id.is_some() && execution.is_none() {
                 return Err(Error::NotFound);
             }
             let proposal = json!({ "decision": execution.as_ref().map(|e| json!({
@@ -426,7 +656,7 @@ async fn create(
                 &source,
                 NewItem {
                     kind: ReviewKind::HumanReview,
-                    conversation_id: Some(body.conversation_id),
+                    conversation_id: Some(conversation_id),
                     execution_id: execution.map(|e| e.id),
                     action: None,
                     proposal,
@@ -434,14 +664,18 @@ async fn create(
                     confidence: None,
                     findings: json!([]),
                     requester: Requester::Member(ctx.member_id),
-                    note: note.map(str::to_string),
+                    note,
                     idempotency_key: key,
                 },
             )
             .await?
         }
-        Some(ReviewKind::Action) => {
-            let action_id = body.action_id.ok_or_else(|| {
+        CreateBody::Action {
+            action_id,
+            arguments,
+            ..
+        } => {
+            let action_id = action_id.ok_or_else(|| {
                 Error::bad_request("action_required", "an action review needs action_id")
             })?;
             let actions = tenant_actions(&mut tx).await?;
@@ -449,7 +683,7 @@ async fn create(
                 .iter()
                 .find(|a| a.id == action_id)
                 .ok_or(Error::NotFound)?;
-            let arguments = body.arguments.unwrap_or_else(|| json!({}));
+            let arguments = arguments.unwrap_or_else(|| json!({}));
             schema::validate(&action.parameters, &arguments)
                 .map_err(|e| Error::bad_request("invalid_arguments", e))?;
             let amount = action.amount(&arguments);
@@ -458,7 +692,7 @@ async fn create(
                 &source,
                 NewItem {
                     kind: ReviewKind::Action,
-                    conversation_id: Some(body.conversation_id),
+                    conversation_id: Some(conversation_id),
                     execution_id: None,
                     action: Some(action),
                     proposal: json!({ "action": action.name, "arguments": arguments, "amount": amount }),
@@ -466,17 +700,11 @@ async fn create(
                     confidence: None,
                     findings: json!([]),
                     requester: Requester::Member(ctx.member_id),
-                    note: note.map(str::to_string),
+                    note,
                     idempotency_key: key,
                 },
             )
             .await?
-        }
-        _ => {
-            return Err(Error::bad_request(
-                "invalid_kind",
-                "kind must be human_review or action",
-            ))
         }
     };
     let id = opened.ok_or_else(|| anyhow::anyhow!("a fresh idempotency key collided"))?;

@@ -253,6 +253,40 @@ async fn a_range_that_ends_before_it_starts_matches_nothing() {
     assert_eq!(resp.body["items"], json!([]));
 }
 
+// proves: AUD-4
+#[tokio::test]
+async fn a_filter_of_200_characters_is_accepted_whatever_their_bytes_and_one_more_is_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    // The document says 200 characters; "é" takes two bytes.
+    for (n, status) in [(200, StatusCode::OK), (201, StatusCode::BAD_REQUEST)] {
+        let resp = app
+            .send(
+                Req::get(format!(
+                    "/api/v1/audit/events?actor_id={}",
+                    "%C3%A9".repeat(n)
+                ))
+                .by(&owner),
+            )
+            .await;
+        assert_eq!(resp.status, status, "{n}: {}", resp.body);
+    }
+    for (n, status) in [(200, StatusCode::ACCEPTED), (201, StatusCode::BAD_REQUEST)] {
+        let resp = app
+            .send(
+                Req::post("/api/v1/audit/exports")
+                    .by(&owner)
+                    .json(json!({ "format": "json", "entity_id": "é".repeat(n) })),
+            )
+            .await;
+        assert_eq!(resp.status, status, "{n}: {}", resp.body);
+        if status == StatusCode::BAD_REQUEST {
+            assert_eq!(resp.error_code(), "invalid_filter");
+        }
+    }
+    assert_eq!(app.count("SELECT count(*) FROM audit_export").await, 1);
+}
+
 /// Asks for an export, waits for it to be done, and downloads it.
 async fn export(app: &TestApp, who: &Member, body: Value) -> (Value, crate::common::Resp) {
     let resp = app

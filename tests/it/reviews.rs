@@ -583,6 +583,19 @@ async fn a_member_can_ask_for_human_review_on_a_customers_behalf() {
         .await;
     assert_eq!(silent.status, StatusCode::BAD_REQUEST);
     assert_eq!(silent.error_code(), "note_required");
+    // A human review takes no action's fields, and an unknown kind is refused.
+    for body in [
+        json!({ "kind": "human_review", "conversation_id": w.conversation, "note": "why",
+                "action_id": Uuid::now_v7() }),
+        json!({ "kind": "refund", "conversation_id": w.conversation, "note": "why" }),
+    ] {
+        let refused = w
+            .app
+            .send(Req::post("/api/v1/reviews").by(&w.agent).json(body.clone()))
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused.error_code(), "invalid_body", "{body}");
+    }
     // Another tenant's conversation is not found.
     let other = w.app.signup("globex").await;
     let foreign = w

@@ -551,6 +551,22 @@ async fn a_permanent_failure_is_recorded_on_the_message_and_the_job_is_dead_lett
     assert_eq!(dead[0]["payload"]["message_id"], reply.to_string());
     assert!(dead[0]["last_error"].as_str().unwrap().contains("refused"));
     assert_eq!(fake.request_count(), 1, "a permanent failure was retried");
+    // The listing takes the limits and statuses its document states, and no others.
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=501", "invalid_limit"),
+        ("status=failed", "invalid_query"),
+    ] {
+        let resp = app
+            .send(Req::get(format!("/api/v1/jobs?{query}")).by(&owner))
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(resp.error_code(), code, "{query}");
+    }
+    let listed = app
+        .send(Req::get("/api/v1/jobs?status=dead&limit=500").by(&owner))
+        .await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -1661,6 +1677,10 @@ async fn retrying_a_dead_send_sends_it_again_and_is_audited() {
         )
         .await;
     assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    assert_eq!(
+        retried.body,
+        json!({ "id": job, "kind": "message.send", "status": "queued", "message_id": reply })
+    );
     let sent = eventually(10, "the retried send", || async {
         let m = message_state(&app, reply).await;
         (m["delivery_status"] == "sent").then_some(m)

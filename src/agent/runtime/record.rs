@@ -16,7 +16,9 @@ use crate::agent::settings::Embedder;
 use crate::knowledge::Embedded;
 
 /// How a run ended (`agent_execution.outcome`): `running` until it finishes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunOutcome {
