@@ -48,6 +48,7 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 
+curl -fsS "$base/api/openapi.json" >"$tmp/openapi.json"
 "$venv/bin/python" "$here/seed.py" "$base" >"$tmp/seed.env"
 set -a
 # shellcheck disable=SC1091

@@ -55,8 +55,7 @@ where
             .body::<super::export::ExportRequest>()
             .returns::<super::export::ExportView>(StatusCode::ACCEPTED)
             .error(StatusCode::BAD_REQUEST, "invalid_format")
-            .error(StatusCode::BAD_REQUEST, "invalid_filter")
-            .error(StatusCode::BAD_REQUEST, "invalid_range"),
+            .error(StatusCode::BAD_REQUEST, "invalid_filter"),
         move |State(db): State<Db>, ctx: Ctx, Json(body): Json<Map<String, Value>>| {
             super::export::create(db, ctx, body, enqueue)
         },

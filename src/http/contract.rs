@@ -70,6 +70,35 @@ impl Contract {
         self
     }
 
+    /// The request body refuses fields it does not name in each of its variants too (a tagged
+    /// enum with `deny_unknown_fields`, which utoipa states only for structs).
+    pub fn closed_variants(mut self) -> Self {
+        let content = self.request.as_ref().expect("closed_variants after body");
+        let name = content.schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .expect("a named body type")
+            .to_string();
+        for (n, schema) in self.components.iter_mut() {
+            if *n != name {
+                continue;
+            }
+            for key in ["oneOf", "anyOf"] {
+                for variant in schema
+                    .get_mut(key)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if variant.get("properties").is_some() {
+                        variant["additionalProperties"] = false.into();
+                    }
+                }
+            }
+        }
+        self
+    }
+
     /// A rule of the request body that its type cannot state (which fields go together, which
     /// one of several is required), as JSON Schema keywords the body must also meet. The rule
     /// belongs to this route: the same type may go without it elsewhere (creating needs a
@@ -268,6 +297,20 @@ fn harden(schema: &mut Value) -> bool {
                 .all(|k| !map.contains_key(*k));
             if types.iter().any(|t| t == "string") && plain {
                 map.insert("pattern".into(), NO_NUL.into());
+            } else if types.iter().any(|t| t == "string")
+                && map
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| !p.starts_with('^'))
+            {
+                // An unanchored pattern (`\S`: "holds something") lets U+0000 through.
+                let rule = json!({ "pattern": NO_NUL });
+                match map.get_mut("allOf").and_then(Value::as_array_mut) {
+                    Some(all) => all.push(rule),
+                    None => {
+                        map.insert("allOf".into(), json!([rule]));
+                    }
+                }
             }
             if types.iter().any(|t| t == "number") {
                 number_limits(map);
@@ -309,10 +352,13 @@ fn number_limits(map: &mut serde_json::Map<String, Value>) {
     if !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum") {
         map.insert("minimum".into(), (-largest).into());
     }
-    if map.get("type") == Some(&Value::String("number".into())) && !map.contains_key("not") {
+    if !map.contains_key("not") {
         map.insert(
             "not".into(),
-            json!({ "exclusiveMinimum": -smallest, "exclusiveMaximum": smallest, "not": { "const": 0 } }),
+            json!({
+                "type": "number", "exclusiveMinimum": -smallest, "exclusiveMaximum": smallest,
+                "not": { "const": 0 }
+            }),
         );
     }
 }
@@ -350,7 +396,8 @@ fn json_value_schema() -> Value {
         "anyOf": [
             { "type": ["null", "boolean"] },
             { "type": "number", "minimum": -1e300, "maximum": 1e300,
-              "not": { "exclusiveMinimum": -1e-300, "exclusiveMaximum": 1e-300, "not": { "const": 0 } } },
+              "not": { "type": "number", "exclusiveMinimum": -1e-300, "exclusiveMaximum": 1e-300,
+                       "not": { "const": 0 } } },
             { "type": "string", "pattern": NO_NUL },
             { "type": "array", "items": any },
             { "type": "object", "propertyNames": { "pattern": NO_NUL }, "additionalProperties": any }

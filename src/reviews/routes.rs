@@ -54,6 +54,7 @@ where
         ),
         Contract::new()
             .body::<CreateBody>()
+            .closed_variants()
             .created::<ReviewView>()
             .error(StatusCode::BAD_REQUEST, "invalid_note")
             .error(StatusCode::BAD_REQUEST, "note_required")
