@@ -35,7 +35,7 @@ base="http://127.0.0.1:$port"
 # Rate limits raised: the run sends many requests from one address with one token.
 env -u DATABASE_URL API_TENANT_RPS=100000 API_CLIENT_RPS=100000 LOGIN_IP_BURST=100000 \
   LOGIN_ACCOUNT_BURST=100000 RUST_LOG=warn \
-  target/debug/custodian serve --bind "127.0.0.1:$port" --data-dir "$data" >"$tmp/server.log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}/debug/custodian" serve --bind "127.0.0.1:$port" --data-dir "$data" >"$tmp/server.log" 2>&1 &
 server=$!
 stop() {
   kill "$server" 2>/dev/null || true
