@@ -60,9 +60,21 @@ PYTHONPATH="$here" SCHEMATHESIS_HOOKS=hooks "$venv/bin/schemathesis" --config-fi
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance \
   --workers 2 --report junit --report-junit-path "$tmp/junit.xml" "$@" || status=$?
 
+# A client generated from the same document, used for one real round trip (#13 item 4).
+client=0
+rm -rf "$tmp/client"
+if "$venv/bin/openapi-python-client" generate --path "$tmp/openapi.json" --output-path "$tmp/client" \
+  --overwrite >"$tmp/client-generation.log" 2>&1 &&
+  "$venv/bin/python" "$here/client_roundtrip.py" "$base" "$tmp/client"; then
+  client=1
+else
+  cat "$tmp/client-generation.log"
+  status=1
+fi
+
 # One line in cargo's words, for scripts/test.sh's closing count: an operation passes when
-# schemathesis found nothing wrong with it.
-"$venv/bin/python" - "$tmp/junit.xml" <<'PY'
+# schemathesis found nothing wrong with it; the client's round trip is one more test.
+"$venv/bin/python" - "$tmp/junit.xml" "$client" <<'PY'
 import sys
 import xml.etree.ElementTree as ET
 cases = ET.parse(sys.argv[1]).getroot().iter("testcase")
@@ -72,6 +84,10 @@ for case in cases:
         failed += 1
     elif case.find("skipped") is None:
         passed += 1
-print(f"test result: {'ok' if failed == 0 else 'FAILED'}. {passed} passed; {failed} failed; contract (schemathesis)")
+if sys.argv[2] == "1":
+    passed += 1
+else:
+    failed += 1
+print(f"test result: {'ok' if failed == 0 else 'FAILED'}. {passed} passed; {failed} failed; contract (schemathesis, generated client)")
 PY
 exit "$status"

@@ -237,8 +237,7 @@ impl Contract {
         self.components.extend(named);
         let schema = harden(to_value(&T::schema()));
         if free_form {
-            self.components
-                .push((JSON_VALUE.into(), json_value_schema()));
+            self.components.extend(json_value_schemas());
         }
         if std::any::type_name::<T>().contains('<') {
             return schema;
@@ -388,21 +387,48 @@ fn integer_limits(map: &mut serde_json::Map<String, Value>) {
     }
 }
 
-/// Any JSON value whose texts and keys hold no U+0000.
-fn json_value_schema() -> Value {
-    let any = json!({ "$ref": format!("#/components/schemas/{JSON_VALUE}") });
-    json!({
-        "description": "Any JSON value; no text or key may hold U+0000.",
-        "anyOf": [
-            { "type": ["null", "boolean"] },
-            { "type": "number", "minimum": -1e300, "maximum": 1e300,
-              "not": { "type": "number", "exclusiveMinimum": -1e-300, "exclusiveMaximum": 1e-300,
-                       "not": { "const": 0 } } },
-            { "type": "string", "pattern": NO_NUL },
-            { "type": "array", "items": any },
-            { "type": "object", "propertyNames": { "pattern": NO_NUL }, "additionalProperties": any }
-        ]
-    })
+/// How deep the document spells out a free-form value. The server takes any depth; a schema
+/// that refers to itself is beyond the client generators (openapi-python-client gives up on
+/// every type that holds one), so the document unrolls a few levels instead.
+const JSON_DEPTH: usize = 4;
+
+/// Any JSON value whose texts and keys hold no U+0000 and whose numbers jsonb gives back:
+/// `JsonValue`, unrolled `JSON_DEPTH` levels deep (`JsonValue1` holds scalars only).
+fn json_value_schemas() -> Vec<Component> {
+    let (smallest, largest) = super::NUMBER_MAGNITUDE;
+    let mut levels = Vec::new();
+    for depth in 1..=JSON_DEPTH {
+        let mut branches = vec![
+            json!({ "type": "null" }),
+            json!({ "type": "boolean" }),
+            json!({ "type": "number", "minimum": -largest, "maximum": largest,
+                    "not": { "type": "number", "exclusiveMinimum": -smallest,
+                             "exclusiveMaximum": smallest, "not": { "const": 0 } } }),
+            json!({ "type": "string", "pattern": NO_NUL }),
+        ];
+        if depth > 1 {
+            let inner =
+                json!({ "$ref": format!("#/components/schemas/{JSON_VALUE}{}", depth - 1) });
+            branches.push(json!({ "type": "array", "items": inner }));
+            branches.push(json!({
+                "type": "object", "propertyNames": { "pattern": NO_NUL }, "additionalProperties": inner
+            }));
+        }
+        let name = match depth {
+            JSON_DEPTH => JSON_VALUE.to_string(),
+            _ => format!("{JSON_VALUE}{depth}"),
+        };
+        let description = format!(
+            "Any JSON value (spelled out {} levels deep; deeper is taken too). No text or key may \
+             hold U+0000; a number is 0 or between {smallest:e} and {largest:e} in magnitude.",
+            depth
+        );
+        levels.push((
+            name,
+            json!({ "description": description, "anyOf": branches }),
+        ));
+    }
+    levels
 }
 
 /// `["string", "null"]` becomes `"string"`, `oneOf: [null, X]` becomes `X`.
