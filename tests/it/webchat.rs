@@ -446,3 +446,54 @@ async fn a_visitor_stream_that_falls_behind_is_told_to_resync() {
     let resync = stream.next_event("resync", 10).await;
     assert!(resync["missed"].as_u64().unwrap() > 0, "{resync}");
 }
+
+/// An empty identity secret would let anyone prove any user id: it is refused, when the inbox
+/// is created and when the secret is rotated.
+#[tokio::test]
+async fn an_empty_identity_secret_is_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let created = app
+        .send(Req::post("/api/v1/inboxes").by(&owner).json(json!({
+            "name": "Site chat", "channel": "webchat",
+            "webchat": { "allowed_origins": ["https://shop.example"], "identity_secret": "" }
+        })))
+        .await;
+    assert_eq!(created.status, StatusCode::BAD_REQUEST, "{}", created.body);
+    assert_eq!(created.error_code(), "missing_field");
+    assert_eq!(app.count("SELECT count(*) FROM inbox").await, 0);
+
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let rotated = app
+        .send(
+            Req::patch(format!("/api/v1/inboxes/{inbox}"))
+                .by(&owner)
+                .json(json!({ "webchat": { "identity_secret": "" } })),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::BAD_REQUEST, "{}", rotated.body);
+    assert_eq!(rotated.error_code(), "missing_field");
+}
+
+#[tokio::test]
+async fn an_inbox_body_with_an_unknown_field_or_channel_is_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    for body in [
+        json!({ "name": "Chat", "channel": "webchat", "colour": "blue" }),
+        json!({ "name": "Chat", "channel": "sms" }),
+        json!({ "name": "Chat" }),
+    ] {
+        let resp = app
+            .send(Req::post("/api/v1/inboxes").by(&owner).json(body.clone()))
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            resp.body
+        );
+        assert_eq!(resp.error_code(), "invalid_body", "{body}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM inbox").await, 0);
+}
