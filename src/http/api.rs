@@ -60,7 +60,8 @@ impl RouteSpec {
 
 /// Whether a route comes with its contract; the routes without one are the listed debt.
 enum Described {
-    By(Contract),
+    // Boxed: a contract is large, the other variant small.
+    By(Box<Contract>),
     Not { body_limit: Option<usize> },
 }
 
@@ -103,7 +104,14 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
         H: Handler<T, S>,
         T: 'static,
     {
-        self.add(method, path, access, doc, Described::By(contract), handler)
+        self.add(
+            method,
+            path,
+            access,
+            doc,
+            Described::By(Box::new(contract)),
+            handler,
+        )
     }
 
     /// Adds one route without its schemas: only for the routes still listed in
@@ -146,7 +154,7 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
         let (contract, body_limit) = match described {
             Described::By(contract) => {
                 let limit = contract.body_limit;
-                (Some(contract), limit)
+                (Some(*contract), limit)
             }
             Described::Not { body_limit } => (None, body_limit),
         };

@@ -29,14 +29,6 @@ pub const UNDOCUMENTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/audit/exports"),
     ("GET", "/api/v1/jobs"),
     ("POST", "/api/v1/jobs/{job_id}/retry"),
-    ("GET", "/widget.js"),
-    ("OPTIONS", "/api/v1/webchat/{inbox_id}/sessions"),
-    ("POST", "/api/v1/webchat/{inbox_id}/sessions"),
-    ("OPTIONS", "/api/v1/webchat/{inbox_id}/messages"),
-    ("GET", "/api/v1/webchat/{inbox_id}/messages"),
-    ("POST", "/api/v1/webchat/{inbox_id}/messages"),
-    ("GET", "/api/v1/webchat/{inbox_id}/events"),
-    ("GET", "/demo/chat/{inbox_id}"),
     ("GET", "/api/v1/reviews"),
     ("POST", "/api/v1/reviews"),
     ("GET", "/api/v1/reviews/counts"),
@@ -60,6 +52,15 @@ pub fn document(specs: &[RouteSpec]) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     schemas.insert("Error".into(), error_schema());
+    let mut security_schemes = Map::new();
+    security_schemes.insert(
+        "session".into(),
+        json!({ "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE }),
+    );
+    security_schemes.insert(
+        "bearer".into(),
+        json!({ "type": "http", "scheme": "bearer" }),
+    );
     for spec in specs {
         let path = paths
             .entry(spec.path.to_string())
@@ -85,6 +86,12 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         match &spec.contract {
             Some(contract) => {
                 describe(&mut operation, spec, contract);
+                if let Some((name, scheme)) = &contract.credential {
+                    operation["security"] = json!([{ *name: [] }]);
+                    security_schemes
+                        .entry(name.to_string())
+                        .or_insert_with(|| scheme.clone());
+                }
                 for (name, schema) in &contract.components {
                     schemas
                         .entry(name.clone())
@@ -106,10 +113,7 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": {
-                "session": { "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE },
-                "bearer": { "type": "http", "scheme": "bearer" }
-            },
+            "securitySchemes": security_schemes,
             "schemas": schemas,
             "responses": {
                 "Error": {
