@@ -38,8 +38,6 @@ pub const UNDOCUMENTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/reviews/{review_id}/approve"),
     ("POST", "/api/v1/reviews/{review_id}/reject"),
     ("POST", "/api/v1/reviews/{review_id}/assign"),
-    ("GET", "/webhooks/whatsapp/{inbox_id}"),
-    ("POST", "/webhooks/whatsapp/{inbox_id}"),
 ];
 
 pub fn is_undocumented(method: &Method, path: &str) -> bool {
