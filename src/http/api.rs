@@ -62,7 +62,7 @@ impl RouteSpec {
 enum Described {
     // Boxed: a contract is large, the other variant small.
     By(Box<Contract>),
-    Not { body_limit: Option<usize> },
+    Not,
 }
 
 /// The registry of the routes of a router whose state is `S`.
@@ -128,14 +128,7 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
         H: Handler<T, S>,
         T: 'static,
     {
-        self.add(
-            method,
-            path,
-            access,
-            doc,
-            Described::Not { body_limit: None },
-            handler,
-        )
+        self.add(method, path, access, doc, Described::Not, handler)
     }
 
     fn add<H, T>(
@@ -156,7 +149,7 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
                 let limit = contract.body_limit;
                 (Some(*contract), limit)
             }
-            Described::Not { body_limit } => (None, body_limit),
+            Described::Not => (None, None),
         };
         // A new route is born with its schemas: only the listed debt may go without.
         assert!(
@@ -220,33 +213,6 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
             contract,
         });
         self
-    }
-
-    /// A route without its schemas whose body may be larger than the server-wide limit
-    /// (webhooks); like `route`, only for the listed debt (`Contract::body_limit` otherwise).
-    pub fn route_with_body_limit<H, T>(
-        self,
-        method: Method,
-        path: &'static str,
-        access: Access,
-        doc: (&'static str, &'static str),
-        limit: usize,
-        handler: H,
-    ) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        self.add(
-            method,
-            path,
-            access,
-            doc,
-            Described::Not {
-                body_limit: Some(limit),
-            },
-            handler,
-        )
     }
 
     pub fn into_parts(self) -> (Router<S>, Vec<RouteSpec>) {
