@@ -620,7 +620,11 @@ struct History {
 #[schema(as = WebchatMessageBody)]
 struct SendBody {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     body: String,
     /// The widget's own id for the message, so a retried send is stored once.
     client_message_id: Option<Uuid>,

@@ -254,7 +254,11 @@ async fn list(
 #[schema(as = NewKnowledgeArticle)]
 struct NewArticle {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 300,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     title: String,
     /// Empty when absent.
     #[schema(max_length = 200000)]
@@ -272,7 +276,11 @@ struct NewArticle {
 #[schema(as = KnowledgeArticleChanges)]
 struct ArticleChanges {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 300,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     title: Option<String>,
     #[schema(max_length = 200000)]
     body: Option<String>,
@@ -582,7 +590,11 @@ async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Em
 #[schema(as = KnowledgeSearch)]
 struct SearchBody {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     query: String,
     /// How many passages at most; 5 when absent.
     #[schema(minimum = 1, maximum = 50)]

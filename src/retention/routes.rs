@@ -339,7 +339,11 @@ struct NewHold {
     /// A contact or conversation of the caller's tenant.
     entity_id: Uuid,
     /// Why the data must be kept; trimmed.
-    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     reason: String,
 }
 
