@@ -138,8 +138,9 @@ where
             Requires(Permission::ChannelsManage),
             ("channels", "Update an inbox or rotate its secrets"),
             written(Contract::new().body::<InboxChanges>().ok::<InboxView>())
-                .error(StatusCode::BAD_REQUEST, "invalid_channel")
-                .error(StatusCode::CONFLICT, "inbox_changed"),
+                .error(StatusCode::CONFLICT, "inbox_changed")
+                // Verified visitors required, with no identity secret left to verify them.
+                .error(StatusCode::CONFLICT, "identity_secret_required"),
             update,
         )
         .endpoint(
@@ -515,26 +516,118 @@ enum InboxSettings {
     Webchat(WebchatSettings),
 }
 
-/// A new inbox: a WhatsApp business number, or a web chat widget.
-#[derive(Deserialize, ToSchema)]
-#[serde(tag = "channel", rename_all = "lowercase", deny_unknown_fields)]
-#[schema(as = NewInbox)]
+/// A new inbox: a WhatsApp business number, or a web chat widget, told apart by `channel`.
+///
+/// Read by its channel into the struct of that channel, each refusing fields it does not know;
+/// so described too: utoipa's schema of an internally tagged enum would leave out that unknown
+/// fields are refused.
 enum NewInbox {
-    /// A WhatsApp business number. Meta is asked to confirm that the access token may use
-    /// it before the inbox is saved.
-    Whatsapp {
-        /// Trimmed.
-        #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
-        name: String,
-        whatsapp: NewWhatsApp,
-    },
-    /// A web chat widget.
-    Webchat {
-        /// Trimmed.
-        #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
-        name: String,
-        webchat: Option<WebchatInput>,
-    },
+    Whatsapp(NewWhatsAppInbox),
+    Webchat(NewWebchatInbox),
+}
+
+impl<'de> Deserialize<'de> for NewInbox {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let body = Value::deserialize(deserializer)?;
+        let channel = match body.get("channel") {
+            None => return Err(D::Error::missing_field("channel")),
+            Some(channel) => Channel::deserialize(channel).map_err(D::Error::custom)?,
+        };
+        match channel {
+            Channel::Whatsapp => NewWhatsAppInbox::deserialize(body).map(NewInbox::Whatsapp),
+            Channel::Webchat => NewWebchatInbox::deserialize(body).map(NewInbox::Webchat),
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for NewInbox {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{OneOfBuilder, Ref};
+        OneOfBuilder::new()
+            .description(Some(
+                "A new inbox: a WhatsApp business number, or a web chat widget, told apart by \
+                 `channel`.",
+            ))
+            .item(Ref::from_schema_name(NewWhatsAppInbox::name()))
+            .item(Ref::from_schema_name(NewWebchatInbox::name()))
+            .into()
+    }
+}
+
+impl ToSchema for NewInbox {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            NewWhatsAppInbox::name().into_owned(),
+            NewWhatsAppInbox::schema(),
+        ));
+        NewWhatsAppInbox::schemas(schemas);
+        schemas.push((
+            NewWebchatInbox::name().into_owned(),
+            NewWebchatInbox::schema(),
+        ));
+        NewWebchatInbox::schemas(schemas);
+    }
+}
+
+/// A WhatsApp business number. Meta is asked to confirm that the access token may use it
+/// before the inbox is saved.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewWhatsAppInbox)]
+struct NewWhatsAppInbox {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    name: String,
+    #[schema(schema_with = whatsapp_channel)]
+    #[allow(dead_code)] // Read by `NewInbox` already; kept so the field is known here.
+    channel: Channel,
+    whatsapp: NewWhatsApp,
+}
+
+/// A web chat widget.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewWebchatInbox)]
+struct NewWebchatInbox {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    name: String,
+    #[schema(schema_with = webchat_channel)]
+    #[allow(dead_code)] // Read by `NewInbox` already; kept so the field is known here.
+    channel: Channel,
+    webchat: Option<WebchatInput>,
+}
+
+/// The one `channel` a variant of [`NewInbox`] takes.
+fn channel_is(channel: Channel) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([channel.as_str()]))
+        .build()
+}
+
+fn whatsapp_channel() -> utoipa::openapi::schema::Object {
+    channel_is(Channel::Whatsapp)
+}
+
+fn webchat_channel() -> utoipa::openapi::schema::Object {
+    channel_is(Channel::Webchat)
 }
 
 /// A WhatsApp number and the secrets it is served with.
@@ -609,16 +702,19 @@ fn origins_schema() -> utoipa::openapi::schema::Array {
     ArrayBuilder::new().items(origin).build()
 }
 
-/// An inbox's name and settings to change; an absent field stays as it is.
+/// An inbox's name and settings to change; an absent field stays as it is. An inbox keeps its
+/// channel for good: a body naming one is refused like any unknown field.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = InboxChanges)]
 struct InboxChanges {
     /// Trimmed.
-    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     name: Option<String>,
-    /// The inbox's own channel, if given: an inbox cannot change it.
-    channel: Option<Channel>,
     /// For a WhatsApp inbox.
     whatsapp: Option<WhatsAppInput>,
     /// For a web chat inbox.
@@ -771,7 +867,9 @@ async fn create(
     let id = Uuid::now_v7();
     let context = seal_context(id);
     let (name, channel, settings, secrets) = match body {
-        NewInbox::Whatsapp { name, whatsapp: wa } => {
+        NewInbox::Whatsapp(NewWhatsAppInbox {
+            name, whatsapp: wa, ..
+        }) => {
             let name = inbox_name(name)?;
             let mut settings = WhatsAppSettings {
                 phone_number_id: meta_id(Some(wa.phone_number_id), "whatsapp.phone_number_id")?,
@@ -806,7 +904,7 @@ async fn create(
                 Some(state.sealer.seal_json(&secrets, &context)),
             )
         }
-        NewInbox::Webchat { name, webchat } => {
+        NewInbox::Webchat(NewWebchatInbox { name, webchat, .. }) => {
             let name = inbox_name(name)?;
             let wc = webchat.unwrap_or(WebchatInput {
                 allowed_origins: None,
@@ -876,15 +974,6 @@ async fn update(
         settings: before_row.settings.clone(),
         secrets: before_row.secrets.clone(),
     };
-    if body
-        .channel
-        .is_some_and(|c| c.as_str() != before_row.channel)
-    {
-        return Err(Error::bad_request(
-            "invalid_channel",
-            "an inbox cannot change its channel",
-        ));
-    }
     let name = match body.name {
         Some(n) => inbox_name(n)?,
         None => before_row.name.clone(),
@@ -948,6 +1037,13 @@ async fn update(
                 if let Some(origins) = wc.allowed_origins {
                     settings["allowed_origins"] = json!(check_origins(&origins)?);
                 }
+                // The body alone asks for verification without a key: its own contradiction.
+                if wc.identity_required == Some(true) && matches!(wc.identity_secret, Some(None)) {
+                    return Err(Error::bad_request(
+                        "missing_field",
+                        "identity_required needs an identity_secret",
+                    ));
+                }
                 if let Some(given) = wc.identity_secret {
                     secrets.identity_secret = given
                         .map(|s| secret(s, "webchat.identity_secret"))
@@ -956,11 +1052,13 @@ async fn update(
                 if let Some(required) = wc.identity_required {
                     settings["identity_required"] = json!(required);
                 }
+                // Otherwise it is the inbox as it stands that the change does not fit.
                 if settings["identity_required"] == json!(true) && secrets.identity_secret.is_none()
                 {
-                    return Err(Error::bad_request(
-                        "missing_field",
-                        "identity_required needs an identity_secret",
+                    return Err(Error::conflict(
+                        "identity_secret_required",
+                        "this inbox would require verified visitors without an identity secret \
+                         to verify them: give one, or turn identity_required off",
                     ));
                 }
             }
