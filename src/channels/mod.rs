@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, State};
 use axum::http::{Method, StatusCode};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -23,12 +23,14 @@ use crate::audit::AuditEvent;
 use crate::auth::guard::Throttle;
 use crate::auth::Ctx;
 use crate::config::Config;
+use crate::conversations::Channel;
 use crate::crypto::{secret_string, Sealer};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events;
-use crate::http::{Access, Api, Json, Path};
+use crate::http::{Access, Api, Contract, Json, Path};
 use crate::rbac::Permission;
+use utoipa::ToSchema;
 use whatsapp::writer::WebhookWriter;
 use whatsapp::{BusinessNumber, ConfirmError, GraphClient};
 
@@ -106,42 +108,66 @@ where
 {
     use Access::*;
     let api = api
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/inboxes",
             Requires(Permission::ConversationsRead),
             ("channels", "List inboxes"),
+            Contract::new().ok_list::<InboxView>(),
             list,
         )
-        .route(
+        .endpoint(
             Method::POST,
             "/api/v1/inboxes",
             Requires(Permission::ChannelsManage),
             ("channels", "Create a WhatsApp or web chat inbox"),
+            written(Contract::new().body::<NewInbox>().created::<InboxView>()),
             create,
         )
-        .route(
+        .endpoint(
             Method::GET,
             "/api/v1/inboxes/{inbox_id}",
             Requires(Permission::ConversationsRead),
             ("channels", "Show an inbox (never its secrets)"),
+            Contract::new().ok::<InboxView>(),
             show,
         )
-        .route(
+        .endpoint(
             Method::PATCH,
             "/api/v1/inboxes/{inbox_id}",
             Requires(Permission::ChannelsManage),
             ("channels", "Update an inbox or rotate its secrets"),
+            written(Contract::new().body::<InboxChanges>().ok::<InboxView>())
+                .error(StatusCode::CONFLICT, "inbox_changed")
+                // Verified visitors required, with no identity secret left to verify them.
+                .error(StatusCode::CONFLICT, "identity_secret_required"),
             update,
         )
-        .route(
+        .endpoint(
             Method::DELETE,
             "/api/v1/inboxes/{inbox_id}",
             Requires(Permission::ChannelsManage),
             ("channels", "Delete an inbox and its conversations"),
+            Contract::new()
+                .no_content()
+                .error(StatusCode::CONFLICT, "legal_hold"),
             delete,
         );
     webchat::routes(whatsapp::webhook::routes(api))
+}
+
+/// The refusals of an inbox's fields, for creating and changing one alike.
+fn written(contract: Contract) -> Contract {
+    contract
+        .error(StatusCode::BAD_REQUEST, "missing_field")
+        .error(StatusCode::BAD_REQUEST, "invalid_field")
+        .error(StatusCode::BAD_REQUEST, "name_too_long")
+        .error(StatusCode::BAD_REQUEST, "invalid_origin")
+        // Meta did not confirm that the access token may use the number.
+        .error(StatusCode::BAD_REQUEST, "whatsapp_not_verified")
+        .error(StatusCode::CONFLICT, "phone_number_in_use")
+        // Meta could not be asked; nothing was saved.
+        .error(StatusCode::BAD_GATEWAY, "whatsapp_unreachable")
 }
 
 /// Whether a free-form message (not a WhatsApp template) may go to a customer on `channel`
@@ -197,14 +223,21 @@ pub fn seal_context(inbox_id: Uuid) -> String {
     format!("inbox:{inbox_id}")
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An inbox, never with its secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Inbox)]
 pub struct InboxView {
     pub id: Uuid,
     pub name: String,
+    #[schema(value_type = Channel)]
     pub channel: String,
+    /// The channel's settings: a WhatsApp number's, or a web chat's.
+    #[schema(value_type = InboxSettings)]
     pub settings: Value,
-    /// Which secrets are configured, never their values.
+    /// Whether secrets are configured, never their values.
     pub secrets_configured: bool,
+    /// Where Meta delivers a WhatsApp inbox's webhooks; `null` for a web chat.
+    #[schema(required = true)]
     pub webhook_path: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -451,34 +484,266 @@ impl ChannelEndpoint {
     }
 }
 
-#[derive(Deserialize)]
+/// A WhatsApp inbox's settings, as the inbox answers them.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WhatsAppInboxSettings)]
+struct WhatsAppSettings {
+    /// Meta's id of the business number.
+    phone_number_id: String,
+    /// Meta's id of the WhatsApp Business Account that holds it.
+    business_account_id: String,
+    /// The number as people see it; Meta's own when none was given.
+    #[schema(required = true)]
+    display_phone_number: Option<String>,
+}
+
+/// A web chat inbox's settings, as the inbox answers them.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebchatInboxSettings)]
+struct WebchatSettings {
+    /// The browser origins whose pages may use the chat (lowercase, without a trailing `/`).
+    allowed_origins: Vec<String>,
+    /// Whether only visitors proven by the identity secret may chat.
+    identity_required: bool,
+}
+
+/// An inbox's settings: its channel's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = InboxSettings)]
+enum InboxSettings {
+    Whatsapp(WhatsAppSettings),
+    Webchat(WebchatSettings),
+}
+
+/// A new inbox: a WhatsApp business number, or a web chat widget, told apart by `channel`.
+///
+/// Read by its channel into the struct of that channel, each refusing fields it does not know;
+/// so described too: utoipa's schema of an internally tagged enum would leave out that unknown
+/// fields are refused.
+enum NewInbox {
+    Whatsapp(NewWhatsAppInbox),
+    Webchat(NewWebchatInbox),
+}
+
+impl<'de> Deserialize<'de> for NewInbox {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let body = Value::deserialize(deserializer)?;
+        let channel = match body.get("channel") {
+            None => return Err(D::Error::missing_field("channel")),
+            Some(channel) => Channel::deserialize(channel).map_err(D::Error::custom)?,
+        };
+        match channel {
+            Channel::Whatsapp => NewWhatsAppInbox::deserialize(body).map(NewInbox::Whatsapp),
+            Channel::Webchat => NewWebchatInbox::deserialize(body).map(NewInbox::Webchat),
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for NewInbox {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{OneOfBuilder, Ref};
+        OneOfBuilder::new()
+            .description(Some(
+                "A new inbox: a WhatsApp business number, or a web chat widget, told apart by \
+                 `channel`.",
+            ))
+            .item(Ref::from_schema_name(NewWhatsAppInbox::name()))
+            .item(Ref::from_schema_name(NewWebchatInbox::name()))
+            .into()
+    }
+}
+
+impl ToSchema for NewInbox {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            NewWhatsAppInbox::name().into_owned(),
+            NewWhatsAppInbox::schema(),
+        ));
+        NewWhatsAppInbox::schemas(schemas);
+        schemas.push((
+            NewWebchatInbox::name().into_owned(),
+            NewWebchatInbox::schema(),
+        ));
+        NewWebchatInbox::schemas(schemas);
+    }
+}
+
+/// A WhatsApp business number. Meta is asked to confirm that the access token may use it
+/// before the inbox is saved.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewWhatsAppInbox)]
+struct NewWhatsAppInbox {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    name: String,
+    #[schema(schema_with = whatsapp_channel)]
+    #[allow(dead_code)] // Read by `NewInbox` already; kept so the field is known here.
+    channel: Channel,
+    whatsapp: NewWhatsApp,
+}
+
+/// A web chat widget.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewWebchatInbox)]
+struct NewWebchatInbox {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    name: String,
+    #[schema(schema_with = webchat_channel)]
+    #[allow(dead_code)] // Read by `NewInbox` already; kept so the field is known here.
+    channel: Channel,
+    webchat: Option<WebchatInput>,
+}
+
+/// The one `channel` a variant of [`NewInbox`] takes.
+fn channel_is(channel: Channel) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([channel.as_str()]))
+        .build()
+}
+
+fn whatsapp_channel() -> utoipa::openapi::schema::Object {
+    channel_is(Channel::Whatsapp)
+}
+
+fn webchat_channel() -> utoipa::openapi::schema::Object {
+    channel_is(Channel::Webchat)
+}
+
+/// A WhatsApp number and the secrets it is served with.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewWhatsAppNumber)]
+struct NewWhatsApp {
+    /// Meta's id of the business number.
+    #[schema(pattern = r"^[0-9]{1,32}$")]
+    phone_number_id: String,
+    /// Meta's id of the WhatsApp Business Account that holds it.
+    #[schema(pattern = r"^[0-9]{1,32}$")]
+    business_account_id: String,
+    /// The number as people see it; Meta's own when absent.
+    display_phone_number: Option<String>,
+    /// What Meta's verification handshake must present.
+    #[schema(value_type = String, format = Password, min_length = 1)]
+    verify_token: SecretString,
+    /// The Meta app's secret, which signs its webhooks.
+    #[schema(value_type = String, format = Password, min_length = 1)]
+    app_secret: SecretString,
+    /// A token of the business account that may send from the number.
+    #[schema(value_type = String, format = Password, min_length = 1)]
+    access_token: SecretString,
+}
+
+/// A WhatsApp inbox's settings and secrets to change; an absent one stays as it is. Giving the
+/// number, the business account or the access token has Meta confirm them again.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = WhatsAppNumberChanges)]
 struct WhatsAppInput {
+    #[schema(pattern = r"^[0-9]{1,32}$")]
     phone_number_id: Option<String>,
+    #[schema(pattern = r"^[0-9]{1,32}$")]
     business_account_id: Option<String>,
     display_phone_number: Option<String>,
+    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     verify_token: Option<SecretString>,
+    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     app_secret: Option<SecretString>,
+    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     access_token: Option<SecretString>,
 }
 
-#[derive(Deserialize)]
+/// A web chat's settings; on a change, an absent one stays as it is.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebchatInboxInput)]
 struct WebchatInput {
+    /// The browser origins whose pages may use the chat, such as `https://shop.example`.
+    #[schema(schema_with = origins_schema)]
     allowed_origins: Option<Vec<String>>,
+    /// Only visitors proven by the identity secret may chat; needs one.
     identity_required: Option<bool>,
-    /// Set to rotate; `null` removes identity verification.
+    /// The key of the identity verification (HMAC-SHA256 of the tenant's user id). Set to
+    /// rotate; `null` removes identity verification.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     identity_secret: Option<Option<SecretString>>,
 }
 
-#[derive(Deserialize)]
+/// Origins as [`check_origins`] takes them, in ASCII (as browsers send them): a scheme, a host
+/// and perhaps a port, at most 200 characters.
+fn origins_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let origin = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(200))
+        .pattern(Some(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"))
+        .examples([json!("https://shop.example")]);
+    ArrayBuilder::new().items(origin).build()
+}
+
+/// An inbox's name and settings to change; an absent field stays as it is. An inbox keeps its
+/// channel for good: a body naming one is refused like any unknown field.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InboxBody {
+#[schema(as = InboxChanges)]
+struct InboxChanges {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     name: Option<String>,
-    channel: Option<String>,
+    /// For a WhatsApp inbox.
     whatsapp: Option<WhatsAppInput>,
+    /// For a web chat inbox.
     webchat: Option<WebchatInput>,
+}
+
+/// An inbox's name, trimmed: 1 to 100 characters (the `inbox_name_length` CHECK), checked
+/// before Meta is asked anything.
+fn inbox_name(value: String) -> Result<String> {
+    let name = required(Some(value), "name")?;
+    if name.chars().count() > 100 {
+        return Err(Error::bad_request(
+            "name_too_long",
+            "name must be at most 100 characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// A secret as given: an empty one would be no secret at all (a webhook signed with an empty
+/// key, an identity anyone can prove).
+fn secret(value: SecretString, field: &str) -> Result<SecretString> {
+    if value.expose_secret().is_empty() {
+        return Err(Error::bad_request(
+            "missing_field",
+            format!("{field} is required"),
+        ));
+    }
+    Ok(value)
 }
 
 fn required(value: Option<String>, field: &str) -> Result<String> {
@@ -597,72 +862,77 @@ async fn show(
 async fn create(
     State(state): State<ChannelsState>,
     ctx: Ctx,
-    Json(body): Json<InboxBody>,
+    Json(body): Json<NewInbox>,
 ) -> Result<(StatusCode, Json<InboxView>)> {
-    let name = required(body.name, "name")?;
     let id = Uuid::now_v7();
     let context = seal_context(id);
-    let (channel, settings, secrets) = match body.channel.as_deref() {
-        Some("whatsapp") => {
-            let wa = body.whatsapp.ok_or_else(|| {
-                Error::bad_request("missing_field", "whatsapp settings are required")
-            })?;
-            let display = wa
-                .display_phone_number
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty());
-            let mut settings = json!({
-                "phone_number_id": meta_id(wa.phone_number_id, "whatsapp.phone_number_id")?,
-                "business_account_id": meta_id(wa.business_account_id, "whatsapp.business_account_id")?,
-                "display_phone_number": display,
-            });
-            let missing =
-                |f: &str| Error::bad_request("missing_field", format!("whatsapp.{f} is required"));
-            let secrets = WhatsAppSecrets {
-                verify_token: wa.verify_token.ok_or_else(|| missing("verify_token"))?,
-                app_secret: wa.app_secret.ok_or_else(|| missing("app_secret"))?,
-                access_token: wa.access_token.ok_or_else(|| missing("access_token"))?,
+    let (name, channel, settings, secrets) = match body {
+        NewInbox::Whatsapp(NewWhatsAppInbox {
+            name, whatsapp: wa, ..
+        }) => {
+            let name = inbox_name(name)?;
+            let mut settings = WhatsAppSettings {
+                phone_number_id: meta_id(Some(wa.phone_number_id), "whatsapp.phone_number_id")?,
+                business_account_id: meta_id(
+                    Some(wa.business_account_id),
+                    "whatsapp.business_account_id",
+                )?,
+                display_phone_number: wa
+                    .display_phone_number
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty()),
             };
-            let confirmed =
-                confirm_number(&state, ctx.tenant_id, &settings, &secrets.access_token).await?;
-            if settings["display_phone_number"].is_null() {
-                settings["display_phone_number"] = json!(confirmed.display_phone_number);
+            let secrets = WhatsAppSecrets {
+                verify_token: secret(wa.verify_token, "whatsapp.verify_token")?,
+                app_secret: secret(wa.app_secret, "whatsapp.app_secret")?,
+                access_token: secret(wa.access_token, "whatsapp.access_token")?,
+            };
+            let confirmed = confirm_number(
+                &state,
+                ctx.tenant_id,
+                &json!(settings),
+                &secrets.access_token,
+            )
+            .await?;
+            if settings.display_phone_number.is_none() {
+                settings.display_phone_number = confirmed.display_phone_number;
             }
             (
+                name,
                 "whatsapp",
-                settings,
+                json!(InboxSettings::Whatsapp(settings)),
                 Some(state.sealer.seal_json(&secrets, &context)),
             )
         }
-        Some("webchat") => {
-            let wc = body.webchat.unwrap_or(WebchatInput {
+        NewInbox::Webchat(NewWebchatInbox { name, webchat, .. }) => {
+            let name = inbox_name(name)?;
+            let wc = webchat.unwrap_or(WebchatInput {
                 allowed_origins: None,
                 identity_required: None,
                 identity_secret: None,
             });
-            let origins = check_origins(&wc.allowed_origins.unwrap_or_default())?;
-            let identity_secret = wc.identity_secret.flatten();
-            let identity_required = wc.identity_required.unwrap_or(false);
-            if identity_required && identity_secret.is_none() {
+            let settings = WebchatSettings {
+                allowed_origins: check_origins(&wc.allowed_origins.unwrap_or_default())?,
+                identity_required: wc.identity_required.unwrap_or(false),
+            };
+            let identity_secret = wc
+                .identity_secret
+                .flatten()
+                .map(|s| secret(s, "webchat.identity_secret"))
+                .transpose()?;
+            if settings.identity_required && identity_secret.is_none() {
                 return Err(Error::bad_request(
                     "missing_field",
                     "identity_required needs an identity_secret",
                 ));
             }
-            let settings =
-                json!({ "allowed_origins": origins, "identity_required": identity_required });
             let secrets = WebchatSecrets { identity_secret };
             (
+                name,
                 "webchat",
-                settings,
+                json!(InboxSettings::Webchat(settings)),
                 Some(state.sealer.seal_json(&secrets, &context)),
             )
-        }
-        _ => {
-            return Err(Error::bad_request(
-                "invalid_channel",
-                "channel must be whatsapp or webchat",
-            ))
         }
     };
     let mut tx = ctx.begin(&state).await?;
@@ -693,7 +963,7 @@ async fn update(
     State(state): State<ChannelsState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
-    Json(body): Json<InboxBody>,
+    Json(body): Json<InboxChanges>,
 ) -> Result<Json<InboxView>> {
     let mut tx = ctx.begin(&state).await?;
     let before_row = fetch_row(&mut tx, id).await?;
@@ -704,18 +974,8 @@ async fn update(
         settings: before_row.settings.clone(),
         secrets: before_row.secrets.clone(),
     };
-    if body
-        .channel
-        .as_deref()
-        .is_some_and(|c| c != before_row.channel)
-    {
-        return Err(Error::bad_request(
-            "invalid_channel",
-            "an inbox cannot change its channel",
-        ));
-    }
     let name = match body.name {
-        Some(n) => required(Some(n), "name")?,
+        Some(n) => inbox_name(n)?,
         None => before_row.name.clone(),
     };
     let mut settings = before_row.settings.clone();
@@ -744,9 +1004,15 @@ async fn update(
                 if let Some(v) = wa.display_phone_number {
                     settings["display_phone_number"] = json!(v.trim());
                 }
-                secrets.verify_token = wa.verify_token.unwrap_or(secrets.verify_token);
-                secrets.app_secret = wa.app_secret.unwrap_or(secrets.app_secret);
-                secrets.access_token = wa.access_token.unwrap_or(secrets.access_token);
+                if let Some(token) = wa.verify_token {
+                    secrets.verify_token = secret(token, "whatsapp.verify_token")?;
+                }
+                if let Some(app_secret) = wa.app_secret {
+                    secrets.app_secret = secret(app_secret, "whatsapp.app_secret")?;
+                }
+                if let Some(token) = wa.access_token {
+                    secrets.access_token = secret(token, "whatsapp.access_token")?;
+                }
                 if reconfirm {
                     // Meta may take seconds to answer: no connection waits idle in a
                     // transaction for it. The update below only lands on the row read here.
@@ -771,17 +1037,28 @@ async fn update(
                 if let Some(origins) = wc.allowed_origins {
                     settings["allowed_origins"] = json!(check_origins(&origins)?);
                 }
-                if let Some(secret) = wc.identity_secret {
-                    secrets.identity_secret = secret;
+                // The body alone asks for verification without a key: its own contradiction.
+                if wc.identity_required == Some(true) && matches!(wc.identity_secret, Some(None)) {
+                    return Err(Error::bad_request(
+                        "missing_field",
+                        "identity_required needs an identity_secret",
+                    ));
+                }
+                if let Some(given) = wc.identity_secret {
+                    secrets.identity_secret = given
+                        .map(|s| secret(s, "webchat.identity_secret"))
+                        .transpose()?;
                 }
                 if let Some(required) = wc.identity_required {
                     settings["identity_required"] = json!(required);
                 }
+                // Otherwise it is the inbox as it stands that the change does not fit.
                 if settings["identity_required"] == json!(true) && secrets.identity_secret.is_none()
                 {
-                    return Err(Error::bad_request(
-                        "missing_field",
-                        "identity_required needs an identity_secret",
+                    return Err(Error::conflict(
+                        "identity_secret_required",
+                        "this inbox would require verified visitors without an identity secret \
+                         to verify them: give one, or turn identity_required off",
                     ));
                 }
             }

@@ -30,7 +30,8 @@ use crate::crm::{
 };
 use crate::error::{Error, Result};
 use crate::events::{Cap, Holder};
-use crate::http::{Access, Api, Json, Path, Query, RequestMeta};
+use crate::http::{Access, Api, Contract, Json, Path, Query, RequestMeta};
+use utoipa::{IntoParams, ToSchema};
 
 const SESSION_HEADER: &str = "x-webchat-session";
 const SESSION_DAYS: i32 = 30;
@@ -43,62 +44,136 @@ where
 {
     use Access::Public;
     let doc = |summary| ("webchat", summary);
-    api.route(
+    api.endpoint(
         Method::GET,
         "/widget.js",
         Public,
         doc("The embeddable chat widget"),
+        Contract::new().returns_media(
+            StatusCode::OK,
+            "application/javascript",
+            "The chat widget's script, for a page's <script src>",
+        ),
         widget,
     )
-    .route(
+    .endpoint(
         Method::OPTIONS,
         "/api/v1/webchat/{inbox_id}/sessions",
         Public,
         doc("CORS preflight"),
+        preflight_contract(),
         preflight,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/webchat/{inbox_id}/sessions",
         Public,
         doc("Start or resume a visitor session"),
+        browser(
+            Contract::new()
+                .body::<SessionBody>()
+                .created::<SessionView>()
+                // A token of an earlier session, still valid: that session goes on.
+                .ok::<SessionView>(),
+        )
+        .error(StatusCode::BAD_REQUEST, "identity_not_enabled")
+        // The inbox requires a verified user id and none was given.
+        .error(StatusCode::UNAUTHORIZED, "unauthorized")
+        // The user id's hash is not the identity secret's.
+        .error(StatusCode::UNAUTHORIZED, "bad_signature"),
         start_session,
     )
-    .route(
+    .endpoint(
         Method::OPTIONS,
         "/api/v1/webchat/{inbox_id}/messages",
         Public,
         doc("CORS preflight"),
+        preflight_contract(),
         preflight,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/webchat/{inbox_id}/messages",
         Public,
         doc("The visitor's conversation (X-Webchat-Session)"),
+        visitor_session(Contract::new().ok::<History>()),
         history,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/webchat/{inbox_id}/messages",
         Public,
         doc("Send a visitor message (X-Webchat-Session)"),
+        visitor_session(
+            Contract::new()
+                .body::<SendBody>()
+                .created::<Stored>()
+                // The same client_message_id again: stored once, nothing new.
+                .ok::<Duplicate>(),
+        )
+        .error(StatusCode::BAD_REQUEST, "invalid_message"),
         send,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/webchat/{inbox_id}/events",
         Public,
         doc("Replies as server-sent events (?session=)"),
+        browser(Contract::new().query::<EventsQuery>().returns_media(
+            StatusCode::OK,
+            "text/event-stream",
+            "Server-sent events: `message` with a WebchatMessage as its data for each reply to \
+             the visitor, `resync` when the stream fell behind (read the conversation again); \
+             ends with the session",
+        ))
+        .error(StatusCode::UNAUTHORIZED, "unauthorized")
+        .error(StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
         events,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/demo/chat/{inbox_id}",
         Public,
         doc("A demo page embedding the widget for this inbox"),
+        Contract::new().returns_media(
+            StatusCode::OK,
+            "text/html",
+            "A page embedding the widget, for trying a web chat inbox",
+        ),
         demo_page,
     )
+}
+
+/// What every web chat call from a browser can be refused for: an origin the inbox does not
+/// allow, or too many sessions or messages.
+fn browser(contract: Contract) -> Contract {
+    contract
+        .error(StatusCode::FORBIDDEN, "forbidden")
+        .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+}
+
+/// A call made with a visitor's session token in `X-Webchat-Session`.
+fn visitor_session(contract: Contract) -> Contract {
+    browser(contract)
+        .credential(
+            "webchat_session",
+            json!({
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-Webchat-Session",
+                "description": "A web chat visitor's session token, from starting a session \
+                                (POST /api/v1/webchat/{inbox_id}/sessions)"
+            }),
+        )
+        // No token, or one that is unknown, expired or of another inbox.
+        .error(StatusCode::UNAUTHORIZED, "unauthorized")
+}
+
+/// A browser's preflight: no content, CORS headers for an allowed origin.
+fn preflight_contract() -> Contract {
+    Contract::new()
+        .no_content()
+        .error(StatusCode::FORBIDDEN, "forbidden")
 }
 
 async fn widget() -> Response {
@@ -217,20 +292,31 @@ async fn preflight(
     Ok(with_cors(response, origin))
 }
 
-#[derive(Deserialize)]
+/// A visitor starting a session, or resuming one.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebchatSessionRequest)]
 struct SessionBody {
-    /// A token from an earlier session in this browser, to resume it.
+    /// A token from an earlier session in this browser, to resume it; an unknown or expired
+    /// one starts a new session.
     session_token: Option<String>,
+    /// The visitor's name; trimmed, kept to its first 200 characters.
     name: Option<String>,
+    /// Only a claim, kept with the contact (to its first 254 characters), never used to find
+    /// an existing one.
     email: Option<String>,
-    /// The tenant's own id for a logged-in user, with `user_hash` = hex HMAC-SHA256 of it
-    /// under the inbox's identity secret.
+    /// The tenant's own id for a logged-in user, with `user_hash`; only where the inbox has an
+    /// identity secret.
+    #[schema(min_length = 1, max_length = 200)]
     user_id: Option<String>,
+    /// Hex HMAC-SHA256 of `user_id` under the inbox's identity secret.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     user_hash: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A visitor's session: its token goes in `X-Webchat-Session` (and `?session=` for the events).
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebchatSession)]
 struct SessionView {
     session_token: String,
     contact_id: Uuid,
@@ -278,7 +364,7 @@ async fn open_session(
         (Some(user_id), Some(secret)) => {
             let hash = body.user_hash.as_deref().unwrap_or_default();
             if user_id.is_empty()
-                || user_id.len() > 200
+                || user_id.chars().count() > 200
                 || !identity_ok(secret.expose_secret(), user_id, hash)
             {
                 return Err(Error::BadSignature);
@@ -471,10 +557,14 @@ fn session_header(headers: &HeaderMap) -> Option<&str> {
     headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
 }
 
-#[derive(Debug, Serialize)]
+/// A message of the visitor's conversation, as the visitor sees it (never a note).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebchatMessage)]
 struct VisitorMessage {
     id: Uuid,
+    /// `inbound` (the visitor's) or `outbound` (to the visitor).
     direction: String,
+    /// `customer`, `member`, `ai` or `system`.
     author_kind: String,
     body: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -515,15 +605,45 @@ async fn read_history(
     .await?;
     tx.commit().await?;
     let messages: Vec<_> = messages.into_iter().rev().collect();
-    Ok(Json(json!({ "messages": messages })).into_response())
+    Ok(Json(History { messages }).into_response())
 }
 
-#[derive(Deserialize)]
+/// The visitor's conversation in this inbox, oldest first (the last 200 messages).
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebchatHistory)]
+struct History {
+    messages: Vec<VisitorMessage>,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WebchatMessageBody)]
 struct SendBody {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     body: String,
     /// The widget's own id for the message, so a retried send is stored once.
     client_message_id: Option<Uuid>,
+}
+
+/// A visitor's message, stored.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebchatMessageStored)]
+struct Stored {
+    id: Uuid,
+    conversation_id: Uuid,
+}
+
+/// A message already stored under the same `client_message_id`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebchatMessageDuplicate)]
+struct Duplicate {
+    /// Always true.
+    duplicate: bool,
 }
 
 async fn send(
@@ -583,23 +703,26 @@ async fn store_message(
         Ok::<_, Error>(outcome)
     })
     .await?;
-    let (status, value) = match outcome {
+    Ok(match outcome {
         Ingested::New {
             conversation_id,
             message_id,
         } => (
             StatusCode::CREATED,
-            json!({ "id": message_id, "conversation_id": conversation_id }),
-        ),
-        Ingested::Duplicate => (StatusCode::OK, json!({ "duplicate": true })),
-    };
-    Ok((status, Json(value)).into_response())
+            Json(Stored {
+                id: message_id,
+                conversation_id,
+            }),
+        )
+            .into_response(),
+        Ingested::Duplicate => Json(Duplicate { duplicate: true }).into_response(),
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
-    /// EventSource cannot send headers, so the session token comes in the query.
+    /// The visitor's session token: an EventSource cannot send headers, so it comes here.
     session: String,
 }
 

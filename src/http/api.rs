@@ -37,9 +37,8 @@ pub struct RouteSpec {
     pub access: Access,
     pub tag: &'static str,
     pub summary: &'static str,
-    /// What the route takes and answers; `None` only for the routes still listed in
-    /// `openapi::UNDOCUMENTED`.
-    pub contract: Option<Contract>,
+    /// What the route takes and answers, as the OpenAPI document describes it.
+    pub contract: Box<Contract>,
 }
 
 /// The methods whose requests may carry a body that changes something.
@@ -56,12 +55,6 @@ impl RouteSpec {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
     }
-}
-
-/// Whether a route comes with its contract; the routes without one are the listed debt.
-enum Described {
-    By(Contract),
-    Not { body_limit: Option<usize> },
 }
 
 /// The registry of the routes of a router whose state is `S`.
@@ -103,31 +96,7 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
         H: Handler<T, S>,
         T: 'static,
     {
-        self.add(method, path, access, doc, Described::By(contract), handler)
-    }
-
-    /// Adds one route without its schemas: only for the routes still listed in
-    /// `openapi::UNDOCUMENTED` (issue #13 converts them all to `endpoint`, then this goes).
-    pub fn route<H, T>(
-        self,
-        method: Method,
-        path: &'static str,
-        access: Access,
-        doc: (&'static str, &'static str),
-        handler: H,
-    ) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        self.add(
-            method,
-            path,
-            access,
-            doc,
-            Described::Not { body_limit: None },
-            handler,
-        )
+        self.add(method, path, access, doc, Box::new(contract), handler)
     }
 
     fn add<H, T>(
@@ -136,26 +105,15 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
         path: &'static str,
         access: Access,
         (tag, summary): (&'static str, &'static str),
-        described: Described,
+        contract: Box<Contract>,
         handler: H,
     ) -> Self
     where
         H: Handler<T, S>,
         T: 'static,
     {
-        let (contract, body_limit) = match described {
-            Described::By(contract) => {
-                let limit = contract.body_limit;
-                (Some(contract), limit)
-            }
-            Described::Not { body_limit } => (None, body_limit),
-        };
-        // A new route is born with its schemas: only the listed debt may go without.
-        assert!(
-            contract.is_some() || super::openapi::is_undocumented(&method, path),
-            "route {method} {path} has no contract: register it with Api::endpoint"
-        );
-        for (name, schema) in contract.iter().flat_map(|c| &c.components) {
+        let body_limit = contract.body_limit;
+        for (name, schema) in &contract.components {
             let known = self
                 .schemas
                 .entry(name.clone())
@@ -212,33 +170,6 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
             contract,
         });
         self
-    }
-
-    /// A route without its schemas whose body may be larger than the server-wide limit
-    /// (webhooks); like `route`, only for the listed debt (`Contract::body_limit` otherwise).
-    pub fn route_with_body_limit<H, T>(
-        self,
-        method: Method,
-        path: &'static str,
-        access: Access,
-        doc: (&'static str, &'static str),
-        limit: usize,
-        handler: H,
-    ) -> Self
-    where
-        H: Handler<T, S>,
-        T: 'static,
-    {
-        self.add(
-            method,
-            path,
-            access,
-            doc,
-            Described::Not {
-                body_limit: Some(limit),
-            },
-            handler,
-        )
     }
 
     pub fn into_parts(self) -> (Router<S>, Vec<RouteSpec>) {

@@ -3,8 +3,7 @@
 //! the handler reads and writes (`utoipa`'s `ToSchema`/`IntoParams` derives), and the error
 //! codes it can answer besides the ones every route of its kind can.
 //!
-//! A route is registered with its contract (`Api::endpoint`). The routes registered without
-//! one (`Api::route`) are the debt listed in `openapi::UNDOCUMENTED`, which may only shrink.
+//! A route is registered with its contract (`Api::endpoint`): there is no other way to add one.
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -44,6 +43,9 @@ pub struct Contract {
     pub(crate) errors: Vec<(StatusCode, &'static str)>,
     pub(crate) components: Vec<Component>,
     pub(crate) body_limit: Option<usize>,
+    /// The credential a public route reads itself, instead of a member's (a web chat
+    /// visitor's session): its security scheme's name and OpenAPI object.
+    pub(crate) credential: Option<(&'static str, Value)>,
 }
 
 /// One body: its media type and schema.
@@ -210,6 +212,14 @@ impl Contract {
     /// An error code this route can answer with `status`.
     pub fn error(mut self, status: StatusCode, code: &'static str) -> Self {
         self.errors.push((status, code));
+        self
+    }
+
+    /// The credential this public route checks itself (`Access::Public` routes take no
+    /// member's): `name` is its security scheme in the document, `scheme` that scheme's OpenAPI
+    /// object (`{"type": "apiKey", "in": "header", "name": ...}`).
+    pub fn credential(mut self, name: &'static str, scheme: Value) -> Self {
+        self.credential = Some((name, scheme));
         self
     }
 

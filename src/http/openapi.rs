@@ -4,60 +4,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::api::takes_body;
 use super::contract::Contract;
 use super::{Access, RouteSpec};
 
-/// The routes still registered without their schemas (`Api::route`), as `(method, path)`.
-/// Debt that may only shrink: registering a route missing from here without a contract panics,
-/// and a test fails when a route listed here has one (or no longer exists). Issue #13 empties
-/// it; then it goes, with `Api::route`.
-pub const UNDOCUMENTED: &[(&str, &str)] = &[
-    ("GET", "/api/v1/inboxes"),
-    ("POST", "/api/v1/inboxes"),
-    ("GET", "/api/v1/inboxes/{inbox_id}"),
-    ("PATCH", "/api/v1/inboxes/{inbox_id}"),
-    ("DELETE", "/api/v1/inboxes/{inbox_id}"),
-    ("GET", "/widget.js"),
-    ("OPTIONS", "/api/v1/webchat/{inbox_id}/sessions"),
-    ("POST", "/api/v1/webchat/{inbox_id}/sessions"),
-    ("OPTIONS", "/api/v1/webchat/{inbox_id}/messages"),
-    ("GET", "/api/v1/webchat/{inbox_id}/messages"),
-    ("POST", "/api/v1/webchat/{inbox_id}/messages"),
-    ("GET", "/api/v1/webchat/{inbox_id}/events"),
-    ("GET", "/demo/chat/{inbox_id}"),
-    ("GET", "/api/v1/knowledge/articles"),
-    ("POST", "/api/v1/knowledge/articles"),
-    ("POST", "/api/v1/knowledge/articles/bulk"),
-    ("GET", "/api/v1/knowledge/articles/{article_id}"),
-    ("PATCH", "/api/v1/knowledge/articles/{article_id}"),
-    ("DELETE", "/api/v1/knowledge/articles/{article_id}"),
-    ("GET", "/api/v1/knowledge/status"),
-    ("POST", "/api/v1/knowledge/search"),
-    ("GET", "/api/v1/retention/policy"),
-    ("PUT", "/api/v1/retention/policy"),
-    ("GET", "/api/v1/retention/preview"),
-    ("POST", "/api/v1/retention/run"),
-    ("POST", "/api/v1/legal-holds"),
-    ("GET", "/api/v1/legal-holds"),
-    ("DELETE", "/api/v1/legal-holds/{hold_id}"),
-    ("GET", "/webhooks/whatsapp/{inbox_id}"),
-    ("POST", "/webhooks/whatsapp/{inbox_id}"),
-];
-
-pub fn is_undocumented(method: &Method, path: &str) -> bool {
-    UNDOCUMENTED
-        .iter()
-        .any(|(m, p)| *m == method.as_str() && *p == path)
-}
-
 pub fn document(specs: &[RouteSpec]) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     schemas.insert("Error".into(), error_schema());
+    let mut security_schemes = Map::new();
+    security_schemes.insert(
+        "session".into(),
+        json!({ "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE }),
+    );
+    security_schemes.insert(
+        "bearer".into(),
+        json!({ "type": "http", "scheme": "bearer" }),
+    );
     for spec in specs {
         let path = paths
             .entry(spec.path.to_string())
@@ -80,16 +46,18 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         if !permission.is_null() {
             operation["x-permission"] = permission;
         }
-        match &spec.contract {
-            Some(contract) => {
-                describe(&mut operation, spec, contract);
-                for (name, schema) in &contract.components {
-                    schemas
-                        .entry(name.clone())
-                        .or_insert_with(|| schema.clone());
-                }
-            }
-            None => undescribed(&mut operation, spec),
+        let contract = &spec.contract;
+        describe(&mut operation, spec, contract);
+        if let Some((name, scheme)) = &contract.credential {
+            operation["security"] = json!([{ *name: [] }]);
+            security_schemes
+                .entry(name.to_string())
+                .or_insert_with(|| scheme.clone());
+        }
+        for (name, schema) in &contract.components {
+            schemas
+                .entry(name.clone())
+                .or_insert_with(|| schema.clone());
         }
         path[method] = operation;
     }
@@ -104,10 +72,7 @@ pub fn document(specs: &[RouteSpec]) -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": {
-                "session": { "type": "apiKey", "in": "cookie", "name": super::SESSION_COOKIE },
-                "bearer": { "type": "http", "scheme": "bearer" }
-            },
+            "securitySchemes": security_schemes,
             "schemas": schemas,
             "responses": {
                 "Error": {
@@ -248,22 +213,6 @@ fn uuid_param(name: &str) -> Value {
         "name": name, "in": "path", "required": true,
         "schema": { "type": "string", "format": "uuid" }
     })
-}
-
-/// A route still without a contract (`UNDOCUMENTED`): its path parameters and generic bodies.
-fn undescribed(operation: &mut Value, spec: &RouteSpec) {
-    operation["parameters"] = spec.params().map(uuid_param).collect();
-    operation["responses"] = json!({
-        "2XX": { "description": "Success" },
-        "4XX": { "$ref": "#/components/responses/Error" },
-        "5XX": { "$ref": "#/components/responses/Error" }
-    });
-    if matches!(spec.method.as_str(), "POST" | "PUT" | "PATCH") {
-        operation["requestBody"] = json!({
-            "required": false,
-            "content": { "application/json": { "schema": { "type": "object" } } }
-        });
-    }
 }
 
 fn operation_id(spec: &RouteSpec) -> String {

@@ -86,7 +86,8 @@ pub trait Embedders: Send + Sync {
 }
 
 /// One passage found by a search.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = KnowledgeHit)]
 pub struct Hit {
     pub chunk_id: Uuid,
     pub article_id: Uuid,

@@ -13,10 +13,11 @@ use crate::auth::Ctx;
 use crate::crm::accounts::like_pattern;
 use crate::crm::page_limit;
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Json, Path, Query};
+use crate::http::{Access, Api, Contract, Json, Page, Path, Query};
 use crate::rbac::Permission;
+use utoipa::{IntoParams, ToSchema};
 
-use super::KnowledgeState;
+use super::{Hit, KnowledgeState};
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -25,21 +26,30 @@ where
 {
     use Access::*;
     use Permission::*;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/knowledge/articles",
         Requires(KnowledgeRead),
         ("knowledge", "List articles"),
+        Contract::new()
+            .query::<ListQuery>()
+            .ok_page::<ArticleView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_limit"),
         list,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/knowledge/articles",
         Requires(KnowledgeManage),
         ("knowledge", "Create an article"),
+        checked(
+            Contract::new()
+                .body::<NewArticle>()
+                .created::<ArticleView>(),
+        ),
         create,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/knowledge/articles/bulk",
         Requires(KnowledgeManage),
@@ -47,54 +57,130 @@ where
             "knowledge",
             "Import up to 500 articles; embedding runs in the background",
         ),
+        Contract::new()
+            .body::<BulkBody>()
+            .returns::<Imported>(StatusCode::ACCEPTED)
+            // Each article's own refusal, named with its index.
+            .error(StatusCode::BAD_REQUEST, "invalid_bulk"),
         bulk,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/knowledge/articles/{article_id}",
         Requires(KnowledgeRead),
         ("knowledge", "Show an article"),
+        Contract::new().ok::<ArticleView>(),
         show,
     )
-    .route(
+    .endpoint(
         Method::PATCH,
         "/api/v1/knowledge/articles/{article_id}",
         Requires(KnowledgeManage),
         ("knowledge", "Edit an article (re-embedded)"),
+        checked(Contract::new().body::<ArticleChanges>().ok::<ArticleView>()),
         update,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/knowledge/articles/{article_id}",
         Requires(KnowledgeManage),
         ("knowledge", "Delete an article and its vectors"),
+        Contract::new().no_content(),
         delete,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/knowledge/status",
         Requires(KnowledgeRead),
         ("knowledge", "Embedding progress"),
+        Contract::new().ok::<EmbeddingProgress>(),
         status,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/knowledge/search",
         Requires(KnowledgeRead),
         ("knowledge", "Search passages by similarity"),
+        Contract::new()
+            .body::<SearchBody>()
+            .ok::<SearchResult>()
+            .error(StatusCode::BAD_REQUEST, "invalid_query")
+            .error(StatusCode::BAD_REQUEST, "invalid_limit")
+            .error(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         search,
     )
 }
 
-#[derive(Debug, Serialize)]
+/// The refusals of an article's fields ([`check`]), for creating and editing alike.
+fn checked(contract: Contract) -> Contract {
+    contract
+        .error(StatusCode::BAD_REQUEST, "invalid_title")
+        .error(StatusCode::BAD_REQUEST, "invalid_body")
+        .error(StatusCode::BAD_REQUEST, "invalid_status")
+}
+
+/// Whether an article is offered to the agent: only `published` ones are embedded and found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = ArticleStatus)]
+pub enum ArticleStatus {
+    Draft,
+    Published,
+    Archived,
+}
+
+impl ArticleStatus {
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "draft" => Ok(Self::Draft),
+            "published" => Ok(Self::Published),
+            "archived" => Ok(Self::Archived),
+            _ => Err(Error::bad_request(
+                "invalid_status",
+                "status must be draft, published or archived",
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Published => "published",
+            Self::Archived => "archived",
+        }
+    }
+}
+
+/// Where an article's passages stand (the embedding job moves it; the
+/// `knowledge_article_embedding` CHECK holds the same three).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = EmbeddingStatus)]
+pub enum EmbeddingStatus {
+    /// Waiting for the embedding job, after a creation or an edit.
+    Pending,
+    /// Its passages are searchable.
+    Ready,
+    /// The job gave up; `embedding_error` says why.
+    Failed,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = KnowledgeArticle)]
 pub struct ArticleView {
     pub id: Uuid,
     pub title: String,
     pub body: String,
+    /// Lowercase, sorted, without duplicates.
     pub tags: Vec<String>,
+    #[schema(value_type = ArticleStatus)]
     pub status: String,
+    #[schema(value_type = EmbeddingStatus)]
     pub embedding_status: String,
+    /// Why embedding failed; `null` unless it did.
+    #[schema(required = true)]
     pub embedding_error: Option<String>,
+    /// Raised by every edit.
     pub revision: i32,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -114,12 +200,18 @@ async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ArticleView> {
     .ok_or(Error::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// A case-insensitive part of the title or body.
     q: Option<String>,
+    /// Only the articles in this status.
+    #[param(value_type = Option<ArticleStatus>)]
     status: Option<String>,
+    /// The last id of the previous page (its `next_cursor`).
     after: Option<Uuid>,
+    /// 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -127,8 +219,14 @@ async fn list(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Page<ArticleView>>> {
     let limit = page_limit(q.limit)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(ArticleStatus::parse)
+        .transpose()?
+        .map(ArticleStatus::as_str);
     let pattern = q.q.as_deref().map(like_pattern);
     let mut tx = ctx.begin(&state).await?;
     let items = sqlx::query_as!(
@@ -140,26 +238,67 @@ async fn list(
          ORDER BY id DESC LIMIT $5",
         ctx.tenant_id,
         pattern,
-        q.status,
+        status,
         q.after,
         limit
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|a| a.id))
-        .flatten();
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Json(Page::new(items, limit, |a| a.id)))
 }
 
-#[derive(Deserialize)]
+/// A new article. Only published articles are embedded and offered to the agent.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ArticleBody {
-    title: Option<String>,
+#[schema(as = NewKnowledgeArticle)]
+struct NewArticle {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 300,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    title: String,
+    /// Empty when absent.
+    #[schema(max_length = 200000)]
     body: Option<String>,
+    /// Trimmed and lowercased; empty ones are dropped, duplicates merged.
     tags: Option<Vec<String>>,
+    /// `published` when absent.
+    #[schema(value_type = Option<ArticleStatus>)]
     status: Option<String>,
+}
+
+/// The fields of an article to change; an absent (or `null`) field stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = KnowledgeArticleChanges)]
+struct ArticleChanges {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 300,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    title: Option<String>,
+    #[schema(max_length = 200000)]
+    body: Option<String>,
+    /// Replaces the tags; trimmed and lowercased, empty ones dropped, duplicates merged.
+    tags: Option<Vec<String>>,
+    #[schema(value_type = Option<ArticleStatus>)]
+    status: Option<String>,
+}
+
+impl From<NewArticle> for ArticleChanges {
+    fn from(new: NewArticle) -> Self {
+        ArticleChanges {
+            title: Some(new.title),
+            body: new.body,
+            tags: new.tags,
+            status: new.status,
+        }
+    }
 }
 
 struct Checked {
@@ -169,7 +308,7 @@ struct Checked {
     status: String,
 }
 
-fn check(input: ArticleBody, base: Option<&ArticleView>) -> Result<Checked> {
+fn check(input: ArticleChanges, base: Option<&ArticleView>) -> Result<Checked> {
     let title = input
         .title
         .map(|t| t.trim().to_string())
@@ -185,22 +324,19 @@ fn check(input: ArticleBody, base: Option<&ArticleView>) -> Result<Checked> {
         .body
         .or_else(|| base.map(|b| b.body.clone()))
         .unwrap_or_default();
-    if body.len() > 200_000 {
+    // Characters, as the document's maxLength and the table's CHECK count them.
+    if body.chars().count() > 200_000 {
         return Err(Error::bad_request(
             "invalid_body",
-            "an article is limited to 200 kB",
+            "an article's body is limited to 200,000 characters",
         ));
     }
-    let status = input
-        .status
-        .or_else(|| base.map(|b| b.status.clone()))
-        .unwrap_or_else(|| "published".into());
-    if !matches!(status.as_str(), "draft" | "published" | "archived") {
-        return Err(Error::bad_request(
-            "invalid_status",
-            "status must be draft, published or archived",
-        ));
+    let status = match input.status.as_deref().or(base.map(|b| b.status.as_str())) {
+        Some(status) => ArticleStatus::parse(status)?,
+        None => ArticleStatus::Published,
     }
+    .as_str()
+    .to_string();
     let mut tags: Vec<String> = input
         .tags
         .or_else(|| base.map(|b| b.tags.clone()))
@@ -245,9 +381,9 @@ fn summary(a: &ArticleView) -> Value {
 async fn create(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
-    Json(input): Json<ArticleBody>,
+    Json(input): Json<NewArticle>,
 ) -> Result<(StatusCode, Json<ArticleView>)> {
-    let checked = check(input, None)?;
+    let checked = check(input.into(), None)?;
     let mut tx = ctx.begin(&state).await?;
     let article = insert(&mut tx, ctx.tenant_id, &checked).await?;
     ctx.audit(
@@ -260,17 +396,31 @@ async fn create(
     Ok((StatusCode::CREATED, Json(article)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = KnowledgeImport)]
 struct BulkBody {
-    articles: Vec<ArticleBody>,
+    /// All are checked before any is stored: one refused article refuses the import.
+    #[schema(min_items = 1, max_items = 500)]
+    articles: Vec<NewArticle>,
+}
+
+/// An import accepted: its articles exist, their embedding runs in the background.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KnowledgeImported)]
+struct Imported {
+    created: usize,
+    /// The new articles' ids, in the order they were sent.
+    ids: Vec<Uuid>,
+    /// Where the embedding progress shows: `/api/v1/knowledge/status`.
+    progress: &'static str,
 }
 
 async fn bulk(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
     Json(input): Json<BulkBody>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<Imported>)> {
     if input.articles.is_empty() || input.articles.len() > 500 {
         return Err(Error::bad_request(
             "invalid_bulk",
@@ -283,7 +433,7 @@ async fn bulk(
         .into_iter()
         .enumerate()
         .map(|(i, a)| {
-            check(a, None)
+            check(a.into(), None)
                 .map_err(|e| Error::bad_request("invalid_bulk", format!("article {i}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -301,7 +451,11 @@ async fn bulk(
     tx.commit().await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "created": ids.len(), "ids": ids, "progress": "/api/v1/knowledge/status" })),
+        Json(Imported {
+            created: ids.len(),
+            ids,
+            progress: "/api/v1/knowledge/status",
+        }),
     ))
 }
 
@@ -320,7 +474,7 @@ async fn update(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
-    Json(input): Json<ArticleBody>,
+    Json(input): Json<ArticleChanges>,
 ) -> Result<Json<ArticleView>> {
     let mut tx = ctx.begin(&state).await?;
     let before = fetch(&mut tx, id).await?;
@@ -379,7 +533,25 @@ async fn delete(
 /// Embedding progress: articles by state, and passages by whether their vectors are of the
 /// tenant's current embedding model (`chunks`, the ones search reads) or of an earlier one
 /// (`stale_chunks`, replaced as re-embedding proceeds).
-async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Value>> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = KnowledgeStatus)]
+struct EmbeddingProgress {
+    articles: i64,
+    pending: i64,
+    ready: i64,
+    failed: i64,
+    /// Passages with vectors of the current model: the ones search reads.
+    chunks: i64,
+    /// Passages with vectors of an earlier model, replaced as re-embedding proceeds.
+    stale_chunks: i64,
+    /// The tenant's current embedding model.
+    model: String,
+    /// The share of articles done (ready or failed), 1 when there are none.
+    #[schema(minimum = 0, maximum = 1)]
+    progress: f64,
+}
+
+async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<EmbeddingProgress>> {
     let mut tx = ctx.begin(&state).await?;
     let identity = state.embedders.current(&mut tx, ctx.tenant_id).await?;
     let model = identity.model();
@@ -397,25 +569,54 @@ async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Va
     .await?;
     tx.commit().await?;
     let total = row.pending + row.ready + row.failed;
-    Ok(Json(json!({
-        "articles": total, "pending": row.pending, "ready": row.ready, "failed": row.failed, "chunks": row.chunks,
-        "stale_chunks": row.stale_chunks, "model": model,
-        "progress": if total == 0 { 1.0 } else { (row.ready + row.failed) as f64 / total as f64 },
-    })))
+    Ok(Json(EmbeddingProgress {
+        articles: total,
+        pending: row.pending,
+        ready: row.ready,
+        failed: row.failed,
+        chunks: row.chunks,
+        stale_chunks: row.stale_chunks,
+        model: model.to_string(),
+        progress: if total == 0 {
+            1.0
+        } else {
+            (row.ready + row.failed) as f64 / total as f64
+        },
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = KnowledgeSearch)]
 struct SearchBody {
+    /// Trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     query: String,
+    /// How many passages at most; 5 when absent.
+    #[schema(minimum = 1, maximum = 50)]
     limit: Option<i64>,
+}
+
+/// The passages nearest to a query, best first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = KnowledgeSearchResult)]
+struct SearchResult {
+    hits: Vec<Hit>,
+    /// The embedding model that embedded the query.
+    embedder: String,
+    /// Whether the built-in embedder answered (no provider was asked).
+    offline: bool,
 }
 
 async fn search(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
     Json(input): Json<SearchBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SearchResult>> {
     let query = input.query.trim();
     if query.is_empty() || query.chars().count() > 2000 {
         return Err(Error::bad_request(
@@ -442,7 +643,9 @@ async fn search(
     let mut tx = super::SearchTx::begin(&state.db, ctx.tenant_id).await?;
     let hits = super::search(&mut tx, ctx.tenant_id, query, limit).await?;
     tx.commit().await?;
-    Ok(Json(
-        json!({ "hits": hits, "embedder": embedder.model(), "offline": embedder.is_local() }),
-    ))
+    Ok(Json(SearchResult {
+        hits,
+        embedder: embedder.model().to_string(),
+        offline: embedder.is_local(),
+    }))
 }

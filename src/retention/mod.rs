@@ -29,8 +29,10 @@ pub const BATCH: i64 = 1000;
 /// Batches per class and run: bounds one run's transaction; the next run continues.
 pub const MAX_BATCHES: i64 = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A class of data with a retention period of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RetentionClass)]
 pub enum Class {
     /// Agent execution records (AGT-8), 180 days, may only be raised (AGT-9).
     AgentExecutions,
@@ -83,19 +85,25 @@ impl Class {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The periods a class may be kept, in days.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[schema(as = RetentionBounds)]
 pub struct Bounds {
     pub min: i32,
     pub max: i32,
-    /// `None`: kept until the tenant sets a period.
+    /// `null`: kept until the tenant sets a period.
+    #[schema(required = true)]
     pub default: Option<i32>,
 }
 
 /// A tenant's retention periods, in days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = RetentionPeriods)]
 pub struct Policy {
     pub agent_executions_days: i32,
     pub audit_log_days: i32,
+    /// `null`: the content of closed conversations is kept.
+    #[schema(required = true)]
     pub closed_conversations_days: Option<i32>,
     pub exports_days: i32,
     pub finished_jobs_days: i32,
@@ -143,13 +151,16 @@ pub async fn policy(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Po
 }
 
 /// One class's purge, or what it would be.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = RetentionClassReport)]
 pub struct ClassReport {
     pub class: Class,
-    /// `None` when the class is kept (closed conversations without a period).
+    /// `null` when the class is kept (closed conversations without a period).
+    #[schema(required = true)]
     pub days: Option<i32>,
-    /// Rows older than this go.
+    /// Rows older than this go; `null` when the class is kept.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub cutoff: Option<OffsetDateTime>,
     /// Rows deleted (run) or that would be deleted now (preview).
     pub count: i64,

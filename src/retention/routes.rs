@@ -7,13 +7,14 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Class, ClassReport, Policy};
+use super::{Bounds, Class, ClassReport, Policy};
 use crate::audit::AuditEvent;
 use crate::auth::Ctx;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::{explicit_null, Access, Api, Json, Path};
+use crate::http::{explicit_null, Access, Api, Contract, Json, Path};
 use crate::rbac::Permission;
+use utoipa::ToSchema;
 
 pub fn routes<S>(api: Api<S>) -> Api<S>
 where
@@ -22,7 +23,7 @@ where
 {
     use Access::*;
     use Permission::RetentionManage;
-    api.route(
+    api.endpoint(
         Method::GET,
         "/api/v1/retention/policy",
         Requires(RetentionManage),
@@ -30,16 +31,22 @@ where
             "retention",
             "The tenant's retention periods, with their bounds",
         ),
+        Contract::new().ok::<PolicyView>(),
         show_policy,
     )
-    .route(
+    .endpoint(
         Method::PUT,
         "/api/v1/retention/policy",
         Requires(RetentionManage),
         ("retention", "Change retention periods within their bounds"),
+        Contract::new()
+            .body::<PolicyChange>()
+            .ok::<PolicyView>()
+            .error(StatusCode::BAD_REQUEST, "retention_too_short")
+            .error(StatusCode::BAD_REQUEST, "retention_too_long"),
         update_policy,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/retention/preview",
         Requires(RetentionManage),
@@ -47,16 +54,18 @@ where
             "retention",
             "What a purge would delete now, and what legal holds keep",
         ),
+        Contract::new().ok::<Reports>(),
         preview,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/retention/run",
         Requires(RetentionManage),
         ("retention", "Run the retention purge now"),
+        Contract::new().ok::<Reports>(),
         run_now,
     )
-    .route(
+    .endpoint(
         Method::POST,
         "/api/v1/legal-holds",
         Requires(RetentionManage),
@@ -64,39 +73,67 @@ where
             "retention",
             "Place a legal hold on a contact or conversation",
         ),
+        Contract::new()
+            .body::<NewHold>()
+            .created::<HoldView>()
+            .error(StatusCode::BAD_REQUEST, "invalid_reason")
+            .error(StatusCode::BAD_REQUEST, "invalid_entity_type")
+            // The contact or conversation is not the caller's tenant's.
+            .error(StatusCode::NOT_FOUND, "not_found"),
         create_hold,
     )
-    .route(
+    .endpoint(
         Method::GET,
         "/api/v1/legal-holds",
         Requires(RetentionManage),
         ("retention", "Legal holds, active and released"),
+        Contract::new().ok_list::<HoldView>(),
         list_holds,
     )
-    .route(
+    .endpoint(
         Method::DELETE,
         "/api/v1/legal-holds/{hold_id}",
         Requires(RetentionManage),
         ("retention", "Release a legal hold (kept as history)"),
+        Contract::new()
+            .ok::<HoldView>()
+            .error(StatusCode::CONFLICT, "hold_already_released"),
         release_hold,
     )
 }
 
-#[derive(Serialize)]
+/// The tenant's retention periods, and the bounds each may be set within.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RetentionPolicy)]
 struct PolicyView {
     #[serde(flatten)]
     policy: Policy,
-    bounds: Value,
+    bounds: PolicyBounds,
+}
+
+/// Each class's bounds, by class.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RetentionPolicyBounds)]
+struct PolicyBounds {
+    agent_executions: Bounds,
+    audit_log: Bounds,
+    closed_conversations: Bounds,
+    exports: Bounds,
+    finished_jobs: Bounds,
+    request_log: Bounds,
 }
 
 fn view(policy: Policy) -> PolicyView {
-    let bounds = Class::ALL
-        .iter()
-        .map(|c| (c.as_str().to_string(), json!(c.bounds())))
-        .collect::<serde_json::Map<_, _>>();
     PolicyView {
         policy,
-        bounds: Value::Object(bounds),
+        bounds: PolicyBounds {
+            agent_executions: Class::AgentExecutions.bounds(),
+            audit_log: Class::AuditLog.bounds(),
+            closed_conversations: Class::ClosedConversations.bounds(),
+            exports: Class::Exports.bounds(),
+            finished_jobs: Class::FinishedJobs.bounds(),
+            request_log: Class::RequestLog.bounds(),
+        },
     }
 }
 
@@ -107,16 +144,30 @@ async fn show_policy(State(db): State<Db>, ctx: Ctx) -> Result<Json<PolicyView>>
     Ok(Json(view(policy)))
 }
 
-/// Absent fields stay as they are; `closed_conversations_days: null` keeps that content.
-#[derive(Deserialize)]
+/// The periods to change, in days, each within its class's bounds. Absent fields stay as they
+/// are.
+// The minimums and maximums below are `Class::bounds`, which a test holds them to.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RetentionPolicyChange)]
 struct PolicyChange {
+    /// May only be raised above 180 (AGT-9).
+    #[schema(minimum = 180, maximum = 3650)]
     agent_executions_days: Option<i32>,
+    /// At least a year (RET-1).
+    #[schema(minimum = 365, maximum = 3650)]
     audit_log_days: Option<i32>,
+    /// `null` keeps the content of closed conversations.
     #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 3650)]
     closed_conversations_days: Option<Option<i32>>,
+    /// A week at most (DSR-7).
+    #[schema(minimum = 1, maximum = 7)]
     exports_days: Option<i32>,
+    #[schema(minimum = 1, maximum = 30)]
     finished_jobs_days: Option<i32>,
+    /// 30 days at most (RET-1).
+    #[schema(minimum = 1, maximum = 30)]
     request_log_days: Option<i32>,
 }
 
@@ -225,7 +276,9 @@ async fn update_policy(
     Ok(Json(view(after)))
 }
 
-#[derive(Serialize)]
+/// A purge, class by class (run), or what it would be now (preview).
+#[derive(Serialize, ToSchema)]
+#[schema(as = RetentionReport)]
 struct Reports {
     classes: Vec<ClassReport>,
 }
@@ -254,25 +307,64 @@ async fn run_now(State(db): State<Db>, ctx: Ctx) -> Result<Json<Reports>> {
     Ok(Json(Reports { classes }))
 }
 
-#[derive(Deserialize)]
+/// What a legal hold keeps out of every purge: a contact (with all their conversations) or one
+/// conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = LegalHoldEntity)]
+enum HoldEntity {
+    Contact,
+    Conversation,
+}
+
+impl HoldEntity {
+    fn parse(value: &str) -> Result<Self> {
+        match value {
+            "contact" => Ok(Self::Contact),
+            "conversation" => Ok(Self::Conversation),
+            _ => Err(Error::bad_request(
+                "invalid_entity_type",
+                "entity_type must be contact or conversation",
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewLegalHold)]
 struct NewHold {
+    #[schema(value_type = HoldEntity)]
     entity_type: String,
+    /// A contact or conversation of the caller's tenant.
     entity_id: Uuid,
+    /// Why the data must be kept; trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LegalHold)]
 struct HoldView {
     id: Uuid,
+    #[schema(value_type = HoldEntity)]
     entity_type: String,
     entity_id: Uuid,
     reason: String,
+    /// The member who placed it.
     created_by: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// `null` while the hold is active.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     released_at: Option<OffsetDateTime>,
+    /// The member who released it; `null` while the hold is active.
+    #[schema(required = true)]
     released_by: Option<Uuid>,
 }
 
@@ -288,20 +380,15 @@ async fn create_hold(
             "reason must be 1 to 2000 characters",
         ));
     }
+    let entity = HoldEntity::parse(&hold.entity_type)?;
     let mut tx = ctx.begin(&db).await?;
     // The entity must be the caller's: another tenant's id is simply not found.
-    match hold.entity_type.as_str() {
-        "contact" => {
+    match entity {
+        HoldEntity::Contact => {
             crate::crm::contacts::fetch(&mut tx, hold.entity_id).await?;
         }
-        "conversation" => {
+        HoldEntity::Conversation => {
             crate::conversations::fetch(&mut tx, hold.entity_id).await?;
-        }
-        _ => {
-            return Err(Error::bad_request(
-                "invalid_entity_type",
-                "entity_type must be contact or conversation",
-            ))
         }
     }
     let view = sqlx::query_as!(

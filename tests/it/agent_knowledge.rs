@@ -367,3 +367,58 @@ async fn search_never_returns_another_tenants_passages() {
         "{hits:?}"
     );
 }
+
+#[tokio::test]
+async fn an_article_body_is_limited_in_characters_as_documented_not_in_bytes() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    // 200,000 characters of two bytes each: the documented limit, twice as many bytes.
+    let longest = "é".repeat(200_000);
+    let created = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&owner)
+                .json(json!({ "title": "Long", "body": longest })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    let refused = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&owner)
+                .json(json!({ "title": "Longer", "body": "a".repeat(200_001) })),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.error_code(), "invalid_body");
+    assert_eq!(app.count("SELECT count(*) FROM knowledge_article").await, 1);
+}
+
+#[tokio::test]
+async fn a_list_filtered_by_an_unknown_status_is_refused_and_a_known_one_filters() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let draft = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&owner)
+                .json(json!({ "title": "Draft", "status": "draft" })),
+        )
+        .await
+        .uuid("/id");
+    article(&app, &owner, "Published", "Visible to the agent.").await;
+
+    let drafts = app
+        .send(Req::get("/api/v1/knowledge/articles?status=draft").by(&owner))
+        .await;
+    assert_eq!(drafts.status, StatusCode::OK, "{}", drafts.body);
+    assert_eq!(drafts.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(drafts.body["items"][0]["id"], draft.to_string());
+
+    let unknown = app
+        .send(Req::get("/api/v1/knowledge/articles?status=deleted").by(&owner))
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    assert_eq!(unknown.error_code(), "invalid_status");
+}

@@ -100,6 +100,18 @@ async fn an_inbox_name_longer_than_the_limit_is_refused_with_400_not_500() {
         "SELECT count(*) FROM inbox",
     )
     .await;
+
+    let inbox = app.webchat_inbox(&owner, "https://shop.example.com").await;
+    refused(
+        &app,
+        Req::patch(format!("/api/v1/inboxes/{inbox}"))
+            .by(&owner)
+            .json(json!({ "name": "a".repeat(101) })),
+        StatusCode::BAD_REQUEST,
+        "name_too_long",
+        "SELECT count(*) FROM inbox WHERE length(name) > 100",
+    )
+    .await;
 }
 
 #[tokio::test]

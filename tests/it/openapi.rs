@@ -1,22 +1,14 @@
-//! The API document as it is served: every route registered with its contract has real
-//! schemas for what it takes and answers, and the routes still without one are listed as debt
-//! that may only shrink (issue #13).
+//! The API document as it is served: every route is registered with its contract (there is no
+//! other way), and every operation has real schemas for what it takes and answers (issue #13).
 
 use serde_json::Value;
 
 use crate::common::{Req, TestApp};
-use custodian::http::openapi::UNDOCUMENTED;
 
 async fn served_document() -> (TestApp, Value) {
     let app = TestApp::spawn().await;
     let doc = app.send(Req::get("/api/openapi.json")).await.body;
     (app, doc)
-}
-
-fn is_listed_as_debt(method: &str, path: &str) -> bool {
-    UNDOCUMENTED
-        .iter()
-        .any(|(m, p)| m.eq_ignore_ascii_case(method) && *p == path)
 }
 
 /// Follows a `#/components/schemas/…` reference.
@@ -78,38 +70,10 @@ fn operations(doc: &Value) -> impl Iterator<Item = (&String, &String, &Value)> {
 }
 
 #[tokio::test]
-async fn every_route_without_schemas_is_listed_as_debt_and_no_listed_route_has_them() {
-    let app = TestApp::spawn().await;
-    let routes = app.state.routes();
-    for spec in routes {
-        let listed = is_listed_as_debt(spec.method.as_str(), spec.path);
-        match (&spec.contract, listed) {
-            (None, false) => panic!("{} {} has no schemas", spec.method, spec.path),
-            (Some(_), true) => panic!(
-                "{} {} has its schemas now: take it off openapi::UNDOCUMENTED",
-                spec.method, spec.path
-            ),
-            _ => {}
-        }
-    }
-    for (method, path) in UNDOCUMENTED {
-        assert!(
-            routes
-                .iter()
-                .any(|s| s.method.as_str() == *method && s.path == *path),
-            "{method} {path} is listed as undocumented but is no route"
-        );
-    }
-}
-
-#[tokio::test]
-async fn every_documented_operation_describes_its_request_body_and_its_success_answers() {
-    let (_app, doc) = served_document().await;
+async fn every_operation_describes_its_request_body_and_its_success_answers() {
+    let (app, doc) = served_document().await;
     let mut checked = 0;
     for (path, method, op) in operations(&doc) {
-        if is_listed_as_debt(method, path) {
-            continue;
-        }
         checked += 1;
         let what = format!("{} {path}", method.to_uppercase());
         if let Some(body) = op.get("requestBody") {
@@ -155,7 +119,11 @@ async fn every_documented_operation_describes_its_request_body_and_its_success_a
             }
         }
     }
-    assert!(checked > 0, "no documented operation");
+    assert_eq!(
+        checked,
+        app.state.routes().len(),
+        "an operation of the document per route"
+    );
 }
 
 #[tokio::test]

@@ -1006,3 +1006,19 @@ async fn the_preview_with_closed_conversation_retention_on_counts_messages_and_h
     assert_eq!(app.count(&messages(held)).await, n_held);
     assert!(app.count(&messages(recent)).await > 0);
 }
+
+/// The document states each period's bounds where a client reads them: the policy change's
+/// minimum and maximum are the ones the server enforces, class by class.
+#[tokio::test]
+async fn the_documented_period_bounds_are_the_enforced_ones() {
+    use custodian::retention::Class;
+    let app = TestApp::spawn().await;
+    let doc = app.send(Req::get("/api/openapi.json")).await.body;
+    let change = &doc["components"]["schemas"]["RetentionPolicyChange"]["properties"];
+    for class in Class::ALL {
+        let bounds = class.bounds();
+        let field = &change[format!("{}_days", class.as_str())];
+        assert_eq!(field["minimum"], bounds.min, "{class:?}: {field}");
+        assert_eq!(field["maximum"], bounds.max, "{class:?}: {field}");
+    }
+}

@@ -303,3 +303,48 @@ async fn when_meta_cannot_be_asked_nothing_is_stored_and_the_answer_says_so_with
     assert_eq!(resp.error_code(), "whatsapp_unreachable");
     assert!(holders(&nowhere).await.is_empty());
 }
+
+/// An empty app secret would let anyone sign a webhook for the inbox, an empty verify token
+/// let anyone pass the handshake: both are refused, as is a name over the limit, before Meta is
+/// asked anything and without storing a thing.
+#[tokio::test]
+async fn an_empty_secret_or_an_over_long_name_is_refused_before_meta_is_asked() {
+    let (app, fake) = setup().await;
+    let owner = app.signup("acme").await;
+    let mut cases = Vec::new();
+    for secret in ["verify_token", "app_secret", "access_token"] {
+        let mut body = whatsapp_body(WA_PHONE_NUMBER_ID, OWNER_TOKEN, "owner-app-secret");
+        body["whatsapp"][secret] = json!("");
+        cases.push((body, "missing_field"));
+    }
+    let mut long = whatsapp_body(WA_PHONE_NUMBER_ID, OWNER_TOKEN, "owner-app-secret");
+    long["name"] = json!("n".repeat(101));
+    cases.push((long, "name_too_long"));
+    for (body, code) in cases {
+        let resp = app
+            .send(Req::post("/api/v1/inboxes").by(&owner).json(body.clone()))
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            resp.body
+        );
+        assert_eq!(resp.error_code(), code, "{body}");
+    }
+    assert!(fake.lookups().is_empty(), "Meta was asked");
+    assert!(holders(&app).await.is_empty());
+
+    let created = register(&app, &owner, OWNER_TOKEN).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let inbox = created.uuid("/id");
+    let emptied = app
+        .send(
+            Req::patch(format!("/api/v1/inboxes/{inbox}"))
+                .by(&owner)
+                .json(json!({ "whatsapp": { "app_secret": "" } })),
+        )
+        .await;
+    assert_eq!(emptied.status, StatusCode::BAD_REQUEST, "{}", emptied.body);
+    assert_eq!(emptied.error_code(), "missing_field");
+}

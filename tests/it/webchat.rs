@@ -446,3 +446,119 @@ async fn a_visitor_stream_that_falls_behind_is_told_to_resync() {
     let resync = stream.next_event("resync", 10).await;
     assert!(resync["missed"].as_u64().unwrap() > 0, "{resync}");
 }
+
+/// An empty identity secret would let anyone prove any user id: it is refused, when the inbox
+/// is created and when the secret is rotated.
+#[tokio::test]
+async fn an_empty_identity_secret_is_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let created = app
+        .send(Req::post("/api/v1/inboxes").by(&owner).json(json!({
+            "name": "Site chat", "channel": "webchat",
+            "webchat": { "allowed_origins": ["https://shop.example"], "identity_secret": "" }
+        })))
+        .await;
+    assert_eq!(created.status, StatusCode::BAD_REQUEST, "{}", created.body);
+    assert_eq!(created.error_code(), "missing_field");
+    assert_eq!(app.count("SELECT count(*) FROM inbox").await, 0);
+
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let rotated = app
+        .send(
+            Req::patch(format!("/api/v1/inboxes/{inbox}"))
+                .by(&owner)
+                .json(json!({ "webchat": { "identity_secret": "" } })),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::BAD_REQUEST, "{}", rotated.body);
+    assert_eq!(rotated.error_code(), "missing_field");
+}
+
+#[tokio::test]
+async fn an_inbox_body_with_an_unknown_field_or_channel_is_refused_and_a_channel_never_changes() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    for body in [
+        json!({ "name": "Chat", "channel": "webchat", "colour": "blue" }),
+        json!({ "name": "Chat", "channel": "sms" }),
+        json!({ "name": "Chat" }),
+    ] {
+        let resp = app
+            .send(Req::post("/api/v1/inboxes").by(&owner).json(body.clone()))
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            resp.body
+        );
+        assert_eq!(resp.error_code(), "invalid_body", "{body}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM inbox").await, 0);
+
+    // An inbox keeps its channel: a change naming one is refused, even its own.
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    for channel in ["webchat", "whatsapp"] {
+        let resp = app
+            .send(
+                Req::patch(format!("/api/v1/inboxes/{inbox}"))
+                    .by(&owner)
+                    .json(json!({ "name": "Renamed", "channel": channel })),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.body);
+        assert_eq!(resp.error_code(), "invalid_body");
+    }
+    let kept = app
+        .send(Req::get(format!("/api/v1/inboxes/{inbox}")).by(&owner))
+        .await;
+    assert_ne!(kept.body["name"], "Renamed");
+}
+
+/// Verified visitors need a key to verify them. A change that asks for both and for no key is
+/// a bad request; one that leaves the inbox as it stands without a key conflicts with it.
+#[tokio::test]
+async fn an_inbox_never_requires_verified_visitors_without_an_identity_secret() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let change = |body: serde_json::Value| {
+        Req::patch(format!("/api/v1/inboxes/{inbox}"))
+            .by(&owner)
+            .json(json!({ "webchat": body }))
+    };
+    for (body, status, code) in [
+        (
+            json!({ "identity_required": true, "identity_secret": null }),
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+        ),
+        // The inbox has no key yet.
+        (
+            json!({ "identity_required": true }),
+            StatusCode::CONFLICT,
+            "identity_secret_required",
+        ),
+    ] {
+        let resp = app.send(change(body.clone())).await;
+        assert_eq!(resp.status, status, "{body}: {}", resp.body);
+        assert_eq!(resp.error_code(), code, "{body}");
+    }
+    let required = app
+        .send(change(
+            json!({ "identity_required": true, "identity_secret": "s3cret" }),
+        ))
+        .await;
+    assert_eq!(required.status, StatusCode::OK, "{}", required.body);
+    let removed = app.send(change(json!({ "identity_secret": null }))).await;
+    assert_eq!(removed.status, StatusCode::CONFLICT, "{}", removed.body);
+    assert_eq!(removed.error_code(), "identity_secret_required");
+    let off = app
+        .send(change(
+            json!({ "identity_required": false, "identity_secret": null }),
+        ))
+        .await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    assert_eq!(off.body["settings"]["identity_required"], false);
+}

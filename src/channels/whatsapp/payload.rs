@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::conversations::delivery::DeliveryStatus;
 
@@ -711,60 +712,106 @@ pub(crate) fn is_outside_window_code(code: i64) -> bool {
 }
 
 // ---- wire shapes: every field optional so a missing one gets a precise path ----
+//
+// They are also what the API document says Meta sends (`ToSchema`): a field [`parse`] requires
+// is marked required there, non-null, though it is optional here.
 
-#[derive(Deserialize)]
-struct RawEnvelope {
+/// A WhatsApp Cloud API webhook delivery, as Meta sends it, signed.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppWebhook)]
+pub(crate) struct RawEnvelope {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^whatsapp_business_account$"
+    )]
     object: Option<String>,
+    #[schema(required = true, nullable = false)]
     entry: Option<Vec<RawEntry>>,
 }
 
-#[derive(Deserialize)]
+/// One WhatsApp Business Account's changes (Meta also sends the account's `id`).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppWebhookEntry)]
 struct RawEntry {
+    #[schema(required = true, nullable = false)]
     changes: Option<Vec<RawChange>>,
 }
 
-#[derive(Deserialize)]
+/// One change. Only `messages` changes are read; the others (account and template updates...)
+/// are acknowledged and left alone, whatever their `value`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppWebhookChange)]
 struct RawChange {
+    #[schema(required = true, nullable = false)]
     field: Option<String>,
     // Left untyped until `field` says what it is: other fields have other shapes.
+    /// For a `messages` change: its messages, statuses and errors.
+    #[schema(value_type = RawValue, required = true)]
     value: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// What a `messages` change carries for one business number.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppMessagesValue)]
 struct RawValue {
+    #[schema(pattern = "^whatsapp$")]
     messaging_product: Option<String>,
+    #[schema(required = true, nullable = false)]
     metadata: Option<RawMetadata>,
+    /// The senders' profiles.
     contacts: Option<Vec<RawContact>>,
     // Kept as JSON so unsupported messages keep everything Meta sent.
+    /// Messages customers sent.
+    #[schema(value_type = Option<Vec<RawMessageHead>>)]
     messages: Option<Vec<Value>>,
+    /// Delivery receipts of messages the business sent.
     statuses: Option<Vec<RawStatus>>,
+    /// Problems Meta reports about the account or app.
     errors: Option<Vec<RawError>>,
 }
 
-#[derive(Deserialize)]
+/// The business number the change is for.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppMetadata)]
 struct RawMetadata {
     display_phone_number: Option<String>,
+    /// Selects the inbox.
+    #[schema(required = true, nullable = false)]
     phone_number_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppContact)]
 struct RawContact {
+    /// The sender's phone number, digits without `+`.
     wa_id: Option<String>,
+    /// The sender's business-scoped user id.
     user_id: Option<String>,
     profile: Option<RawProfile>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppProfile)]
 struct RawProfile {
     name: Option<String>,
     username: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A customer's message: `from` (or `from_user_id`), its `id` and `timestamp` are required.
+/// Its content is under the key its `type` names (`text`, `image`, `audio`, `video`,
+/// `document`, `sticker`, `location`, `contacts`, `reaction`, `interactive`, `button`); any
+/// other type, or content not in Meta's documented shape, is kept whole as unsupported.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppInboundMessage)]
 struct RawMessageHead {
+    /// The sender's phone number; absent when Meta withholds it, then `from_user_id` is set.
     from: Option<String>,
     from_user_id: Option<String>,
+    /// The `wamid.…` id.
+    #[schema(required = true, nullable = false)]
     id: Option<String>,
+    #[schema(required = true, schema_with = unix_seconds_schema)]
     timestamp: Option<Value>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -772,7 +819,29 @@ struct RawMessageHead {
     errors: Option<Vec<RawError>>,
 }
 
-#[derive(Deserialize)]
+/// Unix time in seconds, as Meta sends it (a string of digits) or as a number.
+fn unix_seconds_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,12}$")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(253_402_300_799_i64)),
+        )
+        .description(Some("Unix time in seconds"))
+        .build()
+        .into()
+}
+
+/// The message a reply answers, or that it was forwarded.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppMessageContext)]
 struct RawContext {
     id: Option<String>,
     #[serde(default)]
@@ -828,10 +897,17 @@ struct RawButton {
     text: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A delivery receipt for a message the business sent.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppStatus)]
 struct RawStatus {
+    /// The `wamid.…` the Graph API gave the message when it was sent.
+    #[schema(required = true, nullable = false)]
     id: Option<String>,
+    /// `sent`, `delivered`, `read`, `played` or `failed`; others Meta adds are ignored.
+    #[schema(required = true, nullable = false)]
     status: Option<String>,
+    #[schema(required = true, schema_with = unix_seconds_schema)]
     timestamp: Option<Value>,
     recipient_id: Option<String>,
     recipient_user_id: Option<String>,
@@ -839,15 +915,20 @@ struct RawStatus {
     errors: Option<Vec<RawError>>,
 }
 
-#[derive(Deserialize)]
+/// An error Meta reports.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppError)]
 pub(crate) struct RawError {
+    /// An integer (some relays send it as a string).
+    #[schema(value_type = Option<i64>)]
     code: Option<Value>,
     title: Option<String>,
     message: Option<String>,
     error_data: Option<RawErrorData>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = WhatsAppErrorData)]
 struct RawErrorData {
     details: Option<String>,
 }

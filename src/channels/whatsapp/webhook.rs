@@ -4,7 +4,6 @@
 //! 200 — so an acknowledged message survives a crash, and Meta's retries of one we did not
 //! acknowledge are welcome: redeliveries of a stored wamid are no-ops.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,9 +11,11 @@ use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::writer::Delivery;
@@ -23,7 +24,7 @@ use crate::channels::whatsapp;
 use crate::channels::{ChannelEndpoint, ChannelsState, WhatsAppSecrets};
 use crate::conversations::{self, delivery, Inbound, Ingested, Sender};
 use crate::error::{Error, Result};
-use crate::http::{Access, Api, Path, Query};
+use crate::http::{Access, Api, Contract, Json, Path, Query};
 
 /// Meta sends at most a few MB per delivery.
 pub const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
@@ -33,14 +34,19 @@ where
     S: Clone + Send + Sync + 'static,
     ChannelsState: FromRef<S>,
 {
-    api.route(
+    api.endpoint(
         Method::GET,
         "/webhooks/whatsapp/{inbox_id}",
         Access::Public,
         ("webhooks", "WhatsApp verification handshake"),
+        Contract::new()
+            .query::<Handshake>()
+            .returns_media(StatusCode::OK, "text/plain", "The hub.challenge, as sent")
+            // Not a subscription, or not the inbox's verify token.
+            .error(StatusCode::FORBIDDEN, "forbidden"),
         handshake,
     )
-    .route_with_body_limit(
+    .endpoint(
         Method::POST,
         "/webhooks/whatsapp/{inbox_id}",
         Access::Public,
@@ -48,9 +54,55 @@ where
             "webhooks",
             "WhatsApp Cloud API notifications (signed with X-Hub-Signature-256)",
         ),
-        MAX_WEBHOOK_BYTES,
+        Contract::new()
+            .body::<whatsapp::payload::RawEnvelope>()
+            .ok::<Receipt>()
+            .credential(
+                "whatsapp_signature",
+                json!({
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Hub-Signature-256",
+                    "description": "`sha256=` and the hex HMAC-SHA256 of the raw body under \
+                                    the inbox's Meta app secret (SEC-9)"
+                }),
+            )
+            .error(StatusCode::UNAUTHORIZED, "bad_signature")
+            .error(StatusCode::BAD_REQUEST, "malformed_json")
+            .error(StatusCode::BAD_REQUEST, "invalid_shape")
+            .error(StatusCode::BAD_REQUEST, "wrong_object")
+            .error(StatusCode::BAD_REQUEST, "wrong_messaging_product")
+            .error(StatusCode::BAD_REQUEST, "missing_field")
+            .error(StatusCode::BAD_REQUEST, "bad_timestamp")
+            .body_limit(MAX_WEBHOOK_BYTES),
         receive,
     )
+}
+
+/// Meta's verification handshake, when a callback URL is set up.
+#[derive(Deserialize, IntoParams)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    #[param(required = true, pattern = "^subscribe$")]
+    mode: Option<String>,
+    /// The inbox's verify token.
+    #[serde(rename = "hub.verify_token")]
+    #[param(required = true)]
+    verify_token: Option<String>,
+    /// Answered back as it came.
+    #[serde(rename = "hub.challenge")]
+    #[param(required = true)]
+    challenge: Option<String>,
+}
+
+/// A delivery stored: Meta needs only the 200.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WhatsAppWebhookReceipt)]
+struct Receipt {
+    /// The messages and statuses it carried.
+    events: usize,
+    /// The messages new to the inbox (a redelivery stores none).
+    stored: usize,
 }
 
 async fn whatsapp_endpoint(
@@ -72,20 +124,20 @@ async fn whatsapp_endpoint(
 async fn handshake(
     State(state): State<ChannelsState>,
     Path(inbox_id): Path<Uuid>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Query<Handshake>,
 ) -> Result<Response> {
     let (_, secrets) = whatsapp_endpoint(&state, inbox_id).await?;
-    let mode_ok = params.get("hub.mode").map(String::as_str) == Some("subscribe");
-    let token_ok = params.get("hub.verify_token").is_some_and(|t| {
+    let mode_ok = params.mode.as_deref() == Some("subscribe");
+    let token_ok = params.verify_token.is_some_and(|t| {
         bool::from(
             t.as_bytes()
                 .ct_eq(secrets.verify_token.expose_secret().as_bytes()),
         )
     });
-    match params.get("hub.challenge") {
+    match params.challenge {
         Some(challenge) if mode_ok && token_ok => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            challenge.clone(),
+            challenge,
         )
             .into_response()),
         _ => Err(Error::Forbidden("the verification token does not match")),
@@ -97,7 +149,7 @@ async fn receive(
     Path(inbox_id): Path<Uuid>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode> {
+) -> Result<Json<Receipt>> {
     let (endpoint, secrets) = whatsapp_endpoint(&state, inbox_id).await?;
     let signature = headers
         .get("x-hub-signature-256")
@@ -133,7 +185,7 @@ async fn receive(
         })
         .await?;
     tracing::debug!(%inbox_id, stored, events, "WhatsApp webhook stored");
-    Ok(StatusCode::OK)
+    Ok(Json(Receipt { events, stored }))
 }
 
 /// The inboxes of the other business numbers a delivery names. A Meta app sends every number's
