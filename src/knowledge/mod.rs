@@ -151,10 +151,13 @@ impl SearchTx {
 /// ranked by the half-precision copies the HNSW index holds (the typed cast must match the
 /// index expression), and only the hits are scored, from the full-precision vectors (a small
 /// tenant's passages are all ranked by an exact sort, which need not compute two distances).
+/// A passage without a direction (a vector of zeros: text without words, such as `{`) has no
+/// similarity to anything: pgvector says NaN, which would sort first; it scores 0.
 pub fn search_sql(dims: usize) -> String {
     format!(
         "SELECT c.id AS chunk_id, c.article_id, a.title, c.content,
-                1 - (c.embedding::vector({dims}) <=> $1::vector({dims})) AS score
+                COALESCE(NULLIF(1 - (c.embedding::vector({dims}) <=> $1::vector({dims})),
+                                'NaN'::float8), 0) AS score
          FROM (SELECT id, article_id, content, embedding
                FROM knowledge_chunk
                WHERE tenant_id = $2 AND dims = {dims} AND model = $4
@@ -181,6 +184,10 @@ pub async fn search(
         model,
     } = query.into();
     let dims = query.len();
+    if query.iter().all(|x| *x == 0.0) {
+        // A query without words points nowhere: nothing is near it.
+        return Ok(Vec::new());
+    }
     if !SUPPORTED_DIMS.contains(&dims) {
         // No passage of this size exists (the embedding job refuses them and says so on the
         // article): the knowledge base has nothing to offer, which is no reason to fail a run.

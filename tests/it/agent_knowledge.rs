@@ -422,3 +422,43 @@ async fn a_list_filtered_by_an_unknown_status_is_refused_and_a_known_one_filters
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
     assert_eq!(unknown.error_code(), "invalid_status");
 }
+
+#[tokio::test]
+async fn a_passage_or_a_query_without_words_is_near_nothing_and_every_score_is_a_number() {
+    let app = TestApp::spawn_with(|c| fast_worker(c, "http://127.0.0.1:9")).await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    // `{` embeds to a vector of zeros: pgvector's cosine distance to it is NaN, which sorted
+    // first and answered as `null`.
+    article(&app, &owner, "{", "{").await;
+    article(
+        &app,
+        &owner,
+        "Returns",
+        "You can return any item within 30 days.",
+    )
+    .await;
+    eventually(20, "the articles to be embedded", || async {
+        (status(&app, &owner).await["ready"] == 2).then_some(())
+    })
+    .await;
+    let search = |query: &'static str| {
+        let app = &app;
+        let owner = &owner;
+        async move {
+            let resp = app
+                .send(
+                    Req::post("/api/v1/knowledge/search")
+                        .by(owner)
+                        .json(json!({ "query": query, "limit": 5 })),
+                )
+                .await;
+            assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+            resp.body["hits"].as_array().unwrap().clone()
+        }
+    };
+    let hits = search("how long can I return an item?").await;
+    assert_eq!(hits[0]["title"], "Returns", "{hits:?}");
+    assert!(hits.iter().all(|h| h["score"].is_f64()), "{hits:?}");
+    assert!(search("{").await.is_empty());
+}
