@@ -22,6 +22,8 @@ fi
 
 export SQLX_OFFLINE=true
 cargo build --quiet --bin custodian
+# A copy: another checkout sharing the target directory may build over the binary meanwhile.
+cp "${CARGO_TARGET_DIR:-target}/debug/custodian" "$tmp/custodian"
 
 # A fresh embedded database. As root it runs as `postgres`, which must reach the directory.
 data="$tmp/data"
@@ -31,13 +33,17 @@ fi
 rm -rf "$data"
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
+graph_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$venv/bin/python" "$here/fake_graph.py" "$graph_port" &
+graph=$!
 
 # Rate limits raised: the run sends many requests from one address with one token.
-env -u DATABASE_URL API_TENANT_RPS=100000 API_CLIENT_RPS=100000 LOGIN_IP_BURST=100000 \
+env -u DATABASE_URL WHATSAPP_GRAPH_URL="http://127.0.0.1:$graph_port" API_TENANT_RPS=100000 API_CLIENT_RPS=100000 LOGIN_IP_BURST=100000 \
   LOGIN_ACCOUNT_BURST=100000 RUST_LOG=warn \
-  "${CARGO_TARGET_DIR:-target}/debug/custodian" serve --bind "127.0.0.1:$port" --data-dir "$data" >"$tmp/server.log" 2>&1 &
+  "$tmp/custodian" serve --bind "127.0.0.1:$port" --data-dir "$data" >"$tmp/server.log" 2>&1 &
 server=$!
 stop() {
+  kill "$graph" 2>/dev/null || true
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
 }

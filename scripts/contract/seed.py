@@ -57,6 +57,31 @@ inbox = call(
     201,
     json={"name": "Web chat", "channel": "webchat", "webchat": {"allowed_origins": ["http://localhost"]}},
 )
+whatsapp = call(
+    "POST",
+    "/api/v1/inboxes",
+    201,
+    json={
+        "name": "WhatsApp",
+        "channel": "whatsapp",
+        "whatsapp": {
+            "phone_number_id": "1055501000",
+            "business_account_id": "2055501000",
+            "access_token": "contract-access-token",
+            "app_secret": "contract-app-secret",
+            "verify_token": "contract-verify-token",
+        },
+    },
+)
+# A visitor of the web chat, for the visitor's own routes.
+visitor = requests.post(
+    f"{base}/api/v1/webchat/{inbox['id']}/sessions",
+    json={"name": "Visitor"},
+    headers={"Origin": "http://localhost"},
+    timeout=30,
+)
+if visitor.status_code not in (200, 201):
+    sys.exit(f"seed: the web chat session answered {visitor.status_code}: {visitor.text}")
 
 values = {
     "CT_TOKEN": token["token"],
@@ -68,6 +93,8 @@ values = {
     "CT_ACCOUNT_ID": account["id"],
     "CT_CONTACT_ID": contact["id"],
     "CT_INBOX_ID": inbox["id"],
+    "CT_WHATSAPP_INBOX_ID": whatsapp["id"],
+    "CT_VISITOR": visitor.json()["session_token"],
 }
 for name, value in values.items():
     print(f"{name}={value}")

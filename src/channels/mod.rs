@@ -165,6 +165,7 @@ fn written(contract: Contract) -> Contract {
         .error(StatusCode::BAD_REQUEST, "invalid_origin")
         // Meta did not confirm that the access token may use the number.
         .error(StatusCode::BAD_REQUEST, "whatsapp_not_verified")
+        .error(StatusCode::BAD_REQUEST, "invalid_access_token")
         .error(StatusCode::CONFLICT, "phone_number_in_use")
         // Meta could not be asked; nothing was saved.
         .error(StatusCode::BAD_GATEWAY, "whatsapp_unreachable")
@@ -649,8 +650,9 @@ struct NewWhatsApp {
     /// The Meta app's secret, which signs its webhooks.
     #[schema(value_type = String, format = Password, min_length = 1)]
     app_secret: SecretString,
-    /// A token of the business account that may send from the number.
-    #[schema(value_type = String, format = Password, min_length = 1)]
+    /// A token of the business account that may send from the number: printable ASCII, as
+    /// it goes in an HTTP header.
+    #[schema(value_type = String, format = Password, pattern = "^[!-~]{1,4096}$")]
     access_token: SecretString,
 }
 
@@ -669,7 +671,7 @@ struct WhatsAppInput {
     verify_token: Option<SecretString>,
     #[schema(value_type = Option<String>, format = Password, min_length = 1)]
     app_secret: Option<SecretString>,
-    #[schema(value_type = Option<String>, format = Password, min_length = 1)]
+    #[schema(value_type = Option<String>, format = Password, pattern = "^[!-~]{1,4096}$")]
     access_token: Option<SecretString>,
 }
 
@@ -741,6 +743,20 @@ fn secret(value: SecretString, field: &str) -> Result<SecretString> {
         return Err(Error::bad_request(
             "missing_field",
             format!("{field} is required"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Meta's access token goes in the `Authorization` header: one that cannot (a space, a
+/// character beyond ASCII) could never be used, so it is refused rather than reported as
+/// Meta being unreachable.
+fn access_token(value: SecretString) -> Result<SecretString> {
+    let token = value.expose_secret();
+    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::bad_request(
+            "invalid_access_token",
+            "whatsapp.access_token must be 1 to 4096 printable ASCII characters",
         ));
     }
     Ok(value)
@@ -885,7 +901,7 @@ async fn create(
             let secrets = WhatsAppSecrets {
                 verify_token: secret(wa.verify_token, "whatsapp.verify_token")?,
                 app_secret: secret(wa.app_secret, "whatsapp.app_secret")?,
-                access_token: secret(wa.access_token, "whatsapp.access_token")?,
+                access_token: access_token(wa.access_token)?,
             };
             let confirmed = confirm_number(
                 &state,
@@ -1011,7 +1027,7 @@ async fn update(
                     secrets.app_secret = secret(app_secret, "whatsapp.app_secret")?;
                 }
                 if let Some(token) = wa.access_token {
-                    secrets.access_token = secret(token, "whatsapp.access_token")?;
+                    secrets.access_token = access_token(token)?;
                 }
                 if reconfirm {
                     // Meta may take seconds to answer: no connection waits idle in a

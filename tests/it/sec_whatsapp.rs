@@ -305,17 +305,24 @@ async fn when_meta_cannot_be_asked_nothing_is_stored_and_the_answer_says_so_with
 }
 
 /// An empty app secret would let anyone sign a webhook for the inbox, an empty verify token
-/// let anyone pass the handshake: both are refused, as is a name over the limit, before Meta is
-/// asked anything and without storing a thing.
+/// let anyone pass the handshake: both are refused, as are an access token that cannot be sent
+/// and a name over the limit, before Meta is asked anything and without storing a thing.
 #[tokio::test]
 async fn an_empty_secret_or_an_over_long_name_is_refused_before_meta_is_asked() {
     let (app, fake) = setup().await;
     let owner = app.signup("acme").await;
     let mut cases = Vec::new();
-    for secret in ["verify_token", "app_secret", "access_token"] {
+    for secret in ["verify_token", "app_secret"] {
         let mut body = whatsapp_body(WA_PHONE_NUMBER_ID, OWNER_TOKEN, "owner-app-secret");
         body["whatsapp"][secret] = json!("");
         cases.push((body, "missing_field"));
+    }
+    // An access token goes in an HTTP header: one that cannot was reported as Meta being
+    // unreachable (502), though it is the token that is wrong.
+    for token in ["", "EAAG token with spaces", "EAAG-tökén"] {
+        let mut body = whatsapp_body(WA_PHONE_NUMBER_ID, OWNER_TOKEN, "owner-app-secret");
+        body["whatsapp"]["access_token"] = json!(token);
+        cases.push((body, "invalid_access_token"));
     }
     let mut long = whatsapp_body(WA_PHONE_NUMBER_ID, OWNER_TOKEN, "owner-app-secret");
     long["name"] = json!("n".repeat(101));
