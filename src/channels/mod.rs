@@ -585,11 +585,7 @@ impl ToSchema for NewInbox {
 #[schema(as = NewWhatsAppInbox)]
 struct NewWhatsAppInbox {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 100, pattern = "$not_blank")]
     name: String,
     #[schema(schema_with = whatsapp_channel)]
     #[allow(dead_code)] // Read by `NewInbox` already; kept so the field is known here.
@@ -603,11 +599,7 @@ struct NewWhatsAppInbox {
 #[schema(as = NewWebchatInbox)]
 struct NewWebchatInbox {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 100, pattern = "$not_blank")]
     name: String,
     #[schema(schema_with = webchat_channel)]
     #[allow(dead_code)] // Read by `NewInbox` already; kept so the field is known here.
@@ -711,11 +703,7 @@ fn origins_schema() -> utoipa::openapi::schema::Array {
 #[schema(as = InboxChanges)]
 struct InboxChanges {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 100, pattern = "$not_blank")]
     name: Option<String>,
     /// For a WhatsApp inbox.
     whatsapp: Option<WhatsAppInput>,

@@ -620,11 +620,7 @@ struct History {
 #[schema(as = WebchatMessageBody)]
 struct SendBody {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 4096, pattern = "$not_blank")]
     body: String,
     /// The widget's own id for the message, so a retried send is stored once.
     client_message_id: Option<Uuid>,

@@ -254,11 +254,7 @@ async fn list(
 #[schema(as = NewKnowledgeArticle)]
 struct NewArticle {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 300,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 300, pattern = "$not_blank")]
     title: String,
     /// Empty when absent.
     #[schema(max_length = 200000)]
@@ -276,11 +272,7 @@ struct NewArticle {
 #[schema(as = KnowledgeArticleChanges)]
 struct ArticleChanges {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 300,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 300, pattern = "$not_blank")]
     title: Option<String>,
     #[schema(max_length = 200000)]
     body: Option<String>,
@@ -590,11 +582,7 @@ async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Em
 #[schema(as = KnowledgeSearch)]
 struct SearchBody {
     /// Trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 2000, pattern = "$not_blank")]
     query: String,
     /// How many passages at most; 5 when absent.
     #[schema(minimum = 1, maximum = 50)]

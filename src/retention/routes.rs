@@ -339,11 +339,7 @@ struct NewHold {
     /// A contact or conversation of the caller's tenant.
     entity_id: Uuid,
     /// Why the data must be kept; trimmed.
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
+    #[schema(min_length = 1, max_length = 2000, pattern = "$not_blank")]
     reason: String,
 }
 
