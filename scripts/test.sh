@@ -30,6 +30,11 @@ fi
 log="$(mktemp)"
 status=0
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# The API contract: schemathesis against a live server, and a generated client's round trip
+# (README, "API"). Its `test result:` line joins the count below.
+if [ "$#" -eq 0 ]; then
+  bash scripts/contract-test.sh 2>&1 | tee -a "$log" || status=$?
+fi
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -3,6 +3,7 @@ of each kind the API's paths name, so that schemathesis' requests reach real obj
 only 404s. Prints `NAME=value` lines for the shell to export."""
 
 import sys
+import time
 import uuid
 
 import requests
@@ -82,6 +83,52 @@ visitor = requests.post(
 )
 if visitor.status_code not in (200, 201):
     sys.exit(f"seed: the web chat session answered {visitor.status_code}: {visitor.text}")
+visitor_token = visitor.json()["session_token"]
+said = requests.post(
+    f"{base}/api/v1/webchat/{inbox['id']}/messages",
+    json={"body": "How long do I have to return an item?"},
+    headers={"Origin": "http://localhost", "X-Webchat-Session": visitor_token},
+    timeout=30,
+)
+if said.status_code not in (200, 201, 202):
+    sys.exit(f"seed: the visitor's message answered {said.status_code}: {said.text}")
+conversation = call("GET", "/api/v1/conversations", 200)["items"][0]
+article = call(
+    "POST",
+    "/api/v1/knowledge/articles",
+    201,
+    json={"title": "Returns", "body": "You can return any item within 30 days."},
+)
+held = call("POST", "/api/v1/contacts", 201, json={"name": "Held Person"})
+hold = call(
+    "POST",
+    "/api/v1/legal-holds",
+    201,
+    json={"entity_type": "contact", "entity_id": held["id"], "reason": "Litigation"},
+)
+invitation = call(
+    "POST", "/api/v1/invitations", 201, json={"email": f"new-{run}@contract.example", "role": "agent"}
+)
+export = call("POST", "/api/v1/audit/exports", 202, json={"format": "json"})
+# The visitor's message started an agent run (the offline responder): wait for its record.
+execution = None
+for _ in range(100):
+    runs = call("GET", f"/api/v1/conversations/{conversation['id']}/executions", 200)
+    items = runs["items"] if isinstance(runs, dict) else runs
+    if items:
+        execution = items[0]
+        break
+    time.sleep(0.1)
+if execution is None:
+    sys.exit("seed: the agent did not run on the visitor's message")
+review = call(
+    "POST",
+    "/api/v1/reviews",
+    201,
+    json={"kind": "human_review", "conversation_id": conversation["id"], "note": "Check the answer"},
+)
+jobs = call("GET", "/api/v1/jobs", 200)
+job_items = jobs["items"] if isinstance(jobs, dict) else jobs
 
 values = {
     "CT_TOKEN": token["token"],
@@ -94,7 +141,15 @@ values = {
     "CT_CONTACT_ID": contact["id"],
     "CT_INBOX_ID": inbox["id"],
     "CT_WHATSAPP_INBOX_ID": whatsapp["id"],
-    "CT_VISITOR": visitor.json()["session_token"],
+    "CT_VISITOR": visitor_token,
+    "CT_CONVERSATION_ID": conversation["id"],
+    "CT_ARTICLE_ID": article["id"],
+    "CT_HOLD_ID": hold["id"],
+    "CT_INVITATION_ID": invitation["id"],
+    "CT_EXPORT_ID": export["id"],
+    "CT_EXECUTION_ID": execution["id"],
+    "CT_REVIEW_ID": review["id"],
+    "CT_JOB_ID": job_items[0]["id"] if job_items else str(uuid.uuid4()),
 }
 for name, value in values.items():
     print(f"{name}={value}")

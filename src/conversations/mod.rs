@@ -152,8 +152,8 @@ pub struct MessageView {
     /// `text`, `template`...
     pub content_type: String,
     pub body: String,
-    /// Free-form: what came or went with the message (a template, media references).
-    #[schema(value_type = Object)]
+    /// What came or went with the message (a template, media references), each free-form.
+    #[schema(value_type = Vec<Object>)]
     pub attachments: Value,
     /// A note for the members, never sent to the customer.
     pub private: bool,

@@ -63,7 +63,7 @@ impl Contract {
 
     /// The JSON request body.
     pub fn body<T: ToSchema>(mut self) -> Self {
-        let schema = self.schema_of::<T>();
+        let schema = self.schema_of::<T>(Side::Request);
         self.request = Some(Content {
             media_type: "application/json",
             schema,
@@ -108,7 +108,7 @@ impl Contract {
     pub fn body_rule(mut self, rule: Value) -> Self {
         let content = self.request.as_mut().expect("body_rule after body");
         let mut rule = rule;
-        harden(&mut rule);
+        harden(&mut rule, Side::Request);
         content.schema = json!({ "allOf": [content.schema.take(), rule] });
         self
     }
@@ -125,7 +125,7 @@ impl Contract {
 
     /// `200 OK` with a JSON array of `T`.
     pub fn ok_list<T: ToSchema>(mut self) -> Self {
-        let item = self.schema_of::<T>();
+        let item = self.schema_of::<T>(Side::Response);
         self.responses.push((
             StatusCode::OK,
             Some(Content {
@@ -140,13 +140,13 @@ impl Contract {
     /// `200 OK` with one page of `T` (`Page<T>`, whatever its cursor: every cursor is a string).
     pub fn ok_page<T: ToSchema>(mut self) -> Self {
         // A generic's own schemas leave out its type argument: name it here.
-        self.schema_of::<T>();
+        self.schema_of::<T>(Side::Response);
         self.returns::<super::Page<T>>(StatusCode::OK)
     }
 
     /// `status` with `T` as JSON.
     pub fn returns<T: ToSchema>(mut self, status: StatusCode) -> Self {
-        let schema = self.schema_of::<T>();
+        let schema = self.schema_of::<T>(Side::Response);
         self.responses.push((
             status,
             Some(Content {
@@ -232,12 +232,12 @@ impl Contract {
     /// The schema of `T` where it is used: a reference to its component for a named type, the
     /// schema itself for a generic one (a `Page<T>`: utoipa names every instance alike). The
     /// components it refers to are collected either way.
-    fn schema_of<T: ToSchema>(&mut self) -> Value {
+    fn schema_of<T: ToSchema>(&mut self, side: Side) -> Value {
         let mut named = Vec::new();
         T::schemas(&mut named);
         let mut free_form = false;
         let mut harden = |mut schema: Value| {
-            free_form |= harden(&mut schema);
+            free_form |= harden(&mut schema, side);
             schema
         };
         let named: Vec<Component> = named
@@ -268,18 +268,26 @@ fn params<T: IntoParams>(location: ParameterIn) -> Vec<Value> {
             let mut param = to_value(param);
             if let Some(schema) = param.get_mut("schema") {
                 drop_null(schema);
-                harden(schema);
+                harden(schema, Side::Request);
             }
             param
         })
         .collect()
 }
 
+/// Which way a schema describes a body: what a request may hold, or what an answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    /// A free-form value in an answer is any value, at any depth (an execution record).
+    Response,
+}
+
 /// States what every request refuses in the schemas the types give: a string without choices
 /// or a pattern of its own may not hold U+0000, and a free-form object (a `Value`) holds
 /// JSON values whose texts and keys may not either. Whether a free-form object was found: its
 /// values refer to the `JsonValue` component.
-fn harden(schema: &mut Value) -> bool {
+fn harden(schema: &mut Value, side: Side) -> bool {
     let mut free_form = false;
     match schema {
         Value::Object(map) => {
@@ -326,7 +334,8 @@ fn harden(schema: &mut Value) -> bool {
             } else if types.iter().any(|t| t == "integer") {
                 integer_limits(map);
             }
-            if types.iter().any(|t| t == "object")
+            if side == Side::Request
+                && types.iter().any(|t| t == "object")
                 && !map.contains_key("properties")
                 && !map.contains_key("additionalProperties")
             {
@@ -338,12 +347,12 @@ fn harden(schema: &mut Value) -> bool {
                 free_form = true;
             }
             for value in map.values_mut() {
-                free_form |= harden(value);
+                free_form |= harden(value, side);
             }
         }
         Value::Array(items) => {
             for item in items {
-                free_form |= harden(item);
+                free_form |= harden(item, side);
             }
         }
         _ => {}
@@ -399,13 +408,18 @@ fn integer_limits(map: &mut serde_json::Map<String, Value>) {
 
 /// How deep the document spells out a free-form value. The server takes any depth; a schema
 /// that refers to itself is beyond the client generators (openapi-python-client gives up on
-/// every type that holds one), so the document unrolls a few levels instead.
+/// every type that holds one), so the document unrolls a few levels instead, and below them
+/// holds scalars only. (A free-form value in an answer is left any value, at any depth.)
 const JSON_DEPTH: usize = 4;
 
 /// Any JSON value whose texts and keys hold no U+0000 and whose numbers jsonb gives back:
 /// `JsonValue`, unrolled `JSON_DEPTH` levels deep (`JsonValue1` holds scalars only).
 fn json_value_schemas() -> Vec<Component> {
     let (smallest, largest) = super::NUMBER_MAGNITUDE;
+    let rules = format!(
+        "No text or key may hold U+0000; a number is 0 or between {smallest:e} and {largest:e} in \
+         magnitude."
+    );
     let mut levels = Vec::new();
     for depth in 1..=JSON_DEPTH {
         let mut branches = vec![
@@ -421,7 +435,8 @@ fn json_value_schemas() -> Vec<Component> {
                 json!({ "$ref": format!("#/components/schemas/{JSON_VALUE}{}", depth - 1) });
             branches.push(json!({ "type": "array", "items": inner }));
             branches.push(json!({
-                "type": "object", "propertyNames": { "pattern": NO_NUL }, "additionalProperties": inner
+                "type": "object", "propertyNames": { "pattern": NO_NUL },
+                "additionalProperties": inner
             }));
         }
         let name = match depth {
@@ -429,14 +444,9 @@ fn json_value_schemas() -> Vec<Component> {
             _ => format!("{JSON_VALUE}{depth}"),
         };
         let description = format!(
-            "Any JSON value (spelled out {} levels deep; deeper is taken too). No text or key may \
-             hold U+0000; a number is 0 or between {smallest:e} and {largest:e} in magnitude.",
-            depth
+            "Any JSON value (spelled out {depth} levels deep; deeper is taken too). {rules}"
         );
-        levels.push((
-            name,
-            json!({ "description": description, "anyOf": branches }),
-        ));
+        levels.push((name, json!({ "description": description, "anyOf": branches })));
     }
     levels
 }
