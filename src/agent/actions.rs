@@ -75,12 +75,11 @@ struct CreateAction {
     name: String,
     /// What the action does, as the model reads it.
     description: String,
-    /// Free-form: the JSON Schema of the action's arguments (an object schema); none when
-    /// absent.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = parameters_schema)]
     parameters: Option<Value>,
     /// Where the action is sent (a signed POST): an http(s) URL on a public address.
+    #[schema(pattern = "$http_url", max_length = 2000)]
     target_url: String,
     /// The key of the request's signature; write-only.
     #[schema(value_type = String, format = Password)]
@@ -97,6 +96,68 @@ struct CreateAction {
 
 fn yes() -> bool {
     true
+}
+
+/// The types a parameter schema may name (`guardrails::schema`).
+const SCHEMA_TYPES: [&str; 7] = [
+    "object", "array", "string", "number", "integer", "boolean", "null",
+];
+
+/// How deep the document describes nesting in a parameter schema: the arguments' own
+/// properties, and one level inside them (an object's properties, an array's items). The
+/// server takes up to 32 levels; the document states fewer, which every schema within it meets.
+const DOCUMENTED_DEPTH: usize = 2;
+
+/// What `check_schema` accepts, as JSON Schema: an object schema using the keywords argument
+/// validation understands, each with the shape it reads. Stricter than the server in two ways,
+/// so that whatever it describes is accepted: nesting goes [`DOCUMENTED_DEPTH`] levels deep,
+/// and a `pattern` is a literal text (letters, digits, space, `_`, `-`), optionally anchored
+/// with `^`/`$`, which every regular expression engine reads alike.
+fn parameters_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let mut top = schema_node(0);
+    top["properties"]["type"] = json!({ "type": "string", "enum": ["object"] });
+    top["required"] = json!(["type"]);
+    top["description"] = json!(
+        "The JSON Schema of the action's arguments: an object schema; `{\"type\": \"object\", \
+         \"properties\": {}}` when absent or null."
+    );
+    top["type"] = json!(["object", "null"]);
+    crate::http::contract::raw_schema(top)
+}
+
+/// One schema node at `depth` (the arguments object is depth 0).
+fn schema_node(depth: usize) -> Value {
+    let scalar = json!({ "type": ["string", "number", "boolean", "null"] });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let bound = json!({ "type": "number" });
+    let text = json!({ "type": "string", "maxLength": 1000 });
+    let mut properties = json!({
+        "type": { "anyOf": [
+            { "type": "string", "enum": SCHEMA_TYPES },
+            { "type": "array", "items": { "type": "string", "enum": SCHEMA_TYPES } }
+        ] },
+        "title": text,
+        "description": text,
+        "format": text,
+        "enum": { "type": "array", "items": scalar },
+        "const": scalar,
+        "required": { "type": "array", "items": { "type": "string", "maxLength": 200 } },
+        "minimum": bound, "maximum": bound, "exclusiveMinimum": bound, "exclusiveMaximum": bound,
+        "minLength": count, "maxLength": count, "minItems": count, "maxItems": count,
+        "pattern": { "type": "string", "maxLength": 1000, "pattern": "^\\^?[A-Za-z0-9 _-]*\\$?$" },
+        "additionalProperties": { "type": "boolean" },
+    });
+    if depth < DOCUMENTED_DEPTH {
+        let child = schema_node(depth + 1);
+        properties["properties"] = json!({
+            "type": "object",
+            "propertyNames": { "type": "string", "maxLength": 200 },
+            "additionalProperties": child,
+        });
+        properties["additionalProperties"] = json!({ "anyOf": [{ "type": "boolean" }, child] });
+        properties["items"] = child;
+    }
+    json!({ "type": "object", "additionalProperties": false, "properties": properties })
 }
 
 async fn list(State(state): State<AgentState>, ctx: Ctx) -> Result<Json<Vec<TenantAction>>> {
@@ -165,4 +226,34 @@ async fn delete(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guardrails::schema::check_schema;
+
+    /// A parameter schema using every keyword the document describes, nested as deep as it
+    /// describes, is one the server takes.
+    #[test]
+    fn a_parameter_schema_as_documented_is_accepted() {
+        let leaf = json!({ "type": ["string", "null"], "title": "t", "description": "d",
+            "format": "email", "enum": ["a", 1, true, null], "const": "a", "minLength": 0,
+            "maxLength": 5, "pattern": "^AB-1$", "minimum": -1.5, "maximum": 2,
+            "exclusiveMinimum": -2, "exclusiveMaximum": 3, "minItems": 0, "maxItems": 9,
+            "additionalProperties": false, "required": ["x"] });
+        let middle = json!({ "type": "object", "properties": { "leaf": leaf },
+            "additionalProperties": leaf, "items": leaf, "required": ["leaf"] });
+        let top = json!({ "type": "object", "properties": { "m": middle },
+            "additionalProperties": middle, "required": ["m"], "description": "args" });
+        assert_eq!(check_schema(&top), Ok(()));
+        // The document's top level and its depth.
+        let documented = serde_json::to_value(parameters_schema()).unwrap();
+        let raw = &documented["x-raw-schema"];
+        assert_eq!(raw["properties"]["type"]["enum"], json!(["object"]));
+        let depth2 = &raw["properties"]["properties"]["additionalProperties"]["properties"]
+            ["properties"]["additionalProperties"];
+        assert!(depth2["properties"].get("properties").is_none());
+        assert!(depth2["properties"].get("items").is_none());
+    }
 }

@@ -60,7 +60,8 @@ where
             .error(StatusCode::BAD_REQUEST, "invalid_threshold")
             .error(StatusCode::BAD_REQUEST, "invalid_policy")
             .error(StatusCode::BAD_REQUEST, "invalid_guardrails")
-            .error(StatusCode::BAD_REQUEST, "required_pack"),
+            .error(StatusCode::BAD_REQUEST, "required_pack")
+            .error(StatusCode::CONFLICT, "duplicate_rule_id"),
         dry_run,
     )
 }
@@ -70,9 +71,9 @@ where
 #[serde(deny_unknown_fields)]
 #[schema(as = GuardrailDryRunRequest)]
 struct DryRunBody {
-    /// Free-form: the proposed guardrail configuration (as for PUT /api/v1/agent/settings); the
-    /// current one if absent.
-    #[schema(value_type = Option<Object>)]
+    /// The proposed guardrail configuration (as for PUT /api/v1/agent/settings); the current
+    /// one if absent.
+    #[schema(value_type = Option<TenantConfig>)]
     guardrails: Option<Value>,
     /// The proposed confidence threshold; the current one if absent.
     #[schema(minimum = 0.0, maximum = 1.0)]

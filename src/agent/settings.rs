@@ -59,12 +59,26 @@ where
         ),
         Contract::new()
             .body::<UpdateSettings>()
+            // A key goes only to the address it is saved with: a key comes with the address,
+            // and a new address with its key (or `null`). Stricter than the server, which also
+            // takes a key alone for the stored address.
+            .body_rule(json!({
+                "allOf": [
+                    { "if": { "required": ["api_key"], "properties": { "api_key": { "type": "string" } } },
+                      "then": { "required": ["provider_base_url"],
+                                "properties": { "provider_base_url": { "type": "string" } } } },
+                    { "if": { "required": ["provider_base_url"],
+                              "properties": { "provider_base_url": { "type": "string" } } },
+                      "then": { "required": ["api_key"] } }
+                ]
+            }))
             .ok::<AgentSettings>()
             .error(StatusCode::BAD_REQUEST, "invalid_provider")
             .error(StatusCode::BAD_REQUEST, "api_key_required")
             .error(StatusCode::BAD_REQUEST, "invalid_weights")
             .error(StatusCode::BAD_REQUEST, "invalid_guardrails")
             .error(StatusCode::BAD_REQUEST, "required_pack")
+            .error(StatusCode::CONFLICT, "duplicate_rule_id")
             .error(StatusCode::BAD_REQUEST, "invalid_settings"),
         update,
     )
@@ -263,13 +277,21 @@ pub fn policy(
         })
 }
 
-/// The built-in pack a tenant cannot turn off: it hears customers asking for a person to
-/// review a decision, which is their right (AGT-7), not a tenant option.
-pub const REQUIRED_PACK: &str = "human_review";
+pub use crate::guardrails::REQUIRED_PACK;
 
 /// Refuses a guardrail configuration that does not compile, or that leaves out a pack no tenant
 /// may turn off. Every configuration a tenant saves or dry-runs passes here.
 pub fn check_guardrails(config: &TenantConfig) -> Result<Policy> {
+    let mut ids = std::collections::HashSet::new();
+    if let Some(rule) = config.rules.iter().find(|r| !ids.insert(r.id.as_str())) {
+        return Err(Error::conflict(
+            "duplicate_rule_id",
+            format!(
+                "two rules have the id `{}`: a rule id names one rule",
+                rule.id
+            ),
+        ));
+    }
     if let Some(packs) = &config.options.packs {
         if !packs.iter().any(|p| p == REQUIRED_PACK) {
             return Err(Error::bad_request(
@@ -506,15 +528,15 @@ struct UpdateSettings {
     /// the offline responder. A stored API key goes only to the address it was saved with: a
     /// new address needs the `api_key` again.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "$http_url", max_length = 2000)]
     provider_base_url: Option<Option<String>>,
     /// Write-only; `null` removes it.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(value_type = Option<String>, format = Password, pattern = "^[!-~]*$")]
     api_key: Option<Option<SecretString>>,
-    #[schema(min_length = 1, pattern = r"\S")]
+    #[schema(min_length = 1, pattern = "$not_blank")]
     chat_model: Option<String>,
-    #[schema(min_length = 1, pattern = r"\S")]
+    #[schema(min_length = 1, pattern = "$not_blank")]
     embedding_model: Option<String>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(schema_with = embedding_dims_schema)]
@@ -537,9 +559,9 @@ struct UpdateSettings {
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(value_type = Option<f32>, exclusive_minimum = 0.0, maximum = 10.0)]
     retrieval_scale: Option<Option<f32>>,
-    /// Free-form: the tenant's guardrail configuration (`rules`, `options`); refused unless it
-    /// compiles, and `options.packs`, when given, must include `human_review`.
-    #[schema(value_type = Option<Object>)]
+    /// The tenant's guardrail configuration (`rules`, `options`); refused unless it compiles,
+    /// and `options.packs`, when given, must include `human_review`.
+    #[schema(value_type = Option<TenantConfig>)]
     guardrails: Option<Value>,
 }
 

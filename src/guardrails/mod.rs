@@ -47,7 +47,7 @@ pub use language::{ByLang, Wording};
 pub use pii::{detect_all, KnownEntities, KnownEntitiesSpec, PiiSpan, PiiType};
 pub use policy::{
     load_builtin_packs, PackSet, Policy, PolicyCache, TenantConfig, TenantOptions,
-    BUILTIN_PACK_FILES, COMMITMENT_RULE, KEY_COMMITMENT,
+    BUILTIN_PACK_FILES, COMMITMENT_RULE, KEY_COMMITMENT, REQUIRED_PACK,
 };
 pub use rules::{
     tenant_rules_from_json, validate_rules, Action, Encoding, Lang, Limits, Matcher, PackError,

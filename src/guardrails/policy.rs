@@ -167,6 +167,10 @@ pub struct TenantConfig {
     pub options: TenantOptions,
 }
 
+/// The built-in pack a tenant cannot turn off: it hears customers asking for a person to
+/// review a decision, which is their right (AGT-7), not a tenant option.
+pub const REQUIRED_PACK: &str = "human_review";
+
 /// Longest tenant safe reply, in characters, in any language.
 const MAX_SAFE_REPLY_CHARS: usize = 1000;
 
@@ -498,5 +502,149 @@ impl<K: Eq + Hash + Clone> PolicyCache<K> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A tenant configuration as the API document states it (`GuardrailConfig`). Stricter than
+/// [`Policy::new`] where JSON Schema cannot follow it, so that whatever it describes compiles:
+/// phrases and regexes are plain lowercase words (a regex engine reads them as literals), a
+/// `safe_reply` names a reply the built-in packs or the engine define, and no examples
+/// (`must_match`, `must_not_match`) are listed, as a schema cannot say which texts a rule
+/// matches. The server takes all of those too, and checks them. Two rules with one id conflict
+/// (409 `duplicate_rule_id`).
+impl utoipa::PartialSchema for TenantConfig {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::http::contract::raw_schema(config_schema(&PackSet::builtin()))
+    }
+}
+
+impl utoipa::ToSchema for TenantConfig {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "GuardrailConfig".into()
+    }
+}
+
+fn config_schema(packs: &PackSet) -> serde_json::Value {
+    use serde_json::json;
+    let words = "^[a-z0-9]+( [a-z0-9]+)*$";
+    let builtin_ids: Vec<&str> = packs
+        .rules
+        .rules
+        .iter()
+        .map(|r| r.id.as_str())
+        .chain([COMMITMENT_RULE])
+        .collect();
+    let mut reply_keys: Vec<&str> = packs.safe_replies.keys().map(String::as_str).collect();
+    reply_keys.extend(["handoff", KEY_COMMITMENT]);
+    reply_keys.sort_unstable();
+    let pack_names: Vec<&str> = packs.packs.iter().map(|p| p.name.as_str()).collect();
+    let pii_types: Vec<&str> = PiiType::ALL.iter().map(|t| t.label()).collect();
+    let actions = ["allow", "flag", "redact", "block", "handoff"];
+    let text = json!({ "type": "string", "minLength": 1, "maxLength": MAX_SAFE_REPLY_CHARS,
+                       "pattern": crate::http::contract::NOT_BLANK });
+    let wording = json!({
+        "description": "One text for every language, or texts by language (at least one).",
+        "oneOf": [
+            text,
+            { "type": "object", "additionalProperties": false, "minProperties": 1,
+              "properties": { "en": text, "pt": text, "es": text, "de": text } }
+        ]
+    });
+    let no_examples = json!({
+        "type": "array", "maxItems": 0,
+        "description": "Texts the rule must (not) match, checked when the configuration is \
+                        saved. The server takes them; this document lists none, as a schema \
+                        cannot say which texts a rule matches."
+    });
+    let rule = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["id", "stage", "action"],
+        "properties": {
+            "id": { "type": "string", "pattern": "^[a-z0-9._-]{1,100}$",
+                    "not": { "enum": builtin_ids },
+                    "description": "Unique in the configuration; not the id of a built-in rule." },
+            "description": { "type": ["string", "null"], "maxLength": 1000 },
+            "stage": { "type": "string", "enum": ["inbound", "outbound", "both"] },
+            "phrases": { "type": "array", "minItems": 1, "maxItems": 100,
+                         "items": { "type": "string", "maxLength": Limits::TENANT.phrase_len, "pattern": words },
+                         "description": "Any of these phrases, on word boundaries, case- and \
+                                         accent-insensitive; or `regex`." },
+            "regex": { "type": "string", "maxLength": Limits::TENANT.pattern_len, "pattern": words,
+                       "description": "A regular expression over the folded text; or `phrases`." },
+            "decode": { "type": "array", "items": { "type": "string", "enum": ["base64", "hex", "url"] } },
+            "action": { "type": "string", "enum": ["flag", "redact", "block", "handoff"] },
+            "safe_reply": { "type": "string", "enum": reply_keys,
+                            "description": "The reply a `block` answers with (required then)." },
+            "must_match": no_examples,
+            "must_not_match": no_examples,
+        },
+        "oneOf": [{ "required": ["phrases"] }, { "required": ["regex"] }],
+        "if": { "properties": { "action": { "const": "block" } } },
+        "then": { "required": ["safe_reply"] },
+    });
+    let list =
+        |items: serde_json::Value| json!({ "type": "array", "maxItems": 100, "items": items });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "A tenant's guardrails: its own rules, and options over the built-in packs.",
+        "properties": {
+            "rules": { "type": "array", "maxItems": Limits::TENANT.rules, "items": rule },
+            "options": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "pii_types": { "type": ["array", "null"], "items": { "type": "string", "enum": pii_types },
+                                   "description": "PII types to mask; every type when absent or null." },
+                    "packs": { "type": ["array", "null"], "items": { "type": "string", "enum": pack_names },
+                               "contains": { "const": REQUIRED_PACK },
+                               "description": "Built-in packs to apply (always `human_review`); \
+                                               every pack but the templates when absent or null." },
+                    "max_output_chars": { "type": ["integer", "null"], "minimum": 0,
+                                          "description": "Longest draft, in characters." },
+                    "forbidden_commitments": list(json!({ "type": "string", "maxLength": Limits::TENANT.phrase_len })),
+                    "safe_replies": { "type": "object", "maxProperties": 100,
+                                      "propertyNames": { "type": "string", "pattern": "^[a-z0-9._-]{1,100}$" },
+                                      "additionalProperties": wording },
+                    "public_values": list(json!({ "type": "string", "maxLength": 1000 })),
+                    "unissued_pii_action": { "type": "string", "enum": actions },
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compiles(config: serde_json::Value) -> Result<Policy, String> {
+        let config: TenantConfig = serde_json::from_value(config).map_err(|e| e.to_string())?;
+        Policy::new(&config).map_err(|e| e.to_string())
+    }
+
+    /// The document's lists are the server's: each reply key it offers lets a `block` rule
+    /// compile, each pack it names exists, and each id it rules out is refused.
+    #[test]
+    fn what_the_configuration_schema_offers_compiles_and_what_it_rules_out_does_not() {
+        let packs = PackSet::builtin();
+        let schema = config_schema(&packs);
+        let rule = &schema["properties"]["rules"]["items"];
+        for key in rule["properties"]["safe_reply"]["enum"].as_array().unwrap() {
+            let config = json!({ "rules": [{ "id": "t.one", "stage": "both", "regex": "refund now",
+                "action": "block", "safe_reply": key }] });
+            assert!(compiles(config).is_ok(), "{key}");
+        }
+        let names = &schema["properties"]["options"]["properties"]["packs"]["items"]["enum"];
+        assert!(compiles(json!({ "options": { "packs": names } })).is_ok());
+        for id in rule["properties"]["id"]["not"]["enum"].as_array().unwrap() {
+            let config = json!({ "rules": [{ "id": id, "stage": "inbound", "phrases": ["x"],
+                "action": "flag" }] });
+            assert!(compiles(config).is_err(), "{id}");
+        }
+        let types = &schema["properties"]["options"]["properties"]["pii_types"]["items"]["enum"];
+        assert!(compiles(json!({ "options": { "pii_types": types } })).is_ok());
     }
 }

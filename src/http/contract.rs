@@ -27,7 +27,11 @@ pub const ONE_LINE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u0
 
 /// The patterns a type names with `#[schema(pattern = "$name")]` (utoipa takes only a literal
 /// there), so each is written once.
-const PATTERNS: &[(&str, &str)] = &[("$not_blank", NOT_BLANK), ("$one_line", ONE_LINE)];
+const PATTERNS: &[(&str, &str)] = &[
+    ("$not_blank", NOT_BLANK),
+    ("$one_line", ONE_LINE),
+    ("$http_url", super::egress::HTTP_URL),
+];
 
 /// The name of the free-form JSON value schema (`attributes`, a guardrail configuration).
 const JSON_VALUE: &str = "JsonValue";
@@ -289,6 +293,9 @@ enum Side {
 /// values refer to the `JsonValue` component.
 fn harden(schema: &mut Value, side: Side) -> bool {
     let mut free_form = false;
+    if let Some(raw) = schema.get_mut(RAW).map(Value::take) {
+        *schema = raw;
+    }
     match schema {
         Value::Object(map) => {
             let types: Vec<String> = match map.get("type") {
@@ -473,6 +480,21 @@ pub fn schema(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::S
     serde_json::from_value(value).expect("a valid schema")
 }
 
+/// Where [`raw_schema`] keeps its JSON inside utoipa's schema type, which reads only the
+/// keywords it models (no `if`, `contains`, `not` next to `properties`...) but keeps extensions.
+const RAW: &str = "x-raw-schema";
+
+/// A schema written as JSON that the document takes exactly as written, whatever keywords it
+/// uses (`if`/`then`, `contains`, `not`, `oneOf` beside `properties`), where [`schema`] would
+/// keep only those utoipa models. Hardened like every other schema.
+pub fn raw_schema(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let mut object = utoipa::openapi::schema::Object::new();
+    let mut extensions = utoipa::openapi::extensions::Extensions::default();
+    extensions.insert(RAW.into(), value);
+    object.extensions = Some(extensions);
+    utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(object))
+}
+
 fn to_value(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).expect("an OpenAPI object serialises")
 }
@@ -492,5 +514,19 @@ mod tests {
             let back = to_value(&schema(value.clone()));
             assert_eq!(back, value);
         }
+    }
+
+    #[test]
+    fn raw_schemas_keep_every_keyword_and_are_hardened() {
+        let value = json!({ "type": "object", "properties": { "a": { "type": "string", "enum": ["x"] } },
+            "oneOf": [{ "required": ["a"] }, { "required": ["b"] }],
+            "if": { "required": ["a"] }, "then": { "not": { "required": ["b"] } },
+            "contains": { "const": 1 }, "maxItems": 0 });
+        let mut back = to_value(&raw_schema(value.clone()));
+        harden(&mut back);
+        assert_eq!(back, value);
+        let mut text = to_value(&raw_schema(json!({ "type": "string" })));
+        harden(&mut text);
+        assert_eq!(text, json!({ "type": "string", "pattern": NO_NUL }));
     }
 }

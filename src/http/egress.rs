@@ -15,6 +15,14 @@
 //! decision as for actions: one switch for "tenants may point the platform at private
 //! addresses".
 
+/// A tenant-named URL as the API document states it (`$http_url`): http(s), a host name of
+/// lowercase labels whose last one is all letters (a name a URL parser never reads as an IPv4
+/// address, so [`check_target`] has no literal to refuse), an optional port and plain path. The
+/// server takes more (IP literals on public addresses, upper case, queries); whatever this
+/// pattern allows, it takes.
+pub const HTTP_URL: &str =
+    "^https?://([a-z0-9]+(-[a-z0-9]+)*\\.)+[a-z]{2,24}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$";
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 

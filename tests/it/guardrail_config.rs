@@ -366,6 +366,35 @@ async fn the_human_review_pack_cannot_be_turned_off() {
     assert_eq!(fewer.status, StatusCode::OK, "{}", fewer.body);
 }
 
+#[tokio::test]
+async fn two_rules_with_one_id_conflict_and_nothing_is_saved_or_tried() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let before = settings(&app, &owner).await;
+    let rule =
+        json!({ "id": "acme.refund", "stage": "inbound", "phrases": ["refund"], "action": "flag" });
+    let twice = json!({ "rules": [rule, rule] });
+    let refused = put_settings(&app, &owner, json!({ "guardrails": twice })).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(refused.error_code(), "duplicate_rule_id");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("acme.refund"));
+    assert_eq!(settings(&app, &owner).await, before);
+    let dry = app
+        .send(
+            Req::post("/api/v1/agent/guardrails/dry-run")
+                .by(&owner)
+                .json(json!({ "guardrails": twice })),
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::CONFLICT, "{}", dry.body);
+    assert_eq!(dry.error_code(), "duplicate_rule_id");
+    let once = put_settings(&app, &owner, json!({ "guardrails": { "rules": [rule] } })).await;
+    assert_eq!(once.status, StatusCode::OK, "{}", once.body);
+}
+
 /// Records a finished run of `conversation` that decided to reply with `confidence`.
 async fn recorded_run(
     app: &TestApp,
