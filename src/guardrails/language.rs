@@ -401,40 +401,30 @@ impl Serialize for Wording {
 /// As (de)serialised above: a text, or an object of texts by language.
 impl utoipa::PartialSchema for Wording {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Type,
-        };
-        let text = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(MAX_WORDING_CHARS))
-            .pattern(Some(r"\S"))
-            .description(Some("The text for every language."));
-        // At least one language with its text (`null` names none).
-        let some_language =
-            ["en", "pt", "es", "de"]
-                .into_iter()
-                .fold(AnyOfBuilder::new(), |any, lang| {
-                    any.item(
-                        ObjectBuilder::new()
-                            .schema_type(Type::Object)
-                            .property(lang, ObjectBuilder::new().schema_type(Type::String))
-                            .required(lang),
-                    )
-                });
-        let by_lang = AllOfBuilder::new()
-            .item(utoipa::openapi::Ref::from_schema_name(
-                <ByLang as utoipa::ToSchema>::name(),
-            ))
-            .item(some_language);
-        OneOfBuilder::new()
-            .item(text)
-            .item(by_lang)
-            .description(Some(
-                "One text for every language, or texts by language (`en`, `pt`, `es`, `de`): the \
-                 customer's language is used, else English, else the built-in text.",
-            ))
-            .into()
+        // By language: at least one, each a text. Written as JSON, as utoipa's builder writes
+        // `minProperties` as `maxProperties`; one object with `minProperties` rather than a
+        // union of partial objects, which client generators cannot turn into a type.
+        let text = serde_json::json!({
+            "type": "string", "minLength": 1, "maxLength": MAX_WORDING_CHARS, "pattern": "\\S"
+        });
+        let languages: serde_json::Map<String, serde_json::Value> = ["en", "pt", "es", "de"]
+            .into_iter()
+            .map(|lang| (lang.to_string(), text.clone()))
+            .collect();
+        crate::http::contract::raw_schema(serde_json::json!({
+            "description": "One text for every language, or texts by language (`en`, `pt`, `es`, \
+                            `de`): the customer's language is used, else English, else the \
+                            built-in text.",
+            "oneOf": [
+                text,
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "minProperties": 1,
+                    "properties": languages
+                }
+            ]
+        }))
     }
 }
 

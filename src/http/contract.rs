@@ -453,7 +453,10 @@ fn json_value_schemas() -> Vec<Component> {
         let description = format!(
             "Any JSON value (spelled out {depth} levels deep; deeper is taken too). {rules}"
         );
-        levels.push((name, json!({ "description": description, "anyOf": branches })));
+        levels.push((
+            name,
+            json!({ "description": description, "anyOf": branches }),
+        ));
     }
     levels
 }

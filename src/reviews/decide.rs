@@ -89,13 +89,13 @@ pub(super) fn decided(contract: Contract) -> Contract {
 fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
     let resolves = item.kind == ReviewKind::HumanReview;
     if resolves && body.outcome.is_none() {
-        return Err(Error::bad_request(
+        return Err(Error::conflict(
             "outcome_required",
             "a human review is resolved with an outcome: upheld or changed",
         ));
     }
     if !resolves && (body.outcome.is_some() || body.message.is_some()) {
-        return Err(Error::bad_request(
+        return Err(Error::conflict(
             "invalid_approval",
             "only a human review takes an outcome and a message",
         ));
@@ -115,7 +115,7 @@ fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
             ReviewKind::HumanReview | ReviewKind::GuardrailFlag
         )
     {
-        return Err(Error::bad_request(
+        return Err(Error::conflict(
             "invalid_edit",
             "only an action or a draft can be edited",
         ));
@@ -126,7 +126,7 @@ fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
             .as_str()
             .is_none_or(|d| d.trim().is_empty())
         {
-            return Err(Error::bad_request(
+            return Err(Error::conflict(
                 "draft_required",
                 "this item has no draft to send: approve it with edit.draft",
             ));
@@ -299,13 +299,13 @@ struct Edited {
 async fn edited_proposal(tx: &mut Tx, item: &ReviewView, edit: &Edit) -> Result<Edited> {
     if item.kind == ReviewKind::Action {
         if edit.draft.is_some() {
-            return Err(Error::bad_request(
+            return Err(Error::conflict(
                 "invalid_edit",
                 "an action is edited through its arguments",
             ));
         }
         let arguments = edit.arguments.clone().ok_or_else(|| {
-            Error::bad_request("invalid_edit", "edit.arguments is required for an action")
+            Error::conflict("invalid_edit", "edit.arguments is required for an action")
         })?;
         let actions = tenant_actions(tx).await?;
         let action = actions
@@ -324,7 +324,7 @@ async fn edited_proposal(tx: &mut Tx, item: &ReviewView, edit: &Edit) -> Result<
         });
     }
     if edit.arguments.is_some() {
-        return Err(Error::bad_request(
+        return Err(Error::conflict(
             "invalid_edit",
             "only an action takes arguments; edit the draft instead",
         ));
@@ -561,7 +561,7 @@ pub(super) async fn assign(
             .filter(|_| member.status == "active")
             .and_then(Role::parse);
         if !role.is_some_and(|r| r.can(Permission::ReviewsDecide)) {
-            return Err(Error::bad_request(
+            return Err(Error::conflict(
                 "invalid_assignee",
                 "the assignee must be an active member who may decide reviews",
             ));
@@ -569,7 +569,7 @@ pub(super) async fn assign(
         // Giving an item to someone who could not decide it would only park it.
         let required = before.required_role;
         if !role.is_some_and(|r| required.allows(r)) {
-            return Err(Error::bad_request(
+            return Err(Error::conflict(
                 "assignee_cannot_decide",
                 format!(
                     "this item needs {} to decide it; the assignee's role is not enough",

@@ -197,6 +197,8 @@ pub struct ApprovalRule {
 /// by language; a wording left out (or `null`) is the built-in one.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+// Named apart from a review item's `policy` field, which client generators would name alike.
+#[schema(as = ApprovalPolicy)]
 pub struct ReviewPolicy {
     /// A pending item older than this is flagged as breaching the SLA (240 when absent).
     #[schema(minimum = 1, maximum = 43200)]

@@ -116,11 +116,12 @@ where
         ),
         decide::decided(Contract::new().body::<decide::ApproveBody>())
             .error(StatusCode::BAD_REQUEST, "invalid_note")
-            .error(StatusCode::BAD_REQUEST, "outcome_required")
-            .error(StatusCode::BAD_REQUEST, "invalid_approval")
+            .error(StatusCode::CONFLICT, "outcome_required")
+            .error(StatusCode::CONFLICT, "invalid_approval")
             .error(StatusCode::BAD_REQUEST, "invalid_message")
             .error(StatusCode::BAD_REQUEST, "invalid_edit")
-            .error(StatusCode::BAD_REQUEST, "draft_required")
+            .error(StatusCode::CONFLICT, "invalid_edit")
+            .error(StatusCode::CONFLICT, "draft_required")
             .error(StatusCode::BAD_REQUEST, "invalid_arguments")
             .error(StatusCode::CONFLICT, "review_expired")
             .error(StatusCode::CONFLICT, "already_approved")
@@ -148,8 +149,8 @@ where
         ("reviews", "Give an item to a reviewer, or unassign it"),
         decide::decided(Contract::new().body::<decide::AssignBody>())
             .error(StatusCode::BAD_REQUEST, "assignee_required")
-            .error(StatusCode::BAD_REQUEST, "invalid_assignee")
-            .error(StatusCode::BAD_REQUEST, "assignee_cannot_decide"),
+            .error(StatusCode::CONFLICT, "invalid_assignee")
+            .error(StatusCode::CONFLICT, "assignee_cannot_decide"),
         decide::assign,
     )
 }

@@ -675,7 +675,7 @@ async fn reviewers_follow_the_queue_live_with_counts_and_sla_breaches() {
                 .json(json!({ "assignee_id": w.agent.member_id })),
         )
         .await;
-    assert_eq!(to_agent.status, StatusCode::BAD_REQUEST);
+    assert_eq!(to_agent.status, StatusCode::CONFLICT);
     assert_eq!(to_agent.error_code(), "invalid_assignee");
     let mine = w
         .app
@@ -897,7 +897,7 @@ async fn a_flagged_message_goes_on_and_waits_in_the_queue_for_a_look() {
     let odd = w
         .approve(&w.reviewer, item2, json!({ "outcome": "upheld" }))
         .await;
-    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
+    assert_eq!(odd.status, StatusCode::CONFLICT);
     assert_eq!(odd.error_code(), "invalid_approval");
 }
 
@@ -1026,7 +1026,7 @@ async fn an_item_cannot_be_assigned_to_a_member_who_could_not_decide_it() {
                 .json(json!({ "assignee_id": w.reviewer.member_id })),
         )
         .await;
-    assert_eq!(to_reviewer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(to_reviewer.status, StatusCode::CONFLICT);
     assert_eq!(to_reviewer.error_code(), "assignee_cannot_decide");
     assert!(w.item(large).await["assignee_id"].is_null());
     let to_admin = w
@@ -1051,7 +1051,9 @@ async fn a_human_review_is_resolved_with_an_outcome_and_the_customer_hears_it_in
     let item = w.human_review().await;
     // Resolving needs an outcome; a human review is not edited.
     let bare = w.approve(&w.reviewer, item, json!({})).await;
-    assert_eq!(bare.status, StatusCode::BAD_REQUEST);
+    // The item's kind decides what its approval says: a conflict with the item, not a
+    // malformed body.
+    assert_eq!(bare.status, StatusCode::CONFLICT);
     assert_eq!(bare.error_code(), "outcome_required");
     let edited = w
         .approve(
@@ -1060,7 +1062,8 @@ async fn a_human_review_is_resolved_with_an_outcome_and_the_customer_hears_it_in
             json!({ "outcome": "upheld", "edit": { "draft": "hi" } }),
         )
         .await;
-    assert_eq!(edited.status, StatusCode::BAD_REQUEST);
+    assert_eq!(edited.status, StatusCode::CONFLICT);
+    assert_eq!(edited.error_code(), "invalid_edit");
     let upheld = w
         .approve(&w.reviewer, item, json!({ "outcome": "upheld" }))
         .await;
