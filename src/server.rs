@@ -33,7 +33,13 @@ pub fn init_tracing(json: bool) {
 }
 
 /// Serves until SIGINT/SIGTERM, then drains requests, stops workers and the embedded database.
-pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+/// `router` builds what is served from the state: the web app, which stands above this layer,
+/// hands its own (`web::router`, the API's with the pages) through `main`.
+pub async fn serve(
+    config: Config,
+    demo: bool,
+    router: fn(AppState) -> axum::Router,
+) -> anyhow::Result<()> {
     // Rule packs are data: a broken one stops start-up loudly, before anything listens, and the
     // first customer message does not pay for compiling them (about 0.4 s).
     tokio::task::spawn_blocking(crate::guardrails::warm_up)
@@ -45,7 +51,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let keys = load_keys(&config)?;
     let sealer = load_sealer(&config)?;
     let state = AppState::new(config, db, keys, sealer)?;
-    let router = app::router(state.clone());
+    let router = router(state.clone());
     let listener = tokio::net::TcpListener::bind(state.config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", state.config.bind))?;
@@ -58,7 +64,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ensure_demo_tenant(&state, addr).await?;
     }
     tracing::info!(%addr, embedded_db = embedded.is_some(), "custodian is listening");
-    println!("custodian listening on http://{addr}  (readiness: http://{addr}/readyz)");
+    println!(
+        "custodian listening on http://{addr}\n  web app:   http://{addr}/app/login\n  \
+         readiness: http://{addr}/readyz"
+    );
 
     let stop = state.shutdown.clone();
     tokio::spawn(async move {

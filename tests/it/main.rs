@@ -34,6 +34,7 @@ mod sec_login;
 mod sec_secrets;
 mod sec_streams;
 mod sec_whatsapp;
+mod web;
 mod webchat;
 mod whatsapp;
 mod whatsapp_client;
