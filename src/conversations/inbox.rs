@@ -63,11 +63,10 @@ pub struct Row {
     pub contact_email: Option<String>,
     pub last_message_at: OffsetDateTime,
     pub last_inbound_at: Option<OffsetDateTime>,
-    /// The newest message: its text, who wrote it (`customer`, `member`, `ai`, `system`), and
-    /// whether it is a private note.
+    /// The newest message the customer sees (private notes left out): its text, and who
+    /// wrote it (`customer`, `member`, `ai`, `system`).
     pub preview: Option<String>,
     pub preview_author: Option<String>,
-    pub preview_private: Option<bool>,
 }
 
 impl Row {
@@ -93,15 +92,14 @@ pub async fn list(
                   c.assignee_id, a.display_name AS "assignee_name?", c.labels,
                   p.name AS contact_name, p.phone AS contact_phone, p.email AS contact_email,
                   c.last_message_at, c.last_inbound_at,
-                  last.body AS "preview?", last.author_kind AS "preview_author?",
-                  last.private AS "preview_private?"
+                  last.body AS "preview?", last.author_kind AS "preview_author?"
            FROM conversation c
            JOIN inbox i ON i.id = c.inbox_id
            JOIN contact p ON p.id = c.contact_id
            LEFT JOIN member a ON a.id = c.assignee_id
            LEFT JOIN LATERAL (
-               SELECT m.body, m.author_kind, m.private FROM message m
-               WHERE m.conversation_id = c.id ORDER BY m.id DESC LIMIT 1
+               SELECT m.body, m.author_kind FROM message m
+               WHERE m.conversation_id = c.id AND NOT m.private ORDER BY m.id DESC LIMIT 1
            ) last ON true
            WHERE c.tenant_id = $1 AND c.status = $2
              AND (NOT $3 OR c.assignee_id IS NULL)

@@ -93,7 +93,6 @@ pub struct RowView {
     pub inbox_name: String,
     pub preview: String,
     pub preview_author: &'static str,
-    pub private: bool,
     pub labels: Vec<String>,
     pub ai: bool,
     pub holder: String,
@@ -316,7 +315,6 @@ pub async fn page(
                 inbox_name: r.inbox_name.clone(),
                 preview: one_line(r.preview.as_deref().unwrap_or_default()),
                 preview_author: author_label(r.preview_author.as_deref()),
-                private: r.preview_private.unwrap_or(false),
                 labels: r.labels.clone(),
                 ai: r.handler == Handler::Ai,
                 holder: r

@@ -35,6 +35,7 @@ mod sec_secrets;
 mod sec_streams;
 mod sec_whatsapp;
 mod web;
+mod web_browser;
 mod webchat;
 mod whatsapp;
 mod whatsapp_client;
