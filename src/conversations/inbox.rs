@@ -67,6 +67,8 @@ pub struct Row {
     /// wrote it (`customer`, `member`, `ai`, `system`).
     pub preview: Option<String>,
     pub preview_author: Option<String>,
+    /// The customer wrote since the reading member last opened the conversation.
+    pub unread: bool,
 }
 
 impl Row {
@@ -76,10 +78,12 @@ impl Row {
     }
 }
 
-/// The newest `limit` conversations of a view with `status`, newest activity first.
+/// The newest `limit` conversations of a view with `status`, newest activity first, with
+/// whether `reader` (a member) has read each since the customer last wrote.
 pub async fn list(
     conn: &mut PgConnection,
     tenant_id: Uuid,
+    reader: Uuid,
     filter: &Filter,
     status: Status,
     limit: i64,
@@ -92,7 +96,9 @@ pub async fn list(
                   c.assignee_id, a.display_name AS "assignee_name?", c.labels,
                   p.name AS contact_name, p.phone AS contact_phone, p.email AS contact_email,
                   c.last_message_at, c.last_inbound_at,
-                  last.body AS "preview?", last.author_kind AS "preview_author?"
+                  last.body AS "preview?", last.author_kind AS "preview_author?",
+                  (c.last_inbound_at IS NOT NULL
+                   AND (r.read_at IS NULL OR r.read_at < c.last_inbound_at)) AS "unread!"
            FROM conversation c
            JOIN inbox i ON i.id = c.inbox_id
            JOIN contact p ON p.id = c.contact_id
@@ -101,6 +107,7 @@ pub async fn list(
                SELECT m.body, m.author_kind FROM message m
                WHERE m.conversation_id = c.id AND NOT m.private ORDER BY m.id DESC LIMIT 1
            ) last ON true
+           LEFT JOIN conversation_read r ON r.conversation_id = c.id AND r.member_id = $10
            WHERE c.tenant_id = $1 AND c.status = $2
              AND (NOT $3 OR c.assignee_id IS NULL)
              AND ($4::uuid IS NULL OR c.assignee_id = $4)
@@ -119,7 +126,8 @@ pub async fn list(
         filter.handler.map(Handler::as_str),
         filter.label,
         filter.pattern(),
-        limit
+        limit,
+        reader
     )
     .fetch_all(conn)
     .await?;
@@ -228,4 +236,23 @@ pub async fn recent_messages(
     .fetch_all(conn)
     .await?;
     Ok(messages)
+}
+
+/// Records that `member` has read the conversation up to now (they opened it).
+pub async fn mark_read(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    member_id: Uuid,
+    conversation_id: Uuid,
+) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO conversation_read (tenant_id, conversation_id, member_id) VALUES ($1, $2, $3)
+         ON CONFLICT (conversation_id, member_id) DO UPDATE SET read_at = now()",
+        tenant_id,
+        conversation_id,
+        member_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -97,6 +97,7 @@ pub struct RowView {
     pub ai: bool,
     pub holder: String,
     pub waiting: bool,
+    pub unread: bool,
     pub age: String,
     pub at_iso: String,
     pub at_title: String,
@@ -242,7 +243,15 @@ pub async fn page(
         }
     }
     let counts = list::counts(&mut tx, ctx.tenant_id, &filter).await?;
-    let rows = list::list(&mut tx, ctx.tenant_id, &filter, status, LIMIT).await?;
+    let rows = list::list(
+        &mut tx,
+        ctx.tenant_id,
+        ctx.member_id,
+        &filter,
+        status,
+        LIMIT,
+    )
+    .await?;
     let labels = list::labels(&mut tx, ctx.tenant_id).await?;
     tx.commit().await?;
 
@@ -322,6 +331,7 @@ pub async fn page(
                     .clone()
                     .unwrap_or_else(|| "Unassigned".to_string()),
                 waiting,
+                unread: r.unread,
                 age: age(r.last_message_at, now),
                 at_iso: rfc3339(r.last_message_at),
                 at_title: readable(r.last_message_at),
@@ -393,6 +403,9 @@ pub async fn conversation(
     let conversation = crate::conversations::fetch(&mut tx, id).await?;
     let contact = crate::crm::contacts::fetch(&mut tx, conversation.contact_id).await?;
     let messages = list::recent_messages(&mut tx, id, 200).await?;
+    // Opening a conversation reads it (for this member's unread markers; only a member's own
+    // row changes, so a cross-site link can do no more than that).
+    list::mark_read(&mut tx, ctx.tenant_id, ctx.member_id, id).await?;
     let inbox_name = list::inboxes(&mut tx, ctx.tenant_id)
         .await?
         .into_iter()

@@ -729,3 +729,44 @@ async fn pages_are_not_part_of_the_api_document() {
         .iter()
         .all(|r| !r.path.starts_with("/app")));
 }
+
+fn row_is_unread(page: &str, conversation: uuid::Uuid) -> bool {
+    let at = page
+        .find(&format!("data-conversation=\"{conversation}\""))
+        .unwrap_or_else(|| panic!("no row for {conversation}"));
+    let tag_end = at + page[at..].find('>').unwrap();
+    page[at..tag_end].contains("data-unread")
+}
+
+#[tokio::test]
+async fn a_conversation_is_unread_for_each_member_until_they_open_it_and_again_when_the_customer_writes(
+) {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, conversation) = app.visitor_writes(inbox, "Is anyone there?").await;
+    let inbox_page = |member: &Member| {
+        let req = Req::get("/app").by(member);
+        async { html(&app.send(req).await).to_string() }
+    };
+    assert!(row_is_unread(&inbox_page(&owner).await, conversation));
+
+    let opened = app
+        .send(Req::get(format!("/app/conversations/{conversation}")).by(&owner))
+        .await;
+    assert_eq!(opened.status, StatusCode::OK);
+    assert!(!row_is_unread(&inbox_page(&owner).await, conversation));
+    // Reading is each member's own.
+    assert!(row_is_unread(&inbox_page(&agent).await, conversation));
+
+    let again = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token)
+                .json(json!({ "body": "Hello?" })),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert!(row_is_unread(&inbox_page(&owner).await, conversation));
+}

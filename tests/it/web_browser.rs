@@ -180,6 +180,34 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
     let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let base = serve(&app).await;
+    // One article, so the AI answers one customer and hands the others to people.
+    let article = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&owner)
+                .json(json!({
+                    "title": "Returns and refunds",
+                    "body": "You can return any item within 30 days of delivery for a full refund. \
+                             Start a return from the Orders page.",
+                })),
+        )
+        .await;
+    assert_eq!(article.status, StatusCode::CREATED, "{}", article.body);
+    crate::common::eventually(30, "the article to be embedded", || async {
+        let status = app
+            .send(Req::get("/api/v1/knowledge/status").by(&owner))
+            .await;
+        (status.body["ready"] == 1).then_some(())
+    })
+    .await;
+    let answered = customer_writes(
+        &app,
+        inbox,
+        "Sofia Rossi",
+        "How long do I have to return an item?",
+    )
+    .await;
     let refund = customer_writes(
         &app,
         inbox,
@@ -187,14 +215,6 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         "Hi! I returned my order #4411 last week. When will the refund reach my card?",
     )
     .await;
-    customer_writes(
-        &app,
-        inbox,
-        "Jonas Weber",
-        "Do you deliver to Austria, and how long does it take?",
-    )
-    .await;
-    let base = serve(&app).await;
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&driver, profile.path()).await;
@@ -214,6 +234,19 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         // The right one: the inbox, with the customers' conversations.
         sign_in(&client, &base, &owner, PASSWORD).await;
         wait_for(&client, &format!("[data-conversation='{refund}']")).await;
+        // htmx was told not to inject its indicator styles: no style element, nothing for the
+        // CSP to refuse.
+        let styles = client
+            .execute("return document.querySelectorAll('style').length;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(styles, json!(0));
+        // The AI's answer shows as the last message of its conversation.
+        wait_for(
+            &client,
+            &format!("[data-conversation='{answered}'] [data-author='AI']"),
+        )
+        .await;
         let text = client
             .find(Locator::Css(".conversations"))
             .await
@@ -222,7 +255,7 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             .await
             .unwrap();
         assert!(text.contains("Maria Souza"), "{text}");
-        assert!(text.contains("Jonas Weber"), "{text}");
+        assert!(text.contains("Sofia Rossi"), "{text}");
 
         // A customer writes while the inbox is open: the conversation appears without a reload.
         wait_for(&client, "[data-live-state='open']").await;
@@ -237,7 +270,7 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         let live = customer_writes(
             &app,
             inbox,
-            "Ana Lima",
+            "Jonas Weber",
             "Hello, my package arrived damaged. Can someone help?",
         )
         .await;
