@@ -390,9 +390,12 @@ struct ConversationPage {
     holder: String,
     labels: Vec<String>,
     messages: Vec<MessageRow>,
+    /// Where the thread refreshes itself from when the live stream announces a message.
+    refresh_url: String,
 }
 
-/// `GET /app/conversations/{id}`: the thread, read-only in this first slice.
+/// `GET /app/conversations/{id}`: the thread, read-only in this first slice; it refreshes
+/// itself when the live stream announces a message.
 pub async fn conversation(
     State(state): State<AppState>,
     ctx: Ctx,
@@ -467,5 +470,6 @@ pub async fn conversation(
         holder,
         labels: conversation.labels,
         messages,
+        refresh_url: format!("/app/conversations/{id}"),
     }))
 }

@@ -116,6 +116,16 @@ async fn serve(app: &TestApp) -> String {
 
 /// A customer with a name writes on the web chat; returns the conversation.
 async fn customer_writes(app: &TestApp, inbox: Uuid, name: &str, text: &str) -> Uuid {
+    customer_session_writes(app, inbox, name, text).await.1
+}
+
+/// The same, with the customer's session token, to write again.
+async fn customer_session_writes(
+    app: &TestApp,
+    inbox: Uuid,
+    name: &str,
+    text: &str,
+) -> (String, Uuid) {
     let session = app
         .send(Req::post(format!("/api/v1/webchat/{inbox}/sessions")).json(json!({ "name": name })))
         .await;
@@ -124,12 +134,24 @@ async fn customer_writes(app: &TestApp, inbox: Uuid, name: &str, text: &str) -> 
     let sent = app
         .send(
             Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token.clone())
+                .json(json!({ "body": text })),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
+    (token, sent.uuid("/conversation_id"))
+}
+
+async fn customer_writes_again(app: &TestApp, inbox: Uuid, token: &str, text: &str) -> Uuid {
+    let sent = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
                 .header("x-webchat-session", token)
                 .json(json!({ "body": text })),
         )
         .await;
     assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
-    sent.uuid("/conversation_id")
+    sent.uuid("/id")
 }
 
 async fn fill(client: &Client, id: &str, text: &str) {
@@ -208,7 +230,7 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         "How long do I have to return an item?",
     )
     .await;
-    let refund = customer_writes(
+    let (maria, refund) = customer_session_writes(
         &app,
         inbox,
         "Maria Souza",
@@ -320,6 +342,16 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             thread.contains("When will the refund reach my card?"),
             "{thread}"
         );
+        // The customer writes again while the thread is open: it appears there, live.
+        wait_for(&client, "[data-live-state='open']").await;
+        let again = customer_writes_again(
+            &app,
+            inbox,
+            &maria,
+            "It was paid with a Visa card ending in 4242, if that helps.",
+        )
+        .await;
+        wait_for(&client, &format!("[data-message='{again}']")).await;
         screenshot(&client, "conversation.png").await;
 
         // Signing out ends the session: the inbox asks to sign in again.
