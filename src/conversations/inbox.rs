@@ -144,14 +144,15 @@ pub async fn counts(
     let counted = sqlx::query!(
         r#"SELECT c.status AS "status: Status", count(*) AS "count!"
            FROM conversation c
-           JOIN contact p ON p.id = c.contact_id
            WHERE c.tenant_id = $1
              AND (NOT $2 OR c.assignee_id IS NULL)
              AND ($3::uuid IS NULL OR c.assignee_id = $3)
              AND ($4::uuid IS NULL OR c.inbox_id = $4)
              AND ($5::text IS NULL OR c.handler = $5)
              AND ($6::text IS NULL OR $6 = ANY (c.labels))
-             AND ($7::text IS NULL OR p.name ILIKE $7 OR p.email ILIKE $7 OR p.phone ILIKE $7
+             AND ($7::text IS NULL
+                  OR EXISTS (SELECT 1 FROM contact p WHERE p.id = c.contact_id
+                             AND (p.name ILIKE $7 OR p.email ILIKE $7 OR p.phone ILIKE $7))
                   OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND m.body ILIKE $7))
            GROUP BY c.status"#,
         tenant_id,
