@@ -322,6 +322,20 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         wait_for(&client, "#inbox-nav [data-open='3']").await;
         screenshot(&client, "inbox.png").await;
 
+        // The keyboard: `?` lists the shortcuts, `/` goes to the search.
+        let body = client.find(Locator::Css("body")).await.unwrap();
+        body.send_keys("?").await.unwrap();
+        wait_for(&client, "dialog#shortcuts[open]").await;
+        client
+            .find(Locator::Css("dialog#shortcuts button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        body.send_keys("/").await.unwrap();
+        wait_for(&client, "[data-search]:focus").await;
+
         // A row opens its thread.
         client
             .find(Locator::Css(&format!("[data-conversation='{refund}']")))

@@ -29,6 +29,16 @@
     all[next].focus();
   }
 
+  function showShortcuts() {
+    var dialog = document.getElementById("shortcuts");
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-show-shortcuts]");
+    if (button) showShortcuts();
+  });
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
     switch (event.key) {
@@ -39,6 +49,11 @@
           search.focus();
           search.select();
         }
+        break;
+      }
+      case "?": {
+        event.preventDefault();
+        showShortcuts();
         break;
       }
       case "j":
