@@ -17,7 +17,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{Member, Req, TestApp, PASSWORD};
+use crate::common::{fast_worker, fixture, Member, Req, TestApp, PASSWORD};
+use crate::fakes::graph::FakeGraph;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -199,8 +200,11 @@ async fn screenshot(client: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
-    let app = TestApp::spawn().await;
+    let graph = FakeGraph::start().await;
+    let graph_url = graph.base_url.clone();
+    let app = TestApp::spawn_with(|c| fast_worker(c, &graph_url)).await;
     let owner = app.signup("acme").await;
+    let (whatsapp, app_secret) = app.whatsapp_inbox(&owner, &graph.token).await;
     let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
     let base = serve(&app).await;
     // One article, so the AI answers one customer and hands the others to people.
@@ -320,6 +324,27 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         assert_eq!(open, "3");
         // The inbox's count in the sidebar follows.
         wait_for(&client, "#inbox-nav [data-open='3']").await;
+
+        // A customer writes over WhatsApp (a webhook signed as Meta signs it): live too.
+        let webhook = app.webhook(whatsapp, &fixture("text"), &app_secret).await;
+        assert_eq!(webhook.status, StatusCode::OK, "{}", webhook.body);
+        let on_whatsapp: Uuid = {
+            let mut conn = app.superuser().await;
+            sqlx::query_scalar(
+                "SELECT conversation_id FROM message WHERE provider_message_id LIKE 'wamid.%'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        };
+        let row = wait_for(&client, &format!("[data-conversation='{on_whatsapp}']")).await;
+        let text = row.text().await.unwrap();
+        assert!(
+            text.contains("Sheena Nelson") && text.contains("WhatsApp"),
+            "{text}"
+        );
+        assert!(text.contains("Does it come in another color?"), "{text}");
+        wait_for(&client, "[data-count='open']").await;
         screenshot(&client, "inbox.png").await;
 
         // The keyboard: `?` lists the shortcuts, `/` goes to the search.
