@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-postgres.sh
+# The browser tests drive Chromium: they fail, never skip, without it.
+bash scripts/install-browser.sh
 
 # The build needs no database: SQL is checked against the committed .sqlx data.
 export SQLX_OFFLINE=true

@@ -23,6 +23,7 @@ use crate::crypto::Sealer;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::api::Guard;
+use crate::http::api::PageSpec;
 use crate::http::{middleware as mw, openapi, Access, Api, Contract, Json, RouteSpec};
 use crate::queue::{Job, Outcome};
 
@@ -53,6 +54,7 @@ pub struct AppState {
     /// Cancelled once on shutdown; the server and every worker watch it.
     pub shutdown: CancellationToken,
     routes: Arc<std::sync::OnceLock<Vec<RouteSpec>>>,
+    pages: Arc<std::sync::OnceLock<Vec<PageSpec>>>,
 }
 
 impl AppState {
@@ -106,6 +108,7 @@ impl AppState {
             request_log,
             shutdown,
             routes: Arc::default(),
+            pages: Arc::default(),
         })
     }
 
@@ -132,6 +135,12 @@ impl AppState {
     /// Every route the router serves, with the access each one declared.
     pub fn routes(&self) -> &[RouteSpec] {
         self.routes.get().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Every page the router serves (the web app's, added by the layer above), with the access
+    /// each one declared. They are not in the API's document.
+    pub fn pages(&self) -> &[PageSpec] {
+        self.pages.get().map(Vec::as_slice).unwrap_or_default()
     }
 }
 
@@ -257,9 +266,18 @@ fn api(state: AppState) -> Api<AppState> {
     crate::channels::jobs::routes(api)
 }
 
-/// The complete router with every layer; `main` serves it and the tests drive it.
+/// The API's router with every layer, without the web app's pages.
 pub fn router(state: AppState) -> Router {
-    let (routes, specs) = api(state.clone()).into_parts();
+    router_with(state, |api| api)
+}
+
+/// The complete router with every layer, with the routes of the layer above (the web app's
+/// pages, which `above` registers) served behind the same layers; `main` serves it and the
+/// tests drive it.
+pub fn router_with(state: AppState, above: impl FnOnce(Api<AppState>) -> Api<AppState>) -> Router {
+    let api = above(api(state.clone()));
+    let _ = state.pages.set(api.pages().to_vec());
+    let (routes, specs) = api.into_parts();
     let _ = state.routes.set(specs);
     let request_id = HeaderName::from_static("x-request-id");
     routes

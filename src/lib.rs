@@ -23,6 +23,7 @@ pub mod retention;
 pub mod reviews;
 pub mod server;
 pub mod tenants;
+pub mod web;
 
 pub use app::{router, AppState};
 pub use error::{Error, Result};

@@ -102,7 +102,9 @@ async fn main() -> ExitCode {
         } => {
             config.bind = bind.unwrap_or(config.bind);
             config.data_dir = data_dir.unwrap_or(config.data_dir);
-            server::serve(config, demo).await.map(|_| true)
+            server::serve(config, demo, custodian::web::router)
+                .await
+                .map(|_| true)
         }
         Command::Migrate => server::migrate(config).await.map(|_| true),
         Command::Audit {

@@ -33,7 +33,13 @@ pub fn init_tracing(json: bool) {
 }
 
 /// Serves until SIGINT/SIGTERM, then drains requests, stops workers and the embedded database.
-pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+/// `router` builds what is served from the state: the web app, which stands above this layer,
+/// hands its own (`web::router`, the API's with the pages) through `main`.
+pub async fn serve(
+    config: Config,
+    demo: bool,
+    router: fn(AppState) -> axum::Router,
+) -> anyhow::Result<()> {
     // Rule packs are data: a broken one stops start-up loudly, before anything listens, and the
     // first customer message does not pay for compiling them (about 0.4 s).
     tokio::task::spawn_blocking(crate::guardrails::warm_up)
@@ -45,7 +51,7 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let keys = load_keys(&config)?;
     let sealer = load_sealer(&config)?;
     let state = AppState::new(config, db, keys, sealer)?;
-    let router = app::router(state.clone());
+    let router = router(state.clone());
     let listener = tokio::net::TcpListener::bind(state.config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", state.config.bind))?;
@@ -58,6 +64,10 @@ pub async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ensure_demo_tenant(&state, addr).await?;
     }
     tracing::info!(%addr, embedded_db = embedded.is_some(), "custodian is listening");
+    // The web app first; the listening line last, as scripts wait for it and may stop reading.
+    if !demo {
+        println!("Sign in to the web app at http://{addr}/app/login");
+    }
     println!("custodian listening on http://{addr}  (readiness: http://{addr}/readyz)");
 
     let stop = state.shutdown.clone();
@@ -170,7 +180,8 @@ async fn ensure_demo_tenant(state: &AppState, addr: SocketAddr) -> anyhow::Resul
         .await?;
     if exists.is_some() {
         println!(
-            "demo tenant '{DEMO_SLUG}' already exists; its owner ({DEMO_OWNER_EMAIL}) password was \
+            "Sign in to the web app at http://{addr}/app/login\n  \
+             demo tenant '{DEMO_SLUG}' already exists; its owner ({DEMO_OWNER_EMAIL}) password was \
              printed when it was created"
         );
         return Ok(());
@@ -189,10 +200,20 @@ async fn ensure_demo_tenant(state: &AppState, addr: SocketAddr) -> anyhow::Resul
     let inbox_id = seed_demo(state, created.tenant.id, addr)
         .await
         .map_err(|e| anyhow::anyhow!("seeding the demo tenant failed: {e}"))?;
+    // The conversations come once the knowledge base can answer them, in the background, so
+    // that the agent's replies to them are the offline responder's real ones.
+    let seeder = state.clone();
+    let tenant_id = created.tenant.id;
+    tokio::spawn(async move {
+        if let Err(e) = seed_demo_conversations(&seeder, tenant_id, inbox_id).await {
+            tracing::warn!(error = %e, "seeding the demo conversations failed");
+        }
+    });
     println!(
-        "\nDemo tenant created. Log in with POST http://{addr}/api/v1/auth/login\n  \
-         tenant:   {DEMO_SLUG}\n  email:    {DEMO_OWNER_EMAIL}\n  password: {password}\n  \
-         (shown this once; only its Argon2id hash is stored)\n\n\
+        "\nDemo tenant created. Sign in to the web app at http://{addr}/app/login\n  \
+         workspace: {DEMO_SLUG}\n  email: {DEMO_OWNER_EMAIL}\n  password: {password}\n  \
+         (shown this once; only its Argon2id hash is stored; the JSON API takes the same at \
+         POST http://{addr}/api/v1/auth/login with \"tenant\", \"email\", \"password\")\n\n\
          Web chat (offline responder, answering from the demo knowledge base):\n  \
          open http://{addr}/demo/chat/{inbox_id} and ask e.g. \"How long do I have to return an item?\"\n"
     );
@@ -252,6 +273,89 @@ async fn seed_demo(
     .await?;
     tx.commit().await?;
     Ok(inbox_id)
+}
+
+/// What the demo's customers write: (name, message, resolved afterwards). The first is answered
+/// by the AI from the knowledge base; the second asks with a greeting and contact details around
+/// the question, which the offline responder is unsure of, so its draft waits for a person; the
+/// third asks what the knowledge base hardly knows and goes to a person; the last is resolved
+/// (and answered by the AI, which answers a resolved conversation's customer too).
+const DEMO_CONVERSATIONS: &[(&str, &str, bool)] = &[
+    ("Ana Lima", "How long do I have to return an item?", false),
+    (
+        "Maria Souza",
+        "Hi, I'm Maria Souza, my email is maria@example.com. How long do I have to return an item?",
+        false,
+    ),
+    (
+        "Jonas Weber",
+        "Can I pay by bank transfer for a business order of 40 units?",
+        false,
+    ),
+    ("Sofia Rossi", "How do I change my password?", true),
+];
+
+/// The demo's first conversations, through the domains' own functions as the web chat makes
+/// them, so a newcomer's first look at the inbox is not empty. Waits (a minute at most) for the
+/// knowledge base's embeddings first, so the agent can answer.
+async fn seed_demo_conversations(
+    state: &AppState,
+    tenant_id: Uuid,
+    inbox_id: Uuid,
+) -> crate::error::Result<()> {
+    use crate::conversations::{self, Inbound, Ingested, Sender};
+    for _ in 0..120 {
+        let mut tx = state.db.tenant_tx(tenant_id).await?;
+        let pending = crate::knowledge::pending_embeddings(&mut tx, tenant_id).await?;
+        tx.commit().await?;
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let source = crate::audit::AuditSource::system(tenant_id);
+    for (name, text, resolved) in DEMO_CONVERSATIONS {
+        let mut tx = state.db.tenant_tx(tenant_id).await?;
+        let contact = crate::crm::contacts::create_visitor(
+            &mut tx,
+            tenant_id,
+            Some(name),
+            &serde_json::json!({}),
+        )
+        .await?;
+        crate::audit::record(
+            &mut tx,
+            &source,
+            crate::audit::AuditEvent::new("contact.created", "contact", contact)
+                .after(serde_json::json!({ "name": name, "via": "demo" })),
+        )
+        .await?;
+        let ingested = conversations::ingest(
+            &mut tx,
+            tenant_id,
+            Inbound {
+                inbox_id,
+                from: Sender::Contact(contact),
+                provider_message_id: None,
+                content_type: "text",
+                body: text,
+                attachments: serde_json::json!([]),
+                provider_timestamp: None,
+            },
+        )
+        .await?;
+        if let (
+            true,
+            Ingested::New {
+                conversation_id, ..
+            },
+        ) = (*resolved, ingested)
+        {
+            conversations::resolve(&mut tx, &source, conversation_id).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// `custodian audit verify --tenant <id|slug>`: true when the chain holds.

@@ -1,6 +1,7 @@
 //! Authentication: passwords, sessions, API tokens, throttles and the route guard.
 
 pub mod guard;
+pub mod login;
 pub mod member;
 pub mod password;
 pub mod revocation;

@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::guard::{Credential, Ctx};
-use super::member::{self, MemberView};
+use super::guard::Ctx;
+use super::member::MemberView;
 use super::AuthState;
-use super::{password, revocation, session, token};
-use crate::audit::{self, AuditEvent, AuditSource};
+use super::{login, revocation, session, token};
+use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::http::Rfc3339;
 use crate::http::{Access, Api, Contract, Json, Path, RequestMeta};
@@ -119,124 +119,26 @@ async fn login(
     meta: RequestMeta,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse> {
-    let account = format!("{}\n{}", body.tenant.trim(), body.email.trim());
-    // Refused here, before the password is looked at, when this address has spent its
-    // failures for the account or across accounts.
-    let mut attempt = state.throttle.login_attempt(&account, meta.ip)?;
-
-    let found = sqlx::query!(
-        r#"SELECT t.id AS tenant_id, m.id AS "member_id?", m.password_hash AS "password_hash?",
-                  m.status AS "status?"
-           FROM tenant t
-           LEFT JOIN member m ON m.tenant_id = t.id AND lower(m.email) = lower($2)
-           WHERE t.slug = $1"#,
-        body.tenant.trim(),
-        body.email.trim()
+    let signed_in = login::sign_in(
+        &state,
+        &meta,
+        login::Credentials {
+            tenant: &body.tenant,
+            email: &body.email,
+            password: body.password,
+        },
     )
-    .fetch_optional(&state.db.system)
     .await?;
-    if attempt.under_pressure() {
-        // Others' failures slow the account down, but never for its member at an address they
-        // sign in from. An unknown member of a known tenant is asked about too, so that the
-        // question's cost does not tell which accounts exist.
-        let familiar = match (&found, meta.ip) {
-            (Some(f), Some(ip)) => {
-                let member_id = f.member_id.unwrap_or(Uuid::nil());
-                let mut tx = state.db.tenant_tx(f.tenant_id).await?;
-                let familiar = session::signed_in_from(&mut tx, f.tenant_id, member_id, ip).await?;
-                tx.commit().await?;
-                familiar
-            }
-            _ => false,
-        };
-        if !familiar {
-            attempt.wait_turn().await;
-        }
-    }
-    let stored = found
-        .as_ref()
-        .filter(|f| f.status.as_deref() == Some("active"))
-        .and_then(|f| f.password_hash.clone());
-    let valid = password::verify(body.password, stored).await?;
-    if valid {
-        // Only failures spend the budgets: a member may log in as often as they like.
-        attempt.succeeded();
-    }
-
-    let Some(found) = found else {
-        return Err(invalid_credentials());
+    let view = SessionView {
+        member: signed_in.member,
+        tenant_id: signed_in.tenant_id,
+        expires_at: signed_in.session.expires_at,
     };
-    let mut tx = state.db.tenant_tx(found.tenant_id).await?;
-    let source = AuditSource::anonymous(found.tenant_id, &meta);
-    match (valid, found.member_id) {
-        (true, Some(member_id)) => {
-            let new = session::create(&mut tx, &state, found.tenant_id, member_id, &meta).await?;
-            let source = AuditSource::member(found.tenant_id, member_id, &meta);
-            audit::record(
-                &mut tx,
-                &source,
-                AuditEvent::new("auth.login.succeeded", "session", new.id).after(
-                    json!({ "member_id": member_id, "expires_at": new.expires_at.rfc3339() }),
-                ),
-            )
-            .await?;
-            let member = member::fetch(&mut tx, member_id).await?;
-            tx.commit().await?;
-            let view = SessionView {
-                member,
-                tenant_id: found.tenant_id,
-                expires_at: new.expires_at,
-            };
-            Ok(([(header::SET_COOKIE, new.cookie)], Json(view)))
-        }
-        _ => {
-            // The failure is recorded even though the login is refused.
-            audit::record(
-                &mut tx,
-                &source,
-                AuditEvent {
-                    action: "auth.login.failed",
-                    entity_type: "member",
-                    entity_id: found.member_id.map(|id| id.to_string()),
-                    before: None,
-                    after: Some(json!({ "email": body.email.trim() })),
-                    execution_id: None,
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            Err(invalid_credentials())
-        }
-    }
-}
-
-fn invalid_credentials() -> Error {
-    Error::InvalidCredentials
+    Ok(([(header::SET_COOKIE, signed_in.session.cookie)], Json(view)))
 }
 
 async fn logout(State(state): State<AuthState>, ctx: Ctx) -> Result<impl IntoResponse> {
-    let Credential::Session(session_id) = ctx.credential else {
-        return Err(Error::bad_request(
-            "not_a_session",
-            "API tokens are revoked with DELETE /api/v1/tokens/{token_id}",
-        ));
-    };
-    let mut tx = ctx.begin(&state).await?;
-    sqlx::query!(
-        "UPDATE session SET revoked_at = now()
-         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
-        session_id,
-        ctx.tenant_id
-    )
-    .execute(&mut *tx)
-    .await?;
-    revocation::announce(&mut tx, ctx.tenant_id, ctx.member_id).await?;
-    ctx.audit(
-        &mut tx,
-        AuditEvent::new("auth.logout", "session", session_id),
-    )
-    .await?;
-    tx.commit().await?;
+    login::sign_out(&state, &ctx).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, session::clearing_cookie())],
@@ -258,55 +160,7 @@ async fn change_password(
     ctx: Ctx,
     Json(body): Json<PasswordBody>,
 ) -> Result<StatusCode> {
-    let Credential::Session(session_id) = ctx.credential else {
-        return Err(Error::Forbidden(
-            "passwords are changed from a browser session",
-        ));
-    };
-    // Guessing the current password through a stolen session is throttled like a login.
-    let mut attempt = state
-        .throttle
-        .login_attempt(&ctx.member_id.to_string(), ctx.meta.ip)?;
-    if attempt.under_pressure() {
-        // Only holders of the member's sessions fail here, so no address of theirs is spared.
-        attempt.wait_turn().await;
-    }
-    let mut tx = ctx.begin(&state).await?;
-    let row = sqlx::query!(
-        "SELECT email, password_hash FROM member WHERE id = $1 AND tenant_id = $2",
-        ctx.member_id,
-        ctx.tenant_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if !password::verify(body.current_password, Some(row.password_hash)).await? {
-        return Err(Error::bad_request(
-            "invalid_credentials",
-            "the current password is wrong",
-        ));
-    }
-    attempt.succeeded();
-    password::check_policy(&body.new_password, &row.email)?;
-    let hash = password::hash(body.new_password).await?;
-    sqlx::query!(
-        "UPDATE member SET password_hash = $3, password_changed_at = now(), updated_at = now()
-         WHERE id = $1 AND tenant_id = $2",
-        ctx.member_id,
-        ctx.tenant_id,
-        hash
-    )
-    .execute(&mut *tx)
-    .await?;
-    // Anyone else holding a session of this member is logged out.
-    let revoked =
-        session::revoke_all(&mut tx, ctx.tenant_id, ctx.member_id, Some(session_id)).await?;
-    ctx.audit(
-        &mut tx,
-        AuditEvent::new("auth.password_changed", "member", ctx.member_id)
-            .after(json!({ "other_sessions_revoked": revoked })),
-    )
-    .await?;
-    tx.commit().await?;
+    login::change_password(&state, &ctx, body.current_password, body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

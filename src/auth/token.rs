@@ -53,6 +53,33 @@ impl Keys {
         mac.verify_slice(&signature).ok()?;
         Some(sha256(&random))
     }
+
+    /// The CSRF token of a browser session: derived from the session's id under the server
+    /// key, so it needs no storage, differs per session, and no one without the key can make
+    /// the token of another's session.
+    pub fn csrf_token(&self, session_id: uuid::Uuid) -> String {
+        B64.encode(self.sign(&csrf_input(session_id)))
+    }
+
+    /// Whether `given` is the CSRF token of the session, compared in constant time.
+    pub fn csrf_token_matches(&self, session_id: uuid::Uuid, given: &str) -> bool {
+        let Ok(given) = B64.decode(given) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.session.expose_secret()) else {
+            return false;
+        };
+        mac.update(&csrf_input(session_id));
+        mac.verify_slice(&given).is_ok()
+    }
+}
+
+/// What a session's CSRF token signs: a purpose prefix keeps it from ever equalling a
+/// session token's signature.
+fn csrf_input(session_id: uuid::Uuid) -> Vec<u8> {
+    let mut input = b"csrf\0".to_vec();
+    input.extend_from_slice(session_id.as_bytes());
+    input
 }
 
 pub fn random_bytes() -> [u8; 32] {

@@ -2,6 +2,7 @@
 //! and the states of outbound messages on their way through the durable queue.
 
 pub mod delivery;
+pub mod inbox;
 pub mod routes;
 
 use serde::{Deserialize, Serialize};
@@ -930,6 +931,46 @@ async fn wake(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool> {
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Resolves a conversation of the transaction's tenant on behalf of `source` (the demo seed;
+/// members go through the inbox API, audited as themselves), audited with before and after and
+/// announced live.
+pub async fn resolve(
+    conn: &mut PgConnection,
+    source: &audit::AuditSource,
+    id: Uuid,
+) -> Result<ConversationView> {
+    let before = fetch(conn, id).await?;
+    sqlx::query!(
+        "UPDATE conversation SET status = 'resolved', snoozed_until = NULL, updated_at = now()
+         WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let after = fetch(conn, id).await?;
+    audit::record(
+        conn,
+        source,
+        AuditEvent::new("conversation.status_changed", "conversation", id)
+            .before(&before)
+            .after(&after),
+    )
+    .await?;
+    events::publish(
+        conn,
+        &Event {
+            tenant_id: source.tenant_id,
+            kind: "conversation.updated".into(),
+            conversation_id: Some(id),
+            message_id: None,
+            data: json!({ "action": "conversation.status_changed", "status": after.status,
+                          "handler": after.handler, "assignee_id": after.assignee_id }),
+        },
+    )
+    .await?;
+    Ok(after)
 }
 
 /// Gives every open conversation of a contact that the AI handles to the members, on the

@@ -10,6 +10,9 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
+mod page;
+pub use page::PageSpec;
+
 use super::contract::Contract;
 use super::request_log::{self, RequestLog};
 use crate::rbac::Permission;
@@ -65,6 +68,10 @@ pub struct Api<S> {
     specs: Vec<RouteSpec>,
     /// Every named schema the contracts use, to catch two types that share a name.
     schemas: BTreeMap<String, serde_json::Value>,
+    /// The web app's pages: routed and guarded like the API, but not part of its document.
+    pages: Vec<PageSpec>,
+    /// What every page that takes a form runs inside the guard (the web app's CSRF check).
+    form_checks: Option<Guard<S>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Api<S> {
@@ -77,6 +84,8 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
             router: Router::new(),
             specs: Vec::new(),
             schemas: BTreeMap::new(),
+            pages: Vec::new(),
+            form_checks: None,
         }
     }
 

@@ -259,6 +259,19 @@ async fn fan_out(state: &KnowledgeState, job: &Job, version: i64) -> Result<Outc
     Ok(Outcome::Done)
 }
 
+/// How many of the tenant's articles still wait for their embedding (the demo seeds its
+/// conversations once the knowledge base can answer them).
+pub async fn pending_embeddings(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<i64> {
+    let pending = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "pending!" FROM knowledge_article
+           WHERE tenant_id = $1 AND embedding_status = 'pending'"#,
+        tenant_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(pending)
+}
+
 /// Marks an article for (re-)embedding and enqueues the work, on the caller's transaction.
 pub async fn schedule_embedding(
     conn: &mut PgConnection,

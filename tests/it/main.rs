@@ -34,6 +34,8 @@ mod sec_login;
 mod sec_secrets;
 mod sec_streams;
 mod sec_whatsapp;
+mod web;
+mod web_browser;
 mod webchat;
 mod whatsapp;
 mod whatsapp_client;

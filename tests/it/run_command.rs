@@ -73,6 +73,13 @@ async fn the_run_command_provisions_its_own_database_and_serves_a_demo_tenant() 
         .unwrap_or_else(|| panic!("no demo password printed: {output:?}"))
         .to_string();
 
+    // The web app's sign-in address comes first.
+    let first = output.iter().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(
+        first.contains(&format!("http://127.0.0.1:{port}/app/login")),
+        "{output:?}"
+    );
+
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
@@ -175,6 +182,23 @@ async fn the_run_command_provisions_its_own_database_and_serves_a_demo_tenant() 
         answer["body"].as_str().unwrap().contains("30 days"),
         "{answer}"
     );
+    // The signed-in inbox is not empty: the demo's customers have written.
+    crate::common::eventually(30, "the demo conversations in the web inbox", || {
+        let (client, url, cookie) = (client.clone(), format!("{base}/app"), cookie.clone());
+        async move {
+            let page = client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (page.contains("Ana Lima") && page.contains("Maria Souza")).then_some(())
+        }
+    })
+    .await;
     stop(child).await;
     assert!(
         !data_dir.join("pg").join("postmaster.pid").exists(),

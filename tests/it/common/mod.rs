@@ -144,7 +144,7 @@ impl TestApp {
             custodian::crypto::Sealer::new(key),
         )
         .expect("state");
-        let router = custodian::router(state.clone());
+        let router = custodian::web::router(state.clone());
         use base64::Engine;
         let encryption_key = base64::engine::general_purpose::STANDARD.encode(key);
         TestApp {
@@ -178,7 +178,7 @@ impl TestApp {
         .expect("state");
         tweak(&mut state);
         TestApp {
-            router: custodian::router(state.clone()),
+            router: custodian::web::router(state.clone()),
             state,
             db_name: self.db_name.clone(),
             admin: self.admin.clone(),

@@ -1,0 +1,218 @@
+//! Signing in and out and changing one's password, whoever asks: the JSON API
+//! (`routes.rs`) and the web app's forms call the same functions, so both are throttled
+//! (SEC-5) and audited (AUD-2) alike.
+
+use secrecy::SecretString;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::guard::{Credential, Ctx};
+use super::member::{self, MemberView};
+use super::session::{self, NewSession};
+use super::{password, revocation, AuthState};
+use crate::audit::{self, AuditEvent, AuditSource};
+use crate::error::{Error, Result};
+use crate::http::{RequestMeta, Rfc3339};
+
+/// What a member signs in with.
+pub struct Credentials<'a> {
+    /// The tenant's slug: members belong to one tenant.
+    pub tenant: &'a str,
+    pub email: &'a str,
+    pub password: SecretString,
+}
+
+/// A new session and whose it is.
+pub struct SignedIn {
+    pub session: NewSession,
+    pub member: MemberView,
+    pub tenant_id: Uuid,
+}
+
+/// Checks the credentials and opens a session. A wrong tenant, e-mail or password is
+/// [`Error::InvalidCredentials`] (which of them is never said); an address that has spent its
+/// failures is refused with [`Error::TooManyRequests`] before the password is looked at.
+pub async fn sign_in(
+    state: &AuthState,
+    meta: &RequestMeta,
+    credentials: Credentials<'_>,
+) -> Result<SignedIn> {
+    let tenant = credentials.tenant.trim();
+    let email = credentials.email.trim();
+    let account = format!("{tenant}\n{email}");
+    // Refused here, before the password is looked at, when this address has spent its
+    // failures for the account or across accounts.
+    let mut attempt = state.throttle.login_attempt(&account, meta.ip)?;
+
+    let found = sqlx::query!(
+        r#"SELECT t.id AS tenant_id, m.id AS "member_id?", m.password_hash AS "password_hash?",
+                  m.status AS "status?"
+           FROM tenant t
+           LEFT JOIN member m ON m.tenant_id = t.id AND lower(m.email) = lower($2)
+           WHERE t.slug = $1"#,
+        tenant,
+        email
+    )
+    .fetch_optional(&state.db.system)
+    .await?;
+    if attempt.under_pressure() {
+        // Others' failures slow the account down, but never for its member at an address they
+        // sign in from. An unknown member of a known tenant is asked about too, so that the
+        // question's cost does not tell which accounts exist.
+        let familiar = match (&found, meta.ip) {
+            (Some(f), Some(ip)) => {
+                let member_id = f.member_id.unwrap_or(Uuid::nil());
+                let mut tx = state.db.tenant_tx(f.tenant_id).await?;
+                let familiar = session::signed_in_from(&mut tx, f.tenant_id, member_id, ip).await?;
+                tx.commit().await?;
+                familiar
+            }
+            _ => false,
+        };
+        if !familiar {
+            attempt.wait_turn().await;
+        }
+    }
+    let stored = found
+        .as_ref()
+        .filter(|f| f.status.as_deref() == Some("active"))
+        .and_then(|f| f.password_hash.clone());
+    let valid = password::verify(credentials.password, stored).await?;
+    if valid {
+        // Only failures spend the budgets: a member may log in as often as they like.
+        attempt.succeeded();
+    }
+
+    let Some(found) = found else {
+        return Err(Error::InvalidCredentials);
+    };
+    let mut tx = state.db.tenant_tx(found.tenant_id).await?;
+    let source = AuditSource::anonymous(found.tenant_id, meta);
+    match (valid, found.member_id) {
+        (true, Some(member_id)) => {
+            let new = session::create(&mut tx, state, found.tenant_id, member_id, meta).await?;
+            let source = AuditSource::member(found.tenant_id, member_id, meta);
+            audit::record(
+                &mut tx,
+                &source,
+                AuditEvent::new("auth.login.succeeded", "session", new.id).after(
+                    json!({ "member_id": member_id, "expires_at": new.expires_at.rfc3339() }),
+                ),
+            )
+            .await?;
+            let member = member::fetch(&mut tx, member_id).await?;
+            tx.commit().await?;
+            Ok(SignedIn {
+                session: new,
+                member,
+                tenant_id: found.tenant_id,
+            })
+        }
+        _ => {
+            // The failure is recorded even though the login is refused.
+            audit::record(
+                &mut tx,
+                &source,
+                AuditEvent {
+                    action: "auth.login.failed",
+                    entity_type: "member",
+                    entity_id: found.member_id.map(|id| id.to_string()),
+                    before: None,
+                    after: Some(json!({ "email": email })),
+                    execution_id: None,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Err(Error::InvalidCredentials)
+        }
+    }
+}
+
+/// Ends the caller's session and announces it, so that its open streams end too. Only a
+/// browser session can be signed out; API tokens are revoked.
+pub async fn sign_out(state: &AuthState, ctx: &Ctx) -> Result<()> {
+    let Credential::Session(session_id) = ctx.credential else {
+        return Err(Error::bad_request(
+            "not_a_session",
+            "API tokens are revoked with DELETE /api/v1/tokens/{token_id}",
+        ));
+    };
+    let mut tx = ctx.begin(state).await?;
+    sqlx::query!(
+        "UPDATE session SET revoked_at = now()
+         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+        session_id,
+        ctx.tenant_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    revocation::announce(&mut tx, ctx.tenant_id, ctx.member_id).await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("auth.logout", "session", session_id),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Changes the caller's password once the current one is proven, and signs out every other
+/// session of theirs. Guessing the current password is throttled like a login.
+pub async fn change_password(
+    state: &AuthState,
+    ctx: &Ctx,
+    current_password: SecretString,
+    new_password: SecretString,
+) -> Result<()> {
+    let Credential::Session(session_id) = ctx.credential else {
+        return Err(Error::Forbidden(
+            "passwords are changed from a browser session",
+        ));
+    };
+    // Guessing the current password through a stolen session is throttled like a login.
+    let mut attempt = state
+        .throttle
+        .login_attempt(&ctx.member_id.to_string(), ctx.meta.ip)?;
+    if attempt.under_pressure() {
+        // Only holders of the member's sessions fail here, so no address of theirs is spared.
+        attempt.wait_turn().await;
+    }
+    let mut tx = ctx.begin(state).await?;
+    let row = sqlx::query!(
+        "SELECT email, password_hash FROM member WHERE id = $1 AND tenant_id = $2",
+        ctx.member_id,
+        ctx.tenant_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !password::verify(current_password, Some(row.password_hash)).await? {
+        return Err(Error::bad_request(
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    attempt.succeeded();
+    password::check_policy(&new_password, &row.email)?;
+    let hash = password::hash(new_password).await?;
+    sqlx::query!(
+        "UPDATE member SET password_hash = $3, password_changed_at = now(), updated_at = now()
+         WHERE id = $1 AND tenant_id = $2",
+        ctx.member_id,
+        ctx.tenant_id,
+        hash
+    )
+    .execute(&mut *tx)
+    .await?;
+    // Anyone else holding a session of this member is logged out.
+    let revoked =
+        session::revoke_all(&mut tx, ctx.tenant_id, ctx.member_id, Some(session_id)).await?;
+    ctx.audit(
+        &mut tx,
+        AuditEvent::new("auth.password_changed", "member", ctx.member_id)
+            .after(json!({ "other_sessions_revoked": revoked })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+// Custodian staff web app: keyboard shortcuts and focus handling. Everything works without it;
+// it only makes the pages quicker to use. Loaded after htmx (all scripts are deferred, in order).
+(function () {
+  "use strict";
+
+  // Belt and braces with the htmx-config meta tag: no injected styles, no eval, no scripts from
+  // swapped content (the pages' CSP would refuse them anyway).
+  if (window.htmx) {
+    htmx.config.includeIndicatorStyles = false;
+    htmx.config.allowEval = false;
+    htmx.config.allowScriptTags = false;
+    htmx.config.selfRequestsOnly = true;
+  }
+
+  function typing(target) {
+    var tag = target && target.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable);
+  }
+
+  function rows() {
+    return Array.prototype.slice.call(document.querySelectorAll("[data-row]"));
+  }
+
+  function move(step) {
+    var all = rows();
+    if (all.length === 0) return;
+    var at = all.indexOf(document.activeElement);
+    var next = at === -1 ? (step > 0 ? 0 : all.length - 1) : Math.min(all.length - 1, Math.max(0, at + step));
+    all[next].focus();
+  }
+
+  function showShortcuts() {
+    var dialog = document.getElementById("shortcuts");
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-show-shortcuts]");
+    if (button) showShortcuts();
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    switch (event.key) {
+      case "/": {
+        var search = document.querySelector("[data-search]");
+        if (search) {
+          event.preventDefault();
+          search.focus();
+          search.select();
+        }
+        break;
+      }
+      case "?": {
+        event.preventDefault();
+        showShortcuts();
+        break;
+      }
+      case "j":
+        move(1);
+        break;
+      case "k":
+        move(-1);
+        break;
+      default:
+        return;
+    }
+  });
+
+  // A filter that changes submits its form (the button stays for use without JavaScript).
+  document.addEventListener("change", function (event) {
+    var field = event.target;
+    if (field.matches && field.matches("[data-autosubmit]") && field.form) {
+      field.form.requestSubmit();
+    }
+  });
+
+  // The live connection's state, for the reader (and for tests waiting for it).
+  function liveState(text, state) {
+    var el = document.querySelector("[data-live-state]");
+    if (el) {
+      el.textContent = text;
+      el.setAttribute("data-live-state", state);
+    }
+  }
+  document.addEventListener("htmx:sseOpen", function () {
+    liveState("Live", "open");
+  });
+  document.addEventListener("htmx:sseError", function () {
+    liveState("Reconnecting…", "error");
+  });
+
+  // After a live refresh, keep the keyboard focus on the row it was on.
+  var focusedRow = null;
+  document.addEventListener("htmx:beforeSwap", function () {
+    var active = document.activeElement;
+    focusedRow = active && active.hasAttribute && active.hasAttribute("data-row") ? active.getAttribute("href") : null;
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    if (!focusedRow) return;
+    var again = document.querySelector('[data-row][href="' + focusedRow + '"]');
+    if (again) again.focus();
+    focusedRow = null;
+  });
+})();

@@ -1,0 +1,412 @@
+//! The staff web app in a real browser: Debian's Chromium, headless, driven over WebDriver by
+//! its chromedriver (`scripts/install-browser.sh` installs both; a missing browser fails this
+//! test, it never skips). The app listens on a real port. One test walks the journeys in turn,
+//! so one browser runs at a time on the two cores, and every step waits for a condition on the
+//! page, never for a time.
+//!
+//! With `WRITE_SCREENSHOTS=1` it also writes the screenshots the README shows
+//! (`docs/screenshots/`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::common::{fast_worker, fixture, Member, Req, TestApp, PASSWORD};
+use crate::fakes::graph::FakeGraph;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long any one condition may take to come true on the page.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A chromedriver of our own on a free port, stopped with the test.
+struct Driver {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+async fn start_driver() -> Driver {
+    for binary in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(binary).exists(),
+            "{binary} is missing: run scripts/install-browser.sh (the browser tests never skip)"
+        );
+    }
+    let port = free_port();
+    let child = tokio::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    // Ready once it accepts connections.
+    crate::common::eventually(20, "chromedriver to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    Driver { _child: child, url }
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,860",
+        "--lang=en-US",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect::<Vec<_>>();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({ "binary": CHROMIUM, "args": args }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session")
+}
+
+/// The app on a real port, with its workers (the live event stream needs the listener).
+async fn serve(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    let stop = app.state.shutdown.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .unwrap();
+    });
+    app.start_workers();
+    format!("http://{addr}")
+}
+
+/// A customer with a name writes on the web chat; returns the conversation.
+async fn customer_writes(app: &TestApp, inbox: Uuid, name: &str, text: &str) -> Uuid {
+    customer_session_writes(app, inbox, name, text).await.1
+}
+
+/// The same, with the customer's session token, to write again.
+async fn customer_session_writes(
+    app: &TestApp,
+    inbox: Uuid,
+    name: &str,
+    text: &str,
+) -> (String, Uuid) {
+    let session = app
+        .send(Req::post(format!("/api/v1/webchat/{inbox}/sessions")).json(json!({ "name": name })))
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{}", session.body);
+    let token = session.body["session_token"].as_str().unwrap().to_string();
+    let sent = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token.clone())
+                .json(json!({ "body": text })),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
+    (token, sent.uuid("/conversation_id"))
+}
+
+async fn customer_writes_again(app: &TestApp, inbox: Uuid, token: &str, text: &str) -> Uuid {
+    let sent = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token)
+                .json(json!({ "body": text })),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.body);
+    sent.uuid("/id")
+}
+
+async fn fill(client: &Client, id: &str, text: &str) {
+    let field = client.find(Locator::Id(id)).await.expect(id);
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("waiting for {css}: {e}"))
+}
+
+async fn sign_in(client: &Client, base: &str, owner: &Member, password: &str) {
+    client.goto(&format!("{base}/app/login")).await.unwrap();
+    fill(client, "tenant", &owner.slug).await;
+    fill(client, "email", &owner.email).await;
+    fill(client, "password", password).await;
+    client
+        .find(Locator::Css("form button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+fn screenshots_dir() -> Option<PathBuf> {
+    std::env::var_os("WRITE_SCREENSHOTS")
+        .filter(|v| v == "1")
+        .map(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"))
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    if let Some(dir) = screenshots_dir() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = client.screenshot().await.expect("a screenshot");
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
+    let graph = FakeGraph::start().await;
+    let graph_url = graph.base_url.clone();
+    let app = TestApp::spawn_with(|c| fast_worker(c, &graph_url)).await;
+    let owner = app.signup("acme").await;
+    let (whatsapp, app_secret) = app.whatsapp_inbox(&owner, &graph.token).await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let base = serve(&app).await;
+    // One article, so the AI answers one customer and hands the others to people.
+    let article = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&owner)
+                .json(json!({
+                    "title": "Returns and refunds",
+                    "body": "You can return any item within 30 days of delivery for a full refund. \
+                             Start a return from the Orders page.",
+                })),
+        )
+        .await;
+    assert_eq!(article.status, StatusCode::CREATED, "{}", article.body);
+    crate::common::eventually(30, "the article to be embedded", || async {
+        let status = app
+            .send(Req::get("/api/v1/knowledge/status").by(&owner))
+            .await;
+        (status.body["ready"] == 1).then_some(())
+    })
+    .await;
+    let answered = customer_writes(
+        &app,
+        inbox,
+        "Sofia Rossi",
+        "How long do I have to return an item?",
+    )
+    .await;
+    let (maria, refund) = customer_session_writes(
+        &app,
+        inbox,
+        "Maria Souza",
+        "Hi! I returned my order #4411 last week. When will the refund reach my card?",
+    )
+    .await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+
+    let journeys = async {
+        // Unauthenticated, the inbox sends the browser to sign in.
+        client.goto(&format!("{base}/app")).await.unwrap();
+        wait_for(&client, "form[action='/app/login']").await;
+        screenshot(&client, "login.png").await;
+
+        // A wrong password: the form again, with a message, and no way in.
+        sign_in(&client, &base, &owner, "certainly not the password").await;
+        let error = wait_for(&client, "[data-login-error]").await;
+        assert!(error.text().await.unwrap().contains("do not match"));
+        assert_eq!(client.current_url().await.unwrap().path(), "/app/login");
+
+        // The right one: the inbox, with the customers' conversations.
+        sign_in(&client, &base, &owner, PASSWORD).await;
+        wait_for(&client, &format!("[data-conversation='{refund}']")).await;
+        // htmx was told not to inject its indicator styles: no style element, nothing for the
+        // CSP to refuse.
+        let styles = client
+            .execute("return document.querySelectorAll('style').length;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(styles, json!(0));
+        // The AI's answer shows as the last message of its conversation.
+        wait_for(
+            &client,
+            &format!("[data-conversation='{answered}'] [data-author='AI']"),
+        )
+        .await;
+        let text = client
+            .find(Locator::Css(".conversations"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("Maria Souza"), "{text}");
+        assert!(text.contains("Sofia Rossi"), "{text}");
+
+        // A customer writes while the inbox is open: the conversation appears without a reload.
+        wait_for(&client, "[data-live-state='open']").await;
+        let marker = client
+            .execute(
+                "document.body.dataset.loadedOnce = 'yes'; return true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(marker, json!(true));
+        let live = customer_writes(
+            &app,
+            inbox,
+            "Jonas Weber",
+            "Hello, my package arrived damaged. Can someone help?",
+        )
+        .await;
+        wait_for(&client, &format!("[data-conversation='{live}']")).await;
+        wait_for(&client, "[data-count='open']").await;
+        let same_page = client
+            .execute(
+                "return document.body.dataset.loadedOnce || 'reloaded';",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            same_page,
+            json!("yes"),
+            "the page was reloaded, not updated live"
+        );
+        let open = client
+            .find(Locator::Css("[data-count='open']"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(open, "3");
+        // The inbox's count in the sidebar follows.
+        wait_for(&client, "#inbox-nav [data-open='3']").await;
+
+        // A customer writes over WhatsApp (a webhook signed as Meta signs it): live too.
+        let webhook = app.webhook(whatsapp, &fixture("text"), &app_secret).await;
+        assert_eq!(webhook.status, StatusCode::OK, "{}", webhook.body);
+        let on_whatsapp: Uuid = {
+            let mut conn = app.superuser().await;
+            sqlx::query_scalar(
+                "SELECT conversation_id FROM message WHERE provider_message_id LIKE 'wamid.%'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        };
+        let row = wait_for(&client, &format!("[data-conversation='{on_whatsapp}']")).await;
+        let text = row.text().await.unwrap();
+        assert!(
+            text.contains("Sheena Nelson") && text.contains("WhatsApp"),
+            "{text}"
+        );
+        assert!(text.contains("Does it come in another color?"), "{text}");
+        wait_for(&client, "[data-count='open']").await;
+        screenshot(&client, "inbox.png").await;
+
+        // The keyboard: `?` lists the shortcuts, `/` goes to the search.
+        let body = client.find(Locator::Css("body")).await.unwrap();
+        body.send_keys("?").await.unwrap();
+        wait_for(&client, "dialog#shortcuts[open]").await;
+        client
+            .find(Locator::Css("dialog#shortcuts button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        body.send_keys("/").await.unwrap();
+        wait_for(&client, "[data-search]:focus").await;
+
+        // A row opens its thread.
+        client
+            .find(Locator::Css(&format!("[data-conversation='{refund}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for(&client, ".thread").await;
+        let thread = client
+            .find(Locator::Css(".thread"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            thread.contains("When will the refund reach my card?"),
+            "{thread}"
+        );
+        // The customer writes again while the thread is open: it appears there, live.
+        wait_for(&client, "[data-live-state='open']").await;
+        let again = customer_writes_again(
+            &app,
+            inbox,
+            &maria,
+            "It was paid with a Visa card ending in 4242, if that helps.",
+        )
+        .await;
+        wait_for(&client, &format!("[data-message='{again}']")).await;
+        screenshot(&client, "conversation.png").await;
+
+        // Signing out ends the session: the inbox asks to sign in again.
+        client
+            .find(Locator::Css("form[action='/app/logout'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for(&client, "form[action='/app/login']").await;
+        client.goto(&format!("{base}/app")).await.unwrap();
+        wait_for(&client, "form[action='/app/login']").await;
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(180), journeys).await;
+    // The browser goes whatever happened, so no Chromium outlives the test.
+    client.close().await.ok();
+    outcome.expect("the journeys finished in time");
+}
