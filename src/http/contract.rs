@@ -526,10 +526,10 @@ mod tests {
             "if": { "required": ["a"] }, "then": { "not": { "required": ["b"] } },
             "contains": { "const": 1 }, "maxItems": 0 });
         let mut back = to_value(&raw_schema(value.clone()));
-        harden(&mut back);
+        harden(&mut back, Side::Request);
         assert_eq!(back, value);
         let mut text = to_value(&raw_schema(json!({ "type": "string" })));
-        harden(&mut text);
+        harden(&mut text, Side::Request);
         assert_eq!(text, json!({ "type": "string", "pattern": NO_NUL }));
     }
 }
