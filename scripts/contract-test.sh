@@ -69,8 +69,11 @@ PYTHONPATH="$here" SCHEMATHESIS_HOOKS=hooks "$venv/bin/schemathesis" --config-fi
 # A client generated from the same document, used for one real round trip (#13 item 4).
 client=0
 rm -rf "$tmp/client"
+# Every schema must become a type and every operation a function: the generator only warns
+# when it leaves one out, so its warnings are read here.
 if "$venv/bin/openapi-python-client" generate --path "$tmp/openapi.json" --output-path "$tmp/client" \
   --overwrite >"$tmp/client-generation.log" 2>&1 &&
+  ! grep -E "Unable to|will not be generated" "$tmp/client-generation.log" &&
   "$venv/bin/python" "$here/client_roundtrip.py" "$base" "$tmp/client"; then
   client=1
 else

@@ -39,9 +39,8 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 #[schema(as = ReviewEdit)]
 struct Edit {
-    /// Free-form: for an action, its arguments as approved, valid against its `parameters`
-    /// schema.
-    #[schema(value_type = Option<Object>)]
+    /// For an action: its arguments as approved, valid against its `parameters` schema.
+    #[schema(value_type = Option<super::routes::ActionArguments>)]
     arguments: Option<Value>,
     /// For a draft: the text to send instead; trimmed.
     #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]

@@ -599,15 +599,30 @@ enum CreateBody {
         conversation_id: Uuid,
         #[schema(value_type = Uuid, required = true)]
         action_id: Option<Uuid>,
-        /// Free-form: the action's arguments, valid against its `parameters` schema; `{}` when
-        /// absent.
-        #[schema(value_type = Option<Object>)]
+        /// The action's arguments, valid against its `parameters` schema; `{}` when absent.
+        #[schema(value_type = Option<ActionArguments>)]
         arguments: Option<Value>,
         /// Trimmed; empty means none.
         #[schema(max_length = 4000)]
         note: Option<String>,
     },
 }
+
+/// An action's arguments: a JSON object, checked against the action's own `parameters`. A
+/// named schema, so that a client generator makes one type of it (inline in a variant of a
+/// tagged body, openapi-python-client makes it twice and gives up).
+pub(super) struct ActionArguments;
+
+impl utoipa::PartialSchema for ActionArguments {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::http::contract::schema(serde_json::json!({
+            "type": "object",
+            "description": "Free-form: an action's arguments, valid against its `parameters` schema."
+        }))
+    }
+}
+
+impl utoipa::ToSchema for ActionArguments {}
 
 async fn create(
     State(db): State<Db>,
