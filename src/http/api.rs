@@ -153,9 +153,29 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
             method_router =
                 method_router.route_layer(axum::middleware::from_fn(super::json_bodies_only));
         }
-        // Guarded routes are logged (the request log): the log layer wraps the guard, and a
-        // layer inside the guard tells it who the guard let through. Public routes are not.
-        let method_router = match access {
+        let method_router = self.guarded(access, path, method_router);
+        self.router = self.router.route(path, method_router);
+        self.specs.push(RouteSpec {
+            method,
+            path,
+            access,
+            tag,
+            summary,
+            contract,
+        });
+        self
+    }
+
+    /// Wraps a route that is not public in the guard, and logs it (the request log): the log
+    /// layer wraps the guard, and a layer inside the guard tells it who the guard let through.
+    /// Public routes are neither guarded nor logged. API routes and pages alike.
+    fn guarded(
+        &self,
+        access: Access,
+        path: &'static str,
+        method_router: MethodRouter<S>,
+    ) -> MethodRouter<S> {
+        match access {
             Access::Public => method_router,
             guarded => (self.guard)(
                 guarded,
@@ -168,17 +188,7 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
                 },
                 request_log::log,
             )),
-        };
-        self.router = self.router.route(path, method_router);
-        self.specs.push(RouteSpec {
-            method,
-            path,
-            access,
-            tag,
-            summary,
-            contract,
-        });
-        self
+        }
     }
 
     pub fn into_parts(self) -> (Router<S>, Vec<RouteSpec>) {

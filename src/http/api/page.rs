@@ -9,7 +9,6 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{on, MethodFilter};
 
-use super::super::request_log;
 use super::{takes_body, Access, Api, Guard};
 
 /// One page as the registry declared it; `AppState::pages` lists them for the tests that walk
@@ -67,20 +66,7 @@ impl<S: Clone + Send + Sync + 'static> Api<S> {
             });
             method_router = checks(access, method_router);
         }
-        let method_router = match access {
-            Access::Public => method_router,
-            guarded => (self.guard)(
-                guarded,
-                method_router.route_layer(axum::middleware::from_fn(request_log::note_caller)),
-            )
-            .route_layer(axum::middleware::from_fn_with_state(
-                request_log::LogRoute {
-                    log: self.request_log.clone(),
-                    route: path,
-                },
-                request_log::log,
-            )),
-        };
+        let method_router = self.guarded(access, path, method_router);
         self.router = self.router.route(path, method_router);
         self.pages.push(PageSpec {
             method,
