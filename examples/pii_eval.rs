@@ -1,57 +1,19 @@
-//! Scores the inbound stage on an external labelled set of JSON lines, such
-//! as the Faker-based one of `scripts/pii_eval/generate.py`:
-//! `{"locale": "pt_BR", "text": "…", "spans": [{"type": "CPF", "start": 3, "end": 17}]}`
-//! with UTF-8 byte offsets. Uppercase types are PII labels (`NAME`, `PHONE`…);
-//! lowercase ones are distractors that must stay unmasked.
+//! Scores the inbound stage on an external labelled set of JSON lines (the format and the
+//! measures: `tests/support/pii_eval.rs`, which the targets' test shares), such as the
+//! Faker-based one of `scripts/pii_eval/generate.py`, and prints the table.
 //!
 //! ```text
 //! cargo run --release --example pii_eval -- eval.jsonl [--misses]
 //! ```
-//!
-//! Per type and locale: *recall* = labels with a detection of their type
-//! overlapping them; *fully masked* = labels every byte of which ended up
-//! inside a placeholder (any type); *precision* = detections of the type that
-//! overlap a label of that type. Each message gets a fresh vault and no CRM
-//! context, as a new user's first message would.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 
-use custodian::guardrails::{evaluate, Context, FindingKind, PiiType, Policy, Stage};
-use serde::Deserialize;
+use custodian::guardrails::{PiiType, Policy};
 
-#[derive(Deserialize)]
-struct Line {
-    #[serde(default)]
-    locale: String,
-    text: String,
-    spans: Vec<Label>,
-}
+#[path = "../tests/support/pii_eval.rs"]
+mod pii_eval;
 
-#[derive(Deserialize)]
-struct Label {
-    #[serde(rename = "type")]
-    kind: String,
-    start: usize,
-    end: usize,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Row {
-    labelled: usize,
-    found: usize,
-    fully: usize,
-    predicted: usize,
-    correct: usize,
-}
-
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 {
-        1.0
-    } else {
-        a as f64 / b as f64
-    }
-}
+use pii_eval::{ratio, score_line, Line, Miss, Rows};
 
 fn main() {
     let mut path = None;
@@ -69,76 +31,56 @@ fn main() {
         None => Box::new(BufReader::new(std::io::stdin())),
     };
     let policy = Policy::builtin();
-    // (type, locale) -> row; locale "all" sums the locales.
-    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let mut rows = Rows::new();
     let mut messages = 0;
     for line in reader.lines() {
         let line = line.expect("readable input");
         if line.trim().is_empty() {
             continue;
         }
-        let l: Line = serde_json::from_str(&line).expect("a labelled JSON line");
+        let line: Line = serde_json::from_str(&line).expect("a labelled JSON line");
         messages += 1;
-        let mut ctx = Context::default();
-        let verdict = evaluate(Stage::Inbound, &l.text, &mut ctx, &policy);
-        let pii: Vec<(PiiType, usize, usize)> = verdict
-            .findings
-            .iter()
-            .filter_map(|f| match f.kind {
-                FindingKind::Pii(t) => Some((t, f.start, f.end)),
-                _ => None,
-            })
-            .collect();
-        let mut bump = |kind: &str, f: &dyn Fn(&mut Row)| {
-            for loc in [l.locale.as_str(), "all"] {
-                f(rows.entry((kind.to_string(), loc.to_string())).or_default());
+        score_line(&line, &policy, &mut rows, &mut |miss| {
+            if !misses {
+                return;
             }
-        };
-        for label in &l.spans {
-            let overlapping =
-                |&&(_, a, b): &&(PiiType, usize, usize)| a < label.end && label.start < b;
-            let value = &l.text[label.start..label.end];
-            let pii_type = PiiType::from_label(&label.kind);
-            let found = match pii_type {
-                Some(t) => pii.iter().filter(overlapping).any(|(k, _, _)| *k == t),
-                None => pii.iter().any(|p| overlapping(&p)),
-            };
-            let fully =
-                (label.start..label.end).all(|i| pii.iter().any(|&(_, a, b)| a <= i && i < b));
-            bump(&label.kind, &|r| {
-                r.labelled += 1;
-                r.found += usize::from(found);
-                r.fully += usize::from(fully);
-            });
-            if misses && (pii_type.is_some() && !fully || pii_type.is_none() && found) {
-                let what = if pii_type.is_some() {
-                    if found {
-                        "partly"
-                    } else {
-                        "missed"
-                    }
-                } else {
-                    "masked"
-                };
-                println!(
-                    "{what} {} {value:?} in {:?} -> {:?}",
-                    label.kind, l.text, verdict.masked_text
-                );
+            match miss {
+                Miss::Label {
+                    label,
+                    line,
+                    partly,
+                    masked_text,
+                } => println!(
+                    "{} {} {:?} in {:?} -> {masked_text:?}",
+                    if partly { "partly" } else { "missed" },
+                    label.kind,
+                    &line.text[label.start..label.end],
+                    line.text
+                ),
+                Miss::Distractor {
+                    label,
+                    line,
+                    masked_text,
+                } => println!(
+                    "masked {} {:?} in {:?} -> {masked_text:?}",
+                    label.kind,
+                    &line.text[label.start..label.end],
+                    line.text
+                ),
+                Miss::False {
+                    kind,
+                    start,
+                    end,
+                    line,
+                } => {
+                    println!(
+                        "false {kind} {:?} in {:?}",
+                        &line.text[start..end],
+                        line.text
+                    )
+                }
             }
-        }
-        for &(t, a, b) in &pii {
-            let correct = l
-                .spans
-                .iter()
-                .any(|s| PiiType::from_label(&s.kind) == Some(t) && s.start < b && a < s.end);
-            bump(t.label(), &|r| {
-                r.predicted += 1;
-                r.correct += usize::from(correct);
-            });
-            if misses && !correct {
-                println!("false {t} {:?} in {:?}", &l.text[a..b], l.text);
-            }
-        }
+        });
     }
     println!("{messages} messages");
     println!("| type | locale | labelled | recall | fully masked | precision |");

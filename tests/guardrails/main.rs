@@ -12,6 +12,8 @@ mod language;
 mod linear;
 mod masking;
 mod packs;
+#[path = "../support/pii_eval.rs"]
+mod pii_eval;
 mod policy;
 mod properties;
 mod quality;
