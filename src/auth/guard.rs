@@ -153,14 +153,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
+    crate::http::cookie(headers, COOKIE)
 }
 
 /// In-process throttles (SEC-5). Failed logins are budgeted per account and client address,

@@ -80,9 +80,7 @@ impl Contract {
     /// enum with `deny_unknown_fields`, which utoipa states only for structs).
     pub fn closed_variants(mut self) -> Self {
         let content = self.request.as_ref().expect("closed_variants after body");
-        let name = content.schema["$ref"]
-            .as_str()
-            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        let name = component_name(&content.schema)
             .expect("a named body type")
             .to_string();
         for (n, schema) in self.components.iter_mut() {
@@ -261,6 +259,13 @@ impl Contract {
         self.components.push((name, schema));
         reference
     }
+}
+
+/// The component a schema refers to (`{"$ref": "#/components/schemas/Name"}`), by name.
+fn component_name(schema: &Value) -> Option<&str> {
+    schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
 }
 
 /// The parameters of `T`. An optional one is simply left out: a query string or path cannot

@@ -27,6 +27,18 @@ pub use api::{Access, Api, RouteSpec};
 pub use contract::Contract;
 pub use ctx::{Credential, Ctx};
 
+/// The value of the cookie `name` the request carries, from any of its `Cookie` headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
 /// The name of the cookie that carries a browser session (set by `auth`, named here so the
 /// API description can say where the credential goes).
 pub const SESSION_COOKIE: &str = "custodian_session";

@@ -92,14 +92,7 @@ pub fn clear_login_cookie() -> HeaderValue {
 }
 
 fn login_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == LOGIN_COOKIE)
-        .map(|(_, value)| value)
+    crate::http::cookie(headers, LOGIN_COOKIE)
 }
 
 fn refused() -> Response {
