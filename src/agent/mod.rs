@@ -189,18 +189,18 @@ struct Processors {
 /// A provider and model, what it was used for, how often and when.
 #[derive(Serialize, ToSchema)]
 #[schema(as = ContactProcessor)]
-struct Processor {
+pub struct Processor {
     /// `chat` (the answer) or `embeddings` (knowledge retrieval).
-    purpose: String,
-    provider: String,
-    model: String,
+    pub purpose: String,
+    pub provider: String,
+    pub model: String,
     /// The built-in offline responder: nothing left the platform.
-    offline: bool,
-    runs: i64,
+    pub offline: bool,
+    pub runs: i64,
     #[serde(with = "time::serde::rfc3339")]
-    first_at: OffsetDateTime,
+    pub first_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    last_at: OffsetDateTime,
+    pub last_at: OffsetDateTime,
 }
 
 /// An execution with its full record (AGT-8).
@@ -287,6 +287,20 @@ async fn processors(
 ) -> Result<Json<Processors>> {
     let mut tx = ctx.begin(&state).await?;
     crate::crm::contacts::fetch(&mut tx, id).await?;
+    let processors = contact_processors(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(Processors {
+        contact_id: id,
+        processors,
+    }))
+}
+
+/// AGT-10, for one contact: every provider and model that processed their (masked) data, by
+/// first use.
+pub async fn contact_processors(
+    conn: &mut sqlx::PgConnection,
+    contact_id: Uuid,
+) -> Result<Vec<Processor>> {
     let rows = sqlx::query!(
         r#"SELECT p.purpose AS "purpose!", p.provider AS "provider!", p.model AS "model!", x.offline,
                   count(*) AS "runs!", min(x.started_at) AS "first!", max(x.started_at) AS "last!"
@@ -295,12 +309,11 @@ async fn processors(
                                       ('embeddings', x.embedding_provider, x.embedding_model)) AS p (purpose, provider, model)
            WHERE x.contact_id = $1 AND x.tenant_id = current_tenant_id() AND p.provider IS NOT NULL
            GROUP BY p.purpose, p.provider, p.model, x.offline ORDER BY min(x.started_at), p.purpose"#,
-        id
+        contact_id
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
-    tx.commit().await?;
-    let processors = rows
+    Ok(rows
         .into_iter()
         .map(|r| Processor {
             purpose: r.purpose,
@@ -311,11 +324,60 @@ async fn processors(
             first_at: r.first,
             last_at: r.last,
         })
-        .collect();
-    Ok(Json(Processors {
-        contact_id: id,
-        processors,
-    }))
+        .collect())
+}
+
+/// A knowledge passage a run retrieved, by its article, with its score.
+pub struct RunSource {
+    pub article_id: Uuid,
+    pub title: String,
+    pub score: f64,
+}
+
+/// The knowledge a run retrieved (best first), with the articles' titles as they are now; an
+/// article deleted since is left out.
+pub async fn run_sources(
+    conn: &mut sqlx::PgConnection,
+    execution_id: Uuid,
+) -> Result<Vec<RunSource>> {
+    let retrieval = sqlx::query_scalar!(
+        r#"SELECT record -> 'retrieval' AS "retrieval" FROM agent_execution
+           WHERE id = $1 AND tenant_id = current_tenant_id()"#,
+        execution_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten()
+    .unwrap_or_default();
+    let mut best: Vec<(Uuid, f64)> = Vec::new();
+    for hit in retrieval.as_array().into_iter().flatten() {
+        let (Some(article_id), Some(score)) = (
+            hit["article_id"]
+                .as_str()
+                .and_then(|a| Uuid::parse_str(a).ok()),
+            hit["score"].as_f64(),
+        ) else {
+            continue;
+        };
+        match best.iter_mut().find(|(a, _)| *a == article_id) {
+            Some((_, s)) => *s = s.max(score),
+            None => best.push((article_id, score)),
+        }
+    }
+    best.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ids: Vec<Uuid> = best.iter().map(|(a, _)| *a).collect();
+    let titles = crate::knowledge::titles(conn, &ids).await?;
+    Ok(best
+        .into_iter()
+        .filter_map(|(article_id, score)| {
+            let title = titles.iter().find(|(id, _)| *id == article_id)?.1.clone();
+            Some(RunSource {
+                article_id,
+                title,
+                score,
+            })
+        })
+        .collect())
 }
 
 /// One execution's record, and whether it is the record that was audited: `record_digest_ok`

@@ -257,3 +257,31 @@ pub async fn mark_read(
     .await?;
     Ok(())
 }
+
+/// One of a contact's conversations, for the contact panel.
+pub struct ContactConversation {
+    pub id: Uuid,
+    pub channel: Channel,
+    pub status: Status,
+    pub last_message_at: OffsetDateTime,
+}
+
+/// A contact's conversations, newest activity first (at most `limit`).
+pub async fn of_contact(
+    conn: &mut PgConnection,
+    contact_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ContactConversation>> {
+    let rows = sqlx::query_as!(
+        ContactConversation,
+        r#"SELECT c.id, i.channel AS "channel: Channel", c.status AS "status: Status", c.last_message_at
+           FROM conversation c JOIN inbox i ON i.id = c.inbox_id
+           WHERE c.contact_id = $1 AND c.tenant_id = current_tenant_id()
+           ORDER BY c.last_message_at DESC, c.id DESC LIMIT $2"#,
+        contact_id,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows)
+}

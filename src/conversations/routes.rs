@@ -373,17 +373,17 @@ async fn thread(
 }
 
 /// A reply (`body`), a private note (`body` and `private`), or a WhatsApp template.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-struct ReplyBody {
+pub struct ReplyBody {
     /// Required unless a template is sent; trimmed.
     #[schema(max_length = 4096)]
-    body: Option<String>,
+    pub body: Option<String>,
     /// A note for the members only, never sent to the customer.
     #[serde(default)]
-    private: bool,
+    pub private: bool,
     /// A WhatsApp message template, the only thing that may go outside the 24-hour window.
-    template: Option<Template>,
+    pub template: Option<Template>,
 }
 
 #[derive(Deserialize, serde::Serialize, ToSchema)]
@@ -406,6 +406,24 @@ async fn reply(
     Json(body): Json<ReplyBody>,
     free_form_open: FreeFormOpen,
 ) -> Result<(StatusCode, Json<MessageView>)> {
+    let mut tx = ctx.begin(&state).await?;
+    let conversation = fetch(&mut tx, id).await?;
+    let message = send_reply(&mut tx, &ctx, &conversation, &body, free_form_open).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// A member's reply to the customer through the conversation's channel, or their private note,
+/// on the caller's transaction: stored, queued for delivery, audited, announced, and (a reply)
+/// taking the conversation over from the AI. The API and the web app both reply through here.
+pub async fn send_reply(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    conversation: &ConversationView,
+    body: &ReplyBody,
+    free_form_open: FreeFormOpen,
+) -> Result<MessageView> {
+    let id = conversation.id;
     let text = body
         .body
         .as_deref()
@@ -427,8 +445,6 @@ async fn reply(
             "body is limited to 4096 characters",
         ));
     }
-    let mut tx = ctx.begin(&state).await?;
-    let conversation = fetch(&mut tx, id).await?;
     let open = free_form_open(
         conversation.channel,
         conversation.last_inbound_at,
@@ -465,11 +481,11 @@ async fn reply(
         body.private,
         status
     )
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     if status == Some("queued") {
         queue::enqueue(
-            &mut tx,
+            tx,
             ctx.tenant_id,
             NewJob::new(
                 super::SEND_MESSAGE,
@@ -484,10 +500,10 @@ async fn reply(
             "UPDATE conversation SET last_message_at = now(), updated_at = now() WHERE id = $1",
             id
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    let message = fetch_message(&mut tx, message_id).await?;
+    let message = fetch_message(tx, message_id).await?;
     let source = ctx.audit_source();
     let action = if body.private {
         "note.created"
@@ -495,24 +511,17 @@ async fn reply(
         "message.created"
     };
     audit::record(
-        &mut tx,
+        tx,
         &source,
         AuditEvent::new(action, "message", message_id).after(&message),
     )
     .await?;
     // A member answering the customer takes the conversation over from the AI.
     if !body.private && conversation.handler == Handler::Ai {
-        set_handler(
-            &mut tx,
-            &ctx,
-            &conversation,
-            Handler::Human,
-            "member replied",
-        )
-        .await?;
+        set_handler(tx, ctx, conversation, Handler::Human, "member replied").await?;
     }
     events::publish(
-        &mut tx,
+        tx,
         &Event {
             tenant_id: ctx.tenant_id,
             kind: "message.created".into(),
@@ -525,8 +534,7 @@ async fn reply(
         },
     )
     .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(message)))
+    Ok(message)
 }
 
 /// Records a conversation change: audit with before and after, and a live event.
@@ -592,9 +600,21 @@ async fn assign(
     Path(id): Path<Uuid>,
     Json(body): Json<AssignBody>,
 ) -> Result<Json<ConversationView>> {
-    let mut tx = ctx.begin(&state).await?;
+    assign_to(&state, &ctx, id, body.assignee_id)
+        .await
+        .map(Json)
+}
+
+/// Assigns the conversation to an active staff member, or to nobody (`None`).
+pub async fn assign_to(
+    state: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    assignee_id: Option<Uuid>,
+) -> Result<ConversationView> {
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
-    if let Some(assignee) = body.assignee_id {
+    if let Some(assignee) = assignee_id {
         // Another tenant's member answers 404, like any foreign id (SEC-3).
         let member = crate::tenants::members::fetch(&mut tx, assignee).await?;
         if member.status != "active" || member.role == "partner" {
@@ -607,13 +627,13 @@ async fn assign(
     sqlx::query!(
         "UPDATE conversation SET assignee_id = $2, updated_at = now() WHERE id = $1 AND tenant_id = current_tenant_id()",
         id,
-        body.assignee_id
+        assignee_id
     )
     .execute(&mut *tx)
     .await?;
-    let after = changed(&mut tx, &ctx, "conversation.assigned", &before).await?;
+    let after = changed(&mut tx, ctx, "conversation.assigned", &before).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 async fn takeover(
@@ -621,11 +641,7 @@ async fn takeover(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ConversationView>> {
-    let mut tx = ctx.begin(&state).await?;
-    let before = fetch(&mut tx, id).await?;
-    let after = set_handler(&mut tx, &ctx, &before, Handler::Human, "taken over").await?;
-    tx.commit().await?;
-    Ok(Json(after))
+    hand_to(&state, &ctx, id, Handler::Human).await.map(Json)
 }
 
 async fn handback(
@@ -633,11 +649,25 @@ async fn handback(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ConversationView>> {
-    let mut tx = ctx.begin(&state).await?;
+    hand_to(&state, &ctx, id, Handler::Ai).await.map(Json)
+}
+
+/// Takes the conversation over from the AI (`Human`), or hands it back (`Ai`).
+pub async fn hand_to(
+    state: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    handler: Handler,
+) -> Result<ConversationView> {
+    let reason = match handler {
+        Handler::Human => "taken over",
+        Handler::Ai => "handed back",
+    };
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
-    let after = set_handler(&mut tx, &ctx, &before, Handler::Ai, "handed back").await?;
+    let after = set_handler(&mut tx, ctx, &before, handler, reason).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -656,16 +686,29 @@ async fn set_status(
     Path(id): Path<Uuid>,
     Json(body): Json<StatusBody>,
 ) -> Result<Json<ConversationView>> {
+    change_status(&state, &ctx, id, &body.status, body.snoozed_until)
+        .await
+        .map(Json)
+}
+
+/// Opens, marks pending, snoozes (until a time in the future) or resolves the conversation.
+pub async fn change_status(
+    state: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    status: &str,
+    snoozed_until: Option<OffsetDateTime>,
+) -> Result<ConversationView> {
     let status = Status::ALL
         .into_iter()
-        .find(|s| s.as_str() == body.status)
+        .find(|s| s.as_str() == status)
         .ok_or_else(|| {
             Error::bad_request(
                 "invalid_status",
                 "status must be open, pending, snoozed or resolved",
             )
         })?;
-    let snoozed_until = match (status, body.snoozed_until) {
+    let snoozed_until = match (status, snoozed_until) {
         (Status::Snoozed, Some(until)) if until > OffsetDateTime::now_utc() => Some(until),
         (Status::Snoozed, _) => {
             return Err(Error::bad_request(
@@ -681,7 +724,7 @@ async fn set_status(
             ))
         }
     };
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
     sqlx::query!(
         "UPDATE conversation SET status = $2, snoozed_until = $3, updated_at = now()
@@ -692,9 +735,9 @@ async fn set_status(
     )
     .execute(&mut *tx)
     .await?;
-    let after = changed(&mut tx, &ctx, "conversation.status_changed", &before).await?;
+    let after = changed(&mut tx, ctx, "conversation.status_changed", &before).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -719,9 +762,22 @@ async fn set_labels(
     Path(id): Path<Uuid>,
     Json(body): Json<LabelsBody>,
 ) -> Result<Json<ConversationView>> {
+    replace_labels(&state, &ctx, id, &body.labels)
+        .await
+        .map(Json)
+}
+
+/// Replaces the conversation's labels: at most 20, each 1 to 50 characters, trimmed and
+/// lowercased, duplicates dropped.
+pub async fn replace_labels(
+    state: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    labels: &[String],
+) -> Result<ConversationView> {
     // Counted as written: lowercasing may lengthen a text (`İ` becomes two characters).
-    if body.labels.len() > 20
-        || body.labels.iter().any(|l| {
+    if labels.len() > 20
+        || labels.iter().any(|l| {
             let l = l.trim();
             l.is_empty() || l.chars().count() > 50
         })
@@ -731,14 +787,10 @@ async fn set_labels(
             "up to 20 labels of 1 to 50 characters",
         ));
     }
-    let mut labels: Vec<String> = body
-        .labels
-        .iter()
-        .map(|l| l.trim().to_lowercase())
-        .collect();
+    let mut labels: Vec<String> = labels.iter().map(|l| l.trim().to_lowercase()).collect();
     labels.sort();
     labels.dedup();
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
     sqlx::query!(
         "UPDATE conversation SET labels = $2, updated_at = now() WHERE id = $1 AND tenant_id = current_tenant_id()",
@@ -747,9 +799,9 @@ async fn set_labels(
     )
     .execute(&mut *tx)
     .await?;
-    let after = changed(&mut tx, &ctx, "conversation.labels_changed", &before).await?;
+    let after = changed(&mut tx, ctx, "conversation.labels_changed", &before).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -785,7 +837,17 @@ async fn set_language(
         Value::String(code) => Some(Lang::from_code(code).ok_or_else(invalid)?),
         _ => return Err(invalid()),
     };
-    let mut tx = ctx.begin(&state).await?;
+    choose_language(&state, &ctx, id, language).await.map(Json)
+}
+
+/// Sets the customer's language, or (`None`) hands it back to detection from their messages.
+pub async fn choose_language(
+    state: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    language: Option<Lang>,
+) -> Result<ConversationView> {
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
     // Null hands the language back to detection; the current value stays until a message says
     // otherwise.
@@ -799,9 +861,9 @@ async fn set_language(
     )
     .execute(&mut *tx)
     .await?;
-    let after = changed(&mut tx, &ctx, "conversation.language_set", &before).await?;
+    let after = changed(&mut tx, ctx, "conversation.language_set", &before).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 /// The tenant's live updates: new messages, delivery states, status and assignment changes,

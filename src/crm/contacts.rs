@@ -223,29 +223,29 @@ async fn list(
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ContactFields)]
-struct ContactBody {
+pub struct ContactBody {
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(max_length = 200, pattern = "$not_blank")]
-    name: Option<Option<String>>,
+    pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(format = Email, max_length = 254)]
-    email: Option<Option<String>>,
+    pub email: Option<Option<String>>,
     /// E.164 (`+` and 7 to 15 digits); spaces, dashes, dots and parentheses are dropped.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(pattern = "^[ .()-]*\\+[ .()-]*[1-9]([ .()-]*[0-9]){6,14}[ .()-]*$")]
-    phone: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
     /// The number's digits, or a WhatsApp user id such as `US.13491208655302741918`.
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(pattern = "^([0-9]{1,20}|[A-Z]{2}\\.[A-Za-z0-9.]{1,125})$")]
-    whatsapp_id: Option<Option<String>>,
+    pub whatsapp_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(max_length = 200, pattern = "$not_blank")]
-    external_id: Option<Option<String>>,
+    pub external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
-    account_id: Option<Option<Uuid>>,
+    pub account_id: Option<Option<Uuid>>,
     /// Free-form: the tenant's own fields, a JSON object of at most 16 KiB.
     #[schema(value_type = Option<Object>)]
-    attributes: Option<Value>,
+    pub attributes: Option<Value>,
 }
 
 struct Fields {
@@ -364,7 +364,13 @@ async fn update(
     Path(id): Path<Uuid>,
     Json(body): Json<ContactBody>,
 ) -> Result<Json<ContactView>> {
-    let mut tx = ctx.begin(&state).await?;
+    correct(&state, &ctx, id, body).await.map(Json)
+}
+
+/// Corrects a contact's fields (DSR-2): the fields `body` names change, an explicit null clears
+/// one; audited with before and after.
+pub async fn correct(state: &Db, ctx: &Ctx, id: Uuid, body: ContactBody) -> Result<ContactView> {
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
     let f = merge(body, Some(&before))?;
     let after = sqlx::query_as!(
@@ -393,7 +399,7 @@ async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
 async fn delete(State(state): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode> {

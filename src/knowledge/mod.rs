@@ -17,6 +17,7 @@
 pub mod chunk;
 pub mod embed;
 pub mod embedder;
+pub mod focus;
 pub mod routes;
 
 use std::sync::Arc;
@@ -261,6 +262,17 @@ async fn fan_out(state: &KnowledgeState, job: &Job, version: i64) -> Result<Outc
 
 /// How many of the tenant's articles still wait for their embedding (the demo seeds its
 /// conversations once the knowledge base can answer them).
+/// The titles of the tenant's articles among `ids` (those that still exist).
+pub async fn titles(conn: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, title FROM knowledge_article WHERE id = ANY($1) AND tenant_id = current_tenant_id()",
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.title)).collect())
+}
+
 pub async fn pending_embeddings(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<i64> {
     let pending = sqlx::query_scalar!(
         r#"SELECT count(*) AS "pending!" FROM knowledge_article

@@ -59,7 +59,7 @@ async fn unrestrict(
 /// DSR-4. Restricting also gives the contact's open conversations that the AI handles to the
 /// members at once (the agent runtime refuses a restricted contact's messages in any case);
 /// lifting it hands nothing back: a member decides that per conversation.
-async fn set_restricted(db: &Db, ctx: &Ctx, id: Uuid, restricted: bool) -> Result<ContactView> {
+pub async fn set_restricted(db: &Db, ctx: &Ctx, id: Uuid, restricted: bool) -> Result<ContactView> {
     let mut tx = ctx.begin(db).await?;
     let (before, after) = contacts::set_restricted(&mut tx, id, restricted).await?;
     let action = if restricted {

@@ -136,7 +136,12 @@ fn check_approval(item: &ReviewView, body: &ApproveBody) -> Result<()> {
 
 /// Every decision ends alike: audited and announced in the transaction that made it, then
 /// committed.
-async fn changed(mut tx: Tx, ctx: &Ctx, event: AuditEvent, after: &ReviewView) -> Result<()> {
+pub(super) async fn changed(
+    mut tx: Tx,
+    ctx: &Ctx,
+    event: AuditEvent,
+    after: &ReviewView,
+) -> Result<()> {
     ctx.audit(&mut tx, event).await?;
     announce(
         &mut tx,
@@ -151,7 +156,7 @@ async fn changed(mut tx: Tx, ctx: &Ctx, event: AuditEvent, after: &ReviewView) -
 }
 
 /// Refusals every decision shares: the item must still wait, and not be past its time.
-fn still_pending(item: &ReviewView) -> Result<()> {
+pub(super) fn still_pending(item: &ReviewView) -> Result<()> {
     if item.status != ReviewStatus::Pending {
         return Err(Error::conflict(
             "already_decided",
@@ -439,7 +444,7 @@ async fn carry_out(
 }
 
 /// Decided, with nothing to execute: final.
-async fn resolve(tx: &mut Tx, ctx: &Ctx, id: Uuid, result: Value) -> Result<()> {
+pub(super) async fn resolve(tx: &mut Tx, ctx: &Ctx, id: Uuid, result: Value) -> Result<()> {
     sqlx::query!(
         "UPDATE review_item SET status = 'resolved', decided_by = $2, decided_at = now(), result = $3,
                 updated_at = now()

@@ -8,6 +8,7 @@
 
 mod actions;
 mod decide;
+pub mod draft;
 mod item;
 pub mod policy;
 mod policy_routes;

@@ -153,6 +153,36 @@ where
             .error(StatusCode::CONFLICT, "assignee_cannot_decide"),
         decide::assign,
     )
+    .endpoint(
+        Method::POST,
+        "/api/v1/reviews/{review_id}/send-draft",
+        // The person answering the conversation decides what the customer reads: replying is
+        // the permission it takes, not a reviewer's.
+        Requires(Permission::ConversationsReply),
+        (
+            "reviews",
+            "Send a low-confidence draft, as written or edited, as your own reply; the draft is closed as handled by you",
+        ),
+        decide::decided(Contract::new().body::<super::draft::DraftReply>())
+            .error(StatusCode::CONFLICT, "not_a_draft")
+            .error(StatusCode::CONFLICT, "review_expired")
+            .error(StatusCode::BAD_REQUEST, "invalid_message")
+            .error(StatusCode::CONFLICT, "outside_service_window"),
+        super::draft::send_route,
+    )
+    .endpoint(
+        Method::POST,
+        "/api/v1/reviews/{review_id}/discard-draft",
+        Requires(Permission::ConversationsReply),
+        (
+            "reviews",
+            "Discard a low-confidence draft unsent; it is closed as handled by you",
+        ),
+        decide::decided(Contract::new())
+            .error(StatusCode::CONFLICT, "not_a_draft")
+            .error(StatusCode::CONFLICT, "review_expired"),
+        super::draft::discard_route,
+    )
 }
 
 /// A review item. Always every field; those without a value are `null`.

@@ -192,6 +192,18 @@ pub async fn check_partner_org(
     .map(drop)
 }
 
+/// The staff a conversation can be given to: active members who are not partners, by name.
+pub async fn assignable(conn: &mut PgConnection) -> Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, display_name FROM member
+         WHERE tenant_id = current_tenant_id() AND status = 'active' AND role <> 'partner'
+         ORDER BY lower(display_name), id"
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.display_name)).collect())
+}
+
 async fn list(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Vec<MemberView>>> {
     let mut tx = ctx.begin(&state).await?;
     let members = sqlx::query_as!(

@@ -424,6 +424,7 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
         ("POST", "messages") => json!({ "body": "written by another tenant" }),
         ("POST", "status") => json!({ "status": "resolved" }),
         ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
+        ("POST", "send-draft") => json!({ "text": "sent by another tenant" }),
         ("PUT", "labels") => json!({ "labels": ["hijacked"] }),
         ("PUT", "language") => json!({ "language": "de" }),
         ("POST", "assign") => json!({ "assignee_id": null }),
