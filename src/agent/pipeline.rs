@@ -37,6 +37,12 @@ impl Masked {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Part of the masked text, as `narrow` picks it (the question out of a message). `narrow`
+    /// only ever sees masked text, so what it returns holds no raw value.
+    pub fn narrowed(self, narrow: impl FnOnce(&str) -> String) -> Masked {
+        Masked(narrow(&self.0))
+    }
 }
 
 impl From<Screened> for Masked {
@@ -160,6 +166,17 @@ impl<'p> Guard<'p> {
 
     /// The inbound stage: `Ok` with the masked text when it may go on to the model, `Err` with
     /// the verdict when a rule stopped it.
+    /// What the customer is told when a person takes over for `reason`: the tenant's wording
+    /// for that kind of hand-off (`safe_replies` key `handoff.<kind>`, the kind being the part
+    /// before any `:`), else its general `handoff` wording, else the built-in one, in the
+    /// customer's language.
+    pub fn handoff_notice(&self, reason: &str) -> Option<String> {
+        let kind = reason.split(':').next().unwrap_or(reason);
+        self.policy
+            .safe_reply(&format!("handoff.{kind}"), self.ctx.language)
+            .or_else(|| self.policy.safe_reply("handoff", self.ctx.language))
+    }
+
     pub fn screen(&mut self, source: impl Into<String>, text: &str) -> Result<Screened, Verdict> {
         let verdict = evaluate(Stage::Inbound, text, &mut self.ctx, self.policy);
         let stopped = verdict.is_stopped();

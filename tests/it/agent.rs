@@ -375,8 +375,16 @@ async fn a_low_confidence_draft_goes_to_a_human_as_a_suggestion() {
     let run = execution(&w.app).await;
     assert_eq!(run["outcome"], "handed_off");
     assert_eq!(run["record"]["reason"], "low_confidence");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(w.graph.request_count(), 0, "the unsure draft was sent");
+    // The customer is told a person will reply; the unsure draft never reaches them.
+    let told = crate::common::eventually(10, "the hand-off notice on WhatsApp", || async {
+        let sent = w.graph.requests();
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(told.len(), 1);
+    let text = told[0].body["text"]["body"].as_str().unwrap_or_default();
+    assert!(text.contains("a colleague will pick up"), "{text}");
+    assert!(!text.contains("restarting"), "the unsure draft was sent");
     let conversation = run["conversation_id"].as_str().unwrap();
     let shown = w
         .app

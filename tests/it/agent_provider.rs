@@ -144,11 +144,18 @@ async fn an_answer_that_is_no_decision_is_handed_over_with_the_text_as_a_suggest
         1
     );
     tokio::task::yield_now().await;
+    // The customer hears that a person will reply, and never the unparsed text.
     assert_eq!(
         w.app
             .count("SELECT count(*) FROM message WHERE direction = 'outbound' AND NOT private")
             .await,
-        0
+        1
+    );
+    assert_eq!(
+        w.app
+            .count("SELECT count(*) FROM message WHERE direction = 'outbound' AND NOT private AND body LIKE '%a colleague will pick up%'")
+            .await,
+        1
     );
 }
 

@@ -33,6 +33,12 @@ async fn a_visitor_message_reaches_the_inbox_and_the_reply_arrives_over_sse() {
         .send(Req::get(format!("/api/v1/conversations/{conversation}/messages")).by(&owner))
         .await;
     assert_eq!(thread.body["items"][0]["body"], "Where is my order #4411?");
+    // The AI finds no answer in the (empty) knowledge base and hands over: the visitor is told
+    // that a person will reply, in their language, instead of waiting in silence.
+    let handoff = stream.next_event("message", 10).await;
+    assert_eq!(handoff["author_kind"], "ai");
+    let notice = handoff["body"].as_str().unwrap().to_string();
+    assert!(notice.contains("a colleague will pick up"), "{notice}");
     // A note first: it must never reach the visitor.
     app.send(
         Req::post(format!("/api/v1/conversations/{conversation}/messages"))
@@ -74,7 +80,11 @@ async fn a_visitor_message_reaches_the_inbox_and_the_reply_arrives_over_sse() {
         .collect();
     assert_eq!(
         bodies,
-        vec!["Where is my order #4411?", "It ships tomorrow."]
+        vec![
+            "Where is my order #4411?",
+            notice.as_str(),
+            "It ships tomorrow."
+        ]
     );
 }
 

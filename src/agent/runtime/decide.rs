@@ -63,8 +63,13 @@ pub(super) async fn decide(
     // its failure is a provider failure, retried by the client and then handed over (AGT-11).
     let t = Instant::now();
     let embedder = scope.embedder;
+    // Searched for the question, not the greeting, name and details around it (placeholders
+    // included: the masked text loses them alike).
     let embedded = embedder
-        .embed_query(&facts.body, Masked::from(message.clone()))
+        .embed_query(
+            &knowledge::focus::question(&facts.body),
+            Masked::from(message.clone()).narrowed(knowledge::focus::question),
+        )
         .await;
     record.embedding_call("retrieval", embedder, &embedded, t);
     record.timings_ms.insert("embedding", millis(t));

@@ -176,7 +176,9 @@ impl Finishing<'_> {
                 suggestion,
                 tell_customer,
             } => {
-                if let Some(text) = tell_customer {
+                // Every hand-off tells the customer that a person will answer, so nobody is left
+                // waiting in silence.
+                if let Some(text) = tell_customer.or_else(|| guard.handoff_notice(&reason)) {
                     send_as_agent(tx, tenant_id, conversation_id, &guard.unmask(&text)).await?;
                 }
                 conversations::hand_to_humans(
