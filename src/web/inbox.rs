@@ -1,6 +1,5 @@
 //! The inbox: views (mine, unassigned, all, one inbox), status tabs with counts, filters, and
-//! the list of conversations, refreshed live from the members' event stream; and a
-//! conversation's thread, read-only for now.
+//! the list of conversations, refreshed live from the members' event stream.
 
 use askama::Template;
 use axum::extract::State;
@@ -14,7 +13,7 @@ use crate::app::AppState;
 use crate::conversations::inbox::{self as list, Assignee, Filter};
 use crate::conversations::{Channel, Handler, Status};
 use crate::error::{Error, Result};
-use crate::http::{Ctx, Path, Query};
+use crate::http::{Ctx, Query};
 
 /// How many conversations a list shows.
 const LIMIT: i64 = 100;
@@ -125,14 +124,14 @@ fn invalid(field: &str, allowed: &str) -> Error {
     )
 }
 
-fn channel_parts(channel: Channel) -> (&'static str, &'static str) {
+pub(super) fn channel_parts(channel: Channel) -> (&'static str, &'static str) {
     match channel {
         Channel::Whatsapp => ("whatsapp", "WhatsApp"),
         Channel::Webchat => ("webchat", "Web chat"),
     }
 }
 
-fn author_label(kind: Option<&str>) -> &'static str {
+pub(super) fn author_label(kind: Option<&str>) -> &'static str {
     match kind {
         Some("customer") => "Customer",
         Some("ai") => "AI",
@@ -153,12 +152,12 @@ fn age(at: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
+pub(super) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
-fn readable(at: OffsetDateTime) -> String {
+pub(super) fn readable(at: OffsetDateTime) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     at.to_offset(time::UtcOffset::UTC)
         .format(&format)
@@ -362,114 +361,5 @@ pub async fn page(
         labels,
         rows,
         empty,
-    }))
-}
-
-pub struct MessageRow {
-    pub id: Uuid,
-    pub classes: String,
-    pub author: String,
-    pub body: String,
-    pub private: bool,
-    pub at: String,
-    pub at_iso: String,
-    pub delivery: String,
-}
-
-#[derive(Template)]
-#[template(path = "web/conversation.html")]
-struct ConversationPage {
-    chrome: Chrome,
-    contact: String,
-    contact_detail: String,
-    channel_icon: &'static str,
-    channel_label: &'static str,
-    inbox_name: String,
-    status: &'static str,
-    ai: bool,
-    holder: String,
-    labels: Vec<String>,
-    messages: Vec<MessageRow>,
-    /// Where the thread refreshes itself from when the live stream announces a message.
-    refresh_url: String,
-}
-
-/// `GET /app/conversations/{id}`: the thread, read-only in this first slice; it refreshes
-/// itself when the live stream announces a message.
-pub async fn conversation(
-    State(state): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-) -> Result<Response> {
-    let chrome = Chrome::new(&state, &ctx, "inbox").await?;
-    let mut tx = ctx.begin(&state).await?;
-    let conversation = crate::conversations::fetch(&mut tx, id).await?;
-    let contact = crate::crm::contacts::fetch(&mut tx, conversation.contact_id).await?;
-    let messages = list::recent_messages(&mut tx, id, 200).await?;
-    // Opening a conversation reads it (for this member's unread markers; only a member's own
-    // row changes, so a cross-site link can do no more than that).
-    list::mark_read(&mut tx, ctx.tenant_id, ctx.member_id, id).await?;
-    let inbox_name = list::inboxes(&mut tx, ctx.tenant_id)
-        .await?
-        .into_iter()
-        .find(|i| i.id == conversation.inbox_id)
-        .map(|i| i.name)
-        .unwrap_or_default();
-    let holder = match conversation.assignee_id {
-        Some(member) => crate::auth::member::fetch(&mut tx, member)
-            .await
-            .map(|m| m.display_name)
-            .unwrap_or_else(|_| "Unassigned".to_string()),
-        None => "Unassigned".to_string(),
-    };
-    tx.commit().await?;
-    let (channel_icon, channel_label) = channel_parts(conversation.channel);
-    let name = contact
-        .name
-        .clone()
-        .or_else(|| contact.phone.clone())
-        .or_else(|| contact.email.clone())
-        .unwrap_or_else(|| "Unknown visitor".to_string());
-    let contact_detail = [contact.phone.clone(), contact.email.clone()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" · ");
-    let messages = messages
-        .into_iter()
-        .map(|m| {
-            let mut classes = vec![m.direction.clone(), m.author_kind.clone()];
-            if m.private {
-                classes.push("private".to_string());
-            }
-            MessageRow {
-                id: m.id,
-                author: if m.private {
-                    "Private note".to_string()
-                } else {
-                    author_label(Some(&m.author_kind)).to_string()
-                },
-                classes: classes.join(" "),
-                body: m.body,
-                private: m.private,
-                at: readable(m.created_at),
-                at_iso: rfc3339(m.created_at),
-                delivery: m.delivery_status.unwrap_or_default(),
-            }
-        })
-        .collect();
-    Ok(render(&ConversationPage {
-        chrome,
-        contact: name,
-        contact_detail,
-        channel_icon,
-        channel_label,
-        inbox_name,
-        status: conversation.status.as_str(),
-        ai: conversation.handler == Handler::Ai,
-        holder,
-        labels: conversation.labels,
-        messages,
-        refresh_url: format!("/app/conversations/{id}"),
     }))
 }

@@ -8,6 +8,7 @@
 //! form post checked for its CSRF token (`csrf.rs`).
 
 pub mod assets;
+mod conversation;
 pub mod csrf;
 mod inbox;
 mod login;
@@ -67,7 +68,62 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
             Method::GET,
             "/app/conversations/{conversation_id}",
             Requires(ConversationsRead),
-            inbox::conversation,
+            conversation::page,
+        )
+        // Each action under the permission of the API route that does the same.
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/reply",
+            Requires(ConversationsReply),
+            conversation::reply,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/discard-draft",
+            Requires(ConversationsReply),
+            conversation::discard_draft,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/assign",
+            Requires(ConversationsManage),
+            conversation::assign,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/handler",
+            Requires(ConversationsManage),
+            conversation::handler,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/status",
+            Requires(ConversationsManage),
+            conversation::status,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/labels",
+            Requires(ConversationsManage),
+            conversation::labels,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/language",
+            Requires(ConversationsManage),
+            conversation::language,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/contact",
+            Requires(ContactsWrite),
+            conversation::contact,
+        )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/restriction",
+            Requires(DataSubjectRights),
+            conversation::restriction,
         )
 }
 
@@ -184,7 +240,7 @@ async fn error_page(response: Response) -> Response {
 }
 
 /// The API's messages start in lower case; a page shows them as sentences.
-fn sentence(message: &str) -> String {
+pub(super) fn sentence(message: &str) -> String {
     let mut chars = message.chars();
     match chars.next() {
         Some(first) => {

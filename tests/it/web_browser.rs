@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::common::{fast_worker, fixture, Member, Req, TestApp, PASSWORD};
 use crate::fakes::graph::FakeGraph;
+use crate::fakes::openai::{FakeOpenAI, FakeReply};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -184,6 +185,43 @@ async fn sign_in(client: &Client, base: &str, owner: &Member, password: &str) {
         .unwrap();
 }
 
+/// Waits until the element's text satisfies `ok`, finding it again each time (a live refresh
+/// may replace it between two looks); returns the text.
+async fn text_until(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if ok(&text) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never showed the expected text; last: {last}");
+}
+
+async fn click(client: &Client, css: &str) {
+    wait_for(client, css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn conversation_status(app: &TestApp, member: &Member, id: Uuid) -> String {
+    let resp = app
+        .send(Req::get(format!("/api/v1/conversations/{id}")).by(member))
+        .await;
+    resp.body["conversation"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn screenshots_dir() -> Option<PathBuf> {
     std::env::var_os("WRITE_SCREENSHOTS")
         .filter(|v| v == "1")
@@ -204,6 +242,7 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
     let graph_url = graph.base_url.clone();
     let app = TestApp::spawn_with(|c| fast_worker(c, &graph_url)).await;
     let owner = app.signup("acme").await;
+    let reviewer = app.join(&owner, "reviewer").await;
     let (whatsapp, app_secret) = app.whatsapp_inbox(&owner, &graph.token).await;
     let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
     let base = serve(&app).await;
@@ -273,15 +312,10 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             &format!("[data-conversation='{answered}'] [data-author='AI']"),
         )
         .await;
-        let text = client
-            .find(Locator::Css(".conversations"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(text.contains("Maria Souza"), "{text}");
-        assert!(text.contains("Sofia Rossi"), "{text}");
+        text_until(&client, ".conversations", |text| {
+            text.contains("Maria Souza") && text.contains("Sofia Rossi")
+        })
+        .await;
 
         // A customer writes while the inbox is open: the conversation appears without a reload.
         wait_for(&client, "[data-live-state='open']").await;
@@ -314,14 +348,7 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             json!("yes"),
             "the page was reloaded, not updated live"
         );
-        let open = client
-            .find(Locator::Css("[data-count='open']"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(open, "3");
+        text_until(&client, "[data-count='open']", |open| open == "3").await;
         // The inbox's count in the sidebar follows.
         wait_for(&client, "#inbox-nav [data-open='3']").await;
 
@@ -337,13 +364,13 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             .await
             .unwrap()
         };
-        let row = wait_for(&client, &format!("[data-conversation='{on_whatsapp}']")).await;
-        let text = row.text().await.unwrap();
-        assert!(
-            text.contains("Sheena Nelson") && text.contains("WhatsApp"),
-            "{text}"
-        );
-        assert!(text.contains("Does it come in another color?"), "{text}");
+        // The row may be swapped by a live refresh while it is read: wait for its text.
+        text_until(
+            &client,
+            &format!("[data-conversation='{on_whatsapp}']"),
+            |text| text.contains("Sheena Nelson") && text.contains("WhatsApp"),
+        )
+        .await;
         wait_for(&client, "[data-count='open']").await;
         screenshot(&client, "inbox.png").await;
 
@@ -370,17 +397,10 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             .await
             .unwrap();
         wait_for(&client, ".thread").await;
-        let thread = client
-            .find(Locator::Css(".thread"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            thread.contains("When will the refund reach my card?"),
-            "{thread}"
-        );
+        text_until(&client, ".thread", |thread| {
+            thread.contains("When will the refund reach my card?")
+        })
+        .await;
         // The customer writes again while the thread is open: it appears there, live.
         wait_for(&client, "[data-live-state='open']").await;
         let again = customer_writes_again(
@@ -393,6 +413,136 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         wait_for(&client, &format!("[data-message='{again}']")).await;
         screenshot(&client, "conversation.png").await;
 
+        // The WhatsApp customer: claim the conversation and answer within the 24 hours (Meta's
+        // example message is old; the customer wrote "just now").
+        {
+            let mut conn = app.superuser().await;
+            sqlx::query("UPDATE conversation SET last_inbound_at = now() WHERE id = $1")
+                .bind(on_whatsapp)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        client
+            .goto(&format!("{base}/app/conversations/{on_whatsapp}"))
+            .await
+            .unwrap();
+        click(&client, "[data-claim]").await;
+        wait_for(&client, "[data-assigned-to-me]").await;
+        let answer = "Yes, it also comes in navy blue and forest green.";
+        fill(&client, "reply-body", answer).await;
+        click(&client, "[data-send-reply]").await;
+        wait_for(&client, ".thread li.member").await;
+        crate::common::eventually(20, "the reply to reach WhatsApp", || async {
+            graph
+                .requests()
+                .iter()
+                .any(|r| r.body["text"]["body"] == answer)
+                .then_some(())
+        })
+        .await;
+        // Its delivery state follows live: Graph accepted it.
+        wait_for(&client, ".thread li.member [data-delivery='sent']").await;
+
+        // A private note stays with the team: shown as a note, never sent.
+        let note = "Customer asked about colours twice; consider a size chart too.";
+        fill(&client, "reply-body", note).await;
+        click(&client, "[data-send-note]").await;
+        wait_for(&client, ".thread li.private").await;
+        let sent_to_graph = graph.requests();
+        assert!(
+            sent_to_graph
+                .iter()
+                .all(|r| !r.body.to_string().contains("size chart")),
+            "a private note reached WhatsApp"
+        );
+
+        // A forged form is refused: the page's token is what lets a post through.
+        client
+            .execute(
+                "document.querySelector(\"form[data-snooze-form] input[name='_csrf']\").value = 'forged'; return true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        click(&client, "[data-snooze-submit]").await;
+        wait_for(&client, ".error-page").await;
+        assert_eq!(
+            conversation_status(&app, &owner, on_whatsapp).await,
+            "open",
+            "a forged form changed the conversation"
+        );
+
+        // Snooze for an hour, then resolve.
+        client
+            .goto(&format!("{base}/app/conversations/{on_whatsapp}"))
+            .await
+            .unwrap();
+        click(&client, "[data-snooze-submit]").await;
+        wait_for(&client, "[data-status='snoozed']").await;
+        click(&client, "[data-resolve]").await;
+        wait_for(&client, "[data-status='resolved']").await;
+        assert_eq!(
+            conversation_status(&app, &owner, on_whatsapp).await,
+            "resolved"
+        );
+
+        // The AI is unsure of an answer: its draft waits for a person, who edits and sends it.
+        let model = FakeOpenAI::start().await;
+        model.set_default_reply(FakeReply::Json(json!({
+            "action": "reply", "reply": "I think the store opens at 9?", "confidence": 0.2,
+            "reason_code": "unsure", "cited_sources": [], "action_request": null
+        })));
+        let settings = app
+            .send(
+                Req::new(axum::http::Method::PUT, "/api/v1/agent/settings")
+                    .by(&owner)
+                    .json(json!({ "provider_base_url": model.base_url, "api_key": "sk-test",
+                                  "max_retries": 1, "timeout_ms": 3000, "confidence_threshold": 0.7 })),
+            )
+            .await;
+        assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+        let unsure = customer_writes(
+            &app,
+            inbox,
+            "Ana Lima",
+            "When does the store open on Saturday?",
+        )
+        .await;
+        client
+            .goto(&format!("{base}/app/conversations/{unsure}"))
+            .await
+            .unwrap();
+        text_until(&client, "[data-draft-text]", |draft| {
+            draft == "I think the store opens at 9?"
+        })
+        .await;
+        screenshot(&client, "draft.png").await;
+        click(&client, "[data-insert-draft]").await;
+        let body = wait_for(&client, "[data-reply-body]:focus").await;
+        assert_eq!(
+            body.prop("value").await.unwrap().as_deref(),
+            Some("I think the store opens at 9?")
+        );
+        let edited = "On Saturdays the store opens at 10:00 and closes at 16:00.";
+        fill(&client, "reply-body", edited).await;
+        click(&client, "[data-send-reply]").await;
+        text_until(&client, ".thread li.member", |sent| sent.contains(edited)).await;
+        let reviews = app
+            .send(
+                Req::get(format!(
+                    "/api/v1/reviews?kind=low_confidence&conversation_id={unsure}"
+                ))
+                .by(&owner),
+            )
+            .await;
+        assert_eq!(
+            reviews.body["items"][0]["status"], "resolved",
+            "{}",
+            reviews.body
+        );
+        assert_eq!(reviews.body["items"][0]["result"]["edited"], true);
+
         // Signing out ends the session: the inbox asks to sign in again.
         client
             .find(Locator::Css("form[action='/app/logout'] button"))
@@ -404,8 +554,26 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         wait_for(&client, "form[action='/app/login']").await;
         client.goto(&format!("{base}/app")).await.unwrap();
         wait_for(&client, "form[action='/app/login']").await;
+
+        // A reviewer reads conversations but does not answer or manage them: no such controls.
+        sign_in(&client, &base, &reviewer, PASSWORD).await;
+        wait_for(&client, &format!("[data-conversation='{refund}']")).await;
+        client
+            .goto(&format!("{base}/app/conversations/{refund}"))
+            .await
+            .unwrap();
+        wait_for(&client, "[data-contact-panel]").await;
+        for control in [
+            "[data-composer]",
+            "[data-claim]",
+            "[data-resolve]",
+            "[data-contact-form]",
+        ] {
+            let found = client.find_all(Locator::Css(control)).await.unwrap();
+            assert!(found.is_empty(), "a reviewer sees {control}");
+        }
     };
-    let outcome = tokio::time::timeout(Duration::from_secs(180), journeys).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(300), journeys).await;
     // The browser goes whatever happened, so no Chromium outlives the test.
     client.close().await.ok();
     outcome.expect("the journeys finished in time");

@@ -34,9 +34,29 @@
     if (dialog && !dialog.open) dialog.showModal();
   }
 
+  // The AI's draft goes into the composer in place (without JavaScript the button reloads the
+  // page with the draft in it); the reply then carries the draft's id.
+  function insertDraft(reviewId) {
+    var text = document.querySelector("[data-draft-text]");
+    var body = document.querySelector("[data-reply-body]");
+    var id = document.querySelector("[data-draft-id]");
+    if (!text || !body || !id) return false;
+    body.value = text.textContent;
+    id.value = reviewId;
+    body.focus();
+    return true;
+  }
+
+  function press(selector) {
+    var button = document.querySelector(selector);
+    if (button && !button.disabled) button.click();
+  }
+
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-show-shortcuts]");
     if (button) showShortcuts();
+    var insert = event.target.closest && event.target.closest("[data-insert-draft]");
+    if (insert && insertDraft(insert.getAttribute("data-insert-draft"))) event.preventDefault();
   });
 
   document.addEventListener("keydown", function (event) {
@@ -62,9 +82,45 @@
       case "k":
         move(-1);
         break;
+      case "r":
+      case "n": {
+        // Reply or note: the composer, focused; the note's button becomes the default.
+        var body = document.querySelector("[data-reply-body]");
+        if (!body) return;
+        event.preventDefault();
+        var composer = body.form;
+        composer.classList.toggle("note", event.key === "n");
+        composer.setAttribute("data-mode", event.key === "n" ? "note" : "reply");
+        body.focus();
+        break;
+      }
+      case "e":
+        press("[data-resolve]");
+        break;
+      case "s": {
+        var snooze = document.querySelector("[data-snooze]");
+        if (snooze) {
+          event.preventDefault();
+          snooze.focus();
+        }
+        break;
+      }
+      case "u":
+        press("[data-back]");
+        break;
       default:
         return;
     }
+  });
+
+  // Ctrl+Enter (or Cmd+Enter) in the composer sends it: a note after "n", else a reply.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+    var body = event.target.closest && event.target.closest("[data-reply-body]");
+    if (!body) return;
+    event.preventDefault();
+    var note = body.form.getAttribute("data-mode") === "note";
+    press(note ? "[data-send-note]" : "[data-send-reply]");
   });
 
   // A filter that changes submits its form (the button stays for use without JavaScript).
