@@ -36,6 +36,7 @@ mod sec_streams;
 mod sec_whatsapp;
 mod web;
 mod web_browser;
+mod web_knowledge;
 mod webchat;
 mod whatsapp;
 mod whatsapp_client;

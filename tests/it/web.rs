@@ -11,14 +11,14 @@ use serde_json::json;
 
 use crate::common::{concrete, Member, Req, Resp, TestApp, PASSWORD};
 
-fn html(resp: &Resp) -> &str {
+pub(crate) fn html(resp: &Resp) -> &str {
     resp.body
         .as_str()
         .unwrap_or_else(|| panic!("not HTML: {}", resp.body))
 }
 
 /// The value of the first hidden `_csrf` field of a page.
-fn csrf_field(page: &str) -> String {
+pub(crate) fn csrf_field(page: &str) -> String {
     let at = page
         .find("name=\"_csrf\" value=\"")
         .unwrap_or_else(|| panic!("no _csrf field in {page}"));
@@ -43,7 +43,7 @@ fn cookie_value(resp: &Resp, name: &str) -> Option<String> {
     })
 }
 
-fn form(fields: &[(&str, &str)]) -> String {
+pub(crate) fn form(fields: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(fields).unwrap()
 }
 
@@ -63,7 +63,7 @@ async fn sessions(app: &TestApp) -> i64 {
 }
 
 /// A signed-in member's page token, as the page embeds it.
-async fn page_token(app: &TestApp, member: &Member) -> String {
+pub(crate) async fn page_token(app: &TestApp, member: &Member) -> String {
     let page = app.send(Req::get("/app/password").by(member)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     csrf_field(html(&page))
@@ -472,7 +472,20 @@ async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
     let b = app.signup("bravo").await;
     let b_inbox = app.webchat_inbox(&b, "https://b.example").await;
     let (_, b_conversation) = app.visitor_writes(b_inbox, "Bravo's secret question").await;
-    let foreign = HashMap::from([("conversation_id", b_conversation)]);
+    let b_article = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&b)
+                .json(json!({ "title": "Bravo's secret question", "body": "Secret." })),
+        )
+        .await
+        .uuid("/id");
+    let foreign = HashMap::from([
+        ("conversation_id", b_conversation),
+        ("article_id", b_article),
+    ]);
+    // A post carries A's token, so it is the id, not the CSRF check, that refuses it.
+    let token = page_token(&app, &a).await;
     let mut checked = 0;
     for page in app.state.pages().to_vec() {
         if page.access == Access::Public || page.params().next().is_none() {
@@ -494,8 +507,14 @@ async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
             )
             .collect::<Vec<_>>()
             .join("/");
-        let resp = app.send(Req::new(page.method.clone(), &path).by(&a)).await;
-        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{path}");
+        let resp = app
+            .send(
+                Req::new(page.method.clone(), &path)
+                    .by(&a)
+                    .header("x-csrf-token", &token),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{} {path}", page.method);
         assert!(!html(&resp).contains("secret question"));
         checked += 1;
     }
