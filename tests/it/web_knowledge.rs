@@ -366,7 +366,7 @@ async fn markdown_with_a_script_or_a_javascript_link_comes_out_inert() {
     let token = page_token(&app, &owner).await;
     let body = "Hello <script>alert(1)</script>\n\n<img src=x onerror=alert(2)>\n\n\
                 [click me](javascript:alert(3)) and <javascript:alert(4)> and \
-                [fine](https://example.com/help)";
+                [fine](https://example.com/help)\n\n| a | b |\n|:-:|--:|\n| 1 | 2 |";
     let check = |page: &str| {
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(!page.contains("<img src=x"), "{page}");
@@ -376,6 +376,7 @@ async fn markdown_with_a_script_or_a_javascript_link_comes_out_inert() {
             "{page}"
         );
         assert!(page.contains("<a href=\"https://example.com/help\">fine</a>"));
+        assert!(!page.contains(" style="), "an inline style: {page}");
     };
 
     // The preview htmx asks for.
