@@ -130,7 +130,9 @@ pub enum ArticleStatus {
 }
 
 impl ArticleStatus {
-    fn parse(value: &str) -> Result<Self> {
+    pub const ALL: [ArticleStatus; 3] = [Self::Draft, Self::Published, Self::Archived];
+
+    pub fn parse(value: &str) -> Result<Self> {
         match value {
             "draft" => Ok(Self::Draft),
             "published" => Ok(Self::Published),
@@ -142,7 +144,7 @@ impl ArticleStatus {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Draft => "draft",
             Self::Published => "published",
@@ -215,20 +217,36 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-async fn list(
-    State(state): State<KnowledgeState>,
-    ctx: Ctx,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Page<ArticleView>>> {
-    let limit = page_limit(q.limit)?;
-    let status = q
-        .status
-        .as_deref()
-        .map(ArticleStatus::parse)
-        .transpose()?
-        .map(ArticleStatus::as_str);
-    let pattern = q.q.as_deref().map(like_pattern);
-    let mut tx = ctx.begin(&state).await?;
+/// Which articles [`list_articles`] returns: newest first, at most `limit`.
+pub struct ArticleFilter {
+    /// A case-insensitive part of the title or body.
+    pub q: Option<String>,
+    pub status: Option<ArticleStatus>,
+    /// The last id of the previous page.
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Refuses a caller whose role lacks `permission`. The routes and the web app's pages are
+/// registered with the same access; this keeps the functions they share from relying on it.
+fn require(ctx: &Ctx, permission: Permission) -> Result<()> {
+    if ctx.role.can(permission) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("your role does not allow this"))
+    }
+}
+
+/// The tenant's articles matching `filter`, newest first (the list route and page).
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id))]
+pub async fn list_articles(
+    state: &KnowledgeState,
+    ctx: &Ctx,
+    filter: &ArticleFilter,
+) -> Result<Vec<ArticleView>> {
+    require(ctx, Permission::KnowledgeRead)?;
+    let pattern = filter.q.as_deref().map(like_pattern);
+    let mut tx = ctx.begin(state).await?;
     let items = sqlx::query_as!(
         ArticleView,
         "SELECT id, title, body, tags, status, embedding_status, embedding_error, revision, created_at, updated_at
@@ -238,13 +256,30 @@ async fn list(
          ORDER BY id DESC LIMIT $5",
         ctx.tenant_id,
         pattern,
-        status,
-        q.after,
-        limit
+        filter.status.map(ArticleStatus::as_str),
+        filter.after,
+        filter.limit
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    Ok(items)
+}
+
+async fn list(
+    State(state): State<KnowledgeState>,
+    ctx: Ctx,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<ArticleView>>> {
+    let limit = page_limit(q.limit)?;
+    let status = q.status.as_deref().map(ArticleStatus::parse).transpose()?;
+    let filter = ArticleFilter {
+        q: q.q,
+        status,
+        after: q.after,
+        limit,
+    };
+    let items = list_articles(&state, &ctx, &filter).await?;
     Ok(Json(Page::new(items, limit, |a| a.id)))
 }
 
@@ -252,34 +287,34 @@ async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = NewKnowledgeArticle)]
-struct NewArticle {
+pub struct NewArticle {
     /// Trimmed.
     #[schema(min_length = 1, max_length = 300, pattern = "$not_blank")]
-    title: String,
+    pub title: String,
     /// Empty when absent.
     #[schema(max_length = 200000)]
-    body: Option<String>,
+    pub body: Option<String>,
     /// Trimmed and lowercased; empty ones are dropped, duplicates merged.
-    tags: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
     /// `published` when absent.
     #[schema(value_type = Option<ArticleStatus>)]
-    status: Option<String>,
+    pub status: Option<String>,
 }
 
 /// The fields of an article to change; an absent (or `null`) field stays as it is.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = KnowledgeArticleChanges)]
-struct ArticleChanges {
+pub struct ArticleChanges {
     /// Trimmed.
     #[schema(min_length = 1, max_length = 300, pattern = "$not_blank")]
-    title: Option<String>,
+    pub title: Option<String>,
     #[schema(max_length = 200000)]
-    body: Option<String>,
+    pub body: Option<String>,
     /// Replaces the tags; trimmed and lowercased, empty ones dropped, duplicates merged.
-    tags: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
     #[schema(value_type = Option<ArticleStatus>)]
-    status: Option<String>,
+    pub status: Option<String>,
 }
 
 impl From<NewArticle> for ArticleChanges {
@@ -370,13 +405,16 @@ fn summary(a: &ArticleView) -> Value {
     json!({ "title": a.title, "tags": a.tags, "status": a.status, "revision": a.revision, "body_length": a.body.len() })
 }
 
-async fn create(
-    State(state): State<KnowledgeState>,
-    ctx: Ctx,
-    Json(input): Json<NewArticle>,
-) -> Result<(StatusCode, Json<ArticleView>)> {
+/// Creates an article and schedules its embedding, audited (the create route and page).
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id))]
+pub async fn create_article(
+    state: &KnowledgeState,
+    ctx: &Ctx,
+    input: NewArticle,
+) -> Result<ArticleView> {
+    require(ctx, Permission::KnowledgeManage)?;
     let checked = check(input.into(), None)?;
-    let mut tx = ctx.begin(&state).await?;
+    let mut tx = ctx.begin(state).await?;
     let article = insert(&mut tx, ctx.tenant_id, &checked).await?;
     ctx.audit(
         &mut tx,
@@ -385,6 +423,15 @@ async fn create(
     )
     .await?;
     tx.commit().await?;
+    Ok(article)
+}
+
+async fn create(
+    State(state): State<KnowledgeState>,
+    ctx: Ctx,
+    Json(input): Json<NewArticle>,
+) -> Result<(StatusCode, Json<ArticleView>)> {
+    let article = create_article(&state, &ctx, input).await?;
     Ok((StatusCode::CREATED, Json(article)))
 }
 
@@ -451,41 +498,62 @@ async fn bulk(
     ))
 }
 
+/// One of the tenant's articles; another tenant's, or none, is not found.
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id, article_id = %id))]
+pub async fn article(state: &KnowledgeState, ctx: &Ctx, id: Uuid) -> Result<ArticleView> {
+    require(ctx, Permission::KnowledgeRead)?;
+    let mut tx = ctx.begin(state).await?;
+    let article = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(article)
+}
+
 async fn show(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ArticleView>> {
-    let mut tx = ctx.begin(&state).await?;
-    let article = fetch(&mut tx, id).await?;
-    tx.commit().await?;
-    Ok(Json(article))
+    Ok(Json(article(&state, &ctx, id).await?))
 }
 
-async fn update(
-    State(state): State<KnowledgeState>,
-    ctx: Ctx,
-    Path(id): Path<Uuid>,
-    Json(input): Json<ArticleChanges>,
-) -> Result<Json<ArticleView>> {
-    let mut tx = ctx.begin(&state).await?;
+/// Edits an article, raising its revision and scheduling its re-embedding, audited (the edit
+/// route and page). With `expected_revision`, an article changed since that revision was read
+/// is left alone and the edit refused as a conflict (the page's form carries the revision it
+/// showed, so two people editing at once do not overwrite each other unseen).
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id, article_id = %id))]
+pub async fn update_article(
+    state: &KnowledgeState,
+    ctx: &Ctx,
+    id: Uuid,
+    input: ArticleChanges,
+    expected_revision: Option<i32>,
+) -> Result<ArticleView> {
+    require(ctx, Permission::KnowledgeManage)?;
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
+    if expected_revision.is_some_and(|r| r != before.revision) {
+        return Err(stale());
+    }
     let c = check(input, Some(&before))?;
+    // With an expected revision, an edit committed in between makes this match nothing, and
+    // the edit is refused rather than lost.
     let after = sqlx::query_as!(
         ArticleView,
         "UPDATE knowledge_article
          SET title = $2, body = $3, tags = $4, status = $5, revision = revision + 1,
              embedding_status = 'pending', embedding_error = NULL, updated_at = now()
-         WHERE id = $1 AND tenant_id = current_tenant_id()
+         WHERE id = $1 AND tenant_id = current_tenant_id() AND ($6::int IS NULL OR revision = $6)
          RETURNING id, title, body, tags, status, embedding_status, embedding_error, revision, created_at, updated_at",
         id,
         c.title,
         c.body,
         &c.tags,
-        c.status
+        c.status,
+        expected_revision
     )
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(stale)?;
     super::schedule_embedding(&mut tx, ctx.tenant_id, id, after.revision).await?;
     ctx.audit(
         &mut tx,
@@ -495,15 +563,30 @@ async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(after)
 }
 
-async fn delete(
+fn stale() -> Error {
+    Error::Conflict {
+        code: "article_changed",
+        message: "the article was changed by someone else since it was opened".to_string(),
+    }
+}
+
+async fn update(
     State(state): State<KnowledgeState>,
     ctx: Ctx,
     Path(id): Path<Uuid>,
-) -> Result<StatusCode> {
-    let mut tx = ctx.begin(&state).await?;
+    Json(input): Json<ArticleChanges>,
+) -> Result<Json<ArticleView>> {
+    Ok(Json(update_article(&state, &ctx, id, input, None).await?))
+}
+
+/// Deletes an article with its passages and vectors, audited (the delete route and page).
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id, article_id = %id))]
+pub async fn delete_article(state: &KnowledgeState, ctx: &Ctx, id: Uuid) -> Result<ArticleView> {
+    require(ctx, Permission::KnowledgeManage)?;
+    let mut tx = ctx.begin(state).await?;
     let before = fetch(&mut tx, id).await?;
     // Its passages and vectors go with it (ON DELETE CASCADE).
     sqlx::query!(
@@ -519,6 +602,15 @@ async fn delete(
     )
     .await?;
     tx.commit().await?;
+    Ok(before)
+}
+
+async fn delete(
+    State(state): State<KnowledgeState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode> {
+    delete_article(&state, &ctx, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -527,24 +619,31 @@ async fn delete(
 /// (`stale_chunks`, replaced as re-embedding proceeds).
 #[derive(Serialize, ToSchema)]
 #[schema(as = KnowledgeStatus)]
-struct EmbeddingProgress {
-    articles: i64,
-    pending: i64,
-    ready: i64,
-    failed: i64,
+pub struct EmbeddingProgress {
+    pub articles: i64,
+    pub pending: i64,
+    pub ready: i64,
+    pub failed: i64,
     /// Passages with vectors of the current model: the ones search reads.
-    chunks: i64,
+    pub chunks: i64,
     /// Passages with vectors of an earlier model, replaced as re-embedding proceeds.
-    stale_chunks: i64,
+    pub stale_chunks: i64,
     /// The tenant's current embedding model.
-    model: String,
+    pub model: String,
     /// The share of articles done (ready or failed), 1 when there are none.
     #[schema(minimum = 0, maximum = 1)]
-    progress: f64,
+    pub progress: f64,
 }
 
 async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<EmbeddingProgress>> {
-    let mut tx = ctx.begin(&state).await?;
+    Ok(Json(embedding_status(&state, &ctx).await?))
+}
+
+/// The tenant's embedding progress (the status route and the list page).
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id))]
+pub async fn embedding_status(state: &KnowledgeState, ctx: &Ctx) -> Result<EmbeddingProgress> {
+    require(ctx, Permission::KnowledgeRead)?;
+    let mut tx = ctx.begin(state).await?;
     let identity = state.embedders.current(&mut tx, ctx.tenant_id).await?;
     let model = identity.model();
     let row = sqlx::query!(
@@ -561,7 +660,7 @@ async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Em
     .await?;
     tx.commit().await?;
     let total = row.pending + row.ready + row.failed;
-    Ok(Json(EmbeddingProgress {
+    Ok(EmbeddingProgress {
         articles: total,
         pending: row.pending,
         ready: row.ready,
@@ -574,7 +673,7 @@ async fn status(State(state): State<KnowledgeState>, ctx: Ctx) -> Result<Json<Em
         } else {
             (row.ready + row.failed) as f64 / total as f64
         },
-    }))
+    })
 }
 
 #[derive(Deserialize, ToSchema)]

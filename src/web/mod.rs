@@ -11,6 +11,7 @@ pub mod assets;
 mod conversation;
 pub mod csrf;
 mod inbox;
+mod knowledge;
 mod login;
 
 use askama::Template;
@@ -47,7 +48,8 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
-    api.page(Method::GET, "/app/assets/{file}", Public, assets::serve)
+    knowledge::pages(api)
+        .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
         .page(Method::POST, LOGIN, Public, login::submit)
         .page(Method::POST, "/app/logout", Authenticated, login::logout)

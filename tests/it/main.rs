@@ -37,6 +37,7 @@ mod sec_whatsapp;
 mod web;
 mod web_browser;
 mod web_conversation;
+mod web_knowledge;
 mod webchat;
 mod whatsapp;
 mod whatsapp_client;

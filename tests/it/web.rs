@@ -472,7 +472,19 @@ async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
     let b = app.signup("bravo").await;
     let b_inbox = app.webchat_inbox(&b, "https://b.example").await;
     let (_, b_conversation) = app.visitor_writes(b_inbox, "Bravo's secret question").await;
-    let foreign = HashMap::from([("conversation_id", b_conversation)]);
+    let b_article = app
+        .send(
+            Req::post("/api/v1/knowledge/articles")
+                .by(&b)
+                .json(json!({ "title": "Bravo's secret question", "body": "Secret." })),
+        )
+        .await
+        .uuid("/id");
+    let foreign = HashMap::from([
+        ("conversation_id", b_conversation),
+        ("article_id", b_article),
+    ]);
+    // A post carries A's token, so it is the id, not the CSRF check, that refuses it.
     let token = page_token(&app, &a).await;
     let mut checked = 0;
     for page in app.state.pages().to_vec() {

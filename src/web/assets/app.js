@@ -141,6 +141,11 @@
   }
   document.addEventListener("htmx:sseOpen", function () {
     liveState("Live", "open");
+    // What changed between the page's rendering and the stream's opening was announced to
+    // nobody: the live parts fetch themselves once to catch up.
+    Array.prototype.forEach.call(document.querySelectorAll("[data-live-refresh]"), function (el) {
+      htmx.trigger(el, "liveopen");
+    });
   });
   document.addEventListener("htmx:sseError", function () {
     liveState("Reconnecting…", "error");
