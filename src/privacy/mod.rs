@@ -1,6 +1,9 @@
 //! Data-subject rights that reach across domains. Restricting a contact's processing (DSR-4)
 //! marks the contact (crm) and hands their AI conversations to people (conversations): the
 //! privacy domain stands above both and asks each to do its part, in one transaction.
+//! Data-subject requests (DSR-6) are tracked in [`requests`].
+
+pub mod requests;
 
 use axum::extract::{FromRef, State};
 use axum::http::Method;
@@ -19,25 +22,26 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.endpoint(
-        Method::POST,
-        "/api/v1/contacts/{contact_id}/restrict",
-        Requires(Permission::DataSubjectRights),
-        (
-            "crm",
-            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
-        ),
-        Contract::new().ok::<ContactView>(),
-        restrict,
-    )
-    .endpoint(
-        Method::POST,
-        "/api/v1/contacts/{contact_id}/unrestrict",
-        Requires(Permission::DataSubjectRights),
-        ("crm", "Lift a restriction of processing (DSR-4)"),
-        Contract::new().ok::<ContactView>(),
-        unrestrict,
-    )
+    requests::routes(api)
+        .endpoint(
+            Method::POST,
+            "/api/v1/contacts/{contact_id}/restrict",
+            Requires(Permission::DataSubjectRights),
+            (
+                "crm",
+                "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
+            ),
+            Contract::new().ok::<ContactView>(),
+            restrict,
+        )
+        .endpoint(
+            Method::POST,
+            "/api/v1/contacts/{contact_id}/unrestrict",
+            Requires(Permission::DataSubjectRights),
+            ("crm", "Lift a restriction of processing (DSR-4)"),
+            Contract::new().ok::<ContactView>(),
+            unrestrict,
+        )
 }
 
 async fn restrict(

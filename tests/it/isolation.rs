@@ -77,6 +77,13 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ))
         .await
         .uuid("/id");
+    let b_request = app
+        .send(Req::post("/api/v1/privacy/requests").by(&b).json(json!({
+            "type": "access", "contact_id": b_contact, "requester": "data_subject",
+            "identity_check": "document"
+        })))
+        .await
+        .uuid("/id");
     let b_execution = uuid::Uuid::new_v4();
     let b_job = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
@@ -114,6 +121,7 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ("review_id", b_review),
         ("export_id", b_export),
         ("hold_id", b_hold),
+        ("request_id", b_request),
     ]);
 
     let mut checked = 0;
@@ -207,6 +215,15 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
     );
     assert_eq!(
         app.count(&format!(
+            "SELECT count(*) FROM privacy_request WHERE id = '{b_request}' AND status = 'received'"
+        ))
+        .await
+            + app.count("SELECT count(*) FROM privacy_request_note").await,
+        1,
+        "B's request was changed by A"
+    );
+    assert_eq!(
+        app.count(&format!(
             "SELECT count(*) FROM legal_hold WHERE id = '{b_hold}' AND released_at IS NULL"
         ))
         .await,
@@ -232,6 +249,7 @@ async fn fingerprint(app: &TestApp) -> String {
         "legal_hold",
         "audit_event",
         "job",
+        "privacy_request",
     ] {
         let digest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
@@ -402,6 +420,13 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
                 .json(json!({ "account_id": b_account })),
             "contact account_id on update",
         ),
+        (
+            Req::post("/api/v1/privacy/requests").json(json!({
+                "type": "access", "contact_id": b_contact, "requester": "data_subject",
+                "identity_check": "document"
+            })),
+            "privacy request contact_id",
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -422,7 +447,11 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
 fn valid_body(method: &str, path: &str) -> serde_json::Value {
     match (method, path.rsplit('/').next().unwrap_or_default()) {
         ("POST", "messages") => json!({ "body": "written by another tenant" }),
+        ("POST", "status") if path.starts_with("/api/v1/privacy/") => {
+            json!({ "status": "in_progress" })
+        }
         ("POST", "status") => json!({ "status": "resolved" }),
+        ("POST", "notes") => json!({ "body": "written by another tenant" }),
         ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
         ("PUT", "labels") => json!({ "labels": ["hijacked"] }),
         ("PUT", "language") => json!({ "language": "de" }),
