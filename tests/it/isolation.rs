@@ -84,6 +84,16 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         })))
         .await
         .uuid("/id");
+    let b_consent = app
+        .send(
+            Req::post(format!("/api/v1/contacts/{b_contact}/consents"))
+                .by(&b)
+                .json(
+                    json!({ "purpose": "marketing", "legal_basis": "consent", "source": "form" }),
+                ),
+        )
+        .await
+        .uuid("/id");
     let b_execution = uuid::Uuid::new_v4();
     let b_job = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
@@ -122,6 +132,7 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ("export_id", b_export),
         ("hold_id", b_hold),
         ("request_id", b_request),
+        ("consent_id", b_consent),
     ]);
 
     let mut checked = 0;
@@ -221,6 +232,12 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
             + app.count("SELECT count(*) FROM privacy_request_note").await,
         1,
         "B's request was changed by A"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM consent WHERE revoked_at IS NULL")
+            .await,
+        1,
+        "B's consent was revoked, or one was added, by A"
     );
     assert_eq!(
         app.count(&format!(
@@ -452,6 +469,10 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
         }
         ("POST", "status") => json!({ "status": "resolved" }),
         ("POST", "notes") => json!({ "body": "written by another tenant" }),
+        ("POST", "consents") => {
+            json!({ "purpose": "surveys", "legal_basis": "consent", "source": "api" })
+        }
+        ("POST", "revoke") => json!({ "source": "api" }),
         ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
         ("PUT", "labels") => json!({ "labels": ["hijacked"] }),
         ("PUT", "language") => json!({ "language": "de" }),
