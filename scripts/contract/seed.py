@@ -127,6 +127,23 @@ review = call(
     201,
     json={"kind": "human_review", "conversation_id": conversation["id"], "note": "Check the answer"},
 )
+privacy_request = call(
+    "POST",
+    "/api/v1/privacy/requests",
+    201,
+    json={
+        "type": "access",
+        "contact_id": contact["id"],
+        "requester": "data_subject",
+        "identity_check": "document",
+    },
+)
+consent = call(
+    "POST",
+    f"/api/v1/contacts/{contact['id']}/consents",
+    201,
+    json={"purpose": "marketing", "legal_basis": "consent", "source": "form"},
+)
 jobs = call("GET", "/api/v1/jobs", 200)
 job_items = jobs["items"] if isinstance(jobs, dict) else jobs
 
@@ -149,6 +166,8 @@ values = {
     "CT_EXPORT_ID": export["id"],
     "CT_EXECUTION_ID": execution["id"],
     "CT_REVIEW_ID": review["id"],
+    "CT_REQUEST_ID": privacy_request["id"],
+    "CT_CONSENT_ID": consent["id"],
     "CT_JOB_ID": job_items[0]["id"] if job_items else str(uuid.uuid4()),
 }
 for name, value in values.items():

@@ -442,6 +442,31 @@ pub async fn set_restricted(
     Ok((before, after))
 }
 
+/// The caller's tenant's contact with this e-mail (e-mails are unique per tenant, in any case).
+pub async fn find_by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM contact
+         WHERE tenant_id = current_tenant_id() AND email IS NOT NULL AND lower(email) = lower($1)",
+        email.as_str()
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The caller's tenant's contacts with this phone number, as their phone or as their WhatsApp
+/// number (a WhatsApp id is the number's digits). Phone numbers are not unique: several
+/// contacts may share one.
+pub async fn find_by_phone(conn: &mut PgConnection, phone: &E164) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM contact
+         WHERE tenant_id = current_tenant_id() AND (phone = $1 OR whatsapp_id = ltrim($1, '+'))
+         ORDER BY id",
+        phone.as_str()
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// What the audit log records about a contact a channel created: the fields of a contact, as
 /// for one a member creates, so every `contact.created` entry reads the same.
 pub fn channel_contact(

@@ -1,6 +1,10 @@
 //! Data-subject rights that reach across domains. Restricting a contact's processing (DSR-4)
 //! marks the contact (crm) and hands their AI conversations to people (conversations): the
 //! privacy domain stands above both and asks each to do its part, in one transaction.
+//! Data-subject requests (DSR-6) are tracked in [`requests`], consents (DSR-5) in [`consent`].
+
+pub mod consent;
+pub mod requests;
 
 use axum::extract::{FromRef, State};
 use axum::http::Method;
@@ -19,25 +23,26 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    api.endpoint(
-        Method::POST,
-        "/api/v1/contacts/{contact_id}/restrict",
-        Requires(Permission::DataSubjectRights),
-        (
-            "crm",
-            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
-        ),
-        Contract::new().ok::<ContactView>(),
-        restrict,
-    )
-    .endpoint(
-        Method::POST,
-        "/api/v1/contacts/{contact_id}/unrestrict",
-        Requires(Permission::DataSubjectRights),
-        ("crm", "Lift a restriction of processing (DSR-4)"),
-        Contract::new().ok::<ContactView>(),
-        unrestrict,
-    )
+    consent::routes(requests::routes(api))
+        .endpoint(
+            Method::POST,
+            "/api/v1/contacts/{contact_id}/restrict",
+            Requires(Permission::DataSubjectRights),
+            (
+                "crm",
+                "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
+            ),
+            Contract::new().ok::<ContactView>(),
+            restrict,
+        )
+        .endpoint(
+            Method::POST,
+            "/api/v1/contacts/{contact_id}/unrestrict",
+            Requires(Permission::DataSubjectRights),
+            ("crm", "Lift a restriction of processing (DSR-4)"),
+            Contract::new().ok::<ContactView>(),
+            unrestrict,
+        )
 }
 
 async fn restrict(
@@ -61,28 +66,36 @@ async fn unrestrict(
 /// lifting it hands nothing back: a member decides that per conversation.
 pub async fn set_restricted(db: &Db, ctx: &Ctx, id: Uuid, restricted: bool) -> Result<ContactView> {
     let mut tx = ctx.begin(db).await?;
-    let (before, after) = contacts::set_restricted(&mut tx, id, restricted).await?;
+    let after = restrict_on(&mut tx, ctx, id, restricted, "restricted_contact").await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// [`set_restricted`] on the caller's transaction; `reason` says why the AI conversations were
+/// handed over (a restriction, a revoked consent).
+pub(crate) async fn restrict_on(
+    tx: &mut sqlx::PgConnection,
+    ctx: &Ctx,
+    id: Uuid,
+    restricted: bool,
+    reason: &str,
+) -> Result<ContactView> {
+    let (before, after) = contacts::set_restricted(&mut *tx, id, restricted).await?;
     let action = if restricted {
         "contact.restricted"
     } else {
         "contact.unrestricted"
     };
     ctx.audit(
-        &mut tx,
+        &mut *tx,
         AuditEvent::new(action, "contact", id)
             .before(&before)
             .after(&after),
     )
     .await?;
     if restricted {
-        crate::conversations::hand_contact_to_humans(
-            &mut tx,
-            &ctx.audit_source(),
-            id,
-            "restricted_contact",
-        )
-        .await?;
+        crate::conversations::hand_contact_to_humans(&mut *tx, &ctx.audit_source(), id, reason)
+            .await?;
     }
-    tx.commit().await?;
     Ok(after)
 }

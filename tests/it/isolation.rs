@@ -77,6 +77,23 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ))
         .await
         .uuid("/id");
+    let b_request = app
+        .send(Req::post("/api/v1/privacy/requests").by(&b).json(json!({
+            "type": "access", "contact_id": b_contact, "requester": "data_subject",
+            "identity_check": "document"
+        })))
+        .await
+        .uuid("/id");
+    let b_consent = app
+        .send(
+            Req::post(format!("/api/v1/contacts/{b_contact}/consents"))
+                .by(&b)
+                .json(
+                    json!({ "purpose": "marketing", "legal_basis": "consent", "source": "form" }),
+                ),
+        )
+        .await
+        .uuid("/id");
     let b_execution = uuid::Uuid::new_v4();
     let b_job = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
@@ -114,6 +131,8 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ("review_id", b_review),
         ("export_id", b_export),
         ("hold_id", b_hold),
+        ("request_id", b_request),
+        ("consent_id", b_consent),
     ]);
 
     let mut checked = 0;
@@ -207,6 +226,21 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
     );
     assert_eq!(
         app.count(&format!(
+            "SELECT count(*) FROM privacy_request WHERE id = '{b_request}' AND status = 'received'"
+        ))
+        .await
+            + app.count("SELECT count(*) FROM privacy_request_note").await,
+        1,
+        "B's request was changed by A"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM consent WHERE revoked_at IS NULL")
+            .await,
+        1,
+        "B's consent was revoked, or one was added, by A"
+    );
+    assert_eq!(
+        app.count(&format!(
             "SELECT count(*) FROM legal_hold WHERE id = '{b_hold}' AND released_at IS NULL"
         ))
         .await,
@@ -232,6 +266,7 @@ async fn fingerprint(app: &TestApp) -> String {
         "legal_hold",
         "audit_event",
         "job",
+        "privacy_request",
     ] {
         let digest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
@@ -402,6 +437,13 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
                 .json(json!({ "account_id": b_account })),
             "contact account_id on update",
         ),
+        (
+            Req::post("/api/v1/privacy/requests").json(json!({
+                "type": "access", "contact_id": b_contact, "requester": "data_subject",
+                "identity_check": "document"
+            })),
+            "privacy request contact_id",
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -422,7 +464,15 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
 fn valid_body(method: &str, path: &str) -> serde_json::Value {
     match (method, path.rsplit('/').next().unwrap_or_default()) {
         ("POST", "messages") => json!({ "body": "written by another tenant" }),
+        ("POST", "status") if path.starts_with("/api/v1/privacy/") => {
+            json!({ "status": "in_progress" })
+        }
         ("POST", "status") => json!({ "status": "resolved" }),
+        ("POST", "notes") => json!({ "body": "written by another tenant" }),
+        ("POST", "consents") => {
+            json!({ "purpose": "surveys", "legal_basis": "consent", "source": "api" })
+        }
+        ("POST", "revoke") => json!({ "source": "api" }),
         ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
         ("POST", "send-draft") => json!({ "text": "sent by another tenant" }),
         ("PUT", "labels") => json!({ "labels": ["hijacked"] }),

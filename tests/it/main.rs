@@ -22,6 +22,8 @@ mod http_basics;
 mod inbox;
 mod isolation;
 mod openapi;
+mod privacy_consent;
+mod privacy_requests;
 mod provider;
 mod queue;
 mod retention;
