@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use super::prompts::{Template, PROMPTS};
 use super::provider::{ChatMessage, ChatRequest, ChatResponse, Provider, ProviderError, ToolCall};
-use crate::guardrails::{evaluate, unmask, Context, KnownEntities, Policy, Stage, Vault, Verdict};
+use crate::guardrails::{
+    evaluate, unmask, Context, KnownEntities, Policy, PromptSecret, Stage, Vault, Verdict,
+};
 use crate::knowledge::Embedded;
 
 /// Text that passed the inbound stage: what the model may see.
@@ -282,6 +284,16 @@ pub fn join(parts: &[Screened], separator: &str) -> Screened {
             .map(|p| p.0.as_str())
             .collect::<Vec<_>>()
             .join(separator),
+    )
+}
+
+/// A fresh canary for one run's system prompt, and what the run's guard checks drafts against
+/// (the canary and the templates' wording): a draft giving either away is refused.
+pub fn canary() -> (PromptSecret, Screened) {
+    let token = format!("cnry{}", uuid::Uuid::new_v4().simple());
+    (
+        PromptSecret::new(token.clone(), PROMPTS.texts.clone()),
+        Screened(token),
     )
 }
 

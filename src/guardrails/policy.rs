@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::guardrails::fold::Folded;
 use crate::guardrails::language::Wording;
+use crate::guardrails::links::LinkHosts;
 use crate::guardrails::pii::PiiType;
 use crate::guardrails::rules::{
     check_unique_ids, compile_validated, Action, CompiledRules, Hit, Lang, Limits, Matcher,
@@ -145,6 +146,10 @@ pub struct TenantOptions {
     /// What to do when a draft holds PII the vault never issued.
     #[serde(default = "default_unissued_action")]
     pub unissued_pii_action: Action,
+    /// Hosts a draft may link to or show images from (each with its subdomains); a draft
+    /// with a link to any other host is handed to a person. Empty by default: the tenant adds
+    /// its own site.
+    pub link_hosts: Vec<String>,
 }
 
 impl Default for TenantOptions {
@@ -157,6 +162,7 @@ impl Default for TenantOptions {
             safe_replies: BTreeMap::new(),
             public_values: Vec::new(),
             unissued_pii_action: default_unissued_action(),
+            link_hosts: Vec::new(),
         }
     }
 }
@@ -221,6 +227,7 @@ pub struct Policy {
     pii_enabled: [bool; PiiType::ALL.len()],
     /// `public_values` reduced to lowercase alphanumerics.
     public: BTreeSet<String>,
+    link_hosts: LinkHosts,
     options: TenantOptions,
 }
 
@@ -330,6 +337,7 @@ impl Policy {
                 must_not_match: Vec::new(),
             });
         }
+        let link_hosts = LinkHosts::new(&options.link_hosts).map_err(|reason| err(None, reason))?;
         // Validated and compiled in one go: each tenant regex is built once.
         let tenant = compile_validated("tenant", &rules, Limits::TENANT)?;
         // The floor (AGT-2): a configuration may leave out only the optional types. One saved
@@ -360,6 +368,7 @@ impl Policy {
                 .map(|v| public_key(v))
                 .filter(|k| !k.is_empty())
                 .collect(),
+            link_hosts,
             options: options.clone(),
         })
     }
@@ -386,6 +395,11 @@ impl Policy {
     pub(crate) fn without_pii(mut self) -> Policy {
         self.pii_enabled = [false; PiiType::ALL.len()];
         self
+    }
+
+    /// The hosts drafts may link to.
+    pub fn link_hosts(&self) -> &LinkHosts {
+        &self.link_hosts
     }
 
     /// Whether `value` is one of the tenant's own public values.
@@ -651,6 +665,14 @@ fn config_schema(packs: &PackSet) -> serde_json::Value {
                                       "propertyNames": { "type": "string", "pattern": "^[a-z0-9._-]{1,100}$" },
                                       "additionalProperties": wording },
                     "public_values": list(json!({ "type": "string", "maxLength": 1000 })),
+                    "link_hosts": {
+                        "type": "array", "maxItems": 100,
+                        "items": { "type": "string", "maxLength": 253,
+                                   "pattern": "^(\\*\\.)?[a-z0-9_-]{1,63}(\\.[a-z0-9_-]{1,63})*$" },
+                        "description": "Hosts a draft may link to or show images from, each with \
+                                        its subdomains (`shop.example`); a draft linking anywhere \
+                                        else goes to a person. Empty by default."
+                    },
                     "unissued_pii_action": { "type": "string", "enum": actions },
                 }
             }

@@ -138,9 +138,14 @@ pub(super) async fn decide(
             },
         )
         .unwrap_or_else(|_| constant("(none)"));
+    // A canary of this run's own: a draft holding it (or the instructions' wording) is
+    // refused by the outbound stage.
+    let (secret, canary) = pipeline::canary();
+    guard.ctx.prompt = Some(secret);
     let system = pipeline::render(
         &PROMPTS.system,
         BTreeMap::from([
+            ("canary", canary),
             ("tenant_name", tenant_name),
             ("customer_profile", profile),
             (
