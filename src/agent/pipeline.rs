@@ -149,15 +149,43 @@ pub struct Guard<'p> {
     policy: &'p Policy,
     pub ctx: Context,
     pub verdicts: Vec<VerdictRecord>,
+    /// This run's data-block boundary ([`Guard::as_data`]): random, so no text can close a
+    /// block it is inside of.
+    boundary: String,
 }
 
 impl<'p> Guard<'p> {
     pub fn new(policy: &'p Policy, ctx: Context) -> Self {
+        let mut boundary = uuid::Uuid::new_v4().simple().to_string();
+        boundary.truncate(12);
         Guard {
             policy,
             ctx,
             verdicts: Vec::new(),
+            boundary,
         }
+    }
+
+    /// Screened text that comes from outside the platform (a customer's message, a knowledge
+    /// passage, a tool's result) marked as data for the model (spotlighting): a block opened and
+    /// closed by lines naming the run's random boundary, each of its lines marked with `│ `, as
+    /// the system prompt explains. Instructions inside it read as quoted data, and no text can
+    /// end the block early, as none knows the boundary.
+    pub fn as_data(&self, kind: &str, text: Screened) -> Screened {
+        let mut out = String::with_capacity(text.0.len() + 64);
+        out.push_str(&format!("«data {kind} {}»\n", self.boundary));
+        for line in text.0.lines() {
+            out.push_str("│ ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!("«end data {}»", self.boundary));
+        Screened(out)
+    }
+
+    /// The boundary, for the system prompt that explains the data blocks.
+    pub fn data_boundary(&self) -> Screened {
+        Screened(self.boundary.clone())
     }
 
     /// The inbound stage: `Ok` with the masked text when it may go on to the model, `Err` with

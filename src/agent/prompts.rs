@@ -143,6 +143,7 @@ impl Prompts {
                     "knowledge",
                     "actions",
                     "canary",
+                    "data_boundary",
                 ],
             )?,
             texts: std::sync::Arc::new(crate::guardrails::PromptTexts::new(&[system])),

@@ -46,7 +46,7 @@ pub use evaluate::{
     evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_LINK_HOST, RULE_MAX_LENGTH,
     RULE_PROMPT_CANARY, RULE_PROMPT_OVERLAP, RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
 };
-pub use human_review::{asks_for_human_review, HUMAN_REVIEW_RULE};
+pub use human_review::{asks_for_human_review, injection_rules, HUMAN_REVIEW_RULE};
 pub use language::{ByLang, Wording};
 pub use leak::{leaks, Leak, LeakKind, PromptSecret, PromptTexts, OVERLAP_WORDS};
 pub use links::{foreign_links, links, Link, LinkHosts};
