@@ -25,6 +25,31 @@ async fn sent_texts(w: &crate::agent::World) -> String {
 #[tokio::test]
 async fn a_draft_linking_to_a_host_the_tenant_did_not_allow_never_reaches_the_customer() {
     let w = world(json!({ "guardrails": { "options": { "link_hosts": ["shop.example"] } } })).await;
+    // The allowlist is a setting like any other: its change is audited.
+    let audit = w
+        .app
+        .audit_events(w.owner.tenant_id, "agent.settings_changed")
+        .await;
+    assert_eq!(
+        audit[0]["after"]["guardrails"]["options"]["link_hosts"],
+        json!(["shop.example"])
+    );
+    // An entry that is not a host name is refused.
+    let refused = w
+        .app
+        .send(
+            crate::common::Req::new(axum::http::Method::PUT, "/api/v1/agent/settings")
+                .by(&w.owner)
+                .json(json!({ "guardrails": { "options": { "link_hosts": ["https://shop.example/"] } } })),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        axum::http::StatusCode::BAD_REQUEST,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.error_code(), "invalid_guardrails");
     // A link to the tenant's own site goes out.
     w.model.push(decision(
         "reply",
