@@ -27,8 +27,8 @@ use super::AgentState;
 use crate::auth::Ctx;
 use crate::error::{Error, Result};
 use crate::guardrails::{
-    evaluate, mask_text, Action, Context, FindingKind, KnownEntities, Policy, Stage, TenantConfig,
-    Verdict,
+    evaluate, mask_text, Action, Context, FindingKind, KnownEntities, PiiType, Policy, Stage,
+    TenantConfig, Verdict,
 };
 use crate::http::{Access, Api, Contract, Json};
 use crate::rbac::Permission;
@@ -61,6 +61,7 @@ where
             .error(StatusCode::BAD_REQUEST, "invalid_policy")
             .error(StatusCode::BAD_REQUEST, "invalid_guardrails")
             .error(StatusCode::BAD_REQUEST, "required_pack")
+            .error(StatusCode::BAD_REQUEST, "pii_type_mandatory")
             .error(StatusCode::CONFLICT, "duplicate_rule_id"),
         dry_run,
     )
@@ -244,6 +245,19 @@ struct ReviewPolicyReport {
     changed: Vec<ReviewChange>,
 }
 
+/// Which PII types each configuration masks before the model sees a message.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GuardrailDryRunPiiTypes)]
+struct PiiTypes {
+    /// Masked by every configuration, whatever it lists (AGT-2).
+    #[schema(value_type = Vec<String>)]
+    mandatory: Vec<PiiType>,
+    #[schema(value_type = Vec<String>)]
+    current: Vec<PiiType>,
+    #[schema(value_type = Vec<String>)]
+    proposed: Vec<PiiType>,
+}
+
 /// What the proposal would have done, next to what the current configuration did.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = GuardrailDryRun)]
@@ -260,6 +274,8 @@ struct Report {
     truncated: bool,
     current: Tally,
     proposed: Tally,
+    /// The PII types masked under each configuration: the floor always among them.
+    pii_types: PiiTypes,
     /// Messages on which the two configurations decide differently.
     changed: u64,
     confidence: Confidence,
@@ -457,6 +473,11 @@ async fn dry_run(
             .filter(|r| r.confidence < proposed_threshold)
             .count() as u64,
     };
+    let pii_types = PiiTypes {
+        mandatory: PiiType::MANDATORY.to_vec(),
+        current: current.masked_pii_types(),
+        proposed: proposed.masked_pii_types(),
+    };
     let days = body.days;
     let max_examples = body.max_examples;
     // Pure CPU work: off the async threads.
@@ -469,6 +490,7 @@ async fn dry_run(
             truncated,
             current: Tally::default(),
             proposed: Tally::default(),
+            pii_types,
             changed: 0,
             confidence,
             examples: Vec::new(),

@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use super::prompts::{Template, PROMPTS};
 use super::provider::{ChatMessage, ChatRequest, ChatResponse, Provider, ProviderError, ToolCall};
-use crate::guardrails::{evaluate, unmask, Context, KnownEntities, Policy, Stage, Vault, Verdict};
+use crate::guardrails::{
+    evaluate, unmask, Context, KnownEntities, Policy, PromptSecret, Stage, Vault, Verdict,
+};
 use crate::knowledge::Embedded;
 
 /// Text that passed the inbound stage: what the model may see.
@@ -153,15 +155,43 @@ pub struct Guard<'p> {
     policy: &'p Policy,
     pub ctx: Context,
     pub verdicts: Vec<VerdictRecord>,
+    /// This run's data-block boundary ([`Guard::as_data`]): random, so no text can close a
+    /// block it is inside of.
+    boundary: String,
 }
 
 impl<'p> Guard<'p> {
     pub fn new(policy: &'p Policy, ctx: Context) -> Self {
+        let mut boundary = uuid::Uuid::new_v4().simple().to_string();
+        boundary.truncate(12);
         Guard {
             policy,
             ctx,
             verdicts: Vec::new(),
+            boundary,
         }
+    }
+
+    /// Screened text that comes from outside the platform (a customer's message, a knowledge
+    /// passage, a tool's result) marked as data for the model (spotlighting): a block opened and
+    /// closed by lines naming the run's random boundary, each of its lines marked with `│ `, as
+    /// the system prompt explains. Instructions inside it read as quoted data, and no text can
+    /// end the block early, as none knows the boundary.
+    pub fn as_data(&self, kind: &str, text: Screened) -> Screened {
+        let mut out = String::with_capacity(text.0.len() + 64);
+        out.push_str(&format!("«data {kind} {}»\n", self.boundary));
+        for line in text.0.lines() {
+            out.push_str("│ ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!("«end data {}»", self.boundary));
+        Screened(out)
+    }
+
+    /// The boundary, for the system prompt that explains the data blocks.
+    pub fn data_boundary(&self) -> Screened {
+        Screened(self.boundary.clone())
     }
 
     /// The inbound stage: `Ok` with the masked text when it may go on to the model, `Err` with
@@ -299,6 +329,16 @@ pub fn join(parts: &[Screened], separator: &str) -> Screened {
             .map(|p| p.0.as_str())
             .collect::<Vec<_>>()
             .join(separator),
+    )
+}
+
+/// A fresh canary for one run's system prompt, and what the run's guard checks drafts against
+/// (the canary and the templates' wording): a draft giving either away is refused.
+pub fn canary() -> (PromptSecret, Screened) {
+    let token = format!("cnry{}", uuid::Uuid::new_v4().simple());
+    (
+        PromptSecret::new(token.clone(), PROMPTS.texts.clone()),
+        Screened(token),
     )
 }
 

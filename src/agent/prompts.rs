@@ -121,6 +121,9 @@ fn placeholders(name: &'static str, text: &str) -> Result<Vec<String>, TemplateE
 
 pub struct Prompts {
     pub system: Template,
+    /// The templates' fixed wording, which the outbound stage refuses to see repeated in a
+    /// draft (with each run's canary).
+    pub texts: std::sync::Arc<crate::guardrails::PromptTexts>,
     /// The JSON schema of the model's structured decision.
     pub decision_schema: serde_json::Value,
     pub decision_schema_hash: String,
@@ -129,12 +132,21 @@ pub struct Prompts {
 impl Prompts {
     pub fn load() -> Result<Prompts, TemplateError> {
         let schema_text = include_str!("../../prompts/decision.schema.json");
+        let system = include_str!("../../prompts/system.md");
         Ok(Prompts {
             system: Template::new(
                 "system.md",
-                include_str!("../../prompts/system.md"),
-                &["tenant_name", "customer_profile", "knowledge", "actions"],
+                system,
+                &[
+                    "tenant_name",
+                    "customer_profile",
+                    "knowledge",
+                    "actions",
+                    "canary",
+                    "data_boundary",
+                ],
             )?,
+            texts: std::sync::Arc::new(crate::guardrails::PromptTexts::new(&[system])),
             decision_schema: serde_json::from_str(schema_text)
                 .expect("prompts/decision.schema.json is JSON"),
             decision_schema_hash: hex::encode(Sha256::digest(schema_text.as_bytes())),

@@ -78,6 +78,7 @@ where
             .error(StatusCode::BAD_REQUEST, "invalid_weights")
             .error(StatusCode::BAD_REQUEST, "invalid_guardrails")
             .error(StatusCode::BAD_REQUEST, "required_pack")
+            .error(StatusCode::BAD_REQUEST, "pii_type_mandatory")
             .error(StatusCode::CONFLICT, "duplicate_rule_id")
             .error(StatusCode::BAD_REQUEST, "invalid_settings"),
         update,
@@ -240,12 +241,27 @@ pub async fn load(conn: &mut PgConnection, tenant_id: Uuid) -> Result<AgentSetti
             weight_logprob: r.weight_logprob,
             weight_retrieval: r.weight_retrieval,
             retrieval_scale: r.retrieval_scale,
-            guardrails: r.guardrails,
+            guardrails: with_pii_floor(r.guardrails),
             config_version: r.config_version,
             updated_at: Some(r.updated_at),
             sealed_api_key: r.provider_api_key,
         },
     })
+}
+
+/// A stored guardrail configuration as it applies: a `pii_types` list saved before the floor
+/// existed (or written behind the API's back) shows the mandatory types it leaves out, as the
+/// policy compiled from it masks them anyway (AGT-2). The next save stores it so.
+fn with_pii_floor(mut guardrails: Value) -> Value {
+    if let Some(Value::Array(types)) = guardrails.pointer_mut("/options/pii_types") {
+        for t in crate::guardrails::PiiType::MANDATORY {
+            let label = Value::from(t.label());
+            if !types.contains(&label) {
+                types.push(label);
+            }
+        }
+    }
+    guardrails
 }
 
 /// The sealing context of the tenant's API key names the address it is sent to, so a key opens
@@ -289,6 +305,19 @@ pub fn check_guardrails(config: &TenantConfig) -> Result<Policy> {
             format!(
                 "two rules have the id `{}`: a rule id names one rule",
                 rule.id
+            ),
+        ));
+    }
+    let unmasked = config.options.unmasked_mandatory();
+    if !unmasked.is_empty() {
+        let labels: Vec<&str> = unmasked.iter().map(|t| t.label()).collect();
+        return Err(Error::bad_request(
+            "pii_type_mandatory",
+            format!(
+                "options.pii_types must include {}: structured identifiers, e-mail addresses, \
+                 phone numbers, secrets and names are always masked before the model sees a \
+                 message (AGT-2); a configuration may add types, never remove these",
+                labels.join(", ")
             ),
         ));
     }
@@ -560,7 +589,8 @@ struct UpdateSettings {
     #[schema(value_type = Option<f32>, exclusive_minimum = 0.0, maximum = 10.0)]
     retrieval_scale: Option<Option<f32>>,
     /// The tenant's guardrail configuration (`rules`, `options`); refused unless it compiles,
-    /// and `options.packs`, when given, must include `human_review`.
+    /// `options.packs`, when given, must include `human_review`, and `options.pii_types`, when
+    /// given, every type no tenant may turn off.
     #[schema(value_type = Option<TenantConfig>)]
     guardrails: Option<Value>,
 }

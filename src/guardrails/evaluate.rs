@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::guardrails::fold::Folded;
+use crate::guardrails::leak::{self, LeakKind, PromptSecret};
+use crate::guardrails::links;
 use crate::guardrails::pii::{self, KnownEntities, PiiType};
 use crate::guardrails::policy::Policy;
 use crate::guardrails::rules::{Action, Lang, Stage};
@@ -21,6 +23,8 @@ pub struct Context {
     pub known: KnownEntities,
     /// Language of the conversation, for default safe replies.
     pub language: Lang,
+    /// The run's system prompt, which no draft may give away: its canary and templates.
+    pub prompt: Option<PromptSecret>,
 }
 
 impl Context {
@@ -29,12 +33,13 @@ impl Context {
             vault,
             known,
             language: Lang::default(),
+            prompt: None,
         }
     }
 }
 
 /// What a finding is about. Serialised as the PII label (`EMAIL`) or as
-/// `topic`, `length`, `placeholder`.
+/// `topic`, `length`, `placeholder`, `link`, `leak`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum FindingKind {
@@ -45,6 +50,10 @@ pub enum FindingKind {
     Length,
     /// The draft holds a placeholder the vault did not issue.
     Placeholder,
+    /// The draft links to a host the tenant did not allow.
+    Link,
+    /// The draft gives the system prompt away (its canary, or its wording).
+    Leak,
 }
 
 impl fmt::Display for FindingKind {
@@ -54,6 +63,8 @@ impl fmt::Display for FindingKind {
             FindingKind::Topic => f.write_str("topic"),
             FindingKind::Length => f.write_str("length"),
             FindingKind::Placeholder => f.write_str("placeholder"),
+            FindingKind::Link => f.write_str("link"),
+            FindingKind::Leak => f.write_str("leak"),
         }
     }
 }
@@ -71,6 +82,8 @@ impl TryFrom<String> for FindingKind {
             "topic" => Ok(FindingKind::Topic),
             "length" => Ok(FindingKind::Length),
             "placeholder" => Ok(FindingKind::Placeholder),
+            "link" => Ok(FindingKind::Link),
+            "leak" => Ok(FindingKind::Leak),
             other => PiiType::from_str(other).map(FindingKind::Pii),
         }
     }
@@ -115,6 +128,12 @@ impl Verdict {
 pub const RULE_UNISSUED_PII: &str = "output.unissued-pii";
 pub const RULE_UNKNOWN_PLACEHOLDER: &str = "output.unknown-placeholder";
 pub const RULE_MAX_LENGTH: &str = "output.max-length";
+/// A draft links to (or shows an image from) a host the tenant did not allow.
+pub const RULE_LINK_HOST: &str = "output.link-host";
+/// A draft holds the run's canary: it is copying the system prompt out.
+pub const RULE_PROMPT_CANARY: &str = "output.prompt-canary";
+/// A draft repeats the prompt templates' wording at length.
+pub const RULE_PROMPT_OVERLAP: &str = "output.prompt-overlap";
 /// Safe-reply key of the engine's own hand-offs.
 pub const KEY_HANDOFF: &str = "handoff";
 
@@ -287,6 +306,43 @@ fn outbound(
             },
             None,
         ));
+    }
+    // Links are judged on the draft as the customer would get it: a placeholder may stand for
+    // a URL (from a passage the model was given) that only unmasking brings back.
+    let (unmasked, resolved) = vault::unmask_mapped(text, &ctx.vault);
+    for link in links::foreign_links(&unmasked, policy.link_hosts()) {
+        let (start, end) = vault::masked_range(&resolved, (link.start, link.end));
+        findings.push((
+            Finding {
+                rule_id: RULE_LINK_HOST.into(),
+                kind: FindingKind::Link,
+                start,
+                end,
+                score: 1.0,
+                action: Action::Handoff,
+            },
+            None,
+        ));
+    }
+    if let Some(secret) = &ctx.prompt {
+        for leak in leak::leaks(&unmasked, secret) {
+            let (start, end) = vault::masked_range(&resolved, (leak.start, leak.end));
+            let rule = match leak.kind {
+                LeakKind::Canary => RULE_PROMPT_CANARY,
+                LeakKind::Overlap => RULE_PROMPT_OVERLAP,
+            };
+            findings.push((
+                Finding {
+                    rule_id: rule.into(),
+                    kind: FindingKind::Leak,
+                    start,
+                    end,
+                    score: 1.0,
+                    action: Action::Handoff,
+                },
+                None,
+            ));
+        }
     }
     for (start, end) in vault::unresolved_placeholders(text, &ctx.vault) {
         findings.push((

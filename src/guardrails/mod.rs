@@ -7,9 +7,11 @@
 //!   packs for the inbound stage, then PII replaced by typed placeholders
 //!   (`[EMAIL_1]`) issued by the conversation's [`Vault`] (AGT-2);
 //! * **outbound** (the model's draft): rule packs for the outbound stage,
-//!   tenant-forbidden commitments, maximum length, PII the vault never issued
-//!   and placeholders it cannot resolve; then [`unmask`] restores the real
-//!   values for the customer.
+//!   tenant-forbidden commitments, maximum length, PII the vault never issued,
+//!   placeholders it cannot resolve, links to hosts the tenant did not allow,
+//!   and the run's system prompt (its canary, or its templates' wording at
+//!   length), all read with the placeholders restored, as the customer would
+//!   get it; then [`unmask`] restores the real values for the customer.
 //!
 //! A [`Verdict`] whose action is `block` or `handoff` stops the text (AGT-4).
 //! Rules live in `guardrails/*.toml` (built in) and in tenant configuration
@@ -31,6 +33,8 @@ mod evaluate;
 pub mod fold;
 mod human_review;
 pub mod language;
+mod leak;
+mod links;
 pub mod pii;
 mod policy;
 mod rules;
@@ -39,11 +43,13 @@ pub mod schema;
 mod vault;
 
 pub use evaluate::{
-    evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_MAX_LENGTH,
-    RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
+    evaluate, Context, Finding, FindingKind, Verdict, KEY_HANDOFF, RULE_LINK_HOST, RULE_MAX_LENGTH,
+    RULE_PROMPT_CANARY, RULE_PROMPT_OVERLAP, RULE_UNISSUED_PII, RULE_UNKNOWN_PLACEHOLDER,
 };
-pub use human_review::{asks_for_human_review, HUMAN_REVIEW_RULE};
+pub use human_review::{asks_for_human_review, injection_rules, HUMAN_REVIEW_RULE};
 pub use language::{ByLang, Wording};
+pub use leak::{leaks, Leak, LeakKind, PromptSecret, PromptTexts, OVERLAP_WORDS};
+pub use links::{foreign_links, links, Link, LinkHosts};
 pub use pii::{detect_all, KnownEntities, KnownEntitiesSpec, PiiSpan, PiiType};
 pub use policy::{
     load_builtin_packs, PackSet, Policy, PolicyCache, TenantConfig, TenantOptions,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::guardrails::fold::Folded;
 use crate::guardrails::language::Wording;
+use crate::guardrails::links::LinkHosts;
 use crate::guardrails::pii::PiiType;
 use crate::guardrails::rules::{
     check_unique_ids, compile_validated, Action, CompiledRules, Hit, Lang, Limits, Matcher,
@@ -126,7 +127,9 @@ fn default_unissued_action() -> Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantOptions {
-    /// PII types to mask; `None` masks every type.
+    /// PII types to mask; `None` masks every type. The types of [`PiiType::MANDATORY`] are
+    /// masked whether listed or not (AGT-2); the API refuses a list that leaves one out
+    /// ([`TenantOptions::unmasked_mandatory`]).
     pub pii_types: Option<BTreeSet<PiiType>>,
     /// Built-in packs to apply; `None` applies every pack except templates.
     pub packs: Option<Vec<String>>,
@@ -143,6 +146,10 @@ pub struct TenantOptions {
     /// What to do when a draft holds PII the vault never issued.
     #[serde(default = "default_unissued_action")]
     pub unissued_pii_action: Action,
+    /// Hosts a draft may link to or show images from (each with its subdomains); a draft
+    /// with a link to any other host is handed to a person. Empty by default: the tenant adds
+    /// its own site.
+    pub link_hosts: Vec<String>,
 }
 
 impl Default for TenantOptions {
@@ -155,6 +162,21 @@ impl Default for TenantOptions {
             safe_replies: BTreeMap::new(),
             public_values: Vec::new(),
             unissued_pii_action: default_unissued_action(),
+            link_hosts: Vec::new(),
+        }
+    }
+}
+
+impl TenantOptions {
+    /// The types of the floor that `pii_types` leaves out: what a tenant asked not to mask
+    /// but cannot have (AGT-2).
+    pub fn unmasked_mandatory(&self) -> Vec<PiiType> {
+        match &self.pii_types {
+            None => Vec::new(),
+            Some(types) => PiiType::MANDATORY
+                .into_iter()
+                .filter(|t| !types.contains(t))
+                .collect(),
         }
     }
 }
@@ -205,6 +227,7 @@ pub struct Policy {
     pii_enabled: [bool; PiiType::ALL.len()],
     /// `public_values` reduced to lowercase alphanumerics.
     public: BTreeSet<String>,
+    link_hosts: LinkHosts,
     options: TenantOptions,
 }
 
@@ -314,12 +337,15 @@ impl Policy {
                 must_not_match: Vec::new(),
             });
         }
+        let link_hosts = LinkHosts::new(&options.link_hosts).map_err(|reason| err(None, reason))?;
         // Validated and compiled in one go: each tenant regex is built once.
         let tenant = compile_validated("tenant", &rules, Limits::TENANT)?;
+        // The floor (AGT-2): a configuration may leave out only the optional types. One saved
+        // before the floor existed, or written behind the API's back, is read with it applied.
         let mut pii_enabled = [true; PiiType::ALL.len()];
         if let Some(types) = &options.pii_types {
             for t in PiiType::ALL {
-                pii_enabled[t.index()] = types.contains(&t);
+                pii_enabled[t.index()] = t.is_mandatory() || types.contains(&t);
             }
         }
         let packs_apply = [Stage::Inbound, Stage::Outbound].map(|stage| {
@@ -342,6 +368,7 @@ impl Policy {
                 .map(|v| public_key(v))
                 .filter(|k| !k.is_empty())
                 .collect(),
+            link_hosts,
             options: options.clone(),
         })
     }
@@ -352,6 +379,27 @@ impl Policy {
 
     pub(crate) fn pii_enabled(&self) -> &[bool; PiiType::ALL.len()] {
         &self.pii_enabled
+    }
+
+    /// The PII types this policy masks: the floor ([`PiiType::MANDATORY`]) and the optional
+    /// types the tenant kept.
+    pub fn masked_pii_types(&self) -> Vec<PiiType> {
+        PiiType::ALL
+            .into_iter()
+            .filter(|t| self.pii_enabled[t.index()])
+            .collect()
+    }
+
+    /// The same rules with no PII detection at all: for checks whose text never goes to a
+    /// model (whether a customer asks for human review), so they skip the detectors' cost.
+    pub(crate) fn without_pii(mut self) -> Policy {
+        self.pii_enabled = [false; PiiType::ALL.len()];
+        self
+    }
+
+    /// The hosts drafts may link to.
+    pub fn link_hosts(&self) -> &LinkHosts {
+        &self.link_hosts
     }
 
     /// Whether `value` is one of the tenant's own public values.
@@ -539,6 +587,10 @@ fn config_schema(packs: &PackSet) -> serde_json::Value {
     reply_keys.sort_unstable();
     let pack_names: Vec<&str> = packs.packs.iter().map(|p| p.name.as_str()).collect();
     let pii_types: Vec<&str> = PiiType::ALL.iter().map(|t| t.label()).collect();
+    let mandatory: Vec<serde_json::Value> = PiiType::MANDATORY
+        .iter()
+        .map(|t| json!({ "contains": { "const": t.label() } }))
+        .collect();
     let actions = ["allow", "flag", "redact", "block", "handoff"];
     let text = json!({ "type": "string", "minLength": 1, "maxLength": MAX_SAFE_REPLY_CHARS,
                        "pattern": crate::http::contract::NOT_BLANK });
@@ -596,7 +648,12 @@ fn config_schema(packs: &PackSet) -> serde_json::Value {
                 "additionalProperties": false,
                 "properties": {
                     "pii_types": { "type": ["array", "null"], "items": { "type": "string", "enum": pii_types },
-                                   "description": "PII types to mask; every type when absent or null." },
+                                   "allOf": mandatory,
+                                   "description": "PII types to mask; every type when absent or null. \
+                                                   Always includes the types no tenant may turn off \
+                                                   (structured identifiers, e-mails, phones, secrets, \
+                                                   URLs carrying them, names): leaving one out is refused \
+                                                   (`pii_type_mandatory`)." },
                     "packs": { "type": ["array", "null"], "items": { "type": "string", "enum": pack_names },
                                "contains": { "const": REQUIRED_PACK },
                                "description": "Built-in packs to apply (always `human_review`); \
@@ -608,6 +665,14 @@ fn config_schema(packs: &PackSet) -> serde_json::Value {
                                       "propertyNames": { "type": "string", "pattern": "^[a-z0-9._-]{1,100}$" },
                                       "additionalProperties": wording },
                     "public_values": list(json!({ "type": "string", "maxLength": 1000 })),
+                    "link_hosts": {
+                        "type": "array", "maxItems": 100,
+                        "items": { "type": "string", "maxLength": 253,
+                                   "pattern": "^(\\*\\.)?[a-z0-9_-]{1,63}(\\.[a-z0-9_-]{1,63})*$" },
+                        "description": "Hosts a draft may link to or show images from, each with \
+                                        its subdomains (`shop.example`); a draft linking anywhere \
+                                        else goes to a person. Empty by default."
+                    },
                     "unissued_pii_action": { "type": "string", "enum": actions },
                 }
             }

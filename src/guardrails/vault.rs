@@ -533,6 +533,21 @@ fn escape_into(segment: &str, vault: &mut Vault, out: &mut String, forms: &mut V
 /// [`mask`] produced gets back each occurrence's own form; any other text
 /// (a model's draft) gets each value's first form.
 pub fn unmask(text: &str, vault: &Vault) -> String {
+    unmask_mapped(text, vault).0
+}
+
+/// A placeholder [`unmask`] resolved: its range in the masked text and the range of its value
+/// in the unmasked one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resolved {
+    pub masked: (usize, usize),
+    pub unmasked: (usize, usize),
+}
+
+/// [`unmask`], and where each resolved placeholder went, to map ranges of the unmasked text
+/// back onto the masked one ([`masked_range`]).
+pub(crate) fn unmask_mapped(text: &str, vault: &Vault) -> (String, Vec<Resolved>) {
+    let mut resolved = Vec::new();
     let forms = if vault.round_trips.is_empty() {
         None
     } else {
@@ -550,13 +565,45 @@ pub fn unmask(text: &str, vault: &Vault) -> String {
                 let form = forms.and_then(|f| f.get(occurrence)).copied().unwrap_or(0);
                 occurrence += 1;
                 out.push_str(&text[copied..open]);
+                let start = out.len();
                 out.push_str(entry.form(form).unwrap_or(&entry.value));
+                resolved.push(Resolved {
+                    masked: (open, end),
+                    unmasked: (start, out.len()),
+                });
                 copied = end;
             }
         }
     }
     out.push_str(&text[copied..]);
-    out
+    (out, resolved)
+}
+
+/// The range of the masked text that produced `range` of the unmasked one: a range touching a
+/// placeholder's value covers the whole placeholder.
+pub(crate) fn masked_range(resolved: &[Resolved], range: (usize, usize)) -> (usize, usize) {
+    let map = |at: usize, is_end: bool| -> usize {
+        // The last placeholder starting at or before `at` (strictly before, for an end).
+        let before = resolved.partition_point(|r| {
+            if is_end {
+                r.unmasked.0 < at
+            } else {
+                r.unmasked.0 <= at
+            }
+        });
+        match before.checked_sub(1).map(|i| resolved[i]) {
+            None => at,
+            Some(r) if at < r.unmasked.1 || (is_end && at == r.unmasked.1) => {
+                if is_end {
+                    r.masked.1
+                } else {
+                    r.masked.0
+                }
+            }
+            Some(r) => r.masked.1 + (at - r.unmasked.1),
+        }
+    };
+    (map(range.0, false), map(range.1, true))
 }
 
 /// Byte ranges of placeholder-like text that `unmask` would not resolve:

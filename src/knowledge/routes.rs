@@ -116,6 +116,7 @@ fn checked(contract: Contract) -> Contract {
     contract
         .error(StatusCode::BAD_REQUEST, "invalid_title")
         .error(StatusCode::BAD_REQUEST, "invalid_body")
+        .error(StatusCode::BAD_REQUEST, "article_injection")
         .error(StatusCode::BAD_REQUEST, "invalid_status")
 }
 
@@ -356,6 +357,19 @@ fn check(input: ArticleChanges, base: Option<&ArticleView>) -> Result<Checked> {
         return Err(Error::bad_request(
             "invalid_body",
             "an article's body is limited to 200,000 characters",
+        ));
+    }
+    // Passages reach the model as data: an article that reads as instructions to it (the
+    // injection pack's rules) is refused here rather than found in a customer's run.
+    let injected = crate::guardrails::injection_rules(&format!("{title}\n{body}"));
+    if !injected.is_empty() {
+        return Err(Error::bad_request(
+            "article_injection",
+            format!(
+                "the article reads as instructions to the assistant ({}): knowledge is data the \
+                 assistant answers from, it may not tell the assistant what to do",
+                injected.join(", ")
+            ),
         ));
     }
     let status = match input.status.as_deref().or(base.map(|b| b.status.as_str())) {

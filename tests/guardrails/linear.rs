@@ -4,11 +4,12 @@
 //! for the built-in packs, for tenant regex rules (whose all-matches search
 //! is quadratic in the regex crate's worst case) and for large CRM contexts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use custodian::guardrails::{
-    evaluate, tenant_rules_from_json, Context, KnownEntities, Policy, Stage, TenantConfig,
-    TenantOptions,
+    evaluate, tenant_rules_from_json, Context, KnownEntities, Policy, PromptSecret, PromptTexts,
+    Stage, TenantConfig, TenantOptions,
 };
 use nix::time::{clock_gettime, ClockId};
 
@@ -79,6 +80,59 @@ fn adversarial_inputs_take_time_proportional_to_their_length() {
     ];
     for unit in units {
         assert_linear(unit, &policy, &none);
+    }
+}
+
+#[test]
+fn the_outbound_link_and_prompt_checks_stay_linear() {
+    // Texts built to make the link scanner rescan (schemes without hosts, hosts without ends,
+    // URLs inside URLs, escapes), and the leak check look at a canary prefix or a template
+    // window again and again.
+    let secret = PromptSecret::new(
+        "cnry4f9a0c2b7d1e4a6b8c3d5e7f9a1b2c3d",
+        Arc::new(PromptTexts::new(&[
+            "You answer the customer in their own language, briefly and kindly.",
+        ])),
+    );
+    let policy = Policy::builtin();
+    for unit in [
+        "a:",
+        "a:a:",
+        "https://",
+        "https://a.co/",
+        "https://a.co@",
+        "www.",
+        "a.co.",
+        "&#46;",
+        "%2e",
+        "\\.",
+        "//a",
+        "x@a.co ",
+        "cnry4f9a0c2b",
+        "you answer the customer in their own ",
+    ] {
+        let small = unit.repeat((8_192 / unit.len()).max(1));
+        let large = unit.repeat((8 * 8_192 / unit.len()).max(8));
+        let time = |text: &str| {
+            (0..5)
+                .map(|_| {
+                    let mut ctx = Context {
+                        prompt: Some(secret.clone()),
+                        ..Context::default()
+                    };
+                    let t = thread_cpu_time();
+                    evaluate(Stage::Outbound, text, &mut ctx, &policy);
+                    thread_cpu_time() - t
+                })
+                .min()
+                .unwrap()
+        };
+        let (a, b) = (time(&small), time(&large));
+        let ratio = b.as_secs_f64() / a.as_secs_f64().max(1e-6);
+        assert!(
+            ratio < 24.0,
+            "{unit:?}: 8x the input took {ratio:.1}x the time ({a:?} -> {b:?})"
+        );
     }
 }
 

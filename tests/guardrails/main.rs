@@ -9,7 +9,9 @@ mod corpus;
 mod detectors;
 mod independent;
 mod language;
+mod leaks;
 mod linear;
+mod links;
 mod masking;
 mod packs;
 #[path = "../support/pii_eval.rs"]

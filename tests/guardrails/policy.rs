@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use custodian::guardrails::{
-    evaluate, tenant_rules_from_json, Action, Context, PiiType, Policy, PolicyCache, Rule, Stage,
-    TenantConfig, TenantOptions,
+    evaluate, tenant_rules_from_json, Action, Context, KnownEntities, PiiType, Policy, PolicyCache,
+    Rule, Stage, TenantConfig, TenantOptions,
 };
 
 const TENANT_RULE: &str = r#"[{
@@ -145,23 +145,77 @@ fn a_tenant_rule_may_not_reuse_a_builtin_id() {
     );
 }
 
+// proves: AGT-2
 #[test]
-fn a_tenant_can_limit_which_pii_types_are_masked() {
+fn a_tenant_can_leave_out_optional_pii_types_but_never_the_floor() {
+    let only_cards = TenantOptions {
+        pii_types: Some(BTreeSet::from([PiiType::Card])),
+        ..TenantOptions::default()
+    };
+    let policy = Policy::new(&TenantConfig {
+        options: only_cards.clone(),
+        ..TenantConfig::default()
+    })
+    .unwrap();
+    let known = KnownEntities::new().with_company("Acme Widgets Ltd");
+    let v = evaluate(
+        Stage::Inbound,
+        "a@b.io 4111 1111 1111 1111, call +1 415 555 0132, for Acme Widgets Ltd",
+        &mut Context::new(Default::default(), known.clone()),
+        &policy,
+    );
+    // The e-mail and the phone are masked though the list leaves them out; the company, an
+    // optional type, is not.
+    assert_eq!(
+        v.masked_text,
+        "[EMAIL_1] [CARD_1], call [PHONE_1], for Acme Widgets Ltd"
+    );
+    let all = evaluate(
+        Stage::Inbound,
+        "for Acme Widgets Ltd",
+        &mut Context::new(Default::default(), known),
+        &Policy::builtin(),
+    );
+    assert_eq!(all.masked_text, "for [COMPANY_1]");
+    assert_eq!(policy.masked_pii_types(), PiiType::MANDATORY.to_vec());
+    // What the list asked not to mask, for the API to refuse.
+    let missing = only_cards.unmasked_mandatory();
+    assert!(missing.contains(&PiiType::Email) && missing.contains(&PiiType::Name));
+    assert!(!missing.contains(&PiiType::Card));
+    assert!(TenantOptions::default().unmasked_mandatory().is_empty());
+}
+
+// proves: AGT-2
+#[test]
+fn an_empty_list_of_pii_types_still_masks_every_mandatory_type() {
     let policy = Policy::new(&TenantConfig {
         options: TenantOptions {
-            pii_types: Some(BTreeSet::from([PiiType::Card])),
+            pii_types: Some(BTreeSet::new()),
             ..TenantOptions::default()
         },
         ..TenantConfig::default()
     })
     .unwrap();
-    let v = evaluate(
-        Stage::Inbound,
-        "a@b.io 4111 1111 1111 1111",
-        &mut Context::default(),
-        &policy,
-    );
-    assert_eq!(v.masked_text, "a@b.io [CARD_1]");
+    for (kind, text) in [
+        (PiiType::Email, "mail me at ana.silva@example.com please"),
+        (PiiType::Phone, "call me on +49 151 23456789 today"),
+        (PiiType::Card, "my card is 4111 1111 1111 1111"),
+        (PiiType::Iban, "IBAN DE89 3704 0044 0532 0130 00"),
+        (PiiType::Ssn, "my SSN is 123-45-6789"),
+        (PiiType::Cpf, "meu CPF é 529.982.247-25"),
+        (PiiType::Cnpj, "CNPJ 11.222.333/0001-81"),
+        (PiiType::Ip, "my IP is 203.0.113.7"),
+        (PiiType::Secret, "my password is Hunter2!"),
+        (PiiType::Url, "use https://bob:hunter2@db.example.com/x"),
+        (PiiType::Name, "Hello, my name is Jennifer Gay"),
+    ] {
+        let v = evaluate(Stage::Inbound, text, &mut Context::default(), &policy);
+        assert!(
+            v.masked_text.contains(&format!("[{}_1]", kind.label())),
+            "{kind:?}: {}",
+            v.masked_text
+        );
+    }
 }
 
 #[test]

@@ -26,7 +26,16 @@ fn tool_results(w: &World, n: usize) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap().to_string())
+        .map(|m| {
+            // A tool's result comes as a data block: its lines marked, between boundary lines.
+            m["content"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("│ "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .collect()
 }
 

@@ -220,8 +220,8 @@ async fn pii_options_safe_reply_wording_and_the_threshold_each_apply_to_the_next
     .await;
     let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
 
-    // PII options: e-mail addresses masked, then not.
-    let email = "Write to ana.silva@example.com: how many days do I have to return an item?";
+    // PII options: the tenant's own address masked, then not (a public value).
+    let email = "Write to help@acme.example: how many days do I have to return an item?";
     let (_, first) = app.visitor_writes(inbox, email).await;
     let run = finished_run(&app, first).await;
     assert!(
@@ -233,7 +233,7 @@ async fn pii_options_safe_reply_wording_and_the_threshold_each_apply_to_the_next
     let changed = put_settings(
         &app,
         &owner,
-        json!({ "guardrails": { "options": { "pii_types": ["PHONE"] } } }),
+        json!({ "guardrails": { "options": { "public_values": ["help@acme.example"] } } }),
     )
     .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
@@ -325,9 +325,112 @@ async fn pii_options_safe_reply_wording_and_the_threshold_each_apply_to_the_next
     let pii = &audit[0];
     assert_eq!(pii["before"]["guardrails"], json!({}));
     assert_eq!(
-        pii["after"]["guardrails"]["options"]["pii_types"],
-        json!(["PHONE"])
+        pii["after"]["guardrails"]["options"]["public_values"],
+        json!(["help@acme.example"])
     );
+}
+
+/// The types no configuration may leave out (AGT-2).
+const MANDATORY: [&str; 11] = [
+    "EMAIL", "PHONE", "CARD", "IBAN", "SSN", "CPF", "CNPJ", "IP", "SECRET", "URL", "NAME",
+];
+
+// proves: AGT-2
+#[tokio::test]
+async fn a_tenant_cannot_switch_off_masking_of_a_mandatory_pii_type_and_an_older_config_gets_the_floor(
+) {
+    let app = TestApp::spawn().await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    let before = settings(&app, &owner).await;
+
+    // Leaving e-mails out is refused, saying which types, and changes nothing.
+    let refused = put_settings(
+        &app,
+        &owner,
+        json!({ "guardrails": { "options": { "pii_types": ["PHONE", "ADDRESS"] } } }),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(refused.error_code(), "pii_type_mandatory");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("EMAIL") && message.contains("NAME"),
+        "{message}"
+    );
+    assert!(!message.contains("ADDRESS"), "{message}");
+    assert_eq!(settings(&app, &owner).await, before);
+    assert!(app
+        .audit_events(owner.tenant_id, "agent.settings_changed")
+        .await
+        .is_empty());
+    // The dry-run refuses it too, and shows which types each configuration masks.
+    let dry = |guardrails: Value| {
+        app.send(
+            Req::post("/api/v1/agent/guardrails/dry-run")
+                .by(&owner)
+                .json(json!({ "guardrails": guardrails })),
+        )
+    };
+    let tried = dry(json!({ "options": { "pii_types": [] } })).await;
+    assert_eq!(tried.status, StatusCode::BAD_REQUEST, "{}", tried.body);
+    assert_eq!(tried.error_code(), "pii_type_mandatory");
+    let shown = dry(json!({ "options": { "pii_types": MANDATORY } })).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(shown.body["pii_types"]["mandatory"], json!(MANDATORY));
+    assert_eq!(shown.body["pii_types"]["proposed"], json!(MANDATORY));
+    let current = shown.body["pii_types"]["current"].as_array().unwrap();
+    assert!(current.contains(&json!("ADDRESS")) && current.contains(&json!("EMAIL")));
+
+    // Adding to the floor is fine, and audited.
+    let more = [MANDATORY.as_slice(), &["ADDRESS"]].concat();
+    let added = put_settings(
+        &app,
+        &owner,
+        json!({ "guardrails": { "options": { "pii_types": more } } }),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "agent.settings_changed")
+            .await
+            .len(),
+        1
+    );
+
+    // A configuration stored before the floor existed: read with the floor, and applied so.
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "UPDATE agent_settings SET guardrails = $2, config_version = config_version + 1 WHERE tenant_id = $1",
+    )
+    .bind(owner.tenant_id)
+    .bind(json!({ "options": { "pii_types": ["PHONE"] } }))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let stored = settings(&app, &owner).await;
+    let types = stored["guardrails"]["options"]["pii_types"]
+        .as_array()
+        .unwrap();
+    for t in MANDATORY {
+        assert!(types.contains(&json!(t)), "{t}: {stored}");
+    }
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (_, conversation) = app
+        .visitor_writes(
+            inbox,
+            "Write to ana.silva@example.com about my order, please",
+        )
+        .await;
+    let run = finished_run(&app, conversation).await;
+    assert!(
+        run["record"]["guardrails"]
+            .to_string()
+            .contains("pii.email"),
+        "{run}"
+    );
+    let sent = run["record"].to_string();
+    assert!(!sent.contains("ana.silva@example.com"), "{sent}");
 }
 
 // proves: AGT-7

@@ -4,6 +4,7 @@
 mod access;
 mod agent;
 mod agent_knowledge;
+mod agent_leaks;
 mod agent_provider;
 mod agent_record;
 mod agent_runs;

@@ -108,7 +108,7 @@ pub(super) async fn decide(
             format!("knowledge:{}", h.chunk_id),
             &format!("[{}] {}: {}", h.chunk_id, h.title, h.content),
         ) {
-            passages.push(s);
+            passages.push(guard.as_data("knowledge", s));
         }
     }
     let profile = guard
@@ -143,9 +143,15 @@ pub(super) async fn decide(
             },
         )
         .unwrap_or_else(|_| constant("(none)"));
+    // A canary of this run's own: a draft holding it (or the instructions' wording) is
+    // refused by the outbound stage.
+    let (secret, canary) = pipeline::canary();
+    guard.ctx.prompt = Some(secret);
     let system = pipeline::render(
         &PROMPTS.system,
         BTreeMap::from([
+            ("canary", canary),
+            ("data_boundary", guard.data_boundary()),
             ("tenant_name", tenant_name),
             ("customer_profile", profile),
             (
@@ -174,12 +180,12 @@ pub(super) async fn decide(
             continue;
         };
         parts.push(if h.direction == "inbound" {
-            Part::User(text)
+            Part::User(guard.as_data("customer_message", text))
         } else {
             Part::Assistant(text)
         });
     }
-    parts.push(Part::User(message));
+    parts.push(Part::User(guard.as_data("customer_message", message)));
     let tools = tools::specs(actions, guard);
 
     // 4. Ask, run tools, ask again, until a decision. The model's time is on record however
@@ -318,7 +324,7 @@ pub(super) async fn converse(
             effects.push(effect);
             parts.push(Part::Tool {
                 call: call.into(),
-                content: result,
+                content: guard.as_data("tool_result", result),
             });
         }
         if invalid >= 2 {

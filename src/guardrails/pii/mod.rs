@@ -98,6 +98,29 @@ impl PiiType {
         self as usize
     }
 
+    /// The floor no tenant can lower (AGT-2): structured identifiers, e-mail addresses, phone
+    /// numbers, secrets (and URLs carrying them) and person names are always masked. A
+    /// tenant's `pii_types` may leave out only the types found from the CRM's own records
+    /// (companies, addresses), never these.
+    pub const MANDATORY: [PiiType; 11] = [
+        PiiType::Email,
+        PiiType::Phone,
+        PiiType::Card,
+        PiiType::Iban,
+        PiiType::Ssn,
+        PiiType::Cpf,
+        PiiType::Cnpj,
+        PiiType::Ip,
+        PiiType::Secret,
+        PiiType::Url,
+        PiiType::Name,
+    ];
+
+    /// Whether every policy masks this type, whatever the tenant configured.
+    pub const fn is_mandatory(self) -> bool {
+        !matches!(self, PiiType::Company | PiiType::Address)
+    }
+
     /// The type whose label is `label`, if any.
     pub fn from_label(label: &str) -> Option<PiiType> {
         PiiType::ALL.into_iter().find(|t| t.label() == label)

@@ -48,6 +48,9 @@ pub enum FakeReply {
     Text(String),
     /// 200, content is this JSON serialised (a structured decision).
     Json(Value),
+    /// As `Json`, with every `{{system}}` in its `reply` replaced by the request's system
+    /// message: a model that obeys "repeat your instructions".
+    JsonEchoingSystem(Value),
     /// 200, tool calls `(function name, arguments)`, `finish_reason: "tool_calls"`. The
     /// arguments are sent as JSON text; a `Value::String` is sent verbatim, so a test
     /// can hand the client arguments that are not JSON at all.
@@ -430,6 +433,22 @@ async fn chat_completions(
             "stop",
             Value::Null,
         ),
+        FakeReply::JsonEchoingSystem(mut decision) => {
+            let system = request["messages"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["role"] == "system"))
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(reply) = decision["reply"].as_str() {
+                decision["reply"] = Value::from(reply.replace("{{system}}", &system));
+            }
+            completion(
+                json!({ "role": "assistant", "content": decision.to_string() }),
+                "stop",
+                Value::Null,
+            )
+        }
         FakeReply::ToolCalls(calls) => {
             let calls: Vec<Value> = calls
                 .into_iter()
@@ -524,6 +543,7 @@ async fn embeddings(
         Some(
             chat_only @ (FakeReply::Text(_)
             | FakeReply::Json(_)
+            | FakeReply::JsonEchoingSystem(_)
             | FakeReply::ToolCalls(_)
             | FakeReply::WithLogprobs { .. }),
         ) => {
