@@ -204,12 +204,18 @@ async fn text_until(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> St
     panic!("{css} never showed the expected text; last: {last}");
 }
 
+/// Clicks the element, finding it again if a live refresh replaced it in between.
 async fn click(client: &Client, css: &str) {
-    wait_for(client, css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match wait_for(client, css).await.click().await {
+            Ok(_) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 async fn conversation_status(app: &TestApp, member: &Member, id: Uuid) -> String {
