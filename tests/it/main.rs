@@ -21,6 +21,7 @@ mod guardrail_config;
 mod http_basics;
 mod inbox;
 mod isolation;
+mod mfa;
 mod openapi;
 mod provider;
 mod queue;
