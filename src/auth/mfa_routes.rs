@@ -7,6 +7,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -106,6 +107,11 @@ where
         ),
         Contract::new()
             .body::<DisableBody>()
+            // Exactly one proof.
+            .body_rule(json!({ "oneOf": [
+                { "required": ["code"], "properties": { "code": { "type": "string" } } },
+                { "required": ["password"], "properties": { "password": { "type": "string" } } },
+            ] }))
             .no_content()
             .error(StatusCode::BAD_REQUEST, "invalid_code")
             .error(StatusCode::BAD_REQUEST, "invalid_credentials")
