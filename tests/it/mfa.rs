@@ -724,3 +724,70 @@ async fn a_member_enrols_and_signs_in_with_a_code_through_the_web_app() {
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
+
+// proves: SEC-7
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_enrols_and_signs_in_with_a_code_in_a_real_browser() {
+    use crate::web_browser::{browser, fill, serve, sign_in, start_driver, wait_for, ONE_BROWSER};
+    use fantoccini::Locator;
+
+    let _one = ONE_BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let base = serve(&app).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+    let click = |css: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"))
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+
+    let journey = async {
+        sign_in(&client, &base, &owner, PASSWORD).await;
+        wait_for(&client, "[data-member-name]").await;
+
+        // Enrolment: the QR code in the page, the key by hand, the first code, the codes once.
+        client.goto(&format!("{base}/app/mfa")).await.unwrap();
+        click("form[action='/app/mfa/enrolment'] button").await;
+        wait_for(&client, "[data-qr] svg").await;
+        let secret = wait_for(&client, "[data-secret]")
+            .await
+            .text()
+            .await
+            .unwrap();
+        fill(&client, "code", &code(&secret, 0)).await;
+        click("form[action='/app/mfa/confirm'] button").await;
+        wait_for(&client, "[data-recovery-codes]").await;
+        let codes = client
+            .find_all(Locator::Css("[data-recovery-codes] li"))
+            .await
+            .unwrap();
+        assert_eq!(codes.len(), 10);
+        wait_for(&client, "[data-mfa-state='on']").await;
+
+        // Signed out and in again: the password, then the code.
+        click("form[action='/app/logout'] button").await;
+        wait_for(&client, "form[action='/app/login']").await;
+        sign_in(&client, &base, &owner, PASSWORD).await;
+        wait_for(&client, "form[action='/app/login/mfa']").await;
+        fill(&client, "code", "000000").await;
+        click("form[action='/app/login/mfa'] button").await;
+        wait_for(&client, "[data-login-error]").await;
+        fill(&client, "code", &code(&secret, 1)).await;
+        click("form[action='/app/login/mfa'] button").await;
+        wait_for(&client, "[data-member-name]").await;
+        assert_eq!(client.current_url().await.unwrap().path(), "/app");
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(120), journey).await;
+    client.close().await.ok();
+    outcome.expect("the journey finished in time");
+}
