@@ -119,6 +119,7 @@ impl AppState {
             db: self.db.clone(),
             keys: self.keys.clone(),
             throttle: self.throttle.clone(),
+            sealer: self.sealer.clone(),
         }
     }
 

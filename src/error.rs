@@ -18,6 +18,14 @@ pub enum Error {
     BadSignature,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Not authenticated, for a reason the client can act on: a wrong second-factor code, a
+    /// sign-in challenge that expired.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// Not allowed yet, for a reason the client can act on: two-factor enrolment owed, a
+    /// recent two-factor check needed.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("not found")]
     NotFound,
     /// It existed, and is gone for good (an expired export).
@@ -68,6 +76,8 @@ impl Error {
                 StatusCode::UNAUTHORIZED
             }
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Error::Refused { .. } => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Gone(_) => StatusCode::GONE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
@@ -86,7 +96,9 @@ impl Error {
         match self {
             Error::BadRequest { code, .. }
             | Error::Conflict { code, .. }
-            | Error::Upstream { code, .. } => code,
+            | Error::Upstream { code, .. }
+            | Error::Unauthenticated { code, .. }
+            | Error::Refused { code, .. } => code,
             Error::Unauthorized => "unauthorized",
             Error::InvalidCredentials => "invalid_credentials",
             Error::BadSignature => "bad_signature",

@@ -46,9 +46,26 @@ pub async fn require(
         .get::<RequestMeta>()
         .cloned()
         .unwrap_or_default();
-    let ctx = authenticate(&guard.state, req.headers(), meta)
+    let (ctx, standing) = authenticate_with_standing(&guard.state, req.headers(), meta)
         .await?
         .ok_or(Error::Unauthorized)?;
+    if standing.mfa_enrolment_owed {
+        // The tenant requires a second factor of this member, who has none yet: until they
+        // enrol, their session reaches enrolment and sign-out, and nothing else (SEC-7).
+        let path = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| req.uri().path(), |p| p.as_str());
+        if !super::mfa::WHILE_ENROLLING.contains(&path) {
+            crate::http::request_log::note_refused(&req, &ctx);
+            return Err(Error::Refused {
+                code: "mfa_enrolment_required",
+                message: "your workspace requires two-factor sign-in: enrol an authenticator \
+                          first (POST /api/v1/auth/mfa/enrolment)"
+                    .into(),
+            });
+        }
+    }
     if let Access::Requires(permission) = guard.access {
         if !ctx.role.can(permission) {
             crate::http::request_log::note_refused(&req, &ctx);
@@ -63,6 +80,14 @@ pub async fn require(
     Ok(next.run(req).await)
 }
 
+/// What the guard knows of a caller besides who they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standing {
+    /// A session of a member the tenant requires a second factor of, who has not enrolled one:
+    /// it may reach enrolment and sign-out only. API tokens never owe one (the machine path).
+    pub mfa_enrolment_owed: bool,
+}
+
 /// Resolves the request's credential, if any. A bearer token wins over a cookie.
 /// Credentials are looked up through the owner pool: before this, no tenant is known.
 pub async fn authenticate(
@@ -70,6 +95,17 @@ pub async fn authenticate(
     headers: &HeaderMap,
     meta: RequestMeta,
 ) -> Result<Option<Ctx>> {
+    Ok(authenticate_with_standing(state, headers, meta)
+        .await?
+        .map(|(ctx, _)| ctx))
+}
+
+/// [`authenticate`], with the caller's [`Standing`].
+pub async fn authenticate_with_standing(
+    state: &AuthState,
+    headers: &HeaderMap,
+    meta: RequestMeta,
+) -> Result<Option<(Ctx, Standing)>> {
     if let Some(token) = bearer(headers) {
         if !token.starts_with(API_TOKEN_PREFIX) {
             return Ok(None);
@@ -105,14 +141,17 @@ pub async fn authenticate(
         )
         .execute(&state.db.system)
         .await?;
-        return Ok(Some(Ctx {
-            tenant_id: row.tenant_id,
-            member_id: row.created_by,
-            role,
-            partner_org_id: row.partner_org_id,
-            credential: Credential::ApiToken(row.id),
-            meta,
-        }));
+        return Ok(Some((
+            Ctx {
+                tenant_id: row.tenant_id,
+                member_id: row.created_by,
+                role,
+                partner_org_id: row.partner_org_id,
+                credential: Credential::ApiToken(row.id),
+                meta,
+            },
+            Standing::default(),
+        )));
     }
 
     let Some(cookie) = session_cookie(headers) else {
@@ -121,10 +160,23 @@ pub async fn authenticate(
     let Some(hash) = state.keys.session_token_hash(cookie) else {
         return Ok(None);
     };
+    // Whether the member owes an enrolment (`mfa::Requirement::applies_to`, in SQL, so the
+    // guard asks one question per request as before).
     let row = sqlx::query!(
-        r#"SELECT s.id, s.tenant_id, s.member_id, m.role, m.partner_org_id
+        r#"SELECT s.id, s.tenant_id, s.member_id, m.role, m.partner_org_id,
+                  (CASE p.required
+                       WHEN 'everyone' THEN true
+                       WHEN 'admins' THEN m.role IN ('owner', 'admin')
+                       ELSE false
+                   END
+                   AND NOT EXISTS (
+                       SELECT 1 FROM member_mfa f
+                       WHERE f.tenant_id = s.tenant_id AND f.member_id = s.member_id
+                         AND f.confirmed_at IS NOT NULL
+                   )) IS TRUE AS "mfa_enrolment_owed!"
            FROM session s
            JOIN member m ON m.tenant_id = s.tenant_id AND m.id = s.member_id
+           LEFT JOIN mfa_policy p ON p.tenant_id = s.tenant_id
            WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
              AND m.status = 'active'"#,
         hash
@@ -132,14 +184,19 @@ pub async fn authenticate(
     .fetch_optional(&state.db.system)
     .await?;
     Ok(row.and_then(|row| {
-        Some(Ctx {
-            tenant_id: row.tenant_id,
-            member_id: row.member_id,
-            role: Role::parse(&row.role)?,
-            partner_org_id: row.partner_org_id,
-            credential: Credential::Session(row.id),
-            meta,
-        })
+        Some((
+            Ctx {
+                tenant_id: row.tenant_id,
+                member_id: row.member_id,
+                role: Role::parse(&row.role)?,
+                partner_org_id: row.partner_org_id,
+                credential: Credential::Session(row.id),
+                meta,
+            },
+            Standing {
+                mfa_enrolment_owed: row.mfa_enrolment_owed,
+            },
+        ))
     }))
 }
 

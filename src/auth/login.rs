@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::guard::{Credential, Ctx};
 use super::member::{self, MemberView};
 use super::session::{self, NewSession};
-use super::{password, revocation, AuthState};
+use super::{mfa, password, revocation, AuthState};
 use crate::audit::{self, AuditEvent, AuditSource};
 use crate::error::{Error, Result};
 use crate::http::{RequestMeta, Rfc3339};
@@ -29,14 +29,22 @@ pub struct SignedIn {
     pub tenant_id: Uuid,
 }
 
-/// Checks the credentials and opens a session. A wrong tenant, e-mail or password is
-/// [`Error::InvalidCredentials`] (which of them is never said); an address that has spent its
-/// failures is refused with [`Error::TooManyRequests`] before the password is looked at.
+/// What a right password leads to: a session, or, for a member with two-factor sign-in, the
+/// second step ([`complete_sign_in`]) that owes a code.
+pub enum SignInOutcome {
+    SignedIn(SignedIn),
+    CodeOwed(mfa::Challenge),
+}
+
+/// Checks the credentials and opens a session, or a challenge when the member has two-factor
+/// sign-in. A wrong tenant, e-mail or password is [`Error::InvalidCredentials`] (which of them
+/// is never said); an address that has spent its failures is refused with
+/// [`Error::TooManyRequests`] before the password is looked at.
 pub async fn sign_in(
     state: &AuthState,
     meta: &RequestMeta,
     credentials: Credentials<'_>,
-) -> Result<SignedIn> {
+) -> Result<SignInOutcome> {
     let tenant = credentials.tenant.trim();
     let email = credentials.email.trim();
     let account = format!("{tenant}\n{email}");
@@ -90,8 +98,20 @@ pub async fn sign_in(
     let source = AuditSource::anonymous(found.tenant_id, meta);
     match (valid, found.member_id) {
         (true, Some(member_id)) => {
-            let new = session::create(&mut tx, state, found.tenant_id, member_id, meta).await?;
             let source = AuditSource::member(found.tenant_id, member_id, meta);
+            if mfa::enabled(&mut tx, found.tenant_id, member_id).await? {
+                let challenge = mfa::open_challenge(&mut tx, found.tenant_id, member_id).await?;
+                audit::record(
+                    &mut tx,
+                    &source,
+                    AuditEvent::new("auth.login.code_owed", "member", member_id)
+                        .after(json!({ "expires_at": challenge.expires_at.rfc3339() })),
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(SignInOutcome::CodeOwed(challenge));
+            }
+            let new = session::create(&mut tx, state, found.tenant_id, member_id, meta).await?;
             audit::record(
                 &mut tx,
                 &source,
@@ -102,11 +122,11 @@ pub async fn sign_in(
             .await?;
             let member = member::fetch(&mut tx, member_id).await?;
             tx.commit().await?;
-            Ok(SignedIn {
+            Ok(SignInOutcome::SignedIn(SignedIn {
                 session: new,
                 member,
                 tenant_id: found.tenant_id,
-            })
+            }))
         }
         _ => {
             // The failure is recorded even though the login is refused.
@@ -127,6 +147,53 @@ pub async fn sign_in(
             Err(Error::InvalidCredentials)
         }
     }
+}
+
+/// The second step of a sign-in: a code of the member's authenticator, or one of their
+/// recovery codes, for the challenge the password step gave. Throttled per member and address
+/// like passwords (SEC-5); a challenge also dies after a few wrong codes. Wrong codes are
+/// audited (AUD-2) as `auth.mfa.failed`.
+pub async fn complete_sign_in(
+    state: &AuthState,
+    meta: &RequestMeta,
+    challenge: &str,
+    code: &str,
+) -> Result<SignedIn> {
+    let challenge = mfa::find_challenge(state, challenge).await?;
+    let (tenant_id, member_id) = (challenge.tenant_id, challenge.member_id);
+    let signed_in = mfa::throttled(state, member_id, meta.ip, async {
+        let mut tx = state.db.tenant_tx(tenant_id).await?;
+        mfa::claim_challenge(&mut tx, &challenge).await?;
+        let source = AuditSource::member(tenant_id, member_id, meta);
+        let factor = mfa::spend_factor(&mut tx, state, &source, tenant_id, member_id, code).await?;
+        mfa::settle_challenge(&mut tx, &challenge, factor.is_some()).await?;
+        let Some(factor) = factor else {
+            mfa::record_failure(&mut tx, &source, member_id, "sign_in").await?;
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let new = session::create(&mut tx, state, tenant_id, member_id, meta).await?;
+        mfa::mark_verified(&mut tx, tenant_id, new.id).await?;
+        audit::record(
+            &mut tx,
+            &source,
+            AuditEvent::new("auth.login.succeeded", "session", new.id).after(json!({
+                "member_id": member_id,
+                "expires_at": new.expires_at.rfc3339(),
+                "second_factor": factor.as_str(),
+            })),
+        )
+        .await?;
+        let member = member::fetch(&mut tx, member_id).await?;
+        tx.commit().await?;
+        Ok(Some(SignedIn {
+            session: new,
+            member,
+            tenant_id,
+        }))
+    })
+    .await?;
+    signed_in.ok_or_else(mfa::wrong_code)
 }
 
 /// Ends the caller's session and announces it, so that its open streams end too. Only a

@@ -3,6 +3,8 @@
 pub mod guard;
 pub mod login;
 pub mod member;
+pub mod mfa;
+pub mod mfa_routes;
 pub mod password;
 pub mod revocation;
 pub mod routes;
@@ -14,10 +16,11 @@ pub use guard::{Credential, Ctx};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::crypto::Sealer;
 use crate::db::Db;
 
 /// What authentication needs of the process: the database, the session keys, the throttles and
-/// the configuration (session lifetime). Cheap to clone; the domains above take it to sign
+/// the configuration (session lifetime) and the sealer of second-factor secrets. Cheap to clone; the domains above take it to sign
 /// members in.
 #[derive(Clone)]
 pub struct AuthState {
@@ -25,6 +28,8 @@ pub struct AuthState {
     pub db: Db,
     pub keys: Arc<token::Keys>,
     pub throttle: Arc<guard::Throttle>,
+    /// Seals the members' second-factor secrets at rest (SEC-10).
+    pub sealer: Arc<Sealer>,
 }
 
 impl AsRef<Db> for AuthState {

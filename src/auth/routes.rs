@@ -27,14 +27,19 @@ where
     AuthState: FromRef<S>,
 {
     use Access::*;
-    api.endpoint(
+    let api = api.endpoint(
         Method::POST,
         "/api/v1/auth/login",
         Public,
-        ("auth", "Log in; sets the session cookie"),
+        (
+            "auth",
+            "Log in; sets the session cookie, or, for a member with two-factor sign-in, answers \
+             202 with a challenge for POST /api/v1/auth/login/mfa",
+        ),
         Contract::new()
             .body::<LoginBody>()
             .ok::<SessionView>()
+            .returns::<super::mfa_routes::ChallengeView>(StatusCode::ACCEPTED)
             .error(StatusCode::UNAUTHORIZED, "invalid_credentials")
             .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         login,
@@ -81,6 +86,7 @@ where
             .error(StatusCode::BAD_REQUEST, "invalid_name")
             .error(StatusCode::BAD_REQUEST, "invalid_role")
             .error(StatusCode::BAD_REQUEST, "invalid_expiry")
+            .error(StatusCode::FORBIDDEN, "mfa_check_required")
             .error(StatusCode::CONFLICT, "token_name_taken"),
         create_token,
     )
@@ -91,7 +97,8 @@ where
         ("tokens", "Revoke an API token"),
         Contract::new().no_content(),
         revoke_token,
-    )
+    );
+    super::mfa_routes::routes(api)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -119,7 +126,7 @@ async fn login(
     meta: RequestMeta,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse> {
-    let signed_in = login::sign_in(
+    let outcome = login::sign_in(
         &state,
         &meta,
         login::Credentials {
@@ -129,12 +136,24 @@ async fn login(
         },
     )
     .await?;
+    Ok(match outcome {
+        login::SignInOutcome::SignedIn(signed_in) => signed_in_response(signed_in),
+        login::SignInOutcome::CodeOwed(challenge) => (
+            StatusCode::ACCEPTED,
+            Json(super::mfa_routes::ChallengeView::from(challenge)),
+        )
+            .into_response(),
+    })
+}
+
+/// The session cookie and the session, the answer of a completed sign-in.
+pub(super) fn signed_in_response(signed_in: login::SignedIn) -> axum::response::Response {
     let view = SessionView {
         member: signed_in.member,
         tenant_id: signed_in.tenant_id,
         expires_at: signed_in.session.expires_at,
     };
-    Ok(([(header::SET_COOKIE, signed_in.session.cookie)], Json(view)))
+    ([(header::SET_COOKIE, signed_in.session.cookie)], Json(view)).into_response()
 }
 
 async fn logout(State(state): State<AuthState>, ctx: Ctx) -> Result<impl IntoResponse> {
@@ -265,6 +284,7 @@ async fn create_token(
     }
     let (secret, prefix) = token::new_api_token();
     let mut tx = ctx.begin(&state).await?;
+    super::mfa::require_recent_check(&mut tx, &ctx).await?;
     let row = sqlx::query!(
         r#"INSERT INTO api_token (id, tenant_id, created_by, name, role, token_hash, prefix, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7,

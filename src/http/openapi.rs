@@ -173,11 +173,14 @@ fn error_codes(
         Access::Public => {}
         Access::Authenticated => {
             add(StatusCode::UNAUTHORIZED, "unauthorized");
+            // A session of a member who owes a two-factor enrolment reaches only enrolment.
+            add(StatusCode::FORBIDDEN, "mfa_enrolment_required");
             add(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
         }
         Access::Requires(_) => {
             add(StatusCode::UNAUTHORIZED, "unauthorized");
             add(StatusCode::FORBIDDEN, "forbidden");
+            add(StatusCode::FORBIDDEN, "mfa_enrolment_required");
             add(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
         }
     }

@@ -22,7 +22,7 @@ pub struct Notice {
 }
 
 impl Notice {
-    fn error(message: impl Into<String>) -> Self {
+    pub(super) fn error(message: impl Into<String>) -> Self {
         Notice {
             kind: "error",
             message: message.into(),
@@ -118,7 +118,8 @@ pub async fn submit(
     )
     .await;
     match signed_in {
-        Ok(signed_in) => {
+        Ok(login::SignInOutcome::CodeOwed(challenge)) => Ok(super::mfa::start(challenge)),
+        Ok(login::SignInOutcome::SignedIn(signed_in)) => {
             let mut response = see_other(HOME);
             let cookies = response.headers_mut();
             cookies.append(header::SET_COOKIE, signed_in.session.cookie);
@@ -163,7 +164,7 @@ pub async fn submit(
 }
 
 /// "45 seconds", "2 minutes".
-fn wait_text(secs: u64) -> String {
+pub(super) fn wait_text(secs: u64) -> String {
     match secs {
         0..=1 => "a second".to_string(),
         2..=89 => format!("{secs} seconds"),

@@ -13,6 +13,7 @@ pub mod csrf;
 mod inbox;
 mod knowledge;
 mod login;
+mod mfa;
 
 use askama::Template;
 use axum::body::Body;
@@ -52,7 +53,33 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
         .page(Method::POST, LOGIN, Public, login::submit)
+        .page(Method::GET, mfa::SECOND_STEP, Public, mfa::second_step_form)
+        .page(
+            Method::POST,
+            mfa::SECOND_STEP,
+            Public,
+            mfa::second_step_submit,
+        )
         .page(Method::POST, "/app/logout", Authenticated, login::logout)
+        .page(Method::GET, mfa::PAGE, Authenticated, mfa::page)
+        .page(
+            Method::POST,
+            "/app/mfa/enrolment",
+            Authenticated,
+            mfa::start_enrolment,
+        )
+        .page(
+            Method::POST,
+            "/app/mfa/confirm",
+            Authenticated,
+            mfa::confirm,
+        )
+        .page(
+            Method::POST,
+            "/app/mfa/disable",
+            Authenticated,
+            mfa::disable,
+        )
         .page(
             Method::GET,
             "/app/password",
@@ -144,7 +171,9 @@ async fn shell(req: Request, next: Next) -> Response {
     let from_htmx = req.headers().contains_key("hx-request");
     let response = next.run(req).await;
     let status = response.status();
-    let mut response = if status == StatusCode::UNAUTHORIZED && path != LOGIN {
+    // The sign-in pages answer a wrong password or code with 401 and their form again.
+    let signing_in = path == LOGIN || path == mfa::SECOND_STEP;
+    let mut response = if status == StatusCode::UNAUTHORIZED && !signing_in {
         to_login(from_htmx)
     } else if (status.is_client_error() || status.is_server_error()) && is_json(&response) {
         error_page(response).await
@@ -215,6 +244,11 @@ async fn error_page(response: Response) -> Response {
             .unwrap_or_default()
     };
     let (code, message) = (text("code"), text("message"));
+    if code == "mfa_enrolment_required" {
+        // The workspace requires a second factor this member has not enrolled: the guard lets
+        // them reach only the page where they do.
+        return see_other(mfa::PAGE);
+    }
     let title = match parts.status {
         StatusCode::FORBIDDEN => "Not allowed",
         StatusCode::NOT_FOUND => "Not found",

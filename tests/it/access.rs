@@ -19,6 +19,8 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/docs.css"),
     ("POST", "/api/v1/auth/signup"),
     ("POST", "/api/v1/auth/login"),
+    // The second step of a login: authenticated by the challenge the password step gave.
+    ("POST", "/api/v1/auth/login/mfa"),
     ("POST", "/api/v1/invitations/accept"),
     // WhatsApp: authenticated by the verify token and X-Hub-Signature-256 (SEC-9).
     ("GET", "/webhooks/whatsapp/{inbox_id}"),

@@ -22,6 +22,7 @@ mod guardrail_config;
 mod http_basics;
 mod inbox;
 mod isolation;
+mod mfa;
 mod openapi;
 mod privacy_consent;
 mod privacy_requests;

@@ -378,6 +378,9 @@ const PUBLIC_PAGES: &[(&str, &str)] = &[
     ("GET", "/app/assets/{file}"),
     ("GET", "/app/login"),
     ("POST", "/app/login"),
+    // The second step of a sign-in: the challenge cookie the password step set.
+    ("GET", "/app/login/mfa"),
+    ("POST", "/app/login/mfa"),
 ];
 
 // proves: SEC-1

@@ -34,13 +34,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Held by each test that runs a browser, so one runs at a time on the two cores.
+pub(crate) static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A chromedriver of our own on a free port, stopped with the test.
-struct Driver {
+pub(crate) struct Driver {
     _child: tokio::process::Child,
     url: String,
 }
 
-async fn start_driver() -> Driver {
+pub(crate) async fn start_driver() -> Driver {
     for binary in [CHROMIUM, CHROMEDRIVER] {
         assert!(
             Path::new(binary).exists(),
@@ -67,7 +70,7 @@ async fn start_driver() -> Driver {
     Driver { _child: child, url }
 }
 
-async fn browser(driver: &Driver, profile: &Path) -> Client {
+pub(crate) async fn browser(driver: &Driver, profile: &Path) -> Client {
     let args = [
         "--headless",
         "--no-sandbox",
@@ -98,7 +101,7 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
 }
 
 /// The app on a real port, with its workers (the live event stream needs the listener).
-async fn serve(app: &TestApp) -> String {
+pub(crate) async fn serve(app: &TestApp) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = app.router.clone();
@@ -156,13 +159,13 @@ async fn customer_writes_again(app: &TestApp, inbox: Uuid, token: &str, text: &s
     sent.uuid("/id")
 }
 
-async fn fill(client: &Client, id: &str, text: &str) {
+pub(crate) async fn fill(client: &Client, id: &str, text: &str) {
     let field = client.find(Locator::Id(id)).await.expect(id);
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
-async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
     client
         .wait()
         .at_most(WAIT)
@@ -171,7 +174,7 @@ async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("waiting for {css}: {e}"))
 }
 
-async fn sign_in(client: &Client, base: &str, owner: &Member, password: &str) {
+pub(crate) async fn sign_in(client: &Client, base: &str, owner: &Member, password: &str) {
     client.goto(&format!("{base}/app/login")).await.unwrap();
     fill(client, "tenant", &owner.slug).await;
     fill(client, "email", &owner.email).await;
@@ -244,6 +247,7 @@ async fn screenshot(client: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
+    let _one = ONE_BROWSER.lock().await;
     let graph = FakeGraph::start().await;
     let graph_url = graph.base_url.clone();
     let app = TestApp::spawn_with(|c| fast_worker(c, &graph_url)).await;
