@@ -199,9 +199,12 @@ impl<'p> Guard<'p> {
     /// What the customer is told when a person takes over for `reason`: the tenant's wording
     /// for that kind of hand-off (`safe_replies` key `handoff.<kind>`, the kind being the part
     /// before any `:`), else its general `handoff` wording, else the built-in one, in the
-    /// customer's language.
+    /// customer's language; nothing when the tenant turned announcing that kind off.
     pub fn handoff_notice(&self, reason: &str) -> Option<String> {
         let kind = reason.split(':').next().unwrap_or(reason);
+        if self.policy.quiet_handoff(kind) {
+            return None;
+        }
         self.policy
             .safe_reply(&format!("handoff.{kind}"), self.ctx.language)
             .or_else(|| self.policy.safe_reply("handoff", self.ctx.language))

@@ -150,6 +150,10 @@ pub struct TenantOptions {
     /// with a link to any other host is handed to a person. Empty by default: the tenant adds
     /// its own site.
     pub link_hosts: Vec<String>,
+    /// Kinds of hand-off (`low_confidence`, `no_knowledge`, `provider_error`, `guardrail`...)
+    /// after which the customer is not told that a person will reply. Empty by default: every
+    /// hand-off is announced.
+    pub quiet_handoffs: BTreeSet<String>,
 }
 
 impl Default for TenantOptions {
@@ -163,6 +167,7 @@ impl Default for TenantOptions {
             public_values: Vec::new(),
             unissued_pii_action: default_unissued_action(),
             link_hosts: Vec::new(),
+            quiet_handoffs: BTreeSet::new(),
         }
     }
 }
@@ -291,6 +296,21 @@ impl Policy {
                     config.rules.len(),
                     Limits::TENANT.rules
                 ),
+            ));
+        }
+        if options.quiet_handoffs.len() > 50
+            || options.quiet_handoffs.iter().any(|k| {
+                k.is_empty()
+                    || k.len() > 64
+                    || !k.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                    })
+            })
+        {
+            return Err(err(
+                None,
+                "quiet_handoffs holds at most 50 kinds of hand-off, each 1 to 64 of a-z, 0-9, _ and -"
+                    .into(),
             ));
         }
         for (key, wording) in &options.safe_replies {
@@ -470,6 +490,11 @@ impl Policy {
 
     /// The reply for `key`: the tenant's wording in `lang` (else its English
     /// one), else the pack default in `lang`.
+    /// Whether the tenant asked not to announce hand-offs of this kind to the customer.
+    pub fn quiet_handoff(&self, kind: &str) -> bool {
+        self.options.quiet_handoffs.contains(kind)
+    }
+
     pub fn safe_reply(&self, key: &str, lang: Lang) -> Option<String> {
         self.options
             .safe_replies
@@ -672,6 +697,15 @@ fn config_schema(packs: &PackSet) -> serde_json::Value {
                         "description": "Hosts a draft may link to or show images from, each with \
                                         its subdomains (`shop.example`); a draft linking anywhere \
                                         else goes to a person. Empty by default."
+                    },
+                    "quiet_handoffs": {
+                        "type": "array", "maxItems": 50, "uniqueItems": true,
+                        "items": { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$" },
+                        "description": "Kinds of hand-off (`low_confidence`, `no_knowledge`, \
+                                        `provider_error`, `guardrail`...) after which the customer \
+                                        is not told that a person will reply; every hand-off is \
+                                        announced by default (wording: safe reply \
+                                        `handoff.<kind>`, else `handoff`)."
                     },
                     "unissued_pii_action": { "type": "string", "enum": actions },
                 }

@@ -269,6 +269,7 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         )
         .await;
     assert_eq!(article.status, StatusCode::CREATED, "{}", article.body);
+    let article_id = article.uuid("/id");
     crate::common::eventually(30, "the article to be embedded", || async {
         let status = app
             .send(Req::get("/api/v1/knowledge/status").by(&owner))
@@ -496,6 +497,11 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             conversation_status(&app, &owner, on_whatsapp).await,
             "resolved"
         );
+
+        // The knowledge base the AI answered from.
+        client.goto(&format!("{base}/app/knowledge")).await.unwrap();
+        wait_for(&client, &format!("[data-article='{article_id}']")).await;
+        screenshot(&client, "knowledge.png").await;
 
         // The AI is unsure of an answer: its draft waits for a person, who edits and sends it.
         let model = FakeOpenAI::start().await;

@@ -487,6 +487,15 @@ async fn the_contact_panel_corrects_the_contact_and_restricts_processing_with_au
     );
 }
 
+/// How many messages to the customer (not notes) of the conversation contain `text`.
+async fn customer_was_sent(app: &TestApp, conversation: Uuid, text: &str) -> i64 {
+    app.count(&format!(
+        "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+         AND direction = 'outbound' AND body LIKE '%{text}%'"
+    ))
+    .await
+}
+
 /// A tenant whose model is never sure: every customer message leaves a draft for a person.
 async fn unsure_tenant() -> (TestApp, Member, FakeOpenAI, Uuid) {
     let app = TestApp::spawn_with(|c| fast_worker(c, "http://127.0.0.1:9")).await;
@@ -546,19 +555,14 @@ async fn an_ai_draft_is_inserted_edited_and_sent_as_the_members_reply_and_closed
     assert!(inserted.contains(">Maybe restart the router?</textarea>"));
 
     let edited = "Please restart the router and wait two minutes.";
-    let sent = post(
-        &app,
-        &agent,
-        id,
-        "reply",
-        &[
-            ("body", edited),
-            ("mode", "reply"),
-            ("draft_id", &review_id.to_string()),
-        ],
-    )
-    .await;
-    went_back(&sent, id);
+    let draft_id = review_id.to_string();
+    let fields = [
+        ("body", edited),
+        ("mode", "reply"),
+        ("draft_id", draft_id.as_str()),
+    ];
+    let send_edited = || post(&app, &agent, id, "reply", &fields);
+    went_back(&send_edited().await, id);
     // The customer gets the member's words, in the member's name; the unsure draft never.
     assert_eq!(
         app.count(&format!(
@@ -569,14 +573,7 @@ async fn an_ai_draft_is_inserted_edited_and_sent_as_the_members_reply_and_closed
         .await,
         1
     );
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM message WHERE conversation_id = '{id}' AND NOT private
-             AND body LIKE '%Maybe restart%'"
-        ))
-        .await,
-        0
-    );
+    assert_eq!(customer_was_sent(&app, id, "Maybe restart").await, 0);
     // Closed as handled by the member: no reviewer approved anything.
     let item = review(&app, &owner, review_id).await;
     assert_eq!(item["status"], "resolved");
@@ -591,18 +588,7 @@ async fn an_ai_draft_is_inserted_edited_and_sent_as_the_members_reply_and_closed
     assert!(!html(&page).contains("data-draft="));
 
     // The same draft cannot be sent twice.
-    let again = post(
-        &app,
-        &agent,
-        id,
-        "reply",
-        &[
-            ("body", edited),
-            ("mode", "reply"),
-            ("draft_id", &review_id.to_string()),
-        ],
-    )
-    .await;
+    let again = send_edited().await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert!(html(&again).contains(edited), "the member's text was lost");
 }
@@ -635,14 +621,7 @@ async fn a_discarded_draft_is_never_sent_and_the_api_sends_a_draft_as_the_page_d
             .len(),
         1
     );
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM message WHERE conversation_id = '{first}' AND NOT private
-             AND body LIKE '%Maybe restart%'"
-        ))
-        .await,
-        0
-    );
+    assert_eq!(customer_was_sent(&app, first, "Maybe restart").await, 0);
     // The customer was told that a person will answer, and nothing else.
     assert_eq!(
         app.count(&format!(
@@ -677,4 +656,49 @@ async fn a_discarded_draft_is_never_sent_and_the_api_sends_a_draft_as_the_page_d
         .send(Req::post(format!("/api/v1/reviews/{}/discard-draft", Uuid::now_v7())).by(&agent))
         .await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
+}
+
+// proves: AGT-5
+#[tokio::test]
+async fn a_tenant_rewords_the_hand_off_notice_per_kind_or_turns_it_off() {
+    let (app, owner, _model, inbox) = unsure_tenant().await;
+    let guardrails = |options: Value| {
+        Req::new(Method::PUT, "/api/v1/agent/settings")
+            .by(&owner)
+            .json(json!({ "guardrails": { "options": options } }))
+    };
+    let reworded = app
+        .send(guardrails(json!({ "safe_replies": {
+            "handoff.low_confidence": { "en": "A specialist will answer you within the hour." }
+        } })))
+        .await;
+    assert_eq!(reworded.status, StatusCode::OK, "{}", reworded.body);
+    let (_, first) = app
+        .visitor_writes(inbox, "Can I pay by bank transfer?")
+        .await;
+    waiting_draft(&app, &owner, first).await;
+    assert_eq!(
+        customer_was_sent(&app, first, "A specialist will answer you").await,
+        1
+    );
+    assert_eq!(
+        customer_was_sent(&app, first, "a colleague will pick up").await,
+        0
+    );
+
+    let quiet = app
+        .send(guardrails(json!({ "quiet_handoffs": ["low_confidence"] })))
+        .await;
+    assert_eq!(quiet.status, StatusCode::OK, "{}", quiet.body);
+    let (_, second) = app
+        .visitor_writes(inbox, "Do you have a shop in Lisbon?")
+        .await;
+    waiting_draft(&app, &owner, second).await;
+    assert_eq!(customer_was_sent(&app, second, "").await, 0);
+
+    // A kind is a plain name; anything else is refused and changes nothing.
+    let refused = app
+        .send(guardrails(json!({ "quiet_handoffs": ["Low Confidence!"] })))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
 }
