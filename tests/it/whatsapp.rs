@@ -14,6 +14,18 @@ async fn setup() -> (TestApp, FakeGraph, Member, Uuid, String) {
     let app = TestApp::spawn_with(|c| fast_worker(c, &url)).await;
     let owner = app.signup("acme").await;
     let (inbox, secret) = app.whatsapp_inbox(&owner, &fake.token).await;
+    // These tests script the fake's next answers for the member's messages: the agent's notice
+    // that a person takes over (the offline responder finds no knowledge) would race them for it.
+    let quiet = app
+        .send(
+            Req::new(axum::http::Method::PUT, "/api/v1/agent/settings")
+                .by(&owner)
+                .json(
+                    json!({ "guardrails": { "options": { "quiet_handoffs": ["no_knowledge"] } } }),
+                ),
+        )
+        .await;
+    assert_eq!(quiet.status, StatusCode::OK, "{}", quiet.body);
     (app, fake, owner, inbox, secret)
 }
 
