@@ -61,9 +61,20 @@ pub async fn pending_draft(
     }))
 }
 
-/// The item, locked, if it is a draft that still waits.
-async fn waiting_draft(tx: &mut Tx, id: Uuid) -> Result<ReviewView> {
-    let item = fetch(tx, id, true).await?;
+/// The item, locked, if it is a draft that still waits. A page that showed the draft of one
+/// conversation names it in `shown_in`: a draft handled meanwhile, or not of that
+/// conversation, is then `draft_gone`, checked under the same lock as the send.
+async fn waiting_draft(tx: &mut Tx, id: Uuid, shown_in: Option<Uuid>) -> Result<ReviewView> {
+    let gone = || Error::conflict("draft_gone", "the AI's draft was handled meanwhile");
+    let item = match fetch(tx, id, true).await {
+        Err(Error::NotFound) if shown_in.is_some() => return Err(gone()),
+        found => found?,
+    };
+    if let Some(conversation_id) = shown_in {
+        if item.conversation_id != Some(conversation_id) || still_pending(&item).is_err() {
+            return Err(gone());
+        }
+    }
     if item.kind != ReviewKind::LowConfidence || item.conversation_id.is_none() {
         return Err(Error::conflict(
             "not_a_draft",
@@ -86,9 +97,16 @@ pub struct DraftReply {
 
 /// Sends `text` (the draft, edited or not) as the member's own reply through the
 /// conversation's channel and closes the draft as handled by them, in one transaction.
-pub async fn send(db: &Db, ctx: &Ctx, id: Uuid, text: &str) -> Result<(ReviewView, MessageView)> {
+/// `shown_in`: see [`waiting_draft`].
+pub async fn send(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    shown_in: Option<Uuid>,
+    text: &str,
+) -> Result<(ReviewView, MessageView)> {
     let mut tx = ctx.begin(db).await?;
-    let before = waiting_draft(&mut tx, id).await?;
+    let before = waiting_draft(&mut tx, id, shown_in).await?;
     let conversation_id = before.conversation_id.unwrap_or_default();
     let conversation = crate::conversations::fetch(&mut tx, conversation_id).await?;
     let reply = ReplyBody {
@@ -124,9 +142,10 @@ pub async fn send(db: &Db, ctx: &Ctx, id: Uuid, text: &str) -> Result<(ReviewVie
 }
 
 /// Closes the draft unsent: the member answers the customer their own way (or not at all).
-pub async fn discard(db: &Db, ctx: &Ctx, id: Uuid) -> Result<ReviewView> {
+/// `shown_in`: see [`waiting_draft`].
+pub async fn discard(db: &Db, ctx: &Ctx, id: Uuid, shown_in: Option<Uuid>) -> Result<ReviewView> {
     let mut tx = ctx.begin(db).await?;
-    let before = waiting_draft(&mut tx, id).await?;
+    let before = waiting_draft(&mut tx, id, shown_in).await?;
     resolve(
         &mut tx,
         ctx,
@@ -149,7 +168,7 @@ pub(super) async fn send_route(
     Path(id): Path<Uuid>,
     Json(body): Json<DraftReply>,
 ) -> Result<Json<ReviewView>> {
-    send(&db, &ctx, id, &body.text)
+    send(&db, &ctx, id, None, &body.text)
         .await
         .map(|(item, _)| Json(item))
 }
@@ -159,5 +178,5 @@ pub(super) async fn discard_route(
     ctx: Ctx,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ReviewView>> {
-    discard(&db, &ctx, id).await.map(Json)
+    discard(&db, &ctx, id, None).await.map(Json)
 }

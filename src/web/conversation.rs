@@ -538,6 +538,20 @@ async fn visible(state: &AppState, ctx: &Ctx, id: Uuid) -> Result<ConversationVi
     Ok(conversation)
 }
 
+/// A draft handled while the member was editing it: their text stays in the composer, to be
+/// sent as a plain reply.
+fn draft_gone_keeps_text(e: Error) -> Error {
+    match e {
+        Error::Conflict {
+            code: "draft_gone", ..
+        } => Error::conflict(
+            "draft_gone",
+            "the AI's draft was handled meanwhile: your text is kept, send it as a reply",
+        ),
+        e => e,
+    }
+}
+
 fn back(id: Uuid) -> Response {
     see_other(&format!("/app/conversations/{id}"))
 }
@@ -584,7 +598,6 @@ pub async fn reply(
     Path(id): Path<Uuid>,
     Form(form): Form<ReplyForm>,
 ) -> Result<Response> {
-    visible(&state, &ctx, id).await?;
     let note = match form.mode.as_str() {
         "note" => true,
         "reply" | "" => false,
@@ -598,20 +611,11 @@ pub async fn reply(
     };
     let result = match (draft_id, note) {
         (Some(review), false) => {
-            // The draft must belong to this conversation.
-            let mut tx = ctx.begin(&state).await?;
-            let waiting = draft::pending_draft(&mut tx, id).await?;
-            tx.commit().await?;
-            if waiting.is_none_or(|d| d.review_id != review) {
-                Err(Error::conflict(
-                    "draft_gone",
-                    "the AI's draft was handled meanwhile: your text is kept, send it as a reply",
-                ))
-            } else {
-                draft::send(&state.db, &ctx, review, &form.body)
-                    .await
-                    .map(drop)
-            }
+            visible(&state, &ctx, id).await?;
+            draft::send(&state.db, &ctx, review, Some(id), &form.body)
+                .await
+                .map(drop)
+                .map_err(draft_gone_keeps_text)
         }
         _ => {
             let mut tx = ctx.begin(&state).await?;
@@ -662,18 +666,14 @@ pub async fn discard_draft(
     Form(form): Form<DraftForm>,
 ) -> Result<Response> {
     visible(&state, &ctx, id).await?;
-    let mut tx = ctx.begin(&state).await?;
-    let waiting = draft::pending_draft(&mut tx, id).await?;
-    tx.commit().await?;
-    let review = Uuid::parse_str(form.review_id.trim()).ok();
-    let result = if let Some(review) = review.filter(|r| waiting.is_some_and(|d| d.review_id == *r))
-    {
-        draft::discard(&state.db, &ctx, review).await.map(drop)
-    } else {
-        Err(Error::conflict(
+    let result = match Uuid::parse_str(form.review_id.trim()) {
+        Ok(review) => draft::discard(&state.db, &ctx, review, Some(id))
+            .await
+            .map(drop),
+        Err(_) => Err(Error::conflict(
             "draft_gone",
             "the AI's draft was handled meanwhile",
-        ))
+        )),
     };
     settle(&state, &ctx, id, result, Kept::default).await
 }
