@@ -134,44 +134,72 @@ pub async fn list(
     Ok(rows)
 }
 
-/// How many conversations of a view are in each status, in `Status::ALL`'s order.
+/// How many conversations of a view are in each status, in `Status::ALL`'s order. Views
+/// narrowed only by assignee, inbox and handler read the tallies the database keeps
+/// (`migrations/0038_inbox_tallies.sql`); a label or a search counts the conversations.
 pub async fn counts(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     filter: &Filter,
 ) -> Result<Vec<(Status, i64)>> {
     let (unassigned, assignee) = filter.assignee_parts();
-    let counted = sqlx::query!(
-        r#"SELECT c.status AS "status: Status", count(*) AS "count!"
-           FROM conversation c
-           WHERE c.tenant_id = $1
-             AND (NOT $2 OR c.assignee_id IS NULL)
-             AND ($3::uuid IS NULL OR c.assignee_id = $3)
-             AND ($4::uuid IS NULL OR c.inbox_id = $4)
-             AND ($5::text IS NULL OR c.handler = $5)
-             AND ($6::text IS NULL OR $6 = ANY (c.labels))
-             AND ($7::text IS NULL
-                  OR EXISTS (SELECT 1 FROM contact p WHERE p.id = c.contact_id
-                             AND (p.name ILIKE $7 OR p.email ILIKE $7 OR p.phone ILIKE $7))
-                  OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND m.body ILIKE $7))
-           GROUP BY c.status"#,
-        tenant_id,
-        unassigned,
-        assignee,
-        filter.inbox_id,
-        filter.handler.map(Handler::as_str),
-        filter.label,
-        filter.pattern(),
-    )
-    .fetch_all(conn)
-    .await?;
+    let counted: Vec<(Status, i64)> = if filter.label.is_none() && filter.pattern().is_none() {
+        sqlx::query!(
+            r#"SELECT t.status AS "status: Status", sum(t.n)::bigint AS "count!"
+               FROM conversation_tally t
+               WHERE t.tenant_id = $1
+                 AND (NOT $2 OR t.assignee_id IS NULL)
+                 AND ($3::uuid IS NULL OR t.assignee_id = $3)
+                 AND ($4::uuid IS NULL OR t.inbox_id = $4)
+                 AND ($5::text IS NULL OR t.handler = $5)
+               GROUP BY t.status"#,
+            tenant_id,
+            unassigned,
+            assignee,
+            filter.inbox_id,
+            filter.handler.map(Handler::as_str),
+        )
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.status, r.count))
+        .collect()
+    } else {
+        sqlx::query!(
+            r#"SELECT c.status AS "status: Status", count(*) AS "count!"
+               FROM conversation c
+               WHERE c.tenant_id = $1
+                 AND (NOT $2 OR c.assignee_id IS NULL)
+                 AND ($3::uuid IS NULL OR c.assignee_id = $3)
+                 AND ($4::uuid IS NULL OR c.inbox_id = $4)
+                 AND ($5::text IS NULL OR c.handler = $5)
+                 AND ($6::text IS NULL OR $6 = ANY (c.labels))
+                 AND ($7::text IS NULL
+                      OR EXISTS (SELECT 1 FROM contact p WHERE p.id = c.contact_id
+                                 AND (p.name ILIKE $7 OR p.email ILIKE $7 OR p.phone ILIKE $7))
+                      OR EXISTS (SELECT 1 FROM message m WHERE m.conversation_id = c.id AND m.body ILIKE $7))
+               GROUP BY c.status"#,
+            tenant_id,
+            unassigned,
+            assignee,
+            filter.inbox_id,
+            filter.handler.map(Handler::as_str),
+            filter.label,
+            filter.pattern(),
+        )
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.status, r.count))
+        .collect()
+    };
     Ok(Status::ALL
         .iter()
         .map(|status| {
             let n = counted
                 .iter()
-                .find(|c| c.status == *status)
-                .map_or(0, |c| c.count);
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
             (*status, n)
         })
         .collect())
@@ -191,8 +219,9 @@ pub async fn inboxes(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<Inb
     let rows = sqlx::query_as!(
         InboxCount,
         r#"SELECT i.id, i.name, i.channel AS "channel: Channel",
-                  (SELECT count(*) FROM conversation c
-                   WHERE c.inbox_id = i.id AND c.status = 'open') AS "open!"
+                  (SELECT coalesce(sum(t.n), 0)::bigint FROM conversation_tally t
+                   WHERE t.tenant_id = i.tenant_id AND t.inbox_id = i.id AND t.status = 'open')
+                   AS "open!"
            FROM inbox i WHERE i.tenant_id = $1 ORDER BY i.name, i.id"#,
         tenant_id
     )
@@ -204,8 +233,8 @@ pub async fn inboxes(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<Inb
 /// Every label in use on the tenant's conversations, sorted.
 pub async fn labels(conn: &mut PgConnection, tenant_id: Uuid) -> Result<Vec<String>> {
     let labels = sqlx::query_scalar!(
-        r#"SELECT DISTINCT label AS "label!" FROM conversation c, unnest(c.labels) AS label
-           WHERE c.tenant_id = $1 ORDER BY 1"#,
+        r#"SELECT label FROM conversation_label_tally
+           WHERE tenant_id = $1 GROUP BY label HAVING sum(n) > 0 ORDER BY label"#,
         tenant_id
     )
     .fetch_all(conn)

@@ -941,3 +941,131 @@ async fn a_live_stream_that_falls_behind_is_told_to_resync() {
     let resync = stream.next_event("resync", 10).await;
     assert!(resync["missed"].as_u64().unwrap() > 0, "{resync}");
 }
+
+/// What the tallies say and what counting the conversations says, side by side: rows that
+/// differ between the two, in either direction (zero when they agree).
+async fn tally_drift(app: &TestApp) -> (i64, i64) {
+    let statuses = app
+        .count(
+            "SELECT count(*) FROM ((
+                SELECT tenant_id, inbox_id, status, handler, assignee_id, sum(n)::bigint
+                FROM conversation_tally GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0
+                EXCEPT
+                SELECT tenant_id, inbox_id, status, handler, assignee_id, count(*)
+                FROM conversation GROUP BY 1, 2, 3, 4, 5
+             ) UNION ALL (
+                SELECT tenant_id, inbox_id, status, handler, assignee_id, count(*)
+                FROM conversation GROUP BY 1, 2, 3, 4, 5
+                EXCEPT
+                SELECT tenant_id, inbox_id, status, handler, assignee_id, sum(n)::bigint
+                FROM conversation_tally GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0)) drift",
+        )
+        .await;
+    let labels = app
+        .count(
+            "SELECT count(*) FROM ((
+                SELECT tenant_id, label, sum(n)::bigint FROM conversation_label_tally
+                GROUP BY 1, 2 HAVING sum(n) <> 0
+                EXCEPT
+                SELECT c.tenant_id, l, count(DISTINCT c.id) FROM conversation c, unnest(c.labels) l
+                GROUP BY 1, 2
+             ) UNION ALL (
+                SELECT c.tenant_id, l, count(DISTINCT c.id) FROM conversation c, unnest(c.labels) l
+                GROUP BY 1, 2
+                EXCEPT
+                SELECT tenant_id, label, sum(n)::bigint FROM conversation_label_tally
+                GROUP BY 1, 2 HAVING sum(n) <> 0)) drift",
+        )
+        .await;
+    (statuses, labels)
+}
+
+#[tokio::test]
+async fn the_inbox_counts_and_labels_stay_equal_to_the_conversations_through_every_kind_of_change()
+{
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let neighbour = app.signup("globex").await;
+    let (_, ours) = inbox_with_conversations(&app, &owner, 6).await;
+    inbox_with_conversations(&app, &neighbour, 2).await;
+    assert_eq!(tally_drift(&app).await, (0, 0), "after new conversations");
+
+    let post = |path: String, body: serde_json::Value| Req::post(path).by(&agent).json(body);
+    let labels = |c: Uuid, labels: serde_json::Value| {
+        Req::new(
+            axum::http::Method::PUT,
+            format!("/api/v1/conversations/{c}/labels"),
+        )
+        .by(&agent)
+        .json(json!({ "labels": labels }))
+    };
+    for req in [
+        post(
+            format!("/api/v1/conversations/{}/assign", ours[0]),
+            json!({ "assignee_id": agent.member_id }),
+        ),
+        post(
+            format!("/api/v1/conversations/{}/takeover", ours[1]),
+            json!({}),
+        ),
+        post(
+            format!("/api/v1/conversations/{}/status", ours[2]),
+            json!({ "status": "resolved" }),
+        ),
+        post(
+            format!("/api/v1/conversations/{}/status", ours[3]),
+            json!({ "status": "pending" }),
+        ),
+        labels(ours[0], json!(["billing", "vip"])),
+        labels(ours[1], json!(["billing"])),
+        labels(ours[0], json!(["vip", "refund"])),
+        labels(ours[1], json!([])),
+        post(
+            format!("/api/v1/conversations/{}/status", ours[2]),
+            json!({ "status": "open" }),
+        ),
+        post(
+            format!("/api/v1/conversations/{}/assign", ours[0]),
+            json!({ "assignee_id": null }),
+        ),
+    ] {
+        let resp = app.send(req).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+        assert_eq!(tally_drift(&app).await, (0, 0), "after {}", resp.body);
+    }
+    let contact: Uuid = {
+        let mut conn = app.superuser().await;
+        sqlx::query_scalar("SELECT contact_id FROM conversation WHERE id = $1")
+            .bind(ours[0])
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    let deleted = app
+        .send(Req::delete(format!("/api/v1/contacts/{contact}")).by(&owner))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    assert_eq!(tally_drift(&app).await, (0, 0), "after deleting a contact");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM conversation_label_tally WHERE label = 'refund' AND n <> 0"
+        )
+        .await,
+        0,
+        "a label nobody uses any more is gone from the filter"
+    );
+
+    // The inbox page reads its tabs and its labels from the tallies: of the five
+    // conversations left, one is pending; the other tenant's two count nowhere here.
+    let page = app.send(Req::get("/app").by(&owner)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = crate::web::html(&page);
+    assert!(page.contains("data-count=\"open\">4<"), "{page}");
+    assert!(page.contains("data-count=\"pending\">1<"));
+    assert!(page.contains("data-count=\"resolved\">0<"));
+    assert!(
+        !page.contains("refund"),
+        "the deleted conversation's label is offered"
+    );
+}
