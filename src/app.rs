@@ -259,6 +259,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::privacy::routes(api);
     let api = crate::channels::routes(api);
     let api = crate::conversations::routes::routes(api, crate::channels::free_form_open);
+    let api = crate::conversations::canned::routes(api);
     let api = crate::knowledge::routes::routes(api);
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);

@@ -187,6 +187,10 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
     ("member_email_key", Conflict("email_taken", "a member with that email already exists")),
     ("api_token_name_key", Conflict("token_name_taken", "an active token with that name exists")),
     (
+        "canned_reply_shortcut_key",
+        Conflict("shortcut_taken", "a canned reply with that shortcut exists"),
+    ),
+    (
         "partner_org_name_key",
         Conflict("partner_org_taken", "a partner organisation with that name exists"),
     ),

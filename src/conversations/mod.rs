@@ -1,6 +1,7 @@
 //! Conversations and messages: the ingest path both channels share, the members' inbox API,
 //! and the states of outbound messages on their way through the durable queue.
 
+pub mod canned;
 pub mod delivery;
 pub mod inbox;
 pub mod routes;

@@ -94,6 +94,14 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         )
         .await
         .uuid("/id");
+    let b_canned = app
+        .send(
+            Req::post("/api/v1/canned-replies")
+                .by(&b)
+                .json(json!({ "shortcut": "thanks", "title": "Thanks", "body": "Thanks from B" })),
+        )
+        .await
+        .uuid("/id");
     let b_execution = uuid::Uuid::new_v4();
     let b_job = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
@@ -133,6 +141,7 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ("hold_id", b_hold),
         ("request_id", b_request),
         ("consent_id", b_consent),
+        ("canned_reply_id", b_canned),
     ]);
 
     let mut checked = 0;
@@ -480,6 +489,7 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
         ("POST", "assign") => json!({ "assignee_id": null }),
         ("PATCH", "{member_id}") => json!({ "status": "disabled" }),
         ("PATCH", "{article_id}") => json!({ "title": "hijacked" }),
+        ("PATCH", "{canned_reply_id}") => json!({ "title": "hijacked" }),
         ("PATCH", _) => json!({ "name": "hijacked" }),
         _ => json!({}),
     }

@@ -13,6 +13,7 @@ mod architecture;
 mod audit_api;
 mod audit_chain;
 mod auth;
+mod canned_replies;
 mod common;
 mod constraints;
 mod egress;
