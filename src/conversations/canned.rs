@@ -205,6 +205,17 @@ fn body(raw: &str) -> Result<String> {
 
 /// The canned replies of the caller's tenant by shortcut, those matching `q` if given.
 pub async fn list(db: &Db, ctx: &Ctx, q: Option<&str>) -> Result<Vec<CannedReplyView>> {
+    let mut tx = ctx.begin(db).await?;
+    let items = list_on(&mut tx, q).await?;
+    tx.commit().await?;
+    Ok(items)
+}
+
+/// [`list`] on the caller's transaction (a page that shows them with other things).
+pub async fn list_on(
+    conn: &mut sqlx::PgConnection,
+    q: Option<&str>,
+) -> Result<Vec<CannedReplyView>> {
     let q = q.map(str::trim).filter(|q| !q.is_empty());
     if q.is_some_and(|q| q.chars().count() > 200) {
         return Err(Error::bad_request(
@@ -212,8 +223,7 @@ pub async fn list(db: &Db, ctx: &Ctx, q: Option<&str>) -> Result<Vec<CannedReply
             "search for at most 200 characters",
         ));
     }
-    let mut tx = ctx.begin(db).await?;
-    let items = sqlx::query_as!(
+    Ok(sqlx::query_as!(
         CannedReplyView,
         r#"SELECT id, shortcut, title, body, created_by, created_at, updated_at
            FROM canned_reply
@@ -222,13 +232,11 @@ pub async fn list(db: &Db, ctx: &Ctx, q: Option<&str>) -> Result<Vec<CannedReply
            ORDER BY shortcut"#,
         q.map(like_pattern)
     )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(items)
+    .fetch_all(conn)
+    .await?)
 }
 
-async fn fetch_on(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<CannedReplyView> {
+pub async fn fetch_on(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<CannedReplyView> {
     sqlx::query_as!(
         CannedReplyView,
         r#"SELECT id, shortcut, title, body, created_by, created_at, updated_at

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::inbox::{author_label, channel_parts, readable, rfc3339};
 use super::{render, see_other, Chrome, Form};
 use crate::app::AppState;
+use crate::conversations::canned;
 use crate::conversations::inbox as list;
 use crate::conversations::routes::{self as inbox_api, ReplyBody};
 use crate::conversations::{ConversationView, Handler, MessageView};
@@ -113,6 +114,17 @@ pub struct Kept {
     pub draft_id: String,
     /// The refused correction, so the member can fix it.
     pub contact: Option<ContactForm>,
+    /// A canned reply to start the composer from (inserted without JavaScript).
+    pub canned: Option<Uuid>,
+}
+
+/// A canned reply as the composer offers it: its text already filled in for this
+/// conversation's contact and this member.
+pub struct CannedChoice {
+    pub id: Uuid,
+    pub shortcut: String,
+    pub title: String,
+    pub text: String,
 }
 
 #[derive(Template)]
@@ -140,6 +152,7 @@ struct ConversationPage {
     /// templates; the composer says so and offers a note).
     window_closed: bool,
     draft: Option<DraftView>,
+    canned: Vec<CannedChoice>,
     kept: Kept,
     can: Can,
     contact: ContactPanel,
@@ -324,6 +337,8 @@ pub struct PageQuery {
     /// Set by "Insert into the reply" without JavaScript: the composer starts from the AI's
     /// waiting draft.
     use_draft: Option<String>,
+    /// Set by "Insert" of the canned replies without JavaScript: the composer starts from it.
+    canned: Option<String>,
 }
 
 /// `GET /app/conversations/{id}`.
@@ -341,6 +356,11 @@ pub async fn page(
             kept.draft_id = d.review_id.to_string();
         }
         tx.commit().await?;
+    }
+    if let Some(raw) = q.canned.as_deref().filter(|c| !c.trim().is_empty()) {
+        kept.canned = Some(Uuid::parse_str(raw.trim()).map_err(|_| {
+            Error::bad_request("invalid_canned_reply", "canned is a canned reply's id")
+        })?);
     }
     show(&state, &ctx, id, kept).await
 }
@@ -376,7 +396,27 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         Some(execution) => crate::agent::run_sources(&mut tx, execution).await?,
         None => Vec::new(),
     };
+    let can_reply = ctx.role.can(Permission::ConversationsReply);
+    let fill = |body: &str| canned::fill(body, contact.name.as_deref(), &chrome.member_name);
+    let canned_replies = if can_reply {
+        canned::list_on(&mut tx, None).await?
+    } else {
+        Vec::new()
+    };
+    let mut kept = kept;
+    if let Some(chosen) = kept.canned {
+        kept.text = fill(&canned::fetch_on(&mut tx, chosen).await?.body);
+    }
     tx.commit().await?;
+    let canned = canned_replies
+        .into_iter()
+        .map(|c| CannedChoice {
+            text: fill(&c.body),
+            id: c.id,
+            shortcut: c.shortcut,
+            title: c.title,
+        })
+        .collect();
 
     let now = OffsetDateTime::now_utc();
     let holder = conversation
@@ -437,7 +477,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
             .collect(),
     });
     let can = Can {
-        reply: ctx.role.can(Permission::ConversationsReply),
+        reply: can_reply,
         manage: ctx.role.can(Permission::ConversationsManage),
         edit_contact: ctx.role.can(Permission::ContactsWrite),
         restrict: ctx.role.can(Permission::DataSubjectRights),
@@ -517,6 +557,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
             now,
         ),
         draft,
+        canned,
         can,
         contact: panel,
         refresh_url: format!("/app/conversations/{id}"),

@@ -8,6 +8,7 @@
 //! form post checked for its CSRF token (`csrf.rs`).
 
 pub mod assets;
+mod canned;
 mod conversation;
 pub mod csrf;
 mod inbox;
@@ -49,7 +50,7 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
-    knowledge::pages(api)
+    canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
         .page(Method::POST, LOGIN, Public, login::submit)

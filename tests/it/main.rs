@@ -41,6 +41,7 @@ mod sec_streams;
 mod sec_whatsapp;
 mod web;
 mod web_browser;
+mod web_canned;
 mod web_conversation;
 mod web_knowledge;
 mod webchat;

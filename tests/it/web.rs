@@ -483,9 +483,16 @@ async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
         )
         .await
         .uuid("/id");
+    let b_canned = app
+        .send(Req::post("/api/v1/canned-replies").by(&b).json(json!({
+            "shortcut": "secret", "title": "Bravo's secret question", "body": "Secret."
+        })))
+        .await
+        .uuid("/id");
     let foreign = HashMap::from([
         ("conversation_id", b_conversation),
         ("article_id", b_article),
+        ("canned_reply_id", b_canned),
     ]);
     // A post carries A's token, so it is the id, not the CSRF check, that refuses it.
     let token = page_token(&app, &a).await;

@@ -291,6 +291,14 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
         "Hi! I returned my order #4411 last week. When will the refund reach my card?",
     )
     .await;
+    let canned = app
+        .send(Req::post("/api/v1/canned-replies").by(&owner).json(json!({
+            "shortcut": "colours",
+            "title": "Other colours",
+            "body": "Yes, it also comes in navy blue and forest green.",
+        })))
+        .await;
+    assert_eq!(canned.status, StatusCode::CREATED, "{}", canned.body);
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&driver, profile.path()).await;
@@ -440,8 +448,22 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             .unwrap();
         click(&client, "[data-claim]").await;
         wait_for(&client, "[data-assigned-to-me]").await;
+        // The answer is a canned reply: "/" and the start of its shortcut, then Tab.
         let answer = "Yes, it also comes in navy blue and forest green.";
-        fill(&client, "reply-body", answer).await;
+        fill(&client, "reply-body", "/col").await;
+        wait_for(
+            &client,
+            "[data-canned-list]:not([hidden]) #canned-colours[aria-selected='true']",
+        )
+        .await;
+        let body = client.find(Locator::Id("reply-body")).await.unwrap();
+        body.send_keys("\u{e004}").await.unwrap();
+        assert_eq!(
+            body.prop("value").await.unwrap().as_deref(),
+            Some(answer),
+            "the canned reply replaced what was typed"
+        );
+        wait_for(&client, "[data-canned-list][hidden]").await;
         click(&client, "[data-send-reply]").await;
         wait_for(&client, ".thread li.member").await;
         crate::common::eventually(20, "the reply to reach WhatsApp", || async {

@@ -131,6 +131,106 @@
     }
   });
 
+  // Canned replies: "/" and a shortcut in the composer lists the matching ones (arrows pick,
+  // Enter or Tab inserts, Escape closes); "Insert" puts the chosen one at the cursor. Without
+  // JavaScript "Insert" reloads the page with the reply in the composer.
+  function cannedList() {
+    return document.querySelector("[data-canned-list]");
+  }
+  function slashQuery(body) {
+    var before = body.value.slice(0, body.selectionStart);
+    var m = /(^|\s)\/([a-z0-9_-]*)$/.exec(before);
+    return m ? { query: m[2], start: before.length - m[2].length - 1 } : null;
+  }
+  function cannedOptions(list) {
+    return Array.prototype.filter.call(list.querySelectorAll("[data-shortcut]"), function (li) {
+      return !li.hidden;
+    });
+  }
+  function cannedActive(list, li) {
+    Array.prototype.forEach.call(list.querySelectorAll("[data-shortcut]"), function (x) {
+      x.setAttribute("aria-selected", x === li ? "true" : "false");
+    });
+    var body = document.querySelector("[data-reply-body]");
+    if (body) {
+      if (li) body.setAttribute("aria-activedescendant", li.id);
+      else body.removeAttribute("aria-activedescendant");
+    }
+  }
+  function closeCanned() {
+    var list = cannedList();
+    if (list && !list.hidden) {
+      list.hidden = true;
+      cannedActive(list, null);
+    }
+  }
+  function insertAt(body, start, end, text) {
+    body.value = body.value.slice(0, start) + text + body.value.slice(end);
+    var caret = start + text.length;
+    body.setSelectionRange(caret, caret);
+    body.focus();
+  }
+  function useCanned(body, li) {
+    var found = slashQuery(body);
+    var start = found ? found.start : body.selectionStart;
+    insertAt(body, start, body.selectionStart, li.getAttribute("data-text"));
+    closeCanned();
+  }
+  document.addEventListener("input", function (event) {
+    var body = event.target.closest && event.target.closest("[data-reply-body]");
+    var list = cannedList();
+    if (!body || !list) return;
+    var found = slashQuery(body);
+    if (!found) {
+      closeCanned();
+      return;
+    }
+    var first = null;
+    Array.prototype.forEach.call(list.querySelectorAll("[data-shortcut]"), function (li) {
+      li.hidden = li.getAttribute("data-shortcut").indexOf(found.query) !== 0;
+      if (!li.hidden && !first) first = li;
+    });
+    list.hidden = !first;
+    cannedActive(list, first);
+  });
+  document.addEventListener("keydown", function (event) {
+    var body = event.target.closest && event.target.closest("[data-reply-body]");
+    var list = cannedList();
+    if (!body || !list || list.hidden) return;
+    var options = cannedOptions(list);
+    var at = options.indexOf(list.querySelector('[aria-selected="true"]'));
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      var step = event.key === "ArrowDown" ? 1 : -1;
+      cannedActive(list, options[(at + step + options.length) % options.length]);
+    } else if ((event.key === "Enter" || event.key === "Tab") && !event.ctrlKey && !event.metaKey && at !== -1) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      useCanned(body, options[at]);
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      closeCanned();
+    }
+  }, true);
+  document.addEventListener("mousedown", function (event) {
+    var li = event.target.closest && event.target.closest("[data-canned-list] [data-shortcut]");
+    var body = document.querySelector("[data-reply-body]");
+    if (li && body) {
+      event.preventDefault();
+      useCanned(body, li);
+    }
+  });
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-insert-canned]");
+    var body = document.querySelector("[data-reply-body]");
+    var select = button && button.form && button.form.querySelector("select");
+    if (!button || !body || !select) return;
+    var li = document.querySelector('[data-canned-id="' + select.value + '"]');
+    if (!li) return;
+    event.preventDefault();
+    insertAt(body, body.selectionStart, body.selectionEnd, li.getAttribute("data-text"));
+  });
+
   // The live connection's state, for the reader (and for tests waiting for it).
   function liveState(text, state) {
     var el = document.querySelector("[data-live-state]");
