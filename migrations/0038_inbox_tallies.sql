@@ -94,8 +94,13 @@ SELECT c.tenant_id, l.label, hashtext(c.id::text) & 7, count(*)
 FROM conversation c, LATERAL (SELECT DISTINCT unnest(c.labels)) AS l (label)
 GROUP BY 1, 2, 3;
 
+-- Forced after the tallies are filled (the owner fills them, outside any tenant): from now on
+-- the triggers, running as the owner, write only the tenant in whose context the conversation
+-- changed, as the app role would.
 ALTER TABLE conversation_tally ENABLE ROW LEVEL SECURITY;
+ALTER TABLE conversation_tally FORCE ROW LEVEL SECURITY;
 ALTER TABLE conversation_label_tally ENABLE ROW LEVEL SECURITY;
+ALTER TABLE conversation_label_tally FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON conversation_tally USING (tenant_id = current_tenant_id());
 CREATE POLICY tenant_isolation ON conversation_label_tally USING (tenant_id = current_tenant_id());
 GRANT SELECT ON conversation_tally, conversation_label_tally TO custodian_app;
