@@ -100,6 +100,8 @@ pub struct Can {
     pub manage: bool,
     pub edit_contact: bool,
     pub restrict: bool,
+    /// Open a ticket from the conversation.
+    pub ticket: bool,
 }
 
 /// What the composer holds after a refused post, and why it was refused.
@@ -441,6 +443,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         manage: ctx.role.can(Permission::ConversationsManage),
         edit_contact: ctx.role.can(Permission::ContactsWrite),
         restrict: ctx.role.can(Permission::DataSubjectRights),
+        ticket: ctx.role.can(Permission::TicketsWrite),
     };
     let kept_contact = kept.contact.as_ref();
     let panel = ContactPanel {
