@@ -556,7 +556,11 @@ async fn create_route(
     Ok((StatusCode::CREATED, Json(create(&db, &ctx, body).await?)))
 }
 
-async fn show_route(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Json<TaskView>> {
+async fn show_route(
+    State(db): State<Db>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+) -> Result<Json<TaskView>> {
     Ok(Json(show(&db, &ctx, id).await?))
 }
 

@@ -467,11 +467,7 @@ pub struct TicketDetail {
 }
 
 /// One ticket of the caller's tenant (and, for a partner, shared with it), or 404.
-pub async fn fetch(
-    conn: &mut PgConnection,
-    partner: Option<Uuid>,
-    id: Uuid,
-) -> Result<TicketView> {
+pub async fn fetch(conn: &mut PgConnection, partner: Option<Uuid>, id: Uuid) -> Result<TicketView> {
     let row = sqlx::query_as!(
         Row,
         r#"SELECT t.id, t.subject, t.description, t.status AS "status: Status",
@@ -615,10 +611,7 @@ pub async fn counts(db: &impl AsRef<Db>, ctx: &Ctx) -> Result<Vec<(Status, i64)>
     Ok(Status::ALL
         .iter()
         .map(|s| {
-            let n = rows
-                .iter()
-                .find(|r| r.status == *s)
-                .map_or(0, |r| r.count);
+            let n = rows.iter().find(|r| r.status == *s).map_or(0, |r| r.count);
             (*s, n)
         })
         .collect())
@@ -637,7 +630,9 @@ pub async fn detail(db: &impl AsRef<Db>, ctx: &Ctx, id: Uuid) -> Result<TicketDe
 // ---- Input ----
 
 /// An RFC 3339 time, or a date (`2026-12-24`, midnight UTC); `null` clears.
-fn when<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Option<OffsetDateTime>>, D::Error> {
+fn when<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<OffsetDateTime>>, D::Error> {
     let raw = Option::<String>::deserialize(d)?;
     raw.map(|s| parse_when(&s).map_err(serde::de::Error::custom))
         .transpose()
@@ -650,8 +645,11 @@ pub fn parse_when(raw: &str) -> std::result::Result<OffsetDateTime, String> {
     let raw = raw.trim();
     OffsetDateTime::parse(raw, &Rfc3339)
         .or_else(|_| {
-            time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
-                .map(|d| d.midnight().assume_utc())
+            time::Date::parse(
+                raw,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .map(|d| d.midnight().assume_utc())
         })
         .map_err(|_| format!("{raw:?} is not a date (2026-12-24) or an RFC 3339 time"))
 }
@@ -783,7 +781,11 @@ pub struct BulkStatus {
 #[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id))]
 pub async fn create(db: &impl AsRef<Db>, ctx: &Ctx, new: NewTicket) -> Result<TicketView> {
     let subject = one_line("subject", &new.subject, 300)?;
-    let description = long_text("description", new.description.as_deref().unwrap_or(""), 20000)?;
+    let description = long_text(
+        "description",
+        new.description.as_deref().unwrap_or(""),
+        20000,
+    )?;
     let tags = tags(new.tags.unwrap_or_default())?;
     let mut tx = ctx.begin(db).await?;
     let conversation = match new.conversation_id {
@@ -1125,7 +1127,11 @@ pub async fn sla(db: &impl AsRef<Db>, ctx: &Ctx) -> Result<Vec<SlaTarget>> {
     Ok(policy.0)
 }
 
-pub async fn set_sla(db: &impl AsRef<Db>, ctx: &Ctx, targets: Vec<SlaTarget>) -> Result<Vec<SlaTarget>> {
+pub async fn set_sla(
+    db: &impl AsRef<Db>,
+    ctx: &Ctx,
+    targets: Vec<SlaTarget>,
+) -> Result<Vec<SlaTarget>> {
     for t in &targets {
         let ok = |m: i32| (1..=525_600).contains(&m);
         if !ok(t.first_response_minutes) || !ok(t.resolution_minutes) {
@@ -1141,10 +1147,7 @@ pub async fn set_sla(db: &impl AsRef<Db>, ctx: &Ctx, targets: Vec<SlaTarget>) ->
             ));
         }
         if targets.iter().filter(|o| o.priority == t.priority).count() > 1 {
-            return Err(Error::bad_request(
-                "invalid_sla",
-                "one target per priority",
-            ));
+            return Err(Error::bad_request("invalid_sla", "one target per priority"));
         }
     }
     let mut tx = ctx.begin(db).await?;
@@ -1274,7 +1277,10 @@ async fn comment_route(
     Path(id): Path<Uuid>,
     Json(body): Json<NewComment>,
 ) -> Result<(StatusCode, Json<CommentView>)> {
-    Ok((StatusCode::CREATED, Json(comment(&db, &ctx, id, body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(comment(&db, &ctx, id, body).await?),
+    ))
 }
 
 async fn bulk_assign_route(
@@ -1324,7 +1330,13 @@ mod tests {
     #[test]
     fn an_unanswered_urgent_ticket_breaches_its_first_response_an_hour_after_creation() {
         let created = OffsetDateTime::now_utc() - Duration::minutes(61);
-        let sla = Sla::compute(DEFAULT_SLA[3], created, None, None, OffsetDateTime::now_utc());
+        let sla = Sla::compute(
+            DEFAULT_SLA[3],
+            created,
+            None,
+            None,
+            OffsetDateTime::now_utc(),
+        );
         assert!(sla.first_response_breached);
         assert!(!sla.resolution_breached);
         assert_eq!(sla.first_response_due_at, created + Duration::hours(1));

@@ -258,7 +258,8 @@ pub async fn list(
         label: name.clone(),
         selected: assignee_raw == id.to_string(),
     }));
-    let filtered = status.is_some() || priority.is_some() || !assignee_raw.is_empty() || !q.is_empty();
+    let filtered =
+        status.is_some() || priority.is_some() || !assignee_raw.is_empty() || !q.is_empty();
     Ok(render(&ListPage {
         chrome,
         can_write: ctx.role.can(Permission::TicketsWrite),

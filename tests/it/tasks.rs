@@ -94,12 +94,20 @@ async fn tasks_show_in_the_mine_overdue_and_this_week_views_and_completion_is_au
     let shown = app
         .send(Req::get(format!("/api/v1/tasks/{overdue}")).by(&agent))
         .await;
-    assert_eq!(shown.body["account_id"], account.to_string(), "the contact's account");
+    assert_eq!(
+        shown.body["account_id"],
+        account.to_string(),
+        "the contact's account"
+    );
     assert_eq!(shown.body["overdue"], true);
     let linked = app
         .send(Req::get(format!("/api/v1/tasks/{this_week}")).by(&owner))
         .await;
-    assert_eq!(linked.body["account_id"], account.to_string(), "the ticket's account");
+    assert_eq!(
+        linked.body["account_id"],
+        account.to_string(),
+        "the ticket's account"
+    );
 
     assert_eq!(
         titles(&app, &agent, "view=mine").await,
@@ -113,16 +121,22 @@ async fn tasks_show_in_the_mine_overdue_and_this_week_views_and_completion_is_au
     assert!(week.contains(&"Check usage".to_string()), "{week:?}");
     assert!(!week.contains(&"Quarterly review".to_string()));
     assert!(
-        now - Duration::days(2) < week_start || week.contains(&"Send the renewal quote".to_string()),
+        now - Duration::days(2) < week_start
+            || week.contains(&"Send the renewal quote".to_string()),
         "an overdue task of this week is due this week"
     );
-    assert_eq!(titles(&app, &owner, "q=nps").await, vec!["Quarterly review"]);
+    assert_eq!(
+        titles(&app, &owner, "q=nps").await,
+        vec!["Quarterly review"]
+    );
     assert_eq!(
         titles(&app, &owner, &format!("ticket_id={ticket}")).await,
         vec!["Check usage"]
     );
     assert_eq!(
-        titles(&app, &owner, &format!("account_id={account}")).await.len(),
+        titles(&app, &owner, &format!("account_id={account}"))
+            .await
+            .len(),
         2
     );
 
@@ -143,7 +157,10 @@ async fn tasks_show_in_the_mine_overdue_and_this_week_views_and_completion_is_au
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.body["completed_at"].is_string());
     assert_eq!(done.body["completed_by"], agent.member_id.to_string());
-    assert_eq!(titles(&app, &agent, "view=mine").await, vec!["Quarterly review"]);
+    assert_eq!(
+        titles(&app, &agent, "view=mine").await,
+        vec!["Quarterly review"]
+    );
     assert_eq!(
         titles(&app, &agent, "done=true").await,
         vec!["Send the renewal quote (v2)"]
@@ -160,15 +177,30 @@ async fn tasks_show_in_the_mine_overdue_and_this_week_views_and_completion_is_au
     assert_eq!(completed[0]["actor_id"], agent.member_id.to_string());
     assert_eq!(completed[0]["before"]["completed_at"], Value::Null);
     assert!(completed[0]["after"]["completed_at"].is_string());
-    assert_eq!(app.audit_events(owner.tenant_id, "task.created").await.len(), 3);
-    assert_eq!(app.audit_events(owner.tenant_id, "task.updated").await.len(), 1);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "task.created")
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "task.updated")
+            .await
+            .len(),
+        1
+    );
 
     let reopened = app
         .send(Req::post(format!("/api/v1/tasks/{overdue}/reopen")).by(&agent))
         .await;
     assert_eq!(reopened.status, StatusCode::OK);
     assert_eq!(reopened.body["completed_at"], Value::Null);
-    assert_eq!(app.audit_events(owner.tenant_id, "task.reopened").await.len(), 1);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "task.reopened")
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -178,15 +210,42 @@ async fn bad_task_input_is_refused_with_a_4xx_and_changes_nothing() {
     let id = task(&app, &owner, json!({ "title": "Kept" })).await;
     let before = app.count("SELECT count(*) FROM audit_event").await;
     for (req, expected) in [
-        (Req::post("/api/v1/tasks").json(json!({ "title": "" })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tasks").json(json!({ "title": "x", "due_at": "friday" })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tasks").json(json!({ "title": "x", "ticket_id": Uuid::new_v4() })), StatusCode::NOT_FOUND),
-        (Req::post("/api/v1/tasks").json(json!({ "title": "x", "assignee_id": Uuid::new_v4() })), StatusCode::NOT_FOUND),
-        (Req::patch(format!("/api/v1/tasks/{id}")).json(json!({ "title": "  " })), StatusCode::BAD_REQUEST),
-        (Req::patch(format!("/api/v1/tasks/{id}")).json(json!({ "contact_id": Uuid::new_v4() })), StatusCode::NOT_FOUND),
-        (Req::post(format!("/api/v1/tasks/{id}/reopen")), StatusCode::CONFLICT),
-        (Req::get("/api/v1/tasks?view=someday"), StatusCode::BAD_REQUEST),
-        (Req::get("/api/v1/tasks?due_before=later"), StatusCode::BAD_REQUEST),
+        (
+            Req::post("/api/v1/tasks").json(json!({ "title": "" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tasks").json(json!({ "title": "x", "due_at": "friday" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tasks").json(json!({ "title": "x", "ticket_id": Uuid::new_v4() })),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Req::post("/api/v1/tasks").json(json!({ "title": "x", "assignee_id": Uuid::new_v4() })),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Req::patch(format!("/api/v1/tasks/{id}")).json(json!({ "title": "  " })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::patch(format!("/api/v1/tasks/{id}")).json(json!({ "contact_id": Uuid::new_v4() })),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Req::post(format!("/api/v1/tasks/{id}/reopen")),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Req::get("/api/v1/tasks?view=someday"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::get("/api/v1/tasks?due_before=later"),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let resp = app.send(req.by(&owner)).await;
         assert_eq!(resp.status, expected, "{}", resp.body);

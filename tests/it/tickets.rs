@@ -76,7 +76,12 @@ async fn a_member_opens_lists_updates_and_comments_on_a_ticket_each_step_audited
     );
     assert_eq!(created["tags"], json!(["billing", "vat"]));
     assert_eq!(created["due_at"], "2027-01-15T00:00:00Z");
-    ticket(&app, &owner, json!({ "subject": "Password reset", "priority": "low" })).await;
+    ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Password reset", "priority": "low" }),
+    )
+    .await;
 
     let all = app.send(Req::get("/api/v1/tickets").by(&agent)).await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
@@ -88,11 +93,20 @@ async fn a_member_opens_lists_updates_and_comments_on_a_ticket_each_step_audited
         ("priority=high", vec!["Invoice shows the wrong VAT"]),
         ("q=vat", vec!["Invoice shows the wrong VAT"]),
         ("tag=vat", vec!["Invoice shows the wrong VAT"]),
-        (&format!("account_id={account}"), vec!["Invoice shows the wrong VAT"]),
-        (&format!("requester_id={contact}"), vec!["Invoice shows the wrong VAT"]),
+        (
+            &format!("account_id={account}"),
+            vec!["Invoice shows the wrong VAT"],
+        ),
+        (
+            &format!("requester_id={contact}"),
+            vec!["Invoice shows the wrong VAT"],
+        ),
         ("status=new&priority=low", vec!["Password reset"]),
         ("due_before=2027-02-01", vec!["Invoice shows the wrong VAT"]),
-        ("created_after=2000-01-01&unassigned=true", vec!["Password reset", "Invoice shows the wrong VAT"]),
+        (
+            "created_after=2000-01-01&unassigned=true",
+            vec!["Password reset", "Invoice shows the wrong VAT"],
+        ),
         ("created_before=2000-01-01", vec![]),
     ] {
         let page = app
@@ -113,9 +127,9 @@ async fn a_member_opens_lists_updates_and_comments_on_a_ticket_each_step_audited
 
     let updated = app
         .send(
-            Req::patch(format!("/api/v1/tickets/{id}"))
-                .by(&agent)
-                .json(json!({ "status": "pending", "assignee_id": agent.member_id, "due_at": null })),
+            Req::patch(format!("/api/v1/tickets/{id}")).by(&agent).json(
+                json!({ "status": "pending", "assignee_id": agent.member_id, "due_at": null }),
+            ),
         )
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
@@ -153,14 +167,21 @@ async fn a_member_opens_lists_updates_and_comments_on_a_ticket_each_step_audited
                 .json(json!({ "status": "open" })),
         )
         .await;
-    assert_eq!(reopened.body["solved_at"], Value::Null, "reopening restarts the clock");
+    assert_eq!(
+        reopened.body["solved_at"],
+        Value::Null,
+        "reopening restarts the clock"
+    );
 
     let shown = app
         .send(Req::get(format!("/api/v1/tickets/{id}")).by(&owner))
         .await;
     assert_eq!(shown.status, StatusCode::OK);
     assert_eq!(shown.body["ticket"]["status"], "open");
-    assert_eq!(shown.body["comments"][0]["body"], "Finance is looking at it.");
+    assert_eq!(
+        shown.body["comments"][0]["body"],
+        "Finance is looking at it."
+    );
 
     let created_events = app.audit_events(owner.tenant_id, "ticket.created").await;
     assert_eq!(created_events.len(), 2);
@@ -179,8 +200,8 @@ async fn a_member_opens_lists_updates_and_comments_on_a_ticket_each_step_audited
 
 // proves: CS-1
 #[tokio::test]
-async fn a_public_comment_reaches_the_customer_in_the_web_chat_and_stops_the_first_response_clock(
-) {
+async fn a_public_comment_reaches_the_customer_in_the_web_chat_and_stops_the_first_response_clock()
+{
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
     let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
@@ -246,8 +267,14 @@ async fn a_public_comment_reaches_the_customer_in_the_web_chat_and_stops_the_fir
         .send(Req::get(format!("/api/v1/tickets/{id}")).by(&owner))
         .await;
     assert!(shown.body["ticket"]["first_response_at"].is_string());
-    assert_eq!(shown.body["ticket"]["status"], "open", "answering opens a new ticket");
-    assert_eq!(shown.body["ticket"]["sla"]["first_response_breached"], false);
+    assert_eq!(
+        shown.body["ticket"]["status"], "open",
+        "answering opens a new ticket"
+    );
+    assert_eq!(
+        shown.body["ticket"]["sla"]["first_response_breached"],
+        false
+    );
     assert_eq!(
         app.audit_events(owner.tenant_id, "message.created")
             .await
@@ -282,7 +309,12 @@ async fn a_public_comment_on_a_ticket_without_a_conversation_is_refused_and_chan
 async fn sla_breach_times_follow_the_priority_and_the_tenants_targets() {
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
-    let urgent = ticket(&app, &owner, json!({ "subject": "Site down", "priority": "urgent" })).await;
+    let urgent = ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Site down", "priority": "urgent" }),
+    )
+    .await;
     let created: time::OffsetDateTime = time::OffsetDateTime::parse(
         urgent["created_at"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
@@ -327,11 +359,18 @@ async fn sla_breach_times_follow_the_priority_and_the_tenants_targets() {
         )
         .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.body);
-    assert_eq!(set.body.as_array().unwrap().len(), 4, "every priority has targets");
+    assert_eq!(
+        set.body.as_array().unwrap().len(),
+        4,
+        "every priority has targets"
+    );
     let relaxed = app
         .send(Req::get(format!("/api/v1/tickets/{id}")).by(&owner))
         .await;
-    assert_eq!(relaxed.body["ticket"]["sla"]["first_response_breached"], false);
+    assert_eq!(
+        relaxed.body["ticket"]["sla"]["first_response_breached"],
+        false
+    );
     assert_eq!(
         app.audit_events(owner.tenant_id, "ticket_sla.updated")
             .await
@@ -340,11 +379,9 @@ async fn sla_breach_times_follow_the_priority_and_the_tenants_targets() {
     );
 
     let refused = app
-        .send(
-            Req::new(Method::PUT, "/api/v1/ticket-sla")
-                .by(&owner)
-                .json(json!([{ "priority": "low", "first_response_minutes": 600, "resolution_minutes": 60 }])),
-        )
+        .send(Req::new(Method::PUT, "/api/v1/ticket-sla").by(&owner).json(
+            json!([{ "priority": "low", "first_response_minutes": 600, "resolution_minutes": 60 }]),
+        ))
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert_eq!(refused.error_code(), "invalid_sla");
@@ -431,23 +468,75 @@ async fn bad_ticket_input_is_refused_with_a_4xx_and_changes_nothing() {
     let before = app.count("SELECT count(*) FROM audit_event").await;
     let long = "x".repeat(301);
     let cases: Vec<(Req, StatusCode)> = vec![
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "   " })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": long })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "x", "priority": "asap" })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "x", "due_at": "soon" })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "x", "tags": [""] })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "x", "requester_id": Uuid::new_v4() })), StatusCode::NOT_FOUND),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "x", "assignee_id": Uuid::new_v4() })), StatusCode::NOT_FOUND),
-        (Req::post("/api/v1/tickets").json(json!({ "subject": "x", "surprise": 1 })), StatusCode::BAD_REQUEST),
-        (Req::patch(format!("/api/v1/tickets/{id}")).json(json!({ "status": "done" })), StatusCode::BAD_REQUEST),
-        (Req::patch(format!("/api/v1/tickets/{id}")).json(json!({ "subject": "" })), StatusCode::BAD_REQUEST),
-        (Req::patch(format!("/api/v1/tickets/{id}")).json(json!({ "conversation_ids": [Uuid::new_v4()] })), StatusCode::NOT_FOUND),
-        (Req::post(format!("/api/v1/tickets/{id}/comments")).json(json!({ "body": "  " })), StatusCode::BAD_REQUEST),
-        (Req::post("/api/v1/tickets/bulk-assign").json(json!({ "ticket_ids": [], "assignee_id": null })), StatusCode::BAD_REQUEST),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "   " })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": long })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "x", "priority": "asap" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "x", "due_at": "soon" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "x", "tags": [""] })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tickets")
+                .json(json!({ "subject": "x", "requester_id": Uuid::new_v4() })),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Req::post("/api/v1/tickets")
+                .json(json!({ "subject": "x", "assignee_id": Uuid::new_v4() })),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "x", "surprise": 1 })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::patch(format!("/api/v1/tickets/{id}")).json(json!({ "status": "done" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::patch(format!("/api/v1/tickets/{id}")).json(json!({ "subject": "" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::patch(format!("/api/v1/tickets/{id}"))
+                .json(json!({ "conversation_ids": [Uuid::new_v4()] })),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Req::post(format!("/api/v1/tickets/{id}/comments")).json(json!({ "body": "  " })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::post("/api/v1/tickets/bulk-assign")
+                .json(json!({ "ticket_ids": [], "assignee_id": null })),
+            StatusCode::BAD_REQUEST,
+        ),
         (Req::get("/api/v1/tickets?limit=0"), StatusCode::BAD_REQUEST),
-        (Req::get("/api/v1/tickets?created_after=yesterday"), StatusCode::BAD_REQUEST),
-        (Req::get("/api/v1/tickets?status=lost"), StatusCode::BAD_REQUEST),
-        (Req::get("/api/v1/tickets/not-a-uuid"), StatusCode::BAD_REQUEST),
+        (
+            Req::get("/api/v1/tickets?created_after=yesterday"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::get("/api/v1/tickets?status=lost"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Req::get("/api/v1/tickets/not-a-uuid"),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (req, expected) in cases {
         let resp = app.send(req.by(&owner)).await;
@@ -539,7 +628,12 @@ async fn a_partner_sees_only_the_shared_tickets_and_tasks_of_accounts_shared_wit
         )
         .await
         .uuid("/id");
-    let visible = ticket(&app, &owner, json!({ "subject": "Shared", "account_id": shared_account, "shared": true })).await;
+    let visible = ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Shared", "account_id": shared_account, "shared": true }),
+    )
+    .await;
     let visible = visible["id"].as_str().unwrap().to_string();
     let mut hidden = Vec::new();
     for body in [
@@ -547,7 +641,12 @@ async fn a_partner_sees_only_the_shared_tickets_and_tasks_of_accounts_shared_wit
         json!({ "subject": "Other account", "account_id": own_account, "shared": true }),
         json!({ "subject": "No account", "shared": true }),
     ] {
-        hidden.push(ticket(&app, &owner, body).await["id"].as_str().unwrap().to_string());
+        hidden.push(
+            ticket(&app, &owner, body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     app.send(
         Req::post(format!("/api/v1/tickets/{visible}/comments"))
@@ -580,7 +679,11 @@ async fn a_partner_sees_only_the_shared_tickets_and_tasks_of_accounts_shared_wit
         .send(Req::get(format!("/api/v1/tickets/{visible}")).by(&partner))
         .await;
     assert_eq!(shown.status, StatusCode::OK);
-    assert_eq!(shown.body["comments"], json!([]), "an internal comment was shown");
+    assert_eq!(
+        shown.body["comments"],
+        json!([]),
+        "an internal comment was shown"
+    );
     let tasks = app.send(Req::get("/api/v1/tasks").by(&partner)).await;
     let titles: Vec<&str> = tasks.body["items"]
         .as_array()
@@ -603,28 +706,46 @@ async fn a_partner_sees_only_the_shared_tickets_and_tasks_of_accounts_shared_wit
         let (ids, kind): (Vec<String>, &str) = if spec.path.contains("{ticket_id}") {
             (hidden.clone(), "ticket_id")
         } else if spec.path.contains("{task_id}") {
-            (hidden_tasks.iter().map(Uuid::to_string).collect(), "task_id")
+            (
+                hidden_tasks.iter().map(Uuid::to_string).collect(),
+                "task_id",
+            )
         } else {
             continue;
         };
         for id in ids {
             let path = spec.path.replace(&format!("{{{kind}}}"), &id);
             let resp = app
-                .send(Req::new(spec.method.clone(), &path).by(&partner).json(json!({})))
+                .send(
+                    Req::new(spec.method.clone(), &path)
+                        .by(&partner)
+                        .json(json!({})),
+                )
                 .await;
             let expected = if spec.method == Method::GET {
                 StatusCode::NOT_FOUND
             } else {
                 StatusCode::FORBIDDEN
             };
-            assert_eq!(resp.status, expected, "{} {path}: {}", spec.method, resp.body);
+            assert_eq!(
+                resp.status, expected,
+                "{} {path}: {}",
+                spec.method, resp.body
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 10, "only {checked} partner requests were checked");
+    assert!(
+        checked >= 10,
+        "only {checked} partner requests were checked"
+    );
     for path in ["/api/v1/tickets", "/api/v1/tasks"] {
         let resp = app
-            .send(Req::post(path).by(&partner).json(json!({ "subject": "x", "title": "x" })))
+            .send(
+                Req::post(path)
+                    .by(&partner)
+                    .json(json!({ "subject": "x", "title": "x" })),
+            )
             .await;
         assert_eq!(resp.status, StatusCode::FORBIDDEN);
     }

@@ -32,7 +32,12 @@ async fn api_ticket(app: &TestApp, member: &Member, body: serde_json::Value) -> 
 async fn the_ticket_list_shows_counts_per_status_and_filters_by_status_priority_and_words() {
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
-    api_ticket(&app, &owner, json!({ "subject": "Refund for order 77", "priority": "urgent" })).await;
+    api_ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Refund for order 77", "priority": "urgent" }),
+    )
+    .await;
     let solved = api_ticket(&app, &owner, json!({ "subject": "Wrong size shipped" })).await;
     app.send(
         Req::patch(format!("/api/v1/tickets/{solved}"))
@@ -85,7 +90,10 @@ async fn a_member_opens_a_ticket_from_the_conversation_page_in_one_click() {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let body = html(&page);
-    assert!(body.contains("data-create-ticket"), "no ticket form on the conversation page");
+    assert!(
+        body.contains("data-create-ticket"),
+        "no ticket form on the conversation page"
+    );
     assert!(body.contains(&format!(r#"name="conversation_id" value="{conversation}""#)));
     let token = csrf_field(body);
 
@@ -93,7 +101,11 @@ async fn a_member_opens_a_ticket_from_the_conversation_page_in_one_click() {
         .send(post(
             "/app/tickets",
             &agent,
-            &[("_csrf", "forged"), ("subject", "Crash"), ("conversation_id", &conversation.to_string())],
+            &[
+                ("_csrf", "forged"),
+                ("subject", "Crash"),
+                ("conversation_id", &conversation.to_string()),
+            ],
         ))
         .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
@@ -122,7 +134,10 @@ async fn a_member_opens_a_ticket_from_the_conversation_page_in_one_click() {
         .await;
     assert_eq!(api.body["ticket"]["origin"], "conversation");
     assert_eq!(api.body["ticket"]["priority"], "high");
-    assert_eq!(api.body["ticket"]["conversation_ids"], json!([conversation]));
+    assert_eq!(
+        api.body["ticket"]["conversation_ids"],
+        json!([conversation])
+    );
     assert!(api.body["ticket"]["requester_id"].is_string());
     let events = app.audit_events(owner.tenant_id, "ticket.created").await;
     assert_eq!(events.len(), 1);
@@ -145,14 +160,23 @@ async fn the_ticket_page_comments_and_changes_status_through_the_domain_each_aud
     let agent = app.join(&owner, "agent").await;
     let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
     let (_, conversation) = app.visitor_writes(inbox, "Where is my parcel?").await;
-    let id = api_ticket(&app, &owner, json!({ "subject": "Parcel", "conversation_id": conversation })).await;
+    let id = api_ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Parcel", "conversation_id": conversation }),
+    )
+    .await;
     let token = page_token(&app, &agent).await;
 
     let internal = app
         .send(post(
             format!("/app/tickets/{id}/comments"),
             &agent,
-            &[("_csrf", &token), ("body", "Asked the carrier."), ("visibility", "internal")],
+            &[
+                ("_csrf", &token),
+                ("body", "Asked the carrier."),
+                ("visibility", "internal"),
+            ],
         ))
         .await;
     assert_eq!(internal.status, StatusCode::SEE_OTHER, "{}", internal.body);
@@ -160,7 +184,11 @@ async fn the_ticket_page_comments_and_changes_status_through_the_domain_each_aud
         .send(post(
             format!("/app/tickets/{id}/comments"),
             &agent,
-            &[("_csrf", &token), ("body", "It arrives tomorrow."), ("visibility", "public")],
+            &[
+                ("_csrf", &token),
+                ("body", "It arrives tomorrow."),
+                ("visibility", "public"),
+            ],
         ))
         .await;
     assert_eq!(public.status, StatusCode::SEE_OTHER, "{}", public.body);
@@ -176,7 +204,12 @@ async fn the_ticket_page_comments_and_changes_status_through_the_domain_each_aud
         .send(post(
             format!("/app/tickets/{id}"),
             &agent,
-            &[("_csrf", &token), ("status", "solved"), ("priority", "low"), ("assignee", "me")],
+            &[
+                ("_csrf", &token),
+                ("status", "solved"),
+                ("priority", "low"),
+                ("assignee", "me"),
+            ],
         ))
         .await;
     assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
@@ -185,12 +218,17 @@ async fn the_ticket_page_comments_and_changes_status_through_the_domain_each_aud
         .await;
     let body = html(&page);
     assert!(body.contains(r#"data-status="solved""#));
-    assert!(body.contains(r#"data-comment="internal""#) && body.contains(r#"data-comment="public""#));
+    assert!(
+        body.contains(r#"data-comment="internal""#) && body.contains(r#"data-comment="public""#)
+    );
     assert!(body.contains("Asked the carrier.") && body.contains("It arrives tomorrow."));
     let updates = app.audit_events(owner.tenant_id, "ticket.updated").await;
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0]["after"]["status"], "solved");
-    assert_eq!(updates[0]["after"]["assignee_id"], agent.member_id.to_string());
+    assert_eq!(
+        updates[0]["after"]["assignee_id"],
+        agent.member_id.to_string()
+    );
     assert_eq!(
         app.audit_events(owner.tenant_id, "ticket.commented")
             .await
@@ -200,7 +238,11 @@ async fn the_ticket_page_comments_and_changes_status_through_the_domain_each_aud
 
     // A bad status is refused with the error page and changes nothing.
     let bad = app
-        .send(post(format!("/app/tickets/{id}"), &agent, &[("_csrf", &token), ("status", "gone")]))
+        .send(post(
+            format!("/app/tickets/{id}"),
+            &agent,
+            &[("_csrf", &token), ("status", "gone")],
+        ))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -221,7 +263,12 @@ async fn the_task_pages_show_the_three_views_and_complete_a_task_audited() {
         .send(post(
             "/app/tasks",
             &owner,
-            &[("_csrf", &token), ("title", "Call Globex"), ("due", "2020-01-01"), ("assignee", "me")],
+            &[
+                ("_csrf", &token),
+                ("title", "Call Globex"),
+                ("due", "2020-01-01"),
+                ("assignee", "me"),
+            ],
         ))
         .await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
@@ -238,7 +285,9 @@ async fn the_task_pages_show_the_three_views_and_complete_a_task_audited() {
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let body = html(&page);
         assert_eq!(body.contains("Call Globex"), shows, "{view}");
-        assert!(body.contains(&format!(r#"href="/app/tasks?view={view}" aria-current="page""#)));
+        assert!(body.contains(&format!(
+            r#"href="/app/tasks?view={view}" aria-current="page""#
+        )));
     }
     let overdue = app
         .send(Req::get("/app/tasks?view=overdue").by(&owner))
@@ -280,8 +329,18 @@ async fn a_partner_sees_only_shared_tickets_on_the_pages_and_no_forms() {
         ))
         .await
         .uuid("/id");
-    let shared = api_ticket(&app, &owner, json!({ "subject": "Shared trouble", "account_id": account, "shared": true })).await;
-    let internal = api_ticket(&app, &owner, json!({ "subject": "Internal trouble", "account_id": account })).await;
+    let shared = api_ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Shared trouble", "account_id": account, "shared": true }),
+    )
+    .await;
+    let internal = api_ticket(
+        &app,
+        &owner,
+        json!({ "subject": "Internal trouble", "account_id": account }),
+    )
+    .await;
 
     let list = app.send(Req::get("/app/tickets").by(&partner)).await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
