@@ -627,6 +627,32 @@ pub async fn detail(db: &impl AsRef<Db>, ctx: &Ctx, id: Uuid) -> Result<TicketDe
     Ok(TicketDetail { ticket, comments })
 }
 
+/// A ticket as a conversation's side panel lists it.
+pub struct Linked {
+    pub id: Uuid,
+    pub subject: String,
+    pub status: Status,
+}
+
+/// The tickets linked to a conversation, newest first (at most 20), on the caller's
+/// transaction.
+pub async fn of_conversation(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+) -> Result<Vec<Linked>> {
+    Ok(sqlx::query_as!(
+        Linked,
+        r#"SELECT t.id, t.subject, t.status AS "status: Status"
+           FROM ticket_conversation tc
+           JOIN ticket t ON t.tenant_id = tc.tenant_id AND t.id = tc.ticket_id
+           WHERE tc.tenant_id = current_tenant_id() AND tc.conversation_id = $1
+           ORDER BY t.id DESC LIMIT 20"#,
+        conversation_id
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 // ---- Input ----
 
 /// An RFC 3339 time, or a date (`2026-12-24`, midnight UTC); `null` clears.

@@ -147,6 +147,8 @@ struct ConversationPage {
     contact: ContactPanel,
     /// Where the thread refreshes itself from when the live stream announces a message.
     refresh_url: String,
+    /// The tickets linked to this conversation: (link, subject, status label).
+    tickets: Vec<(String, String, &'static str)>,
 }
 
 pub struct ContactPanel {
@@ -373,6 +375,21 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
     };
     let others = list::of_contact(&mut tx, contact.id, 11).await?;
     let processors = crate::agent::contact_processors(&mut tx, contact.id).await?;
+    let tickets = if ctx.role.can(Permission::TicketsRead) {
+        crate::cs::tickets::of_conversation(&mut tx, id)
+            .await?
+            .into_iter()
+            .map(|t| {
+                (
+                    format!("/app/tickets/{}", t.id),
+                    t.subject,
+                    t.status.label(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let pending = draft::pending_draft(&mut tx, id).await?;
     let sources = match pending.as_ref().and_then(|d| d.execution_id) {
         Some(execution) => crate::agent::run_sources(&mut tx, execution).await?,
@@ -523,6 +540,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         can,
         contact: panel,
         refresh_url: format!("/app/conversations/{id}"),
+        tickets,
         kept,
     };
     let mut response = render(&page);

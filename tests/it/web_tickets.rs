@@ -150,6 +150,14 @@ async fn a_member_opens_a_ticket_from_the_conversation_page_in_one_click() {
     assert!(body.contains("Opened from a conversation"));
     assert!(body.contains(&format!("/app/conversations/{conversation}")));
     assert!(body.contains("data-sla"));
+
+    // The conversation's side panel now lists it.
+    let again = app
+        .send(Req::get(format!("/app/conversations/{conversation}")).by(&agent))
+        .await;
+    let body = html(&again);
+    assert!(body.contains("data-linked-tickets"), "{body}");
+    assert!(body.contains(&format!(r#"href="/app/tickets/{id}""#)));
 }
 
 // proves: AUD-1
