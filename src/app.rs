@@ -261,6 +261,8 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::conversations::routes::routes(api, crate::channels::free_form_open);
     let api = crate::conversations::canned::routes(api);
     let api = crate::knowledge::routes::routes(api);
+    let api = crate::cs::tickets::routes(api);
+    let api = crate::cs::tasks::routes(api);
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);
     let api = crate::retention::routes::routes(api);

@@ -199,6 +199,17 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
     ("account_partner_org_fkey", NotFound),
     ("contact_account_fkey", NotFound),
     ("conversation_assignee_fkey", NotFound),
+    // Migration 0033: a ticket's or task's references within the tenant.
+    ("ticket_assignee_fkey", NotFound),
+    ("ticket_account_fkey", NotFound),
+    ("ticket_contact_fkey", NotFound),
+    ("ticket_conversation_conversation_fkey", NotFound),
+    ("task_assignee_fkey", NotFound),
+    ("task_account_fkey", NotFound),
+    ("task_contact_fkey", NotFound),
+    ("task_ticket_fkey", NotFound),
+    ("ticket_subject", Invalid("invalid_text", "subject must be 1 to 300 characters")),
+    ("task_title", Invalid("invalid_text", "title must be 1 to 300 characters")),
     // Migration 0022: no delete reaches data under a legal hold.
     (
         "legal_hold_blocks_delete",

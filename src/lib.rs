@@ -10,6 +10,7 @@ pub mod config;
 pub mod conversations;
 pub mod crm;
 pub mod crypto;
+pub mod cs;
 pub mod db;
 pub mod error;
 pub mod events;

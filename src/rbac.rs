@@ -46,6 +46,11 @@ pub enum Permission {
     DataSubjectRights,
     RetentionManage,
     PartnerSharedRead,
+    /// Tickets and tasks: a partner holding these sees only what is shared with it (SEC-2).
+    TicketsRead,
+    TicketsWrite,
+    TasksRead,
+    TasksWrite,
 }
 
 use Permission::*;
@@ -76,6 +81,10 @@ const ADMIN: &[Permission] = &[
     DataSubjectRights,
     RetentionManage,
     PartnerSharedRead,
+    TicketsRead,
+    TicketsWrite,
+    TasksRead,
+    TasksWrite,
 ];
 const OWNER: &[Permission] = &[
     TenantOwn,
@@ -104,6 +113,10 @@ const OWNER: &[Permission] = &[
     DataSubjectRights,
     RetentionManage,
     PartnerSharedRead,
+    TicketsRead,
+    TicketsWrite,
+    TasksRead,
+    TasksWrite,
 ];
 const AGENT: &[Permission] = &[
     TenantRead,
@@ -117,6 +130,10 @@ const AGENT: &[Permission] = &[
     ExecutionsRead,
     ReviewsRead,
     ReviewsRequest,
+    TicketsRead,
+    TicketsWrite,
+    TasksRead,
+    TasksWrite,
 ];
 const REVIEWER: &[Permission] = &[
     TenantRead,
@@ -128,6 +145,8 @@ const REVIEWER: &[Permission] = &[
     ReviewsRead,
     ReviewsDecide,
     ReviewsRequest,
+    TicketsRead,
+    TasksRead,
 ];
 const AUDITOR: &[Permission] = &[
     TenantRead,
@@ -140,8 +159,11 @@ const AUDITOR: &[Permission] = &[
     KnowledgeRead,
     ExecutionsRead,
     ReviewsRead,
+    TicketsRead,
+    TasksRead,
 ];
-const PARTNER: &[Permission] = &[TenantRead, PartnerSharedRead];
+/// The ticket and task reads answer a partner with what is shared with its organisation only.
+const PARTNER: &[Permission] = &[TenantRead, PartnerSharedRead, TicketsRead, TasksRead];
 
 impl Role {
     pub const ALL: [Role; 6] = [
@@ -220,6 +242,10 @@ impl Permission {
             DataSubjectRights => "dsr.manage",
             RetentionManage => "retention.manage",
             PartnerSharedRead => "partner.shared.read",
+            TicketsRead => "tickets.read",
+            TicketsWrite => "tickets.write",
+            TasksRead => "tasks.read",
+            TasksWrite => "tasks.write",
         }
     }
 }
@@ -246,6 +272,8 @@ mod tests {
             ReviewsRequest,
             DataSubjectRights,
             RetentionManage,
+            TicketsWrite,
+            TasksWrite,
         ];
         for p in writes {
             assert!(!Role::Auditor.can(p), "auditor can {}", p.as_str());
@@ -263,7 +291,7 @@ mod tests {
     fn a_partner_sees_only_what_is_shared_with_it() {
         assert_eq!(
             Role::Partner.permissions(),
-            &[TenantRead, PartnerSharedRead]
+            &[TenantRead, PartnerSharedRead, TicketsRead, TasksRead]
         );
     }
 

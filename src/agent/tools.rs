@@ -284,20 +284,26 @@ pub(super) async fn call(
         }
         ("create_ticket", Some(_)) => {
             let mut tx = state.db.tenant_tx(tenant_id).await?;
-            let id = Uuid::now_v7();
-            sqlx::query!(
-                "INSERT INTO ticket (id, tenant_id, contact_id, conversation_id, subject, description, priority, created_by)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                id,
+            let subject: String = args["subject"]
+                .as_str()
+                .unwrap_or("Support request")
+                .chars()
+                .take(300)
+                .collect();
+            let priority = args["priority"]
+                .as_str()
+                .and_then(crate::cs::tickets::Priority::parse)
+                .unwrap_or(crate::cs::tickets::Priority::Normal);
+            let id = crate::cs::tickets::create_for_agent(
+                &mut tx,
                 tenant_id,
                 contact_id,
                 conversation_id,
-                args["subject"].as_str().unwrap_or("Support request").chars().take(300).collect::<String>(),
+                &subject,
                 args["description"].as_str().unwrap_or_default(),
-                args["priority"].as_str().unwrap_or("normal"),
-                format!("agent:{execution_id}")
+                priority,
+                execution_id,
             )
-            .execute(&mut *tx)
             .await?;
             audit::record(
                 &mut tx,

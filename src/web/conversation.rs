@@ -101,6 +101,8 @@ pub struct Can {
     pub manage: bool,
     pub edit_contact: bool,
     pub restrict: bool,
+    /// Open a ticket from the conversation.
+    pub ticket: bool,
 }
 
 /// What the composer holds after a refused post, and why it was refused.
@@ -158,6 +160,8 @@ struct ConversationPage {
     contact: ContactPanel,
     /// Where the thread refreshes itself from when the live stream announces a message.
     refresh_url: String,
+    /// The tickets linked to this conversation: (link, subject, status label).
+    tickets: Vec<(String, String, &'static str)>,
 }
 
 pub struct ContactPanel {
@@ -391,6 +395,21 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
     };
     let others = list::of_contact(&mut tx, contact.id, 11).await?;
     let processors = crate::agent::contact_processors(&mut tx, contact.id).await?;
+    let tickets = if ctx.role.can(Permission::TicketsRead) {
+        crate::cs::tickets::of_conversation(&mut tx, id)
+            .await?
+            .into_iter()
+            .map(|t| {
+                (
+                    format!("/app/tickets/{}", t.id),
+                    t.subject,
+                    t.status.label(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let pending = draft::pending_draft(&mut tx, id).await?;
     let sources = match pending.as_ref().and_then(|d| d.execution_id) {
         Some(execution) => crate::agent::run_sources(&mut tx, execution).await?,
@@ -481,6 +500,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         manage: ctx.role.can(Permission::ConversationsManage),
         edit_contact: ctx.role.can(Permission::ContactsWrite),
         restrict: ctx.role.can(Permission::DataSubjectRights),
+        ticket: ctx.role.can(Permission::TicketsWrite),
     };
     let kept_contact = kept.contact.as_ref();
     let panel = ContactPanel {
@@ -561,6 +581,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         can,
         contact: panel,
         refresh_url: format!("/app/conversations/{id}"),
+        tickets,
         kept,
     };
     let mut response = render(&page);

@@ -15,6 +15,8 @@ mod inbox;
 mod knowledge;
 mod login;
 mod mfa;
+mod tasks;
+mod tickets;
 
 use askama::Template;
 use axum::body::Body;
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
+    let api = tickets::pages(tasks::pages(api));
     canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)

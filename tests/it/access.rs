@@ -221,7 +221,12 @@ async fn a_partner_must_belong_to_a_partner_organisation() {
     let me = app.send(Req::get("/api/v1/auth/me").by(&partner)).await;
     assert_eq!(
         me.body["permissions"],
-        serde_json::json!(["tenant.read", "partner.shared.read"])
+        serde_json::json!([
+            "tenant.read",
+            "partner.shared.read",
+            "tickets.read",
+            "tasks.read"
+        ])
     );
     assert!(me.body["member"]["partner_org_id"].is_string());
 }

@@ -72,6 +72,17 @@ async fn the_model_opens_a_ticket_leaves_a_note_and_hands_over_through_the_built
     assert_eq!(subject, "Replace the device of Sheena Nelson");
     assert_eq!(priority, "high");
     assert_eq!(created_by, format!("agent:{}", run["id"].as_str().unwrap()));
+    // The team's ticket list shows it as the agent's, about the conversation it answered.
+    let listed = w
+        .app
+        .send(crate::common::Req::get("/api/v1/tickets").by(&w.owner))
+        .await;
+    let ticket = &listed.body["items"][0];
+    assert_eq!(ticket["origin"], "agent", "{}", listed.body);
+    assert_eq!(ticket["author_id"], Value::Null);
+    assert_eq!(ticket["status"], "new");
+    assert_eq!(ticket["conversation_ids"].as_array().unwrap().len(), 1);
+    assert!(ticket["requester_id"].is_string());
     assert_eq!(
         w.app
             .count("SELECT count(*) FROM message WHERE private AND author_kind = 'ai' AND body = 'Sheena Nelson wants a replacement'")

@@ -25,6 +25,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("knowledge", &["knowledge"]),
     ("conversations", &["conversations"]),
     ("channels", &["channels"]),
+    // Tickets and tasks: a public comment is sent by conversations, the agent opens tickets.
+    ("cs", &["cs"]),
     ("reviews", &["reviews"]),
     ("agent", &["agent"]),
     ("retention", &["retention"]),

@@ -102,6 +102,20 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         )
         .await
         .uuid("/id");
+    let b_ticket = app
+        .send(Req::post("/api/v1/tickets").by(&b).json(
+            json!({ "subject": "B's ticket", "conversation_id": b_conversation, "account_id": b_account }),
+        ))
+        .await
+        .uuid("/id");
+    let b_task = app
+        .send(
+            Req::post("/api/v1/tasks")
+                .by(&b)
+                .json(json!({ "title": "B's task", "ticket_id": b_ticket })),
+        )
+        .await
+        .uuid("/id");
     let b_execution = uuid::Uuid::new_v4();
     let b_job = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
@@ -142,6 +156,8 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ("request_id", b_request),
         ("consent_id", b_consent),
         ("canned_reply_id", b_canned),
+        ("ticket_id", b_ticket),
+        ("task_id", b_task),
     ]);
 
     let mut checked = 0;
@@ -256,6 +272,23 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         1,
         "B's legal hold was released by A"
     );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM ticket WHERE id = '{b_ticket}' AND subject = 'B''s ticket' AND status = 'new'"
+        ))
+        .await
+            + app.count("SELECT count(*) FROM ticket_comment").await,
+        1,
+        "B's ticket was changed by A"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM task WHERE id = '{b_task}' AND title = 'B''s task' AND completed_at IS NULL"
+        ))
+        .await,
+        1,
+        "B's task was changed by A"
+    );
 }
 
 /// Everything a request with a foreign id in its body could touch, as one fingerprint taken
@@ -276,6 +309,10 @@ async fn fingerprint(app: &TestApp) -> String {
         "audit_event",
         "job",
         "privacy_request",
+        "ticket",
+        "ticket_conversation",
+        "ticket_comment",
+        "task",
     ] {
         let digest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
@@ -368,6 +405,31 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
         .await
         .uuid("/id");
 
+    let b_ticket = app
+        .send(
+            Req::post("/api/v1/tickets")
+                .by(&b)
+                .json(json!({ "subject": "B's ticket" })),
+        )
+        .await
+        .uuid("/id");
+    let a_ticket = app
+        .send(
+            Req::post("/api/v1/tickets")
+                .by(&a)
+                .json(json!({ "subject": "A's ticket" })),
+        )
+        .await
+        .uuid("/id");
+    let a_task = app
+        .send(
+            Req::post("/api/v1/tasks")
+                .by(&a)
+                .json(json!({ "title": "A's task" })),
+        )
+        .await
+        .uuid("/id");
+
     // Every request-body field that names an object, with tenant B's id in it.
     let cases: Vec<(Req, &str)> = vec![
         (
@@ -453,6 +515,72 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
             })),
             "privacy request contact_id",
         ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "x", "requester_id": b_contact })),
+            "ticket requester_id on create",
+        ),
+        (
+            Req::post("/api/v1/tickets").json(json!({ "subject": "x", "account_id": b_account })),
+            "ticket account_id on create",
+        ),
+        (
+            Req::post("/api/v1/tickets")
+                .json(json!({ "subject": "x", "conversation_id": b_conversation })),
+            "ticket conversation_id on create",
+        ),
+        (
+            Req::post("/api/v1/tickets")
+                .json(json!({ "subject": "x", "assignee_id": b_agent.member_id })),
+            "ticket assignee_id on create",
+        ),
+        (
+            Req::patch(format!("/api/v1/tickets/{a_ticket}"))
+                .json(json!({ "assignee_id": b_agent.member_id })),
+            "ticket assignee_id on update",
+        ),
+        (
+            Req::patch(format!("/api/v1/tickets/{a_ticket}"))
+                .json(json!({ "requester_id": b_contact })),
+            "ticket requester_id on update",
+        ),
+        (
+            Req::patch(format!("/api/v1/tickets/{a_ticket}"))
+                .json(json!({ "conversation_ids": [b_conversation] })),
+            "ticket conversation_ids on update",
+        ),
+        (
+            Req::post(format!("/api/v1/tickets/{a_ticket}/comments"))
+                .json(json!({ "body": "x", "public": true, "conversation_id": b_conversation })),
+            "ticket comment conversation_id",
+        ),
+        (
+            Req::post("/api/v1/tickets/bulk-status")
+                .json(json!({ "ticket_ids": [a_ticket, b_ticket], "status": "solved" })),
+            "bulk status ticket_ids",
+        ),
+        (
+            Req::post("/api/v1/tickets/bulk-assign")
+                .json(json!({ "ticket_ids": [a_ticket], "assignee_id": b_agent.member_id })),
+            "bulk assign assignee_id",
+        ),
+        (
+            Req::post("/api/v1/tasks").json(json!({ "title": "x", "ticket_id": b_ticket })),
+            "task ticket_id on create",
+        ),
+        (
+            Req::post("/api/v1/tasks").json(json!({ "title": "x", "contact_id": b_contact })),
+            "task contact_id on create",
+        ),
+        (
+            Req::patch(format!("/api/v1/tasks/{a_task}"))
+                .json(json!({ "account_id": b_account })),
+            "task account_id on update",
+        ),
+        (
+            Req::patch(format!("/api/v1/tasks/{a_task}"))
+                .json(json!({ "assignee_id": b_agent.member_id })),
+            "task assignee_id on update",
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -478,6 +606,9 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
         }
         ("POST", "status") => json!({ "status": "resolved" }),
         ("POST", "notes") => json!({ "body": "written by another tenant" }),
+        ("POST", "comments") => json!({ "body": "written by another tenant" }),
+        ("PATCH", "{ticket_id}") => json!({ "subject": "hijacked", "status": "closed" }),
+        ("PATCH", "{task_id}") => json!({ "title": "hijacked" }),
         ("POST", "consents") => {
             json!({ "purpose": "surveys", "legal_basis": "consent", "source": "api" })
         }

@@ -489,10 +489,28 @@ async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
         })))
         .await
         .uuid("/id");
+    let b_ticket = app
+        .send(
+            Req::post("/api/v1/tickets")
+                .by(&b)
+                .json(json!({ "subject": "Bravo's secret question" })),
+        )
+        .await
+        .uuid("/id");
+    let b_task = app
+        .send(
+            Req::post("/api/v1/tasks")
+                .by(&b)
+                .json(json!({ "title": "Bravo's secret question" })),
+        )
+        .await
+        .uuid("/id");
     let foreign = HashMap::from([
         ("conversation_id", b_conversation),
         ("article_id", b_article),
         ("canned_reply_id", b_canned),
+        ("ticket_id", b_ticket),
+        ("task_id", b_task),
     ]);
     // A post carries A's token, so it is the id, not the CSRF check, that refuses it.
     let token = page_token(&app, &a).await;
