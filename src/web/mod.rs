@@ -14,6 +14,7 @@ mod inbox;
 mod knowledge;
 mod login;
 mod mfa;
+mod reviews;
 
 use askama::Template;
 use axum::body::Body;
@@ -49,7 +50,7 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
-    knowledge::pages(api)
+    reviews::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
         .page(Method::POST, LOGIN, Public, login::submit)
@@ -305,8 +306,10 @@ pub struct Chrome {
     /// The session's CSRF token, for forms and for htmx requests (`hx-headers` on the body).
     pub csrf: String,
     pub member_name: String,
-    /// Which top-level section the page belongs to (`inbox`, `account`).
+    /// Which top-level section the page belongs to (`inbox`, `reviews`, `account`).
     pub section: &'static str,
+    /// The items waiting for review, for a member who may read the queue.
+    pub reviews_pending: Option<i64>,
 }
 
 impl Chrome {
@@ -317,12 +320,17 @@ impl Chrome {
     ) -> crate::error::Result<Self> {
         let mut tx = ctx.begin(state).await?;
         let member = crate::auth::member::fetch(&mut tx, ctx.member_id).await?;
+        let reviews_pending = match ctx.role.can(Permission::ReviewsRead) {
+            true => Some(crate::reviews::worklist::pending(&mut tx).await?),
+            false => None,
+        };
         tx.commit().await?;
         Ok(Chrome {
             assets: &assets::URLS,
             csrf: csrf::token(&state.keys, ctx),
             member_name: member.display_name,
             section,
+            reviews_pending,
         })
     }
 }

@@ -42,6 +42,7 @@ mod web;
 mod web_browser;
 mod web_conversation;
 mod web_knowledge;
+mod web_reviews;
 mod webchat;
 mod whatsapp;
 mod whatsapp_client;
