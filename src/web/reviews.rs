@@ -551,7 +551,10 @@ struct ItemPage {
     approvals_given: Vec<ApprovalRow>,
     sla: &'static str,
     sla_label: String,
-    age: String,
+    /// "3 h ago", "just now".
+    opened: String,
+    /// The role an item needs, inside a sentence.
+    role_word: &'static str,
     verdicts: Vec<Verdict>,
     sources: Vec<Source>,
     context: Vec<ContextRow>,
@@ -666,6 +669,36 @@ fn arguments_from(schema: &Value, sent: &[(String, String)]) -> Value {
     Value::Object(arguments)
 }
 
+/// An approval rule in words: "refund above 50 → admin, 2 approvals".
+fn describe(rule: &reviews::policy::ApprovalRule) -> String {
+    let mut what = Vec::new();
+    if let Some(kind) = &rule.kind {
+        what.push(kind.clone());
+    }
+    if let Some(action) = &rule.action {
+        what.push(action.clone());
+    }
+    if what.is_empty() {
+        what.push("any action".to_string());
+    }
+    let mut subject = what.join(" ");
+    if let Some(above) = rule.above {
+        subject.push_str(&format!(" above {above}"));
+    }
+    let mut needs = Vec::new();
+    if let Some(role) = rule.role {
+        needs.push(role.as_str().to_string());
+    }
+    if let Some(n) = rule.approvals {
+        needs.push(format!("{n} approval{}", if n == 1 { "" } else { "s" }));
+    }
+    if needs.is_empty() {
+        subject
+    } else {
+        format!("{subject} → {}", needs.join(", "))
+    }
+}
+
 /// One guardrail verdict as recorded (by an item's findings, or by its run), on one line.
 fn verdict_row(record: &Value) -> Verdict {
     let verdict = if record["verdict"].is_object() {
@@ -732,6 +765,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         None => Vec::new(),
     };
     let approved_already = worklist::approved_by(&mut tx, id, ctx.member_id).await?;
+    let policy = reviews::load_policy(&mut tx).await?;
     tx.commit().await?;
 
     let now = OffsetDateTime::now_utc();
@@ -854,9 +888,14 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| match r {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+            .filter_map(Value::as_u64)
+            .map(|i| {
+                // The item keeps which rules matched by their place in the policy; the words
+                // are the policy's as it is now.
+                match policy.rules.get(i as usize) {
+                    Some(rule) => format!("rule {}: {}", i + 1, describe(rule)),
+                    None => format!("rule {} (since removed)", i + 1),
+                }
             })
             .collect(),
         role: role_label(item.required_role),
@@ -875,7 +914,11 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
             .collect(),
         sla,
         sla_label,
-        age: age(item.created_at, now),
+        opened: match age(item.created_at, now).as_str() {
+            "now" => "just now".to_string(),
+            ago => format!("{ago} ago"),
+        },
+        role_word: item.required_role.as_str(),
         verdicts,
         sources: sources
             .into_iter()

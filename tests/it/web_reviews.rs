@@ -198,6 +198,27 @@ async fn the_queue_lists_waiting_items_with_counts_and_filters_by_kind_role_age_
     let bad = w.page(&w.reviewer, "/app/reviews?kind=refunds").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(html(&bad).contains("Kind must be one of"));
+
+    // An item the policy gives to admins is found by that role, and its page names the rule.
+    let policy = w
+        .app
+        .send(
+            Req::new(axum::http::Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.owner)
+                .json(json!({ "rules": [{ "kind": "refund", "above": 100, "role": "admin" }] })),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.body);
+    let large = w.propose(&w.agent, 150.0).await;
+    let admins = html(&w.page(&w.reviewer, "/app/reviews?role=admin").await).to_string();
+    assert_eq!(rows(&admins), [large]);
+    let page = html(&w.page(&w.owner, &format!("/app/reviews/{large}")).await).to_string();
+    assert!(page.contains("rule 1: refund above 100 → admin"), "{page}");
+    assert!(page.contains("an admin decides"));
+    // A reviewer may not decide it, and is told why.
+    let theirs = html(&w.page(&w.reviewer, &format!("/app/reviews/{large}")).await).to_string();
+    assert!(theirs.contains("This item needs an admin"), "{theirs}");
+    assert!(!theirs.contains("data-approve-form"));
 }
 
 // proves: AGT-6
