@@ -7,7 +7,8 @@ use axum::http::{header, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{Member, Req, Resp, TestApp};
+use crate::common::{eventually, fast_worker, Member, Req, Resp, TestApp};
+use crate::fakes::openai::{FakeOpenAI, FakeReply};
 use crate::web::{form, html, page_token};
 
 struct World {
@@ -460,4 +461,85 @@ async fn a_human_review_is_resolved_from_the_page_with_an_outcome() {
     let item = w.item(id).await;
     assert_eq!(item["status"], "resolved");
     assert_eq!(item["result"]["outcome"], "changed");
+}
+
+// proves: AGT-5
+#[tokio::test]
+async fn a_low_confidence_draft_is_edited_on_its_page_and_the_customer_receives_the_edit() {
+    let app = TestApp::spawn_with(|c| fast_worker(c, "http://127.0.0.1:9")).await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    let reviewer = app.join(&owner, "reviewer").await;
+    let model = FakeOpenAI::start().await;
+    model.set_default_reply(FakeReply::Json(json!({
+        "action": "reply", "reply": "Maybe restart it?", "confidence": 0.1,
+        "reason_code": "unsure", "cited_sources": [], "action_request": null
+    })));
+    let settings = app
+        .send(
+            Req::new(axum::http::Method::PUT, "/api/v1/agent/settings")
+                .by(&owner)
+                .json(json!({ "provider_base_url": model.base_url, "api_key": "sk-test", "max_retries": 1,
+                              "timeout_ms": 2000, "confidence_threshold": 0.7 })),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+    let inbox = app.webchat_inbox(&owner, "https://help.example").await;
+    let (_, conversation) = app
+        .visitor_writes(inbox, "The device makes a strange noise")
+        .await;
+    let id = eventually(30, "the low-confidence draft", || async {
+        let list = app
+            .send(
+                Req::get(format!(
+                    "/api/v1/reviews?kind=low_confidence&conversation_id={conversation}"
+                ))
+                .by(&reviewer),
+            )
+            .await;
+        list.body["items"][0]["id"]
+            .as_str()
+            .map(|id| Uuid::parse_str(id).unwrap())
+    })
+    .await;
+
+    let page = app
+        .send(Req::get(format!("/app/reviews/{id}")).by(&reviewer))
+        .await;
+    let page = html(&page);
+    assert!(
+        page.contains("data-draft-text>Maybe restart it?<"),
+        "{page}"
+    );
+    assert!(page.contains("confidence 0.10"));
+    assert!(page.contains("The device makes a strange noise"));
+    assert!(page.contains("data-edit-draft>Maybe restart it?<"));
+
+    let token = page_token(&app, &reviewer).await;
+    let edited = "Please hold the power button for ten seconds.";
+    let resp = app
+        .send(
+            Req::post(format!("/app/reviews/{id}/approve"))
+                .by(&reviewer)
+                .raw(
+                    "application/x-www-form-urlencoded",
+                    form(&[("_csrf", &token), ("mode", "edit"), ("draft", edited)]),
+                ),
+        )
+        .await;
+    went_back(&resp, id);
+    let sent = |body: &str| {
+        format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{conversation}' AND NOT private
+             AND body LIKE '%{body}%'"
+        )
+    };
+    assert_eq!(app.count(&sent(edited)).await, 1);
+    assert_eq!(app.count(&sent("Maybe restart")).await, 0);
+    let audited = app.audit_events(owner.tenant_id, "review.approved").await;
+    assert_eq!(
+        audited[0]["after"]["edit"]["before"]["draft"],
+        "Maybe restart it?"
+    );
+    assert_eq!(audited[0]["after"]["edit"]["after"]["draft"], edited);
 }
