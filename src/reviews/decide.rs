@@ -38,39 +38,41 @@ use utoipa::ToSchema;
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ReviewEdit)]
-struct Edit {
+pub struct Edit {
     /// For an action: its arguments as approved, valid against its `parameters` schema.
     #[schema(value_type = Option<super::routes::ActionArguments>)]
-    arguments: Option<Value>,
+    pub arguments: Option<Value>,
     /// For a draft: the text to send instead; trimmed.
     #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
-    draft: Option<String>,
+    pub draft: Option<String>,
 }
 
 /// An approval: `{}` at least. A human-review request is resolved with an `outcome` (and
-/// optionally the `message` the customer receives); an action or a draft may be edited by
-/// its first approver.
+/// optionally the `message` the customer receives); an action or a draft may be edited, which
+/// withdraws the approvals given to it before the edit.
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ReviewApprovalRequest)]
-pub(super) struct ApproveBody {
+pub struct ApproveBody {
     /// Trimmed; empty means none.
     #[schema(max_length = 4000)]
-    note: Option<String>,
-    edit: Option<Edit>,
+    pub note: Option<String>,
+    /// What this approver changed before approving. Approvals already given are withdrawn:
+    /// each approver approves exactly what will execute.
+    pub edit: Option<Edit>,
     /// For a human-review request (required there): what the review found.
-    outcome: Option<Outcome>,
+    pub outcome: Option<Outcome>,
     /// For a human-review request: what the customer is told (else the tenant's wording);
     /// trimmed.
     #[schema(min_length = 1, max_length = 4096, pattern = r"\S")]
-    message: Option<String>,
+    pub message: Option<String>,
 }
 
 /// How a contested decision was resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = ReviewOutcome)]
-enum Outcome {
+pub enum Outcome {
     /// The decision stands.
     Upheld,
     /// The reviewer changed it.
@@ -191,20 +193,44 @@ pub(super) async fn approve(
     // request that merely reached the route (an empty `text/plain` POST once approved).
     Json(body): Json<ApproveBody>,
 ) -> Result<Json<ReviewView>> {
-    let note = note(body.note.as_deref())?;
-    let mut tx = ctx.begin(&db).await?;
-    let before = fetch(&mut tx, id, true).await?;
-    still_pending(&before)?;
-    check_approval(&before, &body)?;
-    if before.requested_by_member == Some(ctx.member_id) {
-        return Err(Error::Forbidden(
+    approve_item(&db, &ctx, id, &body).await.map(Json)
+}
+
+/// Why this member may not approve the item as it stands, if they may not: four eyes, the
+/// role the item needs, or an approval of theirs already counted. The approval itself checks
+/// the same; the web app shows the reason instead of a button that would be refused.
+pub fn approval_refusal(item: &ReviewView, ctx: &Ctx, approved_already: bool) -> Option<Error> {
+    if item.requested_by_member == Some(ctx.member_id) {
+        return Some(Error::Forbidden(
             "four eyes: whoever asked for a review cannot approve it",
         ));
     }
-    let mut required = before.required_role;
-    if !required.allows(ctx.role) {
-        return Err(role_refusal(required));
+    if !item.required_role.allows(ctx.role) {
+        return Some(role_refusal(item.required_role));
     }
+    if approved_already {
+        return Some(already_approved());
+    }
+    None
+}
+
+fn already_approved() -> Error {
+    Error::conflict(
+        "already_approved",
+        "you approved this item already; it needs another person's approval",
+    )
+}
+
+/// Approves an item, as `POST /api/v1/reviews/{id}/approve` does; with an edit, the approvals
+/// given to the item as it was are withdrawn first (recorded in the audit entry, with the
+/// proposal before and after the edit), so the item executes only what its approvers saw.
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id, review_id = %id))]
+pub async fn approve_item(db: &Db, ctx: &Ctx, id: Uuid, body: &ApproveBody) -> Result<ReviewView> {
+    let note = note(body.note.as_deref())?;
+    let mut tx = ctx.begin(db).await?;
+    let before = fetch(&mut tx, id, true).await?;
+    still_pending(&before)?;
+    check_approval(&before, body)?;
     let mine = sqlx::query_scalar!(
         "SELECT EXISTS (SELECT 1 FROM review_approval WHERE review_item_id = $1 AND member_id = $2)",
         id,
@@ -213,21 +239,17 @@ pub(super) async fn approve(
     .fetch_one(&mut *tx)
     .await?
     .unwrap_or(false);
-    if mine {
-        return Err(Error::conflict(
-            "already_approved",
-            "you approved this item already; it needs another person's approval",
-        ));
+    // An edit withdraws every approval, this member's own included, so it may approve again
+    // what it changed.
+    if let Some(refusal) = approval_refusal(&before, ctx, mine && body.edit.is_none()) {
+        return Err(refusal);
     }
+    let mut required = before.required_role;
 
+    let mut approvals_before = before.approvals;
     let mut approvals_required = before.approvals_required;
+    let mut edit_record = Value::Null;
     if let Some(edit) = &body.edit {
-        if before.approvals > 0 {
-            return Err(Error::conflict(
-                "edit_after_approval",
-                "someone approved this item as it is; reject it or approve it unchanged",
-            ));
-        }
         let edited = edited_proposal(&mut tx, &before, edit).await?;
         // An edit may raise the amount past a policy threshold: the item's demands only grow.
         if let Some((action, Some(amount))) = &edited.action {
@@ -243,6 +265,15 @@ pub(super) async fn approve(
                 return Err(role_refusal(required));
             }
         }
+        // Each approver approves exactly what will execute: an approval of the item before
+        // this edit is not an approval of the edit.
+        let withdrawn = sqlx::query_scalar!(
+            "DELETE FROM review_approval WHERE review_item_id = $1 RETURNING member_id",
+            id
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        approvals_before = 0;
         sqlx::query!(
             "UPDATE review_item SET approved_proposal = $2, required_role = $3, approvals_required = $4,
                     updated_at = now()
@@ -254,6 +285,11 @@ pub(super) async fn approve(
         )
         .execute(&mut *tx)
         .await?;
+        edit_record = json!({
+            "before": before.approved_proposal.as_ref().unwrap_or(&before.proposal),
+            "after": edited.proposal,
+            "approvals_withdrawn": withdrawn,
+        });
     }
 
     sqlx::query!(
@@ -266,12 +302,12 @@ pub(super) async fn approve(
     )
     .execute(&mut *tx)
     .await?;
-    let approvals = before.approvals + 1;
+    let approvals = approvals_before + 1;
     let complete = approvals >= i64::from(approvals_required);
     let mut told = None;
     if complete {
         let current = fetch(&mut tx, id, false).await?;
-        told = carry_out(&mut tx, &ctx, &current, &body).await?;
+        told = carry_out(&mut tx, ctx, &current, body).await?;
     }
     let after = fetch(&mut tx, id, false).await?;
     let mut event = AuditEvent::new(
@@ -285,11 +321,11 @@ pub(super) async fn approve(
     )
     .before(json!({ "status": before.status, "approvals": before.approvals }))
     .after(json!({ "status": after.status, "approvals": approvals, "approvals_required": approvals_required,
-                   "edited": body.edit.is_some(), "note": note, "outcome": body.outcome,
-                   "customer_message_id": told }));
+                   "edited": body.edit.is_some(), "edit": edit_record, "note": note,
+                   "outcome": body.outcome, "customer_message_id": told }));
     event.execution_id = before.execution_id;
-    changed(tx, &ctx, event, &after).await?;
-    Ok(Json(after))
+    changed(tx, ctx, event, &after).await?;
+    Ok(after)
 }
 
 /// An edit, checked against the item's kind.
@@ -473,14 +509,21 @@ pub(super) async fn reject(
     Path(id): Path<Uuid>,
     Json(body): Json<RejectBody>,
 ) -> Result<Json<ReviewView>> {
-    let reason = body.reason.trim();
+    reject_item(&db, &ctx, id, &body.reason).await.map(Json)
+}
+
+/// Rejects an item with a reason, as `POST /api/v1/reviews/{id}/reject` does: final, and the
+/// customer who waits is told in their language.
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id, review_id = %id))]
+pub async fn reject_item(db: &Db, ctx: &Ctx, id: Uuid, reason: &str) -> Result<ReviewView> {
+    let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 2000 {
         return Err(Error::bad_request(
             "reason_required",
             "a rejection needs a reason of 1 to 2000 characters",
         ));
     }
-    let mut tx = ctx.begin(&db).await?;
+    let mut tx = ctx.begin(db).await?;
     let before = fetch(&mut tx, id, true).await?;
     still_pending(&before)?;
     // A rejection is as final as an approval: it needs the same role.
@@ -518,8 +561,8 @@ pub(super) async fn reject(
         .before(json!({ "status": before.status }))
         .after(json!({ "status": "rejected", "reason": reason, "customer_message_id": told }));
     event.execution_id = before.execution_id;
-    changed(tx, &ctx, event, &after).await?;
-    Ok(Json(after))
+    changed(tx, ctx, event, &after).await?;
+    Ok(after)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -544,7 +587,19 @@ pub(super) async fn assign(
             "assignee_id is required (null unassigns)",
         ));
     };
-    let mut tx = ctx.begin(&db).await?;
+    assign_item(&db, &ctx, id, member_id).await.map(Json)
+}
+
+/// Gives a pending item to a member who may decide it, or unassigns it (`None`), as
+/// `POST /api/v1/reviews/{id}/assign` does.
+#[tracing::instrument(skip_all, fields(tenant_id = %ctx.tenant_id, review_id = %id))]
+pub async fn assign_item(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    member_id: Option<Uuid>,
+) -> Result<ReviewView> {
+    let mut tx = ctx.begin(db).await?;
     let before = fetch(&mut tx, id, true).await?;
     if before.status != ReviewStatus::Pending {
         return Err(Error::conflict(
@@ -597,6 +652,6 @@ pub(super) async fn assign(
     let event = AuditEvent::new("review.assigned", "review_item", id)
         .before(json!({ "assignee_id": before.assignee_id }))
         .after(json!({ "assignee_id": after.assignee_id }));
-    changed(tx, &ctx, event, &after).await?;
-    Ok(Json(after))
+    changed(tx, ctx, event, &after).await?;
+    Ok(after)
 }

@@ -13,6 +13,7 @@ mod item;
 pub mod policy;
 mod policy_routes;
 pub mod routes;
+pub mod worklist;
 
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -28,6 +29,9 @@ use crate::queue::Job;
 pub use actions::{
     create_action, delete_action, tenant_actions, ActionKind, NewAction, TenantAction,
     MATERIAL_KINDS,
+};
+pub use decide::{
+    approval_refusal, approve_item, assign_item, reject_item, ApproveBody, Edit, Outcome,
 };
 pub use item::{RequestedBy, ReviewKind, ReviewStatus};
 pub use policy::{RequiredRole, ReviewPolicy, Subject};

@@ -125,7 +125,6 @@ where
             .error(StatusCode::BAD_REQUEST, "invalid_arguments")
             .error(StatusCode::CONFLICT, "review_expired")
             .error(StatusCode::CONFLICT, "already_approved")
-            .error(StatusCode::CONFLICT, "edit_after_approval")
             .error(StatusCode::CONFLICT, "action_gone"),
         decide::approve,
     )
@@ -396,25 +395,25 @@ async fn list(
 
 #[derive(Serialize, ToSchema)]
 #[schema(as = ReviewCounts)]
-struct Counts {
-    by_status: ByStatus,
+pub struct Counts {
+    pub by_status: ByStatus,
     /// The pending items of each kind.
-    pending_by_kind: ByKind,
+    pub pending_by_kind: ByKind,
     /// Pending items past their SLA.
-    sla_breached: i64,
+    pub sla_breached: i64,
 }
 
 /// How many items have each status (zero when none has it).
 #[derive(Default, Serialize, ToSchema)]
 #[schema(as = ReviewCountsByStatus)]
-struct ByStatus {
-    pending: i64,
-    approved: i64,
-    executing: i64,
-    executed: i64,
-    failed: i64,
-    rejected: i64,
-    resolved: i64,
+pub struct ByStatus {
+    pub pending: i64,
+    pub approved: i64,
+    pub executing: i64,
+    pub executed: i64,
+    pub failed: i64,
+    pub rejected: i64,
+    pub resolved: i64,
 }
 
 impl ByStatus {
@@ -434,11 +433,11 @@ impl ByStatus {
 /// How many items are of each kind (zero when none is).
 #[derive(Default, Serialize, ToSchema)]
 #[schema(as = ReviewCountsByKind)]
-struct ByKind {
-    action: i64,
-    low_confidence: i64,
-    guardrail_flag: i64,
-    human_review: i64,
+pub struct ByKind {
+    pub action: i64,
+    pub low_confidence: i64,
+    pub guardrail_flag: i64,
+    pub human_review: i64,
 }
 
 impl ByKind {
@@ -454,13 +453,19 @@ impl ByKind {
 
 async fn counts(State(db): State<Db>, ctx: Ctx) -> Result<Json<Counts>> {
     let mut tx = ctx.begin(&db).await?;
+    let counts = count(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(counts))
+}
+
+/// The tenant's items by status, the pending ones by kind, and the SLA breaches.
+pub async fn count(conn: &mut sqlx::PgConnection) -> Result<Counts> {
     let rows = sqlx::query!(
         r#"SELECT status AS "status: ReviewStatus", kind AS "kind: ReviewKind", count(*) AS "n!", count(*) FILTER (WHERE status = 'pending' AND due_at < now()) AS "breached!"
            FROM review_item WHERE tenant_id = current_tenant_id() GROUP BY status, kind"#
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
-    tx.commit().await?;
     let mut counts = Counts {
         by_status: ByStatus::default(),
         pending_by_kind: ByKind::default(),
@@ -473,79 +478,79 @@ async fn counts(State(db): State<Db>, ctx: Ctx) -> Result<Json<Counts>> {
         }
         counts.sla_breached += row.breached;
     }
-    Ok(Json(counts))
+    Ok(counts)
 }
 
 /// A review item with what a reviewer needs to decide it.
 #[derive(Serialize, ToSchema)]
 #[schema(as = ReviewDetail)]
-struct Detail {
+pub struct Detail {
     #[serde(flatten)]
-    item: ReviewView,
+    pub item: ReviewView,
     /// Oldest first.
-    approvals_given: Vec<ApprovalGiven>,
+    pub approvals_given: Vec<ApprovalGiven>,
     /// The conversation's latest messages (up to 20), oldest first.
-    context: Vec<ContextMessage>,
+    pub context: Vec<ContextMessage>,
     /// The agent execution the item is about, in brief.
     #[schema(required = true)]
-    execution: Option<ExecutionBrief>,
+    pub execution: Option<ExecutionBrief>,
 }
 
 /// One approval an item received.
 #[derive(Deserialize, Serialize, ToSchema)]
 #[schema(as = ReviewApproval)]
-struct ApprovalGiven {
-    member_id: Uuid,
+pub struct ApprovalGiven {
+    pub member_id: Uuid,
     /// The approver's role when they approved.
     #[schema(value_type = crate::rbac::Role)]
-    role: String,
+    pub role: String,
     #[schema(required = true)]
-    note: Option<String>,
+    pub note: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
-    at: OffsetDateTime,
+    pub at: OffsetDateTime,
 }
 
 /// A message of the item's conversation.
 #[derive(Deserialize, Serialize, ToSchema)]
 #[schema(as = ReviewContextMessage)]
-struct ContextMessage {
-    id: Uuid,
+pub struct ContextMessage {
+    pub id: Uuid,
     /// `inbound` (from the customer) or `outbound`.
-    direction: String,
+    pub direction: String,
     /// `customer`, `member`, `ai` or `system`.
-    author_kind: String,
-    body: String,
+    pub author_kind: String,
+    pub body: String,
     /// A note for the members, never sent to the customer.
-    private: bool,
+    pub private: bool,
     #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
 }
 
 /// An agent execution as a reviewer sees it; the whole record is at
 /// `GET /api/v1/executions/{execution_id}`.
 #[derive(Deserialize, Serialize, ToSchema)]
 #[schema(as = ReviewExecution)]
-struct ExecutionBrief {
-    id: Uuid,
+pub struct ExecutionBrief {
+    pub id: Uuid,
     /// How the run ended: `running`, `replied`, `blocked`, `handed_off`, `pending_review`,
     /// `failed` or `abandoned`.
-    outcome: String,
+    pub outcome: String,
     #[schema(required = true)]
-    confidence: Option<f32>,
-    provider: String,
-    model: String,
-    offline: bool,
+    pub confidence: Option<f32>,
+    pub provider: String,
+    pub model: String,
+    pub offline: bool,
     /// Why the run ended as it did, e.g. `low_confidence`; `null` while it runs.
     #[schema(required = true)]
-    reason: Option<String>,
+    pub reason: Option<String>,
     /// The model's decision as recorded; `null` while the run has none.
     #[schema(value_type = Option<Object>, required = true)]
-    decision: Option<Value>,
+    pub decision: Option<Value>,
     /// The run's guardrail verdicts, one object per stage.
     #[schema(value_type = Option<Vec<Object>>, required = true)]
-    guardrails: Option<Value>,
+    pub guardrails: Option<Value>,
     #[serde(with = "time::serde::rfc3339")]
-    started_at: OffsetDateTime,
+    pub started_at: OffsetDateTime,
 }
 
 /// Reads what a query below built as JSON into the type the API answers with.
@@ -556,7 +561,15 @@ fn typed<T: serde::de::DeserializeOwned>(built: Value) -> Result<T> {
 
 async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Json<Detail>> {
     let mut tx = ctx.begin(&db).await?;
-    let item = fetch(&mut tx, id, false).await?;
+    let shown = detail(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(shown))
+}
+
+/// One item of the caller's tenant with what a reviewer needs to decide it; another tenant's
+/// id is not found.
+pub async fn detail(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<Detail> {
+    let item = fetch(&mut *tx, id, false).await?;
     let approvals_given = sqlx::query_scalar!(
         r#"SELECT jsonb_build_object('member_id', member_id, 'role', role, 'note', note, 'at', created_at) AS "a!"
            FROM review_approval WHERE review_item_id = $1 ORDER BY created_at"#,
@@ -590,8 +603,7 @@ async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Js
             .await?,
             None => None,
         };
-    tx.commit().await?;
-    Ok(Json(Detail {
+    Ok(Detail {
         item,
         approvals_given: approvals_given
             .into_iter()
@@ -599,7 +611,7 @@ async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Js
             .collect::<Result<_>>()?,
         context: context.into_iter().map(typed).collect::<Result<_>>()?,
         execution: execution.map(typed).transpose()?,
-    }))
+    })
 }
 
 /// A member asking for human review of an agent decision (AGT-7), or proposing one of the

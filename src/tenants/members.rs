@@ -204,6 +204,22 @@ pub async fn assignable(conn: &mut PgConnection) -> Result<Vec<(Uuid, String)>> 
     Ok(rows.into_iter().map(|r| (r.id, r.display_name)).collect())
 }
 
+/// The active staff with their roles, by name: who an item or a task may be given to, for the
+/// caller to narrow by what the role allows.
+pub async fn active_staff(conn: &mut PgConnection) -> Result<Vec<(Uuid, String, Role)>> {
+    let rows = sqlx::query!(
+        "SELECT id, display_name, role FROM member
+         WHERE tenant_id = current_tenant_id() AND status = 'active' AND role <> 'partner'
+         ORDER BY lower(display_name), id"
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.id, r.display_name, Role::parse(&r.role)?)))
+        .collect())
+}
+
 async fn list(State(state): State<AuthState>, ctx: Ctx) -> Result<Json<Vec<MemberView>>> {
     let mut tx = ctx.begin(&state).await?;
     let members = sqlx::query_as!(

@@ -142,7 +142,7 @@ pub(super) fn author_label(kind: Option<&str>) -> &'static str {
 }
 
 /// "now", "4 min", "3 h", "2 d": how long ago, in the fewest characters.
-fn age(at: OffsetDateTime, now: OffsetDateTime) -> String {
+pub(super) fn age(at: OffsetDateTime, now: OffsetDateTime) -> String {
     let secs = (now - at).whole_seconds().max(0);
     match secs {
         0..=59 => "now".to_string(),
@@ -165,7 +165,7 @@ pub(super) fn readable(at: OffsetDateTime) -> String {
 }
 
 /// A preview on one line, cut at a word near 140 characters.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= 140 {
         return flat;

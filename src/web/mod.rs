@@ -15,6 +15,7 @@ mod inbox;
 mod knowledge;
 mod login;
 mod mfa;
+mod reviews;
 mod tasks;
 mod tickets;
 
@@ -53,6 +54,7 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
     let api = tickets::pages(tasks::pages(api));
+    let api = reviews::pages(api);
     canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
@@ -309,8 +311,10 @@ pub struct Chrome {
     /// The session's CSRF token, for forms and for htmx requests (`hx-headers` on the body).
     pub csrf: String,
     pub member_name: String,
-    /// Which top-level section the page belongs to (`inbox`, `account`).
+    /// Which top-level section the page belongs to (`inbox`, `reviews`, `account`).
     pub section: &'static str,
+    /// The items waiting for review, for a member who may read the queue.
+    pub reviews_pending: Option<i64>,
 }
 
 impl Chrome {
@@ -321,12 +325,17 @@ impl Chrome {
     ) -> crate::error::Result<Self> {
         let mut tx = ctx.begin(state).await?;
         let member = crate::auth::member::fetch(&mut tx, ctx.member_id).await?;
+        let reviews_pending = match ctx.role.can(Permission::ReviewsRead) {
+            true => Some(crate::reviews::worklist::pending(&mut tx).await?),
+            false => None,
+        };
         tx.commit().await?;
         Ok(Chrome {
             assets: &assets::URLS,
             csrf: csrf::token(&state.keys, ctx),
             member_name: member.display_name,
             section,
+            reviews_pending,
         })
     }
 }

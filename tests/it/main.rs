@@ -46,6 +46,7 @@ mod web_browser;
 mod web_canned;
 mod web_conversation;
 mod web_knowledge;
+mod web_reviews;
 mod web_tickets;
 mod webchat;
 mod whatsapp;

@@ -1482,3 +1482,123 @@ async fn a_configuration_stored_without_the_human_review_pack_still_hears_the_re
         )
         .await;
 }
+
+// proves: AGT-6
+#[tokio::test]
+async fn an_edit_withdraws_the_approvals_given_so_every_approver_approves_what_executes() {
+    let w = world().await;
+    let policy = w
+        .app
+        .send(
+            Req::new(Method::PUT, "/api/v1/reviews/policy")
+                .by(&w.owner)
+                .json(json!({ "rules": [{ "kind": "discount", "above": 15, "approvals": 2 }] })),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.body);
+    let item = w
+        .propose(
+            &w.agent,
+            w.discount,
+            json!({ "order_id": "A-1001", "percent": 20 }),
+        )
+        .await;
+    let first = w.approve(&w.reviewer, item, json!({})).await;
+    assert_eq!(first.body["approvals"], 1, "{}", first.body);
+
+    // The second reviewer lowers the discount: the first approval was of 20 %, not of 18 %.
+    let edited = w
+        .approve(
+            &w.second_reviewer,
+            item,
+            json!({ "edit": { "arguments": { "order_id": "A-1001", "percent": 18 } } }),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.body);
+    assert_eq!(edited.body["status"], "pending");
+    assert_eq!(edited.body["approvals"], 1);
+    let shown = w.item(item).await;
+    let approvers: Vec<&Value> = shown["approvals_given"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["member_id"])
+        .collect();
+    assert_eq!(approvers, [&json!(w.second_reviewer.member_id)]);
+    let recorded = w
+        .app
+        .audit_events(w.owner.tenant_id, "review.approval_recorded")
+        .await;
+    let edit = &recorded.last().unwrap()["after"]["edit"];
+    assert_eq!(edit["before"]["arguments"]["percent"], 20);
+    assert_eq!(edit["after"]["arguments"]["percent"], 18);
+    assert_eq!(edit["approvals_withdrawn"], json!([w.reviewer.member_id]));
+    assert!(w.calls().is_empty());
+
+    // The first reviewer approves again, this time what will execute.
+    let again = w.approve(&w.reviewer, item, json!({})).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    w.wait_for(item, "executed").await;
+    let calls = w.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body["arguments"]["percent"], 18);
+
+    // A decided item's approvals stay, whoever tries to withdraw them.
+    let app_role = w.app.admin.clone().username(custodian::db::APP_ROLE);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&app_role)
+        .await
+        .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(w.owner.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let withdrawn = sqlx::query("DELETE FROM review_approval WHERE review_item_id = $1")
+        .bind(item)
+        .execute(&mut *tx)
+        .await;
+    let err = withdrawn.expect_err("a decided item's approvals cannot be deleted");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.constraint()),
+        Some("review_approval_withdrawn"),
+        "{err}"
+    );
+}
+
+// proves: AGT-6
+#[tokio::test]
+async fn edited_arguments_outside_the_actions_schema_are_refused_naming_the_field_and_change_nothing(
+) {
+    let w = world().await;
+    let item = w.refund(&w.agent, 40.0).await;
+    for (arguments, field) in [
+        (json!({ "order_id": "A-1001", "amount": "lots" }), "amount"),
+        (json!({ "order_id": "A-1001" }), "amount"),
+        (
+            json!({ "order_id": "A-1001", "amount": 10, "coupon": "X" }),
+            "coupon",
+        ),
+    ] {
+        let refused = w
+            .approve(
+                &w.reviewer,
+                item,
+                json!({ "edit": { "arguments": arguments } }),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert_eq!(refused.error_code(), "invalid_arguments");
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    let shown = w.item(item).await;
+    assert_eq!(shown["approvals"], 0);
+    assert_eq!(shown["approved_proposal"], Value::Null);
+    assert_eq!(shown["status"], "pending");
+    assert!(w
+        .app
+        .audit_events(w.owner.tenant_id, "review.approved")
+        .await
+        .is_empty());
+}

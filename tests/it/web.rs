@@ -469,7 +469,7 @@ async fn every_role_is_refused_every_page_whose_permission_it_lacks() {
 
 // proves: SEC-3
 #[tokio::test]
-async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
+async fn a_page_about_another_tenants_conversation_inbox_or_review_is_not_found() {
     let app = TestApp::spawn().await;
     let a = app.signup("alpha").await;
     let b = app.signup("bravo").await;
@@ -505,12 +505,20 @@ async fn a_page_about_another_tenants_conversation_or_inbox_is_not_found() {
         )
         .await
         .uuid("/id");
+    let b_review = app
+        .send(Req::post("/api/v1/reviews").by(&b).json(json!({
+            "kind": "human_review", "conversation_id": b_conversation,
+            "note": "Bravo's secret question was answered wrongly"
+        })))
+        .await
+        .uuid("/id");
     let foreign = HashMap::from([
         ("conversation_id", b_conversation),
         ("article_id", b_article),
         ("canned_reply_id", b_canned),
         ("ticket_id", b_ticket),
         ("task_id", b_task),
+        ("review_id", b_review),
     ]);
     // A post carries A's token, so it is the id, not the CSRF check, that refuses it.
     let token = page_token(&app, &a).await;

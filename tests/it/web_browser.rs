@@ -231,6 +231,23 @@ async fn conversation_status(app: &TestApp, member: &Member, id: Uuid) -> String
         .to_string()
 }
 
+/// A tenant's action endpoint that counts the calls it receives.
+async fn action_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/actions",
+        axum::routing::post(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { axum::Json(json!({ "ok": true })) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/actions", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
 fn screenshots_dir() -> Option<PathBuf> {
     std::env::var_os("WRITE_SCREENSHOTS")
         .filter(|v| v == "1")
@@ -610,6 +627,61 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
             let found = client.find_all(Locator::Css(control)).await.unwrap();
             assert!(found.is_empty(), "a reviewer sees {control}");
         }
+
+        // The reviewer works the queue: a refund the owner proposes appears in it live, and
+        // the reviewer approves it from its page; the tenant's endpoint is called once.
+        let (endpoint, calls) = action_endpoint().await;
+        let action = app
+            .send(Req::post("/api/v1/agent/actions").by(&owner).json(json!({
+                "name": "issue_refund", "description": "Refund an order", "target_url": endpoint,
+                "secret": "action-secret", "kind": "refund", "amount_field": "amount",
+                "parameters": { "type": "object", "required": ["order_id", "amount"],
+                    "properties": { "order_id": { "type": "string" }, "amount": { "type": "number" },
+                                    "currency": { "type": "string", "enum": ["EUR", "USD"] } } }
+            })))
+            .await;
+        assert_eq!(action.status, StatusCode::CREATED, "{}", action.body);
+        click(&client, "[data-nav='reviews']").await;
+        wait_for(&client, "[data-live-state='open']").await;
+        let propose = |body: serde_json::Value| {
+            let app = &app;
+            let owner = &owner;
+            async move {
+                let resp = app
+                    .send(Req::post("/api/v1/reviews").by(owner).json(body))
+                    .await;
+                assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+                resp.uuid("/id")
+            }
+        };
+        propose(json!({ "kind": "human_review", "conversation_id": unsure,
+                        "note": "The customer says the opening hours we gave are wrong" }))
+        .await;
+        let item = propose(json!({
+            "kind": "action", "conversation_id": refund, "action_id": action.uuid("/id"),
+            "arguments": { "order_id": "4411", "amount": 59.9, "currency": "EUR" },
+            "note": "Returned parcel arrived at the warehouse"
+        }))
+        .await;
+        let row = format!("[data-review='{item}'] [data-row]");
+        text_until(&client, &row, |s| s.contains("issue_refund")).await;
+        // The tab's count follows the queue, the earlier journeys' drafts included.
+        let pending = app
+            .send(Req::get("/api/v1/reviews/counts").by(&owner))
+            .await
+            .body["by_status"]["pending"]
+            .to_string();
+        text_until(&client, "[data-count='pending']", |n| n == pending).await;
+        screenshot(&client, "reviews.png").await;
+        click(&client, &row).await;
+        text_until(&client, "[data-amount]", |a| a == "59.90 EUR").await;
+        screenshot(&client, "review.png").await;
+        click(&client, "[data-approve]").await;
+        wait_for(&client, "[data-decision]").await;
+        crate::common::eventually(20, "the approved refund to be executed once", || async {
+            (calls.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+        })
+        .await;
     };
     let outcome = tokio::time::timeout(Duration::from_secs(300), journeys).await;
     // The browser goes whatever happened, so no Chromium outlives the test.
