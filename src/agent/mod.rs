@@ -429,3 +429,37 @@ async fn show(
         record: row.record,
     }))
 }
+
+/// Every execution about a contact, every column as stored (the record holds what was sent to
+/// which provider and model, masked, and the decision), oldest first: for their export (DSR-1).
+pub async fn export_executions(
+    conn: &mut sqlx::PgConnection,
+    contact_id: Uuid,
+) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(x) AS "row!" FROM agent_execution x
+           WHERE contact_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at, id"#,
+        contact_id
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The tickets the agent opened for a contact or on one of their conversations: for their
+/// export (DSR-1).
+pub async fn export_tickets(
+    conn: &mut sqlx::PgConnection,
+    contact_id: Uuid,
+    conversation_ids: &[Uuid],
+) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(t) AS "row!" FROM ticket t
+           WHERE tenant_id = current_tenant_id()
+             AND (contact_id = $1 OR conversation_id = ANY($2))
+           ORDER BY created_at, id"#,
+        contact_id,
+        conversation_ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
