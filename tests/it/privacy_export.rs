@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::agent::{decision, execution, world};
 use crate::common::{eventually, Member, Req, TestApp};
+use crate::web::{form, html, page_token};
 
 /// The raw bytes of a response: a zip is no text.
 async fn send_raw(app: &TestApp, req: Req) -> (StatusCode, HeaderMap, Vec<u8>) {
@@ -407,4 +408,61 @@ async fn an_export_past_seven_days_answers_410_then_retention_deletes_it_and_it_
         .collect();
     assert_eq!(purged.len(), 1);
     assert_eq!(purged[0]["after"]["count"], 1);
+}
+
+// proves: DSR-1 (from the inbox)
+#[tokio::test]
+async fn the_contact_panel_asks_for_an_export_and_links_its_download_for_members_with_the_right() {
+    let app = TestApp::spawn().await;
+    app.start_workers();
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (_, id) = app
+        .visitor_writes(inbox, "Send me everything you hold about me")
+        .await;
+    let page = format!("/app/conversations/{id}");
+    let token = page_token(&app, &owner).await;
+    let asked = app
+        .send(Req::post(format!("{page}/export")).by(&owner).raw(
+            "application/x-www-form-urlencoded",
+            form(&[("_csrf", &token)]),
+        ))
+        .await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER, "{}", asked.body);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "contact.export_requested")
+            .await
+            .len(),
+        1
+    );
+    let shown = eventually(30, "the panel to link the written export", || async {
+        let panel = app.send(Req::get(&page).by(&owner)).await;
+        let text = html(&panel).to_string();
+        text.contains("data-export-download").then_some(text)
+    })
+    .await;
+    let start = shown.find("/api/v1/contact-exports/").unwrap();
+    let href = &shown[start..start + shown[start..].find('"').unwrap()];
+    let (status, _, bytes) = send_raw(&app, Req::get(href).by(&owner)).await;
+    assert_eq!(status, StatusCode::OK);
+    let files = unzip(bytes);
+    assert!(
+        files["export.json"].contains("Send me everything you hold about me"),
+        "{}",
+        files["export.json"]
+    );
+
+    // A member without the right sees no button, and the page refuses the post.
+    let agent = app.join(&owner, "agent").await;
+    let panel = app.send(Req::get(&page).by(&agent)).await;
+    assert!(!html(&panel).contains("data-export"));
+    let token = page_token(&app, &agent).await;
+    let refused = app
+        .send(Req::post(format!("{page}/export")).by(&agent).raw(
+            "application/x-www-form-urlencoded",
+            form(&[("_csrf", &token)]),
+        ))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.count("SELECT count(*) FROM contact_export").await, 1);
 }
