@@ -466,3 +466,65 @@ async fn the_contact_panel_asks_for_an_export_and_links_its_download_for_members
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert_eq!(app.count("SELECT count(*) FROM contact_export").await, 1);
 }
+
+// proves: DSR-1 (the right to know with whom their data was shared)
+#[tokio::test]
+async fn the_sharing_list_names_the_action_endpoint_the_agent_sent_their_data_to() {
+    let w = world(json!({})).await;
+    let app = axum::Router::new().route(
+        "/orders",
+        axum::routing::post(|| async { axum::Json(json!({ "status": "shipped" })) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/orders", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let created = w
+        .app
+        .send(Req::post("/api/v1/agent/actions").by(&w.owner).json(json!({
+            "name": "lookup_order", "description": "Look an order up",
+            "target_url": url, "secret": "order-lookup-secret", "requires_approval": false,
+            "parameters": { "type": "object", "properties": { "email": { "type": "string" } } }
+        })))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    w.model
+        .push(crate::fakes::openai::FakeReply::ToolCalls(vec![(
+            "lookup_order".into(),
+            json!({ "email": "[EMAIL_1]" }),
+        )]));
+    w.model
+        .push(decision("reply", "Your order has shipped.", 0.9));
+    w.customer_writes(
+        "Where is my order? My email is sheena.nelson@example.com",
+        "wamid.SHARED",
+    )
+    .await;
+    assert_eq!(execution(&w.app).await["outcome"], "replied");
+    let mut conn = w.app.superuser().await;
+    let person: Uuid = sqlx::query_scalar("SELECT contact_id FROM conversation")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+
+    let done = export_done(&w.app, &w.owner, person, json!({})).await;
+    let id = done["id"].as_str().unwrap();
+    let (status, _, bytes) = send_raw(
+        &w.app,
+        Req::get(format!("/api/v1/contact-exports/{id}/download")).by(&w.owner),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let files = unzip(bytes);
+    let export: Value = serde_json::from_str(&files["export.json"]).unwrap();
+    let sharing = export["sharing"].as_array().unwrap();
+    assert!(
+        sharing.iter().any(|s| s["kind"] == "action_endpoint"
+            && s["name"] == "lookup_order"
+            && s["target_url"] == url.as_str()),
+        "{sharing:?}"
+    );
+    assert!(files["sharing.csv"].contains(&url));
+    // The call's arguments as the person would recognise them.
+    let calls = export["agent_executions"][0]["record"]["tool_calls"].to_string();
+    assert!(calls.contains("sheena.nelson@example.com"), "{calls}");
+}
