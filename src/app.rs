@@ -265,7 +265,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::cs::tasks::routes(api);
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);
-    let api = crate::retention::routes::routes(api);
+    let api = crate::retention::routes::routes(api, OTHER_EXPORTS);
     let api = crate::http::request_log::routes(api);
     crate::channels::jobs::routes(api)
 }
@@ -385,8 +385,12 @@ pub fn jobs() -> crate::queue::Handlers<AppState> {
     crate::knowledge::register(&mut jobs);
     crate::channels::register(&mut jobs);
     crate::agent::register(&mut jobs);
+    crate::privacy::export::register(&mut jobs);
     jobs
 }
+
+/// The exports of domains above retention that its purge deletes with the audit log's (DSR-7).
+const OTHER_EXPORTS: &[crate::retention::OtherExports] = &[crate::privacy::export::RETENTION];
 
 /// The queue's enqueue, in terms an engine may take without naming the queue: the audit
 /// export's routes queue its job with it, as audit and the queue are both engines and neither
@@ -481,7 +485,7 @@ fn housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
                         Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
                     }
                 }
-                _ = retention.tick() => crate::retention::run_all(&state.db, &state.shutdown).await,
+                _ = retention.tick() => crate::retention::run_all(&state.db, &state.shutdown, OTHER_EXPORTS).await,
             }
         }
     })

@@ -429,3 +429,18 @@ async fn show(
         record: row.record,
     }))
 }
+
+/// Every execution about a contact, every column as stored (the record holds what was sent to
+/// which provider and model, masked, and the decision), oldest first: for their export (DSR-1).
+pub async fn export_executions(
+    conn: &mut sqlx::PgConnection,
+    contact_id: Uuid,
+) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(x) AS "row!" FROM agent_execution x
+           WHERE contact_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at, id"#,
+        contact_id
+    )
+    .fetch_all(conn)
+    .await?)
+}

@@ -617,9 +617,10 @@ fn csv_row(e: &EventView) -> String {
     ])
 }
 
-/// One RFC 4180 record: every field quoted (inner quotes doubled), CRLF-terminated. Written by
+/// One RFC 4180 record: every field quoted (inner quotes doubled), formulas neutralised,
+/// CRLF-terminated; a contact's export (privacy) writes its CSV files with it too. Written by
 /// hand rather than with a CSV crate because quoting everything leaves nothing to decide.
-fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
+pub fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
     let mut line = String::new();
     for (i, field) in fields.into_iter().enumerate() {
         if i > 0 {

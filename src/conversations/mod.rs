@@ -1016,3 +1016,48 @@ pub async fn hand_contact_to_humans(
     }
     Ok(handed_over)
 }
+
+/// A contact's conversations, every column as stored, oldest first: for their export (DSR-1).
+pub async fn export_conversations(conn: &mut PgConnection, contact_id: Uuid) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(c) AS "row!" FROM conversation c
+           WHERE contact_id = $1 AND tenant_id = current_tenant_id() ORDER BY created_at, id"#,
+        contact_id
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The messages of these conversations, private notes included, in order: for the export of
+/// the contact they belong to (DSR-1).
+pub async fn export_messages(
+    conn: &mut PgConnection,
+    conversation_ids: &[Uuid],
+) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(m) AS "row!" FROM message m
+           WHERE conversation_id = ANY($1) AND tenant_id = current_tenant_id()
+           ORDER BY conversation_id, created_at, id"#,
+        conversation_ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The sealed PII vaults of these conversations (the agent opens them).
+pub async fn sealed_vaults(
+    conn: &mut PgConnection,
+    conversation_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Vec<u8>)>> {
+    let rows = sqlx::query!(
+        "SELECT conversation_id, sealed FROM conversation_vault
+         WHERE conversation_id = ANY($1) AND tenant_id = current_tenant_id()",
+        conversation_ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.conversation_id, r.sealed))
+        .collect())
+}

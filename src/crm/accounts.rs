@@ -326,3 +326,13 @@ async fn partner_list(State(state): State<Db>, ctx: Ctx) -> Result<Json<Vec<Acco
     tx.commit().await?;
     Ok(Json(items))
 }
+
+/// The whole account row, for the export of a contact of it (DSR-1).
+pub async fn export_row(conn: &mut PgConnection, id: Uuid) -> Result<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(a) AS "row!" FROM account a WHERE id = $1 AND tenant_id = current_tenant_id()"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await?)
+}

@@ -586,6 +586,17 @@ fn written(contract: Contract) -> Contract {
         .error(StatusCode::CONFLICT, "external_id_taken")
 }
 
+/// The whole contact row, every column as stored, for the person's own export (DSR-1); `None`
+/// for another tenant's contact.
+pub async fn export_row(conn: &mut PgConnection, id: Uuid) -> Result<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(c) AS "row!" FROM contact c WHERE id = $1 AND tenant_id = current_tenant_id()"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -589,6 +589,25 @@ async fn reopen_route(
     Ok(Json(set_done(&db, &ctx, id, false).await?))
 }
 
+/// The tasks about a contact, directly or through one of their tickets: for their export
+/// (DSR-1).
+pub async fn export_rows(
+    conn: &mut PgConnection,
+    contact_id: Uuid,
+    ticket_ids: &[Uuid],
+) -> Result<Vec<serde_json::Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(t) AS "row!" FROM task t
+           WHERE t.tenant_id = current_tenant_id()
+             AND (t.contact_id = $1 OR t.ticket_id = ANY($2))
+           ORDER BY t.created_at, t.id"#,
+        contact_id,
+        ticket_ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

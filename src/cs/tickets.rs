@@ -653,6 +653,31 @@ pub async fn of_conversation(
     .await?)
 }
 
+/// A contact's tickets, as requester or through one of their conversations, each with its
+/// comments: for their export (DSR-1).
+pub async fn export_rows(
+    conn: &mut PgConnection,
+    contact_id: Uuid,
+    conversation_ids: &[Uuid],
+) -> Result<Vec<serde_json::Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(t) || jsonb_build_object('comments',
+                      (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.created_at, c.id), '[]'::jsonb)
+                       FROM ticket_comment c WHERE c.tenant_id = t.tenant_id AND c.ticket_id = t.id)) AS "row!"
+           FROM ticket t
+           WHERE t.tenant_id = current_tenant_id()
+             AND (t.contact_id = $1 OR t.conversation_id = ANY($2)
+                  OR EXISTS (SELECT 1 FROM ticket_conversation tc
+                             WHERE tc.tenant_id = t.tenant_id AND tc.ticket_id = t.id
+                               AND tc.conversation_id = ANY($2)))
+           ORDER BY t.created_at, t.id"#,
+        contact_id,
+        conversation_ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 // ---- Input ----
 
 /// An RFC 3339 time, or a date (`2026-12-24`, midnight UTC); `null` clears.

@@ -1,9 +1,11 @@
 //! Data-subject rights that reach across domains. Restricting a contact's processing (DSR-4)
 //! marks the contact (crm) and hands their AI conversations to people (conversations): the
 //! privacy domain stands above both and asks each to do its part, in one transaction.
-//! Data-subject requests (DSR-6) are tracked in [`requests`], consents (DSR-5) in [`consent`].
+//! Data-subject requests (DSR-6) are tracked in [`requests`], consents (DSR-5) in [`consent`],
+//! and a person's export (DSR-1, DSR-7) is written in [`export`].
 
 pub mod consent;
+pub mod export;
 pub mod requests;
 
 use axum::extract::{FromRef, State};
@@ -23,7 +25,7 @@ where
     Db: FromRef<S>,
 {
     use Access::*;
-    consent::routes(requests::routes(api))
+    export::routes(consent::routes(requests::routes(api)))
         .endpoint(
             Method::POST,
             "/api/v1/contacts/{contact_id}/restrict",

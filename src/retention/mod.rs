@@ -15,6 +15,7 @@
 
 pub mod routes;
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -150,6 +151,24 @@ pub async fn policy(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Po
     Ok(row.unwrap_or_default())
 }
 
+/// Exports that a domain above retention keeps under the exports' period (a contact's export,
+/// DSR-7). Retention cannot name that domain, so the application hands the purge these; they
+/// are counted and deleted with the audit log's exports, on the purge's transaction, and
+/// recorded in the same `retention.purged` event.
+#[derive(Clone, Copy)]
+pub struct OtherExports {
+    /// How many are past their time: asked for before the cutoff, or past their own expiry.
+    pub count:
+        for<'a> fn(&'a mut PgConnection, Uuid, OffsetDateTime) -> BoxFuture<'a, sqlx::Result<i64>>,
+    /// Deletes at most `limit` of them (the last argument) and says how many it deleted.
+    pub expire: for<'a> fn(
+        &'a mut PgConnection,
+        Uuid,
+        OffsetDateTime,
+        i64,
+    ) -> BoxFuture<'a, sqlx::Result<u64>>,
+}
+
 /// One class's purge, or what it would be.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = RetentionClassReport)]
@@ -177,7 +196,11 @@ pub struct ClassReport {
 /// batched deletes and the `retention.purged` audit event commit together, so no purge goes
 /// unrecorded. A class with nothing to purge writes nothing.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant_id))]
-pub async fn run(db: &Db, tenant_id: Uuid) -> anyhow::Result<Vec<ClassReport>> {
+pub async fn run(
+    db: &Db,
+    tenant_id: Uuid,
+    others: &[OtherExports],
+) -> anyhow::Result<Vec<ClassReport>> {
     let mut reports = Vec::new();
     for class in Class::ALL {
         let mut tx = db.system.begin().await?;
@@ -199,7 +222,7 @@ pub async fn run(db: &Db, tenant_id: Uuid) -> anyhow::Result<Vec<ClassReport>> {
             continue;
         }
         let policy = policy(&mut tx, tenant_id).await?;
-        let report = purge(&mut tx, tenant_id, class, &policy).await?;
+        let report = purge(&mut tx, tenant_id, class, &policy, others).await?;
         if report.count > 0 || report.review_items > 0 {
             audit::record(
                 &mut tx,
@@ -232,7 +255,7 @@ pub async fn run(db: &Db, tenant_id: Uuid) -> anyhow::Result<Vec<ClassReport>> {
 
 /// Runs the purge for every tenant, one after the other (housekeeping). A failing tenant is
 /// logged and does not stop the others; `stop` ends it between tenants.
-pub async fn run_all(db: &Db, stop: &tokio_util::sync::CancellationToken) {
+pub async fn run_all(db: &Db, stop: &tokio_util::sync::CancellationToken, others: &[OtherExports]) {
     let tenants = match sqlx::query_scalar!("SELECT id FROM tenant ORDER BY id")
         .fetch_all(&db.system)
         .await
@@ -247,14 +270,18 @@ pub async fn run_all(db: &Db, stop: &tokio_util::sync::CancellationToken) {
         if stop.is_cancelled() {
             return;
         }
-        if let Err(e) = run(db, tenant_id).await {
+        if let Err(e) = run(db, tenant_id, others).await {
             tracing::warn!(%tenant_id, error = ?e, "retention run failed");
         }
     }
 }
 
 /// What a run would do now, deleting nothing. Runs on any connection pinned to the tenant.
-pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Vec<ClassReport>> {
+pub async fn preview(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    others: &[OtherExports],
+) -> sqlx::Result<Vec<ClassReport>> {
     let policy = policy(conn, tenant_id).await?;
     let mut reports = Vec::new();
     for class in Class::ALL {
@@ -303,10 +330,13 @@ pub async fn preview(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<V
                 .await?;
                 (r.count, r.held)
             }
-            Class::Exports => (
-                audit::export::count_expired(conn, tenant_id, cutoff).await?,
-                0,
-            ),
+            Class::Exports => {
+                let mut n = audit::export::count_expired(conn, tenant_id, cutoff).await?;
+                for other in others {
+                    n += (other.count)(&mut *conn, tenant_id, cutoff).await?;
+                }
+                (n, 0)
+            }
             Class::FinishedJobs => {
                 let n = sqlx::query_scalar!(
                     r#"SELECT count(*) AS "n!" FROM job
@@ -397,6 +427,7 @@ async fn purge(
     tenant_id: Uuid,
     class: Class,
     policy: &Policy,
+    others: &[OtherExports],
 ) -> sqlx::Result<ClassReport> {
     let days = policy.days(class);
     let Some(cutoff) = days.map(cutoff_for) else {
@@ -420,7 +451,7 @@ async fn purge(
         complete = count < i64::from(limit);
     } else {
         for _ in 0..MAX_BATCHES {
-            let n = purge_batch(conn, tenant_id, class, cutoff).await?;
+            let n = purge_batch(conn, tenant_id, class, cutoff, others).await?;
             count += n;
             if n < BATCH {
                 complete = true;
@@ -459,6 +490,7 @@ async fn purge_batch(
     tenant_id: Uuid,
     class: Class,
     cutoff: OffsetDateTime,
+    others: &[OtherExports],
 ) -> sqlx::Result<i64> {
     let deleted = match class {
         Class::AgentExecutions => sqlx::query!(
@@ -502,7 +534,13 @@ async fn purge_batch(
             .await?;
             n
         }
-        Class::Exports => audit::export::expire(conn, tenant_id, cutoff, BATCH).await?,
+        Class::Exports => {
+            let mut n = audit::export::expire(conn, tenant_id, cutoff, BATCH).await?;
+            for other in others {
+                n += (other.expire)(&mut *conn, tenant_id, cutoff, BATCH).await?;
+            }
+            n
+        }
         Class::FinishedJobs => sqlx::query!(
             "DELETE FROM job WHERE id IN (
                  SELECT id FROM job

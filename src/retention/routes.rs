@@ -16,7 +16,9 @@ use crate::http::{explicit_null, Access, Api, Contract, Json, Path};
 use crate::rbac::Permission;
 use utoipa::ToSchema;
 
-pub fn routes<S>(api: Api<S>) -> Api<S>
+/// `others` are the exports of domains above retention that its purge expires too
+/// ([`super::OtherExports`]).
+pub fn routes<S>(api: Api<S>, others: &'static [super::OtherExports]) -> Api<S>
 where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
@@ -55,7 +57,7 @@ where
             "What a purge would delete now, and what legal holds keep",
         ),
         Contract::new().ok::<Reports>(),
-        preview,
+        move |State(db): State<Db>, ctx: Ctx| preview(db, ctx, others),
     )
     .endpoint(
         Method::POST,
@@ -63,7 +65,7 @@ where
         Requires(RetentionManage),
         ("retention", "Run the retention purge now"),
         Contract::new().ok::<Reports>(),
-        run_now,
+        move |State(db): State<Db>, ctx: Ctx| run_now(db, ctx, others),
     )
     .endpoint(
         Method::POST,
@@ -283,15 +285,15 @@ struct Reports {
     classes: Vec<ClassReport>,
 }
 
-async fn preview(State(db): State<Db>, ctx: Ctx) -> Result<Json<Reports>> {
+async fn preview(db: Db, ctx: Ctx, others: &[super::OtherExports]) -> Result<Json<Reports>> {
     let mut tx = ctx.begin(&db).await?;
-    let classes = super::preview(&mut tx, ctx.tenant_id).await?;
+    let classes = super::preview(&mut tx, ctx.tenant_id, others).await?;
     tx.commit().await?;
     Ok(Json(Reports { classes }))
 }
 
-async fn run_now(State(db): State<Db>, ctx: Ctx) -> Result<Json<Reports>> {
-    let classes = super::run(&db, ctx.tenant_id).await?;
+async fn run_now(db: Db, ctx: Ctx, others: &[super::OtherExports]) -> Result<Json<Reports>> {
+    let classes = super::run(&db, ctx.tenant_id, others).await?;
     // Who asked for it; each class's purge is recorded by the run itself.
     let mut tx = ctx.begin(&db).await?;
     let counts: serde_json::Map<String, Value> = classes

@@ -383,3 +383,19 @@ pub async fn settle_approved(
     .await?;
     Ok(())
 }
+
+/// The review items of these conversations, every column as stored, oldest first: for the
+/// export of the contact they belong to (DSR-1).
+pub async fn export_items(
+    conn: &mut PgConnection,
+    conversation_ids: &[Uuid],
+) -> Result<Vec<Value>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT to_jsonb(r) AS "row!" FROM review_item r
+           WHERE conversation_id = ANY($1) AND tenant_id = current_tenant_id()
+           ORDER BY created_at, id"#,
+        conversation_ids
+    )
+    .fetch_all(conn)
+    .await?)
+}

@@ -94,6 +94,16 @@ pub struct ProcessorRow {
     pub last: String,
 }
 
+/// One of the contact's exports (DSR-1), with its download once written.
+pub struct ExportRow {
+    /// The API's download, which the session may use; empty until the export is done.
+    pub href: String,
+    pub status: String,
+    pub progress: i32,
+    pub asked: String,
+    pub expires: String,
+}
+
 /// What a member may do here; a button they may not use is not shown (the page route refuses
 /// it anyway).
 pub struct Can {
@@ -173,6 +183,8 @@ pub struct ContactPanel {
     pub restricted: bool,
     pub others: Vec<OtherConversation>,
     pub processors: Vec<ProcessorRow>,
+    /// Shown only to members with the data-subject rights permission.
+    pub exports: Vec<ExportRow>,
 }
 
 fn delivery_label(status: &str) -> &'static str {
@@ -410,6 +422,11 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
     } else {
         Vec::new()
     };
+    let exports = if ctx.role.can(Permission::DataSubjectRights) {
+        crate::privacy::export::for_contact(&mut tx, contact.id).await?
+    } else {
+        Vec::new()
+    };
     let pending = draft::pending_draft(&mut tx, id).await?;
     let sources = match pending.as_ref().and_then(|d| d.execution_id) {
         Some(execution) => crate::agent::run_sources(&mut tx, execution).await?,
@@ -547,6 +564,20 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
                 model: p.model,
                 runs: p.runs,
                 last: readable(p.last_at),
+            })
+            .collect(),
+        exports: exports
+            .into_iter()
+            .map(|e| ExportRow {
+                href: if e.status == "done" {
+                    format!("/api/v1/contact-exports/{}/download", e.id)
+                } else {
+                    String::new()
+                },
+                status: e.status,
+                progress: e.progress,
+                asked: readable(e.created_at),
+                expires: readable(e.expires_at),
             })
             .collect(),
     };
@@ -961,6 +992,29 @@ pub async fn restriction(
     let result = crate::privacy::set_restricted(&state.db, &ctx, contact_id, restricted).await;
     settle(&state, &ctx, id, result, Kept::default).await
 }
+
+/// `POST /app/conversations/{id}/export`: asks for an export of everything held about the
+/// contact (DSR-1), as the API's route does; the panel then shows its progress and download.
+pub async fn export(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Form(_): Form<ExportForm>,
+) -> Result<Response> {
+    let contact_id = visible(&state, &ctx, id).await?.contact_id;
+    let result = crate::privacy::export::request(
+        &state.db,
+        &ctx,
+        contact_id,
+        crate::privacy::export::NewExport::default(),
+    )
+    .await;
+    settle(&state, &ctx, id, result, Kept::default).await
+}
+
+/// The export's form carries nothing but its CSRF token (checked before the page runs).
+#[derive(Deserialize)]
+pub struct ExportForm {}
 
 #[cfg(test)]
 mod tests {

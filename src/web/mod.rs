@@ -160,6 +160,12 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
             Requires(DataSubjectRights),
             conversation::restriction,
         )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/export",
+            Requires(DataSubjectRights),
+            conversation::export,
+        )
 }
 
 fn is_page(path: &str) -> bool {

@@ -362,10 +362,19 @@ impl From<sqlx::Error> for Stop {
 }
 
 fn open_vault(state: &AgentState, sealed: Option<&[u8]>, conversation_id: Uuid) -> Result<Vault> {
+    open_sealed_vault(&state.sealer, sealed, conversation_id)
+}
+
+/// Opens a conversation's PII vault as the agent sealed it (bound to the conversation), for
+/// whoever must see the values behind the placeholders: a person's export (DSR-1).
+pub fn open_sealed_vault(
+    sealer: &crate::crypto::Sealer,
+    sealed: Option<&[u8]>,
+    conversation_id: Uuid,
+) -> Result<Vault> {
     match sealed {
         None => Ok(Vault::new()),
-        Some(sealed) => state
-            .sealer
+        Some(sealed) => sealer
             .open_json(sealed, &vault_context(conversation_id))
             .map_err(|e| anyhow::anyhow!("conversation {conversation_id} vault: {e}").into()),
     }
