@@ -274,29 +274,34 @@ pub async fn show(
     Ok(Json(view))
 }
 
-pub async fn download(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response> {
-    let mut tx = ctx.begin(&db).await?;
-    let export = fetch(&mut tx, id).await?;
-    if export.purged_at.is_some() || export.expires_at <= OffsetDateTime::now_utc() {
+/// Whether an export (of the audit log, or of a person's data) may be downloaded: past its
+/// expiry it is gone (410), and only a finished one is there to take (409 otherwise).
+pub fn downloadable(status: &str, expired: bool) -> Result<()> {
+    if expired {
         return Err(Error::Gone(
             "this export has expired and its content was deleted",
         ));
     }
-    match export.status.as_str() {
-        "done" => {}
-        "failed" => {
-            return Err(Error::conflict(
-                "export_failed",
-                "this export failed; ask for a new one",
-            ))
-        }
-        _ => {
-            return Err(Error::conflict(
-                "export_not_ready",
-                "this export is still being written; see its progress",
-            ))
-        }
+    match status {
+        "done" => Ok(()),
+        "failed" => Err(Error::conflict(
+            "export_failed",
+            "this export failed; ask for a new one",
+        )),
+        _ => Err(Error::conflict(
+            "export_not_ready",
+            "this export is still being written; see its progress",
+        )),
     }
+}
+
+pub async fn download(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Response> {
+    let mut tx = ctx.begin(&db).await?;
+    let export = fetch(&mut tx, id).await?;
+    downloadable(
+        &export.status,
+        export.purged_at.is_some() || export.expires_at <= OffsetDateTime::now_utc(),
+    )?;
     let chunks = sqlx::query_scalar!(
         "SELECT data FROM audit_export_chunk
          WHERE export_id = $1 AND tenant_id = current_tenant_id() ORDER BY ordinal",

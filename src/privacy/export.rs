@@ -297,26 +297,10 @@ async fn download(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Resul
 pub async fn file(db: &Db, ctx: &Ctx, id: Uuid) -> Result<(ExportView, Vec<u8>)> {
     let mut tx = ctx.begin(db).await?;
     let export = fetch(&mut tx, id).await?;
-    if export.expires_at <= OffsetDateTime::now_utc() {
-        return Err(Error::Gone(
-            "this export has expired and its content is deleted",
-        ));
-    }
-    match export.status.as_str() {
-        "done" => {}
-        "failed" => {
-            return Err(Error::conflict(
-                "export_failed",
-                "this export failed; ask for a new one",
-            ))
-        }
-        _ => {
-            return Err(Error::conflict(
-                "export_not_ready",
-                "this export is still being written; see its progress",
-            ))
-        }
-    }
+    crate::audit::export::downloadable(
+        &export.status,
+        export.expires_at <= OffsetDateTime::now_utc(),
+    )?;
     let chunks = sqlx::query_scalar!(
         "SELECT data FROM contact_export_chunk
          WHERE export_id = $1 AND tenant_id = current_tenant_id() ORDER BY ordinal",
