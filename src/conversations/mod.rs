@@ -2,6 +2,7 @@
 //! and the states of outbound messages on their way through the durable queue.
 
 pub mod delivery;
+pub mod erasure;
 pub mod inbox;
 pub mod routes;
 

@@ -4,6 +4,7 @@
 //! Data-subject requests (DSR-6) are tracked in [`requests`], consents (DSR-5) in [`consent`].
 
 pub mod consent;
+pub mod erasure;
 pub mod requests;
 
 use axum::extract::{FromRef, State};
@@ -21,9 +22,10 @@ pub fn routes<S>(api: Api<S>) -> Api<S>
 where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
+    erasure::ReceiptKey: FromRef<S>,
 {
     use Access::*;
-    consent::routes(requests::routes(api))
+    erasure::routes(consent::routes(requests::routes(api)))
         .endpoint(
             Method::POST,
             "/api/v1/contacts/{contact_id}/restrict",

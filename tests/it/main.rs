@@ -25,6 +25,7 @@ mod isolation;
 mod mfa;
 mod openapi;
 mod privacy_consent;
+mod privacy_erasure;
 mod privacy_requests;
 mod provider;
 mod queue;
