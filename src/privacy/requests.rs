@@ -824,38 +824,6 @@ async fn update_settings(
     Ok(Json(body))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_moves_only_forward_along_its_workflow_and_stays_closed_once_final() {
-        use Status::*;
-        let all = [Received, InProgress, WaitingOnSubject, Done, Refused];
-        let allowed = [
-            (Received, InProgress),
-            (Received, WaitingOnSubject),
-            (Received, Refused),
-            (InProgress, WaitingOnSubject),
-            (InProgress, Done),
-            (InProgress, Refused),
-            (WaitingOnSubject, InProgress),
-            (WaitingOnSubject, Refused),
-        ];
-        for from in all {
-            for to in all {
-                assert_eq!(
-                    from.may_become(to),
-                    allowed.contains(&(from, to)),
-                    "{} -> {}",
-                    from.as_str(),
-                    to.as_str()
-                );
-            }
-        }
-    }
-}
-
 /// Checks that request `id` may be answered by erasing or anonymising `contact_id`: it is an
 /// erasure or anonymisation request about that contact, still open. Locks it.
 pub(crate) async fn check_for_erasure(
@@ -942,4 +910,36 @@ pub async fn receipt(conn: &mut PgConnection, id: Uuid) -> Result<Option<serde_j
     .fetch_optional(conn)
     .await?
     .flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_moves_only_forward_along_its_workflow_and_stays_closed_once_final() {
+        use Status::*;
+        let all = [Received, InProgress, WaitingOnSubject, Done, Refused];
+        let allowed = [
+            (Received, InProgress),
+            (Received, WaitingOnSubject),
+            (Received, Refused),
+            (InProgress, WaitingOnSubject),
+            (InProgress, Done),
+            (InProgress, Refused),
+            (WaitingOnSubject, InProgress),
+            (WaitingOnSubject, Refused),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.may_become(to),
+                    allowed.contains(&(from, to)),
+                    "{} -> {}",
+                    from.as_str(),
+                    to.as_str()
+                );
+            }
+        }
+    }
 }
