@@ -154,6 +154,12 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
             Requires(DataSubjectRights),
             conversation::restriction,
         )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/erasure",
+            Requires(DataSubjectRights),
+            conversation::erasure,
+        )
 }
 
 fn is_page(path: &str) -> bool {
