@@ -733,3 +733,65 @@ async fn a_payload_changed_or_blanked_outside_an_erasure_breaks_the_chain() {
     .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
+
+// proves: DSR-3
+#[tokio::test]
+async fn anonymising_blanks_the_agents_records_and_review_items_but_keeps_their_outcomes() {
+    let w = world(json!({ "confidence_threshold": 0.5 })).await;
+    let (app, owner) = (&w.app, &w.owner);
+    w.model.push(decision("reply", "Hi [NAME_1]!", 0.9));
+    w.customer_writes(&format!("Hi, I'm {NAME}, {EMAIL}"), "wamid.ANON1")
+        .await;
+    execution(app).await;
+    w.model
+        .push(decision("reply", "[NAME_1], it left today.", 0.1));
+    w.customer_writes("Any news?", "wamid.ANON2").await;
+    let contact: Uuid = eventually(20, "the second run to wait for review", || async {
+        let mut conn = app.superuser().await;
+        sqlx::query_scalar::<_, Uuid>(
+            "SELECT e.contact_id FROM review_item r JOIN agent_execution e ON e.id = r.execution_id",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+    })
+    .await;
+    eventually(20, "the agent runs to finish", || async {
+        (app.count("SELECT count(*) FROM agent_execution WHERE finished_at IS NULL")
+            .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    let outcomes = "SELECT count(*) FROM agent_execution WHERE finished_at IS NOT NULL";
+    let runs = eventually(20, "both runs to finish", || async {
+        let n = app.count(outcomes).await;
+        let running = app
+            .count("SELECT count(*) FROM agent_execution WHERE finished_at IS NULL")
+            .await;
+        (n >= 2 && running == 0).then_some(n)
+    })
+    .await;
+
+    let done = erase(app, owner, contact, json!({ "mode": "anonymise" })).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["erased"]["agent_executions"], runs);
+    assert!(done.body["erased"]["review_items"].as_i64().unwrap() >= 1);
+    // The outcomes stay for the statistics; the records and the drafts are gone.
+    assert_eq!(app.count(outcomes).await, runs);
+    assert_eq!(
+        app.count("SELECT count(*) FROM agent_execution WHERE record <> '{}' OR content_erased_at IS NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM review_item WHERE content_purged_at IS NULL")
+            .await,
+        0
+    );
+    for needle in ["Sheena", "Nelson", EMAIL, PHONE_DIGITS] {
+        let found = columns_holding(app, needle).await;
+        assert!(found.is_empty(), "{needle} is still in {found:?}");
+    }
+    assert_eq!(verify_chain(app, owner).await["valid"], true);
+}

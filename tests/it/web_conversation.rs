@@ -729,7 +729,11 @@ async fn the_contact_panel_erases_a_person_only_after_the_typed_confirmation() {
     )
     .await;
     assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
-    assert!(html(&unconfirmed).contains("erase to confirm"), "{}", html(&unconfirmed));
+    assert!(
+        html(&unconfirmed).contains("erase to confirm"),
+        "{}",
+        html(&unconfirmed)
+    );
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) FROM conversation WHERE id = '{id}'"
