@@ -181,6 +181,12 @@ impl FromRef<AppState> for ChannelsState {
     }
 }
 
+impl FromRef<AppState> for crate::privacy::erasure::ReceiptKey {
+    fn from_ref(state: &AppState) -> Self {
+        crate::privacy::erasure::ReceiptKey::from_master(&state.sealer)
+    }
+}
+
 impl FromRef<AppState> for Db {
     fn from_ref(state: &AppState) -> Db {
         state.db.clone()

@@ -93,6 +93,53 @@ impl Sealer {
     }
 }
 
+/// A key for signing what the server vouches for (an erasure's completion receipt), derived from
+/// the master key with a label of its own: HMAC-SHA256(master, label). A signature made for one
+/// purpose never verifies for another, and the master key itself signs nothing.
+#[derive(Clone)]
+pub struct Signer {
+    key: std::sync::Arc<SecretBox<[u8; 32]>>,
+}
+
+impl Sealer {
+    /// The signing key for `label` (e.g. "custodian/erasure-receipt/v1").
+    pub fn signer(&self, label: &str) -> Signer {
+        let derived = hmac_sha256(self.key.expose_secret(), label.as_bytes());
+        Signer {
+            key: std::sync::Arc::new(SecretBox::new(Box::new(derived))),
+        }
+    }
+}
+
+impl Signer {
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        hmac_sha256(self.key.expose_secret(), data)
+    }
+
+    /// Whether `signature` is this key's signature of `data`, compared in constant time.
+    pub fn verify(&self, data: &[u8], signature: &[u8]) -> bool {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(self.key.expose_secret())
+            .expect("HMAC takes any key length");
+        mac.update(data);
+        mac.verify_slice(signature).is_ok()
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 /// Serialises a `SecretString` for sealing; never used for responses or logs.
 pub mod secret_string {
     use super::*;
@@ -136,6 +183,19 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(sealer.open(&tampered, "inbox:1").is_err());
         assert!(sealer.open(&[1, 2, 3], "inbox:1").is_err());
+    }
+
+    #[test]
+    fn a_derived_signature_verifies_only_under_its_own_label_and_data() {
+        let sealer = Sealer::random();
+        let signer = sealer.signer("receipt");
+        let sig = signer.sign(b"erased 3 messages");
+        assert!(signer.verify(b"erased 3 messages", &sig));
+        assert!(!signer.verify(b"erased 4 messages", &sig));
+        assert!(!sealer.signer("other").verify(b"erased 3 messages", &sig));
+        assert!(!Sealer::random()
+            .signer("receipt")
+            .verify(b"erased 3 messages", &sig));
     }
 
     // proves: SEC-10

@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod decision;
 pub mod dry_run;
+pub mod erasure;
 pub mod execute;
 pub mod pipeline;
 pub mod prompts;

@@ -125,6 +125,9 @@ pub struct Verification {
     pub checked: u64,
     pub first_seq: Option<i64>,
     pub last_seq: Option<i64>,
+    /// Rows whose payload a data subject's erasure removed (DSR-3): their digest, link and
+    /// order were checked, their content no longer exists to check.
+    pub erased: u64,
     /// The first link that does not hold, when any.
     pub broken: Option<BrokenLink>,
 }
@@ -136,6 +139,8 @@ pub struct BrokenLink {
 }
 
 const GENESIS: [u8; 32] = [0; 32];
+/// The event `audit_erase_payloads` appends, naming the rows it erased.
+pub const ERASURE_ACTION: &str = "audit.payloads_erased";
 /// Rows read per round trip while walking a chain.
 const PAGE: i64 = 1000;
 
@@ -178,8 +183,12 @@ pub async fn verify_paged(
         checked: 0,
         first_seq: None,
         last_seq: None,
+        erased: 0,
         broken: None,
     };
+    // Erased rows not yet named by an `audit.payloads_erased` event: an erasure that the chain
+    // does not record (a row blanked behind the function's back) is a break, not an erasure.
+    let mut unaccounted = std::collections::BTreeSet::new();
     let fail = |report: &mut Verification, seq: i64, reason: String| {
         report.valid = false;
         report.broken = Some(BrokenLink { seq, reason });
@@ -188,7 +197,9 @@ pub async fn verify_paged(
     let mut after_seq = expected_seq - 1;
     'pages: loop {
         let rows = sqlx::query!(
-            r#"SELECT seq, prev_hash, hash, audit_canonical(e) AS "canonical!"
+            r#"SELECT seq, prev_hash, hash, audit_canonical(e) AS "canonical!", action, after,
+                      payload_digest, audit_payload_digest(before, after) AS "computed!",
+                      erased_at IS NOT NULL AS "erased!"
                FROM audit_event e
                WHERE tenant_id = $1 AND seq > $2
                ORDER BY seq LIMIT $3"#,
@@ -222,6 +233,24 @@ pub async fn verify_paged(
                 );
                 break 'pages;
             }
+            if row.erased {
+                report.erased += 1;
+                unaccounted.insert(row.seq);
+            } else if row.computed != row.payload_digest {
+                fail(
+                    &mut report,
+                    row.seq,
+                    "payload does not match the digest its hash covers".into(),
+                );
+                break 'pages;
+            } else if row.action == ERASURE_ACTION {
+                let named = row.after.as_ref().and_then(|a| a.get("seqs"));
+                for seq in named.and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(seq) = seq.as_i64() {
+                        unaccounted.remove(&seq);
+                    }
+                }
+            }
             let mut hasher = Sha256::new();
             hasher.update(&row.prev_hash);
             hasher.update(&row.canonical);
@@ -239,6 +268,13 @@ pub async fn verify_paged(
         after_seq = expected_seq - 1;
     }
 
+    if let (true, Some(&seq)) = (report.valid, unaccounted.first()) {
+        fail(
+            &mut report,
+            seq,
+            "payload marked erased but no erasure event names it".into(),
+        );
+    }
     if report.valid {
         let head = sqlx::query!(
             "SELECT seq, hash FROM audit_chain_head WHERE tenant_id = $1",
@@ -262,6 +298,105 @@ pub async fn verify_paged(
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// What an erasure looks for in one tenant's audit log: rows about these entities, rows of these
+/// agent executions, payloads that hold any of `substrings` (phone numbers, e-mail addresses)
+/// or have one of `exact` as a whole JSON string value (a name, which as a substring would match
+/// unrelated words), and payloads that hold one of `ids_in_payloads` unless the row is about an
+/// entity of `spared_entity_types` (records that name the person by id only and must stay).
+#[derive(Debug, Default)]
+pub struct Mentions {
+    pub entities: Vec<(&'static str, Vec<String>)>,
+    pub execution_ids: Vec<Uuid>,
+    pub substrings: Vec<String>,
+    pub exact: Vec<String>,
+    pub ids_in_payloads: Vec<String>,
+    pub spared_entity_types: Vec<&'static str>,
+}
+
+/// The sequence numbers of the tenant's rows that mention a data subject, erased ones and the
+/// erasure facts themselves left out. Runs on the caller's transaction.
+pub async fn mentioning(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    mentions: &Mentions,
+) -> sqlx::Result<Vec<i64>> {
+    let (mut types, mut ids) = (Vec::new(), Vec::new());
+    for (entity_type, entity_ids) in &mentions.entities {
+        for id in entity_ids {
+            types.push(entity_type.to_string());
+            ids.push(id.clone());
+        }
+    }
+    let escape = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    };
+    let mut patterns: Vec<String> = mentions
+        .substrings
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("%{}%", escape(s)))
+        .collect();
+    for value in mentions.exact.iter().filter(|s| !s.is_empty()) {
+        let quoted = serde_json::to_string(value).unwrap_or_default();
+        patterns.push(format!("%{}%", escape(&quoted)));
+    }
+    let id_patterns: Vec<String> = mentions
+        .ids_in_payloads
+        .iter()
+        .map(|s| format!("%{}%", escape(s)))
+        .collect();
+    let spared: Vec<String> = mentions
+        .spared_entity_types
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let seqs = sqlx::query_scalar!(
+        r#"SELECT seq FROM audit_event e
+           WHERE e.tenant_id = $1 AND e.erased_at IS NULL
+             AND e.action NOT IN ('audit.payloads_erased', 'contact.erased', 'contact.anonymised')
+             AND ((e.entity_type, e.entity_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+               OR e.execution_id = ANY ($4)
+               OR coalesce(e.before::text, '') || ' ' || coalesce(e.after::text, '') LIKE ANY ($5)
+               OR (e.entity_type <> ALL ($7)
+                   AND coalesce(e.before::text, '') || ' ' || coalesce(e.after::text, '') LIKE ANY ($6)))
+           ORDER BY seq"#,
+        tenant_id,
+        &types,
+        &ids,
+        &mentions.execution_ids,
+        &patterns,
+        &id_patterns,
+        &spared
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(seqs)
+}
+
+/// Erases the payloads of these rows through `audit_erase_payloads` (the only way, AUD-3), which
+/// records the erasure in the chain; returns how many rows it erased.
+pub async fn erase_payloads(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    seqs: &[i64],
+    reason: Value,
+) -> sqlx::Result<i64> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let n = sqlx::query_scalar!(
+        "SELECT audit_erase_payloads($1, $2, $3)",
+        tenant_id,
+        seqs,
+        reason
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n.unwrap_or(0))
 }
 
 /// The caller's audit helpers: written here, beside what they record, so the foundation's

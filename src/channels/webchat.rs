@@ -863,3 +863,20 @@ async fn visible_message(
     tx.commit().await.ok()?;
     message
 }
+
+/// A data subject's erasure (DSR-3): their web-chat sessions go in either mode, since a session
+/// ties a browser to the person. Called by the privacy domain on its transaction.
+pub async fn erase_sessions(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    contact_id: Uuid,
+) -> sqlx::Result<i64> {
+    let n = sqlx::query!(
+        "DELETE FROM webchat_session WHERE tenant_id = $1 AND contact_id = $2",
+        tenant_id,
+        contact_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(n.rows_affected() as i64)
+}

@@ -3,6 +3,7 @@
 
 pub mod canned;
 pub mod delivery;
+pub mod erasure;
 pub mod inbox;
 pub mod routes;
 

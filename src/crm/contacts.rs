@@ -69,21 +69,6 @@ where
         written(Contract::new().ok::<ContactView>()),
         update,
     )
-    .endpoint(
-        Method::DELETE,
-        "/api/v1/contacts/{contact_id}",
-        // Deleting a person's data is a data-subject decision, not everyday CRM work: it takes
-        // their conversations and messages with it. Held data is refused by the database.
-        Requires(Permission::DataSubjectRights),
-        (
-            "crm",
-            "Delete a contact and their conversations (not while under a legal hold)",
-        ),
-        Contract::new()
-            .no_content()
-            .error(StatusCode::CONFLICT, "legal_hold"),
-        delete,
-    )
 }
 
 /// A WhatsApp id as Meta gives it: the number's digits, or, for a user who hides their number
@@ -402,22 +387,64 @@ pub async fn correct(state: &Db, ctx: &Ctx, id: Uuid, body: ContactBody) -> Resu
     Ok(after)
 }
 
-async fn delete(State(state): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<StatusCode> {
-    let mut tx = ctx.begin(&state).await?;
-    let before = fetch(&mut tx, id).await?;
-    sqlx::query!(
-        "DELETE FROM contact WHERE id = $1 AND tenant_id = current_tenant_id()",
+/// The values that identify a contact, read for an erasure (DSR-3): the erasure searches the
+/// audit log for them, then removes them.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub whatsapp_id: Option<String>,
+    pub external_id: Option<String>,
+    /// Set once the contact was anonymised: there is nothing left to erase.
+    pub anonymised: bool,
+}
+
+/// Locks the tenant's contact for an erasure and reads what identifies them. The erasure runs on
+/// the owner pool, so the tenant is named, not left to row-level security.
+pub async fn lock_for_erasure(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Identity> {
+    sqlx::query_as!(
+        Identity,
+        r#"SELECT name, email, phone, whatsapp_id, external_id, anonymised_at IS NOT NULL AS "anonymised!"
+           FROM contact WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
+        tenant_id,
         id
     )
-    .execute(&mut *tx)
-    .await?;
-    ctx.audit(
-        &mut tx,
-        AuditEvent::new("contact.deleted", "contact", id).before(&before),
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)
+}
+
+/// Anonymises a contact (DSR-3): every identifying field goes, the row stays so their
+/// conversations still count; they stay restricted (DSR-4), as nobody is there to answer.
+pub async fn anonymise(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<()> {
+    sqlx::query!(
+        "UPDATE contact
+         SET name = NULL, email = NULL, phone = NULL, whatsapp_id = NULL, external_id = NULL,
+             attributes = '{}', restricted = true, anonymised_at = now(), updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        id
     )
+    .execute(conn)
     .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
+}
+
+/// Deletes a contact for an erasure (DSR-3); a legal hold refuses it in the database.
+pub async fn delete_for_erasure(conn: &mut PgConnection, tenant_id: Uuid, id: Uuid) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM contact WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Sets a contact's restriction of processing (DSR-4) on the caller's transaction; returns the

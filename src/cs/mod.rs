@@ -8,6 +8,7 @@
 //! shared with its organisation: the queries say so, and a row-level policy (migration 0033)
 //! backs them in every transaction [`begin`] opens for a partner.
 
+pub mod erasure;
 pub mod tasks;
 pub mod tickets;
 

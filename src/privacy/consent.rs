@@ -340,3 +340,32 @@ pub async fn allows(conn: &mut PgConnection, contact_id: Uuid, purpose: Purpose)
     .fetch_one(conn)
     .await?)
 }
+
+/// A data subject's erasure (DSR-3), consents' part. `keep_rows`: anonymise (purpose, basis,
+/// source and times stay as the record of what was agreed; the free text goes); otherwise the
+/// consents are deleted with the person.
+pub(crate) async fn erase(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    contact_id: Uuid,
+    keep_rows: bool,
+) -> Result<i64> {
+    let n = if keep_rows {
+        sqlx::query!(
+            "UPDATE consent SET text_version = NULL WHERE tenant_id = $1 AND contact_id = $2",
+            tenant_id,
+            contact_id
+        )
+        .execute(conn)
+        .await?
+    } else {
+        sqlx::query!(
+            "DELETE FROM consent WHERE tenant_id = $1 AND contact_id = $2",
+            tenant_id,
+            contact_id
+        )
+        .execute(conn)
+        .await?
+    };
+    Ok(n.rows_affected() as i64)
+}

@@ -320,8 +320,6 @@ pub async fn file(db: &Db, ctx: &Ctx, id: Uuid) -> Result<(ExportView, Vec<u8>)>
 
 /// Deletes a contact's exports and their files on the caller's transaction, and says how many
 /// there were: erasure (DSR-3) leaves no copy of the person behind.
-// Erasure (DSR-3) is built beside this and calls it once both are merged.
-#[allow(dead_code)]
 pub(crate) async fn forget_for_contact(
     tx: &mut PgConnection,
     tenant_id: Uuid,

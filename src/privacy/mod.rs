@@ -5,6 +5,7 @@
 //! and a person's export (DSR-1, DSR-7) is written in [`export`].
 
 pub mod consent;
+pub mod erasure;
 pub mod export;
 pub mod requests;
 
@@ -23,9 +24,10 @@ pub fn routes<S>(api: Api<S>) -> Api<S>
 where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
+    erasure::ReceiptKey: FromRef<S>,
 {
     use Access::*;
-    export::routes(consent::routes(requests::routes(api)))
+    erasure::routes(export::routes(consent::routes(requests::routes(api))))
         .endpoint(
             Method::POST,
             "/api/v1/contacts/{contact_id}/restrict",

@@ -824,6 +824,94 @@ async fn update_settings(
     Ok(Json(body))
 }
 
+/// Checks that request `id` may be answered by erasing or anonymising `contact_id`: it is an
+/// erasure or anonymisation request about that contact, still open. Locks it.
+pub(crate) async fn check_for_erasure(
+    conn: &mut PgConnection,
+    id: Uuid,
+    contact_id: Uuid,
+) -> Result<()> {
+    let request = fetch(&mut *conn, id, true).await?;
+    if !matches!(request.kind, Kind::Erasure | Kind::Anonymisation) {
+        return Err(Error::conflict(
+            "request_mismatch",
+            format!(
+                "request {id} is a {} request, not an erasure or anonymisation",
+                request.kind.as_str()
+            ),
+        ));
+    }
+    if request.contact_id != Some(contact_id) {
+        return Err(Error::conflict(
+            "request_mismatch",
+            format!("request {id} is about another contact"),
+        ));
+    }
+    if request.status.is_final() {
+        return Err(Error::conflict(
+            "illegal_transition",
+            format!(
+                "request {id} is {} and closed; record a new request instead",
+                request.status.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Closes request `id` as done with the erasure's completion receipt, through the workflow's
+/// own audited steps (a request not yet in progress is taken into progress first).
+pub(crate) async fn complete_with_receipt(
+    conn: &mut PgConnection,
+    ctx: &Ctx,
+    id: Uuid,
+    receipt: &serde_json::Value,
+) -> Result<()> {
+    let request = fetch(&mut *conn, id, true).await?;
+    if request.status != Status::InProgress {
+        set_status(&mut *conn, ctx, id, Status::InProgress, None).await?;
+    }
+    set_status(&mut *conn, ctx, id, Status::Done, None).await?;
+    sqlx::query!(
+        "UPDATE privacy_request SET receipt = $2 WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id,
+        receipt
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// An erasure (DSR-3) keeps the requests about the person (they are the tenant's proof), but not
+/// the person's own name as the requester.
+pub(crate) async fn forget_subject_names(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    contact_id: Uuid,
+) -> Result<i64> {
+    let n = sqlx::query!(
+        "UPDATE privacy_request SET requester_name = NULL, updated_at = now()
+         WHERE tenant_id = $1 AND contact_id = $2 AND requester = 'data_subject'
+           AND requester_name IS NOT NULL",
+        tenant_id,
+        contact_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(n.rows_affected() as i64)
+}
+
+/// The completion receipt an erasure left on request `id`, if any.
+pub async fn receipt(conn: &mut PgConnection, id: Uuid) -> Result<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT receipt FROM privacy_request WHERE id = $1 AND tenant_id = current_tenant_id()",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

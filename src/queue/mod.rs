@@ -385,6 +385,26 @@ pub async fn revive(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<()> {
     crate::events::notify(conn, JOBS_CHANNEL, String::new()).await
 }
 
+/// A data subject's erasure (DSR-3): jobs about their messages or conversations (sends, agent
+/// runs, finished ones with their last errors) go, so nothing is sent or retried for erased
+/// data. `ids` are the messages' and conversations' ids as text.
+pub async fn forget(conn: &mut PgConnection, tenant_id: Uuid, ids: &[String]) -> sqlx::Result<i64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let n = sqlx::query!(
+        "DELETE FROM job
+         WHERE tenant_id = $1
+           AND (payload ->> 'message_id' = ANY ($2) OR payload ->> 'conversation_id' = ANY ($2)
+                OR payload ->> 'contact_id' = ANY ($2))",
+        tenant_id,
+        ids
+    )
+    .execute(conn)
+    .await?;
+    Ok(n.rows_affected() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -707,3 +707,26 @@ async fn blank_review_items(
     .rows_affected();
     Ok(n as i64)
 }
+
+/// An active legal hold on a contact or on one of these conversations, oldest first: its id and
+/// reason. A data subject's erasure asks it first so its refusal can name the hold.
+pub async fn active_hold(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    contact_id: Uuid,
+    conversations: &[Uuid],
+) -> sqlx::Result<Option<(Uuid, String)>> {
+    let hold = sqlx::query!(
+        "SELECT id, reason FROM legal_hold
+         WHERE tenant_id = $1 AND released_at IS NULL
+           AND ((entity_type = 'contact' AND entity_id = $2)
+             OR (entity_type = 'conversation' AND entity_id = ANY ($3)))
+         ORDER BY created_at, id LIMIT 1",
+        tenant_id,
+        contact_id,
+        conversations
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(hold.map(|h| (h.id, h.reason)))
+}

@@ -9,6 +9,7 @@
 mod actions;
 mod decide;
 pub mod draft;
+pub mod erasure;
 mod item;
 pub mod policy;
 mod policy_routes;

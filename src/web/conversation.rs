@@ -1016,6 +1016,52 @@ pub async fn export(
 #[derive(Deserialize)]
 pub struct ExportForm {}
 
+#[derive(Deserialize)]
+pub struct ErasureForm {
+    /// `erase` or `anonymise`.
+    #[serde(default)]
+    mode: String,
+    /// The member types the mode's word again: an erasure cannot be undone.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /app/conversations/{id}/erasure`: erases or anonymises the contact (DSR-3) through the
+/// same domain call as the API. An erased contact's conversation is gone with them, so the
+/// member lands in the inbox; an anonymised one stays, blank.
+pub async fn erasure(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<Uuid>,
+    Form(form): Form<ErasureForm>,
+) -> Result<Response> {
+    use crate::privacy::erasure::{self, Mode, ReceiptKey};
+    let contact_id = visible(&state, &ctx, id).await?.contact_id;
+    let mode = match form.mode.as_str() {
+        "erase" => Mode::Erase,
+        "anonymise" => Mode::Anonymise,
+        _ => {
+            return Err(Error::bad_request(
+                "invalid_form",
+                "mode is erase or anonymise",
+            ))
+        }
+    };
+    if form.confirm.trim().to_lowercase() != form.mode {
+        let refused: Result<()> = Err(Error::bad_request(
+            "confirmation_required",
+            format!("type {} to confirm: this cannot be undone", form.mode),
+        ));
+        return settle(&state, &ctx, id, refused, Kept::default).await;
+    }
+    let key = ReceiptKey::from_master(&state.sealer);
+    let result = erasure::erase(&state.db, &key, &ctx, contact_id, mode, None).await;
+    match (mode, result) {
+        (Mode::Erase, Ok(_)) => Ok(see_other(super::HOME)),
+        (_, result) => settle(&state, &ctx, id, result, Kept::default).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

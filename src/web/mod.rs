@@ -166,6 +166,12 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
             Requires(DataSubjectRights),
             conversation::export,
         )
+        .page(
+            Method::POST,
+            "/app/conversations/{conversation_id}/erasure",
+            Requires(DataSubjectRights),
+            conversation::erasure,
+        )
 }
 
 fn is_page(path: &str) -> bool {

@@ -364,6 +364,12 @@ async fn contacts_and_accounts_are_created_corrected_and_deleted_with_audit_entr
         .send(Req::get("/api/v1/contacts?q=hank.s").by(&owner))
         .await;
     assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
+    let updated = app.audit_events(owner.tenant_id, "contact.updated").await;
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0]["before"]["email"], "hank@globex.example");
+    assert_eq!(updated[0]["after"]["email"], "hank.s@globex.example");
+    assert_eq!(updated[0]["before"]["phone"], "+16505551234");
+
     assert_eq!(
         app.send(Req::delete(format!("/api/v1/contacts/{contact_id}")).by(&owner))
             .await
@@ -376,14 +382,15 @@ async fn contacts_and_accounts_are_created_corrected_and_deleted_with_audit_entr
             .status,
         StatusCode::NOT_FOUND
     );
-
+    // Deleting a contact is their erasure (DSR-3): the entry keeps the fact and the counts, and
+    // no earlier entry keeps their values either.
+    let deleted = app.audit_events(owner.tenant_id, "contact.erased").await;
+    assert_eq!(deleted[0]["entity_id"], contact_id.to_string());
+    assert_eq!(deleted[0]["after"]["erased"]["contact"], 1);
+    assert!(!deleted[0].to_string().contains("Hank"), "{}", deleted[0]);
     let updated = app.audit_events(owner.tenant_id, "contact.updated").await;
-    assert_eq!(updated.len(), 1);
-    assert_eq!(updated[0]["before"]["email"], "hank@globex.example");
-    assert_eq!(updated[0]["after"]["email"], "hank.s@globex.example");
-    assert_eq!(updated[0]["before"]["phone"], "+16505551234");
-    let deleted = app.audit_events(owner.tenant_id, "contact.deleted").await;
-    assert_eq!(deleted[0]["before"]["name"], "Hank");
+    assert_eq!(updated[0]["before"], serde_json::Value::Null);
+    assert_eq!(updated[0]["after"], serde_json::Value::Null);
     assert_eq!(
         app.audit_events(owner.tenant_id, "account.created")
             .await

@@ -367,6 +367,13 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
         })))
         .await
         .uuid("/id");
+    let b_request = app
+        .send(Req::post("/api/v1/privacy/requests").by(&b).json(json!({
+            "type": "erasure", "contact_id": b_contact, "requester": "data_subject",
+            "identity_check": "document"
+        })))
+        .await
+        .uuid("/id");
     let b_execution = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, provider, model, offline, outcome)
@@ -581,6 +588,11 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
                 .json(json!({ "assignee_id": b_agent.member_id })),
             "task assignee_id on update",
         ),
+        (
+            Req::post(format!("/api/v1/contacts/{a_contact}/erasure"))
+                .json(json!({ "mode": "erase", "request_id": b_request })),
+            "erasure request_id",
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -613,6 +625,7 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
             json!({ "purpose": "surveys", "legal_basis": "consent", "source": "api" })
         }
         ("POST", "revoke") => json!({ "source": "api" }),
+        ("POST", "erasure") => json!({ "mode": "anonymise" }),
         ("POST", "reject") => json!({ "reason": "rejected by another tenant" }),
         ("POST", "send-draft") => json!({ "text": "sent by another tenant" }),
         ("PUT", "labels") => json!({ "labels": ["hijacked"] }),

@@ -26,6 +26,7 @@ mod isolation;
 mod mfa;
 mod openapi;
 mod privacy_consent;
+mod privacy_erasure;
 mod privacy_export;
 mod privacy_requests;
 mod provider;

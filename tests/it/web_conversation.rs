@@ -702,3 +702,95 @@ async fn a_tenant_rewords_the_hand_off_notice_per_kind_or_turns_it_off() {
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
 }
+
+// proves: DSR-3
+#[tokio::test]
+async fn the_contact_panel_erases_a_person_only_after_the_typed_confirmation() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (_, id) = app.visitor_writes(inbox, "Please forget me").await;
+    let (_, other) = app.visitor_writes(inbox, "Someone else").await;
+    let page = app.send(Req::get(page_of(id)).by(&owner)).await;
+    assert!(html(&page).contains("data-erasure"));
+    let page = app.send(Req::get(page_of(id)).by(&agent)).await;
+    assert!(
+        !html(&page).contains("data-erasure"),
+        "an agent sees the erase form"
+    );
+
+    let unconfirmed = post(
+        &app,
+        &owner,
+        id,
+        "erasure",
+        &[("mode", "erase"), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
+    assert!(
+        html(&unconfirmed).contains("erase to confirm"),
+        "{}",
+        html(&unconfirmed)
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM conversation WHERE id = '{id}'"
+        ))
+        .await,
+        1
+    );
+    let by_agent = post(
+        &app,
+        &agent,
+        id,
+        "erasure",
+        &[("mode", "erase"), ("confirm", "erase")],
+    )
+    .await;
+    assert_eq!(by_agent.status, StatusCode::FORBIDDEN);
+
+    let erased = post(
+        &app,
+        &owner,
+        id,
+        "erasure",
+        &[("mode", "erase"), ("confirm", "erase")],
+    )
+    .await;
+    assert_eq!(erased.status, StatusCode::SEE_OTHER, "{}", erased.body);
+    assert_eq!(erased.headers[header::LOCATION], "/app");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM conversation WHERE id = '{id}'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "contact.erased")
+            .await
+            .len(),
+        1
+    );
+    // Anonymising keeps the conversation, blank, and goes back to it.
+    went_back(
+        &post(
+            &app,
+            &owner,
+            other,
+            "erasure",
+            &[("mode", "anonymise"), ("confirm", "anonymise")],
+        )
+        .await,
+        other,
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM message WHERE conversation_id = '{other}' AND body = ''"
+        ))
+        .await,
+        1
+    );
+}
