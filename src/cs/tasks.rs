@@ -293,7 +293,7 @@ pub struct NewTask {
     pub notes: Option<String>,
     /// RFC 3339, or a date (midnight UTC).
     #[serde(default, deserialize_with = "when")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<Option<OffsetDateTime>>,
     pub assignee_id: Option<Uuid>,
     pub account_id: Option<Uuid>,
@@ -312,7 +312,7 @@ pub struct TaskChanges {
     #[schema(max_length = 10000)]
     pub notes: Option<String>,
     #[serde(default, deserialize_with = "when")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<Option<OffsetDateTime>>,
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(value_type = Option<Uuid>)]
@@ -480,6 +480,7 @@ pub async fn set_done(db: &impl AsRef<Db>, ctx: &Ctx, id: Uuid, done: bool) -> R
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// `mine`, `overdue` or `due_this_week` (each of open tasks).
+    #[param(pattern = "^(mine|overdue|due_this_week)$")]
     view: Option<String>,
     /// Only the done (`true`) or only the open (`false`).
     done: Option<bool>,
@@ -490,8 +491,10 @@ struct ListQuery {
     /// A case-insensitive part of the title or notes.
     q: Option<String>,
     /// RFC 3339 or a date: due at or after.
+    #[param(value_type = Option<String>, format = DateTime)]
     due_after: Option<String>,
     /// RFC 3339 or a date: due before.
+    #[param(value_type = Option<String>, format = DateTime)]
     due_before: Option<String>,
     /// The last id of the previous page (its `next_cursor`).
     after: Option<Uuid>,

@@ -151,7 +151,8 @@ where
         Contract::new()
             .body::<Vec<SlaTarget>>()
             .ok_list::<SlaTarget>()
-            .error(StatusCode::BAD_REQUEST, "invalid_sla"),
+            .error(StatusCode::BAD_REQUEST, "invalid_sla")
+            .error(StatusCode::CONFLICT, "sla_contradiction"),
         set_sla_route,
     )
 }
@@ -705,17 +706,30 @@ pub fn parse_when(raw: &str) -> std::result::Result<OffsetDateTime, String> {
         .map_err(|_| format!("{raw:?} is not a date (2026-12-24) or an RFC 3339 time"))
 }
 
+/// The tags as the API document states them: what [`tags`] accepts.
+fn tags_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::http::contract::schema(serde_json::json!({
+        "type": "array",
+        "maxItems": 20,
+        "items": { "type": "string", "maxLength": 50, "pattern": crate::http::contract::ONE_LINE }
+    }))
+}
+
 /// Tags: trimmed, lower case, without duplicates, each 1 to 50 characters, 20 at most.
 fn tags(raw: Vec<String>) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for tag in raw {
-        let tag = tag.trim().to_lowercase();
-        if tag.is_empty() || tag.chars().count() > 50 || tag.chars().any(char::is_control) {
+        let trimmed = tag.trim();
+        if trimmed.is_empty()
+            || trimmed.chars().count() > 50
+            || trimmed.chars().any(char::is_control)
+        {
             return Err(Error::bad_request(
                 "invalid_tags",
                 "each tag is one line of 1 to 50 characters",
             ));
         }
+        let tag = trimmed.to_lowercase();
         if !out.contains(&tag) {
             out.push(tag);
         }
@@ -753,10 +767,11 @@ pub struct NewTicket {
     pub account_id: Option<Uuid>,
     /// The conversation the ticket is opened from.
     pub conversation_id: Option<Uuid>,
+    #[schema(schema_with = tags_schema)]
     pub tags: Option<Vec<String>>,
     /// RFC 3339, or a date (midnight UTC).
     #[serde(default, deserialize_with = "when")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<Option<OffsetDateTime>>,
     pub shared: Option<bool>,
 }
@@ -785,9 +800,10 @@ pub struct TicketChanges {
     pub account_id: Option<Option<Uuid>>,
     /// The linked conversations, all of them (replaces the list).
     pub conversation_ids: Option<Vec<Uuid>>,
+    #[schema(schema_with = tags_schema)]
     pub tags: Option<Vec<String>>,
     #[serde(default, deserialize_with = "when")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<Option<OffsetDateTime>>,
     pub shared: Option<bool>,
 }
@@ -1191,14 +1207,18 @@ pub async fn set_sla(
                 "targets are 1 to 525600 minutes (a year)",
             ));
         }
+        // Each target is valid alone; these refuse targets that contradict each other.
         if t.first_response_minutes > t.resolution_minutes {
-            return Err(Error::bad_request(
-                "invalid_sla",
+            return Err(Error::conflict(
+                "sla_contradiction",
                 "the first response cannot be due after the resolution",
             ));
         }
         if targets.iter().filter(|o| o.priority == t.priority).count() > 1 {
-            return Err(Error::bad_request("invalid_sla", "one target per priority"));
+            return Err(Error::conflict(
+                "sla_contradiction",
+                "one target per priority",
+            ));
         }
     }
     let mut tx = ctx.begin(db).await?;
@@ -1247,10 +1267,13 @@ struct ListQuery {
     /// A case-insensitive part of the subject or description.
     q: Option<String>,
     /// RFC 3339 or a date: created at or after.
+    #[param(value_type = Option<String>, format = DateTime)]
     created_after: Option<String>,
     /// RFC 3339 or a date: created before.
+    #[param(value_type = Option<String>, format = DateTime)]
     created_before: Option<String>,
     /// RFC 3339 or a date: due before.
+    #[param(value_type = Option<String>, format = DateTime)]
     due_before: Option<String>,
     /// The last id of the previous page (its `next_cursor`).
     after: Option<Uuid>,

@@ -383,8 +383,8 @@ async fn sla_breach_times_follow_the_priority_and_the_tenants_targets() {
             json!([{ "priority": "low", "first_response_minutes": 600, "resolution_minutes": 60 }]),
         ))
         .await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    assert_eq!(refused.error_code(), "invalid_sla");
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.error_code(), "sla_contradiction");
     assert_eq!(app.count("SELECT count(*) FROM ticket_sla").await, 1);
 }
 
