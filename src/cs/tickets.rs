@@ -96,7 +96,7 @@ where
             .body::<NewComment>()
             .created::<CommentView>()
             .error(StatusCode::BAD_REQUEST, "invalid_text")
-            .error(StatusCode::BAD_REQUEST, "conversation_not_linked")
+            .error(StatusCode::CONFLICT, "conversation_not_linked")
             .error(StatusCode::CONFLICT, "no_conversation")
             .error(StatusCode::CONFLICT, "outside_service_window")
             .error(StatusCode::CONFLICT, "ticket_closed"),
@@ -1120,7 +1120,7 @@ pub async fn comment(
             Some(c) => {
                 // Another tenant's conversation is not found rather than not linked.
                 crate::conversations::fetch(&mut tx, c).await?;
-                return Err(Error::bad_request(
+                return Err(Error::conflict(
                     "conversation_not_linked",
                     "that conversation is not linked to the ticket",
                 ));
