@@ -34,7 +34,8 @@ async fn titles(app: &TestApp, member: &Member, query: &str) -> Vec<String> {
         .collect()
 }
 
-// proves: AUD-1 (and part of CS-1: tickets and tasks; deals, NPS/CSAT and product events are still to come)
+// proves: AUD-1
+// Part of CS-1 (tickets and tasks); deals, NPS/CSAT and product events are still to come.
 #[tokio::test]
 async fn tasks_show_in_the_mine_overdue_and_this_week_views_and_completion_is_audited() {
     let app = TestApp::spawn().await;

@@ -29,7 +29,8 @@ fn subjects(page: &Value) -> Vec<&str> {
         .collect()
 }
 
-// proves: AUD-1 (and part of CS-1: tickets and tasks; deals, NPS/CSAT and product events are still to come)
+// proves: AUD-1
+// Part of CS-1 (tickets and tasks); deals, NPS/CSAT and product events are still to come.
 #[tokio::test]
 async fn a_member_opens_lists_updates_and_comments_on_a_ticket_each_step_audited() {
     let app = TestApp::spawn().await;

@@ -76,7 +76,8 @@ async fn the_ticket_list_shows_counts_per_status_and_filters_by_status_priority_
     assert!(html(&bad).contains("That did not work"));
 }
 
-// proves: AUD-1 (and part of CS-1: tickets and tasks; deals, NPS/CSAT and product events are still to come)
+// proves: AUD-1
+// Part of CS-1 (tickets and tasks); deals, NPS/CSAT and product events are still to come.
 #[tokio::test]
 async fn a_member_opens_a_ticket_from_the_conversation_page_in_one_click() {
     let app = TestApp::spawn().await;
