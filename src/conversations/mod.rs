@@ -182,6 +182,31 @@ pub struct MessageView {
     pub failed_at: Option<OffsetDateTime>,
 }
 
+/// How the staff's pages name the contact of each of these conversations, in two queries
+/// (a list of review items, say): pairs of conversation id and name, for the conversations of
+/// the caller's tenant that exist.
+pub async fn contact_names(
+    conn: &mut PgConnection,
+    conversation_ids: &[Uuid],
+) -> Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, contact_id FROM conversation
+         WHERE id = ANY ($1) AND tenant_id = current_tenant_id()",
+        conversation_ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let contacts: Vec<Uuid> = rows.iter().map(|r| r.contact_id).collect();
+    let names = crate::crm::contacts::shown_names(conn, &contacts).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let (_, name) = names.iter().find(|(id, _)| *id == r.contact_id)?;
+            Some((r.id, name.clone()))
+        })
+        .collect())
+}
+
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ConversationView> {
     sqlx::query_as!(
         ConversationView,

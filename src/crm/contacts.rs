@@ -145,6 +145,43 @@ pub struct ContactView {
     pub updated_at: OffsetDateTime,
 }
 
+impl ContactView {
+    /// How the staff's pages name the contact: their name, else their phone or e-mail.
+    pub fn shown_name(&self) -> String {
+        shown_name(
+            self.name.as_deref(),
+            self.phone.as_deref(),
+            self.email.as_deref(),
+        )
+    }
+}
+
+fn shown_name(name: Option<&str>, phone: Option<&str>, email: Option<&str>) -> String {
+    name.or(phone)
+        .or(email)
+        .unwrap_or("Unknown visitor")
+        .to_string()
+}
+
+/// How the staff's pages name these contacts, in one query: pairs of contact id and name,
+/// for the contacts of the caller's tenant that exist.
+pub async fn shown_names(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, name, phone, email FROM contact
+         WHERE id = ANY ($1) AND tenant_id = current_tenant_id()",
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let name = shown_name(r.name.as_deref(), r.phone.as_deref(), r.email.as_deref());
+            (r.id, name)
+        })
+        .collect())
+}
+
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ContactView> {
     sqlx::query_as!(
         ContactView,

@@ -339,15 +339,6 @@ fn message_row(m: MessageView) -> MessageRow {
     }
 }
 
-fn display_name(contact: &contacts::ContactView) -> String {
-    contact
-        .name
-        .clone()
-        .or_else(|| contact.phone.clone())
-        .or_else(|| contact.email.clone())
-        .unwrap_or_else(|| "Unknown visitor".to_string())
-}
-
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     /// Set by "Insert into the reply" without JavaScript: the composer starts from the AI's
@@ -584,7 +575,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
     let page = ConversationPage {
         chrome,
         id,
-        contact_name: display_name(&contact),
+        contact_name: contact.shown_name(),
         contact_detail,
         channel_icon,
         channel_label,

@@ -278,15 +278,10 @@ struct Names {
 
 impl Names {
     async fn load(tx: &mut sqlx::PgConnection, items: &[&ReviewView]) -> Result<Names> {
-        let mut contacts: Vec<(Uuid, String)> = Vec::new();
-        for conversation_id in items.iter().filter_map(|i| i.conversation_id) {
-            if contacts.iter().any(|(c, _)| *c == conversation_id) {
-                continue;
-            }
-            let conversation = crate::conversations::fetch(&mut *tx, conversation_id).await?;
-            let contact = crate::crm::contacts::fetch(&mut *tx, conversation.contact_id).await?;
-            contacts.push((conversation_id, contact_name(&contact)));
-        }
+        let mut conversations: Vec<Uuid> = items.iter().filter_map(|i| i.conversation_id).collect();
+        conversations.sort();
+        conversations.dedup();
+        let contacts = crate::conversations::contact_names(&mut *tx, &conversations).await?;
         let staff = crate::tenants::members::active_staff(&mut *tx).await?;
         Ok(Names { contacts, staff })
     }
@@ -309,15 +304,6 @@ impl Names {
                 .unwrap_or_else(|| "A former member".to_string()),
         }
     }
-}
-
-fn contact_name(contact: &crate::crm::contacts::ContactView) -> String {
-    contact
-        .name
-        .clone()
-        .or_else(|| contact.phone.clone())
-        .or_else(|| contact.email.clone())
-        .unwrap_or_else(|| "Unknown visitor".to_string())
 }
 
 /// `GET /app/reviews`: the queue.
