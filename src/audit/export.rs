@@ -515,6 +515,40 @@ pub async fn expire(
     Ok(ids.len() as u64)
 }
 
+/// Expires the exports whose written part may copy one of the audit rows `seqs` (a data
+/// subject's erasure is about to erase their payloads) and returns how many. An export writes
+/// rows in sequence order, so it holds a copy of a row only if it has written past that row's
+/// number; one still short of it reads the row after the erasure, already without its values.
+/// The record stays, its content goes, as when retention expires it; a download answers 410.
+pub async fn expire_holding(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    seqs: &[i64],
+) -> sqlx::Result<u64> {
+    let Some(first) = seqs.iter().min() else {
+        return Ok(0);
+    };
+    let ids = sqlx::query_scalar!(
+        "UPDATE audit_export
+         SET purged_at = now(), status = 'expired',
+             error = 'its content held values of a data subject who was erased since'
+         WHERE tenant_id = $1 AND purged_at IS NULL AND last_seq >= $2
+         RETURNING id",
+        tenant_id,
+        first
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
+        tenant_id,
+        &ids
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(ids.len() as u64)
+}
+
 // The WHERE clauses below are the listing's (routes.rs), bounded by the export's snapshot.
 
 async fn count(
