@@ -189,6 +189,23 @@ pub async fn for_contact(conn: &mut PgConnection, contact_id: Uuid) -> Result<Ve
     .await?)
 }
 
+/// The exports made for request `request_id`, newest first, expired ones included (the request
+/// shows that its answer was made and when it stopped being downloadable).
+pub async fn for_request(conn: &mut PgConnection, request_id: Uuid) -> Result<Vec<ExportView>> {
+    Ok(sqlx::query_as!(
+        ExportView,
+        r#"SELECT id, contact_id, request_id, status, steps_done, steps_total,
+                  (steps_done * 100 / steps_total) AS "progress!", counts, bytes, error,
+                  requested_by, created_at, finished_at, expires_at
+           FROM contact_export
+           WHERE request_id = $1 AND tenant_id = current_tenant_id()
+           ORDER BY created_at DESC"#,
+        request_id
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 async fn create(
     State(db): State<Db>,
     ctx: Ctx,
@@ -222,6 +239,15 @@ pub async fn request(db: &Db, ctx: &Ctx, contact_id: Uuid, body: NewExport) -> R
                 "invalid_request",
                 format!("request {request_id} is about another person"),
             ));
+        }
+        // Making its answer is work on the request; a closed one stays closed (its export is
+        // then a copy made afterwards, still tied to it).
+        if matches!(
+            asked.status,
+            requests::Status::Received | requests::Status::WaitingOnSubject
+        ) {
+            requests::set_status(&mut tx, ctx, request_id, requests::Status::InProgress, None)
+                .await?;
         }
     }
     let days = crate::retention::policy(&mut tx, ctx.tenant_id)
