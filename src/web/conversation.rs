@@ -652,13 +652,13 @@ async fn settle<T>(
 ) -> Result<Response> {
     match result {
         Ok(_) => Ok(back(id)),
-        Err(e @ (Error::BadRequest { .. } | Error::Conflict { .. })) => {
+        Err(e) => {
+            let refused = super::refusal(e)?;
             let mut kept = kept();
-            kept.status = Some(e.status());
-            kept.notice = super::sentence(&e.to_string());
+            kept.status = Some(refused.status);
+            kept.notice = refused.message;
             show(state, ctx, id, kept).await
         }
-        Err(e) => Err(e),
     }
 }
 

@@ -293,6 +293,26 @@ async fn error_page(response: Response) -> Response {
     response
 }
 
+/// A refusal the member can act on, shown above the form they sent, with what they typed kept
+/// and the status the API would answer.
+pub(super) struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// Sorts a domain error for a page that sent a form: bad input, a state that refuses the change
+/// and a permission the member lacks for this one action show the page again with the reason
+/// ([`Refusal`]); anything else (not found, a failure) goes up to the error page.
+pub(super) fn refusal(error: Error) -> crate::error::Result<Refusal> {
+    match error {
+        Error::BadRequest { .. } | Error::Conflict { .. } | Error::Forbidden(_) => Ok(Refusal {
+            status: error.status(),
+            message: sentence(&error.to_string()),
+        }),
+        other => Err(other),
+    }
+}
+
 /// The API's messages start in lower case; a page shows them as sentences.
 pub(super) fn sentence(message: &str) -> String {
     let mut chars = message.chars();
