@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod erasure;
 pub mod inbox;
 pub mod routes;
+pub mod timeline;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -2,6 +2,7 @@
 //! Tests that prove a promise of PROMISES.md say so with `// proves: ID`.
 
 mod access;
+mod account_timeline;
 mod agent;
 mod agent_knowledge;
 mod agent_leaks;
