@@ -401,8 +401,8 @@ const OTHER_EXPORTS: &[crate::retention::OtherExports] = &[crate::privacy::expor
 
 /// The queue's enqueue, in terms an engine may take without naming the queue: the audit
 /// export's routes queue its job with it, as audit and the queue are both engines and neither
-/// may import the other.
-fn enqueue<'a>(
+/// may import the other. The web app's audit page queues exports with it too.
+pub fn enqueue<'a>(
     conn: &'a mut sqlx::PgConnection,
     tenant_id: uuid::Uuid,
     kind: &'static str,

@@ -38,7 +38,7 @@ use crate::crm::{accounts, contacts};
 use crate::crypto::Sealer;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::guardrails::{unmask, Vault};
+use crate::guardrails::{unmask_value, Vault};
 use crate::http::{Access, Api, Contract, Ctx, Json, Path};
 use crate::queue::{Job, NewJob, Outcome};
 use crate::rbac::Permission;
@@ -687,7 +687,7 @@ where
     }
     let restore_in = |conversation: Option<Uuid>, value: &Value| -> Value {
         match conversation.and_then(|c| vaults.get(&c)) {
-            Some(vault) => restore(value, vault),
+            Some(vault) => unmask_value(value, vault),
             None => value.clone(),
         }
     };
@@ -796,20 +796,6 @@ fn uuid_at(row: &Value, field: &str) -> Option<Uuid> {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// Every string in `value` with the vault's placeholders replaced by the values they stand for.
-fn restore(value: &Value, vault: &Vault) -> Value {
-    match value {
-        Value::String(s) if s.contains('[') => Value::String(unmask(s, vault)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| restore(v, vault)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), restore(v, vault)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 /// A class's rows: the profile and the account are one row (or none).

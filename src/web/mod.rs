@@ -8,9 +8,11 @@
 //! form post checked for its CSRF token (`csrf.rs`).
 
 pub mod assets;
+mod audit;
 mod canned;
 mod conversation;
 pub mod csrf;
+mod executions;
 mod inbox;
 mod knowledge;
 mod login;
@@ -54,7 +56,7 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
     let api = tickets::pages(tasks::pages(api));
-    let api = reviews::pages(api);
+    let api = executions::pages(audit::pages(reviews::pages(api)));
     canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
@@ -347,6 +349,8 @@ pub struct Chrome {
     pub section: &'static str,
     /// The items waiting for review, for a member who may read the queue.
     pub reviews_pending: Option<i64>,
+    /// Whether the member may read the audit log: its link is shown to them alone.
+    pub can_audit: bool,
 }
 
 impl Chrome {
@@ -368,6 +372,7 @@ impl Chrome {
             member_name: member.display_name,
             section,
             reviews_pending,
+            can_audit: ctx.role.can(Permission::AuditRead),
         })
     }
 }

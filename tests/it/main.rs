@@ -45,6 +45,7 @@ mod sec_whatsapp;
 mod tasks;
 mod tickets;
 mod web;
+mod web_audit;
 mod web_browser;
 mod web_canned;
 mod web_conversation;
