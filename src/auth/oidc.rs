@@ -93,6 +93,19 @@ struct Discovery {
     authorization_endpoint: String,
     token_endpoint: String,
     jwks_uri: String,
+    /// How the client authenticates at the token endpoint; absent means `client_secret_basic`.
+    #[serde(default)]
+    token_endpoint_auth_methods_supported: Vec<String>,
+}
+
+impl Discovery {
+    /// Whether the client secret goes in the form rather than HTTP Basic: only for a provider
+    /// that says it takes `client_secret_post` and not `client_secret_basic`.
+    fn secret_in_form(&self) -> bool {
+        let methods = &self.token_endpoint_auth_methods_supported;
+        methods.iter().any(|m| m == "client_secret_post")
+            && !methods.iter().any(|m| m == "client_secret_basic")
+    }
 }
 
 /// Who may join through the provider: an unknown address of an allowed domain becomes a member
@@ -839,22 +852,26 @@ async fn exchange(
     verifier: &str,
     redirect_uri: &str,
 ) -> Result<std::result::Result<String, Refusal>> {
-    let encode = |s: &str| form_urlencoded(s);
-    let response = oidc
-        .http
-        .post(&discovery.token_endpoint)
-        .basic_auth(
-            encode(client_id),
-            Some(encode(client_secret.expose_secret())),
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+        ("client_id", client_id),
+    ];
+    let request = oidc.http.post(&discovery.token_endpoint);
+    let request = if discovery.secret_in_form() {
+        form.push(("client_secret", client_secret.expose_secret()));
+        request
+    } else {
+        request.basic_auth(
+            form_urlencoded(client_id),
+            Some(form_urlencoded(client_secret.expose_secret())),
         )
+    };
+    let response = request
         .header(reqwest::header::ACCEPT, "application/json")
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-            ("code_verifier", verifier),
-            ("client_id", client_id),
-        ])
+        .form(&form)
         .send()
         .await
         .map_err(|e| unavailable(format!("the identity provider did not answer: {e}")))?;
