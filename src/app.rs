@@ -53,6 +53,8 @@ pub struct AppState {
     pub request_log: Arc<crate::http::request_log::RequestLog>,
     /// Cancelled once on shutdown; the server and every worker watch it.
     pub shutdown: CancellationToken,
+    /// Single sign-on's HTTP client and caches.
+    pub oidc: Arc<crate::auth::oidc::Oidc>,
     routes: Arc<std::sync::OnceLock<Vec<RouteSpec>>>,
     pages: Arc<std::sync::OnceLock<Vec<PageSpec>>>,
 }
@@ -93,7 +95,9 @@ impl AppState {
             db.system.clone(),
             shutdown.clone(),
         ));
+        let oidc = Arc::new(crate::auth::oidc::Oidc::new(config.actions_allow_private)?);
         Ok(AppState {
+            oidc,
             config,
             db,
             keys: Arc::new(keys),
@@ -120,6 +124,7 @@ impl AppState {
             keys: self.keys.clone(),
             throttle: self.throttle.clone(),
             sealer: self.sealer.clone(),
+            oidc: self.oidc.clone(),
         }
     }
 

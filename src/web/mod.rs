@@ -18,6 +18,7 @@ mod knowledge;
 mod login;
 mod mfa;
 mod reviews;
+mod sso;
 mod tasks;
 mod tickets;
 
@@ -68,6 +69,14 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
             Public,
             mfa::second_step_submit,
         )
+        .page(Method::GET, "/app/sso", Public, sso::choose)
+        .page(
+            Method::GET,
+            "/app/sso/{tenant_slug}/start",
+            Public,
+            sso::start,
+        )
+        .page(Method::GET, sso::CALLBACK, Public, sso::callback)
         .page(Method::POST, "/app/logout", Authenticated, login::logout)
         .page(Method::GET, mfa::PAGE, Authenticated, mfa::page)
         .page(
@@ -192,7 +201,7 @@ async fn shell(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     // The sign-in pages answer a wrong password or code with 401 and their form again.
-    let signing_in = path == LOGIN || path == mfa::SECOND_STEP;
+    let signing_in = path == LOGIN || path == mfa::SECOND_STEP || path.starts_with("/app/sso");
     let mut response = if status == StatusCode::UNAUTHORIZED && !signing_in {
         to_login(from_htmx)
     } else if (status.is_client_error() || status.is_server_error()) && is_json(&response) {

@@ -42,6 +42,7 @@ mod sec_login;
 mod sec_secrets;
 mod sec_streams;
 mod sec_whatsapp;
+mod sso_oidc;
 mod tasks;
 mod tickets;
 mod web;

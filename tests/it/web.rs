@@ -381,6 +381,10 @@ const PUBLIC_PAGES: &[(&str, &str)] = &[
     // The second step of a sign-in: the challenge cookie the password step set.
     ("GET", "/app/login/mfa"),
     ("POST", "/app/login/mfa"),
+    // Single sign-on: the form, the redirect to the provider and its return.
+    ("GET", "/app/sso"),
+    ("GET", "/app/sso/{tenant_slug}/start"),
+    ("GET", "/app/sso/callback"),
 ];
 
 // proves: SEC-1
