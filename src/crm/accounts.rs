@@ -146,25 +146,35 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page<AccountView>>> {
     let limit = page_limit(query.limit)?;
-    let pattern = query.q.as_deref().map(like_pattern);
     let mut tx = ctx.begin(&state).await?;
-    let items = sqlx::query_as!(
+    let items = search(&mut tx, query.q.as_deref(), query.after, limit).await?;
+    tx.commit().await?;
+    Ok(Json(Page::new(items, limit, |a| a.id)))
+}
+
+/// The transaction's tenant's accounts, newest first, whose name or domain holds `q`, after
+/// the account `after` (the API's list and the accounts page).
+pub async fn search(
+    conn: &mut PgConnection,
+    q: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<AccountView>> {
+    let pattern = q.map(str::trim).filter(|q| !q.is_empty()).map(like_pattern);
+    Ok(sqlx::query_as!(
         AccountView,
         "SELECT id, name, domain, attributes, partner_org_id, created_at, updated_at
          FROM account
-         WHERE tenant_id = $1
-           AND ($2::text IS NULL OR name ILIKE $2 OR domain ILIKE $2)
-           AND ($3::uuid IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4",
-        ctx.tenant_id,
+         WHERE tenant_id = current_tenant_id()
+           AND ($1::text IS NULL OR name ILIKE $1 OR domain ILIKE $1)
+           AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3",
         pattern,
-        query.after,
+        after,
         limit
     )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Json(Page::new(items, limit, |a| a.id)))
+    .fetch_all(conn)
+    .await?)
 }
 
 /// A case-insensitive substring pattern with the user's wildcards escaped.

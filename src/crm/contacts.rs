@@ -182,6 +182,25 @@ pub async fn shown_names(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<(U
         .collect())
 }
 
+/// Up to `limit` contacts of an account, by name (the account page's people).
+pub async fn of_account(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ContactView>> {
+    Ok(sqlx::query_as!(
+        ContactView,
+        "SELECT id, account_id, name, email, phone, whatsapp_id, external_id, attributes, restricted,
+                created_at, updated_at
+         FROM contact WHERE account_id = $1 AND tenant_id = current_tenant_id()
+         ORDER BY name NULLS LAST, id LIMIT $2",
+        account_id,
+        limit
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ContactView> {
     sqlx::query_as!(
         ContactView,

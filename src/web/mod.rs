@@ -7,6 +7,7 @@
 //! origin's scripts and stylesheet and nothing inline. Every page that changes something is a
 //! form post checked for its CSRF token (`csrf.rs`).
 
+mod accounts;
 pub mod assets;
 mod audit;
 mod canned;
@@ -56,7 +57,7 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
-    let api = tickets::pages(tasks::pages(api));
+    let api = accounts::pages(tickets::pages(tasks::pages(api)));
     let api = executions::pages(audit::pages(reviews::pages(api)));
     canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)

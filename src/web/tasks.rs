@@ -132,13 +132,7 @@ pub async fn list(
             notes: t.notes,
         })
         .collect();
-    let mut assignees = vec![("me".to_string(), "Me".to_string())];
-    assignees.extend(
-        staff
-            .iter()
-            .filter(|(m, _)| *m != ctx.member_id)
-            .map(|(m, n)| (m.to_string(), n.clone())),
-    );
+    let assignees = assignee_choices(&staff, ctx.member_id);
     Ok(render(&ListPage {
         chrome,
         can_write: ctx.role.can(Permission::TasksWrite),
@@ -161,6 +155,18 @@ pub async fn list(
     }))
 }
 
+/// The new-task form's assignee choices: the member first, as "Me", then the other staff.
+pub(super) fn assignee_choices(staff: &[(Uuid, String)], me: Uuid) -> Vec<(String, String)> {
+    let mut choices = vec![("me".to_string(), "Me".to_string())];
+    choices.extend(
+        staff
+            .iter()
+            .filter(|(m, _)| *m != me)
+            .map(|(m, n)| (m.to_string(), n.clone())),
+    );
+    choices
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct NewForm {
@@ -171,6 +177,8 @@ pub struct NewForm {
     /// `me` or a member's id.
     assignee: String,
     ticket_id: String,
+    /// Set by the account page's form, which the member goes back to.
+    account_id: String,
 }
 
 /// `POST /app/tasks`.
@@ -192,6 +200,10 @@ pub async fn create(
         "" => None,
         raw => Some(Uuid::parse_str(raw).map_err(|_| Error::NotFound)?),
     };
+    let account_id = match form.account_id.trim() {
+        "" => None,
+        raw => Some(Uuid::parse_str(raw).map_err(|_| Error::NotFound)?),
+    };
     tasks::create(
         &state,
         &ctx,
@@ -201,11 +213,15 @@ pub async fn create(
             due_at,
             assignee_id,
             ticket_id,
+            account_id,
             ..NewTask::default()
         },
     )
     .await?;
-    Ok(see_other(&href(View::Mine)))
+    match account_id {
+        Some(account) => Ok(see_other(&format!("/app/accounts/{account}"))),
+        None => Ok(see_other(&href(View::Mine))),
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -46,6 +46,7 @@ mod sso_oidc;
 mod tasks;
 mod tickets;
 mod web;
+mod web_accounts;
 mod web_audit;
 mod web_browser;
 mod web_canned;

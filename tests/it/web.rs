@@ -529,6 +529,14 @@ async fn a_page_about_another_tenants_conversation_inbox_or_review_is_not_found(
         .unwrap()
         .parse()
         .unwrap();
+    let b_account = app
+        .send(
+            Req::post("/api/v1/accounts")
+                .by(&b)
+                .json(json!({ "name": "Bravo's secret question" })),
+        )
+        .await
+        .uuid("/id");
     let b_execution = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
     sqlx::query(
@@ -541,6 +549,7 @@ async fn a_page_about_another_tenants_conversation_inbox_or_review_is_not_found(
     .await
     .unwrap();
     let foreign = HashMap::from([
+        ("account_id", b_account),
         ("export_id", b_export),
         ("event_id", b_event),
         ("execution_id", b_execution),

@@ -752,3 +752,103 @@ async fn an_auditor_verifies_the_chain_filters_the_log_and_downloads_an_export_i
     client.close().await.ok();
     outcome.expect("the journey finished in time");
 }
+
+// proves: CS-1 (in part: the account's timeline, a ticket from a conversation, a task assigned)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_makes_a_ticket_from_a_conversation_then_opens_the_account_and_assigns_a_task_in_a_real_browser(
+) {
+    let _one = ONE_BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let colleague = app.join(&owner, "agent").await;
+    let account = app
+        .send(
+            Req::post("/api/v1/accounts")
+                .by(&owner)
+                .json(json!({ "name": "Initech", "domain": "initech.example" })),
+        )
+        .await
+        .uuid("/id");
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let conversation = customer_writes(
+        &app,
+        inbox,
+        "Peter Gibbons",
+        "My red stapler never came back",
+    )
+    .await;
+    let contact = app
+        .send(Req::get(format!("/api/v1/conversations/{conversation}")).by(&owner))
+        .await
+        .uuid("/conversation/contact_id");
+    let linked = app
+        .send(
+            Req::patch(format!("/api/v1/contacts/{contact}"))
+                .by(&owner)
+                .json(json!({ "account_id": account })),
+        )
+        .await;
+    assert_eq!(linked.status, StatusCode::OK, "{}", linked.body);
+    let base = serve(&app).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+
+    let journey = async {
+        sign_in(&client, &base, &agent, PASSWORD).await;
+        wait_for(&client, "a[data-nav='accounts']").await;
+        // A ticket from the conversation's side panel: the customer asks, the ticket follows.
+        client
+            .goto(&format!("{base}/app/conversations/{conversation}"))
+            .await
+            .unwrap();
+        fill(&client, "ticket-subject", "Red stapler missing").await;
+        click(&client, "[data-create-ticket] button[type='submit']").await;
+        text_until(&client, "[data-subject]", |s| s == "Red stapler missing").await;
+
+        // The account: its person, and the conversation and the ticket on its timeline.
+        click(&client, "a[data-nav='accounts']").await;
+        click(&client, "[data-account-row]").await;
+        text_until(&client, "[data-account-name]", |s| s == "Initech").await;
+        text_until(&client, "[data-people]", |s| s.contains("Peter Gibbons")).await;
+        text_until(&client, "[data-timeline]", |s| {
+            s.contains("Ticket opened: Red stapler missing")
+                && s.contains("Conversation with Peter Gibbons on web chat")
+        })
+        .await;
+
+        // A task for a colleague, from the account's page: it joins the timeline.
+        fill(&client, "task-title", "Bring the stapler back").await;
+        client
+            .find(Locator::Id("task-assignee"))
+            .await
+            .unwrap()
+            .select_by_value(&colleague.member_id.to_string())
+            .await
+            .unwrap();
+        click(&client, "[data-new-task] button[type='submit']").await;
+        text_until(&client, "[data-timeline]", |s| {
+            s.contains("Task: Bring the stapler back")
+        })
+        .await;
+        screenshot(&client, "account.png").await;
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(120), journey).await;
+    client.close().await.ok();
+    outcome.expect("the journey finished in time");
+
+    let tasks = app
+        .send(Req::get(format!("/api/v1/tasks?account_id={account}")).by(&owner))
+        .await;
+    let task = &tasks.body["items"][0];
+    assert_eq!(task["title"], "Bring the stapler back", "{}", tasks.body);
+    assert_eq!(task["assignee_id"], colleague.member_id.to_string());
+    let tickets = app
+        .send(Req::get(format!("/api/v1/tickets?account_id={account}")).by(&owner))
+        .await;
+    assert_eq!(
+        tickets.body["items"][0]["requester_id"],
+        contact.to_string()
+    );
+}
