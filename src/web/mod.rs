@@ -11,6 +11,7 @@ pub mod assets;
 mod canned;
 mod conversation;
 pub mod csrf;
+mod deals;
 mod inbox;
 mod knowledge;
 mod login;
@@ -53,7 +54,7 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
-    let api = tickets::pages(tasks::pages(api));
+    let api = deals::pages(tickets::pages(tasks::pages(api)));
     let api = reviews::pages(api);
     canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
