@@ -529,12 +529,7 @@ pub async fn show(
     if ctx.role.can(Permission::ContactsRead) {
         for c in &d.contact_ids {
             if let Ok(contact) = crate::crm::contacts::fetch(&mut tx, *c).await {
-                contacts.push(
-                    contact
-                        .name
-                        .or(contact.email)
-                        .unwrap_or_else(|| "A contact".into()),
-                );
+                contacts.push(contact.shown_name());
             }
         }
     }
