@@ -275,6 +275,8 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::cs::tickets::routes(api);
     let api = crate::cs::tasks::routes(api);
     let api = crate::cs::timeline::routes(api);
+    let api = crate::cs::pipelines::routes(api);
+    let api = crate::cs::deals::routes(api);
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);
     let api = crate::retention::routes::routes(api, OTHER_EXPORTS);

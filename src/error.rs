@@ -269,6 +269,12 @@ const CONSTRAINTS: &[(&str, Refusal)] = &[
     ),
     ("tenant_action_name_key", Conflict("name_taken", "an action with that name exists")),
     ("agent_settings_*", Invalid("invalid_settings", "out of range")),
+    (
+        "pipeline_name_key",
+        Conflict("pipeline_taken", "a pipeline with that name exists"),
+    ),
+    ("deal_owner_fkey", NotFound),
+    ("task_deal_fkey", NotFound),
 ];
 
 /// The answer to a broken constraint named `constraint`, if a client can break it.

@@ -54,6 +54,9 @@ pub enum Permission {
     TicketsWrite,
     TasksRead,
     TasksWrite,
+    /// Deals (and reading pipelines); a partner holding `DealsRead` sees only shared deals.
+    DealsRead,
+    DealsWrite,
 }
 
 use Permission::*;
@@ -89,6 +92,8 @@ const ADMIN: &[Permission] = &[
     TicketsWrite,
     TasksRead,
     TasksWrite,
+    DealsRead,
+    DealsWrite,
 ];
 const OWNER: &[Permission] = &[
     TenantOwn,
@@ -122,6 +127,8 @@ const OWNER: &[Permission] = &[
     TicketsWrite,
     TasksRead,
     TasksWrite,
+    DealsRead,
+    DealsWrite,
 ];
 const AGENT: &[Permission] = &[
     TenantRead,
@@ -139,6 +146,8 @@ const AGENT: &[Permission] = &[
     TicketsWrite,
     TasksRead,
     TasksWrite,
+    DealsRead,
+    DealsWrite,
 ];
 const REVIEWER: &[Permission] = &[
     TenantRead,
@@ -153,6 +162,7 @@ const REVIEWER: &[Permission] = &[
     ReviewsRequest,
     TicketsRead,
     TasksRead,
+    DealsRead,
 ];
 const AUDITOR: &[Permission] = &[
     TenantRead,
@@ -167,9 +177,17 @@ const AUDITOR: &[Permission] = &[
     ReviewsRead,
     TicketsRead,
     TasksRead,
+    DealsRead,
 ];
-/// The ticket and task reads answer a partner with what is shared with its organisation only.
-const PARTNER: &[Permission] = &[TenantRead, PartnerSharedRead, TicketsRead, TasksRead];
+/// The ticket, task and deal reads answer a partner with what is shared with its organisation
+/// only.
+const PARTNER: &[Permission] = &[
+    TenantRead,
+    PartnerSharedRead,
+    TicketsRead,
+    TasksRead,
+    DealsRead,
+];
 
 impl Role {
     pub const ALL: [Role; 6] = [
@@ -253,6 +271,8 @@ impl Permission {
             TicketsWrite => "tickets.write",
             TasksRead => "tasks.read",
             TasksWrite => "tasks.write",
+            DealsRead => "deals.read",
+            DealsWrite => "deals.write",
         }
     }
 }
@@ -281,6 +301,7 @@ mod tests {
             RetentionManage,
             TicketsWrite,
             TasksWrite,
+            DealsWrite,
         ];
         for p in writes {
             assert!(!Role::Auditor.can(p), "auditor can {}", p.as_str());
@@ -298,7 +319,13 @@ mod tests {
     fn a_partner_sees_only_what_is_shared_with_it() {
         assert_eq!(
             Role::Partner.permissions(),
-            &[TenantRead, PartnerSharedRead, TicketsRead, TasksRead]
+            &[
+                TenantRead,
+                PartnerSharedRead,
+                TicketsRead,
+                TasksRead,
+                DealsRead
+            ]
         );
     }
 

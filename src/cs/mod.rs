@@ -1,14 +1,16 @@
 //! The customer-success team's work objects: tickets (with comments, linked conversations and
-//! SLA targets) and tasks. A domain of its own, ranked after conversations and channels and
+//! SLA targets), tasks, and deals moving through the tenant's pipelines. A domain of its own, ranked after conversations and channels and
 //! before the agent: a public comment goes to the customer through the conversation's send
 //! path, and the agent's `create_ticket` tool opens tickets through here. Both tables carry
 //! `account_id` and `created_at` so an account's timeline can read them by account.
 //!
-//! A partner member (SEC-2) reads only the tickets and tasks marked shared of the accounts
+//! A partner member (SEC-2) reads only the tickets, tasks and deals marked shared of the accounts
 //! shared with its organisation: the queries say so, and a row-level policy (migration 0033)
-//! backs them in every transaction [`begin`] opens for a partner.
+//! and 0040) backs them in every transaction [`begin`] opens for a partner.
 
+pub mod deals;
 pub mod erasure;
+pub mod pipelines;
 pub mod tasks;
 pub mod tickets;
 pub mod timeline;

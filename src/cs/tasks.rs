@@ -1,5 +1,5 @@
-//! Tasks: the team's to-dos, each with a due date and an assignee, about an account, a contact
-//! or a ticket. Views: the caller's open tasks, the overdue ones, the ones due this week.
+//! Tasks: the team's to-dos, each with a due date and an assignee, about an account, a contact,
+//! a ticket or a deal. Views: the caller's open tasks, the overdue ones, the ones due this week.
 //! Creating, changing, completing and reopening are audited (AUD-1).
 
 use axum::extract::{FromRef, State};
@@ -112,6 +112,8 @@ pub struct TaskView {
     pub contact_id: Option<Uuid>,
     #[schema(required = true)]
     pub ticket_id: Option<Uuid>,
+    #[schema(required = true)]
+    pub deal_id: Option<Uuid>,
     /// Shown to the partner organisation of its account.
     pub shared: bool,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -134,7 +136,7 @@ pub async fn fetch(conn: &mut PgConnection, partner: Option<Uuid>, id: Uuid) -> 
     sqlx::query_as!(
         TaskView,
         r#"SELECT t.id, t.title, t.notes, t.due_at, t.assignee_id, t.account_id, t.contact_id,
-                  t.ticket_id, t.shared, t.completed_at, t.completed_by,
+                  t.ticket_id, t.deal_id, t.shared, t.completed_at, t.completed_by,
                   coalesce(t.completed_at IS NULL AND t.due_at < now(), false) AS "overdue!",
                   t.created_by, t.created_at, t.updated_at
            FROM task t
@@ -194,6 +196,7 @@ pub struct Filter {
     pub account_id: Option<Uuid>,
     pub contact_id: Option<Uuid>,
     pub ticket_id: Option<Uuid>,
+    pub deal_id: Option<Uuid>,
     pub q: Option<String>,
     pub due_after: Option<OffsetDateTime>,
     pub due_before: Option<OffsetDateTime>,
@@ -227,7 +230,7 @@ pub async fn list(db: &impl AsRef<Db>, ctx: &Ctx, filter: &Filter) -> Result<Vec
     let items = sqlx::query_as!(
         TaskView,
         r#"SELECT t.id, t.title, t.notes, t.due_at, t.assignee_id, t.account_id, t.contact_id,
-                  t.ticket_id, t.shared, t.completed_at, t.completed_by,
+                  t.ticket_id, t.deal_id, t.shared, t.completed_at, t.completed_by,
                   coalesce(t.completed_at IS NULL AND t.due_at < now(), false) AS "overdue!",
                   t.created_by, t.created_at, t.updated_at
            FROM task t
@@ -244,6 +247,7 @@ pub async fn list(db: &impl AsRef<Db>, ctx: &Ctx, filter: &Filter) -> Result<Vec
              AND ($9::timestamptz IS NULL OR t.due_at >= $9)
              AND ($10::timestamptz IS NULL OR t.due_at < $10)
              AND ($11::uuid IS NULL OR t.id < $11)
+             AND ($13::uuid IS NULL OR t.deal_id = $13)
            ORDER BY t.id DESC
            LIMIT $12"#,
         ctx.tenant_id,
@@ -257,7 +261,8 @@ pub async fn list(db: &impl AsRef<Db>, ctx: &Ctx, filter: &Filter) -> Result<Vec
         f.due_after,
         f.due_before,
         f.after,
-        f.limit
+        f.limit,
+        f.deal_id
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -282,7 +287,7 @@ fn when<'de, D: Deserializer<'de>>(
         .map(Some)
 }
 
-/// A task to create. Linked to a contact or ticket without an account, it takes theirs.
+/// A task to create. Linked to a contact, ticket or deal without an account, it takes theirs.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = NewTask)]
@@ -299,6 +304,7 @@ pub struct NewTask {
     pub account_id: Option<Uuid>,
     pub contact_id: Option<Uuid>,
     pub ticket_id: Option<Uuid>,
+    pub deal_id: Option<Uuid>,
     pub shared: Option<bool>,
 }
 
@@ -326,6 +332,9 @@ pub struct TaskChanges {
     #[serde(default, deserialize_with = "crate::http::explicit_null")]
     #[schema(value_type = Option<Uuid>)]
     pub ticket_id: Option<Option<Uuid>>,
+    #[serde(default, deserialize_with = "crate::http::explicit_null")]
+    #[schema(value_type = Option<Uuid>)]
+    pub deal_id: Option<Option<Uuid>>,
     pub shared: Option<bool>,
 }
 
@@ -342,18 +351,23 @@ pub async fn create(db: &impl AsRef<Db>, ctx: &Ctx, new: NewTask) -> Result<Task
         Some(id) => Some(super::tickets::fetch(&mut tx, None, id).await?),
         None => None,
     };
+    let deal = match new.deal_id {
+        Some(id) => Some(super::deals::fetch(&mut tx, None, id).await?),
+        None => None,
+    };
     let account_id = match new.account_id {
         Some(id) => Some(accounts::fetch(&mut tx, id).await?.id),
         None => contact
             .as_ref()
             .and_then(|c| c.account_id)
-            .or(ticket.as_ref().and_then(|t| t.account_id)),
+            .or(ticket.as_ref().and_then(|t| t.account_id))
+            .or(deal.as_ref().and_then(|d| d.account_id)),
     };
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO task (id, tenant_id, title, notes, due_at, assignee_id, account_id, contact_id,
-                           ticket_id, shared, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                           ticket_id, shared, created_by, deal_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         id,
         ctx.tenant_id,
         title,
@@ -364,7 +378,8 @@ pub async fn create(db: &impl AsRef<Db>, ctx: &Ctx, new: NewTask) -> Result<Task
         new.contact_id,
         new.ticket_id,
         new.shared.unwrap_or(false),
-        ctx.member_id
+        ctx.member_id,
+        new.deal_id
     )
     .execute(&mut *tx)
     .await?;
@@ -404,9 +419,12 @@ pub async fn update(
     if let Some(Some(ticket)) = changes.ticket_id {
         super::tickets::fetch(&mut tx, None, ticket).await?;
     }
+    if let Some(Some(deal)) = changes.deal_id {
+        super::deals::fetch(&mut tx, None, deal).await?;
+    }
     sqlx::query!(
         "UPDATE task SET title = $2, notes = $3, due_at = $4, assignee_id = $5, account_id = $6,
-                contact_id = $7, ticket_id = $8, shared = $9, updated_at = now()
+                contact_id = $7, ticket_id = $8, shared = $9, deal_id = $10, updated_at = now()
          WHERE id = $1 AND tenant_id = current_tenant_id()",
         id,
         title,
@@ -416,7 +434,8 @@ pub async fn update(
         changes.account_id.unwrap_or(before.account_id),
         changes.contact_id.unwrap_or(before.contact_id),
         changes.ticket_id.unwrap_or(before.ticket_id),
-        changes.shared.unwrap_or(before.shared)
+        changes.shared.unwrap_or(before.shared),
+        changes.deal_id.unwrap_or(before.deal_id)
     )
     .execute(&mut *tx)
     .await?;
@@ -488,6 +507,7 @@ struct ListQuery {
     account_id: Option<Uuid>,
     contact_id: Option<Uuid>,
     ticket_id: Option<Uuid>,
+    deal_id: Option<Uuid>,
     /// A case-insensitive part of the title or notes.
     q: Option<String>,
     /// RFC 3339 or a date: due at or after.
@@ -541,6 +561,7 @@ async fn list_route(
         account_id: query.account_id,
         contact_id: query.contact_id,
         ticket_id: query.ticket_id,
+        deal_id: query.deal_id,
         q: query.q,
         due_after: time_filter("due_after", query.due_after.as_deref())?,
         due_before: time_filter("due_before", query.due_before.as_deref())?,

@@ -100,6 +100,11 @@ pub const TABLES: &[(&str, &str)] = &[
         "tasks about the person or their tickets: erase: deleted; anonymise: title and notes cleared",
     ),
     (
+        "deal_contact",
+        "erase: deleted with the contact; anonymise: kept (ids only). The deal is the tenant's \
+         business record and stays",
+    ),
+    (
         "contact_export",
         "deleted in both modes, with its file (a copy of everything erased)",
     ),

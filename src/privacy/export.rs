@@ -47,7 +47,7 @@ use crate::rbac::Permission;
 pub const JOB: &str = "privacy.contact_export";
 
 /// The data classes, in the order the job gathers them and the zip holds them; one CSV each.
-const CLASSES: [&str; 13] = [
+const CLASSES: [&str; 14] = [
     "profile",
     "account",
     "conversations",
@@ -58,6 +58,7 @@ const CLASSES: [&str; 13] = [
     "requests",
     "tickets",
     "tasks",
+    "deals",
     "agent_executions",
     "review_items",
     "sharing",
@@ -675,6 +676,9 @@ where
     let tasks = crate::cs::tasks::export_rows(tx, contact_id, &ticket_ids).await?;
     data.insert("tasks".into(), Value::Array(tasks));
     next("tasks").await?;
+    let deals = crate::cs::deals::export_rows(tx, contact_id).await?;
+    data.insert("deals".into(), Value::Array(deals));
+    next("deals").await?;
 
     // The values behind the placeholders the agent gave the model, per conversation.
     let mut vaults: HashMap<Uuid, Vault> = HashMap::new();

@@ -13,6 +13,7 @@ mod audit;
 mod canned;
 mod conversation;
 pub mod csrf;
+mod deals;
 mod executions;
 mod inbox;
 mod knowledge;
@@ -57,7 +58,7 @@ pub fn router(state: AppState) -> Router {
 fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
-    let api = accounts::pages(tickets::pages(tasks::pages(api)));
+    let api = deals::pages(accounts::pages(tickets::pages(tasks::pages(api))));
     let api = executions::pages(audit::pages(reviews::pages(api)));
     canned::pages(knowledge::pages(api))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)

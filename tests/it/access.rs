@@ -225,7 +225,8 @@ async fn a_partner_must_belong_to_a_partner_organisation() {
             "tenant.read",
             "partner.shared.read",
             "tickets.read",
-            "tasks.read"
+            "tasks.read",
+            "deals.read"
         ])
     );
     assert!(me.body["member"]["partner_org_id"].is_string());

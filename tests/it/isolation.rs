@@ -116,6 +116,17 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         )
         .await
         .uuid("/id");
+    let b_deal = app
+        .send(Req::post("/api/v1/deals").by(&b).json(json!({
+            "name": "B's deal", "value_minor": 5000, "currency": "EUR",
+            "account_id": b_account, "contact_ids": [b_contact]
+        })))
+        .await
+        .uuid("/id");
+    let b_pipeline = app
+        .send(Req::get(format!("/api/v1/deals/{b_deal}")).by(&b))
+        .await
+        .uuid("/pipeline_id");
     let b_execution = uuid::Uuid::new_v4();
     let b_job = uuid::Uuid::new_v4();
     let mut conn = app.superuser().await;
@@ -158,6 +169,8 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         ("canned_reply_id", b_canned),
         ("ticket_id", b_ticket),
         ("task_id", b_task),
+        ("deal_id", b_deal),
+        ("pipeline_id", b_pipeline),
     ]);
 
     let mut checked = 0;
@@ -289,6 +302,29 @@ async fn every_tenant_scoped_route_answers_404_for_another_tenants_ids() {
         1,
         "B's task was changed by A"
     );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM deal WHERE id = '{b_deal}' AND name = 'B''s deal' AND status = 'open'"
+        ))
+        .await
+            + app.count("SELECT count(*) FROM deal_stage_change").await
+            + app.count("SELECT count(*) FROM deal_contact").await,
+        3,
+        "B's deal was changed by A"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM pipeline_stage WHERE pipeline_id = '{b_pipeline}'"
+        ))
+        .await
+            + app
+                .count(&format!(
+                    "SELECT count(*) FROM pipeline WHERE id = '{b_pipeline}' AND name = 'Sales'"
+                ))
+                .await,
+        5,
+        "B's pipeline was changed by A"
+    );
 }
 
 /// Everything a request with a foreign id in its body could touch, as one fingerprint taken
@@ -313,6 +349,11 @@ async fn fingerprint(app: &TestApp) -> String {
         "ticket_conversation",
         "ticket_comment",
         "task",
+        "pipeline",
+        "pipeline_stage",
+        "deal",
+        "deal_contact",
+        "deal_stage_change",
     ] {
         let digest: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
@@ -436,6 +477,26 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
         )
         .await
         .uuid("/id");
+    let b_deal = app
+        .send(Req::post("/api/v1/deals").by(&b).json(json!({
+            "name": "B's deal", "value_minor": 100, "currency": "EUR"
+        })))
+        .await;
+    let (b_deal, b_pipeline, b_stage) = (
+        b_deal.uuid("/id"),
+        b_deal.uuid("/pipeline_id"),
+        b_deal.uuid("/stage_id"),
+    );
+    let a_deal = app
+        .send(Req::post("/api/v1/deals").by(&a).json(json!({
+            "name": "A's deal", "value_minor": 100, "currency": "EUR"
+        })))
+        .await
+        .uuid("/id");
+    let a_pipeline = app
+        .send(Req::get(format!("/api/v1/deals/{a_deal}")).by(&a))
+        .await
+        .uuid("/pipeline_id");
 
     // Every request-body field that names an object, with tenant B's id in it.
     let cases: Vec<(Req, &str)> = vec![
@@ -589,6 +650,66 @@ async fn another_tenants_ids_in_request_bodies_answer_404_and_change_nothing() {
             "task assignee_id on update",
         ),
         (
+            Req::post("/api/v1/tasks").json(json!({ "title": "x", "deal_id": b_deal })),
+            "task deal_id on create",
+        ),
+        (
+            Req::patch(format!("/api/v1/tasks/{a_task}")).json(json!({ "deal_id": b_deal })),
+            "task deal_id on update",
+        ),
+        (
+            Req::post("/api/v1/deals").json(json!({
+                "name": "x", "value_minor": 1, "currency": "EUR", "account_id": b_account
+            })),
+            "deal account_id on create",
+        ),
+        (
+            Req::post("/api/v1/deals").json(json!({
+                "name": "x", "value_minor": 1, "currency": "EUR", "contact_ids": [b_contact]
+            })),
+            "deal contact_ids on create",
+        ),
+        (
+            Req::post("/api/v1/deals").json(json!({
+                "name": "x", "value_minor": 1, "currency": "EUR", "owner_id": b_agent.member_id
+            })),
+            "deal owner_id on create",
+        ),
+        (
+            Req::post("/api/v1/deals").json(json!({
+                "name": "x", "value_minor": 1, "currency": "EUR", "pipeline_id": b_pipeline
+            })),
+            "deal pipeline_id on create",
+        ),
+        (
+            Req::post("/api/v1/deals").json(json!({
+                "name": "x", "value_minor": 1, "currency": "EUR", "stage_id": b_stage
+            })),
+            "deal stage_id on create",
+        ),
+        (
+            Req::patch(format!("/api/v1/deals/{a_deal}")).json(json!({ "stage_id": b_stage })),
+            "deal stage_id on update",
+        ),
+        (
+            Req::patch(format!("/api/v1/deals/{a_deal}"))
+                .json(json!({ "pipeline_id": b_pipeline })),
+            "deal pipeline_id on update",
+        ),
+        (
+            Req::patch(format!("/api/v1/deals/{a_deal}"))
+                .json(json!({ "owner_id": b_agent.member_id, "contact_ids": [b_contact] })),
+            "deal owner_id and contact_ids on update",
+        ),
+        (
+            Req::new(
+                axum::http::Method::PUT,
+                format!("/api/v1/pipelines/{a_pipeline}/stages"),
+            )
+                .json(json!([{ "id": b_stage, "name": "Hijacked", "probability": 5 }])),
+            "pipeline stage id",
+        ),
+        (
             Req::post(format!("/api/v1/contacts/{a_contact}/erasure"))
                 .json(json!({ "mode": "erase", "request_id": b_request })),
             "erasure request_id",
@@ -621,6 +742,8 @@ fn valid_body(method: &str, path: &str) -> serde_json::Value {
         ("POST", "comments") => json!({ "body": "written by another tenant" }),
         ("PATCH", "{ticket_id}") => json!({ "subject": "hijacked", "status": "closed" }),
         ("PATCH", "{task_id}") => json!({ "title": "hijacked" }),
+        ("POST", "lost") => json!({ "reason": "lost by another tenant" }),
+        ("PUT", "stages") => json!([{ "name": "Hijacked", "probability": 5 }]),
         ("POST", "consents") => {
             json!({ "purpose": "surveys", "legal_basis": "consent", "source": "api" })
         }

@@ -17,6 +17,7 @@ mod auth;
 mod canned_replies;
 mod common;
 mod constraints;
+mod deals;
 mod egress;
 mod embedded_pg;
 mod fakes;

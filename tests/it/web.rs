@@ -548,6 +548,12 @@ async fn a_page_about_another_tenants_conversation_inbox_or_review_is_not_found(
     .execute(&mut conn)
     .await
     .unwrap();
+    let b_deal = app
+        .send(Req::post("/api/v1/deals").by(&b).json(json!({
+            "name": "Bravo's secret question", "value_minor": 100, "currency": "EUR"
+        })))
+        .await
+        .uuid("/id");
     let foreign = HashMap::from([
         ("account_id", b_account),
         ("export_id", b_export),
@@ -558,6 +564,7 @@ async fn a_page_about_another_tenants_conversation_inbox_or_review_is_not_found(
         ("canned_reply_id", b_canned),
         ("ticket_id", b_ticket),
         ("task_id", b_task),
+        ("deal_id", b_deal),
         ("review_id", b_review),
     ]);
     // A post carries A's token, so it is the id, not the CSRF check, that refuses it.

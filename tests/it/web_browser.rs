@@ -852,3 +852,72 @@ async fn an_agent_makes_a_ticket_from_a_conversation_then_opens_the_account_and_
         contact.to_string()
     );
 }
+
+/// The deal journey on its own browser: a member opens the board, creates a deal there, moves
+/// it through the stages with each card's select and Move button (the no-script fallback of
+/// dragging), marks it won on its page and sees it won.
+// Part of CS-1 (deals with pipeline stages, in the browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_moves_a_deal_through_the_board_to_won_in_a_real_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let agent = app.join(&owner, "agent").await;
+    let base = serve(&app).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+
+    let journey = async {
+        sign_in(&client, &base, &agent, PASSWORD).await;
+        wait_for(&client, "[data-member-name]").await;
+        click(&client, "a[href='/app/deals/board']").await;
+        wait_for(&client, "[data-board] [data-stage]").await;
+        fill(&client, "new-name", "Globex renewal").await;
+        fill(&client, "new-value", "12,500").await;
+        click(&client, "[data-new-deal] button[type='submit']").await;
+        let card = wait_for(&client, "[data-deal]").await;
+        let id = card
+            .attr("data-deal")
+            .await
+            .unwrap()
+            .expect("the card's id");
+        let card_css = format!("[data-deal='{id}']");
+        text_until(&client, &format!("{card_css} [data-deal-value]"), |v| {
+            v == "EUR 12,500.00"
+        })
+        .await;
+
+        let pipeline = app.send(Req::get("/api/v1/pipelines").by(&agent)).await;
+        let stages = pipeline.body[0]["stages"].as_array().unwrap().clone();
+        // Lead is where it starts; each move lands the card in the next column.
+        for stage in &stages[1..] {
+            let stage_id = stage["id"].as_str().unwrap();
+            let select = wait_for(&client, &format!("{card_css} select")).await;
+            select.select_by_value(stage_id).await.unwrap();
+            click(&client, &format!("{card_css} [data-move] button")).await;
+            wait_for(
+                &client,
+                &format!("[data-stage='{stage_id}'] [data-deal='{id}']"),
+            )
+            .await;
+        }
+        click(&client, &format!("{card_css} [data-deal-name]")).await;
+        click(&client, "[data-won-form] button").await;
+        text_until(&client, "[data-status]", |s| s == "Won").await;
+        wait_for(&client, "[data-won]").await;
+        let entries = client
+            .find_all(Locator::Css("[data-history-entry]"))
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), stages.len(), "one entry per stage entered");
+        let shown = app
+            .send(Req::get(format!("/api/v1/deals/{id}")).by(&agent))
+            .await;
+        assert_eq!(shown.body["status"], "won");
+        assert_eq!(shown.body["stage_name"], stages.last().unwrap()["name"]);
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(120), journey).await;
+    client.close().await.ok();
+    outcome.expect("the journey finished in time");
+}
