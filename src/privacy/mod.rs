@@ -4,6 +4,7 @@
 //! Data-subject requests (DSR-6) are tracked in [`requests`], consents (DSR-5) in [`consent`],
 //! and a person's export (DSR-1, DSR-7) is written in [`export`].
 
+pub mod closure;
 pub mod consent;
 pub mod erasure;
 pub mod export;
@@ -27,7 +28,9 @@ where
     erasure::ReceiptKey: FromRef<S>,
 {
     use Access::*;
-    erasure::routes(export::routes(consent::routes(requests::routes(api))))
+    closure::routes(erasure::routes(export::routes(consent::routes(
+        requests::routes(api),
+    ))))
         .endpoint(
             Method::POST,
             "/api/v1/contacts/{contact_id}/restrict",

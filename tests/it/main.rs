@@ -42,6 +42,7 @@ mod sec_secrets;
 mod sec_streams;
 mod sec_whatsapp;
 mod tasks;
+mod tenant_closure;
 mod tickets;
 mod web;
 mod web_browser;
