@@ -268,7 +268,11 @@ pub async fn request_export(db: &Db, ctx: &Ctx) -> Result<TenantExportView> {
     crate::queue::enqueue(
         &mut tx,
         ctx.tenant_id,
-        NewJob::new(JOB, format!("tenant-export:{id}"), json!({ "export_id": id })),
+        NewJob::new(
+            JOB,
+            format!("tenant-export:{id}"),
+            json!({ "export_id": id }),
+        ),
     )
     .await?;
     ctx.audit(

@@ -31,25 +31,25 @@ where
     closure::routes(erasure::routes(export::routes(consent::routes(
         requests::routes(api),
     ))))
-        .endpoint(
-            Method::POST,
-            "/api/v1/contacts/{contact_id}/restrict",
-            Requires(Permission::DataSubjectRights),
-            (
-                "crm",
-                "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
-            ),
-            Contract::new().ok::<ContactView>(),
-            restrict,
-        )
-        .endpoint(
-            Method::POST,
-            "/api/v1/contacts/{contact_id}/unrestrict",
-            Requires(Permission::DataSubjectRights),
-            ("crm", "Lift a restriction of processing (DSR-4)"),
-            Contract::new().ok::<ContactView>(),
-            unrestrict,
-        )
+    .endpoint(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/restrict",
+        Requires(Permission::DataSubjectRights),
+        (
+            "crm",
+            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
+        ),
+        Contract::new().ok::<ContactView>(),
+        restrict,
+    )
+    .endpoint(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/unrestrict",
+        Requires(Permission::DataSubjectRights),
+        ("crm", "Lift a restriction of processing (DSR-4)"),
+        Contract::new().ok::<ContactView>(),
+        unrestrict,
+    )
 }
 
 async fn restrict(

@@ -144,9 +144,13 @@ pub async fn purge_due(db: &Db, now: OffsetDateTime) -> anyhow::Result<Vec<Purge
 
 async fn purge(db: &Db, tenant_id: Uuid, now: OffsetDateTime) -> sqlx::Result<Value> {
     let mut tx = db.system.begin().await?;
-    let counts = sqlx::query_scalar!(r#"SELECT tenant_purge($1, $2) AS "counts!""#, tenant_id, now)
-        .fetch_one(&mut *tx)
-        .await?;
+    let counts = sqlx::query_scalar!(
+        r#"SELECT tenant_purge($1, $2) AS "counts!""#,
+        tenant_id,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(counts)
 }

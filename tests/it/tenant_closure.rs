@@ -158,11 +158,12 @@ async fn seed(app: &TestApp, owner: &Member) -> Uuid {
         json!({ "name": "Gina Globex", "email": "gina@globex.example", "account_id": account }),
     )
     .await;
-    let inbox = app
-        .webchat_inbox(owner, "https://shop.example")
-        .await;
+    let inbox = app.webchat_inbox(owner, "https://shop.example").await;
     let (_, conversation) = app
-        .visitor_writes(inbox, "My order never arrived, write me at vera@visitor.example")
+        .visitor_writes(
+            inbox,
+            "My order never arrived, write me at vera@visitor.example",
+        )
         .await;
     created(
         app,
@@ -185,7 +186,13 @@ async fn seed(app: &TestApp, owner: &Member) -> Uuid {
         json!({ "body": "Carrier asked." }),
     )
     .await;
-    created(app, &agent, "/api/v1/tasks", json!({ "title": "Call Gina" })).await;
+    created(
+        app,
+        &agent,
+        "/api/v1/tasks",
+        json!({ "title": "Call Gina" }),
+    )
+    .await;
     let hold = created(
         app,
         owner,
@@ -263,8 +270,8 @@ fn without_request_log(mut rows: BTreeMap<String, i64>) -> BTreeMap<String, i64>
 
 // proves: RET-2
 #[tokio::test]
-async fn a_closed_tenant_leaves_no_row_in_any_table_of_the_catalog_after_its_grace_period_while_another_keeps_all()
-{
+async fn a_closed_tenant_leaves_no_row_in_any_table_of_the_catalog_after_its_grace_period_while_another_keeps_all(
+) {
     let app = TestApp::spawn().await;
     app.start_workers();
     let gone = app.signup("closing").await;
@@ -308,7 +315,10 @@ async fn a_closed_tenant_leaves_no_row_in_any_table_of_the_catalog_after_its_gra
     }
 
     // Within the grace period the purge deletes nothing.
-    for now in [OffsetDateTime::now_utc(), purge_after - Duration::minutes(1)] {
+    for now in [
+        OffsetDateTime::now_utc(),
+        purge_after - Duration::minutes(1),
+    ] {
         let purged = custodian::tenants::closure::purge_due(&app.state.db, now)
             .await
             .unwrap();
@@ -328,7 +338,10 @@ async fn a_closed_tenant_leaves_no_row_in_any_table_of_the_catalog_after_its_gra
     // Nothing of the closed tenant remains, in any table.
     let after = rows_of(&app, gone.tenant_id).await;
     let left: Vec<_> = after.iter().filter(|(_, n)| **n > 0).collect();
-    assert!(left.is_empty(), "rows of the purged tenant remain: {left:?}");
+    assert!(
+        left.is_empty(),
+        "rows of the purged tenant remain: {left:?}"
+    );
     // The other tenant lost nothing (its request log may only grow: it is written later).
     let kept_after = rows_of(&app, kept.tenant_id).await;
     assert_eq!(
@@ -430,7 +443,10 @@ async fn closing_refuses_other_members_at_once_leaves_the_owner_export_and_reope
             .await,
         1
     );
-    assert!(app.audit_events(owner.tenant_id, "tenant.closed").await.is_empty());
+    assert!(app
+        .audit_events(owner.tenant_id, "tenant.closed")
+        .await
+        .is_empty());
 
     let closed = app
         .send(
@@ -476,15 +492,19 @@ async fn closing_refuses_other_members_at_once_leaves_the_owner_export_and_reope
 
     // Its web chat answers as an unknown inbox and stores nothing.
     let messages = app.count("SELECT count(*) FROM message").await;
-    eventually(15, "the closed tenant's chat to answer as unknown", || async {
-        let resp = app
-            .send(
-                Req::get(format!("/api/v1/webchat/{inbox}/messages"))
-                    .header("x-webchat-session", visitor.clone()),
-            )
-            .await;
-        (resp.status == StatusCode::NOT_FOUND).then_some(())
-    })
+    eventually(
+        15,
+        "the closed tenant's chat to answer as unknown",
+        || async {
+            let resp = app
+                .send(
+                    Req::get(format!("/api/v1/webchat/{inbox}/messages"))
+                        .header("x-webchat-session", visitor.clone()),
+                )
+                .await;
+            (resp.status == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
     .await;
     let sent = app
         .send(
@@ -517,7 +537,14 @@ async fn closing_refuses_other_members_at_once_leaves_the_owner_export_and_reope
     assert_eq!(status, StatusCode::OK);
     assert_eq!(done["bytes"], bytes.len());
     let files = unzip(bytes);
-    for name in ["export.json", "tenant.csv", "contact.csv", "message.csv", "member.csv", "audit_event.csv"] {
+    for name in [
+        "export.json",
+        "tenant.csv",
+        "contact.csv",
+        "message.csv",
+        "member.csv",
+        "audit_event.csv",
+    ] {
         assert!(files.contains_key(name), "no {name} in {:?}", files.keys());
     }
     assert!(files["contact.csv"].contains("Gina Globex"));
