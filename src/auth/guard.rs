@@ -109,6 +109,9 @@ pub const WHILE_CLOSING: &[&str] = &[
     "/api/v1/tenant/exports/{export_id}",
     "/api/v1/tenant/exports/{export_id}/download",
     "/api/v1/auth/logout",
+    "/app/tenant/closure",
+    "/app/tenant/closure/reopen",
+    "/app/tenant/exports",
     "/app/logout",
 ];
 

@@ -131,10 +131,15 @@ pub struct CloseTenant {
 }
 
 async fn show_closure(State(db): State<Db>, ctx: Ctx) -> Result<Json<ClosureView>> {
-    let mut tx = ctx.begin(&db).await?;
-    let (view, _) = state::fetch(&mut tx, false).await?;
+    status(&db, &ctx).await.map(|(view, _)| Json(view))
+}
+
+/// The caller's tenant's closure state, and its slug (which closing asks to be typed).
+pub async fn status(db: &Db, ctx: &Ctx) -> Result<(ClosureView, String)> {
+    let mut tx = ctx.begin(db).await?;
+    let found = state::fetch(&mut tx, false).await?;
     tx.commit().await?;
-    Ok(Json(view))
+    Ok(found)
 }
 
 async fn close(
@@ -295,7 +300,12 @@ async fn create_export(
 }
 
 async fn list_exports(State(db): State<Db>, ctx: Ctx) -> Result<Json<Vec<TenantExportView>>> {
-    let mut tx = ctx.begin(&db).await?;
+    exports(&db, &ctx).await.map(Json)
+}
+
+/// The tenant's exports not yet expired, newest first.
+pub async fn exports(db: &Db, ctx: &Ctx) -> Result<Vec<TenantExportView>> {
+    let mut tx = ctx.begin(db).await?;
     let list = sqlx::query_as!(
         TenantExportView,
         r#"SELECT id, status, steps_done, steps_total,
@@ -307,7 +317,7 @@ async fn list_exports(State(db): State<Db>, ctx: Ctx) -> Result<Json<Vec<TenantE
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Json(list))
+    Ok(list)
 }
 
 async fn show_export(

@@ -9,6 +9,7 @@
 
 pub mod assets;
 mod canned;
+mod closure;
 mod conversation;
 pub mod csrf;
 mod inbox;
@@ -55,7 +56,7 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
     use Permission::*;
     let api = tickets::pages(tasks::pages(api));
     let api = reviews::pages(api);
-    canned::pages(knowledge::pages(api))
+    closure::pages(canned::pages(knowledge::pages(api)))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
         .page(Method::POST, LOGIN, Public, login::submit)

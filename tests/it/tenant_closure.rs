@@ -620,3 +620,73 @@ async fn closing_refuses_other_members_at_once_leaves_the_owner_export_and_reope
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.error_code(), "tenant_not_closing");
 }
+
+#[tokio::test]
+async fn the_owner_closes_exports_and_reopens_from_the_closure_page_and_other_members_cannot_open_it(
+) {
+    use crate::web::{csrf_field, form, html};
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let admin = app.join(&owner, "admin").await;
+    let refused = app.send(Req::get("/app/tenant/closure").by(&admin)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let page = app.send(Req::get("/app/tenant/closure").by(&owner)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(html(&page).contains("data-closure=\"active\""));
+    let token = csrf_field(html(&page));
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        Req::post(path)
+            .by(&owner)
+            .raw("application/x-www-form-urlencoded", form(fields))
+    };
+
+    let mistyped = app
+        .send(post(
+            "/app/tenant/closure",
+            &[("_csrf", &token), ("confirm_slug", "acne")],
+        ))
+        .await;
+    assert_eq!(mistyped.status, StatusCode::CONFLICT);
+    assert!(html(&mistyped).contains("data-notice=\"error\""));
+    let closed = app
+        .send(post(
+            "/app/tenant/closure",
+            &[("_csrf", &token), ("confirm_slug", "acme")],
+        ))
+        .await;
+    assert_eq!(closed.status, StatusCode::SEE_OTHER, "{}", closed.body);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "tenant.closed")
+            .await
+            .len(),
+        1
+    );
+    let page = app.send(Req::get("/app/tenant/closure").by(&owner)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(html(&page).contains("data-closure=\"closing\""));
+    assert!(html(&page).contains("data-purge-after"));
+    // The rest of the app is closed to the owner too.
+    let inbox = app.send(Req::get("/app/tickets").by(&owner)).await;
+    assert_eq!(inbox.status, StatusCode::FORBIDDEN);
+
+    let exported = app
+        .send(post("/app/tenant/exports", &[("_csrf", &token)]))
+        .await;
+    assert_eq!(exported.status, StatusCode::SEE_OTHER, "{}", exported.body);
+    assert_eq!(
+        app.audit_events(owner.tenant_id, "tenant.export_requested")
+            .await
+            .len(),
+        1
+    );
+    let reopened = app
+        .send(post("/app/tenant/closure/reopen", &[("_csrf", &token)]))
+        .await;
+    assert_eq!(reopened.status, StatusCode::SEE_OTHER, "{}", reopened.body);
+    let page = app.send(Req::get("/app/tenant/closure").by(&owner)).await;
+    assert!(html(&page).contains("data-closure=\"active\""));
+    assert!(html(&page).contains("data-export-row"));
+    let me = app.send(Req::get("/api/v1/auth/me").by(&admin)).await;
+    assert_eq!(me.status, StatusCode::OK);
+}
