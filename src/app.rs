@@ -53,6 +53,8 @@ pub struct AppState {
     pub request_log: Arc<crate::http::request_log::RequestLog>,
     /// Cancelled once on shutdown; the server and every worker watch it.
     pub shutdown: CancellationToken,
+    /// Single sign-on's HTTP client and caches.
+    pub oidc: Arc<crate::auth::oidc::Oidc>,
     routes: Arc<std::sync::OnceLock<Vec<RouteSpec>>>,
     pages: Arc<std::sync::OnceLock<Vec<PageSpec>>>,
 }
@@ -93,7 +95,9 @@ impl AppState {
             db.system.clone(),
             shutdown.clone(),
         ));
+        let oidc = Arc::new(crate::auth::oidc::Oidc::new(config.actions_allow_private)?);
         Ok(AppState {
+            oidc,
             config,
             db,
             keys: Arc::new(keys),
@@ -120,6 +124,7 @@ impl AppState {
             keys: self.keys.clone(),
             throttle: self.throttle.clone(),
             sealer: self.sealer.clone(),
+            oidc: self.oidc.clone(),
         }
     }
 
@@ -269,6 +274,7 @@ fn api(state: AppState) -> Api<AppState> {
     let api = crate::knowledge::routes::routes(api);
     let api = crate::cs::tickets::routes(api);
     let api = crate::cs::tasks::routes(api);
+    let api = crate::cs::timeline::routes(api);
     let api = crate::agent::routes(api);
     let api = crate::reviews::routes::routes(api);
     let api = crate::retention::routes::routes(api, OTHER_EXPORTS);
@@ -404,8 +410,8 @@ const OTHER_EXPORTS: &[crate::retention::OtherExports] = &[
 
 /// The queue's enqueue, in terms an engine may take without naming the queue: the audit
 /// export's routes queue its job with it, as audit and the queue are both engines and neither
-/// may import the other.
-fn enqueue<'a>(
+/// may import the other. The web app's audit page queues exports with it too.
+pub fn enqueue<'a>(
     conn: &'a mut sqlx::PgConnection,
     tenant_id: uuid::Uuid,
     kind: &'static str,

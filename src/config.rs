@@ -35,6 +35,10 @@ pub struct Config {
     pub trusted_proxy_hops: usize,
     /// Let tenant actions call private, loopback and link-local addresses (off: SSRF guard).
     pub actions_allow_private: bool,
+    /// Where browsers reach this server (`https://custodian.example`), for the addresses it
+    /// hands to others: single sign-on's redirect URI. When absent, `https://` and the request's
+    /// Host header.
+    pub public_url: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub log_json: bool,
@@ -285,6 +289,9 @@ impl Config {
             trust_proxy: parse_or(&get, "TRUST_PROXY", false)?,
             trusted_proxy_hops,
             actions_allow_private: parse_or(&get, "ACTIONS_ALLOW_PRIVATE", false)?,
+            public_url: get("PUBLIC_URL")
+                .map(|u| u.trim().trim_end_matches('/').to_string())
+                .filter(|u| !u.is_empty()),
             max_body_bytes: parse_or(&get, "MAX_BODY_BYTES", 1024 * 1024)?,
             request_timeout: Duration::from_secs(parse_or(&get, "REQUEST_TIMEOUT_SECS", 30)?),
             log_json: get("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")),

@@ -40,6 +40,9 @@ pub enum Permission {
     AgentConfigure,
     GuardrailsManage,
     ExecutionsRead,
+    /// Seeing an execution record with the real values behind its placeholders, restored from
+    /// the conversation's vault; each reveal is an audit event.
+    ExecutionsReveal,
     ReviewsRead,
     ReviewsDecide,
     ReviewsRequest,
@@ -75,6 +78,7 @@ const ADMIN: &[Permission] = &[
     AgentConfigure,
     GuardrailsManage,
     ExecutionsRead,
+    ExecutionsReveal,
     ReviewsRead,
     ReviewsDecide,
     ReviewsRequest,
@@ -107,6 +111,7 @@ const OWNER: &[Permission] = &[
     AgentConfigure,
     GuardrailsManage,
     ExecutionsRead,
+    ExecutionsReveal,
     ReviewsRead,
     ReviewsDecide,
     ReviewsRequest,
@@ -142,6 +147,7 @@ const REVIEWER: &[Permission] = &[
     ConversationsRead,
     KnowledgeRead,
     ExecutionsRead,
+    ExecutionsReveal,
     ReviewsRead,
     ReviewsDecide,
     ReviewsRequest,
@@ -236,6 +242,7 @@ impl Permission {
             AgentConfigure => "agent.configure",
             GuardrailsManage => "guardrails.manage",
             ExecutionsRead => "executions.read",
+            ExecutionsReveal => "executions.reveal",
             ReviewsRead => "reviews.read",
             ReviewsDecide => "reviews.decide",
             ReviewsRequest => "reviews.request",
@@ -293,6 +300,15 @@ mod tests {
             Role::Partner.permissions(),
             &[TenantRead, PartnerSharedRead, TicketsRead, TasksRead]
         );
+    }
+
+    #[test]
+    fn only_owners_admins_and_reviewers_may_reveal_what_an_execution_masked() {
+        let revealers: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|r| r.can(ExecutionsReveal))
+            .collect();
+        assert_eq!(revealers, vec![Role::Owner, Role::Admin, Role::Reviewer]);
     }
 
     #[test]

@@ -156,26 +156,26 @@ where
 
 /// One run of the agent on a conversation (AGT-8), in brief.
 #[derive(Debug, Serialize, ToSchema)]
-struct ExecutionSummary {
-    id: Uuid,
-    conversation_id: Uuid,
-    contact_id: Uuid,
+pub struct ExecutionSummary {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub contact_id: Uuid,
     /// The customer's message the run answered.
     #[schema(required = true)]
-    trigger_message_id: Option<Uuid>,
+    pub trigger_message_id: Option<Uuid>,
     /// The chat model's provider (`offline`: the built-in responder).
-    provider: String,
-    model: String,
-    offline: bool,
-    outcome: runtime::RunOutcome,
+    pub provider: String,
+    pub model: String,
+    pub offline: bool,
+    pub outcome: runtime::RunOutcome,
     #[schema(required = true)]
-    confidence: Option<f32>,
+    pub confidence: Option<f32>,
     #[serde(with = "time::serde::rfc3339")]
-    started_at: OffsetDateTime,
+    pub started_at: OffsetDateTime,
     /// `null` while it runs.
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
-    finished_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
 }
 
 /// Every provider and model that processed (masked) data of a contact's conversations (AGT-10).
@@ -207,37 +207,37 @@ pub struct Processor {
 /// An execution with its full record (AGT-8).
 #[derive(Serialize, ToSchema)]
 #[schema(as = Execution)]
-struct ExecutionView {
-    id: Uuid,
-    conversation_id: Uuid,
-    contact_id: Uuid,
-    provider: String,
-    model: String,
-    offline: bool,
+pub struct ExecutionView {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub contact_id: Uuid,
+    pub provider: String,
+    pub model: String,
+    pub offline: bool,
     #[schema(value_type = runtime::RunOutcome)]
-    outcome: String,
+    pub outcome: String,
     /// The provider of the embeddings the run used; `null` for the built-in embedder.
     #[schema(required = true)]
-    embedding_provider: Option<String>,
+    pub embedding_provider: Option<String>,
     #[schema(required = true)]
-    embedding_model: Option<String>,
+    pub embedding_model: Option<String>,
     #[schema(required = true)]
-    confidence: Option<f32>,
+    pub confidence: Option<f32>,
     #[serde(with = "time::serde::rfc3339")]
-    started_at: OffsetDateTime,
+    pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
-    finished_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
     /// The SHA-256 of the stored record, hex.
-    record_sha256: String,
+    pub record_sha256: String,
     /// Whether `record_sha256` is the digest in the run's `agent.executed` audit entry; `null`
     /// while the run has not finished, or for a run recorded before digests were.
     #[schema(required = true)]
-    record_digest_ok: Option<bool>,
+    pub record_digest_ok: Option<bool>,
     /// Free-form: the run's audit record: the prompt as sent (masked), model and provider,
     /// sources, tool calls, response, confidence, guardrail verdicts, decision.
     #[schema(value_type = Object)]
-    record: Value,
+    pub record: Value,
 }
 
 async fn by_conversation(
@@ -246,17 +246,25 @@ async fn by_conversation(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<ExecutionSummary>>> {
     let mut tx = ctx.begin(&state).await?;
-    crate::conversations::fetch(&mut tx, id).await?;
-    let rows = sqlx::query_as!(
+    let rows = of_conversation(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+/// The agent's runs on a conversation, newest first; another tenant's conversation is not found.
+pub async fn of_conversation(
+    conn: &mut sqlx::PgConnection,
+    conversation_id: Uuid,
+) -> Result<Vec<ExecutionSummary>> {
+    crate::conversations::fetch(&mut *conn, conversation_id).await?;
+    Ok(sqlx::query_as!(
         ExecutionSummary,
         r#"SELECT id, conversation_id, contact_id, trigger_message_id, provider, model, offline, outcome AS "outcome: runtime::RunOutcome", confidence, started_at, finished_at
          FROM agent_execution WHERE conversation_id = $1 AND tenant_id = current_tenant_id() ORDER BY started_at DESC"#,
-        id
+        conversation_id
     )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Json(rows))
+    .fetch_all(conn)
+    .await?)
 }
 
 async fn by_contact(
@@ -392,6 +400,13 @@ async fn show(
     Path(id): Path<Uuid>,
 ) -> Result<Json<ExecutionView>> {
     let mut tx = ctx.begin(&state).await?;
+    let view = execution(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(view))
+}
+
+/// One execution with its record as stored (masked), and whether its digest is the audited one.
+pub async fn execution(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<ExecutionView> {
     let row = sqlx::query!(
         r#"SELECT x.id, x.conversation_id, x.contact_id, x.provider, x.model, x.offline, x.outcome, x.confidence,
                   x.record, x.started_at, x.finished_at, x.embedding_provider, x.embedding_model,
@@ -404,15 +419,14 @@ async fn show(
            FROM agent_execution x WHERE x.id = $1 AND x.tenant_id = current_tenant_id()"#,
         id
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(conn)
     .await?
     .ok_or(Error::NotFound)?;
-    tx.commit().await?;
     let digest_ok = match (&row.finished_at, &row.audited) {
         (Some(_), Some(audited)) => Some(*audited == row.digest),
         _ => None,
     };
-    Ok(Json(ExecutionView {
+    Ok(ExecutionView {
         id: row.id,
         conversation_id: row.conversation_id,
         contact_id: row.contact_id,
@@ -428,7 +442,47 @@ async fn show(
         record_sha256: row.digest,
         record_digest_ok: digest_ok,
         record: row.record,
-    }))
+    })
+}
+
+/// An execution with the real values behind the placeholders its record uses.
+pub struct Revealed {
+    /// The record as stored, placeholders and all: the caller shows each value beside its
+    /// placeholder, so what the model saw stays visible.
+    pub view: ExecutionView,
+    /// Each placeholder the record holds, `[EMAIL_1]`, with the value the vault keeps for it.
+    pub values: Vec<(String, String)>,
+}
+
+/// Opens the conversation's vault for one execution and records that the caller saw its values
+/// (an `execution.revealed` audit event naming the placeholders, never the values), on the
+/// caller's transaction: no audit row, no reveal.
+pub async fn reveal(
+    conn: &mut sqlx::PgConnection,
+    ctx: &Ctx,
+    sealer: &Sealer,
+    id: Uuid,
+) -> Result<Revealed> {
+    let view = execution(&mut *conn, id).await?;
+    let sealed = crate::conversations::sealed_vaults(&mut *conn, &[view.conversation_id]).await?;
+    let vault = runtime::open_sealed_vault(
+        sealer,
+        sealed.first().map(|(_, s)| s.as_slice()),
+        view.conversation_id,
+    )?;
+    let text = view.record.to_string();
+    let values: Vec<(String, String)> = vault
+        .iter()
+        .map(|(placeholder, value)| (placeholder.to_string(), value.to_string()))
+        .filter(|(placeholder, _)| text.contains(placeholder.as_str()))
+        .collect();
+    let mut event = crate::audit::AuditEvent::new("execution.revealed", "agent_execution", id)
+        .after(serde_json::json!({
+            "placeholders": values.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        }));
+    event.execution_id = Some(id);
+    ctx.audit(&mut *conn, event).await?;
+    Ok(Revealed { view, values })
 }
 
 /// Every execution about a contact, every column as stored (the record holds what was sent to

@@ -147,30 +147,31 @@ impl ExportRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = AuditExport)]
 pub struct ExportView {
-    id: Uuid,
+    pub id: Uuid,
     #[schema(value_type = Format)]
-    format: String,
+    pub format: String,
     /// The search the export holds, as it was asked.
     #[schema(value_type = Object)]
-    filters: Value,
+    pub filters: Value,
     /// `queued`, `running`, `done`, `failed` or `expired`.
-    status: String,
-    rows_total: Option<i64>,
-    rows_done: i64,
-    bytes: i64,
-    error: Option<String>,
-    requested_by: String,
+    pub status: String,
+    pub rows_total: Option<i64>,
+    pub rows_done: i64,
+    pub bytes: i64,
+    pub error: Option<String>,
+    pub requested_by: String,
     #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
-    finished_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
-    purged_at: Option<OffsetDateTime>,
+    pub purged_at: Option<OffsetDateTime>,
 }
 
-async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ExportView> {
+/// One of the caller's tenant's exports with its progress; another tenant's is not found.
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<ExportView> {
     sqlx::query_as!(
         ExportView,
         "SELECT id, format, filters, status, rows_total, rows_done, bytes, error, requested_by,
@@ -250,17 +251,27 @@ pub async fn create(
 
 pub async fn list(State(db): State<Db>, ctx: Ctx) -> Result<Json<Vec<ExportView>>> {
     let mut tx = ctx.begin(&db).await?;
-    let rows = sqlx::query_as!(
+    let rows = recent(&mut tx, ctx.tenant_id, 200).await?;
+    tx.commit().await?;
+    Ok(Json(rows))
+}
+
+/// The tenant's latest `limit` exports, newest first.
+pub async fn recent(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ExportView>> {
+    Ok(sqlx::query_as!(
         ExportView,
         "SELECT id, format, filters, status, rows_total, rows_done, bytes, error, requested_by,
                 created_at, finished_at, expires_at, purged_at
-         FROM audit_export WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 200",
-        ctx.tenant_id
+         FROM audit_export WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT $2",
+        tenant_id,
+        limit
     )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Json(rows))
+    .fetch_all(conn)
+    .await?)
 }
 
 pub async fn show(
@@ -502,6 +513,40 @@ pub async fn expire(
         tenant_id,
         cutoff,
         limit
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
+        tenant_id,
+        &ids
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(ids.len() as u64)
+}
+
+/// Expires the exports whose written part may copy one of the audit rows `seqs` (a data
+/// subject's erasure is about to erase their payloads) and returns how many. An export writes
+/// rows in sequence order, so it holds a copy of a row only if it has written past that row's
+/// number; one still short of it reads the row after the erasure, already without its values.
+/// The record stays, its content goes, as when retention expires it; a download answers 410.
+pub async fn expire_holding(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    seqs: &[i64],
+) -> sqlx::Result<u64> {
+    let Some(first) = seqs.iter().min() else {
+        return Ok(0);
+    };
+    let ids = sqlx::query_scalar!(
+        "UPDATE audit_export
+         SET purged_at = now(), status = 'expired',
+             error = 'its content held values of a data subject who was erased since'
+         WHERE tenant_id = $1 AND purged_at IS NULL AND last_seq >= $2
+         RETURNING id",
+        tenant_id,
+        first
     )
     .fetch_all(&mut *conn)
     .await?;

@@ -5,6 +5,7 @@ use axum::extract::{FromRef, State};
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -229,8 +230,8 @@ struct Page {
     next_cursor: Option<i64>,
 }
 
-async fn list(State(db): State<Db>, ctx: Ctx, Query(search): Query<Search>) -> Result<Json<Page>> {
-    let (filter, before_seq, limit) = search.split();
+async fn list(State(db): State<Db>, ctx: Ctx, Query(query): Query<Search>) -> Result<Json<Page>> {
+    let (filter, before_seq, limit) = query.split();
     filter.check()?;
     let limit = limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -240,17 +241,48 @@ async fn list(State(db): State<Db>, ctx: Ctx, Query(search): Query<Search>) -> R
         ));
     }
     let mut tx = ctx.begin(&db).await?;
+    let events: Vec<EventView> = search(&mut tx, ctx.tenant_id, &filter, before_seq, limit)
+        .await?
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    tx.commit().await?;
+    let next_cursor = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(Page {
+        events,
+        next_cursor,
+    }))
+}
+
+/// One entry as the staff pages show it: the event, and whether a data subject's erasure took
+/// its payload (DSR-3), so an empty before/after reads as erased, not as never recorded.
+pub struct Entry {
+    pub event: EventView,
+    pub erased: bool,
+}
+
+/// The tenant's events matching `filter`, newest first, below `before_seq` when given: the
+/// search behind the API's listing and the audit page.
+pub async fn search(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    filter: &Filter,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Entry>> {
     // The filter itself is `audit_search` (migration 0007), shared with the exports.
-    let events = sqlx::query_as!(
-        EventView,
+    let rows = sqlx::query!(
         r#"SELECT seq AS "seq!", id AS "id!", occurred_at AS "occurred_at!", actor_type AS "actor_type!",
                 actor_id, action AS "action!", entity_type AS "entity_type!", entity_id,
-                before, after, ip, user_agent, request_id, execution_id
+                before, after, ip, user_agent, request_id, execution_id,
+                erased_at IS NOT NULL AS "erased!"
          FROM audit_search($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          WHERE ($11::bigint IS NULL OR seq < $11)
          ORDER BY seq DESC
          LIMIT $12"#,
-        ctx.tenant_id,
+        tenant_id,
         filter.actor_type,
         filter.actor_id,
         filter.entity_type,
@@ -263,14 +295,61 @@ async fn list(State(db): State<Db>, ctx: Ctx, Query(search): Query<Search>) -> R
         before_seq,
         limit
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
-    tx.commit().await?;
-    let next_cursor = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
-    Ok(Json(Page {
-        events,
-        next_cursor,
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|r| Entry {
+            erased: r.erased,
+            event: EventView {
+                seq: r.seq,
+                id: r.id,
+                occurred_at: r.occurred_at,
+                actor_type: r.actor_type,
+                actor_id: r.actor_id,
+                action: r.action,
+                entity_type: r.entity_type,
+                entity_id: r.entity_id,
+                before: r.before,
+                after: r.after,
+                ip: r.ip,
+                user_agent: r.user_agent,
+                request_id: r.request_id,
+                execution_id: r.execution_id,
+            },
+        })
+        .collect())
+}
+
+/// One of the caller's tenant's events by its id; another tenant's is not found.
+pub async fn entry(conn: &mut PgConnection, id: Uuid) -> Result<Entry> {
+    let r = sqlx::query!(
+        r#"SELECT seq, id, occurred_at, actor_type, actor_id, action, entity_type, entity_id,
+                  before, after, ip, user_agent, request_id, execution_id,
+                  erased_at IS NOT NULL AS "erased!"
+           FROM audit_event WHERE id = $1 AND tenant_id = current_tenant_id()"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound)?;
+    Ok(Entry {
+        erased: r.erased,
+        event: EventView {
+            seq: r.seq,
+            id: r.id,
+            occurred_at: r.occurred_at,
+            actor_type: r.actor_type,
+            actor_id: r.actor_id,
+            action: r.action,
+            entity_type: r.entity_type,
+            entity_id: r.entity_id,
+            before: r.before,
+            after: r.after,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            request_id: r.request_id,
+            execution_id: r.execution_id,
+        },
+    })
 }

@@ -99,6 +99,20 @@ pub async fn sign_in(
     match (valid, found.member_id) {
         (true, Some(member_id)) => {
             let source = AuditSource::member(found.tenant_id, member_id, meta);
+            // Told only once the password is right, so the refusal reveals no account.
+            if !super::oidc::password_allowed(&mut tx, found.tenant_id, member_id).await? {
+                audit::record(
+                    &mut tx,
+                    &source,
+                    AuditEvent::new("auth.login.failed", "member", member_id).after(json!({
+                        "email": email,
+                        "reason": "password_sign_in_disabled",
+                    })),
+                )
+                .await?;
+                tx.commit().await?;
+                return Err(password_sign_in_disabled(tenant));
+            }
             if mfa::enabled(&mut tx, found.tenant_id, member_id).await? {
                 let challenge = mfa::open_challenge(&mut tx, found.tenant_id, member_id).await?;
                 audit::record(
@@ -146,6 +160,17 @@ pub async fn sign_in(
             tx.commit().await?;
             Err(Error::InvalidCredentials)
         }
+    }
+}
+
+/// The refusal of a right password in a workspace that signs in through its identity provider.
+pub fn password_sign_in_disabled(tenant: &str) -> Error {
+    Error::Refused {
+        code: "password_sign_in_disabled",
+        message: format!(
+            "this workspace signs in through its identity provider: use single sign-on \
+             (/app/sso/{tenant}/start)"
+        ),
     }
 }
 

@@ -5,6 +5,8 @@ pub mod login;
 pub mod member;
 pub mod mfa;
 pub mod mfa_routes;
+pub mod oidc;
+pub mod oidc_routes;
 pub mod password;
 pub mod revocation;
 pub mod routes;
@@ -30,6 +32,8 @@ pub struct AuthState {
     pub throttle: Arc<guard::Throttle>,
     /// Seals the members' second-factor secrets at rest (SEC-10).
     pub sealer: Arc<Sealer>,
+    /// Single sign-on's HTTP client and the providers' discovery documents and keys.
+    pub oidc: Arc<oidc::Oidc>,
 }
 
 impl AsRef<Db> for AuthState {

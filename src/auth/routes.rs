@@ -41,6 +41,7 @@ where
             .ok::<SessionView>()
             .returns::<super::mfa_routes::ChallengeView>(StatusCode::ACCEPTED)
             .error(StatusCode::UNAUTHORIZED, "invalid_credentials")
+            .error(StatusCode::FORBIDDEN, "password_sign_in_disabled")
             .error(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         login,
     )
@@ -98,7 +99,7 @@ where
         Contract::new().no_content(),
         revoke_token,
     );
-    super::mfa_routes::routes(api)
+    super::oidc_routes::routes(super::mfa_routes::routes(api))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod erasure;
 pub mod inbox;
 pub mod routes;
+pub mod timeline;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -380,6 +381,13 @@ struct Row {
     contact_created: bool,
     contact_named: bool,
     conversation_id: Option<Uuid>,
+    /// The message opened this conversation (none was open for the contact in that inbox).
+    conversation_created: bool,
+    /// Who answers the conversation: the AI or people.
+    handler: Option<String>,
+    language: Option<String>,
+    /// The joined conversation's status before the message: a snoozed or pending one wakes.
+    prior_status: Option<String>,
     message_id: Option<Uuid>,
     run_queued: bool,
 }
@@ -490,7 +498,8 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
            ),
            facts AS (
                SELECT i.*, s.hit IS NOT NULL AS seen,
-                      coalesce(k.id, w.id) AS found_id, coalesce(k.name, w.name) AS found_name
+                      coalesce(k.id, w.id) AS found_id, coalesce(k.name, w.name) AS found_name,
+                      p.status AS prior_status
                FROM input i
                LEFT JOIN LATERAL (
                    SELECT 1 AS hit FROM message
@@ -505,6 +514,12 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
                    SELECT id, name FROM contact
                    WHERE i.wa_id IS NOT NULL AND tenant_id = $1 AND whatsapp_id = i.wa_id
                    LIMIT 1) w ON true
+               -- The open conversation the message joins, as it was: whether the message wakes it.
+               LEFT JOIN LATERAL (
+                   SELECT status FROM conversation
+                   WHERE coalesce(k.id, w.id) IS NOT NULL AND tenant_id = $1 AND inbox_id = i.inbox_id
+                     AND contact_id = coalesce(k.id, w.id) AND status <> 'resolved'
+                   LIMIT 1) p ON true
            ),
            named AS (
                UPDATE contact
@@ -542,10 +557,11 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
                              status = CASE WHEN conversation.status IN ('snoozed', 'pending') THEN 'open'
                                            ELSE conversation.status END,
                              snoozed_until = NULL
-               RETURNING id, inbox_id, contact_id, handler
+               RETURNING id, inbox_id, contact_id, handler, language, (xmax = 0) AS created
            ),
            joined AS (
-               SELECT w.*, cv.id AS conv_id, cv.handler FROM who w
+               SELECT w.*, cv.id AS conv_id, cv.handler, cv.language AS conv_language,
+                      cv.created AS conv_created FROM who w
                JOIN conv cv ON cv.inbox_id = w.inbox_id AND cv.contact_id = w.contact_id
            ),
            msg AS (
@@ -569,7 +585,10 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
            SELECT f.ord AS "ord!", f.seen AS "seen!", w.contact_id AS "contact_id?",
                   coalesce(w.created, false) AS "contact_created!",
                   EXISTS (SELECT 1 FROM named n WHERE n.id = w.contact_id) AS "contact_named!",
-                  j.conv_id AS "conversation_id?", m.id AS "message_id?",
+                  j.conv_id AS "conversation_id?", coalesce(j.conv_created, false) AS "conversation_created!",
+                  j.handler AS "handler?", j.conv_language AS "conversation_language?",
+                  j.prior_status AS "prior_status?",
+                  m.id AS "message_id?",
                   r.id IS NOT NULL AS "run_queued!"
            FROM facts f
            LEFT JOIN who w ON w.ord = f.ord
@@ -612,6 +631,10 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
             contact_created: r.contact_created,
             contact_named: r.contact_named,
             conversation_id: r.conversation_id,
+            conversation_created: r.conversation_created,
+            handler: r.handler,
+            language: r.conversation_language,
+            prior_status: r.prior_status,
             message_id: r.message_id,
             run_queued: r.run_queued,
         })
@@ -664,6 +687,36 @@ async fn settle(
             AuditEvent::new("contact.updated", "contact", contact_id)
                 .before(json!({ "name": null }))
                 .after(json!({ "name": profile_name })),
+        )
+        .await?;
+    }
+    if let (true, Some(conversation_id)) = (row.conversation_created, row.conversation_id) {
+        // The customer's message opened it: tenant data the channel created, on record like a
+        // member's change (AUD-1). Joining an open one changes only its activity times, unless
+        // it wakes it (below).
+        audit::record(
+            &mut *conn,
+            &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
+            AuditEvent::new("conversation.created", "conversation", conversation_id).after(json!({
+                "id": conversation_id,
+                "inbox_id": msg.inbox_id,
+                "contact_id": row.contact_id,
+                "status": "open",
+                "handler": row.handler,
+                "language": row.language,
+            })),
+        )
+        .await?;
+    }
+    if let (Some(conversation_id), Some(prior @ ("snoozed" | "pending"))) =
+        (row.conversation_id, row.prior_status.as_deref())
+    {
+        audit::record(
+            &mut *conn,
+            &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
+            AuditEvent::new("conversation.woken", "conversation", conversation_id)
+                .before(json!({ "status": prior }))
+                .after(json!({ "status": "open", "snoozed_until": null })),
         )
         .await?;
     }

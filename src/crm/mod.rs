@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod contacts;
+pub mod timeline;
 
 use crate::error::{Error, Result};
 

@@ -11,6 +11,7 @@
 pub mod erasure;
 pub mod tasks;
 pub mod tickets;
+pub mod timeline;
 
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;

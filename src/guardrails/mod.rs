@@ -61,7 +61,8 @@ pub use rules::{
 };
 pub use scan::{scan_jsonl, ScanStats};
 pub use vault::{
-    mask, parse_placeholder, unmask, unresolved_placeholders, Label, Placeholder, Vault, REDACTED,
+    mask, parse_placeholder, unmask, unmask_value, unresolved_placeholders, Label, Placeholder,
+    Vault, REDACTED,
 };
 
 /// Loads and compiles everything that is otherwise built lazily (built-in

@@ -606,6 +606,22 @@ pub(crate) fn masked_range(resolved: &[Resolved], range: (usize, usize)) -> (usi
     (map(range.0, false), map(range.1, true))
 }
 
+/// Every string in `value` with the vault's placeholders replaced by the values they stand for:
+/// a stored record (an execution's, a person's export) shown with its real values.
+pub fn unmask_value(value: &serde_json::Value, vault: &Vault) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('[') => Value::String(unmask(s, vault)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| unmask_value(v, vault)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), unmask_value(v, vault)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Byte ranges of placeholder-like text that `unmask` would not resolve:
 /// strict placeholders this vault never issued, and mangled ones
 /// (`[email 1]`, `EMAIL_1`, `[EMAIL_01]`). A draft containing any would show

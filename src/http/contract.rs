@@ -31,6 +31,7 @@ const PATTERNS: &[(&str, &str)] = &[
     ("$not_blank", NOT_BLANK),
     ("$one_line", ONE_LINE),
     ("$http_url", super::egress::HTTP_URL),
+    ("$https_url", super::egress::HTTPS_URL),
 ];
 
 /// The name of the free-form JSON value schema (`attributes`, a guardrail configuration).

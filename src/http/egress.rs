@@ -23,6 +23,10 @@
 pub const HTTP_URL: &str =
     "^https?://([a-z0-9]+(-[a-z0-9]+)*\\.)+[a-z]{2,24}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$";
 
+/// [`HTTP_URL`] for targets reached over https only (an identity provider's issuer).
+pub const HTTPS_URL: &str =
+    "^https://([a-z0-9]+(-[a-z0-9]+)*\\.)+[a-z]{2,24}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$";
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -125,6 +129,9 @@ fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
 pub enum Target {
     Action,
     Provider,
+    /// A tenant's OpenID Connect provider: its issuer and the endpoints its discovery document
+    /// names (the platform fetches them and posts the client secret to one of them).
+    IdentityProvider,
 }
 
 impl Target {
@@ -135,6 +142,10 @@ impl Target {
                 "the model provider must be on the internet (an operator running one on a private \
                  network allows it with ACTIONS_ALLOW_PRIVATE=true)"
             }
+            Target::IdentityProvider => {
+                "the identity provider must be on the internet (an operator running one on a \
+                 private network allows it with ACTIONS_ALLOW_PRIVATE=true)"
+            }
         }
     }
 
@@ -142,6 +153,7 @@ impl Target {
         match self {
             Target::Action => "the URL must not carry credentials: use the action's secret",
             Target::Provider => "the URL must not carry credentials: use the API key",
+            Target::IdentityProvider => "the URL must not carry credentials: use the client secret",
         }
     }
 }
@@ -223,13 +235,19 @@ impl reqwest013::dns::Resolve for PublicOnly {
 
 /// The HTTP client for tenants' action endpoints.
 pub fn client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
+    client_for(allow_private, Target::Action)
+}
+
+/// The HTTP client for a kind of tenant-named target: no redirects, a short timeout, and host
+/// names resolved to public addresses only (unless private targets are allowed).
+pub fn client_for(allow_private: bool, target: Target) -> reqwest::Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none());
     let builder = if allow_private {
         builder
     } else {
-        builder.dns_resolver(Arc::new(PublicOnly(Target::Action)))
+        builder.dns_resolver(Arc::new(PublicOnly(target)))
     };
     builder.build()
 }

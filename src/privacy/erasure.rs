@@ -76,7 +76,8 @@ pub const TABLES: &[(&str, &str)] = &[
     ),
     (
         "review_item",
-        "erase: deleted; anonymise: content cleared as retention does, decision kept",
+        "erase: deleted; anonymise: content cleared as retention does, decision kept, \
+         undecided or unexecuted items withdrawn (rejected with the reason)",
     ),
     (
         "review_approval",
@@ -121,6 +122,11 @@ pub const TABLES: &[(&str, &str)] = &[
     (
         "audit_event",
         "payloads mentioning the person erased through audit_erase_payloads",
+    ),
+    (
+        "audit_export_chunk",
+        "audit log exports written past a row that mentions the person: content deleted, \
+         the export record kept as expired",
     ),
 ];
 
@@ -434,6 +440,8 @@ async fn erase_on(
         spared_entity_types: vec!["privacy_request", "legal_hold"],
     };
     let seqs = audit::mentioning(&mut *tx, tenant_id, &mentions).await?;
+    // Audit log exports written past those rows hold copies of their payloads.
+    let audit_exports = audit::export::expire_holding(&mut *tx, tenant_id, &seqs).await? as i64;
     let audit_payloads = audit::erase_payloads(
         &mut *tx,
         tenant_id,
@@ -448,7 +456,7 @@ async fn erase_on(
     let jobs = queue::forget(&mut *tx, tenant_id, &ids_for_jobs).await?;
     let webchat_sessions =
         channels::webchat::erase_sessions(&mut *tx, tenant_id, contact_id).await?;
-    let review_items = reviews::erasure::erase(&mut *tx, tenant_id, &items, keep_rows).await?;
+    let reviews = reviews::erasure::erase(&mut *tx, tenant_id, &items, keep_rows).await?;
     let agent_executions =
         agent::erasure::erase_executions(&mut *tx, tenant_id, &executions, keep_rows).await?;
     let (tickets, tasks) =
@@ -480,7 +488,8 @@ async fn erase_on(
         ("conversation_read_marks".to_string(), conv.read_marks),
         ("webchat_sessions".to_string(), webchat_sessions),
         ("agent_executions".to_string(), agent_executions),
-        ("review_items".to_string(), review_items),
+        ("review_items".to_string(), reviews.items),
+        ("review_items_withdrawn".to_string(), reviews.withdrawn),
         ("tickets".to_string(), tickets),
         ("tasks".to_string(), tasks),
         ("consents".to_string(), consents),
@@ -488,5 +497,6 @@ async fn erase_on(
         ("jobs".to_string(), jobs),
         ("audit_payloads".to_string(), audit_payloads),
         ("contact_exports".to_string(), contact_exports),
+        ("audit_exports".to_string(), audit_exports),
     ]))
 }

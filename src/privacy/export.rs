@@ -38,7 +38,7 @@ use crate::crm::{accounts, contacts};
 use crate::crypto::Sealer;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::guardrails::{unmask, Vault};
+use crate::guardrails::{unmask_value, Vault};
 use crate::http::{Access, Api, Contract, Ctx, Json, Path};
 use crate::queue::{Job, NewJob, Outcome};
 use crate::rbac::Permission;
@@ -189,6 +189,23 @@ pub async fn for_contact(conn: &mut PgConnection, contact_id: Uuid) -> Result<Ve
     .await?)
 }
 
+/// The exports made for request `request_id`, newest first, expired ones included (the request
+/// shows that its answer was made and when it stopped being downloadable).
+pub async fn for_request(conn: &mut PgConnection, request_id: Uuid) -> Result<Vec<ExportView>> {
+    Ok(sqlx::query_as!(
+        ExportView,
+        r#"SELECT id, contact_id, request_id, status, steps_done, steps_total,
+                  (steps_done * 100 / steps_total) AS "progress!", counts, bytes, error,
+                  requested_by, created_at, finished_at, expires_at
+           FROM contact_export
+           WHERE request_id = $1 AND tenant_id = current_tenant_id()
+           ORDER BY created_at DESC"#,
+        request_id
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 async fn create(
     State(db): State<Db>,
     ctx: Ctx,
@@ -222,6 +239,15 @@ pub async fn request(db: &Db, ctx: &Ctx, contact_id: Uuid, body: NewExport) -> R
                 "invalid_request",
                 format!("request {request_id} is about another person"),
             ));
+        }
+        // Making its answer is work on the request; a closed one stays closed (its export is
+        // then a copy made afterwards, still tied to it).
+        if matches!(
+            asked.status,
+            requests::Status::Received | requests::Status::WaitingOnSubject
+        ) {
+            requests::set_status(&mut tx, ctx, request_id, requests::Status::InProgress, None)
+                .await?;
         }
     }
     let days = crate::retention::policy(&mut tx, ctx.tenant_id)
@@ -661,7 +687,7 @@ where
     }
     let restore_in = |conversation: Option<Uuid>, value: &Value| -> Value {
         match conversation.and_then(|c| vaults.get(&c)) {
-            Some(vault) => restore(value, vault),
+            Some(vault) => unmask_value(value, vault),
             None => value.clone(),
         }
     };
@@ -770,20 +796,6 @@ fn uuid_at(row: &Value, field: &str) -> Option<Uuid> {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// Every string in `value` with the vault's placeholders replaced by the values they stand for.
-fn restore(value: &Value, vault: &Vault) -> Value {
-    match value {
-        Value::String(s) if s.contains('[') => Value::String(unmask(s, vault)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| restore(v, vault)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), restore(v, vault)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 /// A class's rows: the profile and the account are one row (or none).

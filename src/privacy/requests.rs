@@ -346,6 +346,12 @@ pub struct NoteView {
 struct RequestDetail {
     request: RequestView,
     notes: Vec<NoteView>,
+    /// The exports made to answer it (access, portability), newest first.
+    exports: Vec<super::export::ExportView>,
+    /// The signed receipt of the erasure that completed it, checkable with
+    /// `POST /api/v1/erasure-receipts/verify`.
+    #[schema(required = true)]
+    receipt: Option<super::erasure::Receipt>,
 }
 
 /// A data-subject request to record. The subject is named by exactly one of `contact_id`,
@@ -620,8 +626,19 @@ async fn show(State(db): State<Db>, ctx: Ctx, Path(id): Path<Uuid>) -> Result<Js
     )
     .fetch_all(&mut *tx)
     .await?;
+    let exports = super::export::for_request(&mut tx, id).await?;
+    let receipt = receipt(&mut tx, id)
+        .await?
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| Error::Internal(anyhow::anyhow!("a stored receipt does not parse: {e}")))?;
     tx.commit().await?;
-    Ok(Json(RequestDetail { request, notes }))
+    Ok(Json(RequestDetail {
+        request,
+        notes,
+        exports,
+        receipt,
+    }))
 }
 
 async fn change_status(

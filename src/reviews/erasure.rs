@@ -23,16 +23,38 @@ pub async fn items_of(
     .await
 }
 
+/// What an erasure did to the review queue: items erased, and of those, undecided ones it
+/// withdrew.
+pub struct Erased {
+    pub items: i64,
+    pub withdrawn: i64,
+}
+
 /// Erases these items. `keep_rows`: anonymise as retention blanks content (kind, status, the
 /// decision, who and when stay; `content_purged_at` says the content went), approvers' notes
 /// included; otherwise the items and their approvals are deleted.
+///
+/// Anonymising first withdraws the items still waiting for a decision or for their execution
+/// (rejected, with the reason): their drafts and parameters are about to go, and approving an
+/// emptied proposal would send the customer nothing or call the action with nothing.
 pub async fn erase(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     ids: &[Uuid],
     keep_rows: bool,
-) -> sqlx::Result<i64> {
+) -> sqlx::Result<Erased> {
     if keep_rows {
+        let withdrawn = sqlx::query!(
+            "UPDATE review_item
+             SET status = 'rejected', decided_at = now(), updated_at = now(),
+                 decision_reason = 'withdrawn: the person it concerns was anonymised before it was carried out'
+             WHERE tenant_id = $1 AND id = ANY ($2) AND status IN ('pending', 'approved')",
+            tenant_id,
+            ids
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected() as i64;
         sqlx::query!(
             "UPDATE review_approval SET note = NULL WHERE tenant_id = $1 AND review_item_id = ANY ($2)",
             tenant_id,
@@ -52,7 +74,10 @@ pub async fn erase(
         )
         .execute(&mut *conn)
         .await?;
-        Ok(n.rows_affected() as i64)
+        Ok(Erased {
+            items: n.rows_affected() as i64,
+            withdrawn,
+        })
     } else {
         let n = sqlx::query!(
             "DELETE FROM review_item WHERE tenant_id = $1 AND id = ANY ($2)",
@@ -61,6 +86,9 @@ pub async fn erase(
         )
         .execute(&mut *conn)
         .await?;
-        Ok(n.rows_affected() as i64)
+        Ok(Erased {
+            items: n.rows_affected() as i64,
+            withdrawn: 0,
+        })
     }
 }

@@ -171,6 +171,29 @@ pub async fn insert(
     .await?)
 }
 
+/// Creates a member who joins through the workspace's identity provider, just in time
+/// (`auth::oidc::Join`): the sign-in checked the address and audits the joining.
+pub fn join_by_sso<'c>(
+    conn: &'c mut PgConnection,
+    new: &'c crate::auth::oidc::NewMember,
+) -> futures_util::future::BoxFuture<'c, Result<Uuid>> {
+    Box::pin(async move {
+        let email = Email::parse(&new.email)?;
+        let name = DisplayName::parse(&new.display_name)?;
+        let member = insert(
+            conn,
+            Uuid::now_v7(),
+            &email,
+            &name,
+            &new.password_hash,
+            new.role,
+            None,
+        )
+        .await?;
+        Ok(member.id)
+    })
+}
+
 /// A partner organisation named in a request must be the caller tenant's: another tenant's
 /// id answers 404 like a missing one (SEC-3), checked before the id reaches a constraint.
 pub async fn check_partner_org(

@@ -5,13 +5,13 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::login::Notice;
-use super::{render, see_other, sentence, Chrome, Form};
+use super::{render, see_other, Chrome, Form};
 use crate::app::AppState;
 use crate::conversations::canned::{self, CannedReplyChanges, CannedReplyView, NewCannedReply};
 use crate::error::{Error, Result};
@@ -131,17 +131,13 @@ pub async fn list(
 
 /// The form again after a refusal, with what was typed and why, under the refusal's status.
 fn refused(mut page: CannedPage, error: Error) -> Result<Response> {
-    let status = match &error {
-        Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
-        Error::Conflict { .. } => StatusCode::CONFLICT,
-        _ => return Err(error),
-    };
+    let refused = super::refusal(error)?;
     page.notice = Some(Notice {
         kind: "error",
-        message: sentence(&error.to_string()),
+        message: refused.message,
     });
     let mut response = render(&page);
-    *response.status_mut() = status;
+    *response.status_mut() = refused.status;
     Ok(response)
 }
 

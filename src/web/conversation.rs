@@ -65,6 +65,8 @@ pub struct DraftView {
     /// "0.53", or empty when the run had none.
     pub confidence: String,
     pub sources: Vec<SourceRow>,
+    /// The run that wrote the draft, for a member who may read executions.
+    pub execution_href: String,
 }
 
 pub struct SourceRow {
@@ -172,6 +174,8 @@ struct ConversationPage {
     refresh_url: String,
     /// The tickets linked to this conversation: (link, subject, status label).
     tickets: Vec<(String, String, &'static str)>,
+    /// The agent's latest runs here, for a member who may read executions: (link, outcome, when).
+    runs: Vec<(String, String, String)>,
 }
 
 pub struct ContactPanel {
@@ -423,6 +427,23 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         Some(execution) => crate::agent::run_sources(&mut tx, execution).await?,
         None => Vec::new(),
     };
+    let read_runs = ctx.role.can(Permission::ExecutionsRead);
+    let runs: Vec<(String, String, String)> = if read_runs {
+        crate::agent::of_conversation(&mut tx, id)
+            .await?
+            .into_iter()
+            .take(10)
+            .map(|x| {
+                (
+                    format!("/app/executions/{}", x.id),
+                    x.outcome.as_str().replace('_', " "),
+                    readable(x.started_at),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let can_reply = ctx.role.can(Permission::ConversationsReply);
     let fill = |body: &str| canned::fill(body, contact.name.as_deref(), &chrome.member_name);
     let canned_replies = if can_reply {
@@ -492,6 +513,10 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         .collect::<Vec<_>>()
         .join(" · ");
     let draft = pending.map(|d| DraftView {
+        execution_href: match d.execution_id {
+            Some(x) if read_runs => format!("/app/executions/{x}"),
+            _ => String::new(),
+        },
         review_id: d.review_id,
         text: d.draft,
         confidence: d.confidence.map(|c| format!("{c:.2}")).unwrap_or_default(),
@@ -604,6 +629,7 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
         contact: panel,
         refresh_url: format!("/app/conversations/{id}"),
         tickets,
+        runs,
         kept,
     };
     let mut response = render(&page);
@@ -652,13 +678,13 @@ async fn settle<T>(
 ) -> Result<Response> {
     match result {
         Ok(_) => Ok(back(id)),
-        Err(e @ (Error::BadRequest { .. } | Error::Conflict { .. })) => {
+        Err(e) => {
+            let refused = super::refusal(e)?;
             let mut kept = kept();
-            kept.status = Some(e.status());
-            kept.notice = super::sentence(&e.to_string());
+            kept.status = Some(refused.status);
+            kept.notice = refused.message;
             show(state, ctx, id, kept).await
         }
-        Err(e) => Err(e),
     }
 }
 

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::login::Notice;
-use super::{render, see_other, sentence, Chrome, Form};
+use super::{render, see_other, Chrome, Form};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::{Access, Api, Ctx, Path, Query};
@@ -520,21 +520,17 @@ impl ArticleForm {
 /// The form shown again after a refusal: what was typed stays, the reason is said, the status
 /// is the refusal's.
 fn refused(mut page: ArticlePage, error: Error) -> Result<Response> {
-    let status = match &error {
-        Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
-        Error::Conflict { .. } => StatusCode::CONFLICT,
-        _ => return Err(error),
-    };
-    let message = match error {
-        Error::BadRequest { message, .. } => sentence(&message),
-        Error::Conflict { .. } => "Someone else changed this article since you opened it. Your \
-             text is kept below; saving it again replaces their version."
-            .to_string(),
-        _ => unreachable!("matched above"),
+    let refused = super::refusal(error)?;
+    let message = if refused.status == StatusCode::CONFLICT {
+        "Someone else changed this article since you opened it. Your text is kept below; \
+         saving it again replaces their version."
+            .to_string()
+    } else {
+        refused.message
     };
     page.notice = Some(notice("error", message));
     let mut response = render(&page);
-    *response.status_mut() = status;
+    *response.status_mut() = refused.status;
     Ok(response)
 }
 

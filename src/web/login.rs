@@ -40,7 +40,7 @@ struct LoginPage<'a> {
     error: Option<Notice>,
 }
 
-fn login_page(
+pub(super) fn login_page(
     headers: &HeaderMap,
     tenant: String,
     email: String,
@@ -136,6 +136,22 @@ pub async fn submit(
                 )),
             );
             *response.status_mut() = StatusCode::UNAUTHORIZED;
+            Ok(response)
+        }
+        Err(Error::Refused {
+            code: "password_sign_in_disabled",
+            ..
+        }) => {
+            let mut response = login_page(
+                &headers,
+                form.tenant,
+                form.email,
+                Some(Notice::error(
+                    "This workspace signs in through its identity provider: use \"Sign in with \
+                     SSO\" below.",
+                )),
+            );
+            *response.status_mut() = StatusCode::FORBIDDEN;
             Ok(response)
         }
         Err(Error::TooManyRequests { retry_after_secs }) => {

@@ -26,7 +26,7 @@ pub const SECOND_STEP: &str = "/app/login/mfa";
 /// The cookie that carries the challenge from the password step to the second step.
 const CHALLENGE_COOKIE: &str = "custodian_mfa_challenge";
 
-fn challenge_cookie(token: &str, max_age: i64) -> HeaderValue {
+pub(super) fn challenge_cookie(token: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&format!(
         "{CHALLENGE_COOKIE}={token}; Path=/app/login; HttpOnly; Secure; SameSite=Strict; \
          Max-Age={max_age}"

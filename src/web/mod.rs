@@ -8,15 +8,18 @@
 //! form post checked for its CSRF token (`csrf.rs`).
 
 pub mod assets;
+mod audit;
 mod canned;
 mod closure;
 mod conversation;
 pub mod csrf;
+mod executions;
 mod inbox;
 mod knowledge;
 mod login;
 mod mfa;
 mod reviews;
+mod sso;
 mod tasks;
 mod tickets;
 
@@ -55,7 +58,7 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
     use Access::*;
     use Permission::*;
     let api = tickets::pages(tasks::pages(api));
-    let api = reviews::pages(api);
+    let api = executions::pages(audit::pages(reviews::pages(api)));
     closure::pages(canned::pages(knowledge::pages(api)))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
@@ -67,6 +70,14 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
             Public,
             mfa::second_step_submit,
         )
+        .page(Method::GET, "/app/sso", Public, sso::choose)
+        .page(
+            Method::GET,
+            "/app/sso/{tenant_slug}/start",
+            Public,
+            sso::start,
+        )
+        .page(Method::GET, sso::CALLBACK, Public, sso::callback)
         .page(Method::POST, "/app/logout", Authenticated, login::logout)
         .page(Method::GET, mfa::PAGE, Authenticated, mfa::page)
         .page(
@@ -191,7 +202,7 @@ async fn shell(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     // The sign-in pages answer a wrong password or code with 401 and their form again.
-    let signing_in = path == LOGIN || path == mfa::SECOND_STEP;
+    let signing_in = path == LOGIN || path == mfa::SECOND_STEP || path.starts_with("/app/sso");
     let mut response = if status == StatusCode::UNAUTHORIZED && !signing_in {
         to_login(from_htmx)
     } else if (status.is_client_error() || status.is_server_error()) && is_json(&response) {
@@ -294,6 +305,26 @@ async fn error_page(response: Response) -> Response {
     response
 }
 
+/// A refusal the member can act on, shown above the form they sent, with what they typed kept
+/// and the status the API would answer.
+pub(super) struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// Sorts a domain error for a page that sent a form: bad input, a state that refuses the change
+/// and a permission the member lacks for this one action show the page again with the reason
+/// ([`Refusal`]); anything else (not found, a failure) goes up to the error page.
+pub(super) fn refusal(error: Error) -> crate::error::Result<Refusal> {
+    match error {
+        Error::BadRequest { .. } | Error::Conflict { .. } | Error::Forbidden(_) => Ok(Refusal {
+            status: error.status(),
+            message: sentence(&error.to_string()),
+        }),
+        other => Err(other),
+    }
+}
+
 /// The API's messages start in lower case; a page shows them as sentences.
 pub(super) fn sentence(message: &str) -> String {
     let mut chars = message.chars();
@@ -328,6 +359,8 @@ pub struct Chrome {
     pub section: &'static str,
     /// The items waiting for review, for a member who may read the queue.
     pub reviews_pending: Option<i64>,
+    /// Whether the member may read the audit log: its link is shown to them alone.
+    pub can_audit: bool,
 }
 
 impl Chrome {
@@ -349,6 +382,7 @@ impl Chrome {
             member_name: member.display_name,
             section,
             reviews_pending,
+            can_audit: ctx.role.can(Permission::AuditRead),
         })
     }
 }

@@ -517,6 +517,8 @@ pub struct Kept {
 struct ItemPage {
     chrome: Chrome,
     id: Uuid,
+    /// The agent run that proposed the item, for a member who may read executions.
+    execution_href: String,
     kind: &'static str,
     kind_label: &'static str,
     status: &'static str,
@@ -844,6 +846,10 @@ async fn show(state: &AppState, ctx: &Ctx, id: Uuid, kept: Kept) -> Result<Respo
     let page = ItemPage {
         chrome,
         id,
+        execution_href: match item.execution_id {
+            Some(x) if ctx.role.can(Permission::ExecutionsRead) => format!("/app/executions/{x}"),
+            _ => String::new(),
+        },
         kind: item.kind.as_str(),
         kind_label: kind_label(item.kind),
         status: item.status.as_str(),
@@ -968,13 +974,13 @@ async fn settle<T>(
 ) -> Result<Response> {
     match result {
         Ok(_) => Ok(back(id)),
-        Err(e @ (Error::BadRequest { .. } | Error::Conflict { .. } | Error::Forbidden(_))) => {
+        Err(e) => {
+            let refused = super::refusal(e)?;
             let mut kept = kept();
-            kept.status = Some(e.status());
-            kept.notice = super::sentence(&e.to_string());
+            kept.status = Some(refused.status);
+            kept.notice = refused.message;
             show(state, ctx, id, kept).await
         }
-        Err(e) => Err(e),
     }
 }
 

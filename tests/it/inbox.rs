@@ -639,6 +639,70 @@ async fn a_customer_message_wakes_a_snoozed_conversation_before_its_time() {
         .await;
     assert_eq!(shown.body["conversation"]["status"], "open");
     assert!(shown.body["conversation"]["snoozed_until"].is_null());
+    // The customer's message changed the conversation: on record, by the channel (AUD-1).
+    let woken = app
+        .audit_events(owner.tenant_id, "conversation.woken")
+        .await;
+    assert_eq!(woken.len(), 1, "{woken:?}");
+    assert_eq!(woken[0]["entity_id"], conversation.to_string());
+    assert_eq!(woken[0]["actor_type"], "channel");
+    assert_eq!(woken[0]["actor_id"], inbox.to_string());
+    assert_eq!(woken[0]["before"]["status"], "snoozed");
+    assert_eq!(woken[0]["after"]["status"], "open");
+}
+
+// proves: AUD-1
+#[tokio::test]
+async fn a_conversation_a_customer_message_opens_is_audited_with_the_channel_as_actor_once() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let inbox = app.webchat_inbox(&owner, "https://shop.example").await;
+    let (token, conversation) = app.visitor_writes(inbox, "first question").await;
+    // A second message joins the open conversation: no second creation on record.
+    let sent = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token.clone())
+                .json(json!({ "body": "and another thing" })),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let created = app
+        .audit_events(owner.tenant_id, "conversation.created")
+        .await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    let event = &created[0];
+    assert_eq!(event["entity_type"], "conversation");
+    assert_eq!(event["entity_id"], conversation.to_string());
+    assert_eq!(event["actor_type"], "channel");
+    assert_eq!(event["actor_id"], inbox.to_string());
+    assert_eq!(event["after"]["inbox_id"], inbox.to_string());
+    assert_eq!(event["after"]["status"], "open");
+    assert_eq!(event["after"]["handler"], "ai");
+    // Resolved, the next message opens a new conversation, on record as well.
+    let resolved = app
+        .send(
+            Req::post(format!("/api/v1/conversations/{conversation}/status"))
+                .by(&owner)
+                .json(json!({ "status": "resolved" })),
+        )
+        .await;
+    assert_eq!(resolved.status, StatusCode::OK, "{}", resolved.body);
+    let again = app
+        .send(
+            Req::post(format!("/api/v1/webchat/{inbox}/messages"))
+                .header("x-webchat-session", token)
+                .json(json!({ "body": "a new question" })),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    let reopened = again.body["conversation_id"].as_str().unwrap().to_string();
+    assert_ne!(reopened, conversation.to_string());
+    let created = app
+        .audit_events(owner.tenant_id, "conversation.created")
+        .await;
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert!(created.iter().any(|e| e["entity_id"] == reopened.as_str()));
 }
 
 const IP: &str = "192.0.2.44";

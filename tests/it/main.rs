@@ -2,6 +2,7 @@
 //! Tests that prove a promise of PROMISES.md say so with `// proves: ID`.
 
 mod access;
+mod account_timeline;
 mod agent;
 mod agent_knowledge;
 mod agent_leaks;
@@ -41,10 +42,12 @@ mod sec_login;
 mod sec_secrets;
 mod sec_streams;
 mod sec_whatsapp;
+mod sso_oidc;
 mod tasks;
 mod tenant_closure;
 mod tickets;
 mod web;
+mod web_audit;
 mod web_browser;
 mod web_canned;
 mod web_conversation;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::common::{Member, Req, Resp, TestApp, PASSWORD};
 
 /// The code an authenticator app shows `steps` steps from now, from the enrolment's secret.
-fn code(secret: &str, steps: i64) -> String {
+pub(crate) fn code(secret: &str, steps: i64) -> String {
     let secret = totp_rs::Secret::try_from_base32(secret).expect("a base32 secret");
     let totp = totp_rs::Builder::new()
         .with_secret(secret)
@@ -26,7 +26,7 @@ fn code(secret: &str, steps: i64) -> String {
 
 /// Enrols the member's authenticator (confirming with the current step's code); returns the
 /// secret and the recovery codes.
-async fn enrol(app: &TestApp, member: &Member) -> (String, Vec<String>) {
+pub(crate) async fn enrol(app: &TestApp, member: &Member) -> (String, Vec<String>) {
     let started = app
         .send(Req::post("/api/v1/auth/mfa/enrolment").by(member))
         .await;

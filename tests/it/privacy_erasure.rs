@@ -19,14 +19,16 @@ const EMAIL: &str = "sheena.nelson@example.com";
 const PHONE_DIGITS: &str = "16505551234";
 const EXTERNAL_ID: &str = "cust-4711";
 
-/// Every text, JSON and array column of every table, as superuser, searched for `needle`:
-/// `table.column` for each column that holds it.
+/// Every text, JSON, array and byte column of every table, as superuser, searched for `needle`
+/// (bytes as its UTF-8 form: files such as audit log exports): `table.column` for each column
+/// that holds it.
 async fn columns_holding(app: &TestApp, needle: &str) -> Vec<String> {
     let mut conn = app.superuser().await;
-    let columns: Vec<(String, String)> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text FROM information_schema.columns
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns
          WHERE table_schema = 'public'
-           AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY')
+           AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY',
+                             'bytea')
            AND table_name IN (SELECT table_name FROM information_schema.tables
                               WHERE table_schema = 'public' AND table_type = 'BASE TABLE')
          ORDER BY 1, 2",
@@ -36,11 +38,16 @@ async fn columns_holding(app: &TestApp, needle: &str) -> Vec<String> {
     .unwrap();
     assert!(columns.len() > 50, "only {} columns found", columns.len());
     let mut found = Vec::new();
-    for (table, column) in columns {
+    for (table, column, data_type) in columns {
+        let matches = match data_type.as_str() {
+            "bytea" => format!("position(convert_to($2, 'UTF8') in \"{column}\") > 0"),
+            _ => format!("\"{column}\"::text ILIKE $1"),
+        };
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM \"{table}\" WHERE \"{column}\"::text ILIKE $1"
+            "SELECT count(*) FROM \"{table}\" WHERE {matches}"
         )))
         .bind(format!("%{needle}%"))
+        .bind(needle)
         .fetch_one(&mut conn)
         .await
         .unwrap();
@@ -238,6 +245,34 @@ async fn an_erased_contact_leaves_no_value_in_any_table_and_the_audit_chain_stil
         )
         .await;
     assert_eq!(export.status, StatusCode::ACCEPTED, "{}", export.body);
+    // An auditor's export of the audit log: a file of copies of the payloads that name them.
+    let audit_export = app
+        .send(
+            Req::post("/api/v1/audit/exports")
+                .by(owner)
+                .json(json!({ "format": "json" })),
+        )
+        .await;
+    assert_eq!(
+        audit_export.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        audit_export.body
+    );
+    let audit_export = audit_export.uuid("/id");
+    eventually(20, "the audit log export to finish", || async {
+        let resp = app
+            .send(Req::get(format!("/api/v1/audit/exports/{audit_export}")).by(owner))
+            .await;
+        (resp.body["status"] == "done").then_some(())
+    })
+    .await;
+    assert!(
+        columns_holding(app, EMAIL)
+            .await
+            .contains(&"audit_export_chunk.data".to_string()),
+        "the audit log export holds no copy: the test proves nothing"
+    );
 
     // Before: the values are all over the database.
     for needle in [NAME, EMAIL, PHONE_DIGITS] {
@@ -264,6 +299,24 @@ async fn an_erased_contact_leaves_no_value_in_any_table_and_the_audit_chain_stil
     let receipt = erased.body.clone();
     assert_eq!(receipt["contact_id"], contact.to_string());
     assert_eq!(receipt["mode"], "erase");
+    // The request it answered is done and carries the receipt, which still verifies.
+    let answered = app
+        .send(Req::get(format!("/api/v1/privacy/requests/{request_id}")).by(owner))
+        .await;
+    assert_eq!(
+        answered.body["request"]["status"], "done",
+        "{}",
+        answered.body
+    );
+    assert_eq!(answered.body["receipt"], receipt, "{}", answered.body);
+    let check = app
+        .send(
+            Req::post("/api/v1/erasure-receipts/verify")
+                .by(owner)
+                .json(answered.body["receipt"].clone()),
+        )
+        .await;
+    assert_eq!(check.body["valid"], true, "{}", check.body);
     let counts = &receipt["erased"];
     assert_eq!(counts["contact"], 1, "{receipt}");
     assert_eq!(counts["conversations"], 2, "{receipt}");
@@ -283,12 +336,18 @@ async fn an_erased_contact_leaves_no_value_in_any_table_and_the_audit_chain_stil
     assert_eq!(counts["tickets"], 1, "{receipt}");
     assert_eq!(counts["tasks"], 1, "{receipt}");
     assert_eq!(counts["contact_exports"], 1, "{receipt}");
+    assert_eq!(counts["audit_exports"], 1, "{receipt}");
+    let gone = app
+        .send(Req::get(format!("/api/v1/audit/exports/{audit_export}/download")).by(owner))
+        .await;
+    assert_eq!(gone.status, StatusCode::GONE, "{}", gone.body);
     for table in [
         "ticket",
         "ticket_comment",
         "task",
         "contact_export",
         "contact_export_chunk",
+        "audit_export_chunk",
     ] {
         assert_eq!(
             app.count(&format!("SELECT count(*) FROM {table}")).await,
@@ -832,6 +891,21 @@ async fn anonymising_blanks_the_agents_records_and_review_items_but_keeps_their_
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(done.body["erased"]["agent_executions"], runs);
     assert!(done.body["erased"]["review_items"].as_i64().unwrap() >= 1);
+    // The low-confidence draft waited for a reviewer: emptied, it is withdrawn, not left for
+    // someone to approve and send as nothing.
+    assert_eq!(
+        done.body["erased"]["review_items_withdrawn"], 1,
+        "{}",
+        done.body
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM review_item WHERE status IN ('pending', 'approved')
+             OR (status = 'rejected' AND decision_reason NOT LIKE 'withdrawn:%')"
+        )
+        .await,
+        0
+    );
     // The outcomes stay for the statistics; the records and the drafts are gone.
     assert_eq!(app.count(outcomes).await, runs);
     assert_eq!(

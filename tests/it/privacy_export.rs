@@ -163,6 +163,20 @@ async fn an_export_holds_the_persons_real_values_the_agents_decisions_the_provid
     assert_eq!(done["steps_done"], done["steps_total"], "{done}");
     assert_eq!(done["request_id"], json!(request_id));
     assert_eq!(done["counts"]["agent_executions"], 1, "{done}");
+    // The request shows the work on it: in progress since its export started, the export ready.
+    let asked = w
+        .app
+        .send(Req::get(format!("/api/v1/privacy/requests/{request_id}")).by(&w.owner))
+        .await;
+    assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+    assert_eq!(
+        asked.body["request"]["status"], "in_progress",
+        "{}",
+        asked.body
+    );
+    assert_eq!(asked.body["exports"][0]["id"], done["id"], "{}", asked.body);
+    assert_eq!(asked.body["exports"][0]["status"], "done");
+    assert!(asked.body["receipt"].is_null(), "{}", asked.body);
     let id: Uuid = done["id"].as_str().unwrap().parse().unwrap();
 
     let (status, headers, bytes) = send_raw(

@@ -381,6 +381,10 @@ const PUBLIC_PAGES: &[(&str, &str)] = &[
     // The second step of a sign-in: the challenge cookie the password step set.
     ("GET", "/app/login/mfa"),
     ("POST", "/app/login/mfa"),
+    // Single sign-on: the form, the redirect to the provider and its return.
+    ("GET", "/app/sso"),
+    ("GET", "/app/sso/{tenant_slug}/start"),
+    ("GET", "/app/sso/callback"),
 ];
 
 // proves: SEC-1
@@ -512,7 +516,34 @@ async fn a_page_about_another_tenants_conversation_inbox_or_review_is_not_found(
         })))
         .await
         .uuid("/id");
+    let b_export = app
+        .send(
+            Req::post("/api/v1/audit/exports")
+                .by(&b)
+                .json(json!({ "format": "csv" })),
+        )
+        .await
+        .uuid("/id");
+    let b_event: uuid::Uuid = app.audit_events(b.tenant_id, "tenant.created").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let b_execution = uuid::Uuid::new_v4();
+    let mut conn = app.superuser().await;
+    sqlx::query(
+        "INSERT INTO agent_execution (id, tenant_id, conversation_id, contact_id, provider, model, offline, outcome)
+         SELECT $1, tenant_id, id, contact_id, 'offline', 'offline', true, 'replied' FROM conversation WHERE id = $2",
+    )
+    .bind(b_execution)
+    .bind(b_conversation)
+    .execute(&mut conn)
+    .await
+    .unwrap();
     let foreign = HashMap::from([
+        ("export_id", b_export),
+        ("event_id", b_event),
+        ("execution_id", b_execution),
         ("conversation_id", b_conversation),
         ("article_id", b_article),
         ("canned_reply_id", b_canned),

@@ -688,3 +688,67 @@ async fn a_member_signs_in_and_works_the_inbox_in_a_real_browser() {
     client.close().await.ok();
     outcome.expect("the journeys finished in time");
 }
+
+// proves: AUD-3, AUD-4
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_verifies_the_chain_filters_the_log_and_downloads_an_export_in_a_real_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let owner = app.signup("acme").await;
+    let auditor = app.join(&owner, "auditor").await;
+    for subject in ["Broken zip", "Late parcel"] {
+        let resp = app
+            .send(
+                Req::post("/api/v1/tickets")
+                    .by(&owner)
+                    .json(json!({ "subject": subject })),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.body);
+    }
+    let base = serve(&app).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+
+    let journey = async {
+        sign_in(&client, &base, &auditor, PASSWORD).await;
+        click(&client, "a[data-nav='audit']").await;
+        wait_for(&client, "[data-audit-entries]").await;
+        // htmx swaps the verification in, the page stays.
+        click(&client, "[data-verify]").await;
+        text_until(&client, "[data-chain='ok']", |t| {
+            t.contains("The chain holds")
+        })
+        .await;
+
+        fill(&client, "action", "ticket.*").await;
+        click(&client, "[data-filter]").await;
+        wait_for(&client, "[data-audit-entries]").await;
+        let listed = client
+            .find_all(Locator::Css("[data-entry-action]"))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        for entry in listed {
+            assert_eq!(entry.text().await.unwrap(), "ticket.created");
+        }
+        screenshot(&client, "audit.png").await;
+
+        // The export holds the filter; its page follows the job until the file is there.
+        click(&client, "[data-export]").await;
+        let download = wait_for(&client, "[data-download]").await;
+        let href = download.attr("href").await.unwrap().unwrap();
+        text_until(&client, "#export-progress [data-status]", |s| s == "done").await;
+        // `…/exports/{id}/download`, relative or made absolute by the browser.
+        let export_id: Uuid = href.rsplit('/').nth(1).unwrap().parse().unwrap();
+        let export = app
+            .send(Req::get(format!("/api/v1/audit/exports/{export_id}")).by(&owner))
+            .await;
+        assert_eq!(export.body["filters"]["action_prefix"], "ticket.");
+        assert_eq!(export.body["rows_done"], 2);
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(120), journey).await;
+    client.close().await.ok();
+    outcome.expect("the journey finished in time");
+}

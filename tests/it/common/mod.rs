@@ -464,6 +464,9 @@ impl Req {
     pub fn post(path: impl Into<String>) -> Req {
         Req::new(Method::POST, path)
     }
+    pub fn put(path: impl Into<String>) -> Req {
+        Req::new(Method::PUT, path)
+    }
     pub fn patch(path: impl Into<String>) -> Req {
         Req::new(Method::PATCH, path)
     }

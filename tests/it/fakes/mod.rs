@@ -1,2 +1,3 @@
 pub mod graph;
+pub mod oidc;
 pub mod openai;
