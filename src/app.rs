@@ -400,11 +400,15 @@ pub fn jobs() -> crate::queue::Handlers<AppState> {
     crate::channels::register(&mut jobs);
     crate::agent::register(&mut jobs);
     crate::privacy::export::register(&mut jobs);
+    crate::privacy::closure::register(&mut jobs);
     jobs
 }
 
 /// The exports of domains above retention that its purge deletes with the audit log's (DSR-7).
-const OTHER_EXPORTS: &[crate::retention::OtherExports] = &[crate::privacy::export::RETENTION];
+const OTHER_EXPORTS: &[crate::retention::OtherExports] = &[
+    crate::privacy::export::RETENTION,
+    crate::privacy::closure::RETENTION,
+];
 
 /// The queue's enqueue, in terms an engine may take without naming the queue: the audit
 /// export's routes queue its job with it, as audit and the queue are both engines and neither
@@ -499,7 +503,13 @@ fn housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
                         Err(e) => tracing::warn!(error = %e, "waking snoozed conversations failed"),
                     }
                 }
-                _ = retention.tick() => crate::retention::run_all(&state.db, &state.shutdown, OTHER_EXPORTS).await,
+                _ = retention.tick() => {
+                    crate::retention::run_all(&state.db, &state.shutdown, OTHER_EXPORTS).await;
+                    // Closed tenants past their grace period go on the same schedule (RET-2).
+                    if let Err(e) = crate::tenants::closure::purge_due(&state.db, time::OffsetDateTime::now_utc()).await {
+                        tracing::warn!(error = %e, "purging closed tenants failed");
+                    }
+                }
             }
         }
     })

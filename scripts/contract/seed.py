@@ -42,6 +42,10 @@ token = call(
     201,
     json={"name": "schemathesis", "role": "admin"},
 )
+# The tenant's closure and its exports are the owner's alone (tenant.own), which no token may
+# hold: their operations run with the owner's session (schemathesis.toml).
+owner_session = s.headers["Cookie"].split("=", 1)[1]
+tenant_export = call("POST", "/api/v1/tenant/exports", 202)
 del s.headers["Cookie"]
 s.headers["Authorization"] = f"Bearer {token['token']}"
 
@@ -168,6 +172,8 @@ values = {
     "CT_REVIEW_ID": review["id"],
     "CT_REQUEST_ID": privacy_request["id"],
     "CT_CONSENT_ID": consent["id"],
+    "CT_OWNER_SESSION": owner_session,
+    "CT_TENANT_EXPORT_ID": tenant_export["id"],
     "CT_JOB_ID": job_items[0]["id"] if job_items else str(uuid.uuid4()),
 }
 for name, value in values.items():

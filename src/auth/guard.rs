@@ -66,6 +66,27 @@ pub async fn require(
             });
         }
     }
+    if standing.tenant_closing {
+        // The owner closed the tenant (RET-2): the other members are refused at once, and the
+        // owner reaches the closure, the tenant export and reopening only.
+        let path = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| req.uri().path(), |p| p.as_str());
+        if ctx.role != Role::Owner || !WHILE_CLOSING.contains(&path) {
+            crate::http::request_log::note_refused(&req, &ctx);
+            return Err(Error::Refused {
+                code: "tenant_closed",
+                message: if ctx.role == Role::Owner {
+                    "this workspace is closed: only its export, its closure status and reopening \
+                     remain (POST /api/v1/tenant/closure/reopen)"
+                } else {
+                    "this workspace is closed"
+                }
+                .into(),
+            });
+        }
+    }
     if let Access::Requires(permission) = guard.access {
         if !ctx.role.can(permission) {
             crate::http::request_log::note_refused(&req, &ctx);
@@ -80,12 +101,28 @@ pub async fn require(
     Ok(next.run(req).await)
 }
 
+/// What a closing tenant's owner still reaches; everything else answers 403 `tenant_closed`.
+pub const WHILE_CLOSING: &[&str] = &[
+    "/api/v1/tenant/closure",
+    "/api/v1/tenant/closure/reopen",
+    "/api/v1/tenant/exports",
+    "/api/v1/tenant/exports/{export_id}",
+    "/api/v1/tenant/exports/{export_id}/download",
+    "/api/v1/auth/logout",
+    "/app/tenant/closure",
+    "/app/tenant/closure/reopen",
+    "/app/tenant/exports",
+    "/app/logout",
+];
+
 /// What the guard knows of a caller besides who they are.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Standing {
     /// A session of a member the tenant requires a second factor of, who has not enrolled one:
     /// it may reach enrolment and sign-out only. API tokens never owe one (the machine path).
     pub mfa_enrolment_owed: bool,
+    /// The tenant is closing (RET-2): only its owner passes, to [`WHILE_CLOSING`] only.
+    pub tenant_closing: bool,
 }
 
 /// Resolves the request's credential, if any. A bearer token wins over a cookie.
@@ -95,8 +132,11 @@ pub async fn authenticate(
     headers: &HeaderMap,
     meta: RequestMeta,
 ) -> Result<Option<Ctx>> {
+    // Its callers (live streams, the login page) serve nothing a closing tenant keeps, so a
+    // credential of one resolves to nobody and its streams end.
     Ok(authenticate_with_standing(state, headers, meta)
         .await?
+        .filter(|(_, standing)| !standing.tenant_closing)
         .map(|(ctx, _)| ctx))
 }
 
@@ -112,9 +152,11 @@ pub async fn authenticate_with_standing(
         }
         let row = sqlx::query!(
             r#"SELECT t.id, t.tenant_id, t.created_by, t.role AS token_role,
-                      m.role AS member_role, m.partner_org_id
+                      m.role AS member_role, m.partner_org_id,
+                      tn.status = 'closing' AS "tenant_closing!"
                FROM api_token t
                JOIN member m ON m.tenant_id = t.tenant_id AND m.id = t.created_by
+               JOIN tenant tn ON tn.id = t.tenant_id
                WHERE t.token_hash = $1 AND t.revoked_at IS NULL
                  AND (t.expires_at IS NULL OR t.expires_at > now())
                  AND m.status = 'active'"#,
@@ -150,7 +192,10 @@ pub async fn authenticate_with_standing(
                 credential: Credential::ApiToken(row.id),
                 meta,
             },
-            Standing::default(),
+            Standing {
+                tenant_closing: row.tenant_closing,
+                ..Standing::default()
+            },
         )));
     }
 
@@ -173,9 +218,11 @@ pub async fn authenticate_with_standing(
                        SELECT 1 FROM member_mfa f
                        WHERE f.tenant_id = s.tenant_id AND f.member_id = s.member_id
                          AND f.confirmed_at IS NOT NULL
-                   )) IS TRUE AS "mfa_enrolment_owed!"
+                   )) IS TRUE AS "mfa_enrolment_owed!",
+                  tn.status = 'closing' AS "tenant_closing!"
            FROM session s
            JOIN member m ON m.tenant_id = s.tenant_id AND m.id = s.member_id
+           JOIN tenant tn ON tn.id = s.tenant_id
            LEFT JOIN mfa_policy p ON p.tenant_id = s.tenant_id
            WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
              AND m.status = 'active'"#,
@@ -195,6 +242,7 @@ pub async fn authenticate_with_standing(
             },
             Standing {
                 mfa_enrolment_owed: row.mfa_enrolment_owed,
+                tenant_closing: row.tenant_closing,
             },
         ))
     }))

@@ -422,6 +422,18 @@ impl EndpointCache {
     }
 }
 
+/// Tells every process that each of the tenant's inboxes changed (at commit), so no cached
+/// copy keeps serving them: closing a tenant stops its channels at once (RET-2).
+pub async fn announce_tenant_inboxes(conn: &mut PgConnection, tenant_id: Uuid) -> Result<()> {
+    let inboxes = sqlx::query_scalar!("SELECT id FROM inbox WHERE tenant_id = $1", tenant_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    for inbox_id in inboxes {
+        announce_change(conn, tenant_id, inbox_id).await?;
+    }
+    Ok(())
+}
+
 /// Tells every process that an inbox changed (at commit), so cached copies are dropped.
 async fn announce_change(conn: &mut PgConnection, tenant_id: Uuid, inbox_id: Uuid) -> Result<()> {
     events::publish(
@@ -463,7 +475,11 @@ impl ChannelEndpoint {
     pub async fn load(system: &PgPool, inbox_id: Uuid) -> Result<Option<ChannelEndpoint>> {
         Ok(sqlx::query_as!(
             ChannelEndpoint,
-            r#"SELECT id AS "inbox_id", tenant_id, channel, settings, secrets FROM inbox WHERE id = $1"#,
+            // A closing tenant's inboxes answer as unknown ones (RET-2): nothing it receives
+            // is stored once its owner closed it.
+            r#"SELECT i.id AS "inbox_id", i.tenant_id, i.channel, i.settings, i.secrets
+               FROM inbox i JOIN tenant t ON t.id = i.tenant_id
+               WHERE i.id = $1 AND t.status = 'active'"#,
             inbox_id
         )
         .fetch_optional(system)

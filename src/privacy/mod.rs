@@ -4,6 +4,7 @@
 //! Data-subject requests (DSR-6) are tracked in [`requests`], consents (DSR-5) in [`consent`],
 //! and a person's export (DSR-1, DSR-7) is written in [`export`].
 
+pub mod closure;
 pub mod consent;
 pub mod erasure;
 pub mod export;
@@ -27,26 +28,28 @@ where
     erasure::ReceiptKey: FromRef<S>,
 {
     use Access::*;
-    erasure::routes(export::routes(consent::routes(requests::routes(api))))
-        .endpoint(
-            Method::POST,
-            "/api/v1/contacts/{contact_id}/restrict",
-            Requires(Permission::DataSubjectRights),
-            (
-                "crm",
-                "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
-            ),
-            Contract::new().ok::<ContactView>(),
-            restrict,
-        )
-        .endpoint(
-            Method::POST,
-            "/api/v1/contacts/{contact_id}/unrestrict",
-            Requires(Permission::DataSubjectRights),
-            ("crm", "Lift a restriction of processing (DSR-4)"),
-            Contract::new().ok::<ContactView>(),
-            unrestrict,
-        )
+    closure::routes(erasure::routes(export::routes(consent::routes(
+        requests::routes(api),
+    ))))
+    .endpoint(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/restrict",
+        Requires(Permission::DataSubjectRights),
+        (
+            "crm",
+            "Restrict processing (DSR-4): the AI no longer handles this contact's messages",
+        ),
+        Contract::new().ok::<ContactView>(),
+        restrict,
+    )
+    .endpoint(
+        Method::POST,
+        "/api/v1/contacts/{contact_id}/unrestrict",
+        Requires(Permission::DataSubjectRights),
+        ("crm", "Lift a restriction of processing (DSR-4)"),
+        Contract::new().ok::<ContactView>(),
+        unrestrict,
+    )
 }
 
 async fn restrict(

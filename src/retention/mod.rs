@@ -730,3 +730,15 @@ pub async fn active_hold(
     .await?;
     Ok(hold.map(|h| (h.id, h.reason)))
 }
+
+/// Whether any legal hold of the tenant is active: a closed tenant cannot be purged while one
+/// is, so closing is refused until they are released.
+pub async fn any_active_hold(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<bool> {
+    let held = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM legal_hold WHERE tenant_id = $1 AND released_at IS NULL) AS "held!""#,
+        tenant_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(held)
+}

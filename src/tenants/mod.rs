@@ -1,5 +1,6 @@
 //! Tenants: sign-up, the tenant record, members, invitations and partner organisations.
 
+pub mod closure;
 pub mod invitations;
 pub mod members;
 

@@ -11,6 +11,7 @@ mod accounts;
 pub mod assets;
 mod audit;
 mod canned;
+mod closure;
 mod conversation;
 pub mod csrf;
 mod deals;
@@ -60,7 +61,7 @@ fn pages(api: Api<AppState>) -> Api<AppState> {
     use Permission::*;
     let api = deals::pages(accounts::pages(tickets::pages(tasks::pages(api))));
     let api = executions::pages(audit::pages(reviews::pages(api)));
-    canned::pages(knowledge::pages(api))
+    closure::pages(canned::pages(knowledge::pages(api)))
         .page(Method::GET, "/app/assets/{file}", Public, assets::serve)
         .page(Method::GET, LOGIN, Public, login::form)
         .page(Method::POST, LOGIN, Public, login::submit)

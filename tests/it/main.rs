@@ -45,6 +45,7 @@ mod sec_streams;
 mod sec_whatsapp;
 mod sso_oidc;
 mod tasks;
+mod tenant_closure;
 mod tickets;
 mod web;
 mod web_accounts;
