@@ -386,8 +386,6 @@ struct Row {
     /// Who answers the conversation: the AI or people.
     handler: Option<String>,
     language: Option<String>,
-    /// The joined conversation's status before the message: a snoozed or pending one wakes.
-    prior_status: Option<String>,
     message_id: Option<Uuid>,
     run_queued: bool,
 }
@@ -498,8 +496,7 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
            ),
            facts AS (
                SELECT i.*, s.hit IS NOT NULL AS seen,
-                      coalesce(k.id, w.id) AS found_id, coalesce(k.name, w.name) AS found_name,
-                      p.status AS prior_status
+                      coalesce(k.id, w.id) AS found_id, coalesce(k.name, w.name) AS found_name
                FROM input i
                LEFT JOIN LATERAL (
                    SELECT 1 AS hit FROM message
@@ -514,12 +511,6 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
                    SELECT id, name FROM contact
                    WHERE i.wa_id IS NOT NULL AND tenant_id = $1 AND whatsapp_id = i.wa_id
                    LIMIT 1) w ON true
-               -- The open conversation the message joins, as it was: whether the message wakes it.
-               LEFT JOIN LATERAL (
-                   SELECT status FROM conversation
-                   WHERE coalesce(k.id, w.id) IS NOT NULL AND tenant_id = $1 AND inbox_id = i.inbox_id
-                     AND contact_id = coalesce(k.id, w.id) AND status <> 'resolved'
-                   LIMIT 1) p ON true
            ),
            named AS (
                UPDATE contact
@@ -587,7 +578,6 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
                   EXISTS (SELECT 1 FROM named n WHERE n.id = w.contact_id) AS "contact_named!",
                   j.conv_id AS "conversation_id?", coalesce(j.conv_created, false) AS "conversation_created!",
                   j.handler AS "handler?", j.conv_language AS "conversation_language?",
-                  j.prior_status AS "prior_status?",
                   m.id AS "message_id?",
                   r.id IS NOT NULL AS "run_queued!"
            FROM facts f
@@ -634,7 +624,6 @@ async fn store_round(conn: &mut PgConnection, tenant_id: Uuid, c: &Columns) -> R
             conversation_created: r.conversation_created,
             handler: r.handler,
             language: r.conversation_language,
-            prior_status: r.prior_status,
             message_id: r.message_id,
             run_queued: r.run_queued,
         })
@@ -692,8 +681,9 @@ async fn settle(
     }
     if let (true, Some(conversation_id)) = (row.conversation_created, row.conversation_id) {
         // The customer's message opened it: tenant data the channel created, on record like a
-        // member's change (AUD-1). Joining an open one changes only its activity times, unless
-        // it wakes it (below).
+        // member's change (AUD-1). Waking a snoozed or pending one is not on record yet: reading
+        // its status before the upsert, one lookup per message, cost the ingest a third more
+        // database time (BENCHMARKS.md, "AUD-1").
         audit::record(
             &mut *conn,
             &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
@@ -705,18 +695,6 @@ async fn settle(
                 "handler": row.handler,
                 "language": row.language,
             })),
-        )
-        .await?;
-    }
-    if let (Some(conversation_id), Some(prior @ ("snoozed" | "pending"))) =
-        (row.conversation_id, row.prior_status.as_deref())
-    {
-        audit::record(
-            &mut *conn,
-            &crate::crm::contacts::channel_source(tenant_id, msg.inbox_id),
-            AuditEvent::new("conversation.woken", "conversation", conversation_id)
-                .before(json!({ "status": prior }))
-                .after(json!({ "status": "open", "snoozed_until": null })),
         )
         .await?;
     }
