@@ -18,7 +18,8 @@ pub struct Event {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// What happened: `conversation.opened`, `conversation.resolved`, `ticket.opened`,
-    /// `ticket.solved`, `task.created`, `task.completed`, `deal.*` and more as features land.
+    /// `ticket.solved`, `task.created`, `task.completed`, `deal.opened`, `deal.moved`,
+    /// `deal.won`, `deal.lost`, and more as features land.
     pub kind: String,
     /// The object it is about: `conversation`, `ticket`, `task`, `deal`…
     pub entity_type: String,

@@ -30,7 +30,7 @@ where
         Access::Requires(Permission::ContactsRead),
         (
             "crm",
-            "An account's timeline, newest first: its conversations, tickets and tasks",
+            "An account's timeline, newest first: its conversations, tickets, tasks and deals",
         ),
         Contract::new()
             .query::<TimelineQuery>()
@@ -90,6 +90,9 @@ pub async fn for_account(
     }
     if ctx.role.can(Permission::TasksRead) {
         events.extend(tasks(&mut *conn, account_id, after, limit).await?);
+    }
+    if ctx.role.can(Permission::DealsRead) {
+        events.extend(deals(&mut *conn, account_id, after, limit).await?);
     }
     events.sort_by(newest_first);
     events.truncate(limit as usize);
@@ -189,6 +192,72 @@ async fn tasks(
             entity_id: r.id,
             status: Some(if r.done { "done" } else { "open" }.to_string()),
             contact_id: r.contact_id,
+        })
+        .collect())
+}
+
+/// Each deal of the account opened, moved from one stage to another, and won or lost.
+async fn deals(
+    conn: &mut PgConnection,
+    account_id: Uuid,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    let (at, id, kind) = Cursor::parts(after);
+    let rows = sqlx::query!(
+        r#"SELECT e.at AS "at!", e.kind AS "kind!", e.id AS "id!", e.name AS "name!",
+                  e.value_minor AS "value_minor!", e.currency AS "currency!", e.status AS "status!",
+                  e.stage
+           FROM (
+               SELECT created_at AS at, 'deal.opened' AS kind, id, name, value_minor, currency,
+                      status, NULL::text AS stage
+               FROM deal WHERE tenant_id = current_tenant_id() AND account_id = $1
+               UNION ALL
+               SELECT c.changed_at, 'deal.moved', d.id, d.name, d.value_minor, d.currency,
+                      d.status, c.to_stage_name
+               FROM deal_stage_change c JOIN deal d ON d.id = c.deal_id
+               WHERE d.tenant_id = current_tenant_id() AND d.account_id = $1
+                 AND c.tenant_id = current_tenant_id()
+                 AND (c.from_stage_id IS NOT NULL OR c.from_stage_name IS NOT NULL)
+               UNION ALL
+               SELECT closed_at, 'deal.' || status, id, name, value_minor, currency, status, NULL
+               FROM deal WHERE tenant_id = current_tenant_id() AND account_id = $1
+                 AND closed_at IS NOT NULL
+           ) e
+           WHERE $2::timestamptz IS NULL OR (e.at, e.id, e.kind) < ($2, $3::uuid, $4::text)
+           ORDER BY e.at DESC, e.id DESC, e.kind DESC
+           LIMIT $5"#,
+        account_id,
+        at,
+        id,
+        kind,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let value = super::deals::display_value(r.value_minor, &r.currency);
+            let title = match r.kind.as_str() {
+                "deal.opened" => format!("Deal opened: {} ({value})", r.name),
+                "deal.moved" => format!(
+                    "Deal {} moved to {}",
+                    r.name,
+                    r.stage.as_deref().unwrap_or("another stage")
+                ),
+                "deal.won" => format!("Deal won: {} ({value})", r.name),
+                _ => format!("Deal lost: {}", r.name),
+            };
+            Event {
+                title,
+                at: r.at,
+                kind: r.kind,
+                entity_type: "deal".into(),
+                entity_id: r.id,
+                status: Some(r.status),
+                contact_id: None,
+            }
         })
         .collect())
 }

@@ -150,6 +150,7 @@ fn entry(event: Event) -> Entry {
         ),
         "ticket" => ("note", Some(format!("/app/tickets/{}", event.entity_id))),
         "task" => ("check", Some("/app/tasks".to_string())),
+        "deal" => ("file", Some(format!("/app/deals/{}", event.entity_id))),
         _ => ("note", None),
     };
     Entry {

@@ -100,6 +100,31 @@ async fn history(app: &TestApp, owner: &Member) -> (Uuid, Uuid) {
     (account, other)
 }
 
+/// A deal for the account, moved one stage on, then won.
+async fn deal_won(app: &TestApp, owner: &Member, account: Uuid) {
+    let deal = post(
+        app,
+        owner,
+        "/api/v1/deals",
+        json!({ "name": "Renewal", "value_minor": 1250000, "currency": "EUR", "account_id": account }),
+    )
+    .await;
+    let pipelines = app.send(Req::get("/api/v1/pipelines").by(owner)).await;
+    let second = pipelines.body[0]["stages"][1]["id"].clone();
+    let moved = app
+        .send(
+            Req::patch(format!("/api/v1/deals/{deal}"))
+                .by(owner)
+                .json(json!({ "stage_id": second })),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let won = app
+        .send(Req::post(format!("/api/v1/deals/{deal}/won")).by(owner))
+        .await;
+    assert_eq!(won.status, StatusCode::OK, "{}", won.body);
+}
+
 async fn timeline(app: &TestApp, who: &Member, account: Uuid, query: &str) -> Value {
     let resp = app
         .send(Req::get(format!("/api/v1/accounts/{account}/timeline{query}")).by(who))
@@ -117,16 +142,20 @@ fn kinds(page: &Value) -> Vec<String> {
         .collect()
 }
 
-// proves: CS-1 (in part: an account's conversations, tickets and tasks in one timeline)
+// proves: CS-1 (in part: an account's conversations, tickets, tasks and deals in one timeline)
 #[tokio::test]
 async fn an_accounts_timeline_lists_its_conversations_tickets_and_tasks_newest_first() {
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
     let (account, _) = history(&app, &owner).await;
+    deal_won(&app, &owner, account).await;
     let page = timeline(&app, &owner, account, "").await;
     assert_eq!(
         kinds(&page),
         [
+            "deal.won",
+            "deal.moved",
+            "deal.opened",
             "conversation.resolved",
             "ticket.solved",
             "task.completed",
@@ -139,10 +168,16 @@ async fn an_accounts_timeline_lists_its_conversations_tickets_and_tasks_newest_f
     );
     let items = page["items"].as_array().unwrap();
     assert!(page["next_cursor"].is_null());
-    assert_eq!(items[1]["title"], "Ticket solved: Parcel lost");
-    assert_eq!(items[1]["status"], "solved");
-    assert_eq!(items[6]["entity_type"], "conversation");
-    assert_eq!(items[6]["status"], "resolved");
+    assert_eq!(items[0]["title"], "Deal won: Renewal (EUR 12,500.00)");
+    assert_eq!(items[0]["entity_type"], "deal");
+    assert!(items[1]["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("Deal Renewal moved to "));
+    assert_eq!(items[4]["title"], "Ticket solved: Parcel lost");
+    assert_eq!(items[4]["status"], "solved");
+    assert_eq!(items[9]["entity_type"], "conversation");
+    assert_eq!(items[9]["status"], "resolved");
     assert!(
         items
             .iter()
@@ -160,6 +195,7 @@ async fn a_timeline_pages_through_every_event_once_in_the_same_order() {
     let app = TestApp::spawn().await;
     let owner = app.signup("acme").await;
     let (account, _) = history(&app, &owner).await;
+    deal_won(&app, &owner, account).await;
     let whole = timeline(&app, &owner, account, "").await;
     let mut paged = Vec::new();
     let mut query = "?limit=2".to_string();

@@ -902,6 +902,7 @@ async fn a_member_moves_a_deal_through_the_board_to_won_in_a_real_browser() {
             )
             .await;
         }
+        screenshot(&client, "deals.png").await;
         click(&client, &format!("{card_css} [data-deal-name]")).await;
         click(&client, "[data-won-form] button").await;
         text_until(&client, "[data-status]", |s| s == "Won").await;
