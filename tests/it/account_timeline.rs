@@ -142,7 +142,7 @@ fn kinds(page: &Value) -> Vec<String> {
         .collect()
 }
 
-// proves: CS-1 (in part: an account's conversations, tickets, tasks and deals in one timeline)
+// Part of CS-1 (an account's conversations, tickets, tasks and deals in one timeline); NPS/CSAT and product events are still to come.
 #[tokio::test]
 async fn an_accounts_timeline_lists_its_conversations_tickets_and_tasks_newest_first() {
     let app = TestApp::spawn().await;

@@ -44,7 +44,7 @@ async fn the_accounts_page_lists_and_searches_the_tenants_accounts() {
     assert!(html.contains("No account matches"), "{html}");
 }
 
-// proves: CS-1 (in part: an account's page shows its people and its timeline)
+// Part of CS-1 (an account's page: its people and its timeline); NPS/CSAT and product events are still to come.
 #[tokio::test]
 async fn an_account_page_shows_its_people_and_its_timeline_newest_first_and_pages_older_events() {
     let app = TestApp::spawn().await;

@@ -753,7 +753,7 @@ async fn an_auditor_verifies_the_chain_filters_the_log_and_downloads_an_export_i
     outcome.expect("the journey finished in time");
 }
 
-// proves: CS-1 (in part: the account's timeline, a ticket from a conversation, a task assigned)
+// Part of CS-1 (the account's timeline, a ticket from a conversation, a task assigned, in the browser).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_makes_a_ticket_from_a_conversation_then_opens_the_account_and_assigns_a_task_in_a_real_browser(
 ) {
