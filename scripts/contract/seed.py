@@ -113,7 +113,9 @@ hold = call(
 invitation = call(
     "POST", "/api/v1/invitations", 201, json={"email": f"new-{run}@contract.example", "role": "agent"}
 )
-export = call("POST", "/api/v1/audit/exports", 202, json={"format": "json"})
+# An export of the tenant's own events: an erasure among the generated requests expires the
+# exports that copy the erased person's entries (DSR-3), and the run needs this one to stay.
+export = call("POST", "/api/v1/audit/exports", 202, json={"format": "json", "action_prefix": "tenant."})
 # The visitor's message started an agent run (the offline responder): wait for its record.
 execution = None
 for _ in range(100):

@@ -526,38 +526,72 @@ pub async fn expire(
     Ok(ids.len() as u64)
 }
 
-/// Expires the exports whose written part may copy one of the audit rows `seqs` (a data
-/// subject's erasure is about to erase their payloads) and returns how many. An export writes
-/// rows in sequence order, so it holds a copy of a row only if it has written past that row's
-/// number; one still short of it reads the row after the erasure, already without its values.
-/// The record stays, its content goes, as when retention expires it; a download answers 410.
+/// Expires the exports whose written part copies one of the audit rows `seqs` (a data
+/// subject's erasure is about to erase their payloads) and returns how many. An export holds a
+/// copy of a row when its filter matches the row and it has written past the row's number; one
+/// still short of it reads the row after the erasure, already without its values, and one whose
+/// filter leaves the rows out (an auditor's export of `ticket.*`) keeps its file. The record
+/// stays, its content goes, as when retention expires it; a download answers 410.
 pub async fn expire_holding(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     seqs: &[i64],
-) -> sqlx::Result<u64> {
+) -> anyhow::Result<u64> {
     let Some(first) = seqs.iter().min() else {
         return Ok(0);
     };
-    let ids = sqlx::query_scalar!(
-        "UPDATE audit_export
-         SET purged_at = now(), status = 'expired',
-             error = 'its content held values of a data subject who was erased since'
-         WHERE tenant_id = $1 AND purged_at IS NULL AND last_seq >= $2
-         RETURNING id",
+    let written = sqlx::query!(
+        r#"SELECT id, filters, last_seq AS "last_seq!" FROM audit_export
+           WHERE tenant_id = $1 AND purged_at IS NULL AND last_seq >= $2"#,
         tenant_id,
         first
     )
     .fetch_all(&mut *conn)
     .await?;
+    let mut holding = Vec::new();
+    for export in written {
+        let f: Filter = serde_json::from_value(export.filters)?;
+        let holds = sqlx::query_scalar!(
+            r#"SELECT EXISTS (
+                   SELECT 1 FROM audit_search($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                   WHERE seq = ANY ($11) AND seq <= $12) AS "holds!""#,
+            tenant_id,
+            f.actor_type,
+            f.actor_id,
+            f.entity_type,
+            f.entity_id,
+            f.action,
+            f.action_prefix,
+            f.execution_id,
+            f.from,
+            f.to,
+            seqs,
+            export.last_seq
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if holds {
+            holding.push(export.id);
+        }
+    }
     sqlx::query!(
-        "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
+        "UPDATE audit_export
+         SET purged_at = now(), status = 'expired',
+             error = 'its content held values of a data subject who was erased since'
+         WHERE tenant_id = $1 AND id = ANY ($2)",
         tenant_id,
-        &ids
+        &holding
     )
     .execute(&mut *conn)
     .await?;
-    Ok(ids.len() as u64)
+    sqlx::query!(
+        "DELETE FROM audit_export_chunk WHERE tenant_id = $1 AND export_id = ANY($2)",
+        tenant_id,
+        &holding
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(holding.len() as u64)
 }
 
 // The WHERE clauses below are the listing's (routes.rs), bounded by the export's snapshot.
